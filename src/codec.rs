@@ -1,0 +1,166 @@
+//! The binary encoding of events (record payloads) and of the state (snapshot payloads).
+//!
+//! This is the only module that names `bincode`, so the dependency can be replaced without
+//! touching anything else. Every payload starts with a one-byte schema version followed by
+//! the `bincode` 2 "standard" encoding (little-endian, variable-length integers) of the
+//! serde data model of [`Event`] or [`State`]:
+//!
+//! ```text
+//! event payload    = [EVENT_SCHEMA_VERSION: u8] ++ bincode(Event)
+//! snapshot payload = [STATE_SCHEMA_VERSION: u8] ++ bincode(State)
+//! ```
+//!
+//! Version history (kept in step with `docs/format.md`):
+//! * event schema 1, state schema 1: the first release.
+//!
+//! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
+//! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
+//! allocation (the `fuzz/` targets check this).
+
+use std::fmt;
+use std::io::Write;
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+
+use crate::event::Event;
+use crate::state::State;
+
+/// Current schema version of event payloads.
+pub const EVENT_SCHEMA_VERSION: u8 = 1;
+/// Current schema version of snapshot payloads.
+pub const STATE_SCHEMA_VERSION: u8 = 1;
+
+/// Most bytes a decoded event may claim (bounds allocations while decoding).
+const EVENT_DECODE_LIMIT: usize = 64 << 20;
+
+type EventConfig = Configuration<LittleEndian, Varint, Limit<EVENT_DECODE_LIMIT>>;
+
+fn event_config() -> EventConfig {
+    bincode::config::standard().with_limit::<EVENT_DECODE_LIMIT>()
+}
+
+/// A payload that does not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Appends the payload encoding of `event` to `out`.
+pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.push(EVENT_SCHEMA_VERSION);
+    bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
+        .map(|_| ())
+        .map_err(|e| DecodeError(format!("cannot encode event: {e}")))
+}
+
+/// The payload encoding of `event`.
+pub fn event_to_vec(event: &Event) -> Result<Vec<u8>, DecodeError> {
+    let mut v = Vec::with_capacity(128);
+    encode_event(event, &mut v)?;
+    Ok(v)
+}
+
+/// Decodes an event payload.
+pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
+    let Some((&version, body)) = payload.split_first() else {
+        return Err(DecodeError("empty event payload".into()));
+    };
+    match version {
+        1 => {
+            let (event, used): (Event, usize) =
+                bincode::serde::decode_from_slice(body, event_config())
+                    .map_err(|e| DecodeError(format!("event does not decode: {e}")))?;
+            if used != body.len() {
+                return Err(DecodeError(format!(
+                    "event payload has {} trailing bytes",
+                    body.len() - used
+                )));
+            }
+            Ok(event)
+        }
+        v => Err(DecodeError(format!(
+            "event schema version {v} is not supported (this build reads up to \
+             {EVENT_SCHEMA_VERSION})"
+        ))),
+    }
+}
+
+/// Writes the snapshot payload encoding of `state` into `out`.
+pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
+    out.write_all(&[STATE_SCHEMA_VERSION])
+        .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
+    bincode::serde::encode_into_std_write(state, out, bincode::config::standard())
+        .map(|_| ())
+        .map_err(|e| DecodeError(format!("cannot encode state: {e}")))
+}
+
+/// Decodes a snapshot payload.
+pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
+    let Some((&version, body)) = payload.split_first() else {
+        return Err(DecodeError("empty snapshot payload".into()));
+    };
+    match version {
+        1 => {
+            // Serde's sequence and map visitors cap preallocation, so a garbage length costs
+            // at most a bounded allocation before the input runs out.
+            let (state, used): (State, usize) =
+                bincode::serde::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
+            if used != body.len() {
+                return Err(DecodeError(format!(
+                    "snapshot payload has {} trailing bytes",
+                    body.len() - used
+                )));
+            }
+            Ok(state)
+        }
+        v => Err(DecodeError(format!(
+            "state schema version {v} is not supported (this build reads up to \
+             {STATE_SCHEMA_VERSION})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventBody;
+    use crate::types::{JsonText, SessionId, Timestamp};
+
+    #[test]
+    fn events_round_trip() {
+        let e = Event {
+            at: Timestamp(1_700_000_000_000_000),
+            body: EventBody::ActivityRecorded {
+                session: SessionId::new("abc").unwrap(),
+                action: "user_input".into(),
+                details: Some(JsonText::parse(r#"{"message":"Hello"}"#).unwrap()),
+            },
+        };
+        let bytes = event_to_vec(&e).unwrap();
+        assert_eq!(bytes[0], EVENT_SCHEMA_VERSION);
+        assert_eq!(decode_event(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn garbage_and_unknown_versions_are_errors() {
+        assert!(decode_event(&[]).is_err());
+        assert!(decode_event(&[9, 1, 2, 3]).is_err());
+        assert!(decode_event(&[1, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let e = Event {
+            at: Timestamp(5),
+            body: EventBody::ChainReset {
+                agent: crate::types::AgentId::new("a").unwrap(),
+            },
+        };
+        let mut bytes = event_to_vec(&e).unwrap();
+        bytes.push(0);
+        assert!(decode_event(&bytes).is_err(), "trailing byte accepted");
+    }
+}

@@ -1,0 +1,548 @@
+//! The engine: the one stateful entry point.
+//!
+//! ```text
+//! callers ──Request──▶ crossbeam channel ──▶ writer thread
+//!                                             │ decide each command against a clone of the state
+//!                                             │ encode its event into the batch's frames
+//!                                             │ append the batch, fsync once (group commit)
+//!                                             │ publish the new state, answer every caller
+//!                                             ▼ send the batch to subscribers
+//!                                           snapshot thread (serialises a state clone)
+//! ```
+//!
+//! Architecture invariants:
+//! * Only the writer thread appends to the log or replaces the published state.
+//! * A caller is answered only after its event is durable under the configured
+//!   [`Durability`]; readers ([`Engine::state`]) only ever see published, and so durable,
+//!   states.
+//! * After a failed write or fsync the engine is poisoned: every later command is refused
+//!   with [`Error::Poisoned`]. Reopening the directory recovers from the log.
+//! * The writer lock (`LOCK` in the data directory) is held from open to close; read-only
+//!   engines take no lock and never write.
+
+mod repair;
+mod subscription;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec;
+use crate::command::{Command, Committed};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::snapshot::{self, SkippedSnapshot};
+use crate::state::{Session, State};
+use crate::storage::{FileStorage, LockGuard, Storage};
+use crate::types::{Lsn, SessionId};
+use crate::wal::{self, LogReader, StartPoint, TornTail, Wal, WalOptions};
+
+pub use repair::{RepairReport, repair};
+pub use subscription::{CommittedEvent, SUBSCRIBER_CAPACITY, Subscription};
+
+/// When an accepted command counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Answer only after `fdatasync`. Concurrent callers share fsyncs (group commit).
+    Always,
+    /// Answer after the write reaches the OS; sync at most this long after it.
+    Interval(Duration),
+    /// Answer after the write reaches the OS; sync only at rollover and close.
+    None,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When a command counts as durable.
+    pub durability: Durability,
+    /// Size of each preallocated log segment.
+    pub segment_bytes: u64,
+    /// Take a snapshot automatically after this many events (0: never automatically).
+    pub snapshot_every: u64,
+    /// Snapshots to keep (older ones are the fallback for a damaged newer one).
+    pub keep_snapshots: usize,
+    /// Most commands the writer takes into one batch.
+    pub max_batch: usize,
+    /// How often the watchdog records the expiry of idle sessions (`None`: never).
+    pub watchdog_interval: Option<Duration>,
+    /// The file system.
+    pub storage: Arc<dyn Storage>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Always,
+            segment_bytes: 16 << 20,
+            snapshot_every: 100_000,
+            keep_snapshots: 3,
+            max_batch: 4096,
+            watchdog_interval: Some(Duration::from_secs(1)),
+            storage: Arc::new(FileStorage::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The files of a data directory.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The data directory.
+    pub root: PathBuf,
+    /// Log segments.
+    pub wal: PathBuf,
+    /// Snapshots.
+    pub snapshots: PathBuf,
+    /// Damaged bytes moved aside by recovery and repair.
+    pub quarantine: PathBuf,
+    /// The writer lock file.
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Paths {
+        Paths {
+            root: root.to_path_buf(),
+            wal: root.join("wal"),
+            snapshots: root.join("snapshots"),
+            quarantine: root.join("quarantine"),
+            lock: root.join("LOCK"),
+        }
+    }
+}
+
+/// What opening the directory found and did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RecoveryReport {
+    /// LSN of the snapshot the state was loaded from.
+    pub snapshot_lsn: Option<Lsn>,
+    /// Its file.
+    pub snapshot_file: Option<PathBuf>,
+    /// Snapshots that were damaged or unusable and skipped.
+    pub skipped_snapshots: Vec<SkippedSnapshot>,
+    /// Records replayed after the snapshot.
+    pub replayed: u64,
+    /// LSN of the last record.
+    pub last_lsn: Lsn,
+    /// Number of log segments.
+    pub segments: usize,
+    /// The torn tail that was cut (or, read-only, found), if any.
+    pub torn_tail: Option<TornTail>,
+}
+
+pub(crate) enum Request {
+    Command {
+        cmd: Command,
+        reply: Option<Sender<Result<Committed>>>,
+    },
+    Sync(Sender<Result<()>>),
+    Snapshot(Sender<Result<Lsn>>),
+    Subscribe {
+        live: Sender<Arc<Vec<CommittedEvent>>>,
+        reply: Sender<Lsn>,
+    },
+    Shutdown(Sender<Result<()>>),
+}
+
+/// State shared by the engine handle, the writer thread and subscriptions.
+pub(crate) struct Shared {
+    pub(crate) paths: Paths,
+    pub(crate) options: Options,
+    pub(crate) state: RwLock<Arc<State>>,
+    poisoned: Mutex<Option<String>>,
+    pub(crate) closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn published(&self) -> Arc<State> {
+        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn publish(&self, state: State) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+    }
+
+    pub(crate) fn poison(&self, cause: &Error) {
+        let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            tracing::error!(%cause, "engine poisoned: refusing further writes until reopened");
+            *p = Some(cause.to_string());
+        }
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|cause| Error::Poisoned {
+                cause: cause.clone(),
+            })
+    }
+
+    pub(crate) fn reader(&self) -> LogReader {
+        LogReader::new(Arc::clone(&self.options.storage), &self.paths.wal)
+    }
+}
+
+/// An answer that will arrive once the command is durable.
+#[must_use = "a pending command is only known to be durable once waited for"]
+pub struct Pending(PendingInner);
+
+enum PendingInner {
+    Ready(Option<Result<Committed>>),
+    Waiting(Receiver<Result<Committed>>),
+}
+
+impl Pending {
+    /// Blocks until the command is durable (or refused).
+    pub fn wait(self) -> Result<Committed> {
+        match self.0 {
+            PendingInner::Ready(r) => r.unwrap_or(Err(Error::Closed)),
+            PendingInner::Waiting(rx) => rx.recv().unwrap_or(Err(Error::Closed)),
+        }
+    }
+}
+
+/// An open data directory.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Option<Sender<Request>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    lock: Mutex<Option<Box<dyn LockGuard>>>,
+    report: RecoveryReport,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("root", &self.shared.paths.root)
+            .field("read_only", &self.read_only)
+            .field("last_lsn", &self.last_lsn())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory `dir` for writing: takes the writer
+    /// lock, loads the newest valid snapshot, replays the log after it, cuts a torn tail,
+    /// and starts the writer.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Engine::open_mode(dir.as_ref(), options, false)
+    }
+
+    /// Opens `dir` read-only: no lock, no writes, works while another process writes.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Engine::open_mode(dir.as_ref(), options, true)
+    }
+
+    fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Engine> {
+        let storage = Arc::clone(&options.storage);
+        let paths = Paths::new(dir);
+        let lock = if read_only {
+            let exists = storage
+                .exists(&paths.root)
+                .map_err(|e| Error::io("check data directory", &paths.root, e))?;
+            if !exists {
+                return Err(Error::not_found("data directory", paths.root.display()));
+            }
+            None
+        } else {
+            storage
+                .create_dir_all(&paths.root)
+                .map_err(|e| Error::io("create data directory", &paths.root, e))?;
+            let guard = storage
+                .try_lock(&paths.lock)
+                .map_err(|e| Error::io("lock data directory", &paths.lock, e))?;
+            match guard {
+                Some(g) => Some(g),
+                None => return Err(Error::Locked { path: paths.lock }),
+            }
+        };
+        if !read_only {
+            snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
+        }
+        let (state, report, recovered) = recover_state(&*storage, &paths, read_only)?;
+        if let Some(t) = &report.torn_tail {
+            tracing::warn!(
+                file = %t.file.display(),
+                offset = t.offset,
+                bytes = t.bytes,
+                lsn = %t.lsn,
+                reason = %t.reason,
+                saved_to = ?t.saved_to,
+                "cut a torn write at the end of the log"
+            );
+        }
+        let shared = Arc::new(Shared {
+            paths,
+            options,
+            state: RwLock::new(Arc::new(state)),
+            poisoned: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        let (tx, writer) = if read_only {
+            (None, None)
+        } else {
+            let wal = Wal::open(
+                Arc::clone(&storage),
+                &shared.paths.wal,
+                &recovered,
+                WalOptions {
+                    segment_bytes: shared.options.segment_bytes.max(4096),
+                },
+            )?;
+            let capacity = shared.options.max_batch.max(1) * 4;
+            let (tx, rx) = bounded(capacity);
+            let handle = writer::spawn(Arc::clone(&shared), Box::new(wal), rx, report.replayed)?;
+            (Some(tx), Some(handle))
+        };
+        Ok(Engine {
+            shared,
+            tx,
+            writer: Mutex::new(writer),
+            lock: Mutex::new(lock),
+            report,
+            read_only,
+        })
+    }
+
+    /// What opening the directory found.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The directory layout.
+    pub fn paths(&self) -> &Paths {
+        &self.shared.paths
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// Whether the engine was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> crate::types::Timestamp {
+        self.shared.options.clock.now()
+    }
+
+    /// The latest published (durable) state. Cheap: a reference-counted handle.
+    pub fn state(&self) -> Arc<State> {
+        self.shared.published()
+    }
+
+    /// LSN of the last published record.
+    pub fn last_lsn(&self) -> Lsn {
+        self.shared.published().last_lsn
+    }
+
+    /// The error that poisoned the engine, if it is poisoned.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.shared.poisoned()
+    }
+
+    fn send(&self, req: Request) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or(Error::ReadOnly)?;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        tx.send(req).map_err(|_| Error::Closed)
+    }
+
+    /// Queues a command and returns at once; [`Pending::wait`] returns once it is durable.
+    /// Commands from one thread are applied in the order they were submitted.
+    pub fn submit(&self, cmd: Command) -> Pending {
+        if self.read_only {
+            return Pending(PendingInner::Ready(Some(Err(Error::ReadOnly))));
+        }
+        let (tx, rx) = bounded(1);
+        match self.send(Request::Command {
+            cmd,
+            reply: Some(tx),
+        }) {
+            Ok(()) => Pending(PendingInner::Waiting(rx)),
+            Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),
+        }
+    }
+
+    /// Runs a command and waits until it is durable.
+    pub fn execute(&self, cmd: Command) -> Result<Committed> {
+        self.submit(cmd).wait()
+    }
+
+    /// Makes everything accepted so far durable, whatever the durability mode.
+    pub fn sync(&self) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.send(Request::Sync(tx))?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Takes a snapshot now and waits until it is on disk. Returns its LSN.
+    pub fn snapshot(&self) -> Result<Lsn> {
+        let (tx, rx) = bounded(1);
+        self.send(Request::Snapshot(tx))?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Committed events from `from` on: first those already in the log (catch-up), then
+    /// new ones as they commit (live). A read-only engine's subscription ends at the end
+    /// of the log.
+    pub fn subscribe(&self, from: Lsn) -> Subscription {
+        Subscription::new(Arc::clone(&self.shared), self.tx.clone(), from)
+    }
+
+    /// Calls `f` for each record with `from <= lsn <= to`, decoded, in order, until it
+    /// returns `Ok(false)`.
+    pub fn read_log(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        mut f: impl FnMut(Lsn, Event) -> Result<bool>,
+    ) -> Result<()> {
+        let wal = self.shared.paths.wal.clone();
+        self.shared.reader().for_each(from, to, |lsn, payload| {
+            let event = codec::decode_event(payload).map_err(|e| {
+                Error::corruption(&wal, 0, format!("record {lsn} does not decode: {e}"))
+            })?;
+            f(lsn, event)
+        })
+    }
+
+    /// The session as it was right after record `lsn` (point-in-time, for audits): replays
+    /// the events that concern it. `None` if it did not exist yet.
+    pub fn session_at(&self, id: &SessionId, lsn: Lsn) -> Result<Option<Session>> {
+        let last = self.last_lsn();
+        if lsn > last {
+            return Err(Error::LsnOutOfRange {
+                requested: lsn,
+                last,
+            });
+        }
+        let mut st = State::new();
+        let mut n = Lsn::ZERO;
+        self.read_log(Lsn(1), lsn, |_, event| {
+            if event.body.touches(id) {
+                n = n.next();
+                let wal = &self.shared.paths.wal;
+                st.apply(n, &event)
+                    .map_err(|e| Error::corruption(wal, 0, e.to_string()))?;
+            }
+            Ok(true)
+        })?;
+        Ok(st.session(id).map(|s| (**s).clone()))
+    }
+
+    /// Stops the writer after the commands already queued, syncs the log and releases the
+    /// lock. Idempotent; also done on drop (errors are then only logged).
+    pub fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if let Some(tx) = &self.tx {
+            let (rtx, rrx) = bounded(1);
+            if tx.send(Request::Shutdown(rtx)).is_ok() {
+                result = rrx.recv().unwrap_or(Ok(()));
+            }
+        }
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+            && h.join().is_err()
+        {
+            result = Err(Error::Poisoned {
+                cause: "the writer thread panicked".into(),
+            });
+        }
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the engine failed");
+        }
+    }
+}
+
+/// Loads the newest usable snapshot and replays the log after it.
+fn recover_state(
+    storage: &dyn Storage,
+    paths: &Paths,
+    read_only: bool,
+) -> Result<(State, RecoveryReport, wal::Recovered)> {
+    let segments = wal::list_segments(storage, &paths.wal)?;
+    let (snap, skipped) = snapshot::load_newest(storage, &paths.snapshots, |h| {
+        if h.lsn == Lsn::ZERO {
+            return Ok(());
+        }
+        if segments.iter().any(|s| s.first_lsn == h.position.segment) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the log segment it resumes from (first LSN {}) does not exist",
+                h.position.segment
+            ))
+        }
+    })?;
+    for s in &skipped {
+        tracing::warn!(file = %s.file.display(), reason = %s.reason, "skipped a snapshot");
+    }
+    let (mut state, start, snapshot_lsn, snapshot_file) = match snap {
+        Some((h, st, path)) => (
+            st,
+            StartPoint {
+                lsn: h.lsn,
+                position: Some(h.position),
+            },
+            Some(h.lsn),
+            Some(path),
+        ),
+        None => (State::new(), StartPoint::default(), None, None),
+    };
+    let recovered = wal::recover(
+        storage,
+        &paths.wal,
+        &paths.quarantine,
+        start,
+        !read_only,
+        |path, offset, lsn, payload| {
+            let event = codec::decode_event(payload)
+                .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
+            state.apply(lsn, &event).map_err(|e| {
+                Error::corruption(
+                    path,
+                    offset,
+                    format!("record {lsn} does not apply to the state: {e}"),
+                )
+            })
+        },
+    )?;
+    let report = RecoveryReport {
+        snapshot_lsn,
+        snapshot_file,
+        skipped_snapshots: skipped,
+        replayed: recovered.replayed,
+        last_lsn: recovered.last_lsn,
+        segments: recovered.segments.len().max(usize::from(!read_only)),
+        torn_tail: recovered.torn.clone(),
+    };
+    Ok((state, report, recovered))
+}

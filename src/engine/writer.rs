@@ -1,0 +1,442 @@
+//! The writer thread: group commit, publication, subscriber fan-out, and the snapshot
+//! thread it feeds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, unbounded};
+
+use super::{CommittedEvent, Durability, Request, Shared};
+use crate::codec;
+use crate::command::{Command, Committed, decide};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::snapshot;
+use crate::state::State;
+use crate::types::Lsn;
+use crate::wal::{FrameBuf, Log, LogPosition, MAX_PAYLOAD_LEN};
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    log: Box<dyn Log>,
+    rx: Receiver<Request>,
+    replayed: u64,
+) -> Result<JoinHandle<()>> {
+    let snapshots = Snapshotter::spawn(Arc::clone(&shared))?;
+    let writer = Writer {
+        next_watchdog: shared.options.watchdog_interval.map(|d| Instant::now() + d),
+        shared,
+        log,
+        rx,
+        frames: FrameBuf::new(),
+        subscribers: Vec::new(),
+        since_snapshot: replayed,
+        last_sync: Instant::now(),
+        log_dirty: false,
+        snapshots,
+    };
+    std::thread::Builder::new()
+        .name("session-engine-writer".into())
+        .spawn(move || writer.run())
+        .map_err(|e| Error::io("spawn writer thread", "", e))
+}
+
+type Reply = Option<Sender<Result<Committed>>>;
+
+fn answer(reply: Reply, r: Result<Committed>) {
+    if let Some(tx) = reply {
+        // The caller may have stopped waiting; that is its business.
+        let _ = tx.send(r);
+    }
+}
+
+/// A copy of an error for another recipient (`Error` holds an `io::Error`, which is not
+/// `Clone`).
+pub(crate) fn error_copy(e: &Error) -> Error {
+    match e {
+        Error::Io { op, path, source } => Error::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => Error::Corruption {
+            file: file.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        other => Error::Poisoned {
+            cause: other.to_string(),
+        },
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    log: Box<dyn Log>,
+    rx: Receiver<Request>,
+    frames: FrameBuf,
+    subscribers: Vec<LiveSender>,
+    since_snapshot: u64,
+    last_sync: Instant,
+    log_dirty: bool,
+    snapshots: Snapshotter,
+    next_watchdog: Option<Instant>,
+}
+
+type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
+
+/// What one batch collected besides commands.
+#[derive(Default)]
+struct Extras {
+    syncs: Vec<Sender<Result<()>>>,
+    snapshots: Vec<Sender<Result<Lsn>>>,
+    subscribes: Vec<(LiveSender, Sender<Lsn>)>,
+    shutdown: Option<Sender<Result<()>>>,
+}
+
+impl Writer {
+    fn durability(&self) -> Durability {
+        self.shared.options.durability
+    }
+
+    /// How long to wait for a request before a timer (interval sync, watchdog) is due.
+    fn next_timeout(&self) -> Option<Duration> {
+        let mut deadline = self.next_watchdog;
+        if let Durability::Interval(d) = self.durability()
+            && self.log_dirty
+        {
+            let t = self.last_sync + d;
+            deadline = Some(deadline.map_or(t, |w| w.min(t)));
+        }
+        deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn run(mut self) {
+        let max_batch = self.shared.options.max_batch.max(1);
+        let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+        loop {
+            let first = match self.next_timeout() {
+                Some(t) => match self.rx.recv_timeout(t) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                },
+            };
+            if let Some(r) = first {
+                batch.push(r);
+                while batch.len() < max_batch {
+                    match self.rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if let Some(t) = self.next_watchdog
+                && Instant::now() >= t
+            {
+                batch.push(Request::Command {
+                    cmd: Command::ExpireIdle,
+                    reply: None,
+                });
+                self.next_watchdog = self
+                    .shared
+                    .options
+                    .watchdog_interval
+                    .map(|d| Instant::now() + d);
+            }
+            let shutdown = self.process(&mut batch);
+            if let Durability::Interval(d) = self.durability()
+                && self.log_dirty
+                && self.last_sync.elapsed() >= d
+                && let Err(e) = self.sync_log()
+            {
+                self.shared.poison(&e);
+            }
+            if let Some(reply) = shutdown {
+                let r = self.sync_log();
+                self.snapshots.stop();
+                let _ = reply.send(r);
+                return;
+            }
+        }
+        // Every handle is gone without a shutdown request: still leave the log durable.
+        if let Err(e) = self.sync_log() {
+            tracing::error!(error = %e, "final log sync failed");
+        }
+        self.snapshots.stop();
+    }
+
+    fn sync_log(&mut self) -> Result<()> {
+        if let Some(p) = self.shared.poisoned() {
+            return Err(p);
+        }
+        if self.log_dirty {
+            self.log.sync()?;
+            self.log_dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Runs one batch of requests. Returns the shutdown reply if the batch asked to stop.
+    fn process(&mut self, batch: &mut Vec<Request>) -> Option<Sender<Result<()>>> {
+        let base = self.shared.published();
+        let mut work: Option<State> = None;
+        let mut pending: Vec<(Reply, Committed)> = Vec::new();
+        let mut events: Vec<CommittedEvent> = Vec::new();
+        let mut extras = Extras::default();
+        let mut poisoned = self.shared.poisoned();
+        self.frames.clear();
+        let keep_events = !self.subscribers.is_empty();
+
+        for req in batch.drain(..) {
+            match req {
+                Request::Command { cmd, reply } => {
+                    if let Some(p) = &poisoned {
+                        answer(reply, Err(error_copy(p)));
+                        continue;
+                    }
+                    let state = work.get_or_insert_with(|| (*base).clone());
+                    let now = self.shared.options.clock.now();
+                    match decide(state, cmd, now) {
+                        Err(e) => answer(reply, Err(e)),
+                        Ok((None, outcome)) => pending.push((
+                            reply,
+                            Committed {
+                                lsn: state.last_lsn,
+                                appended: false,
+                                outcome,
+                            },
+                        )),
+                        Ok((Some(body), outcome)) => {
+                            let lsn = state.last_lsn.next();
+                            let event = Event { at: now, body };
+                            let buf = self.frames.begin(lsn);
+                            if let Err(e) = codec::encode_event(&event, buf) {
+                                self.frames.abandon();
+                                answer(reply, Err(Error::invalid("event", e.to_string())));
+                                continue;
+                            }
+                            if let Err(len) = self.frames.finish() {
+                                answer(
+                                    reply,
+                                    Err(Error::invalid(
+                                        "event",
+                                        format!(
+                                            "encodes to {len} bytes, over the record limit \
+                                             of {MAX_PAYLOAD_LEN}"
+                                        ),
+                                    )),
+                                );
+                                continue;
+                            }
+                            if let Err(e) = state.apply(lsn, &event) {
+                                // `decide` promised this event applies. Writing a record the
+                                // state cannot replay would break the log, so stop here.
+                                let err = Error::Poisoned {
+                                    cause: format!(
+                                        "internal error: accepted event does not apply: {e}"
+                                    ),
+                                };
+                                self.shared.poison(&err);
+                                answer(reply, Err(error_copy(&err)));
+                                for (r, _) in pending.drain(..) {
+                                    answer(r, Err(error_copy(&err)));
+                                }
+                                self.frames.clear();
+                                work = None;
+                                events.clear();
+                                poisoned = Some(err);
+                                continue;
+                            }
+                            pending.push((
+                                reply,
+                                Committed {
+                                    lsn,
+                                    appended: true,
+                                    outcome,
+                                },
+                            ));
+                            if keep_events {
+                                events.push(CommittedEvent {
+                                    lsn,
+                                    event: Arc::new(event),
+                                });
+                            }
+                        }
+                    }
+                }
+                Request::Sync(r) => extras.syncs.push(r),
+                Request::Snapshot(r) => extras.snapshots.push(r),
+                Request::Subscribe { live, reply } => extras.subscribes.push((live, reply)),
+                Request::Shutdown(r) => extras.shutdown = Some(r),
+            }
+        }
+
+        if !self.frames.is_empty() {
+            let n = u64::from(self.frames.len());
+            let written = self.log.append(&self.frames).and_then(|()| {
+                self.log_dirty = true;
+                if self.durability() == Durability::Always {
+                    self.log.sync()?;
+                    self.log_dirty = false;
+                    self.last_sync = Instant::now();
+                }
+                Ok(())
+            });
+            if let Err(e) = written {
+                self.shared.poison(&e);
+                for (r, _) in pending.drain(..) {
+                    answer(r, Err(error_copy(&e)));
+                }
+                events.clear();
+                work = None;
+            } else {
+                self.since_snapshot += n;
+            }
+            if let Some(state) = work.take() {
+                self.shared.publish(state);
+            }
+        }
+        for (r, c) in pending {
+            answer(r, Ok(c));
+        }
+        if !events.is_empty() {
+            let batch = Arc::new(events);
+            self.subscribers
+                .retain(|s| match s.try_send(Arc::clone(&batch)) {
+                    Ok(()) => true,
+                    // A full subscriber is cut loose; it resumes from the log by itself.
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+                });
+        }
+        for r in extras.syncs {
+            let _ = r.send(self.sync_log());
+        }
+        let published = self.shared.published().last_lsn;
+        for (live, reply) in extras.subscribes {
+            if reply.send(published).is_ok() {
+                self.subscribers.push(live);
+            }
+        }
+        let auto = self.shared.options.snapshot_every > 0
+            && self.since_snapshot >= self.shared.options.snapshot_every
+            && !self.snapshots.busy();
+        if (!extras.snapshots.is_empty() || auto) && extras.shutdown.is_none() {
+            self.start_snapshot(extras.snapshots);
+        } else {
+            for r in extras.snapshots {
+                let _ = r.send(Err(Error::Closed));
+            }
+        }
+        extras.shutdown
+    }
+
+    fn start_snapshot(&mut self, replies: Vec<Sender<Result<Lsn>>>) {
+        // A snapshot must never describe records the log could still lose.
+        if let Err(e) = self.sync_log() {
+            self.shared.poison(&e);
+            for r in replies {
+                let _ = r.send(Err(error_copy(&e)));
+            }
+            return;
+        }
+        self.since_snapshot = 0;
+        self.snapshots.submit(SnapJob {
+            state: self.shared.published(),
+            position: self.log.position(),
+            replies,
+        });
+    }
+}
+
+struct SnapJob {
+    state: Arc<State>,
+    position: LogPosition,
+    replies: Vec<Sender<Result<Lsn>>>,
+}
+
+/// The snapshot thread: serialises state clones while the writer goes on appending.
+struct Snapshotter {
+    tx: Option<Sender<SnapJob>>,
+    busy: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Snapshotter {
+    fn spawn(shared: Arc<Shared>) -> Result<Snapshotter> {
+        let (tx, rx) = unbounded::<SnapJob>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let b = Arc::clone(&busy);
+        let handle = std::thread::Builder::new()
+            .name("session-engine-snapshot".into())
+            .spawn(move || {
+                for job in rx {
+                    let storage = &*shared.options.storage;
+                    let dir = &shared.paths.snapshots;
+                    let started = Instant::now();
+                    let r = snapshot::write_snapshot(storage, dir, &job.state, job.position)
+                        .and_then(|path| {
+                            snapshot::prune(storage, dir, shared.options.keep_snapshots)?;
+                            Ok(path)
+                        });
+                    match &r {
+                        Ok(path) => tracing::info!(
+                            lsn = %job.state.last_lsn,
+                            file = %path.display(),
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "snapshot written"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "snapshot failed"),
+                    }
+                    b.store(false, Ordering::SeqCst);
+                    for reply in job.replies {
+                        let _ = reply.send(match &r {
+                            Ok(_) => Ok(job.state.last_lsn),
+                            Err(e) => Err(error_copy(e)),
+                        });
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawn snapshot thread", "", e))?;
+        Ok(Snapshotter {
+            tx: Some(tx),
+            busy,
+            handle: Some(handle),
+        })
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    fn submit(&mut self, job: SnapJob) {
+        self.busy.store(true, Ordering::SeqCst);
+        if let Some(tx) = &self.tx
+            && let Err(e) = tx.send(job)
+        {
+            self.busy.store(false, Ordering::SeqCst);
+            for r in e.0.replies {
+                let _ = r.send(Err(Error::Closed));
+            }
+        }
+    }
+
+    /// Finishes queued snapshots and stops the thread.
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The library's one error type.
+//!
+//! Every variant is something a caller can act on: retry after an I/O error, run
+//! `verify`/`repair` after corruption, fix the input after `InvalidInput`, reopen after
+//! `Poisoned`. Messages name the file and byte offset where that matters and say what to do
+//! next. `anyhow` belongs to the binary only.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::types::Lsn;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O operation failed.
+    Io {
+        /// What the engine was doing ("write segment", "fsync snapshot", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Bytes on disk break a format rule. The engine refuses to open rather than guess.
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage inside `file`.
+        offset: u64,
+        /// What rule the bytes break.
+        reason: String,
+    },
+    /// A file was written by a format version this build does not understand.
+    UnsupportedVersion {
+        /// The file carrying the version.
+        file: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A write or fsync failed earlier; the in-memory state may no longer match the disk,
+    /// so the engine refuses further writes. Reopening the directory recovers.
+    Poisoned {
+        /// The error that poisoned the engine.
+        cause: String,
+    },
+    /// Another process holds the data directory's writer lock.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A session, agent chain or checkpoint does not exist.
+    NotFound {
+        /// What kind of thing was looked up ("session", "checkpoint", ...).
+        kind: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// An id is already taken.
+    AlreadyExists {
+        /// What kind of thing ("session").
+        kind: &'static str,
+        /// The id in use.
+        id: String,
+    },
+    /// Input that breaks a documented rule (unsafe id, oversized value, malformed JSON...).
+    InvalidInput {
+        /// The field or argument at fault.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The operation is not allowed in the session's current status.
+    InvalidState {
+        /// The session.
+        session: String,
+        /// What was attempted.
+        op: &'static str,
+        /// Why it was refused (usually the current status).
+        reason: String,
+    },
+    /// The engine was opened read-only.
+    ReadOnly,
+    /// The engine has been closed.
+    Closed,
+    /// A point-in-time request names an LSN the log does not have.
+    LsnOutOfRange {
+        /// The LSN asked for.
+        requested: Lsn,
+        /// The newest LSN in the log.
+        last: Lsn,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(kind: &'static str, id: impl fmt::Display) -> Self {
+        Error::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// A short stable name for the variant, used in JSON answers and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Corruption { .. } => "corruption",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::Poisoned { .. } => "poisoned",
+            Error::Locked { .. } => "locked",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::InvalidState { .. } => "invalid_state",
+            Error::ReadOnly => "read_only",
+            Error::Closed => "closed",
+            Error::LsnOutOfRange { .. } => "lsn_out_of_range",
+        }
+    }
+
+    /// True when the error was caused by the caller's input or the current state, not by the
+    /// engine or the disk: the command was refused and nothing changed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound { .. }
+                | Error::AlreadyExists { .. }
+                | Error::InvalidInput { .. }
+                | Error::InvalidState { .. }
+                | Error::LsnOutOfRange { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error during {op} on {}: {source}", path.display())
+            }
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corruption in {} at byte offset {offset}: {reason}; run `session-engine verify` \
+                 for a full report and `session-engine repair` to move the damaged bytes aside",
+                file.display()
+            ),
+            Error::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has format version {found}, but this build reads versions up to {supported}; \
+                 upgrade session-engine",
+                file.display()
+            ),
+            Error::Poisoned { cause } => write!(
+                f,
+                "engine is poisoned after a failed write ({cause}); it refuses further writes \
+                 until the data directory is reopened"
+            ),
+            Error::Locked { path } => write!(
+                f,
+                "data directory is in use by another process (lock held on {}); read-only \
+                 commands such as verify, replay and export still work",
+                path.display()
+            ),
+            Error::NotFound { kind, id } => write!(f, "{kind} not found: {id}"),
+            Error::AlreadyExists { kind, id } => write!(f, "{kind} already exists: {id}"),
+            Error::InvalidInput { field, reason } => write!(f, "invalid {field}: {reason}"),
+            Error::InvalidState {
+                session,
+                op,
+                reason,
+            } => write!(f, "cannot {op} session {session}: {reason}"),
+            Error::ReadOnly => write!(f, "engine is open read-only; this operation writes"),
+            Error::Closed => write!(f, "engine is closed"),
+            Error::LsnOutOfRange { requested, last } => write!(
+                f,
+                "LSN {requested} is beyond the end of the log (last LSN is {last})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

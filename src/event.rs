@@ -1,0 +1,257 @@
+//! The event vocabulary: everything that can happen to the engine's state.
+//!
+//! One command appends at most one [`Event`]; one event is one log record, so a record is
+//! the unit of atomicity and of LSN numbering. Events carry their own timestamp (`at`),
+//! stamped by the writer from the injectable clock, so applying them never reads a clock.
+//!
+//! The binary encoding of these types is the log format (see `codec` and
+//! `docs/format.md`): variants and fields are only ever *appended*; changing or removing one
+//! requires a new schema version and a conversion in `codec`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Session, SessionConfig, Status};
+use crate::types::{AgentId, JsonText, SessionId, Timestamp};
+
+/// One state change, as stored in one log record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When the writer accepted the command that produced the event.
+    pub at: Timestamp,
+    /// What happened.
+    pub body: EventBody,
+}
+
+/// A new session's initial settings, as recorded in [`EventBody::SessionCreated`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionCreated {
+    /// The new session's id.
+    pub session: SessionId,
+    /// Human-readable name.
+    pub name: String,
+    /// The agent the session belongs to, if any.
+    pub agent: Option<String>,
+    /// The working directory the session runs in, if any.
+    pub working_dir: Option<String>,
+    /// Inactivity timeout in seconds.
+    pub timeout_secs: u64,
+    /// Session configuration (seed 000's `SessionConfig`).
+    pub config: SessionConfig,
+    /// Initial metadata.
+    pub metadata: Vec<(String, JsonText)>,
+}
+
+/// What happened. Variant order is part of the log format: append only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventBody {
+    /// A session was created.
+    SessionCreated(Box<SessionCreated>),
+    /// An activity was recorded in an active session.
+    ActivityRecorded {
+        /// The session.
+        session: SessionId,
+        /// Activity type (`"api_call"`, `"user_input"`, ...).
+        action: String,
+        /// Optional JSON details.
+        details: Option<JsonText>,
+    },
+    /// A metadata key was set.
+    MetadataSet {
+        /// The session.
+        session: SessionId,
+        /// The key.
+        key: String,
+        /// The JSON value.
+        value: JsonText,
+    },
+    /// A metadata key was removed.
+    MetadataRemoved {
+        /// The session.
+        session: SessionId,
+        /// The key.
+        key: String,
+    },
+    /// A session was paused, resumed or ended by its user.
+    StatusChanged {
+        /// The session.
+        session: SessionId,
+        /// The new status (`Active`, `Paused` or `Ended`).
+        status: Status,
+    },
+    /// The watchdog found sessions inactive past their timeout.
+    SessionsExpired {
+        /// The sessions now timed out.
+        sessions: Vec<SessionId>,
+    },
+    /// Sessions were archived (one by request, or many by cleanup).
+    SessionsArchived {
+        /// The sessions now archived.
+        sessions: Vec<SessionId>,
+    },
+    /// A command the session ran was recorded.
+    CommandRecorded {
+        /// The session.
+        session: SessionId,
+        /// The command.
+        command: String,
+        /// Its arguments (JSON).
+        args: Option<JsonText>,
+        /// Whether it succeeded.
+        success: bool,
+        /// Error text when it failed.
+        error: Option<String>,
+        /// How long it ran, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A checkpoint of the session's restorable state was saved.
+    CheckpointSaved {
+        /// The session.
+        session: SessionId,
+        /// Optional label.
+        label: Option<String>,
+    },
+    /// The session was returned to a checkpoint.
+    CheckpointRestored {
+        /// The session.
+        session: SessionId,
+        /// Index of the checkpoint (0-based).
+        index: u32,
+    },
+    /// A decision was logged for the audit trail (seed 001 `log_decision`).
+    DecisionLogged {
+        /// The session.
+        session: SessionId,
+        /// What was decided.
+        what: String,
+        /// Why.
+        why: String,
+        /// Alternatives considered.
+        alternatives: Option<String>,
+    },
+    /// An agent's conversation moved to a new external session id (seed 003).
+    ChainLinked {
+        /// The agent.
+        agent: AgentId,
+        /// The external (Claude Code) session id.
+        external_id: String,
+        /// The prompt, truncated to 200 characters.
+        prompt: String,
+        /// The response, truncated to 200 characters.
+        response: String,
+        /// Optional metadata.
+        metadata: Option<JsonText>,
+    },
+    /// An agent's chain was reset.
+    ChainReset {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// A session was imported from an export bundle: its events, replayed under `session`.
+    SessionImported {
+        /// The id the session has in this engine.
+        session: SessionId,
+        /// The id it had where it was exported.
+        original: SessionId,
+        /// The exported events, in order; all concern `original`.
+        events: Vec<Event>,
+    },
+    /// A session was created as a copy of another one; the copy is carried inline so the
+    /// event stands on its own (in exports, and when the source changes later).
+    SessionCloned {
+        /// The new session's id.
+        session: SessionId,
+        /// The session it was copied from.
+        source: SessionId,
+        /// The copied session (its id and creation time are replaced on apply).
+        data: Box<Session>,
+    },
+}
+
+impl EventBody {
+    /// The event's type name, as printed by `replay` (`"session_created"`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::SessionCreated(_) => "session_created",
+            EventBody::ActivityRecorded { .. } => "activity_recorded",
+            EventBody::MetadataSet { .. } => "metadata_set",
+            EventBody::MetadataRemoved { .. } => "metadata_removed",
+            EventBody::StatusChanged { .. } => "status_changed",
+            EventBody::SessionsExpired { .. } => "sessions_expired",
+            EventBody::SessionsArchived { .. } => "sessions_archived",
+            EventBody::CommandRecorded { .. } => "command_recorded",
+            EventBody::CheckpointSaved { .. } => "checkpoint_saved",
+            EventBody::CheckpointRestored { .. } => "checkpoint_restored",
+            EventBody::DecisionLogged { .. } => "decision_logged",
+            EventBody::ChainLinked { .. } => "chain_linked",
+            EventBody::ChainReset { .. } => "chain_reset",
+            EventBody::SessionImported { .. } => "session_imported",
+            EventBody::SessionCloned { .. } => "session_cloned",
+        }
+    }
+
+    /// The sessions this event changes (empty for chain events).
+    pub fn sessions(&self) -> Vec<&SessionId> {
+        match self {
+            EventBody::SessionCreated(c) => vec![&c.session],
+            EventBody::ActivityRecorded { session, .. }
+            | EventBody::MetadataSet { session, .. }
+            | EventBody::MetadataRemoved { session, .. }
+            | EventBody::StatusChanged { session, .. }
+            | EventBody::CommandRecorded { session, .. }
+            | EventBody::CheckpointSaved { session, .. }
+            | EventBody::CheckpointRestored { session, .. }
+            | EventBody::DecisionLogged { session, .. }
+            | EventBody::SessionImported { session, .. }
+            | EventBody::SessionCloned { session, .. } => vec![session],
+            EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
+                sessions.iter().collect()
+            }
+            EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => Vec::new(),
+        }
+    }
+
+    /// Whether this event changes session `id`.
+    pub fn touches(&self, id: &SessionId) -> bool {
+        match self {
+            EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
+                sessions.contains(id)
+            }
+            _ => self.sessions().first().is_some_and(|s| *s == id),
+        }
+    }
+
+    /// The agent chain this event changes, if any.
+    pub fn agent(&self) -> Option<&AgentId> {
+        match self {
+            EventBody::ChainLinked { agent, .. } | EventBody::ChainReset { agent } => Some(agent),
+            _ => None,
+        }
+    }
+
+    /// The same event, re-addressed from session `from` to session `to` (used to import
+    /// a session under a new id). Events about other sessions are returned unchanged.
+    pub fn readdressed(&self, from: &SessionId, to: &SessionId) -> EventBody {
+        let swap = |s: &SessionId| if s == from { to.clone() } else { s.clone() };
+        let mut b = self.clone();
+        match &mut b {
+            EventBody::SessionCreated(c) => c.session = swap(&c.session),
+            EventBody::ActivityRecorded { session, .. }
+            | EventBody::MetadataSet { session, .. }
+            | EventBody::MetadataRemoved { session, .. }
+            | EventBody::StatusChanged { session, .. }
+            | EventBody::CommandRecorded { session, .. }
+            | EventBody::CheckpointSaved { session, .. }
+            | EventBody::CheckpointRestored { session, .. }
+            | EventBody::DecisionLogged { session, .. }
+            | EventBody::SessionImported { session, .. }
+            | EventBody::SessionCloned { session, .. } => *session = swap(session),
+            EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
+                for s in sessions.iter_mut() {
+                    *s = swap(s);
+                }
+            }
+            EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => {}
+        }
+        b
+    }
+}

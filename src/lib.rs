@@ -1,0 +1,36 @@
+//! `session-engine`: an embedded, crash-safe, event-sourced session engine for AI coding
+//! agents.
+//!
+//! Every session action is a [`Command`] that the engine validates against the current
+//! [`State`] and turns into an [`Event`], appended to a checksummed write-ahead log and
+//! made durable (with group commit) before the caller is answered. The state is a pure
+//! function of the log, rebuilt at open from the newest snapshot plus the log's tail.
+//!
+//! Start with [`Engine::open`]; see `ARCHITECTURE.md` for the map of the code and
+//! `docs/format.md` for the bytes on disk.
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod codec;
+pub mod command;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod snapshot;
+pub mod state;
+pub mod storage;
+pub mod types;
+pub mod wal;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{Command, Committed, NewSession, Outcome};
+pub use engine::{
+    CommittedEvent, Durability, Engine, Options, Paths, Pending, RecoveryReport, RepairReport,
+    Subscription, repair,
+};
+pub use error::{Error, Result};
+pub use event::{Event, EventBody};
+pub use state::{Chain, Session, SessionConfig, State, Status};
+pub use storage::{FileStorage, MemStorage, Storage};
+pub use types::{AgentId, JsonText, Lsn, SessionId, Timestamp};

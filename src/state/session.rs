@@ -1,0 +1,396 @@
+//! One session's state: settings, status, metadata, activity log, command history,
+//! decisions and checkpoints.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::ApplyError;
+use crate::event::SessionCreated;
+use crate::types::{JsonText, SessionId, Timestamp};
+
+/// Lifecycle status. Seed 001's statuses plus `archived` and `timed_out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepting activity.
+    Active,
+    /// Paused by its user; `resume` makes it active again.
+    Paused,
+    /// Ended by its user.
+    Ended,
+    /// Moved to the archive.
+    Archived,
+    /// Inactive for longer than its timeout, as recorded by the watchdog.
+    TimedOut,
+}
+
+impl Status {
+    /// Every status.
+    pub const ALL: [Status; 5] = [
+        Status::Active,
+        Status::Paused,
+        Status::Ended,
+        Status::Archived,
+        Status::TimedOut,
+    ];
+
+    /// The name used in JSON files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Ended => "ended",
+            Status::Archived => "archived",
+            Status::TimedOut => "timed_out",
+        }
+    }
+
+    /// Parses [`Status::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log level of a session's own logging (seed 000's `SessionConfig.log_level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Normal operation.
+    #[default]
+    Info,
+    /// Problems that did not stop the work.
+    Warning,
+    /// Failures.
+    Error,
+}
+
+impl LogLevel {
+    /// Parses `DEBUG`, `INFO`, `WARNING` (or `WARN`), `ERROR`, in any case.
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        match s.to_ascii_uppercase().as_str() {
+            "DEBUG" => Some(LogLevel::Debug),
+            "INFO" => Some(LogLevel::Info),
+            "WARNING" | "WARN" => Some(LogLevel::Warning),
+            "ERROR" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+}
+
+/// Seed 000's `SessionConfig`. Durations are in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// Command timeout.
+    pub timeout: f64,
+    /// Retry attempts for a failed command.
+    pub max_retries: u32,
+    /// Initial delay between retries.
+    pub retry_delay: f64,
+    /// Health check interval.
+    pub heartbeat_interval: f64,
+    /// Whether the session's own log is written.
+    pub enable_logging: bool,
+    /// Log level.
+    pub log_level: LogLevel,
+    /// Auto-save frequency.
+    pub auto_save_interval: f64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            timeout: 300.0,
+            max_retries: 3,
+            retry_delay: 1.0,
+            heartbeat_interval: 30.0,
+            enable_logging: true,
+            log_level: LogLevel::Info,
+            auto_save_interval: 60.0,
+        }
+    }
+}
+
+/// One recorded activity (seed 001's `activity_log` entry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Activity type.
+    pub action: Arc<str>,
+    /// When it was recorded.
+    pub timestamp: Timestamp,
+    /// Optional JSON details.
+    pub details: Option<JsonText>,
+}
+
+/// One recorded command (seed 000's command history entry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The command.
+    pub command: Arc<str>,
+    /// Its arguments.
+    pub args: Option<JsonText>,
+    /// When it was recorded.
+    pub timestamp: Timestamp,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Error text when it failed.
+    pub error: Option<Arc<str>>,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One logged decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What was decided.
+    pub what: Arc<str>,
+    /// Why.
+    pub why: Arc<str>,
+    /// Alternatives considered.
+    pub alternatives: Option<Arc<str>>,
+    /// When.
+    pub timestamp: Timestamp,
+}
+
+/// The part of a session a checkpoint saves and a restore brings back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionBody {
+    /// Lifecycle status.
+    pub status: Status,
+    /// Custom metadata.
+    pub metadata: imbl::OrdMap<String, JsonText>,
+    /// Recorded activities, oldest first.
+    pub activity_log: imbl::Vector<Activity>,
+    /// Recorded commands, oldest first.
+    pub commands: imbl::Vector<CommandRecord>,
+    /// Logged decisions, oldest first.
+    pub decisions: imbl::Vector<Decision>,
+    /// Number of failed commands.
+    pub command_errors: u64,
+}
+
+/// A saved checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// 0-based index in the session's checkpoint list.
+    pub index: u32,
+    /// Optional label.
+    pub label: Option<Arc<str>>,
+    /// When it was saved.
+    pub created_at: Timestamp,
+    /// The saved state.
+    pub body: SessionBody,
+}
+
+/// Where a session came from when it was not created directly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Imported from an export bundle.
+    Imported {
+        /// Its id in the engine it was exported from.
+        original: SessionId,
+    },
+    /// Cloned from another session.
+    Cloned {
+        /// The session it was copied from.
+        source: SessionId,
+    },
+}
+
+/// A session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Unique id.
+    pub id: SessionId,
+    /// Human-readable name.
+    pub name: Arc<str>,
+    /// The agent it belongs to.
+    pub agent: Option<Arc<str>>,
+    /// Its working directory.
+    pub working_dir: Option<Arc<str>>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Time of the last activity, command, decision, restore or resume.
+    pub last_activity: Timestamp,
+    /// Inactivity timeout in seconds (0: never times out).
+    pub timeout_secs: u64,
+    /// Configuration.
+    pub config: SessionConfig,
+    /// Status, metadata, logs and counters.
+    pub body: SessionBody,
+    /// Saved checkpoints.
+    pub checkpoints: imbl::Vector<Checkpoint>,
+    /// Import or clone origin.
+    pub origin: Option<Origin>,
+}
+
+/// Seed 000's `get_statistics()`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Statistics {
+    /// Seconds since creation.
+    pub uptime_secs: f64,
+    /// Activities recorded.
+    pub activity_count: u64,
+    /// Commands recorded.
+    pub command_count: u64,
+    /// Failed commands.
+    pub error_count: u64,
+    /// Failed commands / commands (0 when no command ran).
+    pub error_rate: f64,
+    /// Decisions logged.
+    pub decision_count: u64,
+    /// Checkpoints saved.
+    pub checkpoint_count: u64,
+    /// Metadata keys.
+    pub metadata_count: u64,
+    /// Seconds since the last activity.
+    pub secs_since_activity: f64,
+    /// Current status.
+    pub status: Status,
+    /// Whether the session is active right now.
+    pub is_active: bool,
+}
+
+impl Session {
+    pub(super) fn created(c: &SessionCreated, at: Timestamp) -> Session {
+        Session {
+            id: c.session.clone(),
+            name: Arc::from(c.name.as_str()),
+            agent: c.agent.as_deref().map(Arc::from),
+            working_dir: c.working_dir.as_deref().map(Arc::from),
+            created_at: at,
+            last_activity: at,
+            timeout_secs: c.timeout_secs,
+            config: c.config.clone(),
+            body: SessionBody {
+                status: Status::Active,
+                metadata: c.metadata.iter().cloned().collect(),
+                activity_log: imbl::Vector::new(),
+                commands: imbl::Vector::new(),
+                decisions: imbl::Vector::new(),
+                command_errors: 0,
+            },
+            checkpoints: imbl::Vector::new(),
+            origin: None,
+        }
+    }
+
+    /// The session's status.
+    pub fn status(&self) -> Status {
+        self.body.status
+    }
+
+    /// When an active session times out, if it can.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        (self.timeout_secs > 0).then(|| self.last_activity.plus_secs(self.timeout_secs))
+    }
+
+    /// Whether the session's inactivity timeout has passed at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.body.status == Status::Active && self.expires_at().is_some_and(|t| now >= t)
+    }
+
+    /// Seed 001's `is_active()`: active and not timed out at `now`. Right even between
+    /// watchdog ticks, because it compares with the clock rather than waiting for the
+    /// expiry event.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.body.status == Status::Active && !self.is_expired(now)
+    }
+
+    /// A metadata value.
+    pub fn get_metadata(&self, key: &str) -> Option<&JsonText> {
+        self.body.metadata.get(key)
+    }
+
+    /// The last `limit` commands, oldest first (seed 000's `get_command_history`).
+    pub fn command_history(&self, limit: usize) -> Vec<CommandRecord> {
+        let n = self.body.commands.len();
+        self.body
+            .commands
+            .iter()
+            .skip(n.saturating_sub(limit))
+            .cloned()
+            .collect()
+    }
+
+    /// Seed 000's `get_statistics()` at `now`.
+    pub fn statistics(&self, now: Timestamp) -> Statistics {
+        let commands = self.body.commands.len() as u64;
+        Statistics {
+            uptime_secs: now.secs_since(self.created_at).max(0.0),
+            activity_count: self.body.activity_log.len() as u64,
+            command_count: commands,
+            error_count: self.body.command_errors,
+            error_rate: if commands == 0 {
+                0.0
+            } else {
+                self.body.command_errors as f64 / commands as f64
+            },
+            decision_count: self.body.decisions.len() as u64,
+            checkpoint_count: self.checkpoints.len() as u64,
+            metadata_count: self.body.metadata.len() as u64,
+            secs_since_activity: now.secs_since(self.last_activity).max(0.0),
+            status: self.body.status,
+            is_active: self.is_active(now),
+        }
+    }
+
+    pub(super) fn require_status(&self, allowed: &[Status], op: &str) -> Result<(), ApplyError> {
+        if allowed.contains(&self.body.status) {
+            Ok(())
+        } else {
+            Err(ApplyError(format!(
+                "cannot {op} session {}: it is {}",
+                self.id, self.body.status
+            )))
+        }
+    }
+
+    pub(super) fn require_not_archived(&self, op: &str) -> Result<(), ApplyError> {
+        if self.body.status == Status::Archived {
+            Err(ApplyError(format!(
+                "cannot {op} session {}: it is archived",
+                self.id
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The status transitions a user may ask for: pause an active session; resume a
+    /// paused, ended, timed-out or archived one; end one that is active, paused or timed out.
+    pub fn check_transition(&self, to: Status) -> Result<(), String> {
+        let from = self.body.status;
+        let ok = match to {
+            Status::Paused => from == Status::Active,
+            Status::Active => from != Status::Active,
+            Status::Ended => matches!(from, Status::Active | Status::Paused | Status::TimedOut),
+            Status::Archived | Status::TimedOut => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("it is {from}"))
+        }
+    }
+
+    pub(super) fn change_status(&mut self, to: Status, at: Timestamp) -> Result<(), ApplyError> {
+        self.check_transition(to)
+            .map_err(|why| ApplyError(format!("cannot make session {} {to}: {why}", self.id)))?;
+        self.body.status = to;
+        if to == Status::Active {
+            // Resuming is activity: without this a timed-out session would expire again at once.
+            self.last_activity = at;
+        }
+        Ok(())
+    }
+}

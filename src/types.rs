@@ -1,0 +1,391 @@
+//! Small validated value types shared by every layer: [`Lsn`], [`Timestamp`], [`SessionId`],
+//! [`AgentId`] and [`JsonText`].
+//!
+//! Preconditions live in the types: a `SessionId` is always safe to use as a file name, a
+//! `JsonText` always holds one well-formed JSON value. Constructors are the only way in, so
+//! the rest of the engine never re-checks.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Log sequence number: the position of a record in the log. LSNs start at 1 and are dense;
+/// `Lsn::ZERO` means "before the first record".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// The position before the first record.
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// The LSN that follows this one.
+    pub fn next(self) -> Lsn {
+        Lsn(self.0 + 1)
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A UTC instant with microsecond precision, stored as microseconds since the Unix epoch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Microseconds since the Unix epoch.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Builds a timestamp from whole seconds since the epoch.
+    pub fn from_secs(secs: i64) -> Timestamp {
+        Timestamp(secs.saturating_mul(1_000_000))
+    }
+
+    /// The instant `secs` seconds later (saturating).
+    pub fn plus_secs(self, secs: u64) -> Timestamp {
+        let micros = i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        Timestamp(self.0.saturating_add(micros))
+    }
+
+    /// Seconds elapsed from `earlier` to `self` (negative when `earlier` is later).
+    pub fn secs_since(self, earlier: Timestamp) -> f64 {
+        (self.0.saturating_sub(earlier.0)) as f64 / 1_000_000.0
+    }
+
+    /// Converts to a chrono value; out-of-range values clamp to the epoch.
+    pub fn to_datetime(self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+    }
+
+    /// ISO 8601 in UTC with second precision and a `Z` suffix, the format of seed 001's
+    /// JSON files: `2025-11-08T10:30:00Z`.
+    pub fn to_iso8601(self) -> String {
+        self.to_datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    /// ISO 8601 in UTC with microsecond precision: `2025-11-08T10:30:00.123456Z`.
+    pub fn to_iso8601_micros(self) -> String {
+        self.to_datetime()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_iso8601_micros())
+    }
+}
+
+/// Longest accepted session or agent id, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+fn validate_file_safe_id(field: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long; the limit is {MAX_ID_LEN}", s.len()),
+        ));
+    }
+    if s.starts_with('.') || s.starts_with('-') {
+        return Err(Error::invalid(
+            field,
+            format!("{s:?} must not start with '.' or '-'"),
+        ));
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{:?} contains {bad:?}; ids become file names, so only ASCII letters, digits, \
+                 '_', '-' and '.' are allowed",
+                s.chars().take(MAX_ID_LEN).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! file_safe_id {
+    ($(#[$meta:meta])* $name:ident, $field:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `s`: 1 to 128 bytes of ASCII letters, digits, `_`, `-` and `.`,
+            /// not starting with `.` or `-`, so it is safe as a file name on every platform.
+            pub fn new(s: &str) -> Result<Self> {
+                validate_file_safe_id($field, s)?;
+                Ok($name(Arc::from(s)))
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::new(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+file_safe_id!(
+    /// A validated session id. Session ids become file names (`session_<id>.json`).
+    SessionId,
+    "session id"
+);
+
+file_safe_id!(
+    /// A validated agent id, the key of a session chain (`<agent>_sessions.json`).
+    AgentId,
+    "agent id"
+);
+
+impl SessionId {
+    /// A fresh UUID v7 id (time-ordered, so ids sort by creation time).
+    pub fn generate() -> SessionId {
+        SessionId(Arc::from(uuid::Uuid::now_v7().to_string().as_str()))
+    }
+}
+
+/// Largest accepted JSON value (details, metadata values), in bytes of compact JSON text.
+pub const MAX_JSON_LEN: usize = 1 << 20;
+
+/// One well-formed JSON value, kept as compact text.
+///
+/// Keeping the text rather than a `serde_json::Value` tree costs one allocation instead of
+/// one per node, and the text is what both the log and the JSON projections need. In binary
+/// formats it is a string; in human-readable formats it is the JSON value itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JsonText(Arc<str>);
+
+impl JsonText {
+    /// Parses and validates `text` (at most [`MAX_JSON_LEN`] bytes), keeping it in compact form.
+    pub fn parse(text: &str) -> Result<JsonText> {
+        if text.len() > MAX_JSON_LEN * 4 {
+            return Err(Error::invalid(
+                "JSON",
+                format!("{} bytes is over the limit of {MAX_JSON_LEN}", text.len()),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("JSON", format!("malformed JSON: {e}")))?;
+        JsonText::from_value(&value)
+    }
+
+    /// Serialises `value` (at most [`MAX_JSON_LEN`] bytes of compact text).
+    pub fn from_value(value: &serde_json::Value) -> Result<JsonText> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::invalid("JSON", format!("cannot serialise: {e}")))?;
+        if text.len() > MAX_JSON_LEN {
+            return Err(Error::invalid(
+                "JSON",
+                format!("{} bytes is over the limit of {MAX_JSON_LEN}", text.len()),
+            ));
+        }
+        Ok(JsonText(Arc::from(text)))
+    }
+
+    /// A JSON string value.
+    pub fn string(s: &str) -> Result<JsonText> {
+        JsonText::from_value(&serde_json::Value::String(s.to_owned()))
+    }
+
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses the text into a `serde_json::Value`. Text decoded from a log that passed its
+    /// checksum is well formed; should it not be, the text is returned as a JSON string.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0)
+            .unwrap_or_else(|_| serde_json::Value::String(self.0.to_string()))
+    }
+}
+
+impl fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            match serde_json::value::RawValue::from_string(self.0.to_string()) {
+                Ok(raw) => raw.serialize(s),
+                Err(_) => s.serialize_str(&self.0),
+            }
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let value = serde_json::Value::deserialize(d)?;
+            JsonText::from_value(&value).map_err(serde::de::Error::custom)
+        } else {
+            // Binary payloads passed a CRC check before they are decoded; re-parsing every
+            // value would dominate replay time, so the text is trusted here and `to_value`
+            // degrades gracefully if it is not JSON.
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            Ok(JsonText(Arc::from(&*s)))
+        }
+    }
+}
+
+/// Checks a free-text field: at most `max` bytes and no control characters other than
+/// newline and tab.
+pub(crate) fn validate_text(field: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long; the limit is {max}", s.len()),
+        ));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_that_are_not_safe_file_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "-rf",
+            ".hidden",
+            "a b",
+            "ä",
+            "a\0b",
+            &"x".repeat(129),
+        ] {
+            assert!(SessionId::new(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "a",
+            "abc-123_X.v2",
+            &"x".repeat(128),
+            "0190a4b6-7c3d-7e00-8000-000000000000",
+        ] {
+            assert!(SessionId::new(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert!(SessionId::new(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn json_text_is_compacted_and_validated() {
+        let j = JsonText::parse("{ \"a\" : [1, 2] }").unwrap();
+        assert_eq!(j.as_str(), r#"{"a":[1,2]}"#);
+        assert!(JsonText::parse("{").is_err());
+        assert!(JsonText::parse("").is_err());
+    }
+
+    #[test]
+    fn json_text_serialises_raw_in_json_and_as_a_string_in_bincode() {
+        let j = JsonText::parse(r#"{"k":1}"#).unwrap();
+        assert_eq!(serde_json::to_string(&j).unwrap(), r#"{"k":1}"#);
+        let bytes = bincode::serde::encode_to_vec(&j, bincode::config::standard()).unwrap();
+        let (back, _): (JsonText, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back, j);
+    }
+
+    #[test]
+    fn timestamps_format_as_documented() {
+        let t = Timestamp::from_secs(1_762_597_800); // 2025-11-08T10:30:00Z
+        assert_eq!(t.to_iso8601(), "2025-11-08T10:30:00Z");
+        assert_eq!(
+            Timestamp(t.0 + 5).to_iso8601_micros(),
+            "2025-11-08T10:30:00.000005Z"
+        );
+    }
+}

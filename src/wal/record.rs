@@ -1,0 +1,318 @@
+//! The record frame: how one event's payload is laid out in a segment, and the rule for
+//! when a frame is valid.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  payload_len   u32 LE, 1 ..= MAX_PAYLOAD_LEN
+//!      4     4  crc32         u32 LE, CRC-32 (IEEE) of bytes 0..4 and 8..20+payload_len
+//!      8     8  lsn           u64 LE
+//!     16     4  batch_index   u32 LE, position of the record in its write batch (0 = first)
+//!     20     n  payload       the encoded event (see `codec`)
+//! ```
+//!
+//! A frame at offset `o` of a segment is **valid** if and only if: `payload_len` is in
+//! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `batch_index <= lsn - 1`,
+//! and the CRC matches. The checksum covers every byte of the frame except itself, so the
+//! LSN and batch index are as trustworthy as the payload.
+
+use crate::types::Lsn;
+
+/// Bytes before the payload.
+pub const FRAME_HEADER_LEN: usize = 20;
+/// Largest payload a frame may carry (16 MiB). A length field above this is damage, so
+/// garbage never causes a huge allocation or read.
+pub const MAX_PAYLOAD_LEN: usize = 16 << 20;
+/// Smallest possible frame.
+pub const MIN_FRAME_LEN: usize = FRAME_HEADER_LEN + 1;
+
+const _: () = assert!(FRAME_HEADER_LEN == 4 + 4 + 8 + 4);
+const _: () = assert!(MAX_PAYLOAD_LEN < u32::MAX as usize);
+
+/// A valid frame found in a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// Position of the record within the batch it was written in.
+    pub batch_index: u32,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+    /// Total frame length (header + payload).
+    pub len: usize,
+}
+
+impl Frame<'_> {
+    /// The LSN of the first record of this record's write batch.
+    pub fn batch_first(&self) -> Lsn {
+        Lsn(self.lsn.0 - u64::from(self.batch_index))
+    }
+}
+
+/// Why the bytes at an offset are not a valid frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer than a header's worth of bytes remain.
+    TruncatedHeader,
+    /// The length field is zero or above the bound.
+    BadLength(u32),
+    /// The frame would run past the end of the segment.
+    TruncatedPayload {
+        /// Bytes the frame needs.
+        needed: usize,
+        /// Bytes left in the segment.
+        available: usize,
+    },
+    /// The batch index cannot belong to this LSN.
+    BadBatchIndex,
+    /// The checksum does not match.
+    Checksum,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TruncatedHeader => write!(f, "record header is cut short"),
+            FrameError::BadLength(n) => {
+                write!(f, "record length {n} is outside 1..={MAX_PAYLOAD_LEN}")
+            }
+            FrameError::TruncatedPayload { needed, available } => write!(
+                f,
+                "record needs {needed} bytes but only {available} remain in the segment"
+            ),
+            FrameError::BadBatchIndex => write!(f, "record batch index is larger than its LSN"),
+            FrameError::Checksum => write!(f, "record checksum mismatch"),
+        }
+    }
+}
+
+fn crc(header: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[0..4]);
+    h.update(&header[8..FRAME_HEADER_LEN]);
+    h.update(payload);
+    h.finalize()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The LSN field of the frame that would start at the beginning of `bytes`, without any
+/// validation (used to filter candidates cheaply while searching past damage).
+pub fn peek_lsn(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() >= FRAME_HEADER_LEN).then(|| u64_at(bytes, 8))
+}
+
+/// Decodes the frame at the start of `bytes`, applying the validity rule.
+pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::TruncatedHeader);
+    }
+    let len = u32_at(bytes, 0);
+    if len == 0 || len as usize > MAX_PAYLOAD_LEN {
+        return Err(FrameError::BadLength(len));
+    }
+    let total = FRAME_HEADER_LEN + len as usize;
+    if total > bytes.len() {
+        return Err(FrameError::TruncatedPayload {
+            needed: total,
+            available: bytes.len(),
+        });
+    }
+    let lsn = u64_at(bytes, 8);
+    let batch_index = u32_at(bytes, 16);
+    if lsn == 0 || u64::from(batch_index) >= lsn {
+        return Err(FrameError::BadBatchIndex);
+    }
+    let payload = &bytes[FRAME_HEADER_LEN..total];
+    if crc(&bytes[..FRAME_HEADER_LEN], payload) != u32_at(bytes, 4) {
+        return Err(FrameError::Checksum);
+    }
+    Ok(Frame {
+        lsn: Lsn(lsn),
+        batch_index,
+        payload,
+        len: total,
+    })
+}
+
+/// A buffer of consecutive frames forming one write batch. Payloads are encoded straight
+/// into it, so a batch costs no per-record allocation.
+#[derive(Debug, Default)]
+pub struct FrameBuf {
+    buf: Vec<u8>,
+    first_lsn: Option<Lsn>,
+    count: u32,
+    open: Option<usize>,
+}
+
+impl FrameBuf {
+    /// An empty batch.
+    pub fn new() -> FrameBuf {
+        FrameBuf::default()
+    }
+
+    /// Empties the batch, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.first_lsn = None;
+        self.count = 0;
+        self.open = None;
+    }
+
+    /// Starts a frame for `lsn` and returns the buffer to append the payload to. Must be
+    /// followed by [`FrameBuf::finish`] or [`FrameBuf::abandon`]. LSNs within a batch must
+    /// be consecutive.
+    pub fn begin(&mut self, lsn: Lsn) -> &mut Vec<u8> {
+        assert!(self.open.is_none(), "previous frame not finished");
+        let first = *self.first_lsn.get_or_insert(lsn);
+        assert_eq!(
+            lsn.0,
+            first.0 + u64::from(self.count),
+            "LSNs in a batch must be consecutive"
+        );
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+        self.buf[start + 8..start + 16].copy_from_slice(&lsn.0.to_le_bytes());
+        self.buf[start + 16..start + 20].copy_from_slice(&self.count.to_le_bytes());
+        self.open = Some(start);
+        &mut self.buf
+    }
+
+    /// Seals the open frame: fills in its length and checksum. Fails (and drops the frame)
+    /// when the payload is empty or over [`MAX_PAYLOAD_LEN`].
+    pub fn finish(&mut self) -> Result<(), usize> {
+        let start = self.open.take().expect("no open frame");
+        let len = self.buf.len() - start - FRAME_HEADER_LEN;
+        if len == 0 || len > MAX_PAYLOAD_LEN {
+            self.buf.truncate(start);
+            if self.count == 0 {
+                self.first_lsn = None;
+            }
+            return Err(len);
+        }
+        self.buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        let c = crc(
+            &self.buf[start..start + FRAME_HEADER_LEN],
+            &self.buf[start + FRAME_HEADER_LEN..],
+        );
+        self.buf[start + 4..start + 8].copy_from_slice(&c.to_le_bytes());
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Drops the open frame.
+    pub fn abandon(&mut self) {
+        if let Some(start) = self.open.take() {
+            self.buf.truncate(start);
+            if self.count == 0 {
+                self.first_lsn = None;
+            }
+        }
+    }
+
+    /// The framed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        debug_assert!(self.open.is_none());
+        &self.buf
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True when the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// LSN of the first frame, if any.
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        self.first_lsn
+    }
+
+    /// LSN of the last frame, if any.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.first_lsn.map(|f| Lsn(f.0 + u64::from(self.count) - 1))
+    }
+
+    /// Iterates over the frames (for log implementations that store payloads elsewhere).
+    pub fn frames(&self) -> impl Iterator<Item = Frame<'_>> {
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            let f = decode_frame(&self.buf[pos..]).ok()?;
+            pos += f.len;
+            Some(f)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: u64, payloads: &[&[u8]]) -> FrameBuf {
+        let mut b = FrameBuf::new();
+        for (i, p) in payloads.iter().enumerate() {
+            b.begin(Lsn(first + i as u64)).extend_from_slice(p);
+            b.finish().unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let b = batch(7, &[b"one", b"two", b"three"]);
+        let frames: Vec<_> = b.frames().collect();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[2].lsn, Lsn(9));
+        assert_eq!(frames[2].batch_index, 2);
+        assert_eq!(frames[2].batch_first(), Lsn(7));
+        assert_eq!(frames[1].payload, b"two");
+    }
+
+    #[test]
+    fn any_single_bit_flip_invalidates_a_frame() {
+        let b = batch(3, &[b"payload bytes"]);
+        let bytes = b.bytes().to_vec();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut d = bytes.clone();
+                d[i] ^= 1 << bit;
+                assert!(
+                    decode_frame(&d).is_err(),
+                    "flip at byte {i} bit {bit} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zeros_and_huge_lengths_are_invalid() {
+        assert_eq!(decode_frame(&[0u8; 64]), Err(FrameError::BadLength(0)));
+        let mut d = [0u8; 64];
+        d[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_frame(&d), Err(FrameError::BadLength(_))));
+        assert_eq!(decode_frame(&[1u8; 5]), Err(FrameError::TruncatedHeader));
+    }
+
+    #[test]
+    fn empty_and_oversized_payloads_are_refused_at_encode() {
+        let mut b = FrameBuf::new();
+        b.begin(Lsn(1));
+        assert_eq!(b.finish(), Err(0));
+        assert!(b.is_empty());
+        b.begin(Lsn(1)).extend_from_slice(b"x");
+        b.finish().unwrap();
+        assert_eq!(b.len(), 1);
+    }
+}
