@@ -27,7 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Committed, NewSession, Outcome};
 pub use engine::{
     CommittedEvent, Durability, Engine, Options, Paths, Pending, RecoveryReport, RepairReport,
-    Subscription, repair,
+    Subscription, VerifyReport, repair, verify,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventBody};

@@ -624,3 +624,58 @@ fn clock_now(c: &session_engine::ManualClock) -> session_engine::Timestamp {
     use session_engine::Clock;
     c.now()
 }
+
+#[test]
+fn verify_finds_damage_torn_tails_and_snapshots_that_disagree_with_the_log() {
+    let (m, s, seg) = small_log(10);
+    let clock = clock();
+    {
+        let e = open(&s, &clock);
+        e.snapshot().unwrap();
+        e.close().unwrap();
+    }
+    let report = session_engine::verify(Path::new("data"), &*s, |_| {}).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 10);
+    assert_eq!(report.snapshots.len(), 1);
+
+    // A snapshot whose checksums are fine but whose state is not the log's.
+    let mut forged = session_engine::State::new();
+    forged.last_lsn = Lsn(10);
+    let snap_dir = Path::new("data/snapshots");
+    let image = m.kill_image();
+    session_engine::snapshot::write_snapshot(&image, snap_dir, &forged, Default::default())
+        .unwrap();
+    let r = session_engine::verify(Path::new("data"), &image, |_| {}).unwrap();
+    assert!(r.damage.is_none());
+    assert!(
+        r.snapshots[0].problem.as_ref().unwrap().contains("differs"),
+        "{r:?}"
+    );
+
+    // A flipped byte in the middle of the log.
+    let original = m.file_content(&seg).unwrap();
+    let records = record_offsets(&original);
+    let image = m.kill_image();
+    let mut bytes = original.clone();
+    bytes[records[3].0 + 25] ^= 4;
+    image.set_file_content(&seg, bytes).unwrap();
+    let r = session_engine::verify(Path::new("data"), &image, |_| {}).unwrap();
+    let d = r.damage.unwrap();
+    assert_eq!((d.file, d.offset), (seg.clone(), records[3].0 as u64));
+    assert_eq!(r.last_lsn, Lsn(3));
+
+    // A torn final record.
+    let image = m.kill_image();
+    let mut bytes = original.clone();
+    let (start, end) = records[9];
+    bytes[start + 5..end].fill(0);
+    image.set_file_content(&seg, bytes).unwrap();
+    let r = session_engine::verify(Path::new("data"), &image, |_| {}).unwrap();
+    assert!(r.damage.is_none());
+    assert_eq!(r.torn_tail.unwrap().offset, start as u64);
+    assert!(
+        !r.snapshots.is_empty() && r.snapshots[0].problem.is_some(),
+        "snapshot at 10 is beyond the log now"
+    );
+}

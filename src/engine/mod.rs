@@ -22,6 +22,7 @@
 
 mod repair;
 mod subscription;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use crate::wal::{self, LogReader, StartPoint, TornTail, Wal, WalOptions};
 
 pub use repair::{RepairReport, repair};
 pub use subscription::{CommittedEvent, SUBSCRIBER_CAPACITY, Subscription};
+pub use verify::{Damage, SnapshotCheck, VerifyReport, verify};
 
 /// When an accepted command counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
