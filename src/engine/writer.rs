@@ -196,7 +196,7 @@ impl Writer {
         let mut events: Vec<CommittedEvent> = Vec::new();
         let mut extras = Extras::default();
         let mut poisoned = self.shared.poisoned();
-        self.frames.clear();
+        self.frames.reset(!self.log_dirty);
         let keep_events = !self.subscribers.is_empty();
 
         for req in batch.drain(..) {
@@ -253,7 +253,7 @@ impl Writer {
                                 for (r, _) in pending.drain(..) {
                                     answer(r, Err(error_copy(&err)));
                                 }
-                                self.frames.clear();
+                                self.frames.reset(false);
                                 work = None;
                                 events.clear();
                                 poisoned = Some(err);

@@ -503,6 +503,11 @@ impl Wal {
         let seg_size = file
             .len()
             .map_err(|e| Error::io("stat segment", &path, e))?;
+        // Records found at recovery may still sit unsynced in the page cache (the previous
+        // process may have been killed in a buffered mode). Sync them once, so that the
+        // SYNCED_BEFORE flag of the next batch tells the truth.
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
         Ok(Wal {
             storage,
             dir: wal_dir.to_path_buf(),
@@ -701,6 +706,7 @@ mod tests {
 
     fn append(wal: &mut Wal, payloads: &[&[u8]]) {
         let mut b = FrameBuf::new();
+        b.reset(true);
         let mut lsn = wal.last_lsn().next();
         for p in payloads {
             b.begin(lsn).extend_from_slice(p);

@@ -6,14 +6,16 @@
 //!      0     4  payload_len   u32 LE, 1 ..= MAX_PAYLOAD_LEN
 //!      4     4  crc32         u32 LE, CRC-32 (IEEE) of bytes 0..4 and 8..20+payload_len
 //!      8     8  lsn           u64 LE
-//!     16     4  batch_index   u32 LE, position of the record in its write batch (0 = first)
+//!     16     4  batch         u32 LE: bits 0..31 the record's position in its write batch
+//!                             (0 = first); bit 31 (SYNCED_BEFORE) set when everything
+//!                             before the batch was synced before the batch was written
 //!     20     n  payload       the encoded event (see `codec`)
 //! ```
 //!
 //! A frame at offset `o` of a segment is **valid** if and only if: `payload_len` is in
-//! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `batch_index <= lsn - 1`,
-//! and the CRC matches. The checksum covers every byte of the frame except itself, so the
-//! LSN and batch index are as trustworthy as the payload.
+//! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `lsn >= 1`,
+//! `batch_index < lsn`, and the CRC matches. The checksum covers every byte of the frame
+//! except itself, so the LSN and batch field are as trustworthy as the payload.
 
 use crate::types::Lsn;
 
@@ -25,6 +27,10 @@ pub const MAX_PAYLOAD_LEN: usize = 16 << 20;
 /// Smallest possible frame.
 pub const MIN_FRAME_LEN: usize = FRAME_HEADER_LEN + 1;
 
+/// Flag bit of the batch field: the log was durable up to this batch's first record
+/// before the batch was written.
+pub const SYNCED_BEFORE: u32 = 1 << 31;
+
 const _: () = assert!(FRAME_HEADER_LEN == 4 + 4 + 8 + 4);
 const _: () = assert!(MAX_PAYLOAD_LEN < u32::MAX as usize);
 
@@ -35,6 +41,8 @@ pub struct Frame<'a> {
     pub lsn: Lsn,
     /// Position of the record within the batch it was written in.
     pub batch_index: u32,
+    /// Whether everything before the record's batch was durable when the batch was written.
+    pub synced_before: bool,
     /// The payload bytes.
     pub payload: &'a [u8],
     /// Total frame length (header + payload).
@@ -128,7 +136,8 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         });
     }
     let lsn = u64_at(bytes, 8);
-    let batch_index = u32_at(bytes, 16);
+    let batch = u32_at(bytes, 16);
+    let batch_index = batch & !SYNCED_BEFORE;
     if lsn == 0 || u64::from(batch_index) >= lsn {
         return Err(FrameError::BadBatchIndex);
     }
@@ -139,6 +148,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(Frame {
         lsn: Lsn(lsn),
         batch_index,
+        synced_before: batch & SYNCED_BEFORE != 0,
         payload,
         len: total,
     })
@@ -152,6 +162,7 @@ pub struct FrameBuf {
     first_lsn: Option<Lsn>,
     count: u32,
     open: Option<usize>,
+    synced_before: bool,
 }
 
 impl FrameBuf {
@@ -160,12 +171,14 @@ impl FrameBuf {
         FrameBuf::default()
     }
 
-    /// Empties the batch, keeping its capacity.
-    pub fn clear(&mut self) {
+    /// Empties the batch, keeping its capacity. `synced_before` says whether the log will
+    /// be durable up to this batch when it is written (it sets the frames' flag).
+    pub fn reset(&mut self, synced_before: bool) {
         self.buf.clear();
         self.first_lsn = None;
         self.count = 0;
         self.open = None;
+        self.synced_before = synced_before;
     }
 
     /// Starts a frame for `lsn` and returns the buffer to append the payload to. Must be
@@ -182,7 +195,8 @@ impl FrameBuf {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
         self.buf[start + 8..start + 16].copy_from_slice(&lsn.0.to_le_bytes());
-        self.buf[start + 16..start + 20].copy_from_slice(&self.count.to_le_bytes());
+        let flag = if self.synced_before { SYNCED_BEFORE } else { 0 };
+        self.buf[start + 16..start + 20].copy_from_slice(&(self.count | flag).to_le_bytes());
         self.open = Some(start);
         &mut self.buf
     }
@@ -262,6 +276,7 @@ mod tests {
 
     fn batch(first: u64, payloads: &[&[u8]]) -> FrameBuf {
         let mut b = FrameBuf::new();
+        b.reset(true);
         for (i, p) in payloads.iter().enumerate() {
             b.begin(Lsn(first + i as u64)).extend_from_slice(p);
             b.finish().unwrap();
@@ -277,6 +292,7 @@ mod tests {
         assert_eq!(frames[2].lsn, Lsn(9));
         assert_eq!(frames[2].batch_index, 2);
         assert_eq!(frames[2].batch_first(), Lsn(7));
+        assert!(frames[2].synced_before);
         assert_eq!(frames[1].payload, b"two");
     }
 

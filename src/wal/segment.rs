@@ -115,8 +115,8 @@ pub enum SegmentEnd {
         /// Where the next record would go.
         offset: u64,
     },
-    /// The bytes at `offset` are not a valid record, but no valid record of a *later* write
-    /// batch follows: the final batch was torn. Everything from `offset` to `damaged_end`
+    /// The bytes at `offset` are not a valid record, and no valid record of a later batch
+    /// written after a sync follows: the unsynced end of the log was torn. Everything from `offset` to `damaged_end`
     /// is damage to cut.
     Torn {
         /// Offset of the first invalid byte.
@@ -126,8 +126,8 @@ pub enum SegmentEnd {
         /// Why the frame at `offset` is invalid.
         reason: String,
     },
-    /// Damage followed by a valid record of a later batch, or a valid record with the wrong
-    /// LSN: the log is corrupt at `offset`.
+    /// Damage followed by a valid record of a later batch written after a sync, or a valid
+    /// record with the wrong LSN: the log is corrupt at `offset`.
     Corrupt {
         /// Offset of the damage.
         offset: u64,
@@ -233,9 +233,10 @@ fn classify_damage(bytes: &[u8], pos: usize, expected: Lsn, err: FrameError) -> 
         return SegmentEnd::Clean { offset: pos as u64 };
     }
     let damaged_end = pos + damaged_len;
-    // Search the damaged region for valid frames. Only a frame of a batch that started
-    // after `expected` proves that a completed (and therefore synced) write followed the
-    // damage; frames of the same batch are part of the torn write.
+    // Search the damaged region for valid frames. Only a frame of a later batch that was
+    // written after the log was synced proves that the damaged bytes had been durable;
+    // frames of the same batch, or of later batches that were never synced either, are
+    // part of the same torn write.
     let max_lsn = expected.0 + (bytes.len() - pos) as u64 / FRAME_HEADER_LEN as u64 + 1;
     let mut off = pos + 1;
     while off + FRAME_HEADER_LEN <= damaged_end {
@@ -244,6 +245,7 @@ fn classify_damage(bytes: &[u8], pos: usize, expected: Lsn, err: FrameError) -> 
             let window_end = (off + FRAME_HEADER_LEN + MAX_PAYLOAD_LEN).min(bytes.len());
             if let Ok(frame) = decode_frame(&bytes[off..window_end])
                 && frame.batch_first() > expected
+                && frame.synced_before
             {
                 return SegmentEnd::Corrupt {
                     offset: pos as u64,
@@ -298,10 +300,15 @@ mod tests {
     }
 
     fn segment(batches: &[&[&[u8]]]) -> Vec<u8> {
+        segment_synced(batches, true)
+    }
+
+    fn segment_synced(batches: &[&[&[u8]]], synced: bool) -> Vec<u8> {
         let mut out = encode_header(Lsn(1)).to_vec();
         let mut lsn = 1;
         for batch in batches {
             let mut b = FrameBuf::new();
+            b.reset(synced);
             for p in *batch {
                 b.begin(Lsn(lsn)).extend_from_slice(p);
                 b.finish().unwrap();
@@ -344,6 +351,19 @@ mod tests {
         let r = scan(&d);
         assert!(
             matches!(r.end, SegmentEnd::Corrupt { offset, .. } if offset == SEGMENT_HEADER_LEN as u64)
+        );
+    }
+
+    #[test]
+    fn damage_followed_only_by_never_synced_batches_is_a_torn_tail() {
+        // Buffered mode: batches written without a sync in between may all be torn.
+        let s = segment_synced(&[&[b"first"], &[b"second"], &[b"third"]], false);
+        let mut d = s.clone();
+        d[SEGMENT_HEADER_LEN + FRAME_HEADER_LEN] ^= 1;
+        let r = scan(&d);
+        assert_eq!(r.last_lsn, Lsn::ZERO);
+        assert!(
+            matches!(r.end, SegmentEnd::Torn { offset, .. } if offset == SEGMENT_HEADER_LEN as u64)
         );
     }
 }
