@@ -176,6 +176,32 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name, as in the JSON-lines protocol (`"create"`, `"activity"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateSession(_) => "create",
+            Command::RecordActivity { .. } => "activity",
+            Command::SetMetadata { .. } => "meta",
+            Command::RemoveMetadata { .. } => "unmeta",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::End(_) => "end",
+            Command::Archive(_) => "archive",
+            Command::CleanupOldSessions { .. } => "cleanup",
+            Command::ExpireIdle => "expire",
+            Command::RecordCommand { .. } => "command",
+            Command::SaveCheckpoint { .. } => "checkpoint",
+            Command::RestoreCheckpoint { .. } => "restore",
+            Command::LogDecision { .. } => "decision",
+            Command::LinkChain { .. } => "chain_link",
+            Command::ResetChain(_) => "chain_reset",
+            Command::Import { .. } => "import",
+            Command::Clone { .. } => "clone",
+        }
+    }
+}
+
 /// What a command produced, beyond its LSN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -17,6 +17,7 @@ pub mod command;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod protocol;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

@@ -207,6 +207,14 @@ enum PendingInner {
 }
 
 impl Pending {
+    /// Whether the answer has arrived (so [`Pending::wait`] will not block).
+    pub fn is_ready(&self) -> bool {
+        match &self.0 {
+            PendingInner::Ready(_) => true,
+            PendingInner::Waiting(rx) => !rx.is_empty(),
+        }
+    }
+
     /// Blocks until the command is durable (or refused).
     pub fn wait(self) -> Result<Committed> {
         match self.0 {

@@ -1,3 +1,634 @@
-fn main() {
-    println!("session-engine");
+//! `session-engine`: the command line, a thin layer over the library.
+//!
+//! Exit status: 0 success; 1 failure of the engine or the disk; 2 bad usage; 3 not found;
+//! 4 invalid input; 5 refused in the current state; 6 data directory locked by another
+//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
+//! A closed stdout pipe ends the command quietly with status 0.
+
+mod apply;
+mod args;
+mod logging;
+mod output;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use clap::Parser;
+use serde_json::{Value, json};
+
+use args::{Cli, Cmd, DurabilityArg, StatusArg};
+use output::{Out, is_broken_pipe};
+use session_engine::storage::Storage;
+use session_engine::{
+    AgentId, Command, Durability, Engine, Error, FileStorage, JsonText, Lsn, NewSession, Options,
+    Outcome, SessionId, Status, protocol,
+};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let writes = cli.command_writes();
+    let log_dir = (writes || cli.data_dir.exists()).then(|| cli.data_dir.join("logs"));
+    logging::init(&cli.log_level, log_dir.as_deref());
+    let mut out = Out::new();
+    let result = run(&cli, &mut out).and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The exit status for an error (see the module documentation).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::NotFound { .. }) => 3,
+        Some(Error::InvalidInput { .. }) => 4,
+        Some(
+            Error::InvalidState { .. } | Error::AlreadyExists { .. } | Error::LsnOutOfRange { .. },
+        ) => 5,
+        Some(Error::Locked { .. }) => 6,
+        Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => 7,
+        _ => 1,
+    }
+}
+
+impl Cli {
+    /// Whether the command writes to the data directory (and may create it).
+    fn command_writes(&self) -> bool {
+        match &self.command {
+            Cmd::Meta { value, remove, .. } => value.is_some() || *remove,
+            Cmd::Chain(c) => c.link.is_some() || c.reset,
+            Cmd::Show { .. }
+            | Cmd::List { .. }
+            | Cmd::Export { .. }
+            | Cmd::Replay { .. }
+            | Cmd::Verify
+            | Cmd::Stats => false,
+            _ => true,
+        }
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            durability: match self.durability {
+                DurabilityArg::Always => Durability::Always,
+                DurabilityArg::Interval => {
+                    Durability::Interval(Duration::from_millis(self.sync_interval_ms.max(1)))
+                }
+                DurabilityArg::None => Durability::None,
+            },
+            // A command-line process lives for one command; the watchdog would only race
+            // with it. Expiry is recorded by long-running engines (`apply`, services).
+            watchdog_interval: None,
+            ..Options::default()
+        }
+    }
+
+    fn storage(&self) -> Arc<dyn Storage> {
+        Arc::new(FileStorage::new())
+    }
+
+    fn open_write(&self) -> Result<Engine> {
+        let engine = Engine::open(&self.data_dir, self.options())?;
+        report_recovery(&engine);
+        Ok(engine)
+    }
+
+    fn open_read(&self) -> Result<Engine> {
+        let engine = Engine::open_read_only(&self.data_dir, self.options())?;
+        report_recovery(&engine);
+        Ok(engine)
+    }
+}
+
+/// Says on stderr what opening the directory cut or skipped.
+fn report_recovery(engine: &Engine) {
+    let r = engine.recovery_report();
+    if let Some(t) = &r.torn_tail {
+        let saved = t
+            .saved_to
+            .as_ref()
+            .map(|p| format!("; the damaged bytes were saved to {}", p.display()))
+            .unwrap_or_default();
+        eprintln!(
+            "warning: the log ended with a torn write: cut {} bytes at offset {} of {} \
+             (the record that would have been LSN {}: {}){saved}",
+            t.bytes,
+            t.offset,
+            t.file.display(),
+            t.lsn,
+            t.reason
+        );
+    }
+    for s in &r.skipped_snapshots {
+        eprintln!(
+            "warning: skipped snapshot {}: {}",
+            s.file.display(),
+            s.reason
+        );
+    }
+}
+
+fn session_id(s: &str) -> Result<SessionId> {
+    Ok(SessionId::new(s)?)
+}
+
+/// A value given on the command line: JSON when it parses as JSON, otherwise a string.
+fn loose_json(s: &str) -> Result<JsonText> {
+    Ok(JsonText::parse(s).or_else(|_| JsonText::string(s))?)
+}
+
+fn strict_json(field: &'static str, s: &str) -> Result<JsonText> {
+    JsonText::parse(s).map_err(|e| match e {
+        Error::InvalidInput { reason, .. } => Error::InvalidInput { field, reason }.into(),
+        other => other.into(),
+    })
+}
+
+fn status(s: StatusArg) -> Status {
+    match s {
+        StatusArg::Active => Status::Active,
+        StatusArg::Paused => Status::Paused,
+        StatusArg::Ended => Status::Ended,
+        StatusArg::Archived => Status::Archived,
+        StatusArg::TimedOut => Status::TimedOut,
+    }
+}
+
+/// Runs a write command on a freshly opened engine and closes it (so the answer is durable
+/// and the projections are complete when the process exits).
+fn write(cli: &Cli, cmd: Command) -> Result<session_engine::Committed> {
+    let engine = cli.open_write()?;
+    let op = cmd.name();
+    let r = engine.execute(cmd);
+    engine.close()?;
+    match &r {
+        Ok(c) => tracing::info!(
+            op,
+            lsn = c.lsn.0,
+            appended = c.appended,
+            "command committed"
+        ),
+        Err(e) => tracing::info!(op, error = %e, kind = e.kind(), "command refused"),
+    }
+    Ok(r?)
+}
+
+fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stdout().is_terminal() || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    pb.set_message(what.to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
+    match &cli.command {
+        Cmd::Create(a) => {
+            let mut metadata = Vec::new();
+            for kv in &a.meta {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    Error::invalid_input("metadata", format!("{kv:?} is not KEY=VALUE"))
+                })?;
+                metadata.push((k.to_string(), loose_json(v)?));
+            }
+            let c = write(
+                cli,
+                Command::CreateSession(Box::new(NewSession {
+                    id: a.id.as_deref().map(session_id).transpose()?,
+                    name: a.name.clone(),
+                    timeout_secs: a.timeout,
+                    agent: a.agent.clone(),
+                    working_dir: a.working_dir.clone(),
+                    metadata,
+                    ..NewSession::default()
+                })),
+            )?;
+            if let Outcome::Session(id) = c.outcome {
+                out.line(id.as_str())?;
+            }
+        }
+        Cmd::Activity {
+            id,
+            action,
+            details,
+        } => {
+            let details = details
+                .as_deref()
+                .map(|d| strict_json("details", d))
+                .transpose()?;
+            write(
+                cli,
+                Command::RecordActivity {
+                    session: session_id(id)?,
+                    action: action.clone(),
+                    details,
+                },
+            )?;
+        }
+        Cmd::Meta {
+            id,
+            key,
+            value,
+            remove,
+        } => {
+            let session = session_id(id)?;
+            if *remove {
+                write(
+                    cli,
+                    Command::RemoveMetadata {
+                        session,
+                        key: key.clone(),
+                    },
+                )?;
+            } else if let Some(v) = value {
+                write(
+                    cli,
+                    Command::SetMetadata {
+                        session,
+                        key: key.clone(),
+                        value: loose_json(v)?,
+                    },
+                )?;
+            } else {
+                let engine = cli.open_read()?;
+                let state = engine.state();
+                let s = state
+                    .session(&session)
+                    .ok_or_else(|| Error::not_found_session(&session))?;
+                let v = s.get_metadata(key).ok_or_else(|| Error::NotFound {
+                    kind: "metadata key",
+                    id: format!("{key:?} in session {session}"),
+                })?;
+                out.line(v.as_str())?;
+            }
+        }
+        Cmd::Pause { id } => {
+            write(cli, Command::Pause(session_id(id)?))?;
+        }
+        Cmd::Resume { id } => {
+            write(cli, Command::Resume(session_id(id)?))?;
+        }
+        Cmd::End { id } => {
+            write(cli, Command::End(session_id(id)?))?;
+        }
+        Cmd::Archive { id } => {
+            write(cli, Command::Archive(session_id(id)?))?;
+        }
+        Cmd::Checkpoint { id, label } => {
+            let c = write(
+                cli,
+                Command::SaveCheckpoint {
+                    session: session_id(id)?,
+                    label: label.clone(),
+                },
+            )?;
+            if let Outcome::Checkpoint(i) = c.outcome {
+                out.line(&i.to_string())?;
+            }
+        }
+        Cmd::Restore { id, index } => {
+            let c = write(
+                cli,
+                Command::RestoreCheckpoint {
+                    session: session_id(id)?,
+                    index: *index,
+                },
+            )?;
+            if cli.json
+                && let Outcome::Checkpoint(i) = c.outcome
+            {
+                out.json(&json!({"restored": i, "lsn": c.lsn.0}))?;
+            }
+        }
+        Cmd::Decision {
+            id,
+            what,
+            why,
+            alternatives,
+        } => {
+            write(
+                cli,
+                Command::LogDecision {
+                    session: session_id(id)?,
+                    what: what.clone(),
+                    why: why.clone(),
+                    alternatives: alternatives.clone(),
+                },
+            )?;
+        }
+        Cmd::Command(a) => {
+            let args = a
+                .args
+                .as_deref()
+                .map(|s| strict_json("args", s))
+                .transpose()?;
+            write(
+                cli,
+                Command::RecordCommand {
+                    session: session_id(&a.id)?,
+                    command: a.command.clone(),
+                    args,
+                    success: a.error.is_none(),
+                    error: a.error.clone(),
+                    duration_ms: a.duration_ms,
+                },
+            )?;
+        }
+        Cmd::Chain(a) => {
+            let agent = AgentId::new(&a.agent)?;
+            if a.reset {
+                write(cli, Command::ResetChain(agent))?;
+            } else if let Some(link) = &a.link {
+                write(
+                    cli,
+                    Command::LinkChain {
+                        agent,
+                        external_id: link.clone(),
+                        prompt: a.prompt.clone().unwrap_or_default(),
+                        response: a.response.clone().unwrap_or_default(),
+                        metadata: None,
+                    },
+                )?;
+            } else {
+                let state = match cli.open_read() {
+                    Ok(e) => Some(e.state()),
+                    Err(e)
+                        if matches!(
+                            e.downcast_ref::<Error>(),
+                            Some(Error::NotFound {
+                                kind: "data directory",
+                                ..
+                            })
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                let chain = state
+                    .as_ref()
+                    .and_then(|s| s.chain(&agent).cloned())
+                    .map(|c| (*c).clone())
+                    .unwrap_or_else(|| session_engine::Chain::new(agent.clone()));
+                out.json(&output::chain_json(&chain))?;
+            }
+        }
+        Cmd::Show { id, at } => {
+            let session = session_id(id)?;
+            let engine = cli.open_read()?;
+            let s = match at {
+                Some(lsn) => {
+                    engine
+                        .session_at(&session, Lsn(*lsn))?
+                        .ok_or_else(|| Error::NotFound {
+                            kind: "session",
+                            id: format!("{session} at LSN {lsn}"),
+                        })?
+                }
+                None => engine
+                    .state()
+                    .session(&session)
+                    .map(|s| (**s).clone())
+                    .ok_or_else(|| Error::not_found_session(&session))?,
+            };
+            out.json(&output::session_json(&s, engine.now()))?;
+        }
+        Cmd::List { status: st } => {
+            let engine = match cli.open_read() {
+                Ok(e) => Some(e),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<Error>(),
+                        Some(Error::NotFound {
+                            kind: "data directory",
+                            ..
+                        })
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let state = engine.as_ref().map(|e| e.state());
+            let now = engine.as_ref().map(|e| e.now());
+            let sessions: Vec<_> = state.iter().flat_map(|s| s.list(st.map(status))).collect();
+            if cli.json {
+                let items: Vec<Value> = sessions
+                    .iter()
+                    .map(|s| output::list_item_json(s, now.unwrap_or_default()))
+                    .collect();
+                out.json(&Value::Array(items))?;
+            } else {
+                for s in sessions {
+                    out.line(s.id.as_str())?;
+                }
+            }
+        }
+        Cmd::Cleanup { max_age_days } => {
+            let c = write(
+                cli,
+                Command::CleanupOldSessions {
+                    max_age_days: *max_age_days,
+                },
+            )?;
+            let n = match &c.outcome {
+                Outcome::Sessions(v) => v.len(),
+                _ => 0,
+            };
+            out.line(&n.to_string())?;
+        }
+        Cmd::Clone { id, new_id } => {
+            let c = write(
+                cli,
+                Command::Clone {
+                    source: session_id(id)?,
+                    new_id: new_id.as_deref().map(session_id).transpose()?,
+                },
+            )?;
+            if let Outcome::Session(id) = c.outcome {
+                out.line(id.as_str())?;
+            }
+        }
+        Cmd::Export { .. } | Cmd::Import { .. } | Cmd::RebuildProjections => {
+            return Err(anyhow!("not available in this build"));
+        }
+        Cmd::Apply => return apply::run(cli, out),
+        Cmd::Replay { from, session } => {
+            let session = session.as_deref().map(session_id).transpose()?;
+            let paths = session_engine::Paths::new(&cli.data_dir);
+            if !cli.storage().exists(&paths.root).unwrap_or(false) {
+                return Err(Error::NotFound {
+                    kind: "data directory",
+                    id: paths.root.display().to_string(),
+                }
+                .into());
+            }
+            let reader = session_engine::wal::LogReader::new(cli.storage(), &paths.wal);
+            let pb = progress_bar(None, "replaying");
+            let mut result = Ok(());
+            reader.for_each(Lsn((*from).max(1)), Lsn(u64::MAX), |lsn, payload| {
+                let event = session_engine::codec::decode_event(payload).map_err(|e| {
+                    Error::Corruption {
+                        file: paths.wal.clone(),
+                        offset: 0,
+                        reason: format!("record {lsn} does not decode: {e}"),
+                    }
+                })?;
+                pb.inc(1);
+                if session.as_ref().is_none_or(|id| event.body.touches(id)) {
+                    let line = protocol::event_json(lsn, &event);
+                    if let Err(e) = out.json(&line) {
+                        result = Err(e);
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            pb.finish_and_clear();
+            result?;
+        }
+        Cmd::Verify => return verify(cli, out),
+        Cmd::Repair => {
+            let report = session_engine::repair(&cli.data_dir, cli.storage())?;
+            if cli.json {
+                out.json(&serde_json::to_value(&report)?)?;
+            } else if report.was_clean() {
+                out.line(&format!(
+                    "nothing to repair: the log is intact up to LSN {}",
+                    report.last_lsn
+                ))?;
+            } else {
+                for m in &report.moved {
+                    out.line(&format!(
+                        "moved {} bytes from {} at offset {} to {} ({})",
+                        m.bytes,
+                        m.file.display(),
+                        m.offset,
+                        m.saved_to.display(),
+                        m.reason
+                    ))?;
+                }
+                out.line(&format!(
+                    "the log now ends at LSN {}; the directory opens again",
+                    report.last_lsn
+                ))?;
+            }
+        }
+        Cmd::Snapshot => {
+            let engine = cli.open_write()?;
+            let lsn = engine.snapshot();
+            engine.close()?;
+            let lsn = lsn?;
+            if cli.json {
+                out.json(&json!({"snapshot_lsn": lsn.0}))?;
+            } else {
+                out.line(&format!("snapshot at LSN {lsn}"))?;
+            }
+        }
+        Cmd::Stats => {
+            let engine = cli.open_read()?;
+            out.json(&output::stats_json(&engine, &*cli.storage())?)?;
+        }
+    }
+    Ok(0)
+}
+
+fn verify(cli: &Cli, out: &mut Out) -> Result<u8> {
+    let pb = progress_bar(None, "verifying");
+    let report = session_engine::verify(&cli.data_dir, &*cli.storage(), |_| pb.inc(1))?;
+    pb.finish_and_clear();
+    if cli.json {
+        out.json(&serde_json::to_value(&report)?)?;
+    }
+    let mut code = 0;
+    if let Some(d) = &report.damage {
+        eprintln!(
+            "damage: {} at byte offset {}: {}",
+            d.file.display(),
+            d.offset,
+            d.reason
+        );
+        code = 7;
+    }
+    for s in report.snapshots.iter().filter(|s| s.problem.is_some()) {
+        eprintln!(
+            "damaged snapshot: {}: {}",
+            s.file.display(),
+            s.problem.as_deref().unwrap_or_default()
+        );
+        code = 7;
+    }
+    if let Some(t) = &report.torn_tail {
+        eprintln!(
+            "torn final record: {} at byte offset {} ({} bytes, would have been LSN {}): {}",
+            t.file.display(),
+            t.offset,
+            t.bytes,
+            t.lsn,
+            t.reason
+        );
+        if code == 0 {
+            code = 8;
+        }
+    }
+    if !cli.json {
+        out.line(&format!(
+            "{}: {} segments, {} records, last LSN {}, {} snapshots",
+            if code == 0 { "intact" } else { "NOT intact" },
+            report.segments,
+            report.records,
+            report.last_lsn,
+            report.snapshots.len()
+        ))?;
+    }
+    if code == 7 {
+        eprintln!(
+            "run `session-engine repair` to move the damaged bytes aside (nothing is deleted)"
+        );
+    }
+    Ok(code)
+}
+
+trait ErrorExt {
+    fn invalid_input(field: &'static str, reason: String) -> Error;
+    fn not_found_session(id: &SessionId) -> Error;
+}
+
+impl ErrorExt for Error {
+    fn invalid_input(field: &'static str, reason: String) -> Error {
+        Error::InvalidInput { field, reason }
+    }
+    fn not_found_session(id: &SessionId) -> Error {
+        Error::NotFound {
+            kind: "session",
+            id: id.to_string(),
+        }
+    }
 }

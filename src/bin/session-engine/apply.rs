@@ -1,0 +1,166 @@
+//! `apply`: the JSON-lines scripting and bulk-load interface.
+//!
+//! A reader thread parses each stdin line and submits it to the engine at once, so lines
+//! that arrive together are validated in order and share one fsync (group commit). The
+//! main thread answers in input order, each answer only once its command is durable, and
+//! flushes stdout before it waits for anything, so a caller that sends one line and waits
+//! for its answer is never kept waiting. The line protocol is documented in
+//! `session_engine::protocol`.
+
+use std::io::{self, BufRead};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use crossbeam_channel::{TryRecvError, bounded};
+use session_engine::protocol::{self, MAX_LINE_LEN};
+use session_engine::{Engine, Error, Pending};
+
+use crate::args::Cli;
+use crate::output::Out;
+
+enum Item {
+    Submitted(Pending),
+    Refused(Error),
+}
+
+/// Reads one line (without its newline) into `buf`, keeping at most `max` bytes and
+/// discarding the rest. Returns `None` at the end of input, `Some(too_long)` otherwise.
+fn read_line_bounded(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        let room = max.saturating_sub(buf.len());
+        if part.len() > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+fn parse(raw: &[u8], too_long: bool) -> Result<session_engine::Command, Error> {
+    if too_long {
+        return Err(Error::InvalidInput {
+            field: "line",
+            reason: format!("longer than the limit of {MAX_LINE_LEN} bytes"),
+        });
+    }
+    let line = std::str::from_utf8(raw).map_err(|e| Error::InvalidInput {
+        field: "line",
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    protocol::parse_line(line)
+}
+
+/// Whether an error means the engine itself failed (rather than refusing one command).
+fn engine_failed(e: &Error) -> bool {
+    !e.is_refusal()
+}
+
+pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
+    let mut options = cli.options();
+    options.watchdog_interval = Some(Duration::from_secs(1));
+    let engine = Arc::new(Engine::open(&cli.data_dir, options)?);
+    crate::report_recovery(&engine);
+    let (tx, rx) = bounded::<Item>(engine.options().max_batch.max(1) * 4);
+    // Detached, so that a closed stdout can end the command even while the reader is
+    // blocked on an idle stdin.
+    let reader = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || -> io::Result<()> {
+            let stdin = io::stdin();
+            let mut r = io::BufReader::with_capacity(1 << 16, stdin.lock());
+            let mut buf = Vec::new();
+            while let Some(too_long) = read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN)? {
+                let item = match parse(&buf, too_long) {
+                    Ok(cmd) => Item::Submitted(engine.submit(cmd)),
+                    Err(e) => Item::Refused(e),
+                };
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    };
+    let mut failure: Option<String> = None;
+    let answered = answer_all(&rx, out, &mut failure);
+    drop(rx);
+    if let Err(e) = answered {
+        engine.close()?;
+        return Err(e);
+    }
+    match reader.join() {
+        Ok(r) => r.map_err(|e| anyhow!("reading stdin: {e}"))?,
+        Err(_) => return Err(anyhow!("the stdin reader panicked")),
+    }
+    out.flush()?;
+    engine.close()?;
+    match failure {
+        Some(cause) => Err(anyhow!(
+            "the engine failed while applying commands: {cause}"
+        )),
+        None => Ok(0),
+    }
+}
+
+/// Writes the answers in input order until the reader is done.
+fn answer_all(
+    rx: &crossbeam_channel::Receiver<Item>,
+    out: &mut Out,
+    failure: &mut Option<String>,
+) -> Result<()> {
+    loop {
+        let item = match rx.try_recv() {
+            Ok(i) => i,
+            Err(TryRecvError::Empty) => {
+                out.flush()?;
+                match rx.recv() {
+                    Ok(i) => i,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => return Ok(()),
+        };
+        let v = match item {
+            Item::Refused(e) => protocol::answer_err(&e),
+            Item::Submitted(p) => {
+                if !p.is_ready() {
+                    out.flush()?;
+                }
+                match p.wait() {
+                    Ok(c) => protocol::answer_ok(&c),
+                    Err(e) => {
+                        if engine_failed(&e) && failure.is_none() {
+                            *failure = Some(e.to_string());
+                        }
+                        protocol::answer_err(&e)
+                    }
+                }
+            }
+        };
+        out.json(&v)?;
+    }
+}

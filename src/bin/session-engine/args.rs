@@ -1,0 +1,269 @@
+//! Command-line flags, as parsed by clap. Derived settings live in `main.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An embedded, crash-safe, event-sourced session engine for AI coding agents.
+///
+/// Every change is appended to a checksummed write-ahead log and made durable before the
+/// command answers. The JSON files of the session toolkit (sessions/registry.json,
+/// sessions/session_<id>.json, ...) are kept up to date under the data directory.
+#[derive(Debug, Parser)]
+#[command(name = "session-engine", version, propagate_version = true)]
+pub struct Cli {
+    /// The data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSION_ENGINE_DIR",
+        default_value = ".claude/runtime",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// When a command counts as done: after fsync (always), after the write with an fsync
+    /// at most --sync-interval-ms later (interval), or after the write (none).
+    #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Always)]
+    pub durability: DurabilityArg,
+
+    /// Longest delay before an fsync in --durability interval.
+    #[arg(long, global = true, default_value_t = 100, value_name = "MS")]
+    pub sync_interval_ms: u64,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// `--durability` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Answer after fdatasync; concurrent commands share fsyncs.
+    Always,
+    /// Answer after the write; fsync within --sync-interval-ms.
+    Interval,
+    /// Answer after the write; fsync only when the engine closes.
+    None,
+}
+
+/// `--status` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Accepting activity.
+    Active,
+    /// Paused.
+    Paused,
+    /// Ended.
+    Ended,
+    /// Archived.
+    Archived,
+    /// Timed out.
+    TimedOut,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a session and print its id.
+    Create(CreateArgs),
+    /// Record an activity in an active session.
+    Activity {
+        /// The session id.
+        id: String,
+        /// The activity type (user_input, api_call, ...).
+        action: String,
+        /// Details as a JSON value.
+        #[arg(long, value_name = "JSON")]
+        details: Option<String>,
+    },
+    /// Print a metadata value as JSON, or set it when VALUE is given.
+    Meta {
+        /// The session id.
+        id: String,
+        /// The metadata key.
+        key: String,
+        /// The value: JSON when it parses as JSON, otherwise a string.
+        value: Option<String>,
+        /// Remove the key instead.
+        #[arg(long, conflicts_with = "value")]
+        remove: bool,
+    },
+    /// Pause an active session.
+    Pause {
+        /// The session id.
+        id: String,
+    },
+    /// Make a paused, ended, timed-out or archived session active again.
+    Resume {
+        /// The session id.
+        id: String,
+    },
+    /// End a session.
+    End {
+        /// The session id.
+        id: String,
+    },
+    /// Save a checkpoint and print its index (0-based).
+    Checkpoint {
+        /// The session id.
+        id: String,
+        /// A label for the checkpoint.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Return a session to a checkpoint (default: the last one).
+    Restore {
+        /// The session id.
+        id: String,
+        /// The checkpoint index.
+        index: Option<u32>,
+    },
+    /// Log a decision for the audit trail.
+    Decision {
+        /// The session id.
+        id: String,
+        /// What was decided.
+        #[arg(long)]
+        what: String,
+        /// Why.
+        #[arg(long)]
+        why: String,
+        /// Alternatives considered.
+        #[arg(long)]
+        alternatives: Option<String>,
+    },
+    /// Record a command the session ran.
+    Command(CommandArgs),
+    /// Print an agent's session chain as JSON, or add a link to it with --link.
+    Chain(ChainArgs),
+    /// Print a session as one JSON object.
+    Show {
+        /// The session id.
+        id: String,
+        /// Show the session as it was right after this LSN.
+        #[arg(long, value_name = "LSN")]
+        at: Option<u64>,
+    },
+    /// List session ids, one per line (with --json, an array of objects).
+    List {
+        /// Only sessions with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+    },
+    /// Move a session to the archive.
+    Archive {
+        /// The session id.
+        id: String,
+    },
+    /// Archive sessions whose last activity is older than N days; print how many.
+    Cleanup {
+        /// Age in days.
+        #[arg(long, value_name = "N")]
+        max_age_days: u32,
+    },
+    /// Export a session (all its events) to a JSON bundle.
+    Export {
+        /// The session id.
+        id: String,
+        /// The bundle file to write.
+        file: PathBuf,
+    },
+    /// Import a session from a bundle; print its id (a new one if the id is taken).
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
+    /// Copy a session; print the new id.
+    Clone {
+        /// The session id.
+        id: String,
+        /// The id of the copy (default: a new UUID v7).
+        #[arg(long)]
+        new_id: Option<String>,
+    },
+    /// Read commands as JSON lines on stdin; answer each with one JSON line once durable.
+    Apply,
+    /// Print the log as JSON lines, one event each.
+    Replay {
+        /// Start at this LSN.
+        #[arg(long, value_name = "LSN", default_value_t = 1)]
+        from: u64,
+        /// Only events that concern this session.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+    },
+    /// Check every segment, record, LSN and snapshot, read-only; exit 0 when intact.
+    Verify,
+    /// Move damaged bytes aside (into quarantine/) so the directory opens again.
+    Repair,
+    /// Take a snapshot now.
+    Snapshot,
+    /// Print statistics as JSON.
+    Stats,
+    /// Rewrite every JSON projection from the log.
+    RebuildProjections,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The session id (default: a new UUID v7).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// A human-readable name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Inactivity timeout in seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub timeout: u64,
+    /// The agent the session belongs to.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The session's working directory.
+    #[arg(long, value_name = "DIR")]
+    pub working_dir: Option<String>,
+    /// Initial metadata (repeatable); VALUE is JSON when it parses, otherwise a string.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommandArgs {
+    /// The session id.
+    pub id: String,
+    /// The command that ran.
+    pub command: String,
+    /// Its arguments as JSON.
+    #[arg(long, value_name = "JSON")]
+    pub args: Option<String>,
+    /// It failed, with this error text.
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+    /// How long it ran, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// The agent id.
+    pub agent: String,
+    /// Add this external session id to the chain.
+    #[arg(long, value_name = "EXTERNAL_ID", requires_all = ["prompt", "response"])]
+    pub link: Option<String>,
+    /// The prompt of the turn (truncated to 200 characters).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The response of the turn (truncated to 200 characters).
+    #[arg(long)]
+    pub response: Option<String>,
+    /// Reset the chain.
+    #[arg(long, conflicts_with = "link")]
+    pub reset: bool,
+}

@@ -1,0 +1,511 @@
+//! The JSON-lines command protocol: one command per line in, one answer per line out.
+//!
+//! This is what `session-engine apply` reads and writes, and what a script or a service
+//! sends. It lives in the library so that every front end parses the same way and so the
+//! parser can be fuzzed.
+//!
+//! # Input lines
+//!
+//! Each line is one JSON object with an `op` field. Session ids may be given as `id` or
+//! `session_id`.
+//!
+//! | `op`         | fields                                                                   |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `create`     | `id`?, `name`?, `timeout`? (seconds, default 3600), `agent`?, `working_dir`?, `meta`? (object), `config`? (object of `SessionConfig` fields) |
+//! | `activity`   | `id`, `action`, `details`? (any JSON)                                    |
+//! | `meta`       | `id`, `key`, `value` (any JSON; sets the key)                            |
+//! | `unmeta`     | `id`, `key` (removes the key)                                            |
+//! | `pause`, `resume`, `end`, `archive` | `id`                                              |
+//! | `checkpoint` | `id`, `label`?                                                           |
+//! | `restore`    | `id`, `index`? (default: the last checkpoint)                            |
+//! | `decision`   | `id`, `what`, `why`, `alternatives`?                                     |
+//! | `command`    | `id`, `command`, `args`? (any JSON), `success` (bool), `error`?, `duration_ms`? |
+//! | `chain_link` | `agent`, `external_id` (or `link`), `prompt`?, `response`?, `metadata`?  |
+//! | `chain_reset`| `agent`                                                                  |
+//! | `cleanup`    | `max_age_days`                                                           |
+//! | `clone`      | `id` (the source), `new_id`?                                             |
+//! | `expire`     | (none): record now the expiry of every session idle past its timeout     |
+//!
+//! Unknown fields are refused, so a typo does not silently do something else.
+//!
+//! # Answers
+//!
+//! ```text
+//! {"ok":true,"lsn":17}                     the command is durable at LSN 17
+//! {"ok":true,"lsn":18,"id":"0190a4..."}    create and clone also give the session id
+//! {"ok":true,"lsn":19,"index":0}           checkpoint and restore give the index
+//! {"ok":true,"lsn":20,"archived":3}        cleanup gives how many sessions it archived
+//! {"ok":false,"error":"session not found: x","kind":"not_found"}
+//! ```
+//!
+//! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
+//! archived nothing) answers with the last LSN at the time and `"appended":false`.
+
+use serde_json::{Map, Value, json};
+
+use crate::command::{Command, Committed, NewSession, Outcome};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::state::{LogLevel, SessionConfig};
+use crate::types::{AgentId, JsonText, Lsn, SessionId};
+
+/// Longest accepted input line, in bytes.
+pub const MAX_LINE_LEN: usize = 4 << 20;
+
+struct Fields {
+    op: &'static str,
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, key: &'static str) -> Result<Option<String>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::invalid(
+                field_name(key),
+                format!("must be a string, got {}", type_name(&other)),
+            )),
+        }
+    }
+
+    fn required_string(&mut self, key: &'static str) -> Result<String> {
+        self.string(key)?
+            .ok_or_else(|| Error::invalid(field_name(key), format!("missing for op {:?}", self.op)))
+    }
+
+    fn u64(&mut self, key: &'static str) -> Result<Option<u64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                Error::invalid(
+                    field_name(key),
+                    format!("{n} is not a non-negative integer"),
+                )
+            }),
+            Some(other) => Err(Error::invalid(
+                field_name(key),
+                format!("must be a number, got {}", type_name(&other)),
+            )),
+        }
+    }
+
+    fn bool(&mut self, key: &'static str) -> Result<Option<bool>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(Error::invalid(
+                field_name(key),
+                format!("must be true or false, got {}", type_name(&other)),
+            )),
+        }
+    }
+
+    fn json(&mut self, key: &'static str) -> Result<Option<JsonText>> {
+        self.take(key).map(|v| JsonText::from_value(&v)).transpose()
+    }
+
+    fn session(&mut self) -> Result<SessionId> {
+        let a = self.string("id")?;
+        let b = self.string("session_id")?;
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => Err(Error::invalid(
+                "session id",
+                "`id` and `session_id` disagree",
+            )),
+            (Some(s), _) | (None, Some(s)) => SessionId::new(&s),
+            (None, None) => Err(Error::invalid(
+                "session id",
+                format!("missing (`id` or `session_id`) for op {:?}", self.op),
+            )),
+        }
+    }
+
+    fn agent(&mut self) -> Result<AgentId> {
+        AgentId::new(&self.required_string("agent")?)
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(Error::invalid(
+                "field",
+                format!("unknown field {k:?} for op {:?}", self.op),
+            )),
+        }
+    }
+}
+
+fn field_name(key: &'static str) -> &'static str {
+    key
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const OPS: [&str; 17] = [
+    "create",
+    "activity",
+    "meta",
+    "unmeta",
+    "pause",
+    "resume",
+    "end",
+    "archive",
+    "checkpoint",
+    "restore",
+    "decision",
+    "command",
+    "chain_link",
+    "chain_reset",
+    "cleanup",
+    "clone",
+    "expire",
+];
+
+fn parse_config(v: Value) -> Result<SessionConfig> {
+    let Value::Object(map) = v else {
+        return Err(Error::invalid("config", "must be an object"));
+    };
+    let mut c = SessionConfig::default();
+    for (k, v) in map {
+        let num = |v: &Value| {
+            v.as_f64()
+                .ok_or_else(|| Error::invalid("config", format!("{k} must be a number")))
+        };
+        match k.as_str() {
+            "timeout" => c.timeout = num(&v)?,
+            "retry_delay" => c.retry_delay = num(&v)?,
+            "heartbeat_interval" => c.heartbeat_interval = num(&v)?,
+            "auto_save_interval" => c.auto_save_interval = num(&v)?,
+            "max_retries" => {
+                c.max_retries = v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| Error::invalid("config", "max_retries must be an integer"))?
+            }
+            "enable_logging" => {
+                c.enable_logging = v
+                    .as_bool()
+                    .ok_or_else(|| Error::invalid("config", "enable_logging must be a boolean"))?
+            }
+            "log_level" => {
+                c.log_level = v.as_str().and_then(LogLevel::parse).ok_or_else(|| {
+                    Error::invalid("config", "log_level must be DEBUG, INFO, WARNING or ERROR")
+                })?
+            }
+            other => {
+                return Err(Error::invalid(
+                    "config",
+                    format!("unknown setting {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Parses one input line into a command. Never panics; every problem is an
+/// [`Error::InvalidInput`] (or the id validation error) naming the field.
+pub fn parse_line(line: &str) -> Result<Command> {
+    if line.len() > MAX_LINE_LEN {
+        return Err(Error::invalid(
+            "line",
+            format!("{} bytes is over the limit of {MAX_LINE_LEN}", line.len()),
+        ));
+    }
+    let value: Value = serde_json::from_str(line)
+        .map_err(|e| Error::invalid("line", format!("malformed JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(Error::invalid("line", "must be a JSON object"));
+    };
+    let op = match map.remove("op") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(Error::invalid("op", "must be a string")),
+        None => return Err(Error::invalid("op", "missing")),
+    };
+    let Some(op) = OPS.iter().copied().find(|o| *o == op) else {
+        return Err(Error::invalid(
+            "op",
+            format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),
+        ));
+    };
+    let mut f = Fields { op, map };
+    let cmd = match op {
+        "create" => {
+            let id = match (f.string("id")?, f.string("session_id")?) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Error::invalid(
+                        "session id",
+                        "`id` and `session_id` disagree",
+                    ));
+                }
+                (Some(s), _) | (None, Some(s)) => Some(SessionId::new(&s)?),
+                (None, None) => None,
+            };
+            let mut metadata = Vec::new();
+            match f.take("meta").or_else(|| f.take("metadata")) {
+                None => {}
+                Some(Value::Object(m)) => {
+                    for (k, v) in m {
+                        metadata.push((k, JsonText::from_value(&v)?));
+                    }
+                }
+                Some(_) => return Err(Error::invalid("meta", "must be an object")),
+            }
+            let config = f
+                .take("config")
+                .map(parse_config)
+                .transpose()?
+                .unwrap_or_default();
+            Command::CreateSession(Box::new(NewSession {
+                id,
+                name: f.string("name")?,
+                timeout_secs: f.u64("timeout")?.unwrap_or(3600),
+                agent: f.string("agent")?,
+                working_dir: f.string("working_dir")?,
+                config,
+                metadata,
+            }))
+        }
+        "activity" => Command::RecordActivity {
+            session: f.session()?,
+            action: f.required_string("action")?,
+            details: f.json("details")?,
+        },
+        "meta" => {
+            let session = f.session()?;
+            let key = f.required_string("key")?;
+            let value = f
+                .take("value")
+                .ok_or_else(|| Error::invalid("value", "missing for op \"meta\""))?;
+            Command::SetMetadata {
+                session,
+                key,
+                value: JsonText::from_value(&value)?,
+            }
+        }
+        "unmeta" => Command::RemoveMetadata {
+            session: f.session()?,
+            key: f.required_string("key")?,
+        },
+        "pause" => Command::Pause(f.session()?),
+        "resume" => Command::Resume(f.session()?),
+        "end" => Command::End(f.session()?),
+        "archive" => Command::Archive(f.session()?),
+        "checkpoint" => Command::SaveCheckpoint {
+            session: f.session()?,
+            label: f.string("label")?,
+        },
+        "restore" => {
+            let session = f.session()?;
+            let index = f
+                .u64("index")?
+                .map(|i| u32::try_from(i).map_err(|_| Error::invalid("index", "is too large")))
+                .transpose()?;
+            Command::RestoreCheckpoint { session, index }
+        }
+        "decision" => Command::LogDecision {
+            session: f.session()?,
+            what: f.required_string("what")?,
+            why: f.required_string("why")?,
+            alternatives: f.string("alternatives")?,
+        },
+        "command" => Command::RecordCommand {
+            session: f.session()?,
+            command: f.required_string("command")?,
+            args: f.json("args")?,
+            success: f
+                .bool("success")?
+                .ok_or_else(|| Error::invalid("success", "missing for op \"command\""))?,
+            error: f.string("error")?,
+            duration_ms: f.u64("duration_ms")?.unwrap_or(0),
+        },
+        "chain_link" => {
+            let agent = f.agent()?;
+            let external_id = match (f.string("external_id")?, f.string("link")?) {
+                (Some(a), _) | (None, Some(a)) => a,
+                (None, None) => {
+                    return Err(Error::invalid(
+                        "external_id",
+                        "missing (`external_id` or `link`) for op \"chain_link\"",
+                    ));
+                }
+            };
+            Command::LinkChain {
+                agent,
+                external_id,
+                prompt: f.string("prompt")?.unwrap_or_default(),
+                response: f.string("response")?.unwrap_or_default(),
+                metadata: f.json("metadata")?,
+            }
+        }
+        "chain_reset" => Command::ResetChain(f.agent()?),
+        "cleanup" => {
+            let days = f
+                .u64("max_age_days")?
+                .ok_or_else(|| Error::invalid("max_age_days", "missing for op \"cleanup\""))?;
+            Command::CleanupOldSessions {
+                max_age_days: u32::try_from(days)
+                    .map_err(|_| Error::invalid("max_age_days", "is too large"))?,
+            }
+        }
+        "clone" => Command::Clone {
+            source: f.session()?,
+            new_id: f
+                .string("new_id")?
+                .map(|s| SessionId::new(&s))
+                .transpose()?,
+        },
+        "expire" => Command::ExpireIdle,
+        _ => return Err(Error::invalid("op", format!("unknown op {op:?}"))),
+    };
+    f.finish()?;
+    Ok(cmd)
+}
+
+/// The answer line for an accepted command.
+pub fn answer_ok(c: &Committed) -> Value {
+    let mut v = json!({"ok": true, "lsn": c.lsn.0});
+    if !c.appended {
+        v["appended"] = Value::Bool(false);
+    }
+    match &c.outcome {
+        Outcome::Session(id) => v["id"] = Value::String(id.to_string()),
+        Outcome::Checkpoint(i) => v["index"] = json!(i),
+        Outcome::Sessions(ids) => {
+            v["sessions"] = json!(ids.iter().map(|i| i.as_str()).collect::<Vec<_>>())
+        }
+        _ => {}
+    }
+    v
+}
+
+/// The answer line for a refused line or a failed command.
+pub fn answer_err(e: &Error) -> Value {
+    json!({"ok": false, "error": e.to_string(), "kind": e.kind()})
+}
+
+/// One event as a flat JSON object: `lsn`, `timestamp` (ISO 8601, microseconds), `type`,
+/// `session_id` (when the event concerns one session), `session_ids` (when it concerns
+/// several), then the event's own fields. This is `replay`'s output line.
+pub fn event_json(lsn: Lsn, event: &Event) -> Value {
+    let mut out = Map::new();
+    out.insert("lsn".into(), json!(lsn.0));
+    out.insert(
+        "timestamp".into(),
+        Value::String(event.at.to_iso8601_micros()),
+    );
+    out.insert("type".into(), Value::String(event.body.type_name().into()));
+    let sessions = event.body.sessions();
+    match sessions.as_slice() {
+        [] => {}
+        [one] => {
+            out.insert("session_id".into(), Value::String(one.to_string()));
+        }
+        many => {
+            out.insert(
+                "session_ids".into(),
+                json!(many.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+            );
+        }
+    }
+    // The body's serde form is `{"Variant": {fields}}` (or a bare value for one-field
+    // variants); flatten the fields into the line.
+    if let Ok(Value::Object(tagged)) = serde_json::to_value(&event.body)
+        && let Some((_, inner)) = tagged.into_iter().next()
+    {
+        match inner {
+            Value::Object(fields) => {
+                for (k, v) in fields {
+                    if k == "session" || k == "sessions" {
+                        continue;
+                    }
+                    out.entry(k).or_insert(v);
+                }
+            }
+            other => {
+                out.insert("data".into(), other);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_parses() {
+        for line in [
+            r#"{"op":"create"}"#,
+            r#"{"op":"create","id":"s1","name":"n","timeout":10,"meta":{"a":1},"config":{"max_retries":5}}"#,
+            r#"{"op":"activity","id":"s1","action":"x","details":{"k":[1]}}"#,
+            r#"{"op":"activity","session_id":"s1","action":"x"}"#,
+            r#"{"op":"meta","id":"s1","key":"k","value":"v"}"#,
+            r#"{"op":"unmeta","id":"s1","key":"k"}"#,
+            r#"{"op":"pause","id":"s1"}"#,
+            r#"{"op":"resume","id":"s1"}"#,
+            r#"{"op":"end","id":"s1"}"#,
+            r#"{"op":"archive","id":"s1"}"#,
+            r#"{"op":"checkpoint","id":"s1","label":"l"}"#,
+            r#"{"op":"restore","id":"s1"}"#,
+            r#"{"op":"restore","id":"s1","index":0}"#,
+            r#"{"op":"decision","id":"s1","what":"w","why":"y","alternatives":"a"}"#,
+            r#"{"op":"command","id":"s1","command":"ls","success":false,"error":"e","duration_ms":5}"#,
+            r#"{"op":"chain_link","agent":"a","external_id":"e","prompt":"p","response":"r"}"#,
+            r#"{"op":"chain_link","agent":"a","link":"e"}"#,
+            r#"{"op":"chain_reset","agent":"a"}"#,
+            r#"{"op":"cleanup","max_age_days":30}"#,
+            r#"{"op":"clone","id":"s1","new_id":"s2"}"#,
+        ] {
+            parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_typed_errors() {
+        for (line, needle) in [
+            ("", "malformed JSON"),
+            ("[]", "must be a JSON object"),
+            (r#"{"id":"s1"}"#, "op: missing"),
+            (r#"{"op":"fly"}"#, "unknown op"),
+            (
+                r#"{"op":"activity","id":"../x","action":"a"}"#,
+                "session id",
+            ),
+            (r#"{"op":"activity","id":"s1"}"#, "action: missing"),
+            (
+                r#"{"op":"activity","id":"s1","action":7}"#,
+                "must be a string",
+            ),
+            (
+                r#"{"op":"pause","id":"s1","extra":1}"#,
+                "unknown field \"extra\"",
+            ),
+            (r#"{"op":"restore","id":"s1","index":-1}"#, "non-negative"),
+            (r#"{"op":"meta","id":"s1","key":"k"}"#, "value: missing"),
+            (
+                r#"{"op":"create","config":{"timeout":"x"}}"#,
+                "timeout must be a number",
+            ),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput { .. }), "{line}: {e}");
+            assert!(e.to_string().contains(needle), "{line}: {e}");
+        }
+    }
+}
