@@ -1,0 +1,747 @@
+//! The real `session-engine` binary: every command, its output contract, and its exact
+//! exit status and message on bad input.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+fn dir() -> Dir {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let data = root.join("data");
+    Dir {
+        _tmp: tmp,
+        root,
+        data,
+    }
+}
+
+impl Dir {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.root)
+            .env_remove("SESSION_ENGINE_DIR")
+            .env_remove("RUST_LOG")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?} failed with {:?}: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail with `code` and a stderr containing `needle`.
+    fn fails(&self, args: &[&str], code: i32, needle: &str) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: stderr {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        err
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn segment(&self) -> PathBuf {
+        let wal = self.data.join("wal");
+        let mut names: Vec<_> = std::fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        names.sort();
+        names.remove(0)
+    }
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn create_prints_a_uuid_v7_or_the_given_id_and_refuses_unsafe_or_taken_ids() {
+    let d = dir();
+    let id = d.ok(&["create", "--name", "demo"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "7", "not a UUID v7: {id}");
+    assert_eq!(d.ok(&["create", "--id", "my-session"]).trim(), "my-session");
+    d.fails(
+        &["create", "--id", "my-session"],
+        5,
+        "session already exists: my-session",
+    );
+    d.fails(&["create", "--id", "../etc"], 4, "invalid session id");
+    d.fails(&["create", "--id", "a/b"], 4, "invalid session id");
+    d.fails(&["create", "--id", &"x".repeat(200)], 4, "the limit is 128");
+    d.fails(&["create", "--meta", "novalue"], 4, "is not KEY=VALUE");
+    d.fails(&["create", "--timeout", "soon"], 2, "invalid value");
+    d.fails(&["create", "--timeout", "-1"], 2, "unexpected argument");
+    let ids = d.ok(&["list"]);
+    assert_eq!(lines(&ids).len(), 2);
+}
+
+#[test]
+fn activity_meta_and_status_commands_follow_the_seed_rules() {
+    let d = dir();
+    d.ok(&[
+        "create",
+        "--id",
+        "s1",
+        "--meta",
+        "user=alice",
+        "--meta",
+        "n=3",
+    ]);
+    d.ok(&[
+        "activity",
+        "s1",
+        "user_input",
+        "--details",
+        r#"{"message":"Hello"}"#,
+    ]);
+    d.fails(&["activity", "nope", "x"], 3, "session not found: nope");
+    d.fails(
+        &["activity", "s1", "x", "--details", "{oops"],
+        4,
+        "invalid details: malformed JSON",
+    );
+    d.fails(&["activity", "bad id", "x"], 4, "invalid session id");
+    assert_eq!(d.ok(&["meta", "s1", "user"]).trim(), r#""alice""#);
+    assert_eq!(d.ok(&["meta", "s1", "n"]).trim(), "3");
+    d.ok(&["meta", "s1", "branch", "main"]);
+    d.ok(&["meta", "s1", "obj", r#"{"a":[1,2]}"#]);
+    assert_eq!(d.ok(&["meta", "s1", "branch"]).trim(), r#""main""#);
+    assert_eq!(d.ok(&["meta", "s1", "obj"]).trim(), r#"{"a":[1,2]}"#);
+    d.fails(&["meta", "s1", "missing"], 3, "metadata key not found");
+    d.ok(&["meta", "s1", "branch", "--remove"]);
+    d.fails(&["meta", "s1", "branch"], 3, "metadata key not found");
+    d.fails(
+        &["meta", "s1", "branch", "--remove"],
+        3,
+        "metadata key not found",
+    );
+
+    d.ok(&["pause", "s1"]);
+    d.fails(&["pause", "s1"], 5, "cannot pause session s1: it is paused");
+    d.fails(
+        &["activity", "s1", "x"],
+        5,
+        "cannot record activity in session s1: it is paused",
+    );
+    d.ok(&["resume", "s1"]);
+    d.fails(&["resume", "s1"], 5, "it is active");
+    d.ok(&["end", "s1"]);
+    d.fails(&["end", "s1"], 5, "it is ended");
+    let s = d.json(&["show", "s1"]);
+    assert_eq!(s["status"], "ended");
+    assert_eq!(s["activity_log"][0]["action"], "user_input");
+    assert_eq!(s["activity_log"][0]["details"]["message"], "Hello");
+    d.fails(&["pause", "nope"], 3, "session not found");
+}
+
+#[test]
+fn checkpoints_print_their_index_and_restore_defaults_to_the_last() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "one"]);
+    assert_eq!(d.ok(&["checkpoint", "s1", "--label", "first"]).trim(), "0");
+    d.ok(&["activity", "s1", "two"]);
+    assert_eq!(d.ok(&["checkpoint", "s1"]).trim(), "1");
+    d.ok(&["activity", "s1", "three"]);
+    d.ok(&["restore", "s1"]);
+    assert_eq!(
+        d.json(&["show", "s1"])["activity_log"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    d.ok(&["restore", "s1", "0"]);
+    let s = d.json(&["show", "s1"]);
+    assert_eq!(s["activity_log"].as_array().unwrap().len(), 1);
+    assert_eq!(s["checkpoints"][0]["label"], "first");
+    d.fails(
+        &["restore", "s1", "9"],
+        3,
+        "checkpoint not found: 9 in session s1",
+    );
+    d.fails(&["restore", "s1", "x"], 2, "invalid value");
+    d.ok(&["create", "--id", "empty"]);
+    d.fails(&["restore", "empty"], 5, "it has no checkpoint");
+}
+
+#[test]
+fn decisions_commands_and_chains() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&[
+        "decision",
+        "s1",
+        "--what",
+        "archive",
+        "--why",
+        "timeout",
+        "--alternatives",
+        "extend",
+    ]);
+    d.fails(&["decision", "s1", "--what", "x"], 2, "--why");
+    d.ok(&["command", "s1", "cargo test", "--duration-ms", "1200"]);
+    d.ok(&["command", "s1", "cargo build", "--error", "exit 101"]);
+    let s = d.json(&["show", "s1"]);
+    assert_eq!(s["decisions"][0]["why"], "timeout");
+    assert_eq!(s["statistics"]["command_count"], 2);
+    assert_eq!(s["statistics"]["error_count"], 1);
+
+    let empty = d.json(&["chain", "agent-1"]);
+    assert_eq!(empty["sessions"].as_array().unwrap().len(), 0);
+    assert!(empty["current_session_id"].is_null());
+    d.ok(&[
+        "chain",
+        "agent-1",
+        "--link",
+        "ext-1",
+        "--prompt",
+        &"p".repeat(300),
+        "--response",
+        "r1",
+    ]);
+    d.ok(&[
+        "chain",
+        "agent-1",
+        "--link",
+        "ext-2",
+        "--prompt",
+        "p2",
+        "--response",
+        "r2",
+    ]);
+    let c = d.json(&["chain", "agent-1"]);
+    assert_eq!(c["current_session_id"], "ext-2");
+    assert_eq!(c["interaction_count"], 2);
+    assert_eq!(c["sessions"][0]["last_prompt"].as_str().unwrap().len(), 200);
+    d.fails(&["chain", "agent-1", "--link", "ext-3"], 2, "--prompt");
+    d.fails(&["chain", "../agent"], 4, "invalid agent id");
+    d.ok(&["chain", "agent-1", "--reset"]);
+    assert_eq!(d.json(&["chain", "agent-1"])["interaction_count"], 0);
+}
+
+#[test]
+fn show_prints_the_documented_fields_and_point_in_time_state() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1", "--timeout", "60"]);
+    d.ok(&["activity", "s1", "a"]);
+    d.ok(&["meta", "s1", "k", "v"]);
+    let s = d.json(&["show", "s1"]);
+    for field in [
+        "session_id",
+        "status",
+        "created_at",
+        "last_activity",
+        "timeout_seconds",
+        "metadata",
+        "activity_log",
+        "checkpoints",
+    ] {
+        assert!(s.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(s["session_id"], "s1");
+    assert_eq!(s["timeout_seconds"], 60);
+    let created = s["created_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{created}"
+    );
+    assert!(created.ends_with('Z'));
+    let at1 = d.json(&["show", "s1", "--at", "1"]);
+    assert_eq!(at1["activity_log"].as_array().unwrap().len(), 0);
+    assert_eq!(at1["metadata"], serde_json::json!({}));
+    let at2 = d.json(&["show", "s1", "--at", "2"]);
+    assert_eq!(at2["activity_log"].as_array().unwrap().len(), 1);
+    d.fails(
+        &["show", "s1", "--at", "99"],
+        5,
+        "beyond the end of the log",
+    );
+    d.fails(&["show", "nope"], 3, "session not found: nope");
+    d.fails(
+        &["show", "s1", "--at", "0"],
+        3,
+        "session not found: s1 at LSN 0",
+    );
+}
+
+#[test]
+fn list_filters_by_status_and_prints_json() {
+    let d = dir();
+    assert_eq!(d.ok(&["list"]), "", "a missing directory lists nothing");
+    d.ok(&["create", "--id", "a"]);
+    d.ok(&["create", "--id", "b"]);
+    d.ok(&["create", "--id", "c"]);
+    d.ok(&["pause", "b"]);
+    d.ok(&["archive", "c"]);
+    assert_eq!(lines(&d.ok(&["list"])), ["a", "b", "c"]);
+    assert_eq!(lines(&d.ok(&["list", "--status", "paused"])), ["b"]);
+    assert_eq!(lines(&d.ok(&["list", "--status", "archived"])), ["c"]);
+    d.fails(&["list", "--status", "sleeping"], 2, "invalid value");
+    let v = d.json(&["--json", "list", "--status", "active"]);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["session_id"], "a");
+    assert_eq!(v[0]["status"], "active");
+    d.fails(&["archive", "c"], 5, "it is archived");
+}
+
+#[test]
+fn cleanup_prints_how_many_it_archived_and_clone_prints_the_new_id() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "a"]);
+    assert_eq!(d.ok(&["cleanup", "--max-age-days", "30"]).trim(), "0");
+    assert_eq!(d.ok(&["cleanup", "--max-age-days", "0"]).trim(), "1");
+    assert_eq!(lines(&d.ok(&["list", "--status", "archived"])), ["s1"]);
+    d.fails(&["cleanup"], 2, "--max-age-days");
+    d.ok(&["resume", "s1"]);
+    let c = d.ok(&["clone", "s1"]);
+    let c = c.trim();
+    assert_ne!(c, "s1");
+    let s = d.json(&["show", c]);
+    assert_eq!(s["activity_log"].as_array().unwrap().len(), 1);
+    assert_eq!(d.ok(&["clone", "s1", "--new-id", "copy"]).trim(), "copy");
+    d.fails(&["clone", "s1", "--new-id", "copy"], 5, "already exists");
+    d.fails(&["clone", "nope"], 3, "session not found");
+}
+
+#[test]
+fn apply_answers_every_line_in_order_and_goes_on_after_bad_lines() {
+    let d = dir();
+    let input = [
+        r#"{"op":"create","id":"s1"}"#,
+        r#"{"op":"activity","id":"s1","action":"a","details":{"k":1}}"#,
+        "not json",
+        r#"{"op":"activity","session_id":"nope","action":"a"}"#,
+        r#"{"op":"meta","id":"s1","key":"k","value":[1,2]}"#,
+        r#"{"op":"checkpoint","id":"s1","label":"l"}"#,
+        r#"{"op":"restore","id":"s1"}"#,
+        r#"{"op":"decision","id":"s1","what":"w","why":"y"}"#,
+        r#"{"op":"chain_link","agent":"ag","external_id":"e1","prompt":"p","response":"r"}"#,
+        r#"{"op":"pause","id":"s1"}"#,
+        r#"{"op":"resume","id":"s1"}"#,
+        r#"{"op":"fly","id":"s1"}"#,
+        r#"{"op":"end","id":"s1"}"#,
+        r#"{"op":"archive","id":"s1"}"#,
+        r#"{"op":"create"}"#,
+    ]
+    .join("\n");
+    let o = d.run_stdin(&["apply"], &input);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 15);
+    let oks: Vec<bool> = answers.iter().map(|a| a["ok"].as_bool().unwrap()).collect();
+    assert_eq!(
+        oks,
+        [
+            true, true, false, false, true, true, true, true, true, true, true, false, true, true,
+            true
+        ]
+    );
+    assert_eq!(answers[0]["id"], "s1");
+    assert_eq!(answers[0]["lsn"], 1);
+    assert_eq!(answers[1]["lsn"], 2);
+    assert_eq!(answers[4]["lsn"], 3, "refused lines use no LSN");
+    assert_eq!(answers[5]["index"], 0);
+    assert_eq!(answers[2]["kind"], "invalid_input");
+    assert!(
+        answers[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+    assert_eq!(answers[3]["error"], "session not found: nope");
+    assert!(
+        answers[11]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown op \"fly\"")
+    );
+    assert_eq!(answers[14]["id"].as_str().unwrap().len(), 36);
+    assert_eq!(lines(&d.ok(&["list", "--status", "archived"])), ["s1"]);
+}
+
+#[test]
+fn apply_answers_each_line_before_the_next_is_sent() {
+    let d = dir();
+    let mut child = d
+        .cmd(&["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"op":"create","id":"s1"}}"#).unwrap();
+    stdin.flush().unwrap();
+    for i in 0..20 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], true, "{line}");
+        assert_eq!(v["lsn"], i + 1);
+        writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"a{i}"}}"#).unwrap();
+        stdin.flush().unwrap();
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.lines().count(), 1);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn replay_prints_one_json_line_per_event_with_filters() {
+    let d = dir();
+    d.ok(&["create", "--id", "a"]);
+    d.ok(&["create", "--id", "b"]);
+    d.ok(&["activity", "a", "x"]);
+    d.ok(&["activity", "b", "y"]);
+    d.ok(&["cleanup", "--max-age-days", "0"]);
+    let all = d.ok(&["replay"]);
+    let events: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 5);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["lsn"], i as u64 + 1);
+        assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(e["type"].is_string());
+    }
+    assert_eq!(events[2]["type"], "activity_recorded");
+    assert_eq!(events[2]["session_id"], "a");
+    assert_eq!(events[4]["session_ids"], serde_json::json!(["a", "b"]));
+    let only_b = d.ok(&["replay", "--session", "b"]);
+    let lsns: Vec<u64> = only_b
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["lsn"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lsns, [2, 4, 5]);
+    assert_eq!(d.ok(&["replay", "--from", "4"]).lines().count(), 2);
+    d.fails(&["replay", "--session", "../x"], 4, "invalid session id");
+    let empty = dir();
+    empty.fails(&["replay"], 3, "data directory not found");
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_with_status_zero() {
+    let d = dir();
+    let input: String = std::iter::once(r#"{"op":"create","id":"s1"}"#.to_string())
+        .chain((0..3000).map(|i| format!(r#"{{"op":"activity","id":"s1","action":"a{i}"}}"#)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(d.run_stdin(&["apply"], &input).status.success());
+    let mut child = d
+        .cmd(&["replay"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: replay's next writes hit a closed pipe.
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn verify_and_repair_report_damage_with_file_and_offset() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    for i in 0..5 {
+        d.ok(&["activity", "s1", &format!("a{i}")]);
+    }
+    let out = d.ok(&["verify"]);
+    assert!(
+        out.starts_with("intact: 1 segments, 6 records, last LSN 6"),
+        "{out}"
+    );
+    let seg = d.segment();
+    // The third record's payload: header (32) + two frames; find it by replaying sizes.
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = 32;
+    let mut starts = Vec::new();
+    while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
+        starts.push(pos);
+        pos += f.len;
+    }
+    flip(&seg, starts[2] + 24);
+    let err = d.fails(
+        &["verify"],
+        7,
+        &format!("{} at byte offset {}", seg.display(), starts[2]),
+    );
+    assert!(err.contains("run `session-engine repair`"), "{err}");
+    let err = d.fails(
+        &["activity", "s1", "x"],
+        7,
+        &format!("corruption in {}", seg.display()),
+    );
+    assert!(err.contains(&format!("byte offset {}", starts[2])), "{err}");
+    assert!(err.contains("verify") && err.contains("repair"), "{err}");
+    let out = d.ok(&["repair"]);
+    assert!(
+        out.contains(&format!("from {} at offset {}", seg.display(), starts[2])),
+        "{out}"
+    );
+    assert!(out.contains("quarantine"), "{out}");
+    assert!(out.contains("the log now ends at LSN 2"), "{out}");
+    d.ok(&["verify"]);
+    d.ok(&["activity", "s1", "after repair"]);
+    assert!(d.ok(&["repair"]).starts_with("nothing to repair"));
+}
+
+#[test]
+fn a_torn_tail_is_reported_by_verify_and_cut_with_a_warning_on_open() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "a"]);
+    let seg = d.segment();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = 32;
+    let mut last = 0;
+    while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
+        last = pos;
+        pos += f.len;
+    }
+    let mut torn = bytes.clone();
+    torn[last + 10..pos].fill(0);
+    std::fs::write(&seg, &torn).unwrap();
+    d.fails(
+        &["verify"],
+        8,
+        &format!("torn final record: {} at byte offset {last}", seg.display()),
+    );
+    let o = d.run(&["activity", "s1", "b"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("torn write"), "{err}");
+    assert!(err.contains(&format!("offset {last}")), "{err}");
+    assert!(err.contains("quarantine"), "{err}");
+    d.ok(&["verify"]);
+    assert_eq!(d.json(&["show", "s1"])["activity_log"][0]["action"], "b");
+}
+
+#[test]
+fn a_damaged_segment_header_refuses_to_open() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let seg = d.segment();
+    flip(&seg, 3);
+    d.fails(
+        &["show", "s1"],
+        7,
+        &format!(
+            "corruption in {} at byte offset 0: bad segment magic",
+            seg.display()
+        ),
+    );
+    d.fails(&["verify"], 7, "bad segment magic");
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_error_while_readers_still_work() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let mut holder: Child = d
+        .cmd(&["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"held"}}"#).unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""ok":true"#), "{line}");
+    d.fails(
+        &["activity", "s1", "x"],
+        6,
+        "data directory is in use by another process",
+    );
+    assert_eq!(d.json(&["show", "s1"])["activity_log"][0]["action"], "held");
+    d.ok(&["verify"]);
+    assert_eq!(d.ok(&["replay"]).lines().count(), 2);
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    d.ok(&["activity", "s1", "x"]);
+}
+
+#[test]
+fn snapshot_and_stats() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["create", "--id", "s2"]);
+    d.ok(&["pause", "s2"]);
+    assert_eq!(d.ok(&["snapshot"]).trim(), "snapshot at LSN 3");
+    let s = d.json(&["stats"]);
+    assert_eq!(s["sessions_by_status"]["active"], 1);
+    assert_eq!(s["sessions_by_status"]["paused"], 1);
+    assert_eq!(s["events"], 3);
+    assert_eq!(s["last_lsn"], 3);
+    assert_eq!(s["segments"], 1);
+    assert_eq!(s["snapshot_lsn"], 3);
+    assert!(s["bytes"].as_u64().unwrap() > 0);
+    let empty = dir();
+    empty.fails(&["stats"], 3, "data directory not found");
+}
+
+#[test]
+fn every_command_has_help() {
+    let d = dir();
+    let help = d.ok(&["--help"]);
+    let mut commands = Vec::new();
+    let mut in_commands = false;
+    for l in help.lines() {
+        if l.starts_with("Commands:") {
+            in_commands = true;
+            continue;
+        }
+        if in_commands {
+            match l.split_whitespace().next() {
+                Some(c) if l.starts_with("  ") => commands.push(c.to_string()),
+                _ => break,
+            }
+        }
+    }
+    assert!(commands.len() > 20, "{commands:?}");
+    for c in commands.iter().filter(|c| *c != "help") {
+        let out = d.ok(&[c, "--help"]);
+        assert!(out.contains("Usage: session-engine"), "{c}: {out}");
+    }
+}
+
+#[test]
+fn the_data_directory_defaults_to_claude_runtime_and_the_environment_overrides_it() {
+    let d = dir();
+    let o = Command::new(BIN)
+        .current_dir(&d.root)
+        .env_remove("SESSION_ENGINE_DIR")
+        .args(["create", "--id", "s1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(d.root.join(".claude/runtime/wal").is_dir());
+    assert!(d.root.join(".claude/runtime/logs/toolkit.log").is_file());
+    let o = Command::new(BIN)
+        .current_dir(&d.root)
+        .env("SESSION_ENGINE_DIR", d.root.join("elsewhere"))
+        .args(["create", "--id", "s2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(d.root.join("elsewhere/wal").is_dir());
+}
+
+#[test]
+fn the_toolkit_log_is_json_lines() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.fails(&["activity", "nope", "x"], 3, "session not found");
+    let log = std::fs::read_to_string(d.data.join("logs/toolkit.log")).unwrap();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(entries.iter().any(|e| e["op"] == "create" && e["lsn"] == 1));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["op"] == "activity" && e["kind"] == "not_found")
+    );
+    for e in &entries {
+        assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
+    }
+}
+
+#[test]
+fn read_only_commands_do_not_create_the_data_directory() {
+    let d = dir();
+    d.fails(&["show", "s1"], 3, "data directory not found");
+    d.fails(&["verify"], 3, "data directory not found");
+    d.ok(&["list"]);
+    assert!(!d.data.exists());
+}
