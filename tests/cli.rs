@@ -745,3 +745,15 @@ fn read_only_commands_do_not_create_the_data_directory() {
     d.ok(&["list"]);
     assert!(!d.data.exists());
 }
+
+#[test]
+fn demo_creates_a_session_records_into_it_and_shows_it_back() {
+    let d = dir();
+    let s = d.json(&["demo"]);
+    assert_eq!(s["name"], "demo");
+    assert_eq!(s["activity_log"].as_array().unwrap().len(), 2);
+    assert_eq!(s["checkpoints"].as_array().unwrap().len(), 1);
+    let id = s["session_id"].as_str().unwrap();
+    assert_eq!(d.json(&["show", id])["session_id"], id);
+    d.ok(&["verify"]);
+}

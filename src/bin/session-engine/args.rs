@@ -209,6 +209,8 @@ pub enum Cmd {
     Stats,
     /// Rewrite every JSON projection from the log.
     RebuildProjections,
+    /// A first run: create a session, record into it, and show it back.
+    Demo,
 }
 
 #[derive(Debug, Args)]

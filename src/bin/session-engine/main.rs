@@ -515,6 +515,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             result?;
         }
         Cmd::Verify => return verify(cli, out),
+        Cmd::Demo => demo(cli, out)?,
         Cmd::Repair => {
             let report = session_engine::repair(&cli.data_dir, cli.storage())?;
             if cli.json {
@@ -558,6 +559,67 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Creates a session, records a short agent turn into it, and prints it back: the engine's
+/// main job end to end, on whatever data directory is configured.
+fn demo(cli: &Cli, out: &mut Out) -> Result<()> {
+    let engine = cli.open_write()?;
+    let c = engine.execute(Command::CreateSession(Box::new(NewSession {
+        name: Some("demo".into()),
+        agent: Some("claude-code".into()),
+        metadata: vec![("user".into(), JsonText::string("alice@example.com")?)],
+        ..NewSession::default()
+    })))?;
+    let Outcome::Session(id) = c.outcome else {
+        return Err(anyhow!("create did not return a session id"));
+    };
+    let steps = [
+        Command::RecordActivity {
+            session: id.clone(),
+            action: "user_input".into(),
+            details: Some(JsonText::parse(r#"{"message":"Hello"}"#)?),
+        },
+        Command::SaveCheckpoint {
+            session: id.clone(),
+            label: Some("before analysis".into()),
+        },
+        Command::RecordCommand {
+            session: id.clone(),
+            command: "analyze_code".into(),
+            args: Some(JsonText::parse(r#"{"path":"/project"}"#)?),
+            success: true,
+            error: None,
+            duration_ms: 42,
+        },
+        Command::LogDecision {
+            session: id.clone(),
+            what: "keep the session".into(),
+            why: "the analysis succeeded".into(),
+            alternatives: Some("restore the checkpoint".into()),
+        },
+        Command::RecordActivity {
+            session: id.clone(),
+            action: "api_call".into(),
+            details: Some(JsonText::parse(r#"{"endpoint":"messages","tokens":128}"#)?),
+        },
+    ];
+    for cmd in steps {
+        engine.execute(cmd)?;
+    }
+    let session = engine
+        .state()
+        .session(&id)
+        .map(|s| (**s).clone())
+        .ok_or_else(|| Error::not_found_session(&id))?;
+    let now = engine.now();
+    engine.close()?;
+    eprintln!(
+        "created session {id} in {} and recorded 5 events into it (log: {})",
+        cli.data_dir.display(),
+        cli.data_dir.join("wal").display()
+    );
+    out.json(&output::session_json(&session, now))
 }
 
 fn verify(cli: &Cli, out: &mut Out) -> Result<u8> {
