@@ -6,8 +6,8 @@
 //!      8     4  version        u32 LE (1)
 //!     12     4  header_len     u32 LE (64): the payload starts here
 //!     16     8  lsn            u64 LE: the state includes every record up to this LSN
-//!     24     8  log_segment    u64 LE: first LSN of the segment holding record lsn+1
-//!     32     8  log_offset     u64 LE: byte offset of record lsn+1 in that segment
+//!     24     8  log_segment    u64 LE: first LSN of the segment holding record lsn (0 if lsn = 0)
+//!     32     8  log_offset     u64 LE: byte offset of record lsn in that segment (0 if lsn = 0)
 //!     40     8  payload_len    u64 LE
 //!     48     4  payload_crc32  u32 LE: CRC-32 of the payload
 //!     52     8  reserved       zero
@@ -61,7 +61,7 @@ pub fn parse_snapshot_name(name: &str) -> Option<Lsn> {
 pub struct SnapshotHeader {
     /// The state's LSN.
     pub lsn: Lsn,
-    /// Where record `lsn + 1` is in the log.
+    /// Where record `lsn` is in the log.
     pub position: LogPosition,
     /// Payload length.
     pub payload_len: u64,
@@ -209,8 +209,8 @@ impl Write for CrcWriter<'_> {
     }
 }
 
-/// Writes a snapshot of `state` (whose records end at log position `position`) into
-/// `dir`, atomically. Returns its path.
+/// Writes a snapshot of `state` (whose last record, LSN `state.last_lsn`, is at log
+/// position `position`) into `dir`, atomically. Returns its path.
 pub fn write_snapshot(
     storage: &dyn Storage,
     dir: &Path,

@@ -39,7 +39,8 @@ pub trait Log: Send {
     fn sync(&mut self) -> Result<()>;
     /// The LSN of the last appended record.
     fn last_lsn(&self) -> Lsn;
-    /// Where the next record will be written, for snapshots to resume from cheaply.
+    /// Where the last appended record is (all zeros when the log is empty), for snapshots
+    /// to resume from cheaply.
     fn position(&self) -> LogPosition;
 }
 
@@ -87,6 +88,8 @@ pub struct Recovered {
     pub last_lsn: Lsn,
     /// Where the next record goes (in the last segment), if there is a segment.
     pub end: Option<LogPosition>,
+    /// Where the last valid record is, if there is one.
+    pub last_record: Option<LogPosition>,
     /// The torn tail found at the end, if any.
     pub torn: Option<TornTail>,
     /// Number of records passed to the callback.
@@ -165,12 +168,12 @@ fn read_full(f: &mut dyn StorageFile, offset: u64, buf: &mut [u8]) -> std::io::R
 }
 
 /// Where recovery starts reading: after a snapshot at `lsn`, optionally with the exact
-/// position of the next record.
+/// position of record `lsn`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StartPoint {
     /// Records up to and including this LSN are already in the state.
     pub lsn: Lsn,
-    /// Position of record `lsn + 1`, when known.
+    /// Position of record `lsn` (the last one the state includes), when known.
     pub position: Option<LogPosition>,
 }
 
@@ -196,6 +199,7 @@ pub fn recover(
         segments: segments.clone(),
         last_lsn: start.lsn,
         end: None,
+        last_record: None,
         torn: None,
         replayed: 0,
     };
@@ -236,17 +240,37 @@ pub fn recover(
         let bytes = storage
             .read(&seg.path)
             .map_err(|e| Error::io("read segment", &seg.path, e))?;
-        // Skip to the first wanted record: directly when the snapshot told us where it
-        // is, otherwise by walking the segment's frames.
+        // Skip to the first wanted record: directly when the snapshot told us where its
+        // last record is (after checking that record is really there), otherwise by
+        // walking the segment's frames.
         let (mut start_off, mut seg_expected) = (SEGMENT_HEADER_LEN, seg.first_lsn);
         if i == first_idx
+            && start.lsn != Lsn::ZERO
             && let Some(pos) = start.position
             && pos.segment == seg.first_lsn
-            && (pos.offset as usize) <= bytes.len()
-            && pos.offset as usize >= SEGMENT_HEADER_LEN
         {
-            start_off = pos.offset as usize;
-            seg_expected = want;
+            let off = pos.offset as usize;
+            let found = (SEGMENT_HEADER_LEN..bytes.len())
+                .contains(&off)
+                .then(|| record::decode_frame(&bytes[off..]).ok())
+                .flatten()
+                .map(|f| f.lsn);
+            if found != Some(start.lsn) {
+                return Err(Error::corruption(
+                    &seg.path,
+                    pos.offset,
+                    format!(
+                        "the snapshot at LSN {} says its last record is here, but {}",
+                        start.lsn,
+                        match found {
+                            Some(l) => format!("record {l} is"),
+                            None => "there is no valid record".to_string(),
+                        }
+                    ),
+                ));
+            }
+            start_off = off;
+            seg_expected = start.lsn;
         }
         if i > first_idx && seg.first_lsn != expected {
             return Err(Error::corruption(
@@ -260,6 +284,10 @@ pub fn recover(
             ));
         }
         let scan = scan_segment(&bytes, start_off, seg_expected, |off, frame| {
+            rec.last_record = Some(LogPosition {
+                segment: seg.first_lsn,
+                offset: off,
+            });
             if frame.lsn < want {
                 return true;
             }
@@ -472,6 +500,7 @@ pub struct Wal {
     seg_size: u64,
     offset: u64,
     last_lsn: Lsn,
+    last_record: LogPosition,
     dirty: bool,
 }
 
@@ -518,6 +547,7 @@ impl Wal {
             seg_size,
             offset,
             last_lsn: recovered.last_lsn,
+            last_record: recovered.last_record.unwrap_or_default(),
             dirty: false,
         })
     }
@@ -565,6 +595,10 @@ impl Log for Wal {
         self.file
             .write_at(self.offset, bytes)
             .map_err(|e| Error::io("write segment", &self.path, e))?;
+        self.last_record = LogPosition {
+            segment: self.seg_first,
+            offset: self.offset + batch.last_frame_start() as u64,
+        };
         self.offset += len;
         self.last_lsn = batch.last_lsn().unwrap_or(self.last_lsn);
         self.dirty = true;
@@ -586,10 +620,7 @@ impl Log for Wal {
     }
 
     fn position(&self) -> LogPosition {
-        LogPosition {
-            segment: self.seg_first,
-            offset: self.offset,
-        }
+        self.last_record
     }
 }
 

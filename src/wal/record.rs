@@ -162,6 +162,7 @@ pub struct FrameBuf {
     first_lsn: Option<Lsn>,
     count: u32,
     open: Option<usize>,
+    last_start: usize,
     synced_before: bool,
 }
 
@@ -220,6 +221,7 @@ impl FrameBuf {
         );
         self.buf[start + 4..start + 8].copy_from_slice(&c.to_le_bytes());
         self.count += 1;
+        self.last_start = start;
         Ok(())
     }
 
@@ -257,6 +259,11 @@ impl FrameBuf {
     /// LSN of the last frame, if any.
     pub fn last_lsn(&self) -> Option<Lsn> {
         self.first_lsn.map(|f| Lsn(f.0 + u64::from(self.count) - 1))
+    }
+
+    /// Byte offset, within the batch, of the last finished frame.
+    pub fn last_frame_start(&self) -> usize {
+        self.last_start
     }
 
     /// Iterates over the frames (for log implementations that store payloads elsewhere).
