@@ -438,9 +438,12 @@ impl Engine {
         let mut st = State::new();
         let mut n = Lsn::ZERO;
         self.read_log(Lsn(1), lsn, |_, event| {
-            if event.body.touches(id) {
+            // A cleanup or watchdog event names other sessions too, which the scratch state
+            // does not hold: apply it as it concerns this session only.
+            if let Some(body) = event.body.narrowed_to(id) {
                 n = n.next();
                 let wal = &self.shared.paths.wal;
+                let event = Event { at: event.at, body };
                 st.apply(n, &event)
                     .map_err(|e| Error::corruption(wal, 0, e.to_string()))?;
             }
