@@ -161,6 +161,9 @@ pub(crate) struct Shared {
     pub(crate) state: RwLock<Arc<State>>,
     poisoned: Mutex<Option<String>>,
     pub(crate) closed: AtomicBool,
+    /// Set when the writer thread has exited (after its last publication), so a request
+    /// it will never answer is not waited for.
+    pub(crate) writer_done: AtomicBool,
 }
 
 impl Shared {
@@ -291,6 +294,7 @@ impl Engine {
             state: RwLock::new(Arc::new(state)),
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
+            writer_done: AtomicBool::new(read_only),
         });
         let (tx, writer) = if read_only {
             (None, None)
