@@ -740,6 +740,9 @@ impl Projection {
         }
         match key {
             None => self.rotated_tail(id),
+            // Lines for records the log does not have (it was repaired, say) are not ours
+            // to keep.
+            Some(Some(k)) if k.0 > self.engine.last_lsn() => Ok(Tail::Damaged),
             Some(Some(k)) => Ok(Tail::Key(k)),
             Some(None) => Ok(Tail::Damaged),
         }
