@@ -330,13 +330,19 @@ fn a_torn_log_line_is_cut_and_no_line_is_written_twice() {
 
 #[test]
 fn after_a_crash_at_any_point_projections_catch_up_to_a_full_rebuild() {
-    let mut checked = 0;
-    for seed in 0..24u64 {
+    let (mut checked, mut refused) = (0, 0);
+    for seed in 0..48u64 {
         let mode = CrashMode::ALL[(seed % 4) as usize];
         let m_storage = Arc::new(MemStorage::new());
         let storage: Arc<dyn Storage> = m_storage.clone();
         let clock = clock();
-        let m = SessionManager::open("data", manager_options(&storage, &clock)).unwrap();
+        let mut o = manager_options(&storage, &clock);
+        // In the buffered modes a crash takes back acknowledged events: the files must
+        // not have shown them either.
+        if seed % 2 == 1 {
+            o.engine.durability = session_engine::Durability::None;
+        }
+        let m = SessionManager::open("data", o).unwrap();
         let crash_after = (seed as usize * 7) % 40;
         let mut image = None;
         let mut ops = 0;
@@ -358,7 +364,16 @@ fn after_a_crash_at_any_point_projections_catch_up_to_a_full_rebuild() {
         m.close().unwrap();
 
         let b = backend_on(Arc::new(image));
-        let m = b.open(&clock);
+        let m = match SessionManager::open(&b.dir, manager_options(&b.storage, &clock)) {
+            Ok(m) => m,
+            // Without fsyncs a crash may keep a later write and garble an earlier one; the
+            // engine then refuses the log, which is the engine's business, not ours.
+            Err(Error::Corruption { .. }) if seed % 2 == 1 => {
+                refused += 1;
+                continue;
+            }
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
         flush(&m);
         let caught_up = projection_files(&b);
         let state = m.state();
@@ -373,7 +388,8 @@ fn after_a_crash_at_any_point_projections_catch_up_to_a_full_rebuild() {
         assert_eq!(rebuilt(&b, m), caught_up, "seed {seed} {mode:?}");
         checked += 1;
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked + refused, 48);
+    assert!(checked >= 36, "only {checked} crash images opened");
 }
 
 fn backend_on(storage: Arc<MemStorage>) -> Backend {
@@ -642,5 +658,164 @@ fn log_lines_held_during_an_outage_are_bounded_and_rebuilt_from_the_log() {
     let lsns: Vec<u64> = lines.iter().map(|l| l["lsn"].as_u64().unwrap()).collect();
     assert_eq!(lsns, (1..=101).collect::<Vec<_>>());
     assert!(m.projection_status().unwrap().logs_rebuilt >= 1);
+    m.close().unwrap();
+}
+
+#[test]
+fn in_buffered_durability_modes_projections_never_show_events_a_crash_takes_back() {
+    let mut lost_unsynced = 0;
+    for seed in 0..16u64 {
+        let b = Backend::mem();
+        let clock = clock();
+        let mut o = manager_options(&b.storage, &clock);
+        o.engine.durability = session_engine::Durability::None;
+        // Session files are written at once, the marker only when asked.
+        o.projections = Some(ProjectionOptions {
+            registry_interval: Duration::from_secs(3600),
+            ..fast_projections()
+        });
+        let m = SessionManager::open(&b.dir, o).unwrap();
+        let s = m.create_session(named("s", 0)).unwrap();
+        for i in 0..3 {
+            s.record_activity("before", Some(json!({"i": i}))).unwrap();
+        }
+        flush(&m);
+        // The log and the marker agree up to here; what follows is only in the OS cache.
+        m.engine().sync().unwrap();
+        for i in 0..5 {
+            s.record_activity("after", Some(json!({"i": i}))).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.json("sessions/session_s.json")["activity_log"]
+            .as_array()
+            .unwrap()
+            .len()
+            < 8
+        {
+            assert!(std::time::Instant::now() < deadline, "never projected");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let image = b.mem.as_ref().unwrap().crash(seed, CrashMode::Whole);
+        m.close().unwrap();
+        let c = backend_on(Arc::new(image));
+        let m = match SessionManager::open(&c.dir, manager_options(&c.storage, &clock)) {
+            Ok(m) => m,
+            Err(Error::Corruption { .. }) => continue,
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        flush(&m);
+        let shown = if c.exists("sessions/session_s.json") {
+            c.json("sessions/session_s.json")["activity_log"]
+                .as_array()
+                .unwrap()
+                .len()
+        } else {
+            0
+        };
+        let kept = m
+            .get_session("s")
+            .map_or(0, |s| s.snapshot().unwrap().body.activity_log.len());
+        assert_eq!(
+            shown, kept,
+            "seed {seed}: the file shows events the log lost"
+        );
+        lost_unsynced += usize::from(kept < 8);
+        let files = projection_files(&c);
+        assert_eq!(rebuilt(&c, m), files, "seed {seed}");
+    }
+    // The projector synced the log before writing the files, so nothing it showed was lost.
+    assert_eq!(lost_unsynced, 0);
+}
+
+#[test]
+fn log_lines_for_records_the_log_does_not_have_are_dropped() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        let s = m.create_session(named("s", 0)).unwrap();
+        s.record_activity("kept", None).unwrap();
+        m.close().unwrap();
+        let before = projection_files(&b);
+        // A log that runs ahead of the records (as after a repair moved some aside).
+        let mut log = b.read("logs/session_s.log");
+        let mut ghost: serde_json::Value = serde_json::from_str(
+            String::from_utf8(log.clone())
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        ghost["lsn"] = json!(99);
+        log.extend_from_slice(format!("{ghost}\n").as_bytes());
+        b.write("logs/session_s.log", &log);
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":1}"#,
+        );
+        let m = b.open(&clock);
+        flush(&m);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn a_damaged_line_after_the_marker_is_found_even_when_the_last_line_is_whole() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        let s = m.create_session(named("s", 0)).unwrap();
+        for i in 0..4 {
+            s.record_activity("work", Some(json!({"i": i}))).unwrap();
+        }
+        m.close().unwrap();
+        let before = projection_files(&b);
+        // What a crash can leave of appends that were not synced: a later piece kept, an
+        // earlier one zeroed. The marker says only the first line was synced.
+        let text = String::from_utf8(b.read("logs/session_s.log")).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[2] = "\0".repeat(lines[2].len());
+        b.write("logs/session_s.log", (lines.join("\n") + "\n").as_bytes());
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":1}"#,
+        );
+        let m = b.open(&clock);
+        flush(&m);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn each_registry_checkpoint_brings_every_file_up_to_date() {
+    let b = Backend::mem();
+    let clock = clock();
+    // Files on their own would wait an hour; the registry checkpoint comes every 5 ms and
+    // must take them along, or `projected` (and the marker) would never move under load.
+    let m = b.open_with(
+        &clock,
+        ProjectionOptions {
+            flush_interval: Duration::from_secs(3600),
+            registry_interval: Duration::from_millis(5),
+            ..fast_projections()
+        },
+    );
+    let s = m.create_session(named("s", 0)).unwrap();
+    let lsn = s.record_activity("a", None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while m.projection_status().unwrap().projected < lsn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projected never moved"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        b.json("sessions/session_s.json")["activity_log"][0]["action"],
+        json!("a")
+    );
+    assert_eq!(b.json("projections.json")["lsn"], json!(lsn.get()));
     m.close().unwrap();
 }
