@@ -119,8 +119,8 @@ impl ClaudeSession {
         Ok(self.snapshot()?.status())
     }
 
-    /// Seed 001 `is_active()`: active and not past its inactivity timeout, now. False for
-    /// a session that no longer exists or an engine that is closed.
+    /// Seed 001 `is_active()`: active and not past its inactivity timeout, now (on the
+    /// engine's clock, so it is right between watchdog ticks).
     pub fn is_active(&self) -> bool {
         let now = self.inner.engine().now();
         self.snapshot().is_ok_and(|s| s.is_active(now))
