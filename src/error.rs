@@ -90,6 +90,14 @@ pub enum Error {
     ReadOnly,
     /// The engine has been closed.
     Closed,
+    /// An export bundle was refused (not a bundle, another version, damaged or malformed);
+    /// nothing was imported.
+    InvalidBundle {
+        /// The bundle's file, when it was read from one.
+        path: Option<PathBuf>,
+        /// Why it was refused.
+        reason: crate::export::BundleError,
+    },
     /// A point-in-time request names an LSN the log does not have.
     LsnOutOfRange {
         /// The LSN asked for.
@@ -149,6 +157,7 @@ impl Error {
             Error::ReadOnly => "read_only",
             Error::Closed => "closed",
             Error::LsnOutOfRange { .. } => "lsn_out_of_range",
+            Error::InvalidBundle { .. } => "invalid_bundle",
         }
     }
 
@@ -162,6 +171,7 @@ impl Error {
                 | Error::InvalidInput { .. }
                 | Error::InvalidState { .. }
                 | Error::LsnOutOfRange { .. }
+                | Error::InvalidBundle { .. }
         )
     }
 }
@@ -213,6 +223,11 @@ impl fmt::Display for Error {
             } => write!(f, "cannot {op} session {session}: {reason}"),
             Error::ReadOnly => write!(f, "engine is open read-only; this operation writes"),
             Error::Closed => write!(f, "engine is closed"),
+            Error::InvalidBundle {
+                path: Some(path),
+                reason,
+            } => write!(f, "cannot import {}: {reason}", path.display()),
+            Error::InvalidBundle { path: None, reason } => write!(f, "cannot import: {reason}"),
             Error::LsnOutOfRange { requested, last } => write!(
                 f,
                 "LSN {requested} is beyond the end of the log (last LSN is {last})"
@@ -225,6 +240,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::InvalidBundle { reason, .. } => Some(reason),
             _ => None,
         }
     }

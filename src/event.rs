@@ -220,6 +220,25 @@ impl EventBody {
         }
     }
 
+    /// The event as it concerns session `id` alone: `None` when it does not touch `id`;
+    /// a multi-session event (`SessionsExpired`, `SessionsArchived`) narrowed to `[id]`;
+    /// any other event unchanged. Point-in-time replay and export bundles need events that
+    /// stand on their own, without the other sessions a cleanup or watchdog tick named.
+    pub fn narrowed_to(&self, id: &SessionId) -> Option<EventBody> {
+        if !self.touches(id) {
+            return None;
+        }
+        Some(match self {
+            EventBody::SessionsExpired { .. } => EventBody::SessionsExpired {
+                sessions: vec![id.clone()],
+            },
+            EventBody::SessionsArchived { .. } => EventBody::SessionsArchived {
+                sessions: vec![id.clone()],
+            },
+            other => other.clone(),
+        })
+    }
+
     /// The agent chain this event changes, if any.
     pub fn agent(&self) -> Option<&AgentId> {
         match self {

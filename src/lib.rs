@@ -17,6 +17,9 @@ pub mod command;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod export;
+pub mod manager;
+pub mod projection;
 pub mod protocol;
 pub mod snapshot;
 pub mod state;
@@ -32,6 +35,11 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventBody};
+pub use export::{Bundle, BundleError, parse_bundle};
+pub use manager::{
+    ClaudeSession, CommandRun, ListFilter, ManagerOptions, SessionManager, SessionTracker,
+};
+pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};
 pub use storage::{FileStorage, MemStorage, Storage};
 pub use types::{AgentId, JsonText, Lsn, SessionId, Timestamp};

@@ -163,6 +163,9 @@ pub(crate) struct Shared {
     pub(crate) state: RwLock<Arc<State>>,
     poisoned: Mutex<Option<String>>,
     pub(crate) closed: AtomicBool,
+    /// Set when the writer thread has exited (after its last publication), so a request
+    /// it will never answer is not waited for.
+    pub(crate) writer_done: AtomicBool,
 }
 
 impl Shared {
@@ -301,6 +304,7 @@ impl Engine {
             state: RwLock::new(Arc::new(state)),
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
+            writer_done: AtomicBool::new(read_only),
         });
         let (tx, writer) = if read_only {
             (None, None)
@@ -448,9 +452,12 @@ impl Engine {
         let mut st = State::new();
         let mut n = Lsn::ZERO;
         self.read_log(Lsn(1), lsn, |_, event| {
-            if event.body.touches(id) {
+            // A cleanup or watchdog event names other sessions too, which the scratch state
+            // does not hold: apply it as it concerns this session only.
+            if let Some(body) = event.body.narrowed_to(id) {
                 n = n.next();
                 let wal = &self.shared.paths.wal;
+                let event = Event { at: event.at, body };
                 st.apply(n, &event)
                     .map_err(|e| Error::corruption(wal, 0, e.to_string()))?;
             }

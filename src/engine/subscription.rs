@@ -87,12 +87,35 @@ impl Subscription {
                     reply: rtx,
                 })
                 .is_ok()
-                && let Ok(h) = rrx.recv()
             {
-                self.live = Some(lrx);
-                self.catch_up_to = Some(h);
-                return;
+                // A request that reaches the queue after the writer took its last batch is
+                // never answered (nor dropped: the engine's sender keeps the queue alive),
+                // so wait only while the writer runs.
+                loop {
+                    match rrx.recv_timeout(Duration::from_millis(10)) {
+                        Ok(h) => {
+                            self.live = Some(lrx);
+                            self.catch_up_to = Some(h);
+                            return;
+                        }
+                        Err(RecvTimeoutError::Timeout)
+                            if !self.shared.writer_done.load(Ordering::SeqCst) => {}
+                        Err(_) => {
+                            if let Ok(h) = rrx.try_recv() {
+                                self.live = Some(lrx);
+                                self.catch_up_to = Some(h);
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
             }
+        }
+        // No live events will come. A closing writer may still publish the batch it is
+        // finishing, so the end of the stream is read only once it is done.
+        while !self.shared.writer_done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
         }
         let last = self.shared.published().last_lsn;
         self.end = Some(last);

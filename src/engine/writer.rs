@@ -39,8 +39,20 @@ pub(crate) fn spawn(
     };
     std::thread::Builder::new()
         .name("session-engine-writer".into())
-        .spawn(move || writer.run())
+        .spawn(move || {
+            let _done = DoneGuard(Arc::clone(&writer.shared));
+            writer.run()
+        })
         .map_err(|e| Error::io("spawn writer thread", "", e))
+}
+
+/// Marks the writer as gone when its thread ends, by return or by panic.
+struct DoneGuard(Arc<Shared>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.writer_done.store(true, Ordering::SeqCst);
+    }
 }
 
 type Reply = Option<Sender<Result<Committed>>>;

@@ -76,3 +76,272 @@ pub fn segments(storage: &MemStorage, dir: &str) -> Vec<std::path::PathBuf> {
         .map(|n| Path::new(dir).join("wal").join(n))
         .collect()
 }
+
+// ---- Session manager and projection helpers ----
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use session_engine::{FileStorage, ManagerOptions, ProjectionOptions, SessionManager};
+
+/// Projection settings that flush almost at once, so tests do not sleep.
+pub fn fast_projections() -> ProjectionOptions {
+    ProjectionOptions {
+        flush_interval: Duration::from_millis(1),
+        registry_interval: Duration::from_millis(2),
+        max_batch_events: 8192,
+        retry_delay: Duration::from_millis(2),
+        max_retries: 3,
+        log_max_bytes: None,
+        max_pending_log_bytes: 32 << 20,
+    }
+}
+
+pub fn manager_options(storage: &Arc<dyn Storage>, clock: &ManualClock) -> ManagerOptions {
+    ManagerOptions {
+        engine: options(Arc::clone(storage), clock),
+        projections: Some(fast_projections()),
+    }
+}
+
+/// A data directory on one storage backend. Scenarios that touch files run on both.
+pub struct Backend {
+    pub name: &'static str,
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    pub mem: Option<Arc<MemStorage>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    pub fn mem() -> Backend {
+        let (m, s) = mem();
+        Backend {
+            name: "memory",
+            storage: s,
+            dir: PathBuf::from("data"),
+            mem: Some(m),
+            _tmp: None,
+        }
+    }
+
+    pub fn file() -> Backend {
+        let tmp = tempfile::tempdir().unwrap();
+        Backend {
+            name: "file system",
+            storage: Arc::new(FileStorage::new()),
+            dir: tmp.path().join("runtime"),
+            mem: None,
+            _tmp: Some(tmp),
+        }
+    }
+
+    pub fn both() -> [Backend; 2] {
+        [Backend::mem(), Backend::file()]
+    }
+
+    pub fn open(&self, clock: &ManualClock) -> SessionManager {
+        SessionManager::open(&self.dir, manager_options(&self.storage, clock)).unwrap()
+    }
+
+    pub fn open_with(&self, clock: &ManualClock, projections: ProjectionOptions) -> SessionManager {
+        let mut o = manager_options(&self.storage, clock);
+        o.projections = Some(projections);
+        SessionManager::open(&self.dir, o).unwrap()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.storage.exists(&self.path(rel)).unwrap()
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        self.storage.read(&self.path(rel)).unwrap().to_vec()
+    }
+
+    /// Parses a projection file the way a reader of the seeds' formats would.
+    pub fn json(&self, rel: &str) -> serde_json::Value {
+        let bytes = self.read(rel);
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{rel} is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
+
+    /// The JSON lines of a per-session log.
+    pub fn log_lines(&self, rel: &str) -> Vec<serde_json::Value> {
+        let bytes = self.read(rel);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{rel} ends mid-line"
+        );
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn write(&self, rel: &str, data: &[u8]) {
+        let path = self.path(rel);
+        let mut f = self.storage.open(&path, OpenMode::CreateTruncate).unwrap();
+        f.write_at(0, data).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        self.storage.remove_file(&self.path(rel)).unwrap();
+    }
+
+    pub fn list(&self, rel: &str) -> Vec<String> {
+        self.storage.list_dir(&self.path(rel)).unwrap_or_default()
+    }
+
+    /// Removes a directory and everything under it.
+    pub fn remove_tree(&self, rel: &str) {
+        let path = self.path(rel);
+        let Ok(names) = self.storage.list_dir(&path) else {
+            return;
+        };
+        for n in names {
+            let child = format!("{rel}/{n}");
+            if self.storage.list_dir(&self.path(&child)).is_ok() {
+                self.remove_tree(&child);
+            } else {
+                self.storage.remove_file(&self.path(&child)).unwrap();
+            }
+        }
+        if self.mem.is_none() {
+            std::fs::remove_dir(&path).unwrap();
+        }
+    }
+}
+
+use session_engine::storage::OpenMode;
+
+pub fn json(v: serde_json::Value) -> Option<serde_json::Value> {
+    Some(v)
+}
+
+/// Waits until the manager's projections reflect everything committed so far.
+pub fn flush(m: &SessionManager) {
+    m.flush_projections().unwrap();
+}
+
+/// Fails opens for writing, renames and removals of paths that contain `needle`, while
+/// armed: a projection-only I/O fault (the log keeps working).
+#[derive(Debug)]
+pub struct PathFaults {
+    inner: Arc<dyn Storage>,
+    needle: String,
+    /// Failures left; `u64::MAX` fails forever.
+    remaining: std::sync::atomic::AtomicU64,
+    pub injected: std::sync::atomic::AtomicU64,
+}
+
+impl PathFaults {
+    pub fn new(inner: Arc<dyn Storage>, needle: &str) -> Arc<PathFaults> {
+        Arc::new(PathFaults {
+            inner,
+            needle: needle.into(),
+            remaining: 0.into(),
+            injected: 0.into(),
+        })
+    }
+
+    pub fn fail_next(&self, n: u64) {
+        self.remaining.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.fail_next(0);
+    }
+
+    fn check(&self, path: &Path) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !path.to_string_lossy().contains(&self.needle) {
+            return Ok(());
+        }
+        let hit = self
+            .remaining
+            .fetch_update(SeqCst, SeqCst, |r| match r {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                r => Some(r - 1),
+            })
+            .is_ok();
+        if hit {
+            self.injected.fetch_add(1, SeqCst);
+            Err(std::io::Error::from_raw_os_error(28))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Storage for PathFaults {
+    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(p)
+    }
+    fn list_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list_dir(p)
+    }
+    fn exists(&self, p: &Path) -> std::io::Result<bool> {
+        self.inner.exists(p)
+    }
+    fn open(
+        &self,
+        p: &Path,
+        m: OpenMode,
+    ) -> std::io::Result<Box<dyn session_engine::storage::StorageFile>> {
+        if m != OpenMode::Read {
+            self.check(p)?;
+        }
+        self.inner.open(p, m)
+    }
+    fn read(&self, p: &Path) -> std::io::Result<session_engine::storage::Bytes> {
+        self.inner.read(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        self.check(b)?;
+        self.inner.rename(a, b)
+    }
+    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+        self.check(p)?;
+        self.inner.remove_file(p)
+    }
+    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(p)
+    }
+    fn try_lock(
+        &self,
+        p: &Path,
+    ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
+        self.inner.try_lock(p)
+    }
+}
+
+/// Every projection file under a data directory (not the marker), by relative path.
+pub fn projection_files(b: &Backend) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for dir in [
+        "sessions",
+        "sessions/archive",
+        "logs",
+        "logs/archive",
+        "chains",
+    ] {
+        for name in b.list(dir) {
+            let rel = format!("{dir}/{name}");
+            if b.storage.list_dir(&b.path(&rel)).is_ok() {
+                continue;
+            }
+            out.insert(rel.clone(), b.read(&rel));
+        }
+    }
+    out
+}

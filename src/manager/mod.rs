@@ -1,0 +1,434 @@
+//! The session domain as the seeds name it: [`SessionManager`] (seed 000/001), the
+//! [`ClaudeSession`] handle, and seed 003's [`SessionTracker`] for agent session chains.
+//!
+//! This layer is thin on purpose. Every operation is one [`Command`] through
+//! [`Engine::execute`]; every read is a look at [`Engine::state`]. The manager adds what a
+//! program embedding the engine (or the CLI) needs around that: opening a data directory
+//! with its projections, typed handles, export/import of bundles, and a close that leaves
+//! the projection files complete.
+//!
+//! Architecture invariants:
+//! * Nothing here writes a file except through a command (the log) or the projector (the
+//!   derived files); export writes the bundle file the caller asked for.
+//! * Handles hold a session id, never a copy of the session: every read sees the latest
+//!   durable state.
+//! * After [`SessionManager::close`], every operation returns [`Error::Closed`] and the
+//!   projection files reflect every event.
+//!
+//! ```no_run
+//! use session_engine::manager::{ManagerOptions, SessionManager};
+//! use session_engine::NewSession;
+//!
+//! let manager = SessionManager::open(".claude/runtime", ManagerOptions::default())?;
+//! let session = manager.create_session(NewSession::default())?;
+//! session.record_activity("user_input", Some(serde_json::json!({"message": "Hello"})))?;
+//! session.set_metadata("user", serde_json::json!("alice@example.com"))?;
+//! assert!(session.is_active());
+//! manager.close()?;
+//! # Ok::<(), session_engine::Error>(())
+//! ```
+
+mod session;
+mod tracker;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use session::{ClaudeSession, CommandRun};
+pub use tracker::SessionTracker;
+
+use crate::command::{Command, Committed, NewSession, Outcome};
+use crate::engine::{Engine, Options};
+use crate::error::{Error, Result};
+use crate::export::{Bundle, parse_bundle};
+use crate::projection::{
+    ProjectionOptions, ProjectionPaths, ProjectionStatus, Projector, RebuildReport,
+};
+use crate::state::{Session, State, Status};
+use crate::types::{AgentId, Lsn, SessionId, Timestamp};
+
+/// The seeds' default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".claude/runtime";
+
+/// How to open a data directory.
+#[derive(Clone, Debug, Default)]
+pub struct ManagerOptions {
+    /// The engine's options (durability, storage, clock, watchdog...).
+    pub engine: Options,
+    /// Projection settings; `None` writes no projection files.
+    pub projections: Option<ProjectionOptions>,
+}
+
+impl ManagerOptions {
+    /// Engine `options` with the default projections.
+    pub fn with_engine(engine: Options) -> ManagerOptions {
+        ManagerOptions {
+            engine,
+            projections: Some(ProjectionOptions::default()),
+        }
+    }
+}
+
+/// Which sessions [`SessionManager::list_sessions`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only sessions with this status.
+    pub status: Option<Status>,
+    /// Only sessions that are active right now (active and not past their timeout).
+    pub active_only: bool,
+}
+
+pub(crate) struct Inner {
+    engine: Arc<Engine>,
+    projector: Option<Projector>,
+    closed: Mutex<bool>,
+}
+
+impl Inner {
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn execute(&self, cmd: Command) -> Result<Committed> {
+        self.engine.execute(cmd)
+    }
+
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.engine.state()
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Ok(());
+        }
+        *closed = true;
+        let engine = self.engine.close();
+        let projections = match &self.projector {
+            Some(p) => p.join(),
+            None => Ok(()),
+        };
+        engine.and(projections)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the session manager failed");
+        }
+    }
+}
+
+/// A data directory's sessions, chains and projections. Cheap to share across threads
+/// (`&SessionManager` is enough; every method takes `&self`).
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("engine", &self.inner.engine)
+            .finish()
+    }
+}
+
+fn session_id(id: &str) -> Result<SessionId> {
+    SessionId::new(id)
+}
+
+impl SessionManager {
+    /// Opens (creating if needed) the data directory `dir` for writing, recovers its state,
+    /// and starts the projector, which catches the projection files up in the background
+    /// (see [`SessionManager::flush_projections`]).
+    pub fn open(dir: impl AsRef<Path>, options: ManagerOptions) -> Result<SessionManager> {
+        let engine = Arc::new(Engine::open(dir, options.engine)?);
+        let projector = match options.projections {
+            Some(p) => match Projector::start(Arc::clone(&engine), p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = engine.close();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(SessionManager {
+            inner: Arc::new(Inner {
+                engine,
+                projector,
+                closed: Mutex::new(false),
+            }),
+        })
+    }
+
+    /// Opens `dir` read-only: reads, point-in-time and export work while another process
+    /// writes; every write returns [`Error::ReadOnly`]. No projections are written.
+    pub fn open_read_only(dir: impl AsRef<Path>, engine: Options) -> Result<SessionManager> {
+        let engine = Arc::new(Engine::open_read_only(dir, engine)?);
+        Ok(SessionManager {
+            inner: Arc::new(Inner {
+                engine,
+                projector: None,
+                closed: Mutex::new(false),
+            }),
+        })
+    }
+
+    /// Closes the directory: the engine stops after the commands already queued, then the
+    /// projector writes every remaining change. Idempotent; also done when the manager
+    /// and every handle are dropped.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
+    /// The engine underneath, for what this layer does not wrap (verify, snapshots,
+    /// subscriptions, raw commands).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.engine.paths().root
+    }
+
+    /// Where the projection files are.
+    pub fn projection_paths(&self) -> ProjectionPaths {
+        ProjectionPaths::new(self.data_dir())
+    }
+
+    /// The current (durable) state.
+    pub fn state(&self) -> Arc<State> {
+        self.inner.state()
+    }
+
+    /// LSN of the last durable event.
+    pub fn last_lsn(&self) -> Lsn {
+        self.inner.engine.last_lsn()
+    }
+
+    /// The engine clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.inner.engine.now()
+    }
+
+    fn handle(&self, id: SessionId) -> ClaudeSession {
+        ClaudeSession::new(Arc::clone(&self.inner), id)
+    }
+
+    /// Creates a session (seed 001 `create_session`; seed 000's `name` and `config` are
+    /// fields of `new`). Returns its handle.
+    pub fn create_session(&self, new: NewSession) -> Result<ClaudeSession> {
+        let c = self.inner.execute(Command::CreateSession(Box::new(new)))?;
+        match c.outcome {
+            Outcome::Session(id) => Ok(self.handle(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A handle on an existing session (archived ones included). An id that is not a safe
+    /// file name is [`Error::InvalidInput`]; an unknown one is [`Error::NotFound`].
+    pub fn get_session(&self, id: &str) -> Result<ClaudeSession> {
+        let id = session_id(id)?;
+        if self.inner.state().session(&id).is_none() {
+            return Err(Error::NotFound {
+                kind: "session",
+                id: id.to_string(),
+            });
+        }
+        Ok(self.handle(id))
+    }
+
+    /// Makes a paused, ended, timed-out or archived session active again (seed 000
+    /// `resume_session`); an active session is returned as it is. A session past its
+    /// timeout whose expiry the watchdog has not recorded yet is expired first, then
+    /// resumed.
+    pub fn resume_session(&self, id: &str) -> Result<ClaudeSession> {
+        let session = self.get_session(id)?;
+        let s = session.snapshot()?;
+        if s.status() == Status::Active && s.is_expired(self.now()) {
+            self.expire_idle()?;
+        }
+        let s = session.snapshot()?;
+        if s.status() != Status::Active {
+            self.inner.execute(Command::Resume(s.id.clone()))?;
+        }
+        Ok(session)
+    }
+
+    /// Sessions matching `filter`, in id order (UUID v7 ids sort by creation time).
+    pub fn list_sessions(&self, filter: ListFilter) -> Vec<Arc<Session>> {
+        let state = self.inner.state();
+        let now = self.now();
+        state
+            .list(filter.status)
+            .filter(|s| !filter.active_only || s.is_active(now))
+            .cloned()
+            .collect()
+    }
+
+    /// Archives a session (seed 001 `archive_session`): its file moves to
+    /// `sessions/archive/`.
+    pub fn archive_session(&self, id: &str) -> Result<()> {
+        self.inner.execute(Command::Archive(session_id(id)?))?;
+        Ok(())
+    }
+
+    /// Archives every unarchived session whose last activity is more than `max_age_days`
+    /// days old (seed 000 `cleanup_old_sessions`). Returns the archived ids.
+    pub fn cleanup_old_sessions(&self, max_age_days: u32) -> Result<Vec<SessionId>> {
+        sessions_of(
+            self.inner
+                .execute(Command::CleanupOldSessions { max_age_days })?,
+        )
+    }
+
+    /// Records the expiry of every active session past its timeout now (what the
+    /// watchdog does on each tick). Returns the expired ids.
+    pub fn expire_idle(&self) -> Result<Vec<SessionId>> {
+        sessions_of(self.inner.execute(Command::ExpireIdle)?)
+    }
+
+    /// The session as it was right after record `lsn` (`None` if it did not exist yet).
+    pub fn session_at(&self, id: &str, lsn: Lsn) -> Result<Option<Session>> {
+        self.inner.engine.session_at(&session_id(id)?, lsn)
+    }
+
+    /// Every event of session `id`, as a bundle.
+    pub fn export_bundle(&self, id: &str) -> Result<Bundle> {
+        Bundle::export(&self.inner.engine, &session_id(id)?)
+    }
+
+    /// Exports session `id` to the file `path` (written atomically; seed 000
+    /// `export_session_data`). Works on a read-only manager.
+    pub fn export_session(&self, id: &str, path: impl AsRef<Path>) -> Result<Bundle> {
+        let bundle = self.export_bundle(id)?;
+        bundle.write_to(&*self.inner.engine.options().storage, path.as_ref())?;
+        Ok(bundle)
+    }
+
+    /// Imports a bundle; the session keeps its id unless this engine already has it, in
+    /// which case it gets a new one. Returns its handle.
+    pub fn import_bundle(&self, bundle: Bundle) -> Result<ClaudeSession> {
+        let c = self.inner.execute(Command::Import {
+            original: bundle.session_id,
+            events: bundle.events,
+        })?;
+        match c.outcome {
+            Outcome::Session(id) => Ok(self.handle(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Imports the bundle in `bytes`. A refused bundle is [`Error::InvalidBundle`] and
+    /// changes nothing.
+    pub fn import_bytes(&self, bytes: &[u8]) -> Result<ClaudeSession> {
+        let bundle =
+            parse_bundle(bytes).map_err(|reason| Error::InvalidBundle { path: None, reason })?;
+        self.import_bundle(bundle)
+    }
+
+    /// Imports the bundle file at `path` (seed 000 `import_session_data`).
+    pub fn import_session(&self, path: impl AsRef<Path>) -> Result<ClaudeSession> {
+        let bundle = Bundle::read_from(&*self.inner.engine.options().storage, path.as_ref())?;
+        self.import_bundle(bundle)
+    }
+
+    /// Copies session `id` into a new active session (id generated when `new_id` is
+    /// `None`), keeping its metadata, logs and checkpoints.
+    pub fn clone_session(&self, id: &str, new_id: Option<&str>) -> Result<ClaudeSession> {
+        let new_id = new_id.map(session_id).transpose()?;
+        let c = self.inner.execute(Command::Clone {
+            source: session_id(id)?,
+            new_id,
+        })?;
+        match c.outcome {
+            Outcome::Session(id) => Ok(self.handle(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The session chain tracker of `agent` (seed 003 `SessionTracker`); an agent without
+    /// links yet has an empty chain.
+    pub fn chain(&self, agent: &str) -> Result<SessionTracker> {
+        Ok(SessionTracker::new(
+            Arc::clone(&self.inner),
+            AgentId::new(agent)?,
+        ))
+    }
+
+    /// Every agent that has a chain, in id order.
+    pub fn agents(&self) -> Vec<AgentId> {
+        self.inner.state().chains.keys().cloned().collect()
+    }
+
+    /// Seed 001 `save_session`: every change is durable when its call returns, so this
+    /// only waits until the projection files reflect the session (and everything before).
+    pub fn save_session(&self, session: &ClaudeSession) -> Result<()> {
+        session.snapshot()?;
+        self.flush_projections()
+    }
+
+    /// The projector's progress, `None` when projections are off.
+    pub fn projection_status(&self) -> Option<ProjectionStatus> {
+        self.inner.projector.as_ref().map(Projector::status)
+    }
+
+    /// Waits until the projection files reflect the state at least as of `lsn`:
+    /// `Ok(true)` once they do, `Ok(false)` after `timeout`. With projections off it
+    /// returns `Ok(true)` at once.
+    pub fn wait_for_projections(&self, lsn: Lsn, timeout: Option<Duration>) -> Result<bool> {
+        match &self.inner.projector {
+            Some(p) => p.wait_for(lsn, timeout),
+            None => Ok(true),
+        }
+    }
+
+    /// Waits until the projection files reflect every durable event.
+    pub fn flush_projections(&self) -> Result<()> {
+        self.wait_for_projections(self.last_lsn(), None).map(|_| ())
+    }
+
+    /// Rewrites every projection file from the state and removes stale ones (the CLI's
+    /// `rebuild-projections`). Runs on the projector thread; with projections off it runs
+    /// here with the default options.
+    pub fn rebuild_projections(&self) -> Result<RebuildReport> {
+        match &self.inner.projector {
+            Some(p) => p.rebuild(),
+            None => crate::projection::rebuild(&self.inner.engine, &ProjectionOptions::default()),
+        }
+    }
+
+    /// The path of a session's projection file, wherever its status puts it.
+    pub fn session_file(&self, id: &str) -> Result<PathBuf> {
+        let id = session_id(id)?;
+        let paths = self.projection_paths();
+        let state = self.inner.state();
+        let s = state.session(&id).ok_or_else(|| Error::NotFound {
+            kind: "session",
+            id: id.to_string(),
+        })?;
+        Ok(if s.status() == Status::Archived {
+            paths.archived_session_file(&id)
+        } else {
+            paths.session_file(&id)
+        })
+    }
+}
+
+fn sessions_of(c: Committed) -> Result<Vec<SessionId>> {
+    match c.outcome {
+        Outcome::Sessions(v) => Ok(v),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An outcome a command cannot produce; kept as an error rather than a panic.
+fn unexpected(o: Outcome) -> Error {
+    Error::Poisoned {
+        cause: format!("internal error: unexpected command outcome {o:?}"),
+    }
+}

@@ -1,0 +1,307 @@
+//! Per-session logs (`logs/session_<id>.log`): seed 001's `ToolkitLogger` output for one
+//! session, as JSON Lines, derived from the events.
+//!
+//! # Format
+//!
+//! One JSON object per line, oldest first:
+//!
+//! ```json
+//! {"timestamp":"2025-11-08T10:30:05.000000Z","level":"INFO","logger":"session_engine.session","session_id":"abc123","event":"activity_recorded","message":"activity user_input","lsn":12,"details":{"action":"user_input","details":{"message":"Hello"}}}
+//! ```
+//!
+//! | field        | type    | meaning |
+//! | ------------ | ------- | ------- |
+//! | `timestamp`  | string  | ISO 8601 UTC with microseconds and `Z`: when the event happened |
+//! | `level`      | string  | `INFO`; `WARNING` for a timeout; `ERROR` for a failed command |
+//! | `logger`     | string  | always `session_engine.session` |
+//! | `session_id` | string  | the session |
+//! | `event`      | string  | the event type (`session_created`, `activity_recorded`, `metadata_set`, `metadata_removed`, `status_changed`, `sessions_expired`, `sessions_archived`, `command_recorded`, `checkpoint_saved`, `checkpoint_restored`, `decision_logged`, `session_imported`, `session_cloned`) |
+//! | `message`    | string  | a one-line human-readable summary |
+//! | `lsn`        | integer | the log record the line comes from |
+//! | `sub`        | integer | present only on the lines of an import's carried events: 1-based position in the import |
+//! | `details`    | object  | the event's fields, below |
+//!
+//! `details` per `event`:
+//!
+//! | `event`               | `details` |
+//! | --------------------- | --------- |
+//! | `session_created`     | `{name, timeout_seconds, agent, working_dir, metadata}` |
+//! | `activity_recorded`   | `{action, details}` (`details` null when none was given) |
+//! | `metadata_set`        | `{key, value}` |
+//! | `metadata_removed`    | `{key}` |
+//! | `status_changed`      | `{status}` |
+//! | `sessions_expired`    | `{status: "timed_out"}` |
+//! | `sessions_archived`   | `{status: "archived"}` |
+//! | `command_recorded`    | `{command, args, success, error, duration_ms}` |
+//! | `checkpoint_saved`    | `{label}` |
+//! | `checkpoint_restored` | `{index}` |
+//! | `decision_logged`     | `{what, why, alternatives}` |
+//! | `session_imported`    | `{original, events}` (`events`: how many events the import carried; their lines follow, with `sub`) |
+//! | `session_cloned`      | `{source}` |
+//!
+//! Seed 001's logger methods map onto lines: `log_session_event` is `activity_recorded`,
+//! `log_error` is a `command_recorded` line at `ERROR` with the error text, and
+//! `log_decision` is `decision_logged` with `what`, `why` and `alternatives`.
+//!
+//! A session whose `config.enable_logging` is false has no log file. Lines below the
+//! session's `config.log_level` are left out, except the line that starts the log (the
+//! creation, import or clone), which is always written.
+//!
+//! `(lsn, sub)` increases strictly from line to line; the projector uses the last line's
+//! pair to skip lines a file already holds after a crash.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::event::{Event, EventBody};
+use crate::state::{LogLevel, State, Status};
+use crate::types::{Lsn, SessionId, Timestamp};
+
+/// The `logger` field of every line.
+pub const LOGGER_NAME: &str = "session_engine.session";
+
+/// One rendered line and where it sits.
+#[derive(Clone, Debug)]
+pub(crate) struct LogLine {
+    /// `(lsn, sub)`: the line's position, strictly increasing within a file.
+    pub key: (Lsn, u32),
+    /// Whether this line starts a session's log (creation, import or clone).
+    pub starts: bool,
+    /// The JSON text, newline-terminated.
+    pub text: String,
+}
+
+fn rank(l: LogLevel) -> u8 {
+    match l {
+        LogLevel::Debug => 0,
+        LogLevel::Info => 1,
+        LogLevel::Warning => 2,
+        LogLevel::Error => 3,
+    }
+}
+
+fn level_name(l: LogLevel) -> &'static str {
+    match l {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warning => "WARNING",
+        LogLevel::Error => "ERROR",
+    }
+}
+
+#[derive(Serialize)]
+struct LineOut<'a> {
+    timestamp: String,
+    level: &'static str,
+    logger: &'static str,
+    session_id: &'a str,
+    event: &'static str,
+    message: String,
+    lsn: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<u32>,
+    details: Value,
+}
+
+fn json_or_null(j: &Option<crate::types::JsonText>) -> Value {
+    j.as_ref().map_or(Value::Null, |j| j.to_value())
+}
+
+/// The level, message and `details` of an event's line for session `id`.
+pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Value) {
+    match body {
+        EventBody::SessionCreated(c) => (
+            LogLevel::Info,
+            format!("session created: {}", c.name),
+            json!({
+                "name": c.name,
+                "timeout_seconds": c.timeout_secs,
+                "agent": c.agent,
+                "working_dir": c.working_dir,
+                "metadata": c.metadata.iter().map(|(k, v)| (k.clone(), v.to_value()))
+                    .collect::<serde_json::Map<_, _>>(),
+            }),
+        ),
+        EventBody::ActivityRecorded {
+            action, details, ..
+        } => (
+            LogLevel::Info,
+            format!("activity {action}"),
+            json!({ "action": action, "details": json_or_null(details) }),
+        ),
+        EventBody::MetadataSet { key, value, .. } => (
+            LogLevel::Info,
+            format!("metadata {key} set"),
+            json!({ "key": key, "value": value.to_value() }),
+        ),
+        EventBody::MetadataRemoved { key, .. } => (
+            LogLevel::Info,
+            format!("metadata {key} removed"),
+            json!({ "key": key }),
+        ),
+        EventBody::StatusChanged { status, .. } => (
+            LogLevel::Info,
+            format!("session {status}"),
+            json!({ "status": status.as_str() }),
+        ),
+        EventBody::SessionsExpired { .. } => (
+            LogLevel::Warning,
+            "session timed out".into(),
+            json!({ "status": Status::TimedOut.as_str() }),
+        ),
+        EventBody::SessionsArchived { .. } => (
+            LogLevel::Info,
+            "session archived".into(),
+            json!({ "status": Status::Archived.as_str() }),
+        ),
+        EventBody::CommandRecorded {
+            command,
+            args,
+            success,
+            error,
+            duration_ms,
+            ..
+        } => (
+            if *success {
+                LogLevel::Info
+            } else {
+                LogLevel::Error
+            },
+            match error {
+                Some(e) if !success => format!("command {command} failed: {e}"),
+                _ if !success => format!("command {command} failed"),
+                _ => format!("command {command} succeeded"),
+            },
+            json!({
+                "command": command,
+                "args": json_or_null(args),
+                "success": success,
+                "error": error,
+                "duration_ms": duration_ms,
+            }),
+        ),
+        EventBody::CheckpointSaved { label, .. } => (
+            LogLevel::Info,
+            match label {
+                Some(l) => format!("checkpoint saved: {l}"),
+                None => "checkpoint saved".into(),
+            },
+            json!({ "label": label }),
+        ),
+        EventBody::CheckpointRestored { index, .. } => (
+            LogLevel::Info,
+            format!("checkpoint {index} restored"),
+            json!({ "index": index }),
+        ),
+        EventBody::DecisionLogged {
+            what,
+            why,
+            alternatives,
+            ..
+        } => (
+            LogLevel::Info,
+            format!("decision: {what}"),
+            json!({ "what": what, "why": why, "alternatives": alternatives }),
+        ),
+        EventBody::SessionImported {
+            original, events, ..
+        } => (
+            LogLevel::Info,
+            format!("session imported (was {original})"),
+            json!({ "original": original.as_str(), "events": events.len() }),
+        ),
+        EventBody::SessionCloned { source, .. } => (
+            LogLevel::Info,
+            format!("session cloned from {source}"),
+            json!({ "source": source.as_str() }),
+        ),
+        EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => (
+            LogLevel::Debug,
+            format!("chain event in session {id}"),
+            Value::Null,
+        ),
+    }
+}
+
+fn starts_log(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::SessionCreated(_)
+            | EventBody::SessionImported { .. }
+            | EventBody::SessionCloned { .. }
+    )
+}
+
+fn render(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+    threshold: LogLevel,
+    out: &mut Vec<(SessionId, LogLine)>,
+) {
+    let (level, message, details) = details(id, body);
+    let starts = key.1 == 0 && starts_log(body);
+    if !starts && rank(level) < rank(threshold) {
+        return;
+    }
+    let line = LineOut {
+        timestamp: at.to_iso8601_micros(),
+        level: level_name(level),
+        logger: LOGGER_NAME,
+        session_id: id.as_str(),
+        event: body.type_name(),
+        message,
+        lsn: key.0.get(),
+        sub: (key.1 > 0).then_some(key.1),
+        details,
+    };
+    // Serialising a tree of plain JSON values and strings cannot fail.
+    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    text.push('\n');
+    out.push((id.clone(), LogLine { key, starts, text }));
+}
+
+/// Appends to `out` the log lines event `lsn` produces, per session, following each
+/// session's logging settings in `state` (which must hold every session the event names).
+pub(crate) fn lines_for(
+    lsn: Lsn,
+    event: &Event,
+    state: &State,
+    out: &mut Vec<(SessionId, LogLine)>,
+) {
+    for id in event.body.sessions() {
+        let Some(s) = state.session(id) else { continue };
+        if !s.config.enable_logging {
+            continue;
+        }
+        let threshold = s.config.log_level;
+        let body = event
+            .body
+            .narrowed_to(id)
+            .unwrap_or_else(|| event.body.clone());
+        render(id, event.at, &body, (lsn, 0), threshold, out);
+        if let EventBody::SessionImported {
+            original, events, ..
+        } = &event.body
+        {
+            for (i, e) in events.iter().enumerate() {
+                let sub = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                let nested = e.body.readdressed(original, id);
+                render(id, e.at, &nested, (lsn, sub), threshold, out);
+            }
+        }
+    }
+}
+
+/// The `(lsn, sub)` of a log line, if it is one of ours.
+pub(crate) fn parse_key(line: &[u8]) -> Option<(Lsn, u32)> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        lsn: u64,
+        #[serde(default)]
+        sub: u32,
+    }
+    let k: Key = serde_json::from_slice(line).ok()?;
+    Some((Lsn(k.lsn), k.sub))
+}

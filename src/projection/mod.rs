@@ -1,0 +1,315 @@
+//! Projections: the JSON files the seeds' tools read, materialised from the log off the
+//! hot path.
+//!
+//! ```text
+//! writer ──committed batches──▶ feeder thread (Engine::subscribe) ──▶ projector thread
+//!                                                                      │ absorb: note touched sessions,
+//!                                                                      │   chains, log lines
+//!                                                                      │ flush (coalesced): rewrite each touched
+//!                                                                      │   file once from Engine::state()
+//!                                                                      ▼ checkpoint (rate-limited): registry, marker
+//! ```
+//!
+//! The files and their formats are in [`schema`] (`registry.json`, `session_<id>.json`,
+//! chain files) and [`logline`] (per-session logs).
+//!
+//! Architecture invariants:
+//! * Projections are derived. Nothing reads them back except the marker and the tail of
+//!   a per-session log (to skip lines it already holds); a damaged, foreign or missing
+//!   projection file never stops the engine from opening and is rewritten.
+//! * Commands never wait for projections. A projection I/O error is retried with
+//!   exponential backoff and reported through [`Projector::status`] and
+//!   [`Projector::wait_for`]; the engine keeps accepting commands.
+//! * Only the projector thread writes projection files (an explicit rebuild runs on that
+//!   thread too), so two writers never race on a temporary file.
+//! * JSON files are replaced atomically (`storage::write_atomic`); logs are appended and a
+//!   torn last line is cut before the next append. The marker (`projections.json`)
+//!   records an LSN only once every file reflects at least that LSN; on open the projector
+//!   re-projects the events after it. A missing, unreadable or too-new marker (the log is
+//!   shorter than it says) means a full rebuild.
+//! * The lag is bounded: touched files are rewritten at most `flush_interval` after the
+//!   event arrives (plus the time the previous flush took), the registry and marker at
+//!   most `registry_interval` after; a waiter ([`Projector::wait_for`]) makes the
+//!   projector flush at once. After the engine closes, the projector drains every event
+//!   and flushes before [`Projector::join`] returns, so the files are complete.
+
+pub mod logline;
+pub mod schema;
+mod worker;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, bounded};
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::types::Lsn;
+
+pub use schema::{ChainFile, ProjectionPaths, RegistryFile, SessionFile};
+
+/// How the projector batches and retries.
+#[derive(Clone, Debug)]
+pub struct ProjectionOptions {
+    /// How long touched files may wait to be rewritten, so that many events coalesce into
+    /// one rewrite per file.
+    pub flush_interval: Duration,
+    /// Least time between two rewrites of `registry.json` (and of the marker).
+    pub registry_interval: Duration,
+    /// Most events absorbed before a flush is forced.
+    pub max_batch_events: usize,
+    /// First delay before retrying a failed write; it doubles per failure, up to 5 s.
+    pub retry_delay: Duration,
+    /// Failed attempts in a row after which waiters get the error (the projector keeps
+    /// retrying, at the longest delay).
+    pub max_retries: u32,
+    /// Rotate a per-session log to `logs/archive/session_<id>.<n>.log` before an append
+    /// would take it past this size. A rebuild writes each log whole again (and removes
+    /// its rotated parts); rotation resumes with the next append.
+    pub log_max_bytes: Option<u64>,
+    /// Log text held for appending, at most. Past it (a long write outage), the pending
+    /// lines are dropped and those logs are rebuilt from the log once writing works again.
+    pub max_pending_log_bytes: usize,
+}
+
+impl Default for ProjectionOptions {
+    fn default() -> Self {
+        ProjectionOptions {
+            flush_interval: Duration::from_millis(20),
+            registry_interval: Duration::from_millis(100),
+            max_batch_events: 8192,
+            retry_delay: Duration::from_millis(100),
+            max_retries: 3,
+            log_max_bytes: None,
+            max_pending_log_bytes: 32 << 20,
+        }
+    }
+}
+
+/// What the projector has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProjectionStatus {
+    /// Every projection file reflects the state at least as of this LSN.
+    pub projected: Lsn,
+    /// The last event the projector has received.
+    pub received: Lsn,
+    /// The LSN the marker file records.
+    pub marker: Lsn,
+    /// Failed write attempts since start.
+    pub failures: u64,
+    /// Failed attempts in a row (0 after a success).
+    pub consecutive_failures: u32,
+    /// The last failure, while it is unresolved.
+    pub last_error: Option<String>,
+    /// Full rebuilds done since start (at open, or asked for).
+    pub rebuilds: u64,
+    /// Per-session logs rebuilt from the log because they were missing or damaged.
+    pub logs_rebuilt: u64,
+    /// Whether the projector thread is still running.
+    pub running: bool,
+    /// Whether the catch-up at open is done (the other fields mean little before).
+    pub ready: bool,
+}
+
+/// What a full rebuild wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RebuildReport {
+    /// The LSN the rebuilt files reflect.
+    pub lsn: Lsn,
+    /// Session files written.
+    pub sessions: u64,
+    /// Chain files written.
+    pub chains: u64,
+    /// Per-session logs written.
+    pub logs: u64,
+    /// Stale files removed (projections of sessions or chains the state does not have,
+    /// rotated logs, leftover temporary files).
+    pub removed: u64,
+}
+
+/// The projector's error, kept so every waiter can get a copy.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    op: &'static str,
+    path: std::path::PathBuf,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn to_error(&self) -> Error {
+        Error::Io {
+            op: self.op,
+            path: self.path.clone(),
+            source: std::io::Error::new(self.kind, self.message.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    status: ProjectionStatus,
+    /// Set once failures reached `max_retries` and until a flush succeeds.
+    failure: Option<Failure>,
+    /// Counts the failed attempts made while `failure` is set, so that a waiter only
+    /// reports a failure of an attempt made after it started waiting.
+    failure_seq: u64,
+    /// An error that stopped the feeder (a log that cannot be read).
+    fatal: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+}
+
+pub(crate) enum Ctl {
+    /// A waiter wants everything up to this LSN written now.
+    Flush(Lsn),
+    /// Rebuild every file from the state.
+    Rebuild(Sender<Result<RebuildReport>>),
+}
+
+/// The handle of a running projector.
+#[derive(Debug)]
+pub struct Projector {
+    shared: Arc<Shared>,
+    ctl: Sender<Ctl>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Projector {
+    /// Starts projecting `engine`'s log into its data directory. Catches up in the
+    /// background: from the marker if it is valid, with a full rebuild otherwise.
+    pub fn start(engine: Arc<Engine>, options: ProjectionOptions) -> Result<Projector> {
+        if engine.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let shared = Arc::new(Shared::default());
+        shared.update(|p| p.status.running = true);
+        let (ctl, ctl_rx) = bounded(64);
+        let thread = worker::spawn(engine, options, Arc::clone(&shared), ctl_rx)?;
+        Ok(Projector {
+            shared,
+            ctl,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A copy of the projector's progress.
+    pub fn status(&self) -> ProjectionStatus {
+        self.shared.lock().status.clone()
+    }
+
+    /// Waits until the catch-up at open is done and every projection file reflects the
+    /// state at least as of `lsn`, asking the projector to write at once. `Ok(true)` once
+    /// they do, `Ok(false)` when `timeout` passed first. An error when an attempt made
+    /// while waiting fails after `max_retries` failures in a row (the projector keeps
+    /// retrying), or when the projector stopped short of `lsn`.
+    pub fn wait_for(&self, lsn: Lsn, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut asked = false;
+        let mut p = self.shared.lock();
+        let seq = p.failure_seq;
+        loop {
+            if p.status.ready && p.status.projected >= lsn {
+                return Ok(true);
+            }
+            if let Some(f) = &p.failure
+                && p.failure_seq > seq
+                && p.status.received >= lsn
+            {
+                return Err(f.to_error());
+            }
+            if !p.status.running {
+                return Err(match &p.fatal {
+                    Some(reason) => Error::Poisoned {
+                        cause: format!("the projector stopped: {reason}"),
+                    },
+                    None => match &p.failure {
+                        Some(f) => f.to_error(),
+                        None => Error::Closed,
+                    },
+                });
+            }
+            if !asked {
+                // Best effort: a full control queue already holds a flush request.
+                let _ = self.ctl.try_send(Ctl::Flush(lsn));
+                asked = true;
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    d - now
+                }
+                None => Duration::from_secs(3600),
+            };
+            p = self
+                .shared
+                .changed
+                .wait_timeout(p, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Rewrites every projection file from the current state, removes stale ones, and
+    /// waits until that is done.
+    pub fn rebuild(&self) -> Result<RebuildReport> {
+        let (tx, rx) = bounded(1);
+        self.ctl.send(Ctl::Rebuild(tx)).map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Waits for the projector thread to finish. It finishes once the engine is closed
+    /// and every event has been projected (or writing failed `max_retries` times in a
+    /// row, which is returned as the error).
+    pub fn join(&self) -> Result<()> {
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            return Err(Error::Poisoned {
+                cause: "the projector thread panicked".into(),
+            });
+        }
+        let p = self.shared.lock();
+        if let Some(reason) = &p.fatal {
+            return Err(Error::Poisoned {
+                cause: format!("the projector stopped: {reason}"),
+            });
+        }
+        match &p.failure {
+            Some(f) => Err(f.to_error()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Rebuilds every projection of `engine` once, on the calling thread. For an engine that
+/// has no running [`Projector`] (which would otherwise race with this on the same files).
+pub fn rebuild(engine: &Arc<Engine>, options: &ProjectionOptions) -> Result<RebuildReport> {
+    if engine.is_read_only() {
+        return Err(Error::ReadOnly);
+    }
+    let shared = Arc::new(Shared::default());
+    let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), shared);
+    p.rebuild()
+}

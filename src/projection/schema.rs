@@ -1,0 +1,571 @@
+//! The JSON files the projections write, documented field by field, and their rendering
+//! from the state.
+//!
+//! The formats are seed 001's (`registry.json`, `session_<id>.json`) and seed 003's
+//! (`<agent>_sessions.json`). Where this engine adds fields, it adds them only where a
+//! reader of the seed's format does not break: new keys in objects that the seeds' readers
+//! access by key. Seed 003's chain entries are read with `SessionInfo(**data)`, which fails
+//! on an unknown key, so those entries carry exactly the seed's six fields.
+//!
+//! Rendering borrows from the state (no intermediate copies), so rewriting a session with
+//! many activities costs one pass over them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::state::{
+    Activity, Chain, ChainLink, Checkpoint, CommandRecord, Decision, Origin, Session,
+    SessionConfig, State,
+};
+use crate::types::{AgentId, JsonText, SessionId, Timestamp};
+
+/// Where the projections live under a data directory.
+///
+/// ```text
+/// <root>/projections.json              the marker: LSN the files reflect (see `Marker`)
+/// <root>/sessions/registry.json        RegistryFile
+/// <root>/sessions/session_<id>.json    SessionFile, unarchived sessions
+/// <root>/sessions/archive/session_<id>.json   SessionFile, archived sessions
+/// <root>/logs/session_<id>.log         per-session log, JSON lines (see `logline`)
+/// <root>/logs/archive/session_<id>.<n>.log    rotated per-session logs, oldest n = 1
+/// <root>/chains/<agent>_sessions.json  ChainFile (seed 003)
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProjectionPaths {
+    /// The data directory.
+    pub root: PathBuf,
+    /// `sessions/`.
+    pub sessions: PathBuf,
+    /// `sessions/archive/`.
+    pub archive: PathBuf,
+    /// `logs/`.
+    pub logs: PathBuf,
+    /// `logs/archive/`, where rotated per-session logs go.
+    pub logs_archive: PathBuf,
+    /// `chains/`, seed 003's persistence directory (its default is
+    /// `~/.claude-agent/sessions`; here it lives in the data directory).
+    pub chains: PathBuf,
+    /// `sessions/registry.json`.
+    pub registry: PathBuf,
+    /// `projections.json`.
+    pub marker: PathBuf,
+}
+
+impl ProjectionPaths {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> ProjectionPaths {
+        let sessions = root.join("sessions");
+        let logs = root.join("logs");
+        ProjectionPaths {
+            root: root.to_path_buf(),
+            archive: sessions.join("archive"),
+            registry: sessions.join("registry.json"),
+            sessions,
+            logs_archive: logs.join("archive"),
+            logs,
+            chains: root.join("chains"),
+            marker: root.join("projections.json"),
+        }
+    }
+
+    /// `sessions/session_<id>.json`.
+    pub fn session_file(&self, id: &SessionId) -> PathBuf {
+        self.sessions.join(format!("session_{id}.json"))
+    }
+
+    /// `sessions/archive/session_<id>.json`.
+    pub fn archived_session_file(&self, id: &SessionId) -> PathBuf {
+        self.archive.join(format!("session_{id}.json"))
+    }
+
+    /// `logs/session_<id>.log`.
+    pub fn log_file(&self, id: &SessionId) -> PathBuf {
+        self.logs.join(format!("session_{id}.log"))
+    }
+
+    /// `logs/archive/session_<id>.<n>.log`.
+    pub fn rotated_log_file(&self, id: &SessionId, n: u64) -> PathBuf {
+        self.logs_archive.join(format!("session_{id}.{n}.log"))
+    }
+
+    /// `chains/<agent>_sessions.json`.
+    pub fn chain_file(&self, agent: &AgentId) -> PathBuf {
+        self.chains.join(format!("{agent}_sessions.json"))
+    }
+
+    /// Every directory the projections write into.
+    pub fn dirs(&self) -> [&Path; 5] {
+        [
+            &self.sessions,
+            &self.archive,
+            &self.logs,
+            &self.logs_archive,
+            &self.chains,
+        ]
+    }
+}
+
+/// The session id in a `session_<id>.json` file name, if it is one.
+pub(crate) fn session_id_of_file(name: &str) -> Option<SessionId> {
+    let id = name.strip_prefix("session_")?.strip_suffix(".json")?;
+    SessionId::new(id).ok()
+}
+
+/// The session id in a `session_<id>.log` file name, if it is one.
+pub(crate) fn session_id_of_log(name: &str) -> Option<SessionId> {
+    let id = name.strip_prefix("session_")?.strip_suffix(".log")?;
+    SessionId::new(id).ok()
+}
+
+/// The session id and number in a rotated `session_<id>.<n>.log` name.
+pub(crate) fn rotated_log_of(name: &str) -> Option<(SessionId, u64)> {
+    let stem = name.strip_prefix("session_")?.strip_suffix(".log")?;
+    let (id, n) = stem.rsplit_once('.')?;
+    Some((SessionId::new(id).ok()?, n.parse().ok()?))
+}
+
+/// The agent id in a `<agent>_sessions.json` name.
+pub(crate) fn agent_of_chain_file(name: &str) -> Option<AgentId> {
+    AgentId::new(name.strip_suffix("_sessions.json")?).ok()
+}
+
+/// Seed 001's timestamp format: ISO 8601, UTC, whole seconds, `Z` suffix.
+fn iso(t: Timestamp) -> String {
+    t.to_iso8601()
+}
+
+/// Details or arguments as written: the JSON value given, `{}` when none was (the seeds'
+/// readers index into `details` as a dict).
+struct DetailsOut<'a>(Option<&'a JsonText>);
+
+impl Serialize for DetailsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(j) => j.serialize(s),
+            None => s.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
+struct MetadataOut<'a>(&'a imbl::OrdMap<String, JsonText>);
+
+impl Serialize for MetadataOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
+/// A sequence rendered item by item from an `imbl::Vector`.
+struct SeqOut<'a, T: Clone, F>(&'a imbl::Vector<T>, F);
+
+impl<'a, T: Clone, F, O> Serialize for SeqOut<'a, T, F>
+where
+    F: Fn(&'a T) -> O,
+    O: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
+/// One `activity_log` entry of a [`SessionFile`]: seed 001's `{action, timestamp, details}`.
+#[derive(Serialize)]
+struct ActivityOut<'a> {
+    action: &'a str,
+    timestamp: String,
+    details: DetailsOut<'a>,
+}
+
+fn activity(a: &Activity) -> ActivityOut<'_> {
+    ActivityOut {
+        action: &a.action,
+        timestamp: iso(a.timestamp),
+        details: DetailsOut(a.details.as_ref()),
+    }
+}
+
+#[derive(Serialize)]
+struct CommandOut<'a> {
+    command: &'a str,
+    args: DetailsOut<'a>,
+    timestamp: String,
+    success: bool,
+    error: Option<&'a str>,
+    duration_ms: u64,
+}
+
+fn command(c: &CommandRecord) -> CommandOut<'_> {
+    CommandOut {
+        command: &c.command,
+        args: DetailsOut(c.args.as_ref()),
+        timestamp: iso(c.timestamp),
+        success: c.success,
+        error: c.error.as_deref(),
+        duration_ms: c.duration_ms,
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionOut<'a> {
+    what: &'a str,
+    why: &'a str,
+    alternatives: Option<&'a str>,
+    timestamp: String,
+}
+
+fn decision(d: &Decision) -> DecisionOut<'_> {
+    DecisionOut {
+        what: &d.what,
+        why: &d.why,
+        alternatives: d.alternatives.as_deref(),
+        timestamp: iso(d.timestamp),
+    }
+}
+
+#[derive(Serialize)]
+struct CheckpointOut<'a> {
+    index: u32,
+    label: Option<&'a str>,
+    created_at: String,
+}
+
+fn checkpoint(c: &Checkpoint) -> CheckpointOut<'_> {
+    CheckpointOut {
+        index: c.index,
+        label: c.label.as_deref(),
+        created_at: iso(c.created_at),
+    }
+}
+
+/// `sessions/session_<id>.json` (and `sessions/archive/session_<id>.json`): one session,
+/// seed 001's format.
+///
+/// ```json
+/// {
+///   "session_id": "abc123",
+///   "created_at": "2025-11-08T10:30:00Z",
+///   "last_activity": "2025-11-08T10:35:15Z",
+///   "status": "active",
+///   "timeout_seconds": 3600,
+///   "metadata": { "user": "alice@example.com", "branch": "main" },
+///   "activity_log": [
+///     { "action": "user_input", "timestamp": "2025-11-08T10:30:05Z",
+///       "details": { "message": "Hello" } }
+///   ],
+///   "name": "abc123", "agent": null, "working_dir": null,
+///   "config": { "timeout": 300.0, "max_retries": 3, "retry_delay": 1.0,
+///               "heartbeat_interval": 30.0, "enable_logging": true,
+///               "log_level": "INFO", "auto_save_interval": 60.0 },
+///   "command_history": [], "decisions": [], "checkpoints": []
+/// }
+/// ```
+///
+/// Seed 001's fields:
+///
+/// | field             | type    | meaning |
+/// | ----------------- | ------- | ------- |
+/// | `session_id`      | string  | the id (also in the file name) |
+/// | `created_at`      | string  | ISO 8601 UTC, seconds, `Z` |
+/// | `last_activity`   | string  | same format: the last activity, command, decision, restore or resume |
+/// | `status`          | string  | `active`, `paused`, `ended`, `archived`, or `timed_out` (recorded by the watchdog) |
+/// | `timeout_seconds` | integer | inactivity timeout; 0 never times out |
+/// | `metadata`        | object  | key to any JSON value |
+/// | `activity_log`    | array   | `{action: string, timestamp: string, details: any}`, oldest first; `details` is `{}` when none was given |
+///
+/// Fields this engine adds (a reader of seed 001's format ignores them):
+///
+/// | field             | type           | meaning |
+/// | ----------------- | -------------- | ------- |
+/// | `name`            | string         | human-readable name |
+/// | `agent`           | string or null | the agent the session belongs to |
+/// | `working_dir`     | string or null | its working directory |
+/// | `config`          | object         | seed 000's `SessionConfig` (seconds as numbers, `log_level` upper case) |
+/// | `command_history` | array          | `{command, args, timestamp, success, error, duration_ms}`, oldest first |
+/// | `decisions`       | array          | `{what, why, alternatives, timestamp}`, oldest first |
+/// | `checkpoints`     | array          | `{index, label, created_at}` |
+/// | `origin`          | object         | present only for imported (`{"imported":{"original":id}}`) or cloned (`{"cloned":{"source":id}}`) sessions |
+#[derive(Serialize)]
+pub struct SessionFile<'a> {
+    session_id: &'a str,
+    created_at: String,
+    last_activity: String,
+    status: &'static str,
+    timeout_seconds: u64,
+    metadata: MetadataOut<'a>,
+    #[allow(clippy::type_complexity)]
+    activity_log: SeqOut<'a, Activity, fn(&'a Activity) -> ActivityOut<'a>>,
+    name: &'a str,
+    agent: Option<&'a str>,
+    working_dir: Option<&'a str>,
+    config: &'a SessionConfig,
+    command_history: SeqOut<'a, CommandRecord, fn(&'a CommandRecord) -> CommandOut<'a>>,
+    decisions: SeqOut<'a, Decision, fn(&'a Decision) -> DecisionOut<'a>>,
+    checkpoints: SeqOut<'a, Checkpoint, fn(&'a Checkpoint) -> CheckpointOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a Origin>,
+}
+
+impl<'a> SessionFile<'a> {
+    /// The file's content for session `s`.
+    pub fn of(s: &'a Session) -> SessionFile<'a> {
+        SessionFile {
+            session_id: s.id.as_str(),
+            created_at: iso(s.created_at),
+            last_activity: iso(s.last_activity),
+            status: s.status().as_str(),
+            timeout_seconds: s.timeout_secs,
+            metadata: MetadataOut(&s.body.metadata),
+            activity_log: SeqOut(&s.body.activity_log, activity),
+            name: &s.name,
+            agent: s.agent.as_deref(),
+            working_dir: s.working_dir.as_deref(),
+            config: &s.config,
+            command_history: SeqOut(&s.body.commands, command),
+            decisions: SeqOut(&s.body.decisions, decision),
+            checkpoints: SeqOut(&s.checkpoints, checkpoint),
+            origin: s.origin.as_ref(),
+        }
+    }
+
+    /// Pretty-printed JSON bytes, newline-terminated.
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        pretty(self)
+    }
+}
+
+/// One entry of a [`RegistryFile`].
+#[derive(Serialize)]
+struct RegistryEntryOut<'a> {
+    created_at: String,
+    status: &'static str,
+    timeout_seconds: u64,
+    name: &'a str,
+    last_activity: String,
+}
+
+/// `sessions/registry.json`: every session, archived ones included, seed 001's format.
+///
+/// ```json
+/// {
+///   "sessions": {
+///     "abc123": { "created_at": "2025-11-08T10:30:00Z", "status": "active",
+///                 "timeout_seconds": 3600, "name": "abc123",
+///                 "last_activity": "2025-11-08T10:35:15Z" }
+///   }
+/// }
+/// ```
+///
+/// | field                           | type    | meaning |
+/// | ------------------------------- | ------- | ------- |
+/// | `sessions`                      | object  | session id to entry, in id order |
+/// | `sessions.<id>.created_at`      | string  | ISO 8601 UTC, seconds, `Z` |
+/// | `sessions.<id>.status`          | string  | as in [`SessionFile`] |
+/// | `sessions.<id>.timeout_seconds` | integer | inactivity timeout |
+/// | `sessions.<id>.name`            | string  | added by this engine |
+/// | `sessions.<id>.last_activity`   | string  | added by this engine; same format as `created_at` |
+pub struct RegistryFile<'a>(&'a State);
+
+impl<'a> RegistryFile<'a> {
+    /// The registry of `state`.
+    pub fn of(state: &'a State) -> RegistryFile<'a> {
+        RegistryFile(state)
+    }
+
+    /// Pretty-printed JSON bytes, newline-terminated.
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        pretty(self)
+    }
+}
+
+struct RegistrySessions<'a>(&'a State);
+
+impl Serialize for RegistrySessions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.sessions.iter().map(|(id, sess)| {
+            (
+                id.as_str(),
+                RegistryEntryOut {
+                    created_at: iso(sess.created_at),
+                    status: sess.status().as_str(),
+                    timeout_seconds: sess.timeout_secs,
+                    name: &sess.name,
+                    last_activity: iso(sess.last_activity),
+                },
+            )
+        }))
+    }
+}
+
+impl Serialize for RegistryFile<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("sessions", &RegistrySessions(self.0))?;
+        m.end()
+    }
+}
+
+/// Seed 003's timestamp format for chain entries: `datetime.isoformat()` of a naive
+/// datetime, `2025-11-08T10:30:00.000000`. The value is UTC. It carries no offset because
+/// seed 003's reader compares it with a naive `datetime.now()`, which raises `TypeError`
+/// for an offset-aware value; `datetime.fromisoformat` parses it on every Python version.
+pub fn chain_timestamp(t: Timestamp) -> String {
+    t.to_datetime().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+#[derive(Serialize)]
+struct ChainEntryOut<'a> {
+    session_id: &'a str,
+    created_at: String,
+    interaction_count: u64,
+    last_prompt: &'a str,
+    last_response: &'a str,
+    metadata: Option<&'a JsonText>,
+}
+
+fn chain_entry(l: &ChainLink) -> ChainEntryOut<'_> {
+    ChainEntryOut {
+        session_id: &l.session_id,
+        created_at: chain_timestamp(l.created_at),
+        interaction_count: l.interaction_count,
+        last_prompt: &l.last_prompt,
+        last_response: &l.last_response,
+        metadata: l.metadata.as_ref(),
+    }
+}
+
+/// `chains/<agent>_sessions.json`: one agent's session chain, seed 003's
+/// `SessionTracker._save_sessions` format.
+///
+/// ```json
+/// {
+///   "agent_id": "test-agent",
+///   "current_session_id": "s2",
+///   "interaction_count": 2,
+///   "sessions": [
+///     { "session_id": "s1", "created_at": "2025-11-08T10:30:00.000000",
+///       "interaction_count": 1, "last_prompt": "P1", "last_response": "R1",
+///       "metadata": null }
+///   ]
+/// }
+/// ```
+///
+/// | field                | type           | meaning |
+/// | -------------------- | -------------- | ------- |
+/// | `agent_id`           | string         | the agent |
+/// | `current_session_id` | string or null | the newest external session id; null when empty or reset |
+/// | `interaction_count`  | integer        | interactions since the last reset |
+/// | `sessions`           | array          | the links, oldest first, each with exactly the six fields below |
+/// | `sessions[].session_id`        | string  | the external (Claude Code) session id |
+/// | `sessions[].created_at`        | string  | see [`chain_timestamp`] |
+/// | `sessions[].interaction_count` | integer | the chain's count after this link |
+/// | `sessions[].last_prompt`       | string  | the prompt, truncated to 200 characters |
+/// | `sessions[].last_response`     | string  | the response, truncated to 200 characters |
+/// | `sessions[].metadata`          | any     | the link's metadata, null when none |
+#[derive(Serialize)]
+pub struct ChainFile<'a> {
+    agent_id: &'a str,
+    current_session_id: Option<&'a str>,
+    interaction_count: u64,
+    sessions: SeqOut<'a, ChainLink, fn(&'a ChainLink) -> ChainEntryOut<'a>>,
+}
+
+impl<'a> ChainFile<'a> {
+    /// The file's content for `chain`.
+    pub fn of(chain: &'a Chain) -> ChainFile<'a> {
+        ChainFile {
+            agent_id: chain.agent_id.as_str(),
+            current_session_id: chain.current_session_id.as_deref(),
+            interaction_count: chain.interaction_count,
+            sessions: SeqOut(&chain.sessions, chain_entry),
+        }
+    }
+
+    /// Pretty-printed JSON bytes, newline-terminated.
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        pretty(self)
+    }
+}
+
+fn pretty(v: &impl Serialize) -> serde_json::Result<Vec<u8>> {
+    let mut out = serde_json::to_vec_pretty(v)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Marker format (`projections.json`): which format wrote the files and the LSN they
+/// reflect. Missing, unreadable, foreign or ahead of the log means "rebuild everything".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct Marker {
+    pub format: String,
+    pub version: u32,
+    pub lsn: u64,
+}
+
+pub(crate) const MARKER_FORMAT: &str = "session-engine-projections";
+pub(crate) const MARKER_VERSION: u32 = 1;
+
+impl Marker {
+    pub(crate) fn new(lsn: u64) -> Marker {
+        Marker {
+            format: MARKER_FORMAT.into(),
+            version: MARKER_VERSION,
+            lsn,
+        }
+    }
+
+    /// The LSN a marker file records, or `None` when it is not a valid marker.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<u64> {
+        let m: Marker = serde_json::from_slice(bytes).ok()?;
+        (m.format == MARKER_FORMAT && m.version == MARKER_VERSION).then_some(m.lsn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_parse_back() {
+        let p = ProjectionPaths::new(Path::new("d"));
+        let id = SessionId::new("a.b-c").unwrap();
+        let name = |p: PathBuf| p.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            session_id_of_file(&name(p.session_file(&id))),
+            Some(id.clone())
+        );
+        assert_eq!(session_id_of_log(&name(p.log_file(&id))), Some(id.clone()));
+        assert_eq!(
+            rotated_log_of(&name(p.rotated_log_file(&id, 7))),
+            Some((id.clone(), 7))
+        );
+        let agent = AgentId::new("agent-1").unwrap();
+        assert_eq!(
+            agent_of_chain_file(&name(p.chain_file(&agent))),
+            Some(agent)
+        );
+        assert_eq!(session_id_of_file("registry.json"), None);
+        assert_eq!(session_id_of_file("session_.json"), None);
+    }
+
+    #[test]
+    fn chain_timestamps_have_no_offset_and_microseconds() {
+        let t = Timestamp(1_762_597_800_000_005);
+        assert_eq!(chain_timestamp(t), "2025-11-08T10:30:00.000005");
+    }
+
+    #[test]
+    fn garbage_markers_are_not_markers() {
+        assert_eq!(
+            Marker::parse(&serde_json::to_vec(&Marker::new(7)).unwrap()),
+            Some(7)
+        );
+        assert_eq!(Marker::parse(b""), None);
+        assert_eq!(Marker::parse(b"{\"lsn\":3}"), None);
+        assert_eq!(
+            Marker::parse(br#"{"format":"other","version":1,"lsn":3}"#),
+            None
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! Export bundles: round trips into the same and another engine, id clashes, damaged,
+//! foreign and malformed bundles, narrowing of multi-session events.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use session_engine::export::{BundleError, events_checksum};
+use session_engine::state::Origin;
+use session_engine::storage::SplitMix64;
+use session_engine::{
+    Bundle, CommandRun, Error, EventBody, NewSession, Session, SessionId, SessionManager, Status,
+    parse_bundle,
+};
+
+fn named(id: &str) -> NewSession {
+    NewSession {
+        id: Some(SessionId::new(id).unwrap()),
+        ..NewSession::default()
+    }
+}
+
+/// A session with a bit of everything in its history.
+fn busy_session(m: &SessionManager, clock: &session_engine::ManualClock, id: &str) {
+    let s = m.create_session(named(id)).unwrap();
+    s.record_activity("user_input", Some(json!({"message": "Hello"})))
+        .unwrap();
+    clock.advance_secs(3);
+    s.set_metadata("user", json!("alice")).unwrap();
+    s.save_checkpoint(Some("safe")).unwrap();
+    s.record_command(CommandRun::failed(
+        "risky",
+        "boom",
+        Duration::from_millis(9),
+    ))
+    .unwrap();
+    s.restore_checkpoint(None).unwrap();
+    s.log_decision("retry", "it failed", Some("give up"))
+        .unwrap();
+    s.remove_metadata("user").unwrap();
+    s.pause().unwrap();
+}
+
+fn without_origin(s: &Session) -> Session {
+    let mut s = s.clone();
+    s.origin = None;
+    s
+}
+
+#[test]
+fn an_exported_session_imports_into_another_engine_unchanged() {
+    for a in Backend::both() {
+        let clock = clock();
+        let ma = a.open(&clock);
+        busy_session(&ma, &clock, "abc123");
+        let path = a.path("exports/abc123.bundle.json");
+        let bundle = ma.export_session("abc123", &path).unwrap();
+        assert_eq!(bundle.session_id.as_str(), "abc123");
+        let original = ma.get_session("abc123").unwrap().snapshot().unwrap();
+        assert_eq!(
+            a.list("exports"),
+            ["abc123.bundle.json"],
+            "no temporary left"
+        );
+
+        // Another engine on the same storage, in another directory.
+        let other = a.dir.with_file_name("other");
+        let mb = SessionManager::open(&other, manager_options(&a.storage, &clock)).unwrap();
+        let imported = mb.import_session(&path).unwrap();
+        assert_eq!(imported.session_id().as_str(), "abc123");
+        let copy = imported.snapshot().unwrap();
+        assert_eq!(without_origin(&copy), *original, "{}", a.name);
+        assert_eq!(
+            copy.origin,
+            Some(Origin::Imported {
+                original: SessionId::new("abc123").unwrap()
+            })
+        );
+        assert_eq!(copy.status(), Status::Paused);
+        // The imported history is in the other engine's log, so its projections and its
+        // point-in-time view work as for any session.
+        flush(&mb);
+        let f: Value = serde_json::from_slice(
+            &a.storage
+                .read(&other.join("sessions/session_abc123.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(f["status"], json!("paused"));
+        assert_eq!(f["origin"], json!({"imported": {"original": "abc123"}}));
+        assert_eq!(f["activity_log"].as_array().unwrap().len(), 1);
+        let log = String::from_utf8(
+            a.storage
+                .read(&other.join("logs/session_abc123.log"))
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let events: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events[0]["event"], json!("session_imported"));
+        assert_eq!(events.len(), 1 + bundle.events.len());
+        assert!(events[1..].iter().all(|l| l["sub"].is_u64()));
+        assert_eq!(events[1]["event"], json!("session_created"));
+        // Re-exporting the imported session carries its history on.
+        let again = mb.export_bundle("abc123").unwrap();
+        let third = a.dir.with_file_name("third");
+        let mc = SessionManager::open(&third, manager_options(&a.storage, &clock)).unwrap();
+        let c = mc.import_bundle(again).unwrap();
+        assert_eq!(without_origin(&c.snapshot().unwrap()), *original);
+        for m in [ma, mb, mc] {
+            m.close().unwrap();
+        }
+    }
+}
+
+#[test]
+fn importing_a_session_that_exists_gives_it_a_new_id() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    let bytes = m.export_bundle("s").unwrap().to_json().unwrap();
+    let copy = m.import_bytes(&bytes).unwrap();
+    assert_ne!(copy.session_id().as_str(), "s");
+    assert_eq!(
+        copy.snapshot().unwrap().origin,
+        Some(Origin::Imported {
+            original: SessionId::new("s").unwrap()
+        })
+    );
+    let original = m.get_session("s").unwrap().snapshot().unwrap();
+    let mut c = without_origin(&copy.snapshot().unwrap());
+    c.id = original.id.clone();
+    assert_eq!(c, *original);
+    // The copy is a session of its own.
+    copy.resume().unwrap();
+    copy.record_activity("more", None).unwrap();
+    assert_eq!(
+        m.get_session("s").unwrap().status().unwrap(),
+        Status::Paused
+    );
+}
+
+#[test]
+fn a_damaged_bundle_is_refused_and_changes_nothing() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    let path = b.path("s.bundle");
+    m.export_session("s", &path).unwrap();
+    let good = b.read("s.bundle");
+    let target =
+        SessionManager::open(Path::new("target"), manager_options(&b.storage, &clock)).unwrap();
+    let before = target.state();
+
+    // An edited value inside the events.
+    let text = String::from_utf8(good.clone()).unwrap();
+    let edited = text.replacen("user_input", "user_inpux", 1);
+    assert_ne!(edited, text);
+    b.write("s.bundle", edited.as_bytes());
+    let err = target.import_session(&path).unwrap_err();
+    match &err {
+        Error::InvalidBundle {
+            path: Some(p),
+            reason: BundleError::ChecksumMismatch { .. },
+        } => assert_eq!(p, &path),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.is_refusal());
+    assert_eq!(err.kind(), "invalid_bundle");
+    assert!(err.to_string().contains("damaged"), "{err}");
+
+    // A truncated file.
+    b.write("s.bundle", &good[..good.len() / 2]);
+    assert!(matches!(
+        target.import_session(&path),
+        Err(Error::InvalidBundle {
+            reason: BundleError::NotJson { .. },
+            ..
+        })
+    ));
+    // A missing file is an I/O error naming it.
+    assert!(matches!(
+        target.import_session(b.path("missing.bundle")),
+        Err(Error::Io { .. })
+    ));
+    assert_eq!(*target.state(), *before);
+    assert_eq!(target.last_lsn(), session_engine::Lsn::ZERO);
+    // The intact bundle still imports.
+    b.write("s.bundle", &good);
+    target.import_session(&path).unwrap();
+}
+
+#[test]
+fn foreign_files_are_refused_with_what_they_are() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    flush(&m);
+    type Expect = fn(&BundleError) -> bool;
+    let cases: Vec<(Vec<u8>, Expect)> = vec![
+        (b.read("sessions/session_s.json"), |e| {
+            matches!(e, BundleError::Foreign { found: None })
+        }),
+        (b.read("sessions/registry.json"), |e| {
+            matches!(e, BundleError::Foreign { found: None })
+        }),
+        (b.read("logs/session_s.log"), |e| {
+            matches!(e, BundleError::NotJson { .. })
+        }),
+        (
+            br#"{"format": "tar", "version": 1}"#.to_vec(),
+            |e| matches!(e, BundleError::Foreign { found: Some(f) } if f == "tar"),
+        ),
+        (br#"[{"format": "session-engine-bundle"}]"#.to_vec(), |e| {
+            matches!(e, BundleError::Foreign { found: None })
+        }),
+        (
+            br#"{"format": "session-engine-bundle", "version": 2, "events": []}"#.to_vec(),
+            |e| matches!(e, BundleError::UnsupportedVersion { found: 2 }),
+        ),
+        (b"\x89PNG\r\n\x1a\n".to_vec(), |e| {
+            matches!(e, BundleError::NotJson { .. })
+        }),
+        (Vec::new(), |e| matches!(e, BundleError::NotJson { .. })),
+    ];
+    let lsn = m.last_lsn();
+    for (bytes, expected) in cases {
+        match m.import_bytes(&bytes) {
+            Err(Error::InvalidBundle { path: None, reason }) => {
+                assert!(expected(&reason), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(m.last_lsn(), lsn);
+}
+
+/// A bundle with a correct checksum around `events`.
+fn bundle_json(session: &str, events: &Value, count: usize) -> Vec<u8> {
+    let events = serde_json::to_string(events).unwrap();
+    format!(
+        r#"{{"format":"session-engine-bundle","version":1,"event_schema":1,"session_id":"{session}",
+            "exported_at":"2025-11-08T10:30:00Z","source_lsn":9,"event_count":{count},
+            "checksum":"{}","events":{events}}}"#,
+        events_checksum(events.as_bytes())
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_bundle_that_breaks_the_rules_is_malformed_even_with_a_good_checksum() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    m.create_session(named("t")).unwrap();
+    let good = m.export_bundle("s").unwrap();
+    let events = serde_json::to_value(&good.events).unwrap();
+    let n = good.events.len();
+    // The reference: the same construction with untouched events is accepted.
+    parse_bundle(&bundle_json("s", &events, n)).unwrap();
+
+    let mut first_missing = events.clone();
+    first_missing.as_array_mut().unwrap().remove(0);
+    let mut foreign_event = events.clone();
+    foreign_event.as_array_mut().unwrap().push(json!({
+        "at": 1, "body": {"ActivityRecorded": {"session": "t", "action": "x", "details": null}}
+    }));
+    let mut control_chars = events.clone();
+    control_chars[1]["body"]["ActivityRecorded"]["action"] = json!("bell\u{7}");
+    let mut no_replay = events.clone();
+    no_replay.as_array_mut().unwrap().push(json!({
+        "at": 1, "body": {"CheckpointRestored": {"session": "s", "index": 7}}
+    }));
+    let mut bad_id = events.clone();
+    bad_id[0]["body"]["SessionCreated"]["session"] = json!("../../etc");
+    let cases = [
+        ("s", first_missing, n - 1, "first event"),
+        ("s", foreign_event, n + 1, "alone"),
+        ("s", control_chars, n, "control"),
+        ("s", no_replay, n + 1, "replay"),
+        ("s", events.clone(), n + 3, "event_count"),
+        ("t", events.clone(), n, "first event"),
+        ("s", bad_id, n, "do not decode"),
+        ("s", json!([]), 0, "no events"),
+    ];
+    let lsn = m.last_lsn();
+    for (session, events, count, why) in cases {
+        let bytes = bundle_json(session, &events, count);
+        match parse_bundle(&bytes) {
+            Err(BundleError::Malformed { reason }) => {
+                assert!(reason.contains(why), "{why}: {reason}")
+            }
+            other => panic!("{why}: unexpected {other:?}"),
+        }
+        assert!(matches!(
+            m.import_bytes(&bytes),
+            Err(Error::InvalidBundle { .. })
+        ));
+    }
+    assert_eq!(m.last_lsn(), lsn);
+}
+
+#[test]
+fn multi_session_events_are_narrowed_to_the_exported_session() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    m.create_session(named("a")).unwrap();
+    m.create_session(named("b")).unwrap();
+    clock.advance_secs(40 * 86_400);
+    assert_eq!(m.cleanup_old_sessions(30).unwrap().len(), 2);
+    let bundle = m.export_bundle("a").unwrap();
+    let last = &bundle.events.last().unwrap().body;
+    assert_eq!(
+        *last,
+        EventBody::SessionsArchived {
+            sessions: vec![SessionId::new("a").unwrap()]
+        }
+    );
+    // It imports into an engine that has never heard of "b".
+    let (_, s2) = mem();
+    let m2 = SessionManager::open("elsewhere", manager_options(&s2, &clock)).unwrap();
+    let a = m2.import_bundle(bundle).unwrap();
+    assert_eq!(a.status().unwrap(), Status::Archived);
+    assert!(m2.get_session("b").is_err());
+}
+
+#[test]
+fn clones_and_timed_out_sessions_export_too() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    let c = m.clone_session("s", Some("c")).unwrap();
+    c.set_metadata("cloned", json!(true)).unwrap();
+    m.create_session(NewSession {
+        timeout_secs: 5,
+        ..named("idle")
+    })
+    .unwrap();
+    clock.advance_secs(6);
+    m.expire_idle().unwrap();
+    let (_, s2) = mem();
+    let m2 = SessionManager::open("elsewhere", manager_options(&s2, &clock)).unwrap();
+    for id in ["c", "idle"] {
+        let bundle = m.export_bundle(id).unwrap();
+        let bytes = bundle.to_json().unwrap();
+        assert_eq!(parse_bundle(&bytes).unwrap(), bundle);
+        let imported = m2.import_bytes(&bytes).unwrap();
+        let original = m.get_session(id).unwrap().snapshot().unwrap();
+        assert_eq!(
+            without_origin(&imported.snapshot().unwrap()),
+            without_origin(&original)
+        );
+    }
+    assert_eq!(
+        m2.get_session("idle").unwrap().status().unwrap(),
+        Status::TimedOut
+    );
+}
+
+#[test]
+fn export_works_read_only_while_the_writer_holds_the_directory() {
+    let b = Backend::file();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    let ro =
+        SessionManager::open_read_only(&b.dir, options(Arc::clone(&b.storage), &clock)).unwrap();
+    let out = b.dir.with_file_name("s.bundle");
+    let bundle = ro.export_session("s", &out).unwrap();
+    let live = m.export_bundle("s").unwrap();
+    assert_eq!(
+        (&bundle.session_id, &bundle.events),
+        (&live.session_id, &live.events)
+    );
+    let read = Bundle::read_from(&*b.storage, &out).unwrap();
+    assert_eq!(read.events, bundle.events);
+    assert!(matches!(ro.import_session(&out), Err(Error::ReadOnly)));
+    assert!(matches!(
+        ro.export_bundle("nope"),
+        Err(Error::NotFound { .. })
+    ));
+    ro.close().unwrap();
+    m.close().unwrap();
+}
+
+#[test]
+fn parsing_mutated_bundles_never_panics() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s");
+    let good = m.export_bundle("s").unwrap().to_json().unwrap();
+    let mut rng = SplitMix64::new(42);
+    let mut accepted = 0;
+    for _ in 0..2000 {
+        let mut bytes = good.clone();
+        for _ in 0..=rng.below(3) {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = rng.below(bytes.len() as u64) as usize;
+            match rng.below(3) {
+                0 => bytes[i] = rng.next_u64() as u8,
+                1 => {
+                    bytes.remove(i);
+                }
+                _ => bytes.truncate(i),
+            }
+        }
+        if let Ok(bundle) = parse_bundle(&bytes) {
+            // Only changes outside the checksummed events can pass, and then the events
+            // are exactly the exported ones.
+            assert_eq!(bundle.events, parse_bundle(&good).unwrap().events);
+            accepted += 1;
+        }
+    }
+    assert!(accepted < 2000);
+}

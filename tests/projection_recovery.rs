@@ -1,0 +1,821 @@
+//! Projections are derived: deleted, damaged or stale files are rebuilt, a crash at any
+//! point leaves files that catch up to exactly what a full rebuild writes, they are
+//! complete after close, and projection I/O errors are retried without touching commands
+//! (seed 001's file-operation tests in this engine's terms).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use session_engine::storage::{CrashMode, MemStorage, Storage};
+use session_engine::{
+    CommandRun, Error, Lsn, ManualClock, NewSession, ProjectionOptions, SessionId, SessionManager,
+};
+
+fn named(id: &str, timeout_secs: u64) -> NewSession {
+    NewSession {
+        id: Some(SessionId::new(id).unwrap()),
+        timeout_secs,
+        ..NewSession::default()
+    }
+}
+
+/// One step of a workload that touches every kind of projection file.
+fn step(m: &SessionManager, clock: &ManualClock, i: usize) {
+    let id = format!("s{i}");
+    let s = m.create_session(named(&id, 100)).unwrap();
+    s.record_activity("work", Some(json!({"i": i}))).unwrap();
+    s.set_metadata("k", json!(i)).unwrap();
+    if i.is_multiple_of(3) {
+        s.record_command(CommandRun::failed(
+            "cmd",
+            "failed",
+            Duration::from_millis(3),
+        ))
+        .unwrap();
+    }
+    if i % 4 == 1 {
+        s.save_checkpoint(None).unwrap();
+        s.record_activity("risky", None).unwrap();
+        s.restore_checkpoint(None).unwrap();
+    }
+    if i % 5 == 2 {
+        m.archive_session(&id).unwrap();
+    }
+    m.chain(&format!("agent{}", i % 2))
+        .unwrap()
+        .update_session(&format!("ext-{i}"), "prompt", "response", None)
+        .unwrap();
+    if i == 3 {
+        let bundle = m.export_bundle("s0").unwrap();
+        m.import_bundle(bundle).unwrap();
+        m.clone_session("s1", Some("s1-clone")).unwrap();
+    }
+    clock.advance_secs(30);
+    if i % 6 == 5 {
+        m.expire_idle().unwrap();
+    }
+}
+
+fn workload(m: &SessionManager, clock: &ManualClock, steps: usize) {
+    for i in 0..steps {
+        step(m, clock, i);
+    }
+}
+
+/// The files a full rebuild writes for the directory's state, closing the manager.
+fn rebuilt(b: &Backend, m: SessionManager) -> BTreeMap<String, Vec<u8>> {
+    m.rebuild_projections().unwrap();
+    flush(&m);
+    m.close().unwrap();
+    projection_files(b)
+}
+
+#[test]
+fn deleted_projections_are_rebuilt_on_open() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        workload(&m, &clock, 10);
+        m.close().unwrap();
+        let before = projection_files(&b);
+        assert!(before.len() > 20, "{}: {:?}", b.name, before.keys());
+        for dir in ["sessions", "logs", "chains"] {
+            b.remove_tree(dir);
+        }
+        b.remove("projections.json");
+        assert!(projection_files(&b).is_empty());
+        let m = b.open(&clock);
+        flush(&m);
+        assert_eq!(m.projection_status().unwrap().rebuilds, 1);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn some_deleted_files_are_restored_from_the_marker_without_a_full_rebuild() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        workload(&m, &clock, 10);
+        m.close().unwrap();
+        let before = projection_files(&b);
+        for f in [
+            "sessions/registry.json",
+            "sessions/session_s1.json",
+            "sessions/archive/session_s2.json",
+            "logs/session_s3.log",
+            "chains/agent1_sessions.json",
+        ] {
+            b.remove(f);
+        }
+        let m = b.open(&clock);
+        flush(&m);
+        let st = m.projection_status().unwrap();
+        assert_eq!(st.rebuilds, 0, "{}", b.name);
+        assert_eq!(st.logs_rebuilt, 1);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn projections_are_complete_after_close() {
+    for b in Backend::both() {
+        let clock = clock();
+        let slow = ProjectionOptions {
+            flush_interval: Duration::from_secs(3600),
+            registry_interval: Duration::from_secs(3600),
+            ..fast_projections()
+        };
+        let m = b.open_with(&clock, slow.clone());
+        m.wait_for_projections(Lsn::ZERO, None).unwrap();
+        workload(&m, &clock, 8);
+        // Nothing asked for the files and the intervals are long: they are not there yet.
+        assert!(!b.exists("sessions/session_s0.json"), "{}", b.name);
+        let last = m.last_lsn();
+        m.close().unwrap();
+        let after_close = projection_files(&b);
+        assert!(after_close.contains_key("sessions/session_s0.json"));
+        let marker: serde_json::Value = b.json("projections.json");
+        assert_eq!(marker["lsn"], json!(last.get()));
+        let m = b.open_with(&clock, slow);
+        assert!(m.wait_for_projections(last, None).unwrap());
+        let st = m.projection_status().unwrap();
+        assert_eq!((st.projected, st.rebuilds, st.failures), (last, 0, 0));
+        assert_eq!(rebuilt(&b, m), after_close, "{}", b.name);
+    }
+}
+
+#[test]
+fn waiting_for_projections_flushes_at_once_and_times_out_cleanly() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open_with(
+        &clock,
+        ProjectionOptions {
+            flush_interval: Duration::from_secs(3600),
+            registry_interval: Duration::from_secs(3600),
+            ..fast_projections()
+        },
+    );
+    let s = m.create_session(named("s", 0)).unwrap();
+    let lsn = s.record_activity("a", None).unwrap();
+    assert!(m.wait_for_projections(lsn, None).unwrap());
+    assert!(b.exists("sessions/session_s.json"));
+    assert_eq!(
+        b.json("sessions/registry.json")["sessions"]["s"]["status"],
+        json!("active")
+    );
+    let st = m.projection_status().unwrap();
+    assert!(st.projected >= lsn && st.running);
+    // An LSN that is not committed yet cannot be reached.
+    assert!(
+        !m.wait_for_projections(Lsn(lsn.get() + 5), Some(Duration::from_millis(20)))
+            .unwrap()
+    );
+    m.close().unwrap();
+    assert!(matches!(
+        m.wait_for_projections(Lsn(lsn.get() + 5), None),
+        Err(Error::Closed)
+    ));
+    assert!(!m.projection_status().unwrap().running);
+}
+
+#[test]
+fn garbage_projection_files_never_break_opening() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        workload(&m, &clock, 8);
+        m.close().unwrap();
+        let before = projection_files(&b);
+        let garbage: &[u8] = b"\x00\xffnot json at all{{{\n";
+        for f in [
+            "projections.json",
+            "sessions/registry.json",
+            "sessions/session_s0.json",
+            "sessions/archive/session_s2.json",
+            "logs/session_s1.log",
+            "chains/agent0_sessions.json",
+            "sessions/session_ghost.json",
+            "logs/session_ghost.log",
+            "chains/ghost_sessions.json",
+            "sessions/session_s4.json.tmp",
+        ] {
+            b.write(f, garbage);
+        }
+        let m = b.open(&clock);
+        flush(&m);
+        assert_eq!(m.projection_status().unwrap().rebuilds, 1, "garbage marker");
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn damaged_files_behind_a_valid_marker_are_repaired_when_touched_or_rebuilt() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    workload(&m, &clock, 8);
+    m.close().unwrap();
+    b.write("logs/session_s1.log", b"garbage\n");
+    b.write("sessions/session_s1.json", b"garbage");
+    b.write("sessions/session_s3.json", b"{\"truncated\": ");
+    let m = b.open(&clock);
+    flush(&m);
+    // The engine never reads these files, so opening and commands are unaffected.
+    let s1 = m.resume_session("s1").unwrap();
+    s1.record_activity("after", None).unwrap();
+    flush(&m);
+    let f = b.json("sessions/session_s1.json");
+    assert_eq!(
+        f["activity_log"].as_array().unwrap().last().unwrap()["action"],
+        json!("after")
+    );
+    let lines = b.log_lines("logs/session_s1.log");
+    assert_eq!(
+        lines[0]["event"],
+        json!("session_created"),
+        "rebuilt from the log"
+    );
+    assert_eq!(lines.last().unwrap()["details"]["action"], json!("after"));
+    assert!(m.projection_status().unwrap().logs_rebuilt >= 1);
+    // An explicit rebuild fixes the file nothing touched.
+    let report = m.rebuild_projections().unwrap();
+    assert_eq!(report.lsn, m.last_lsn());
+    assert!(report.sessions >= 10);
+    b.json("sessions/session_s3.json");
+    m.close().unwrap();
+}
+
+#[test]
+fn a_marker_ahead_of_the_log_means_a_full_rebuild() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        workload(&m, &clock, 6);
+        m.close().unwrap();
+        let before = projection_files(&b);
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":1000000}"#,
+        );
+        b.write("sessions/session_s0.json", b"stale");
+        let m = b.open(&clock);
+        flush(&m);
+        assert_eq!(m.projection_status().unwrap().rebuilds, 1);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn an_explicit_rebuild_removes_stale_files_and_reports_what_it_wrote() {
+    let b = Backend::file();
+    let clock = clock();
+    let m = b.open(&clock);
+    workload(&m, &clock, 5);
+    flush(&m);
+    b.write("sessions/session_ghost.json", b"{}");
+    b.write("sessions/archive/session_ghost2.json", b"{}");
+    b.write("logs/session_ghost.log", b"{}\n");
+    b.write("chains/ghost_sessions.json", b"{}");
+    b.write("sessions/notes.txt", b"left alone");
+    let r = m.rebuild_projections().unwrap();
+    assert_eq!(r.removed, 4);
+    assert_eq!(r.sessions, m.state().sessions.len() as u64);
+    assert_eq!(r.chains, 2);
+    assert_eq!(r.logs, m.state().sessions.len() as u64);
+    assert_eq!(r.lsn, m.last_lsn());
+    assert!(!b.exists("sessions/session_ghost.json"));
+    assert!(
+        b.exists("sessions/notes.txt"),
+        "files that are not projections stay"
+    );
+    m.close().unwrap();
+}
+
+#[test]
+fn a_torn_log_line_is_cut_and_no_line_is_written_twice() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        workload(&m, &clock, 6);
+        m.close().unwrap();
+        let before = projection_files(&b);
+        // A crash after some lines were appended but before the marker moved: the marker
+        // is behind, and the last line is half written.
+        let mut log = b.read("logs/session_s4.log");
+        log.extend_from_slice(b"{\"timestamp\":\"2025-11-08T1");
+        b.write("logs/session_s4.log", &log);
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":3}"#,
+        );
+        let m = b.open(&clock);
+        flush(&m);
+        assert_eq!(m.projection_status().unwrap().rebuilds, 0);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn after_a_crash_at_any_point_projections_catch_up_to_a_full_rebuild() {
+    let (mut checked, mut refused) = (0, 0);
+    for seed in 0..48u64 {
+        let mode = CrashMode::ALL[(seed % 4) as usize];
+        let m_storage = Arc::new(MemStorage::new());
+        let storage: Arc<dyn Storage> = m_storage.clone();
+        let clock = clock();
+        let mut o = manager_options(&storage, &clock);
+        // In the buffered modes a crash takes back acknowledged events: the files must
+        // not have shown them either.
+        if seed % 2 == 1 {
+            o.engine.durability = session_engine::Durability::None;
+        }
+        let m = SessionManager::open("data", o).unwrap();
+        let crash_after = (seed as usize * 7) % 40;
+        let mut image = None;
+        let mut ops = 0;
+        'work: for i in 0..8 {
+            step(&m, &clock, i);
+            // Crash at a point that varies with the seed, sometimes while files are written.
+            for _ in 0..3 {
+                ops += 1;
+                if ops == crash_after {
+                    image = Some(m_storage.crash(seed, mode));
+                    break 'work;
+                }
+                if ops % 5 == 0 {
+                    flush(&m);
+                }
+            }
+        }
+        let image = image.unwrap_or_else(|| m_storage.crash(seed, mode));
+        m.close().unwrap();
+
+        let b = backend_on(Arc::new(image));
+        let m = match SessionManager::open(&b.dir, manager_options(&b.storage, &clock)) {
+            Ok(m) => m,
+            // Without fsyncs a crash may keep a later write and garble an earlier one; the
+            // engine then refuses the log, which is the engine's business, not ours.
+            Err(Error::Corruption { .. }) if seed % 2 == 1 => {
+                refused += 1;
+                continue;
+            }
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        flush(&m);
+        let caught_up = projection_files(&b);
+        let state = m.state();
+        for s in state.sessions.values() {
+            assert!(
+                caught_up.contains_key(&format!("sessions/session_{}.json", s.id))
+                    || caught_up.contains_key(&format!("sessions/archive/session_{}.json", s.id)),
+                "seed {seed}: {} has no file",
+                s.id
+            );
+        }
+        assert_eq!(rebuilt(&b, m), caught_up, "seed {seed} {mode:?}");
+        checked += 1;
+    }
+    assert_eq!(checked + refused, 48);
+    assert!(checked >= 36, "only {checked} crash images opened");
+}
+
+fn backend_on(storage: Arc<MemStorage>) -> Backend {
+    let mut b = Backend::mem();
+    b.storage = storage.clone();
+    b.mem = Some(storage);
+    b
+}
+
+// ---- Projection I/O errors (seed 001's file-operation tests) ----
+
+fn faulty(needle: &str) -> (Backend, Arc<PathFaults>) {
+    let mut b = Backend::mem();
+    let faults = PathFaults::new(Arc::clone(&b.storage), needle);
+    b.storage = faults.clone();
+    (b, faults)
+}
+
+#[test]
+fn a_projection_write_that_succeeds_at_once_is_not_retried() {
+    let (b, faults) = faulty("sessions");
+    let clock = clock();
+    let m = b.open(&clock);
+    workload(&m, &clock, 3);
+    flush(&m);
+    let st = m.projection_status().unwrap();
+    assert_eq!((st.failures, st.consecutive_failures), (0, 0));
+    assert_eq!(st.last_error, None);
+    assert_eq!(faults.injected.load(std::sync::atomic::Ordering::SeqCst), 0);
+    m.close().unwrap();
+}
+
+#[test]
+fn a_failed_projection_write_is_retried_until_it_succeeds() {
+    let (b, faults) = faulty("sessions/session_s");
+    let clock = clock();
+    let m = b.open(&clock);
+    faults.fail_next(2);
+    workload(&m, &clock, 3);
+    flush(&m);
+    let st = m.projection_status().unwrap();
+    assert_eq!(st.failures, 2);
+    assert_eq!(st.consecutive_failures, 0);
+    assert_eq!(st.last_error, None);
+    m.close().unwrap();
+    let files = projection_files(&b);
+    let m = b.open(&clock);
+    assert_eq!(rebuilt(&b, m), files);
+}
+
+#[test]
+fn persistent_projection_failures_are_reported_and_commands_go_on() {
+    let (b, faults) = faulty("logs");
+    let clock = clock();
+    let m = b.open(&clock);
+    flush(&m);
+    faults.fail_next(u64::MAX);
+    let s = m.create_session(named("s", 0)).unwrap();
+    // Commands never wait for projections: they keep succeeding.
+    for i in 0..20 {
+        s.record_activity("work", Some(json!({"i": i}))).unwrap();
+    }
+    let err = m.flush_projections().unwrap_err();
+    match &err {
+        Error::Io { op, path, .. } => {
+            assert!(op.contains("log"), "{op}");
+            assert!(
+                path.to_string_lossy().contains("logs"),
+                "{}",
+                path.display()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let st = m.projection_status().unwrap();
+    assert!(st.consecutive_failures >= 3, "{st:?}");
+    assert!(st.last_error.is_some());
+    assert!(st.projected < m.last_lsn());
+    // Once the disk recovers, the projector catches up by itself.
+    faults.heal();
+    flush(&m);
+    let st = m.projection_status().unwrap();
+    assert_eq!(st.last_error, None);
+    assert_eq!(st.projected, m.last_lsn());
+    assert_eq!(b.log_lines("logs/session_s.log").len(), 21);
+    m.close().unwrap();
+}
+
+#[test]
+fn close_reports_projection_files_it_could_not_write() {
+    let (b, faults) = faulty("chains");
+    let clock = clock();
+    let m = b.open(&clock);
+    flush(&m);
+    faults.fail_next(u64::MAX);
+    m.chain("a")
+        .unwrap()
+        .update_session("x", "p", "r", None)
+        .unwrap();
+    let err = m.close().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    // The log has everything: the next open writes what was missing.
+    faults.heal();
+    let m = b.open(&clock);
+    flush(&m);
+    assert_eq!(
+        b.json("chains/a_sessions.json")["current_session_id"],
+        json!("x")
+    );
+    m.close().unwrap();
+}
+
+#[test]
+fn concurrent_writers_leave_consistent_projection_files() {
+    let b = Backend::file();
+    let clock = clock();
+    let m = b.open(&clock);
+    let sessions: Vec<_> = (0..6)
+        .map(|i| m.create_session(named(&format!("c{i}"), 0)).unwrap())
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, s) in sessions.iter().enumerate() {
+            let m = &m;
+            scope.spawn(move || {
+                for n in 0..60 {
+                    s.record_activity("w", Some(json!({"n": n}))).unwrap();
+                    if n % 20 == 0 {
+                        s.set_metadata("n", json!(n)).unwrap();
+                        m.chain(&format!("agent{i}"))
+                            .unwrap()
+                            .update_session(&format!("x{n}"), "p", "r", None)
+                            .unwrap();
+                    }
+                }
+            });
+        }
+        // Readers of the files meanwhile always see whole JSON documents.
+        scope.spawn(|| {
+            for _ in 0..50 {
+                for i in 0..6 {
+                    if let Ok(bytes) = b
+                        .storage
+                        .read(&b.path(&format!("sessions/session_c{i}.json")))
+                    {
+                        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    });
+    flush(&m);
+    for i in 0..6 {
+        let f = b.json(&format!("sessions/session_c{i}.json"));
+        let ns: Vec<u64> = f["activity_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["details"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, (0..60).collect::<Vec<_>>());
+        assert_eq!(
+            b.log_lines(&format!("logs/session_c{i}.log")).len(),
+            1 + 60 + 3
+        );
+    }
+    let files = projection_files(&b);
+    m.close().unwrap();
+    let m = b.open(&clock);
+    assert_eq!(rebuilt(&b, m), files);
+}
+
+#[test]
+fn closing_while_the_projector_subscribes_never_hangs_and_loses_nothing() {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for i in 0..200 {
+            let b = Backend::mem();
+            let clock = clock();
+            let m = b.open(&clock);
+            for n in 0..i % 4 {
+                m.create_session(named(&format!("s{n}"), 0)).unwrap();
+            }
+            // The projector's feeder may still be registering with the writer here.
+            m.close().unwrap();
+            for n in 0..i % 4 {
+                assert!(
+                    b.exists(&format!("sessions/session_s{n}.json")),
+                    "round {i}"
+                );
+            }
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("closing a manager hung");
+    worker.join().unwrap();
+}
+
+/// The projector subscribes from its own thread; a subscription that registers while the
+/// engine closes must end (with every event) instead of waiting for an answer forever.
+#[test]
+fn a_subscription_registering_during_close_ends_instead_of_hanging() {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for round in 0..100 {
+            let (_, s) = mem();
+            let clock = clock();
+            let e = Arc::new(open(&s, &clock));
+            create(&e, "s");
+            let last = e.last_lsn();
+            let subscriber = {
+                let e = Arc::clone(&e);
+                std::thread::spawn(move || {
+                    // Fresh subscriptions register with the writer over and over, until
+                    // one finds the engine closed and reads the log to its end.
+                    loop {
+                        let mut sub = e.subscribe(Lsn(1));
+                        let mut seen = Vec::new();
+                        loop {
+                            match sub.try_recv() {
+                                Ok(Some(ev)) => seen.push(ev.lsn),
+                                Ok(None) => break,
+                                Err(Error::Closed) => return seen,
+                                Err(other) => panic!("{other}"),
+                            }
+                        }
+                    }
+                })
+            };
+            std::thread::sleep(Duration::from_micros(50 * (round % 20)));
+            e.close().unwrap();
+            let seen = subscriber.join().unwrap();
+            assert_eq!(seen, (1..=last.get()).map(Lsn).collect::<Vec<_>>());
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a subscription hung while the engine closed");
+    worker.join().unwrap();
+}
+
+#[test]
+fn log_lines_held_during_an_outage_are_bounded_and_rebuilt_from_the_log() {
+    let (b, faults) = faulty("logs");
+    let clock = clock();
+    let m = b.open_with(
+        &clock,
+        ProjectionOptions {
+            max_pending_log_bytes: 2048,
+            ..fast_projections()
+        },
+    );
+    flush(&m);
+    faults.fail_next(u64::MAX);
+    let s = m.create_session(named("s", 0)).unwrap();
+    for i in 0..100 {
+        s.record_activity("work", Some(json!({"i": i}))).unwrap();
+    }
+    assert!(m.flush_projections().is_err());
+    faults.heal();
+    flush(&m);
+    let lines = b.log_lines("logs/session_s.log");
+    let lsns: Vec<u64> = lines.iter().map(|l| l["lsn"].as_u64().unwrap()).collect();
+    assert_eq!(lsns, (1..=101).collect::<Vec<_>>());
+    assert!(m.projection_status().unwrap().logs_rebuilt >= 1);
+    m.close().unwrap();
+}
+
+#[test]
+fn in_buffered_durability_modes_projections_never_show_events_a_crash_takes_back() {
+    let mut lost_unsynced = 0;
+    for seed in 0..16u64 {
+        let b = Backend::mem();
+        let clock = clock();
+        let mut o = manager_options(&b.storage, &clock);
+        o.engine.durability = session_engine::Durability::None;
+        // Session files are written at once, the marker only when asked.
+        o.projections = Some(ProjectionOptions {
+            registry_interval: Duration::from_secs(3600),
+            ..fast_projections()
+        });
+        let m = SessionManager::open(&b.dir, o).unwrap();
+        let s = m.create_session(named("s", 0)).unwrap();
+        for i in 0..3 {
+            s.record_activity("before", Some(json!({"i": i}))).unwrap();
+        }
+        flush(&m);
+        // The log and the marker agree up to here; what follows is only in the OS cache.
+        m.engine().sync().unwrap();
+        for i in 0..5 {
+            s.record_activity("after", Some(json!({"i": i}))).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.json("sessions/session_s.json")["activity_log"]
+            .as_array()
+            .unwrap()
+            .len()
+            < 8
+        {
+            assert!(std::time::Instant::now() < deadline, "never projected");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let image = b.mem.as_ref().unwrap().crash(seed, CrashMode::Whole);
+        m.close().unwrap();
+        let c = backend_on(Arc::new(image));
+        let m = match SessionManager::open(&c.dir, manager_options(&c.storage, &clock)) {
+            Ok(m) => m,
+            Err(Error::Corruption { .. }) => continue,
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        flush(&m);
+        let shown = if c.exists("sessions/session_s.json") {
+            c.json("sessions/session_s.json")["activity_log"]
+                .as_array()
+                .unwrap()
+                .len()
+        } else {
+            0
+        };
+        let kept = m
+            .get_session("s")
+            .map_or(0, |s| s.snapshot().unwrap().body.activity_log.len());
+        assert_eq!(
+            shown, kept,
+            "seed {seed}: the file shows events the log lost"
+        );
+        lost_unsynced += usize::from(kept < 8);
+        let files = projection_files(&c);
+        assert_eq!(rebuilt(&c, m), files, "seed {seed}");
+    }
+    // The projector synced the log before writing the files, so nothing it showed was lost.
+    assert_eq!(lost_unsynced, 0);
+}
+
+#[test]
+fn log_lines_for_records_the_log_does_not_have_are_dropped() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        let s = m.create_session(named("s", 0)).unwrap();
+        s.record_activity("kept", None).unwrap();
+        m.close().unwrap();
+        let before = projection_files(&b);
+        // A log that runs ahead of the records (as after a repair moved some aside).
+        let mut log = b.read("logs/session_s.log");
+        let mut ghost: serde_json::Value = serde_json::from_str(
+            String::from_utf8(log.clone())
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        ghost["lsn"] = json!(99);
+        log.extend_from_slice(format!("{ghost}\n").as_bytes());
+        b.write("logs/session_s.log", &log);
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":1}"#,
+        );
+        let m = b.open(&clock);
+        flush(&m);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn a_damaged_line_after_the_marker_is_found_even_when_the_last_line_is_whole() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        let s = m.create_session(named("s", 0)).unwrap();
+        for i in 0..4 {
+            s.record_activity("work", Some(json!({"i": i}))).unwrap();
+        }
+        m.close().unwrap();
+        let before = projection_files(&b);
+        // What a crash can leave of appends that were not synced: a later piece kept, an
+        // earlier one zeroed. The marker says only the first line was synced.
+        let text = String::from_utf8(b.read("logs/session_s.log")).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[2] = "\0".repeat(lines[2].len());
+        b.write("logs/session_s.log", (lines.join("\n") + "\n").as_bytes());
+        b.write(
+            "projections.json",
+            br#"{"format":"session-engine-projections","version":1,"lsn":1}"#,
+        );
+        let m = b.open(&clock);
+        flush(&m);
+        m.close().unwrap();
+        assert_eq!(projection_files(&b), before, "{}", b.name);
+    }
+}
+
+#[test]
+fn each_registry_checkpoint_brings_every_file_up_to_date() {
+    let b = Backend::mem();
+    let clock = clock();
+    // Files on their own would wait an hour; the registry checkpoint comes every 5 ms and
+    // must take them along, or `projected` (and the marker) would never move under load.
+    let m = b.open_with(
+        &clock,
+        ProjectionOptions {
+            flush_interval: Duration::from_secs(3600),
+            registry_interval: Duration::from_millis(5),
+            ..fast_projections()
+        },
+    );
+    let s = m.create_session(named("s", 0)).unwrap();
+    let lsn = s.record_activity("a", None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while m.projection_status().unwrap().projected < lsn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projected never moved"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        b.json("sessions/session_s.json")["activity_log"][0]["action"],
+        json!("a")
+    );
+    assert_eq!(b.json("projections.json")["lsn"], json!(lsn.get()));
+    m.close().unwrap();
+}
