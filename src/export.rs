@@ -243,9 +243,13 @@ impl Bundle {
     /// Reads and checks the bundle at `path`. A refused bundle is
     /// [`Error::InvalidBundle`] naming the file.
     pub fn read_from(storage: &dyn Storage, path: &Path) -> Result<Bundle> {
-        let bytes = storage
-            .read(path)
-            .map_err(|e| Error::io("read bundle", path, e))?;
+        let bytes = storage.read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                kind: "bundle file",
+                id: path.display().to_string(),
+            },
+            _ => Error::io("read bundle", path, e),
+        })?;
         parse_bundle(&bytes).map_err(|reason| Error::InvalidBundle {
             path: Some(path.to_path_buf()),
             reason,

@@ -25,8 +25,8 @@ use crate::types::Lsn;
 
 pub use record::{FrameBuf, MAX_PAYLOAD_LEN};
 use segment::{
-    SEGMENT_HEADER_LEN, SegmentEnd, decode_header, encode_header, parse_segment_name, scan_segment,
-    segment_name,
+    SEGMENT_HEADER_LEN, SegmentEnd, SegmentScan, decode_header, encode_header, parse_segment_name,
+    scan_segment, segment_name,
 };
 
 /// The seam between the engine and its log. The engine hands over framed write batches,
@@ -167,6 +167,44 @@ fn read_full(f: &mut dyn StorageFile, offset: u64, buf: &mut [u8]) -> std::io::R
     Ok(done)
 }
 
+/// How many times a reader reads the last segment again when it looks corrupt.
+const LIVE_RETRIES: usize = 8;
+
+/// Scans the segment at `path` (whose content is `bytes`) like [`scan_segment`]. When
+/// `live` (another thread or process may be appending to it) and the scan ends in
+/// corruption, the segment is read again and the scan resumes at the damage: a reader
+/// racing the writer can see a frame of a later write before one of an earlier write that
+/// it looked at a moment earlier, and that is not damage. Real damage is still there after
+/// every retry.
+fn scan_file(
+    storage: &dyn Storage,
+    path: &Path,
+    mut bytes: crate::storage::Bytes,
+    start: usize,
+    expected: Lsn,
+    live: bool,
+    mut on_record: impl FnMut(u64, &record::Frame<'_>) -> bool,
+) -> Result<(SegmentScan, crate::storage::Bytes)> {
+    let (mut off, mut exp) = (start, expected);
+    let mut retries = 0;
+    loop {
+        let scan = scan_segment(&bytes, off, exp, &mut on_record);
+        match scan.end {
+            SegmentEnd::Corrupt { offset, .. } if live && retries < LIVE_RETRIES => {
+                retries += 1;
+                off = offset as usize;
+                exp = scan.last_lsn.next();
+                std::thread::yield_now();
+                drop(bytes);
+                bytes = storage
+                    .read(path)
+                    .map_err(|e| Error::io("read segment", path, e))?;
+            }
+            _ => return Ok((scan, bytes)),
+        }
+    }
+}
+
 /// Where recovery starts reading: after a snapshot at `lsn`, optionally with the exact
 /// position of record `lsn`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -283,25 +321,33 @@ pub fn recover(
                 ),
             ));
         }
-        let scan = scan_segment(&bytes, start_off, seg_expected, |off, frame| {
-            rec.last_record = Some(LogPosition {
-                segment: seg.first_lsn,
-                offset: off,
-            });
-            if frame.lsn < want {
-                return true;
-            }
-            match on_record(&seg.path, off, frame.lsn, frame.payload) {
-                Ok(()) => {
-                    rec.replayed += 1;
-                    true
+        let (scan, bytes) = scan_file(
+            storage,
+            &seg.path,
+            bytes,
+            start_off,
+            seg_expected,
+            !writable && is_last,
+            |off, frame| {
+                rec.last_record = Some(LogPosition {
+                    segment: seg.first_lsn,
+                    offset: off,
+                });
+                if frame.lsn < want {
+                    return true;
                 }
-                Err(e) => {
-                    callback_error = Some(e);
-                    false
+                match on_record(&seg.path, off, frame.lsn, frame.payload) {
+                    Ok(()) => {
+                        rec.replayed += 1;
+                        true
+                    }
+                    Err(e) => {
+                        callback_error = Some(e);
+                        false
+                    }
                 }
-            }
-        });
+            },
+        )?;
         if let Some(e) = callback_error.take() {
             return Err(e);
         }
@@ -668,26 +714,37 @@ impl LogReader {
                 .read(&seg.path)
                 .map_err(|e| Error::io("read segment", &seg.path, e))?;
             let mut stop = false;
-            let scan = scan_segment(&bytes, SEGMENT_HEADER_LEN, seg.first_lsn, |_, frame| {
-                if frame.lsn < from {
-                    return true;
-                }
-                if frame.lsn > to {
-                    stop = true;
-                    return false;
-                }
-                match f(frame.lsn, frame.payload) {
-                    Ok(true) => true,
-                    Ok(false) => {
+            let is_last = i + 1 == segments.len();
+            let (scan, _) = scan_file(
+                &*self.storage,
+                &seg.path,
+                bytes,
+                SEGMENT_HEADER_LEN,
+                seg.first_lsn,
+                is_last,
+                |_, frame| {
+                    if frame.lsn < from {
+                        return true;
+                    }
+                    if frame.lsn > to {
                         stop = true;
-                        false
+                        return false;
                     }
-                    Err(e) => {
-                        err = Some(e);
-                        false
+                    match f(frame.lsn, frame.payload) {
+                        // Nothing after `to` is looked at: past it, the log may be being
+                        // written right now.
+                        Ok(true) if frame.lsn < to => true,
+                        Ok(_) => {
+                            stop = true;
+                            false
+                        }
+                        Err(e) => {
+                            err = Some(e);
+                            false
+                        }
                     }
-                }
-            });
+                },
+            )?;
             if let Some(e) = err.take() {
                 return Err(e);
             }

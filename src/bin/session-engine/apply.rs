@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use crossbeam_channel::{TryRecvError, bounded};
 use session_engine::protocol::{self, MAX_LINE_LEN};
-use session_engine::{Engine, Error, Pending};
+use session_engine::{Error, ManagerOptions, Pending, SessionManager};
 
 use crate::args::Cli;
 use crate::output::Out;
@@ -82,20 +82,23 @@ fn engine_failed(e: &Error) -> bool {
 pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     let mut options = cli.options();
     options.watchdog_interval = Some(Duration::from_secs(1));
-    let engine = Arc::new(Engine::open(&cli.data_dir, options)?);
-    crate::report_recovery(&engine);
-    let (tx, rx) = bounded::<Item>(engine.options().max_batch.max(1) * 4);
+    let manager = Arc::new(SessionManager::open(
+        &cli.data_dir,
+        ManagerOptions::with_engine(options),
+    )?);
+    crate::report_recovery(manager.engine());
+    let (tx, rx) = bounded::<Item>(manager.engine().options().max_batch.max(1) * 4);
     // Detached, so that a closed stdout can end the command even while the reader is
     // blocked on an idle stdin.
     let reader = {
-        let engine = Arc::clone(&engine);
+        let manager = Arc::clone(&manager);
         std::thread::spawn(move || -> io::Result<()> {
             let stdin = io::stdin();
             let mut r = io::BufReader::with_capacity(1 << 16, stdin.lock());
             let mut buf = Vec::new();
             while let Some(too_long) = read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN)? {
                 let item = match parse(&buf, too_long) {
-                    Ok(cmd) => Item::Submitted(engine.submit(cmd)),
+                    Ok(cmd) => Item::Submitted(manager.engine().submit(cmd)),
                     Err(e) => Item::Refused(e),
                 };
                 if tx.send(item).is_err() {
@@ -109,7 +112,7 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     let answered = answer_all(&rx, out, &mut failure);
     drop(rx);
     if let Err(e) = answered {
-        engine.close()?;
+        manager.close()?;
         return Err(e);
     }
     match reader.join() {
@@ -117,7 +120,7 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Err(_) => return Err(anyhow!("the stdin reader panicked")),
     }
     out.flush()?;
-    engine.close()?;
+    manager.close()?;
     match failure {
         Some(cause) => Err(anyhow!(
             "the engine failed while applying commands: {cause}"

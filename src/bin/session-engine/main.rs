@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 
 use args::{Cli, Cmd, DurabilityArg, StatusArg};
 use output::{Out, is_broken_pipe};
+use session_engine::projection::{ChainFile, SessionFile};
 use session_engine::storage::Storage;
 use session_engine::{
-    AgentId, Command, Durability, Engine, Error, FileStorage, JsonText, Lsn, NewSession, Options,
-    Outcome, SessionId, Status, protocol,
+    AgentId, Command, Durability, Engine, Error, FileStorage, JsonText, Lsn, ManagerOptions,
+    NewSession, Options, Outcome, SessionId, SessionManager, Status, protocol,
 };
 
 fn main() -> ExitCode {
@@ -104,16 +105,19 @@ impl Cli {
         Arc::new(FileStorage::new())
     }
 
-    fn open_write(&self) -> Result<Engine> {
-        let engine = Engine::open(&self.data_dir, self.options())?;
-        report_recovery(&engine);
-        Ok(engine)
+    /// Opens the data directory for writing, with its JSON projections.
+    fn open_write(&self) -> Result<SessionManager> {
+        let manager =
+            SessionManager::open(&self.data_dir, ManagerOptions::with_engine(self.options()))?;
+        report_recovery(manager.engine());
+        Ok(manager)
     }
 
-    fn open_read(&self) -> Result<Engine> {
-        let engine = Engine::open_read_only(&self.data_dir, self.options())?;
-        report_recovery(&engine);
-        Ok(engine)
+    /// Opens the data directory read-only: works while another process writes.
+    fn open_read(&self) -> Result<SessionManager> {
+        let manager = SessionManager::open_read_only(&self.data_dir, self.options())?;
+        report_recovery(manager.engine());
+        Ok(manager)
     }
 }
 
@@ -174,10 +178,10 @@ fn status(s: StatusArg) -> Status {
 /// Runs a write command on a freshly opened engine and closes it (so the answer is durable
 /// and the projections are complete when the process exits).
 fn write(cli: &Cli, cmd: Command) -> Result<session_engine::Committed> {
-    let engine = cli.open_write()?;
+    let manager = cli.open_write()?;
     let op = cmd.name();
-    let r = engine.execute(cmd);
-    engine.close()?;
+    let r = manager.engine().execute(cmd);
+    manager.close()?;
     match &r {
         Ok(c) => tracing::info!(
             op,
@@ -188,6 +192,17 @@ fn write(cli: &Cli, cmd: Command) -> Result<session_engine::Committed> {
         Err(e) => tracing::info!(op, error = %e, kind = e.kind(), "command refused"),
     }
     Ok(r?)
+}
+
+/// Whether `e` says the data directory does not exist (read commands then show nothing).
+fn missing_dir(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<Error>(),
+        Some(Error::NotFound {
+            kind: "data directory",
+            ..
+        })
+    )
 }
 
 fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
@@ -277,8 +292,8 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                     },
                 )?;
             } else {
-                let engine = cli.open_read()?;
-                let state = engine.state();
+                let manager = cli.open_read()?;
+                let state = manager.state();
                 let s = state
                     .session(&session)
                     .ok_or_else(|| Error::not_found_session(&session))?;
@@ -378,18 +393,8 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 )?;
             } else {
                 let state = match cli.open_read() {
-                    Ok(e) => Some(e.state()),
-                    Err(e)
-                        if matches!(
-                            e.downcast_ref::<Error>(),
-                            Some(Error::NotFound {
-                                kind: "data directory",
-                                ..
-                            })
-                        ) =>
-                    {
-                        None
-                    }
+                    Ok(m) => Some(m.state()),
+                    Err(e) if missing_dir(&e) => None,
                     Err(e) => return Err(e),
                 };
                 let chain = state
@@ -397,52 +402,41 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                     .and_then(|s| s.chain(&agent).cloned())
                     .map(|c| (*c).clone())
                     .unwrap_or_else(|| session_engine::Chain::new(agent.clone()));
-                out.json(&output::chain_json(&chain))?;
+                out.json(&serde_json::to_value(ChainFile::of(&chain))?)?;
             }
         }
         Cmd::Show { id, at } => {
             let session = session_id(id)?;
-            let engine = cli.open_read()?;
+            let manager = cli.open_read()?;
             let s = match at {
-                Some(lsn) => {
-                    engine
-                        .session_at(&session, Lsn(*lsn))?
-                        .ok_or_else(|| Error::NotFound {
-                            kind: "session",
-                            id: format!("{session} at LSN {lsn}"),
-                        })?
-                }
-                None => engine
+                Some(lsn) => manager
+                    .engine()
+                    .session_at(&session, Lsn(*lsn))?
+                    .ok_or_else(|| Error::NotFound {
+                        kind: "session",
+                        id: format!("{session} at LSN {lsn}"),
+                    })?,
+                None => manager
                     .state()
                     .session(&session)
                     .map(|s| (**s).clone())
                     .ok_or_else(|| Error::not_found_session(&session))?,
             };
-            out.json(&output::session_json(&s, engine.now()))?;
+            out.json(&serde_json::to_value(SessionFile::of(&s))?)?;
         }
         Cmd::List { status: st } => {
-            let engine = match cli.open_read() {
-                Ok(e) => Some(e),
-                Err(e)
-                    if matches!(
-                        e.downcast_ref::<Error>(),
-                        Some(Error::NotFound {
-                            kind: "data directory",
-                            ..
-                        })
-                    ) =>
-                {
-                    None
-                }
+            let manager = match cli.open_read() {
+                Ok(m) => Some(m),
+                Err(e) if missing_dir(&e) => None,
                 Err(e) => return Err(e),
             };
-            let state = engine.as_ref().map(|e| e.state());
-            let now = engine.as_ref().map(|e| e.now());
+            let state = manager.as_ref().map(|m| m.state());
+            let now = manager.as_ref().map(|m| m.now()).unwrap_or_default();
             let sessions: Vec<_> = state.iter().flat_map(|s| s.list(st.map(status))).collect();
             if cli.json {
                 let items: Vec<Value> = sessions
                     .iter()
-                    .map(|s| output::list_item_json(s, now.unwrap_or_default()))
+                    .map(|s| output::list_item_json(s, now))
                     .collect();
                 out.json(&Value::Array(items))?;
             } else {
@@ -476,8 +470,40 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 out.line(id.as_str())?;
             }
         }
-        Cmd::Export { .. } | Cmd::Import { .. } | Cmd::RebuildProjections => {
-            return Err(anyhow!("not available in this build"));
+        Cmd::Export { id, file } => {
+            let manager = cli.open_read()?;
+            let bundle = manager.export_session(id, file)?;
+            if cli.json {
+                out.json(&json!({
+                    "session_id": bundle.session_id.as_str(),
+                    "events": bundle.events.len(),
+                    "file": file.display().to_string(),
+                }))?;
+            }
+        }
+        Cmd::Import { file } => {
+            let manager = cli.open_write()?;
+            let r = manager.import_session(file);
+            manager.close()?;
+            out.line(r?.session_id().as_str())?;
+        }
+        Cmd::RebuildProjections => {
+            let manager = cli.open_write()?;
+            let pb = progress_bar(None, "rebuilding projections");
+            pb.enable_steady_tick(Duration::from_millis(100));
+            let r = manager.rebuild_projections();
+            pb.finish_and_clear();
+            manager.close()?;
+            let report = r?;
+            if cli.json {
+                out.json(&serde_json::to_value(&report)?)?;
+            } else {
+                out.line(&format!(
+                    "rebuilt the projections at LSN {}: {} session files, {} chain files, \
+                     {} session logs; removed {} stale files",
+                    report.lsn, report.sessions, report.chains, report.logs, report.removed
+                ))?;
+            }
         }
         Cmd::Apply => return apply::run(cli, out),
         Cmd::Replay { from, session } => {
@@ -518,6 +544,13 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::Demo => demo(cli, out)?,
         Cmd::Repair => {
             let report = session_engine::repair(&cli.data_dir, cli.storage())?;
+            if !report.was_clean() {
+                // The projection files may show records that were just moved aside.
+                let manager = cli.open_write()?;
+                let rebuilt = manager.rebuild_projections();
+                manager.close()?;
+                rebuilt?;
+            }
             if cli.json {
                 out.json(&serde_json::to_value(&report)?)?;
             } else if report.was_clean() {
@@ -543,9 +576,9 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             }
         }
         Cmd::Snapshot => {
-            let engine = cli.open_write()?;
-            let lsn = engine.snapshot();
-            engine.close()?;
+            let manager = cli.open_write()?;
+            let lsn = manager.engine().snapshot();
+            manager.close()?;
             let lsn = lsn?;
             if cli.json {
                 out.json(&json!({"snapshot_lsn": lsn.0}))?;
@@ -554,8 +587,8 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             }
         }
         Cmd::Stats => {
-            let engine = cli.open_read()?;
-            out.json(&output::stats_json(&engine, &*cli.storage())?)?;
+            let manager = cli.open_read()?;
+            out.json(&output::stats_json(manager.engine(), &*cli.storage())?)?;
         }
     }
     Ok(0)
@@ -564,7 +597,8 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
 /// Creates a session, records a short agent turn into it, and prints it back: the engine's
 /// main job end to end, on whatever data directory is configured.
 fn demo(cli: &Cli, out: &mut Out) -> Result<()> {
-    let engine = cli.open_write()?;
+    let manager = cli.open_write()?;
+    let engine = manager.engine();
     let c = engine.execute(Command::CreateSession(Box::new(NewSession {
         name: Some("demo".into()),
         agent: Some("claude-code".into()),
@@ -612,14 +646,17 @@ fn demo(cli: &Cli, out: &mut Out) -> Result<()> {
         .session(&id)
         .map(|s| (**s).clone())
         .ok_or_else(|| Error::not_found_session(&id))?;
-    let now = engine.now();
-    engine.close()?;
+    manager.close()?;
     eprintln!(
-        "created session {id} in {} and recorded 5 events into it (log: {})",
+        "created session {id} in {} and recorded 5 events into it (log: {}; session file: {})",
         cli.data_dir.display(),
-        cli.data_dir.join("wal").display()
+        cli.data_dir.join("wal").display(),
+        cli.data_dir
+            .join("sessions")
+            .join(format!("session_{id}.json"))
+            .display()
     );
-    out.json(&output::session_json(&session, now))
+    out.json(&serde_json::to_value(SessionFile::of(&session))?)
 }
 
 fn verify(cli: &Cli, out: &mut Out) -> Result<u8> {

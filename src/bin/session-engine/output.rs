@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Stdout, Write};
 use anyhow::Result;
 use serde_json::{Value, json};
 use session_engine::storage::Storage;
-use session_engine::{Chain, Engine, Session, Timestamp};
+use session_engine::{Engine, Session, Timestamp};
 
 /// Buffered stdout. A write to a closed pipe becomes an error that `main` turns into a
 /// quiet exit with status 0.
@@ -49,60 +49,6 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn activity_json(a: &session_engine::state::Activity) -> Value {
-    json!({
-        "action": &*a.action,
-        "timestamp": a.timestamp.to_iso8601(),
-        "details": a.details.as_ref().map(|d| d.to_value()),
-    })
-}
-
-/// `show`'s object: seed 001's session file fields, then the engine's extras.
-pub fn session_json(s: &Session, now: Timestamp) -> Value {
-    let metadata: serde_json::Map<String, Value> = s
-        .body
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_value()))
-        .collect();
-    json!({
-        "session_id": s.id.as_str(),
-        "created_at": s.created_at.to_iso8601(),
-        "last_activity": s.last_activity.to_iso8601(),
-        "status": s.status().as_str(),
-        "timeout_seconds": s.timeout_secs,
-        "metadata": metadata,
-        "activity_log": s.body.activity_log.iter().map(activity_json).collect::<Vec<_>>(),
-        "name": &*s.name,
-        "agent": s.agent.as_deref(),
-        "working_dir": s.working_dir.as_deref(),
-        "is_active": s.is_active(now),
-        "config": serde_json::to_value(&s.config).unwrap_or(Value::Null),
-        "checkpoints": s.checkpoints.iter().map(|c| json!({
-            "index": c.index,
-            "label": c.label.as_deref(),
-            "created_at": c.created_at.to_iso8601(),
-            "status": c.body.status.as_str(),
-            "activity_count": c.body.activity_log.len(),
-        })).collect::<Vec<_>>(),
-        "command_history": s.body.commands.iter().map(|c| json!({
-            "command": &*c.command,
-            "args": c.args.as_ref().map(|a| a.to_value()),
-            "timestamp": c.timestamp.to_iso8601(),
-            "success": c.success,
-            "error": c.error.as_deref(),
-            "duration_ms": c.duration_ms,
-        })).collect::<Vec<_>>(),
-        "decisions": s.body.decisions.iter().map(|d| json!({
-            "what": &*d.what,
-            "why": &*d.why,
-            "alternatives": d.alternatives.as_deref(),
-            "timestamp": d.timestamp.to_iso8601(),
-        })).collect::<Vec<_>>(),
-        "statistics": serde_json::to_value(s.statistics(now)).unwrap_or(Value::Null),
-    })
-}
-
 /// One element of `list --json`.
 pub fn list_item_json(s: &Session, now: Timestamp) -> Value {
     json!({
@@ -114,23 +60,6 @@ pub fn list_item_json(s: &Session, now: Timestamp) -> Value {
         "timeout_seconds": s.timeout_secs,
         "is_active": s.is_active(now),
         "activity_count": s.body.activity_log.len(),
-    })
-}
-
-/// `chain`'s object: seed 003's persisted tracker file.
-pub fn chain_json(c: &Chain) -> Value {
-    json!({
-        "agent_id": c.agent_id.as_str(),
-        "current_session_id": c.current_session_id.as_deref(),
-        "interaction_count": c.interaction_count,
-        "sessions": c.sessions.iter().map(|l| json!({
-            "session_id": &*l.session_id,
-            "created_at": l.created_at.to_iso8601(),
-            "interaction_count": l.interaction_count,
-            "last_prompt": &*l.last_prompt,
-            "last_response": &*l.last_response,
-            "metadata": l.metadata.as_ref().map(|m| m.to_value()),
-        })).collect::<Vec<_>>(),
     })
 }
 
