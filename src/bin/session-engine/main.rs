@@ -1,7 +1,7 @@
 //! `session-engine`: the command line, a thin layer over the library.
 //!
 //! Exit status: 0 success; 1 failure of the engine or the disk; 2 bad usage; 3 not found;
-//! 4 invalid input; 5 refused in the current state; 6 data directory locked by another
+//! 4 invalid input (including a refused bundle); 5 refused in the current state; 6 data directory locked by another
 //! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
 //! A closed stdout pipe ends the command quietly with status 0.
 
@@ -49,7 +49,12 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The library's messages already include their cause; anything else is shown
+            // with its chain of contexts.
+            match e.downcast_ref::<Error>() {
+                Some(lib) => eprintln!("error: {lib}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -59,7 +64,7 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::NotFound { .. }) => 3,
-        Some(Error::InvalidInput { .. }) => 4,
+        Some(Error::InvalidInput { .. } | Error::InvalidBundle { .. }) => 4,
         Some(
             Error::InvalidState { .. } | Error::AlreadyExists { .. } | Error::LsnOutOfRange { .. },
         ) => 5,
