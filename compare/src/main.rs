@@ -196,11 +196,7 @@ type System<'a> = (&'static str, Box<dyn FnMut() -> Duration + 'a>);
 
 /// Runs `systems` round-robin `reps` times (so slow drift of a shared machine spreads over
 /// all of them) and returns each one's median events per second.
-fn round_robin(
-    reps: usize,
-    n: u64,
-    systems: &mut [System<'_>],
-) -> Vec<f64> {
+fn round_robin(reps: usize, n: u64, systems: &mut [System<'_>]) -> Vec<f64> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
     for _ in 0..reps {
         for (i, (name, run)) in systems.iter_mut().enumerate() {
@@ -240,12 +236,60 @@ fn main() {
                 w7_child(&dir);
                 return;
             }
+            // Profiling helpers: build a log once, then open it under a profiler.
+            "--build-log" => {
+                let dir = PathBuf::from(args.next().expect("directory"));
+                let sessions = args.next().and_then(|v| v.parse().ok()).expect("sessions");
+                let per = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("per session");
+                build_log(&dir, sessions, per);
+                return;
+            }
+            "--open" => {
+                let dir = PathBuf::from(args.next().expect("directory"));
+                let times: u32 = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                for _ in 0..times {
+                    let t = Instant::now();
+                    let scan = raw::scan_log(&dir.join("wal"));
+                    let raw_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let t = Instant::now();
+                    let mut decoded = 0u64;
+                    let reader = session_engine::wal::LogReader::new(
+                        std::sync::Arc::new(session_engine::FileStorage::new()),
+                        &dir.join("wal"),
+                    );
+                    reader
+                        .for_each(
+                            session_engine::Lsn(1),
+                            session_engine::Lsn(u64::MAX),
+                            |_, p| {
+                                session_engine::codec::decode_event(p).unwrap();
+                                decoded += 1;
+                                Ok(true)
+                            },
+                        )
+                        .unwrap();
+                    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let (el, replayed) = timed_open(&dir);
+                    println!(
+                        "raw scan {raw_ms:.1} ms ({} records); scan + decode {decode_ms:.1} ms \
+                         ({decoded}); open {:.1} ms (replayed {replayed})",
+                        scan.records,
+                        el.as_secs_f64() * 1e3
+                    );
+                }
+                return;
+            }
             "-h" | "--help" => {
                 println!(
                     "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...]\n\
                      Runs workloads W1..W7 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
-                     PATH (default target/compare-data), which should be on the disk to measure."
+                     PATH (default target/compare-data), which should be on the disk to measure.\n\n\
+                     Profiling helpers: --build-log DIR SESSIONS PER_SESSION writes a log of\n\
+                     activities; --open DIR [TIMES] opens it and prints the open time."
                 );
                 return;
             }
