@@ -15,6 +15,7 @@
 
 mod peers;
 mod raw;
+mod systems;
 mod workload;
 
 use std::collections::VecDeque;
@@ -150,6 +151,12 @@ impl Section {
         }
     }
 
+    fn note_at(&mut self, i: usize, note: impl Into<String>) {
+        if let Some(r) = self.rows.get_mut(i) {
+            r.note = note.into();
+        }
+    }
+
     fn check(&mut self, what: impl Into<String>, measured: f64, target: f64, at_least: bool) {
         self.checks.push(Check {
             what: what.into(),
@@ -189,24 +196,6 @@ impl Section {
             }
         }
     }
-}
-
-/// A named system under test: a closure that runs the workload once and returns the time.
-type System<'a> = (&'static str, Box<dyn FnMut() -> Duration + 'a>);
-
-/// Runs `systems` round-robin `reps` times (so slow drift of a shared machine spreads over
-/// all of them) and returns each one's median events per second.
-fn round_robin(reps: usize, n: u64, systems: &mut [System<'_>]) -> Vec<f64> {
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
-    for _ in 0..reps {
-        for (i, (name, run)) in systems.iter_mut().enumerate() {
-            let d = run();
-            let r = rate(n, d);
-            eprintln!("  {name}: {} ev/s", group(r));
-            rates[i].push(r);
-        }
-    }
-    rates.iter_mut().map(|r| median(r)).collect()
 }
 
 fn main() {
@@ -416,121 +405,63 @@ fn frames(n: u64) -> Vec<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 // W1: one writer, durable, one event per commit.
 
+/// Adds interleaved measurements to `sec`, the first system being the engine's reference.
+fn add_measured(sec: &mut Section, m: &[systems::Measured]) {
+    for (i, x) in m.iter().enumerate() {
+        sec.row(
+            x.name.clone(),
+            x.rate,
+            Unit::Rate,
+            (i > 0).then_some(x.first_vs),
+        );
+    }
+}
+
 fn w1(cfg: &Config) -> Section {
-    let n = cfg.n(2_000, 50);
+    let (rounds, chunk) = if cfg.quick {
+        (2, 20)
+    } else {
+        (cfg.reps * 4, 100)
+    };
     let root = &cfg.dir;
-    let frames = frames(n);
-    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(&session_id(0), i)).collect();
+    let cap = (rounds as u64 + 1) * chunk * 400;
     let mut sec = Section::new(
         "W1",
         format!(
-            "one writer, durable, one event per commit ({n} events × {} reps)",
-            cfg.reps
+            "one writer, durable, one event per commit ({rounds} interleaved rounds of {chunk} events per system)"
         ),
     );
-    let mut systems: Vec<System<'_>> = vec![
-        (
+    let mut sys: Vec<Box<dyn systems::Sys>> = vec![
+        Box::new(systems::EngineSys::new(
+            root,
             "engine, Durability::Always, execute()",
-            Box::new(|| {
-                let d = fresh_dir(root, "w1-engine");
-                let e = engine_with_sessions(&d, Durability::Always, 1);
-                let s = session_id(0);
-                let t = Instant::now();
-                for i in 0..n {
-                    e.execute(activity(&s, i)).unwrap();
-                }
-                let el = t.elapsed();
-                e.close().unwrap();
-                remove(&d);
-                el
-            }),
-        ),
-        (
-            "raw: overwrite preallocated zeros + fdatasync per event",
-            Box::new(|| {
-                let d = fresh_dir(root, "w1-raw");
-                let el = raw::overwrite_fdatasync(&d.join("f"), &frames, 1);
-                remove(&d);
-                el
-            }),
-        ),
-        (
-            "raw: append (file grows) + fdatasync per event",
-            Box::new(|| {
-                let d = fresh_dir(root, "w1-raw-append");
-                let el = raw::append_fdatasync(&d.join("f"), &frames);
-                remove(&d);
-                el
-            }),
-        ),
-        (
-            "SQLite WAL, synchronous=FULL, one txn per event",
-            Box::new(|| sqlite_loop(root, "w1-sqlite-full", SqliteSync::Full, n)),
-        ),
-        (
-            "SQLite WAL, synchronous=NORMAL, one txn per event",
-            Box::new(|| sqlite_loop(root, "w1-sqlite-normal", SqliteSync::Normal, n)),
-        ),
-        (
-            "redb, one durable write txn per event",
-            Box::new(|| {
-                let d = fresh_dir(root, "w1-redb");
-                let db = Redb::create(&d.join("db.redb"));
-                let t = Instant::now();
-                for p in &payloads {
-                    db.insert(p, true);
-                }
-                let el = t.elapsed();
-                drop(db);
-                remove(&d);
-                el
-            }),
-        ),
+            Durability::Always,
+            1,
+        )),
+        Box::new(systems::RawSys::new(
+            root,
+            systems::RawKind::Overwrite { batch: 1 },
+            cap,
+        )),
+        Box::new(systems::RawSys::new(root, systems::RawKind::Append, cap)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Full)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Normal)),
+        Box::new(systems::RedbSys::new(root, true)),
     ];
     #[cfg(feature = "fjall")]
-    systems.push((
-        "fjall, insert + persist(SyncData) per event",
-        Box::new(|| {
-            let d = fresh_dir(root, "w1-fjall");
-            let db = peers::Fjall::open(&d);
-            let t = Instant::now();
-            for p in &payloads {
-                db.insert(p, true);
-            }
-            let el = t.elapsed();
-            drop(db);
-            remove(&d);
-            el
-        }),
-    ));
-    let names: Vec<String> = systems.iter().map(|(n, _)| (*n).to_owned()).collect();
-    let rates = round_robin(cfg.reps, n, &mut systems);
-    let engine = rates[0];
-    for (name, r) in names.iter().zip(&rates) {
-        let vs = (name != &names[0]).then(|| engine / r);
-        sec.row(name.clone(), *r, Unit::Rate, vs);
-    }
+    sys.push(Box::new(systems::FjallSys::new(root, true)));
+    let m = systems::interleave(rounds, chunk, &mut sys);
+    drop(sys);
+    add_measured(&mut sec, &m);
+    sec.note_at(4, "not durable: the WAL is synced only at checkpoints");
     sec.check(
         "W1 engine ÷ raw overwrite+fdatasync",
-        engine / rates[1],
+        m[1].first_vs,
         0.9,
         true,
     );
-    sec.check("W1 engine ÷ SQLite FULL", engine / rates[3], 1.4, true);
+    sec.check("W1 engine ÷ SQLite FULL", m[3].first_vs, 1.4, true);
     sec
-}
-
-fn sqlite_loop(root: &Path, name: &str, sync: SqliteSync, n: u64) -> Duration {
-    let d = fresh_dir(root, name);
-    let db = Sqlite::open(&d.join("db.sqlite"), sync);
-    let t = Instant::now();
-    for i in 0..n {
-        db.insert("bench-session", i);
-    }
-    let el = t.elapsed();
-    drop(db);
-    remove(&d);
-    el
 }
 
 // ---------------------------------------------------------------------------------------
@@ -538,7 +469,8 @@ fn sqlite_loop(root: &Path, name: &str, sync: SqliteSync, n: u64) -> Duration {
 
 fn w2(cfg: &Config, w1_engine: Option<f64>) -> Section {
     const WRITERS: u64 = 16;
-    let per = cfg.n(300, 10);
+    let per = cfg.n(25, 5);
+    let rounds = if cfg.quick { 1 } else { cfg.reps * 3 };
     let n = WRITERS * per;
     let root = &cfg.dir;
     let frames = frames(n);
@@ -546,113 +478,148 @@ fn w2(cfg: &Config, w1_engine: Option<f64>) -> Section {
     let mut sec = Section::new(
         "W2",
         format!(
-            "{WRITERS} writers, durable, one event per call ({per} events each × {} reps)",
-            cfg.reps
+            "{WRITERS} writers, durable, one event per call ({rounds} interleaved rounds of {per} events per writer per system)"
         ),
     );
-    let mut batch_sizes: Vec<f64> = Vec::new();
-    let mut engine_rates = Vec::new();
-    let mut raw_batch_rates = Vec::new();
-    let mut raw1_rates = Vec::new();
-    let mut sqlite_rates = Vec::new();
-    let mut sqlite_batch_rates = Vec::new();
-    let mut redb_rates = Vec::new();
+    let d = fresh_dir(root, "w2-engine");
+    let e = engine_with_sessions(&d, Durability::Always, WRITERS);
+    let sq_dir = fresh_dir(root, "w2-sqlite");
+    let sq = std::sync::Arc::new(std::sync::Mutex::new(Sqlite::open(
+        &sq_dir.join("db.sqlite"),
+        SqliteSync::Full,
+    )));
+    let sqb_dir = fresh_dir(root, "w2-sqlite-batch");
+    let mut sqb = Sqlite::open(&sqb_dir.join("db.sqlite"), SqliteSync::Full);
+    let rd_dir = fresh_dir(root, "w2-redb");
+    let rd = Redb::create(&rd_dir.join("db.redb"));
     #[cfg(feature = "fjall")]
-    let mut fjall_rates = Vec::new();
-    for _ in 0..cfg.reps {
-        // The engine first: the group commit size it reaches sets the batch size of the
-        // raw per-batch loop and of SQLite's per-batch transactions in this repetition.
-        let d = fresh_dir(root, "w2-engine");
-        let e = engine_with_sessions(&d, Durability::Always, WRITERS);
+    let fj_dir = fresh_dir(root, "w2-fjall");
+    #[cfg(feature = "fjall")]
+    let fj = peers::Fjall::open(&fj_dir);
+    // Per round: engine, raw per batch, raw per event, SQLite, SQLite per batch, redb, fjall.
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    let mut batch_sizes = Vec::new();
+    let mut next = 0u64;
+    for _ in 0..rounds {
         let before = raw::scan_log(&d.join("wal"));
+        let base = next;
+        next += n;
+        let cmds: Vec<Vec<Command>> = (0..WRITERS)
+            .map(|w| {
+                (0..per)
+                    .map(|k| activity(&session_id(w), base + w * per + k))
+                    .collect()
+            })
+            .collect();
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for c in cmds {
+                let e = &e;
+                s.spawn(move || {
+                    for cmd in c {
+                        e.execute(cmd).unwrap();
+                    }
+                });
+            }
+        });
+        rates[0].push(rate(n, t.elapsed()));
+        let after = raw::scan_log(&d.join("wal"));
+        let mean_batch = (after.records - before.records) as f64
+            / (after.batches - before.batches).max(1) as f64;
+        batch_sizes.push(mean_batch);
+        let b = mean_batch.round().max(1.0) as usize;
+
+        let rd2 = fresh_dir(root, "w2-raw");
+        rates[1].push(rate(
+            n,
+            raw::overwrite_fdatasync(&rd2.join("f"), &frames, b),
+        ));
+        rates[2].push(rate(
+            n,
+            raw::overwrite_fdatasync(&rd2.join("g"), &frames, 1),
+        ));
+        remove(&rd2);
+
         let t = Instant::now();
         std::thread::scope(|s| {
             for w in 0..WRITERS {
-                let e = &e;
+                let sq = std::sync::Arc::clone(&sq);
                 s.spawn(move || {
-                    let sid = session_id(w);
-                    for i in 0..per {
-                        e.execute(activity(&sid, w * per + i)).unwrap();
+                    let session = format!("writer-{w}");
+                    let rows: Vec<(u64, String)> = (0..per)
+                        .map(|k| {
+                            (
+                                base + w * per + k,
+                                workload::details_text(base + w * per + k),
+                            )
+                        })
+                        .collect();
+                    for (i, d) in &rows {
+                        sq.lock().unwrap().insert_prepared(&session, *i, d);
                     }
                 });
             }
         });
-        let el = t.elapsed();
-        e.close().unwrap();
-        let after = raw::scan_log(&d.join("wal"));
-        remove(&d);
-        let batches = (after.batches - before.batches).max(1);
-        let mean_batch = (after.records - before.records) as f64 / batches as f64;
-        batch_sizes.push(mean_batch);
-        engine_rates.push(rate(n, el));
-        eprintln!(
-            "  engine 16 writers: {} ev/s, mean batch {mean_batch:.1}",
-            group(rate(n, el))
-        );
-        let b = mean_batch.round().max(1.0) as usize;
+        rates[3].push(rate(n, t.elapsed()));
 
-        let d = fresh_dir(root, "w2-raw");
-        raw_batch_rates.push(rate(n, raw::overwrite_fdatasync(&d.join("f"), &frames, b)));
-        raw1_rates.push(rate(n, raw::overwrite_fdatasync(&d.join("g"), &frames, 1)));
-        remove(&d);
-
-        let d = fresh_dir(root, "w2-sqlite");
-        sqlite_rates.push(rate(
-            n,
-            peers::sqlite_concurrent(&d.join("db.sqlite"), SqliteSync::Full, WRITERS, per),
-        ));
-        remove(&d);
-        let d = fresh_dir(root, "w2-sqlite-batch");
-        let mut db = Sqlite::open(&d.join("db.sqlite"), SqliteSync::Full);
         let t = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let end = (i + b as u64).min(n);
-            db.insert_batch("bench-session", i..end);
+        let mut i = base;
+        while i < base + n {
+            let end = (i + b as u64).min(base + n);
+            sqb.insert_batch("bench-session", i..end);
             i = end;
         }
-        sqlite_batch_rates.push(rate(n, t.elapsed()));
-        drop(db);
-        remove(&d);
+        rates[4].push(rate(n, t.elapsed()));
 
-        let d = fresh_dir(root, "w2-redb");
-        let db = Redb::create(&d.join("db.redb"));
         let t = Instant::now();
         std::thread::scope(|s| {
             for w in 0..WRITERS as usize {
-                let (db, payloads) = (&db, &payloads);
+                let (rd, payloads) = (&rd, &payloads);
                 s.spawn(move || {
                     for p in &payloads[w * per as usize..(w + 1) * per as usize] {
-                        db.insert(p, true);
+                        rd.insert(p, true);
                     }
                 });
             }
         });
-        redb_rates.push(rate(n, t.elapsed()));
-        drop(db);
-        remove(&d);
+        rates[5].push(rate(n, t.elapsed()));
 
         #[cfg(feature = "fjall")]
         {
-            let d = fresh_dir(root, "w2-fjall");
-            let db = peers::Fjall::open(&d);
             let t = Instant::now();
             std::thread::scope(|s| {
                 for w in 0..WRITERS as usize {
-                    let (db, payloads) = (&db, &payloads);
+                    let (fj, payloads) = (&fj, &payloads);
                     s.spawn(move || {
                         for p in &payloads[w * per as usize..(w + 1) * per as usize] {
-                            db.insert(p, true);
+                            fj.insert(p, true);
                         }
                     });
                 }
             });
-            fjall_rates.push(rate(n, t.elapsed()));
-            drop(db);
-            remove(&d);
+            rates[6].push(rate(n, t.elapsed()));
         }
+        eprintln!(
+            "  W2 round: engine {} ev/s (batch {mean_batch:.1})",
+            group(*rates[0].last().unwrap())
+        );
     }
-    let engine = median(&mut engine_rates);
+    e.close().unwrap();
+    drop((sqb, rd));
+    #[cfg(feature = "fjall")]
+    {
+        drop(fj);
+        remove(&fj_dir);
+    }
+    for x in [&d, &sq_dir, &sqb_dir, &rd_dir] {
+        remove(x);
+    }
+    let paired = |i: usize| {
+        let mut v: Vec<f64> = rates[0].iter().zip(&rates[i]).map(|(a, b)| a / b).collect();
+        median(&mut v)
+    };
+    let med = |i: usize| median(&mut rates[i].clone());
+    let engine = med(0);
     let batch = median(&mut batch_sizes);
     sec.row(
         "engine, 16 threads calling execute()",
@@ -663,72 +630,62 @@ fn w2(cfg: &Config, w1_engine: Option<f64>) -> Section {
     sec.note(format!(
         "mean group commit: {batch:.1} events per fdatasync"
     ));
-    let raw_b = median(&mut raw_batch_rates);
     sec.row(
         "raw: overwrite preallocated + fdatasync per batch of the engine's size",
-        raw_b,
+        med(1),
         Unit::Rate,
-        Some(engine / raw_b),
+        Some(paired(1)),
     );
-    let raw1 = median(&mut raw1_rates);
     sec.row(
         "raw: overwrite preallocated + fdatasync per event",
-        raw1,
+        med(2),
         Unit::Rate,
-        Some(engine / raw1),
+        Some(paired(2)),
     );
-    let sq = median(&mut sqlite_rates);
     sec.row(
         "SQLite WAL FULL, 16 threads, one txn per event",
-        sq,
+        med(3),
         Unit::Rate,
-        Some(engine / sq),
+        Some(paired(3)),
     );
     sec.note("one connection shared behind a mutex");
-    let sqb = median(&mut sqlite_batch_rates);
     sec.row(
         "SQLite WAL FULL, one writer, one txn per batch of the engine's size",
-        sqb,
+        med(4),
         Unit::Rate,
-        Some(engine / sqb),
+        Some(paired(4)),
     );
-    let rd = median(&mut redb_rates);
     sec.row(
         "redb, 16 threads, one durable txn per event",
-        rd,
+        med(5),
         Unit::Rate,
-        Some(engine / rd),
+        Some(paired(5)),
     );
-    #[cfg(feature = "fjall")]
-    {
-        let fj = median(&mut fjall_rates);
+    if !rates[6].is_empty() {
         sec.row(
             "fjall, 16 threads, insert + persist(SyncData)",
-            fj,
+            med(6),
             Unit::Rate,
-            Some(engine / fj),
+            Some(paired(6)),
         );
     }
     sec.check(
         "W2 engine ÷ SQLite FULL (16 writers)",
-        engine / sq,
+        paired(3),
         10.0,
         true,
     );
     let w1 = w1_engine.unwrap_or_else(|| {
-        let d = fresh_dir(root, "w2-engine-1");
-        let e = engine_with_sessions(&d, Durability::Always, 1);
-        let s = session_id(0);
-        let t = Instant::now();
-        for i in 0..n / 4 {
-            e.execute(activity(&s, i)).unwrap();
-        }
-        let r = rate(n / 4, t.elapsed());
-        e.close().unwrap();
-        remove(&d);
-        r
+        let mut s = systems::EngineSys::new(root, "w1", Durability::Always, 1);
+        rate(n, systems::Sys::run(&mut s, 0..n))
     });
-    sec.row("engine, 1 writer (W1)", w1, Unit::Rate, Some(engine / w1));
+    sec.row(
+        "engine, 1 writer (W1's median)",
+        w1,
+        Unit::Rate,
+        Some(engine / w1),
+    );
+    sec.note("not paired: W1 ran earlier in this process");
     sec.check("W2 engine 16 writers ÷ engine W1", engine / w1, 8.0, true);
     sec
 }
@@ -737,115 +694,43 @@ fn w2(cfg: &Config, w1_engine: Option<f64>) -> Section {
 // W3: one writer, buffered.
 
 fn w3(cfg: &Config) -> Section {
-    let n = cfg.n(100_000, 2_000);
+    let (rounds, chunk) = if cfg.quick {
+        (2, 1_000)
+    } else {
+        (cfg.reps * 2, 10_000)
+    };
     let root = &cfg.dir;
-    let frames = frames(n);
-    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(&session_id(0), i)).collect();
     let mut sec = Section::new(
         "W3",
         format!(
-            "one writer, buffered: handed to the OS, no fsync per event ({n} events × {} reps)",
-            cfg.reps
+            "one writer, buffered: handed to the OS, no fsync per event ({rounds} interleaved rounds of {chunk} events per system)"
         ),
     );
-    let mut systems: Vec<System<'_>> = vec![
-        (
-            "engine, Durability::None, submit() pipelined",
-            Box::new(|| {
-                let d = fresh_dir(root, "w3-engine");
-                let e = engine_with_sessions(&d, Durability::None, 1);
-                let s = session_id(0);
-                let t = Instant::now();
-                let mut window = VecDeque::with_capacity(1024);
-                for i in 0..n {
-                    window.push_back(e.submit(activity(&s, i)));
-                    if window.len() >= 1024 {
-                        window.pop_front().unwrap().wait().unwrap();
-                    }
-                }
-                for p in window {
-                    p.wait().unwrap();
-                }
-                let el = t.elapsed();
-                e.close().unwrap();
-                remove(&d);
-                el
-            }),
-        ),
-        (
-            "raw: one write() per event, no buffering",
-            Box::new(|| {
-                let d = fresh_dir(root, "w3-raw");
-                let el = raw::write_loop(&d.join("f"), &frames);
-                remove(&d);
-                el
-            }),
-        ),
-        (
+    let mut sys: Vec<Box<dyn systems::Sys>> = vec![
+        Box::new(systems::EngineSys::new(
+            root,
+            "engine, Durability::None, submit() pipelined (1,024 in flight)",
+            Durability::None,
+            1024,
+        )),
+        Box::new(systems::RawSys::new(root, systems::RawKind::Write, 0)),
+        Box::new(systems::EngineSys::new(
+            root,
             "engine, Durability::None, execute() one at a time",
-            Box::new(|| {
-                let d = fresh_dir(root, "w3-engine-exec");
-                let e = engine_with_sessions(&d, Durability::None, 1);
-                let s = session_id(0);
-                let t = Instant::now();
-                for i in 0..n {
-                    e.execute(activity(&s, i)).unwrap();
-                }
-                let el = t.elapsed();
-                e.close().unwrap();
-                remove(&d);
-                el
-            }),
-        ),
-        (
-            "SQLite WAL, synchronous=OFF, one txn per event",
-            Box::new(|| sqlite_loop(root, "w3-sqlite-off", SqliteSync::Off, n)),
-        ),
-        (
-            "SQLite WAL, synchronous=NORMAL, one txn per event",
-            Box::new(|| sqlite_loop(root, "w3-sqlite-normal", SqliteSync::Normal, n)),
-        ),
-        (
-            "redb, one txn per event, Durability::None",
-            Box::new(|| {
-                let d = fresh_dir(root, "w3-redb");
-                let db = Redb::create(&d.join("db.redb"));
-                let t = Instant::now();
-                for p in &payloads {
-                    db.insert(p, false);
-                }
-                let el = t.elapsed();
-                drop(db);
-                remove(&d);
-                el
-            }),
-        ),
+            Durability::None,
+            1,
+        )),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Off)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Normal)),
+        Box::new(systems::RedbSys::new(root, false)),
     ];
     #[cfg(feature = "fjall")]
-    systems.push((
-        "fjall, insert without persist",
-        Box::new(|| {
-            let d = fresh_dir(root, "w3-fjall");
-            let db = peers::Fjall::open(&d);
-            let t = Instant::now();
-            for p in &payloads {
-                db.insert(p, false);
-            }
-            let el = t.elapsed();
-            drop(db);
-            remove(&d);
-            el
-        }),
-    ));
-    let names: Vec<String> = systems.iter().map(|(n, _)| (*n).to_owned()).collect();
-    let rates = round_robin(cfg.reps, n, &mut systems);
-    let engine = rates[0];
-    for (name, r) in names.iter().zip(&rates) {
-        let vs = (name != &names[0]).then(|| engine / r);
-        sec.row(name.clone(), *r, Unit::Rate, vs);
-    }
-    sec.check("W3 engine ÷ SQLite OFF", engine / rates[3], 5.0, true);
-    sec.check("W3 engine ÷ raw write() loop", engine / rates[1], 1.0, true);
+    sys.push(Box::new(systems::FjallSys::new(root, false)));
+    let m = systems::interleave(rounds, chunk, &mut sys);
+    drop(sys);
+    add_measured(&mut sec, &m);
+    sec.check("W3 engine ÷ SQLite OFF", m[3].first_vs, 5.0, true);
+    sec.check("W3 engine ÷ raw write() loop", m[1].first_vs, 1.0, true);
     sec
 }
 
@@ -1099,10 +984,11 @@ fn w6(cfg: &Config) -> Section {
     let mut engine_lat = Vec::new();
     let mut seeds_lat = Vec::new();
     for &prior in &priors {
+        // The two systems alternate action by action, so both see the same disk.
         let k_seeds = if cfg.quick {
             3
         } else if prior >= 10_000 {
-            30
+            40
         } else {
             100
         };
@@ -1113,27 +999,25 @@ fn w6(cfg: &Config) -> Section {
             let e = engine_with_sessions(&d, Durability::Always, 1);
             fill(&e, 1, prior);
             let s = session_id(0);
+            let sd = fresh_dir(root, "w6-seeds");
+            let mut j = SeedsJson::new(&sd, prior);
             for i in 0..k_engine as u64 {
+                let cmd = activity(&s, prior + i);
                 let t = Instant::now();
-                e.execute(activity(&s, prior + i)).unwrap();
+                e.execute(cmd).unwrap();
                 el.push(t.elapsed().as_secs_f64() * 1e6);
+                if i < k_seeds {
+                    let t = Instant::now();
+                    j.record(prior + i);
+                    sl.push(t.elapsed().as_secs_f64() * 1e6);
+                }
             }
             e.close().unwrap();
             remove(&d);
-
-            let d = fresh_dir(root, "w6-seeds");
-            let mut j = SeedsJson::new(&d, prior);
-            for i in 0..k_seeds {
-                let t = Instant::now();
-                j.record(prior + i);
-                sl.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            remove(&d);
+            remove(&sd);
         }
-        let e = median(&mut el);
-        let s = median(&mut sl);
-        engine_lat.push(e);
-        seeds_lat.push(s);
+        engine_lat.push(median(&mut el));
+        seeds_lat.push(median(&mut sl));
     }
     for (i, &prior) in priors.iter().enumerate() {
         sec.row(

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::workload::{action, details_text};
 
@@ -58,19 +56,14 @@ impl Sqlite {
         Sqlite { conn }
     }
 
-    /// Inserts activity `i` of `session` in its own transaction (autocommit).
-    pub fn insert(&self, session: &str, i: u64) {
+    /// Inserts activity `i` with its details text already built, in its own transaction.
+    pub fn insert_prepared(&self, session: &str, i: u64, details: &str) {
         self.conn
             .prepare_cached(
                 "INSERT INTO events (session, action, at, details) VALUES (?1, ?2, ?3, ?4)",
             )
             .expect("prepare")
-            .execute(rusqlite::params![
-                session,
-                action(i),
-                i as i64,
-                details_text(i)
-            ])
+            .execute(rusqlite::params![session, action(i), i as i64, details])
             .expect("insert");
     }
 
@@ -95,28 +88,6 @@ impl Sqlite {
         }
         tx.commit().expect("commit");
     }
-}
-
-/// `threads` writers share one SQLite connection behind a mutex (SQLite has one writer at
-/// a time anyway; a shared connection avoids its sleeping busy handler), each inserting
-/// `per_thread` events in their own transactions.
-pub fn sqlite_concurrent(path: &Path, sync: SqliteSync, threads: u64, per_thread: u64) -> Duration {
-    let db = Arc::new(Mutex::new(Sqlite::open(path, sync)));
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for w in 0..threads {
-            let db = Arc::clone(&db);
-            s.spawn(move || {
-                let session = format!("writer-{w}");
-                for i in 0..per_thread {
-                    db.lock()
-                        .expect("lock")
-                        .insert(&session, w * per_thread + i);
-                }
-            });
-        }
-    });
-    t.elapsed()
 }
 
 const REDB_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");

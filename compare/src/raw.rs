@@ -2,27 +2,9 @@
 //! system calls, and a scan that reads the log back checking each frame's CRC.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// `fdatasync` after every frame, appending to a file that grows.
-pub fn append_fdatasync(path: &Path, frames: &[Vec<u8>]) -> Duration {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)
-        .expect("create file");
-    f.sync_all().expect("sync");
-    let t = Instant::now();
-    for fr in frames {
-        f.write_all(fr).expect("write");
-        f.sync_data().expect("fdatasync");
-    }
-    t.elapsed()
-}
 
 /// A file of `len` bytes of real zeros (not a sparse extent), durable: what the engine's
 /// segments are before records overwrite them.
@@ -63,22 +45,6 @@ pub fn overwrite_fdatasync(path: &Path, frames: &[Vec<u8>], batch: usize) -> Dur
         f.write_all_at(&buf, off).expect("write");
         off += buf.len() as u64;
         f.sync_data().expect("fdatasync");
-    }
-    t.elapsed()
-}
-
-/// One `write` system call per frame, no buffering and no sync: what "handed to the OS"
-/// costs at the least.
-pub fn write_loop(path: &Path, frames: &[Vec<u8>]) -> Duration {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)
-        .expect("create file");
-    let t = Instant::now();
-    for fr in frames {
-        f.write_all(fr).expect("write");
     }
     t.elapsed()
 }
