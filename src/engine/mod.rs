@@ -152,6 +152,8 @@ pub(crate) enum Request {
         reply: Sender<Lsn>,
     },
     Shutdown(Sender<Result<()>>),
+    /// Does nothing; wakes the writer thread so it sees that a caller ran the shutdown.
+    Wake,
 }
 
 /// State shared by the engine handle, the writer thread and subscriptions.
@@ -218,6 +220,7 @@ impl Pending {
 pub struct Engine {
     shared: Arc<Shared>,
     tx: Option<Sender<Request>>,
+    core: Option<writer::Core>,
     writer: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     report: RecoveryReport,
@@ -292,8 +295,8 @@ impl Engine {
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
-        let (tx, writer) = if read_only {
-            (None, None)
+        let (tx, core, writer) = if read_only {
+            (None, None, None)
         } else {
             let wal = Wal::open(
                 Arc::clone(&storage),
@@ -305,12 +308,14 @@ impl Engine {
             )?;
             let capacity = shared.options.max_batch.max(1) * 4;
             let (tx, rx) = bounded(capacity);
-            let handle = writer::spawn(Arc::clone(&shared), Box::new(wal), rx, report.replayed)?;
-            (Some(tx), Some(handle))
+            let (core, handle) =
+                writer::spawn(Arc::clone(&shared), Box::new(wal), rx, report.replayed)?;
+            (Some(tx), Some(core), Some(handle))
         };
         Ok(Engine {
             shared,
             tx,
+            core,
             writer: Mutex::new(writer),
             lock: Mutex::new(lock),
             report,
@@ -383,8 +388,15 @@ impl Engine {
     }
 
     /// Runs a command and waits until it is durable.
+    ///
+    /// When no batch is running, the calling thread runs it (with whatever else is queued)
+    /// itself instead of waiting for the writer thread; see `writer::try_lead`.
     pub fn execute(&self, cmd: Command) -> Result<Committed> {
-        self.submit(cmd).wait()
+        let pending = self.submit(cmd);
+        if let (Some(core), PendingInner::Waiting(_)) = (&self.core, &pending.0) {
+            writer::try_lead(core);
+        }
+        pending.wait()
     }
 
     /// Makes everything accepted so far durable, whatever the durability mode.
@@ -461,6 +473,9 @@ impl Engine {
             if tx.send(Request::Shutdown(rtx)).is_ok() {
                 result = rrx.recv().unwrap_or(Ok(()));
             }
+            // A caller may have run the shutdown batch; the writer thread then still waits
+            // for a request before it can see that and exit.
+            let _ = tx.try_send(Request::Wake);
         }
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
             && h.join().is_err()
