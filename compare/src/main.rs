@@ -418,17 +418,17 @@ fn add_measured(sec: &mut Section, m: &[systems::Measured]) {
 }
 
 fn w1(cfg: &Config) -> Section {
-    let (rounds, chunk) = if cfg.quick {
-        (2, 20)
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 20)
     } else {
-        (cfg.reps * 4, 100)
+        (1_200, cfg.reps * 4, 100)
     };
     let root = &cfg.dir;
-    let cap = (rounds as u64 + 1) * chunk * 400;
+    let cap = (warmup + (rounds as u64 + 1) * chunk) * 400;
     let mut sec = Section::new(
         "W1",
         format!(
-            "one writer, durable, one event per commit ({rounds} interleaved rounds of {chunk} events per system)"
+            "one writer, durable, one event per commit ({warmup} warm-up events, then {rounds} interleaved rounds of {chunk} events per system)"
         ),
     );
     let mut sys: Vec<Box<dyn systems::Sys>> = vec![
@@ -450,7 +450,7 @@ fn w1(cfg: &Config) -> Section {
     ];
     #[cfg(feature = "fjall")]
     sys.push(Box::new(systems::FjallSys::new(root, true)));
-    let m = systems::interleave(rounds, chunk, &mut sys);
+    let m = systems::interleave(warmup, rounds, chunk, &mut sys);
     drop(sys);
     add_measured(&mut sec, &m);
     sec.note_at(4, "not durable: the WAL is synced only at checkpoints");
@@ -694,16 +694,16 @@ fn w2(cfg: &Config, w1_engine: Option<f64>) -> Section {
 // W3: one writer, buffered.
 
 fn w3(cfg: &Config) -> Section {
-    let (rounds, chunk) = if cfg.quick {
-        (2, 1_000)
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 1_000)
     } else {
-        (cfg.reps * 2, 10_000)
+        (1_200, cfg.reps * 2, 10_000)
     };
     let root = &cfg.dir;
     let mut sec = Section::new(
         "W3",
         format!(
-            "one writer, buffered: handed to the OS, no fsync per event ({rounds} interleaved rounds of {chunk} events per system)"
+            "one writer, buffered: handed to the OS, no fsync per event ({warmup} warm-up events, then {rounds} interleaved rounds of {chunk} events per system)"
         ),
     );
     let mut sys: Vec<Box<dyn systems::Sys>> = vec![
@@ -726,7 +726,7 @@ fn w3(cfg: &Config) -> Section {
     ];
     #[cfg(feature = "fjall")]
     sys.push(Box::new(systems::FjallSys::new(root, false)));
-    let m = systems::interleave(rounds, chunk, &mut sys);
+    let m = systems::interleave(warmup, rounds, chunk, &mut sys);
     drop(sys);
     add_measured(&mut sec, &m);
     sec.check("W3 engine ÷ SQLite OFF", m[3].first_vs, 5.0, true);

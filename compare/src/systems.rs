@@ -323,12 +323,28 @@ pub struct Measured {
     pub first_vs: f64,
 }
 
-/// Runs `rounds` rounds of `chunk` events on every system in turn (system order rotating
-/// each round) and returns the medians.
-pub fn interleave(rounds: usize, chunk: u64, systems: &mut [Box<dyn Sys + '_>]) -> Vec<Measured> {
+/// Runs `warmup` untimed events on every system, then `rounds` rounds of `chunk` events on
+/// every system in turn (system order rotating each round), and returns the medians.
+///
+/// The warm-up puts every system in its steady state before the clock starts: SQLite's
+/// WAL, for one, grows (and each fsync also updates file metadata) until its first
+/// automatic checkpoint at 1,000 pages, and is rewritten in place after that, as the
+/// engine's preallocated segments and the raw overwrite loop are from the start.
+pub fn interleave(
+    warmup: u64,
+    rounds: usize,
+    chunk: u64,
+    systems: &mut [Box<dyn Sys + '_>],
+) -> Vec<Measured> {
     let k = systems.len();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut next = 0u64;
+    for s in systems.iter_mut() {
+        if warmup > 0 {
+            s.run(next..next + warmup);
+            next += warmup;
+        }
+    }
     for r in 0..rounds {
         for j in 0..k {
             let i = (j + r) % k;
