@@ -294,36 +294,43 @@ fn main() {
     let started = Instant::now();
     let mut sections = Vec::new();
     if cfg.wants("W1") {
+        workload::settle();
         let s = w1(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W2") {
+        workload::settle();
         let s = w2(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W3") {
+        workload::settle();
         let s = w3(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W4") {
+        workload::settle();
         let s = w4(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W5") {
+        workload::settle();
         let s = w5(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W6") {
+        workload::settle();
         let s = w6(&cfg);
         s.print();
         sections.push(s);
     }
     if cfg.wants("W7") {
+        workload::settle();
         let s = w7(&cfg);
         s.print();
         sections.push(s);
@@ -354,7 +361,8 @@ fn main() {
             ""
         }
     );
-    remove(&cfg.dir);
+    workload::empty_trash();
+    let _ = std::fs::remove_dir_all(&cfg.dir);
 }
 
 fn machine_facts(cfg: &Config) {

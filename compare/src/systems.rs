@@ -35,9 +35,7 @@ pub struct Scratch(pub PathBuf);
 impl Scratch {
     /// A fresh directory under `root`, named after `name` and made unique.
     pub fn new(root: &Path, name: &str) -> Scratch {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Scratch(fresh_dir(root, &format!("{name}-{n}")))
+        Scratch(fresh_dir(root, name))
     }
 }
 

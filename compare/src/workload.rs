@@ -127,15 +127,46 @@ pub fn fill(engine: &Engine, sessions: u64, per_session: u64) {
 
 /// A fresh, empty directory `name` under `root`.
 pub fn fresh_dir(root: &Path, name: &str) -> PathBuf {
-    let d = root.join(name);
+    // Unique names: a directory passed to `remove` stays until the run ends.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = root.join(format!("{name}-{n}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create benchmark directory");
     d
 }
 
-/// Removes a benchmark directory, ignoring errors (it is scratch space).
+/// Scratch directories to delete when the run ends.
+static TRASH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks a benchmark directory for deletion at the end of the run ([`empty_trash`]).
+///
+/// Deleting hundreds of MiB in the middle of a run makes the next workload's fsyncs slow:
+/// the file system discards the freed blocks (`discard` mount option) and journals the
+/// frees while the next workload is being timed.
 pub fn remove(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+    TRASH
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
+}
+
+/// Deletes every directory passed to [`remove`].
+pub fn empty_trash() {
+    for d in TRASH.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Lets the disk settle before a timed workload: writes back everything dirty, then waits
+/// a moment, so one workload's buffered writes are not flushed during the next one.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
 }
 
 /// The median of `xs` (not empty).
