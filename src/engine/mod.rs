@@ -1,7 +1,8 @@
 //! The engine: the one stateful entry point.
 //!
 //! ```text
-//! callers ──Request──▶ crossbeam channel ──▶ writer thread
+//! callers ──Request──▶ crossbeam channel ──▶ the writer (behind a mutex), run by the writer
+//!                                             thread or by a caller of `execute` that finds it idle
 //!                                             │ decide each command against a clone of the state
 //!                                             │ encode its event into the batch's frames
 //!                                             │ append the batch, fsync once (group commit)
@@ -11,7 +12,10 @@
 //! ```
 //!
 //! Architecture invariants:
-//! * Only the writer thread appends to the log or replaces the published state.
+//! * Only the holder of the writer mutex (the writer thread, or a caller of
+//!   [`Engine::execute`] running a batch itself) takes requests from the channel, appends
+//!   to the log or replaces the published state; requests are taken only under the mutex,
+//!   so one thread's commands are applied in the order it sent them.
 //! * A caller is answered only after its event is durable under the configured
 //!   [`Durability`]; readers ([`Engine::state`]) only ever see published, and so durable,
 //!   states.

@@ -1,5 +1,6 @@
-//! The writer thread: group commit, publication, subscriber fan-out, and the snapshot
-//! thread it feeds.
+//! The writer: group commit, publication, subscriber fan-out, and the snapshot thread it
+//! feeds. It sits behind a mutex; the writer thread runs it when requests are queued or a
+//! timer is due, and a caller of `Engine::execute` runs it when it is idle (`try_lead`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
