@@ -188,11 +188,14 @@ fn a_damaged_bundle_is_refused_and_changes_nothing() {
             ..
         })
     ));
-    // A missing file is an I/O error naming it.
-    assert!(matches!(
-        target.import_session(b.path("missing.bundle")),
-        Err(Error::Io { .. })
-    ));
+    // A missing file is "not found", naming it.
+    match target.import_session(b.path("missing.bundle")) {
+        Err(Error::NotFound {
+            kind: "bundle file",
+            id,
+        }) => assert!(id.ends_with("missing.bundle")),
+        other => panic!("unexpected {other:?}"),
+    }
     assert_eq!(*target.state(), *before);
     assert_eq!(target.last_lsn(), session_engine::Lsn::ZERO);
     // The intact bundle still imports.

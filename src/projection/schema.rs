@@ -11,6 +11,7 @@
 //! many activities costs one pass over them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
@@ -157,6 +158,9 @@ impl Serialize for MetadataOut<'_> {
     }
 }
 
+/// A log of entries rendered one by one with `F`.
+type LogOut<'a, T, O> = SeqOut<'a, Arc<T>, fn(&'a Arc<T>) -> O>;
+
 /// A sequence rendered item by item from an `imbl::Vector`.
 struct SeqOut<'a, T: Clone, F>(&'a imbl::Vector<T>, F);
 
@@ -178,7 +182,7 @@ struct ActivityOut<'a> {
     details: DetailsOut<'a>,
 }
 
-fn activity(a: &Activity) -> ActivityOut<'_> {
+fn activity(a: &Arc<Activity>) -> ActivityOut<'_> {
     ActivityOut {
         action: &a.action,
         timestamp: iso(a.timestamp),
@@ -196,7 +200,7 @@ struct CommandOut<'a> {
     duration_ms: u64,
 }
 
-fn command(c: &CommandRecord) -> CommandOut<'_> {
+fn command(c: &Arc<CommandRecord>) -> CommandOut<'_> {
     CommandOut {
         command: &c.command,
         args: DetailsOut(c.args.as_ref()),
@@ -215,7 +219,7 @@ struct DecisionOut<'a> {
     timestamp: String,
 }
 
-fn decision(d: &Decision) -> DecisionOut<'_> {
+fn decision(d: &Arc<Decision>) -> DecisionOut<'_> {
     DecisionOut {
         what: &d.what,
         why: &d.why,
@@ -294,14 +298,13 @@ pub struct SessionFile<'a> {
     status: &'static str,
     timeout_seconds: u64,
     metadata: MetadataOut<'a>,
-    #[allow(clippy::type_complexity)]
-    activity_log: SeqOut<'a, Activity, fn(&'a Activity) -> ActivityOut<'a>>,
+    activity_log: LogOut<'a, Activity, ActivityOut<'a>>,
     name: &'a str,
     agent: Option<&'a str>,
     working_dir: Option<&'a str>,
     config: &'a SessionConfig,
-    command_history: SeqOut<'a, CommandRecord, fn(&'a CommandRecord) -> CommandOut<'a>>,
-    decisions: SeqOut<'a, Decision, fn(&'a Decision) -> DecisionOut<'a>>,
+    command_history: LogOut<'a, CommandRecord, CommandOut<'a>>,
+    decisions: LogOut<'a, Decision, DecisionOut<'a>>,
     checkpoints: SeqOut<'a, Checkpoint, fn(&'a Checkpoint) -> CheckpointOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     origin: Option<&'a Origin>,

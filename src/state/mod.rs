@@ -105,11 +105,11 @@ impl State {
             } => {
                 let s = self.session_mut(session)?;
                 s.require_status(&[Status::Active], "record activity")?;
-                s.body.activity_log.push_back(Activity {
+                s.body.activity_log.push_back(Arc::new(Activity {
                     action: Arc::from(action.as_str()),
                     timestamp: at,
                     details: details.clone(),
-                });
+                }));
                 s.last_activity = at;
             }
             EventBody::MetadataSet {
@@ -156,14 +156,14 @@ impl State {
             } => {
                 let s = self.session_mut(session)?;
                 s.require_status(&[Status::Active], "record a command in")?;
-                s.body.commands.push_back(CommandRecord {
+                s.body.commands.push_back(Arc::new(CommandRecord {
                     command: Arc::from(command.as_str()),
                     args: args.clone(),
                     timestamp: at,
                     success: *success,
                     error: error.as_deref().map(Arc::from),
                     duration_ms: *duration_ms,
-                });
+                }));
                 if !success {
                     s.body.command_errors += 1;
                 }
@@ -199,12 +199,12 @@ impl State {
             } => {
                 let s = self.session_mut(session)?;
                 s.require_status(&[Status::Active], "log a decision in")?;
-                s.body.decisions.push_back(Decision {
+                s.body.decisions.push_back(Arc::new(Decision {
                     what: Arc::from(what.as_str()),
                     why: Arc::from(why.as_str()),
                     alternatives: alternatives.as_deref().map(Arc::from),
                     timestamp: at,
-                });
+                }));
                 s.last_activity = at;
             }
             EventBody::ChainLinked {

@@ -168,11 +168,19 @@ pub struct SessionBody {
     /// Custom metadata.
     pub metadata: imbl::OrdMap<String, JsonText>,
     /// Recorded activities, oldest first.
-    pub activity_log: imbl::Vector<Activity>,
+    ///
+    /// The entries of the three logs are reference-counted: `imbl::Vector` stores its
+    /// elements in chunks of 64 slots, allocated whole once a vector outgrows its inline
+    /// space, so with the 40-byte entries themselves in the slots a session of ten
+    /// activities held a 2.5 KiB chunk, more than its log records. With 8-byte pointers the
+    /// chunk is 512 bytes, a handful of entries fit inline with no chunk at all, and a
+    /// writer batch that copies a shared chunk copies pointers. Serialised, an `Arc<T>` is
+    /// its `T`, so snapshots are unchanged.
+    pub activity_log: imbl::Vector<Arc<Activity>>,
     /// Recorded commands, oldest first.
-    pub commands: imbl::Vector<CommandRecord>,
+    pub commands: imbl::Vector<Arc<CommandRecord>>,
     /// Logged decisions, oldest first.
-    pub decisions: imbl::Vector<Decision>,
+    pub decisions: imbl::Vector<Arc<Decision>>,
     /// Number of failed commands.
     pub command_errors: u64,
 }
@@ -318,7 +326,7 @@ impl Session {
             .commands
             .iter()
             .skip(n.saturating_sub(limit))
-            .cloned()
+            .map(|c| CommandRecord::clone(c))
             .collect()
     }
 

@@ -1,0 +1,1177 @@
+//! `compare`: runs the session engine's workloads (W1..W7 of `docs/benchmarks.md`) on the
+//! engine, on the physical limit of the disk (raw system-call loops writing the engine's own
+//! frame bytes) and on the peers a user would pick instead (SQLite, redb, fjall, the seeds'
+//! JSON rewrite), one system after the other in one process run on one disk, and prints
+//! one table of medians and same-run ratios.
+//!
+//! ```text
+//! cargo run --release -p session-engine-compare -- [--quick] [--reps N] [--dir PATH] [--only W1,W4]
+//! ```
+//!
+//! `--quick` (or `SESSION_ENGINE_BENCH_QUICK=1`) runs tiny sizes so CI can check that the
+//! program works; its figures mean nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod peers;
+mod raw;
+mod systems;
+mod workload;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use session_engine::{Command, Durability, Engine, JsonText};
+
+use peers::{Redb, SeedsJson, Sqlite, SqliteSync};
+use workload::{
+    activity, engine_options, engine_with_sessions, fill, frame, fresh_dir, median, payload, rate,
+    remove, session_id,
+};
+
+/// Settings of one run.
+struct Config {
+    quick: bool,
+    reps: usize,
+    dir: PathBuf,
+    only: Option<Vec<String>>,
+}
+
+impl Config {
+    fn wants(&self, w: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x.eq_ignore_ascii_case(w)))
+    }
+
+    /// `full` events normally, `quick` in quick mode.
+    fn n(&self, full: u64, quick: u64) -> u64 {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// The unit of a figure, and whether more is better.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Events per second.
+    Rate,
+    /// A duration in milliseconds.
+    Ms,
+    /// A duration in microseconds.
+    Us,
+    /// Mebibytes.
+    MiB,
+}
+
+impl Unit {
+    fn fmt(self, v: f64) -> String {
+        match self {
+            Unit::Rate => format!("{} ev/s", group(v)),
+            Unit::Ms => format!("{v:.2} ms"),
+            Unit::Us => format!("{v:.1} µs"),
+            Unit::MiB => format!("{v:.1} MiB"),
+        }
+    }
+}
+
+fn group(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One line of the table.
+struct Row {
+    system: String,
+    value: f64,
+    unit: Unit,
+    /// How many times better the engine's reference figure is than this one (engine rate
+    /// / this rate, or this time / engine time); `None` on the engine's own row.
+    engine_vs: Option<f64>,
+    note: String,
+}
+
+/// A target of the issue, checked on a same-run ratio.
+struct Check {
+    what: String,
+    measured: f64,
+    target: f64,
+    /// `true`: the ratio must be at least the target; `false`: at most.
+    at_least: bool,
+}
+
+impl Check {
+    fn met(&self) -> bool {
+        if self.at_least {
+            self.measured >= self.target
+        } else {
+            self.measured <= self.target
+        }
+    }
+}
+
+/// The output of one workload.
+struct Section {
+    id: &'static str,
+    title: String,
+    rows: Vec<Row>,
+    checks: Vec<Check>,
+}
+
+impl Section {
+    fn new(id: &'static str, title: String) -> Section {
+        Section {
+            id,
+            title,
+            rows: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, system: impl Into<String>, value: f64, unit: Unit, engine_vs: Option<f64>) {
+        self.rows.push(Row {
+            system: system.into(),
+            value,
+            unit,
+            engine_vs,
+            note: String::new(),
+        });
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        if let Some(r) = self.rows.last_mut() {
+            r.note = note.into();
+        }
+    }
+
+    fn note_at(&mut self, i: usize, note: impl Into<String>) {
+        if let Some(r) = self.rows.get_mut(i) {
+            r.note = note.into();
+        }
+    }
+
+    fn check(&mut self, what: impl Into<String>, measured: f64, target: f64, at_least: bool) {
+        self.checks.push(Check {
+            what: what.into(),
+            measured,
+            target,
+            at_least,
+        });
+    }
+
+    fn print(&self) {
+        println!("\n### {}: {}\n", self.id, self.title);
+        println!("| system | median | engine is ×better | note |");
+        println!("| --- | ---: | ---: | --- |");
+        for r in &self.rows {
+            let vs = r
+                .engine_vs
+                .map_or_else(|| "(reference)".to_owned(), |x| format!("{x:.2}×"));
+            println!(
+                "| {} | {} | {} | {} |",
+                r.system,
+                r.unit.fmt(r.value),
+                vs,
+                r.note
+            );
+        }
+        if !self.checks.is_empty() {
+            println!();
+            for c in &self.checks {
+                println!(
+                    "- target {}: measured {:.2}, target {} {:.2}: **{}**",
+                    c.what,
+                    c.measured,
+                    if c.at_least { "≥" } else { "≤" },
+                    c.target,
+                    if c.met() { "met" } else { "MISSED" }
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut cfg = Config {
+        quick: std::env::var("SESSION_ENGINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0"),
+        reps: 0,
+        dir: PathBuf::from("target/compare-data"),
+        only: None,
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => cfg.quick = true,
+            "--reps" => cfg.reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
+            "--dir" => cfg.dir = PathBuf::from(args.next().expect("--dir PATH")),
+            "--only" => {
+                cfg.only = Some(
+                    args.next()
+                        .expect("--only W1,W2")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            "--w7-child" => {
+                let dir = PathBuf::from(args.next().expect("directory"));
+                w7_child(&dir);
+                return;
+            }
+            // Profiling helpers: build a log once, then open it under a profiler.
+            "--build-log" => {
+                let dir = PathBuf::from(args.next().expect("directory"));
+                let sessions = args.next().and_then(|v| v.parse().ok()).expect("sessions");
+                let per = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("per session");
+                build_log(&dir, sessions, per);
+                return;
+            }
+            "--open" => {
+                let dir = PathBuf::from(args.next().expect("directory"));
+                let times: u32 = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                for _ in 0..times {
+                    let t = Instant::now();
+                    let scan = raw::scan_log(&dir.join("wal"));
+                    let raw_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let t = Instant::now();
+                    let mut decoded = 0u64;
+                    let reader = session_engine::wal::LogReader::new(
+                        std::sync::Arc::new(session_engine::FileStorage::new()),
+                        &dir.join("wal"),
+                    );
+                    reader
+                        .for_each(
+                            session_engine::Lsn(1),
+                            session_engine::Lsn(u64::MAX),
+                            |_, p| {
+                                session_engine::codec::decode_event(p).unwrap();
+                                decoded += 1;
+                                Ok(true)
+                            },
+                        )
+                        .unwrap();
+                    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let (el, replayed) = timed_open(&dir);
+                    println!(
+                        "raw scan {raw_ms:.1} ms ({} records); scan + decode {decode_ms:.1} ms \
+                         ({decoded}); open {:.1} ms (replayed {replayed})",
+                        scan.records,
+                        el.as_secs_f64() * 1e3
+                    );
+                }
+                return;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...]\n\
+                     Runs workloads W1..W7 on the engine, raw system-call loops and its peers,\n\
+                     and prints a table of medians and same-run ratios. Scratch data goes to\n\
+                     PATH (default target/compare-data), which should be on the disk to measure.\n\n\
+                     Profiling helpers: --build-log DIR SESSIONS PER_SESSION writes a log of\n\
+                     activities; --open DIR [TIMES] opens it and prints the open time."
+                );
+                return;
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if cfg.reps == 0 {
+        cfg.reps = if cfg.quick { 1 } else { 5 };
+    }
+    std::fs::create_dir_all(&cfg.dir).expect("create scratch directory");
+    machine_facts(&cfg);
+
+    let started = Instant::now();
+    let mut sections = Vec::new();
+    if cfg.wants("W1") {
+        workload::settle();
+        let s = w1(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W2") {
+        workload::settle();
+        let s = w2(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W3") {
+        workload::settle();
+        let s = w3(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W4") {
+        workload::settle();
+        let s = w4(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W5") {
+        workload::settle();
+        let s = w5(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W6") {
+        workload::settle();
+        let s = w6(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants("W7") {
+        workload::settle();
+        let s = w7(&cfg);
+        s.print();
+        sections.push(s);
+    }
+
+    println!("\n### Targets\n");
+    println!("| workload | target | measured | needed | verdict |");
+    println!("| --- | --- | ---: | ---: | --- |");
+    for s in &sections {
+        for c in &s.checks {
+            println!(
+                "| {} | {} | {:.2} | {} {:.2} | {} |",
+                s.id,
+                c.what,
+                c.measured,
+                if c.at_least { "≥" } else { "≤" },
+                c.target,
+                if c.met() { "met" } else { "MISSED" }
+            );
+        }
+    }
+    println!(
+        "\nTotal run time {:.0} s{}.",
+        started.elapsed().as_secs_f64(),
+        if cfg.quick {
+            " (quick mode: tiny sizes, figures are not meaningful)"
+        } else {
+            ""
+        }
+    );
+    workload::empty_trash();
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+}
+
+fn machine_facts(cfg: &Config) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let dir = std::fs::canonicalize(&cfg.dir).unwrap_or(cfg.dir.clone());
+    // The mount holding the scratch directory: the longest mount point that prefixes it.
+    let mount = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} {} ({})", f[0], f[1], f[2])))
+        })
+        .max()
+        .map(|(_, m)| m)
+        .unwrap_or_default();
+    println!(
+        "## session-engine comparison{}\n",
+        if cfg.quick { " (quick mode)" } else { "" }
+    );
+    println!("- cpus: {cpus} ({model})");
+    println!("- kernel: {}", kernel.trim());
+    println!("- scratch directory: {} on {mount}", dir.display());
+    println!(
+        "- repetitions: {} per system, round-robin; figures are medians",
+        cfg.reps
+    );
+}
+
+fn frames(n: u64) -> Vec<Vec<u8>> {
+    let s = session_id(0);
+    (0..n).map(|i| frame(&s, i, i + 1)).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// W1: one writer, durable, one event per commit.
+
+/// Adds interleaved measurements to `sec`, the first system being the engine's reference.
+fn add_measured(sec: &mut Section, m: &[systems::Measured]) {
+    for (i, x) in m.iter().enumerate() {
+        sec.row(
+            x.name.clone(),
+            x.rate,
+            Unit::Rate,
+            (i > 0).then_some(x.first_vs),
+        );
+    }
+}
+
+fn w1(cfg: &Config) -> Section {
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 20)
+    } else {
+        (1_200, cfg.reps * 4, 100)
+    };
+    let root = &cfg.dir;
+    let cap = (warmup + (rounds as u64 + 1) * chunk) * 400;
+    let mut sec = Section::new(
+        "W1",
+        format!(
+            "one writer, durable, one event per commit ({warmup} warm-up events, then {rounds} interleaved rounds of {chunk} events per system)"
+        ),
+    );
+    let mut sys: Vec<Box<dyn systems::Sys>> = vec![
+        Box::new(systems::EngineSys::new(
+            root,
+            "engine, Durability::Always, execute()",
+            Durability::Always,
+            1,
+        )),
+        Box::new(systems::RawSys::new(
+            root,
+            systems::RawKind::Overwrite { batch: 1 },
+            cap,
+        )),
+        Box::new(systems::RawSys::new(root, systems::RawKind::Append, cap)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Full)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Normal)),
+        Box::new(systems::RedbSys::new(root, true)),
+    ];
+    #[cfg(feature = "fjall")]
+    sys.push(Box::new(systems::FjallSys::new(root, true)));
+    let m = systems::interleave(warmup, rounds, chunk, &mut sys);
+    drop(sys);
+    add_measured(&mut sec, &m);
+    sec.note_at(4, "not durable: the WAL is synced only at checkpoints");
+    sec.check(
+        "W1 engine ÷ raw overwrite+fdatasync",
+        m[1].first_vs,
+        0.9,
+        true,
+    );
+    sec.check("W1 engine ÷ SQLite FULL", m[3].first_vs, 1.4, true);
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W2: 16 writers, durable.
+
+fn w2(cfg: &Config) -> Section {
+    const WRITERS: u64 = 16;
+    let per = cfg.n(25, 5);
+    let rounds = if cfg.quick { 1 } else { cfg.reps * 3 };
+    let n = WRITERS * per;
+    let root = &cfg.dir;
+    let frames = frames(n);
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(&session_id(0), i)).collect();
+    let mut sec = Section::new(
+        "W2",
+        format!(
+            "{WRITERS} writers, durable, one event per call ({rounds} interleaved rounds of {per} events per writer per system)"
+        ),
+    );
+    let d = fresh_dir(root, "w2-engine");
+    let e = engine_with_sessions(&d, Durability::Always, WRITERS);
+    let sq_dir = fresh_dir(root, "w2-sqlite");
+    let sq = std::sync::Arc::new(std::sync::Mutex::new(Sqlite::open(
+        &sq_dir.join("db.sqlite"),
+        SqliteSync::Full,
+    )));
+    let sqb_dir = fresh_dir(root, "w2-sqlite-batch");
+    let mut sqb = Sqlite::open(&sqb_dir.join("db.sqlite"), SqliteSync::Full);
+    let rd_dir = fresh_dir(root, "w2-redb");
+    let rd = Redb::create(&rd_dir.join("db.redb"));
+    #[cfg(feature = "fjall")]
+    let fj_dir = fresh_dir(root, "w2-fjall");
+    #[cfg(feature = "fjall")]
+    let fj = peers::Fjall::open(&fj_dir);
+    // Per round: engine, raw per batch, raw per event, SQLite, SQLite per batch, redb, fjall.
+    // The engine with one writer runs in every round too, so that the 16-writer speed-up
+    // is a paired ratio like the others.
+    let mut single = systems::EngineSys::new(root, "engine, 1 writer", Durability::Always, 1);
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 8];
+    let mut batch_sizes = Vec::new();
+    let mut next = 0u64;
+    for _ in 0..rounds {
+        let before = raw::scan_log(&d.join("wal"));
+        let base = next;
+        next += n;
+        let cmds: Vec<Vec<Command>> = (0..WRITERS)
+            .map(|w| {
+                (0..per)
+                    .map(|k| activity(&session_id(w), base + w * per + k))
+                    .collect()
+            })
+            .collect();
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for c in cmds {
+                let e = &e;
+                s.spawn(move || {
+                    for cmd in c {
+                        e.execute(cmd).unwrap();
+                    }
+                });
+            }
+        });
+        rates[0].push(rate(n, t.elapsed()));
+        let after = raw::scan_log(&d.join("wal"));
+        let mean_batch = (after.records - before.records) as f64
+            / (after.batches - before.batches).max(1) as f64;
+        batch_sizes.push(mean_batch);
+        let b = mean_batch.round().max(1.0) as usize;
+
+        let rd2 = fresh_dir(root, "w2-raw");
+        rates[1].push(rate(
+            n,
+            raw::overwrite_fdatasync(&rd2.join("f"), &frames, b),
+        ));
+        rates[2].push(rate(
+            n,
+            raw::overwrite_fdatasync(&rd2.join("g"), &frames, 1),
+        ));
+        remove(&rd2);
+
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let sq = std::sync::Arc::clone(&sq);
+                s.spawn(move || {
+                    let session = format!("writer-{w}");
+                    let rows: Vec<(u64, String)> = (0..per)
+                        .map(|k| {
+                            (
+                                base + w * per + k,
+                                workload::details_text(base + w * per + k),
+                            )
+                        })
+                        .collect();
+                    for (i, d) in &rows {
+                        sq.lock().unwrap().insert_prepared(&session, *i, d);
+                    }
+                });
+            }
+        });
+        rates[3].push(rate(n, t.elapsed()));
+
+        let t = Instant::now();
+        let mut i = base;
+        while i < base + n {
+            let end = (i + b as u64).min(base + n);
+            sqb.insert_batch("bench-session", i..end);
+            i = end;
+        }
+        rates[4].push(rate(n, t.elapsed()));
+
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..WRITERS as usize {
+                let (rd, payloads) = (&rd, &payloads);
+                s.spawn(move || {
+                    for p in &payloads[w * per as usize..(w + 1) * per as usize] {
+                        rd.insert(p, true);
+                    }
+                });
+            }
+        });
+        rates[5].push(rate(n, t.elapsed()));
+
+        #[cfg(feature = "fjall")]
+        {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for w in 0..WRITERS as usize {
+                    let (fj, payloads) = (&fj, &payloads);
+                    s.spawn(move || {
+                        for p in &payloads[w * per as usize..(w + 1) * per as usize] {
+                            fj.insert(p, true);
+                        }
+                    });
+                }
+            });
+            rates[6].push(rate(n, t.elapsed()));
+        }
+        let single_n = n / 4;
+        rates[7].push(rate(
+            single_n,
+            systems::Sys::run(&mut single, base..base + single_n),
+        ));
+        eprintln!(
+            "  W2 round: engine {} ev/s (batch {mean_batch:.1})",
+            group(*rates[0].last().unwrap())
+        );
+    }
+    e.close().unwrap();
+    drop((sqb, rd));
+    #[cfg(feature = "fjall")]
+    {
+        drop(fj);
+        remove(&fj_dir);
+    }
+    for x in [&d, &sq_dir, &sqb_dir, &rd_dir] {
+        remove(x);
+    }
+    let paired = |i: usize| {
+        let mut v: Vec<f64> = rates[0].iter().zip(&rates[i]).map(|(a, b)| a / b).collect();
+        median(&mut v)
+    };
+    let med = |i: usize| median(&mut rates[i].clone());
+    let engine = med(0);
+    let batch = median(&mut batch_sizes);
+    sec.row(
+        "engine, 16 threads calling execute()",
+        engine,
+        Unit::Rate,
+        None,
+    );
+    sec.note(format!(
+        "mean group commit: {batch:.1} events per fdatasync"
+    ));
+    sec.row(
+        "raw: overwrite preallocated + fdatasync per batch of the engine's size",
+        med(1),
+        Unit::Rate,
+        Some(paired(1)),
+    );
+    sec.row(
+        "raw: overwrite preallocated + fdatasync per event",
+        med(2),
+        Unit::Rate,
+        Some(paired(2)),
+    );
+    sec.row(
+        "SQLite WAL FULL, 16 threads, one txn per event",
+        med(3),
+        Unit::Rate,
+        Some(paired(3)),
+    );
+    sec.note("one connection shared behind a mutex");
+    sec.row(
+        "SQLite WAL FULL, one writer, one txn per batch of the engine's size",
+        med(4),
+        Unit::Rate,
+        Some(paired(4)),
+    );
+    sec.row(
+        "redb, 16 threads, one durable txn per event",
+        med(5),
+        Unit::Rate,
+        Some(paired(5)),
+    );
+    if !rates[6].is_empty() {
+        sec.row(
+            "fjall, 16 threads, insert + persist(SyncData)",
+            med(6),
+            Unit::Rate,
+            Some(paired(6)),
+        );
+    }
+    sec.check(
+        "W2 engine ÷ SQLite FULL (16 writers)",
+        paired(3),
+        10.0,
+        true,
+    );
+    drop(single);
+    sec.row(
+        "engine, 1 writer calling execute() (W1's setting)",
+        med(7),
+        Unit::Rate,
+        Some(paired(7)),
+    );
+    sec.note(format!("{} events per round", n / 4));
+    sec.check(
+        "W2 engine 16 writers ÷ engine 1 writer",
+        paired(7),
+        8.0,
+        true,
+    );
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W3: one writer, buffered.
+
+fn w3(cfg: &Config) -> Section {
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 1_000)
+    } else {
+        (1_200, cfg.reps * 2, 10_000)
+    };
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W3",
+        format!(
+            "one writer, buffered: handed to the OS, no fsync per event ({warmup} warm-up events, then {rounds} interleaved rounds of {chunk} events per system)"
+        ),
+    );
+    let mut sys: Vec<Box<dyn systems::Sys>> = vec![
+        Box::new(systems::EngineSys::new(
+            root,
+            "engine, Durability::None, submit() pipelined (1,024 in flight)",
+            Durability::None,
+            1024,
+        )),
+        Box::new(systems::RawSys::new(root, systems::RawKind::Write, 0)),
+        Box::new(systems::EngineSys::new(
+            root,
+            "engine, Durability::None, execute() one at a time",
+            Durability::None,
+            1,
+        )),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Off)),
+        Box::new(systems::SqliteSys::new(root, SqliteSync::Normal)),
+        Box::new(systems::RedbSys::new(root, false)),
+    ];
+    #[cfg(feature = "fjall")]
+    sys.push(Box::new(systems::FjallSys::new(root, false)));
+    let m = systems::interleave(warmup, rounds, chunk, &mut sys);
+    drop(sys);
+    add_measured(&mut sec, &m);
+    sec.check("W3 engine ÷ SQLite OFF", m[3].first_vs, 5.0, true);
+    sec.check("W3 engine ÷ raw write() loop", m[1].first_vs, 1.0, true);
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W4: replay.
+
+/// Builds a log of `sessions` sessions with `per_session` activities each, closed, with no
+/// snapshot.
+fn build_log(dir: &Path, sessions: u64, per_session: u64) {
+    let e = engine_with_sessions(dir, Durability::None, sessions);
+    fill(&e, sessions, per_session);
+    e.close().unwrap();
+}
+
+fn timed_open(dir: &Path) -> (Duration, u64) {
+    let t = Instant::now();
+    let e = Engine::open(dir, engine_options(Durability::Always)).unwrap();
+    let el = t.elapsed();
+    let replayed = e.recovery_report().replayed;
+    e.close().unwrap();
+    (el, replayed)
+}
+
+fn w4(cfg: &Config) -> Section {
+    let n = cfg.n(1_000_000, 10_000);
+    let sessions = 1_000;
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W4",
+        format!(
+            "replay of {n} events into state, no snapshot (page cache warm, {} reps)",
+            cfg.reps
+        ),
+    );
+    let d = fresh_dir(root, "w4");
+    eprintln!("W4: building a log of {n} events");
+    build_log(&d, sessions, n / sessions);
+    let scan = raw::scan_log(&d.join("wal"));
+    let mut eng = Vec::new();
+    let mut rawr = Vec::new();
+    for _ in 0..cfg.reps {
+        let (el, replayed) = timed_open(&d);
+        assert_eq!(replayed, scan.records);
+        eng.push(rate(replayed, el));
+        let t = Instant::now();
+        let s = raw::scan_log(&d.join("wal"));
+        rawr.push(rate(s.records, t.elapsed()));
+        eprintln!(
+            "  engine {} ev/s, raw {} ev/s",
+            group(*eng.last().unwrap()),
+            group(*rawr.last().unwrap())
+        );
+    }
+    let engine = median(&mut eng);
+    let rawv = median(&mut rawr);
+    sec.row(
+        "engine: Engine::open, full replay (decode + apply)",
+        engine,
+        Unit::Rate,
+        None,
+    );
+    sec.note(format!(
+        "{} records, {:.1} MiB of frames",
+        scan.records,
+        scan.bytes as f64 / (1 << 20) as f64
+    ));
+    sec.row(
+        "raw: read the segments, walk frames, check CRCs",
+        rawv,
+        Unit::Rate,
+        Some(engine / rawv),
+    );
+    // SQLite reading the same events back: the peer's replay.
+    let sq = fresh_dir(root, "w4-sqlite");
+    let mut db = Sqlite::open(&sq.join("db.sqlite"), SqliteSync::Off);
+    let mut i = 0;
+    while i < scan.records {
+        let end = (i + 10_000).min(scan.records);
+        db.insert_batch("bench-session", i..end);
+        i = end;
+    }
+    drop(db);
+    let mut sqr = Vec::new();
+    for _ in 0..cfg.reps {
+        let conn = rusqlite::Connection::open(sq.join("db.sqlite")).unwrap();
+        let t = Instant::now();
+        let mut st = conn
+            .prepare("SELECT lsn, session, action, at, details FROM events ORDER BY lsn")
+            .unwrap();
+        let mut rows = st.query([]).unwrap();
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        while let Some(r) = rows.next().unwrap() {
+            let s: String = r.get(1).unwrap();
+            let d: String = r.get(4).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&d).unwrap();
+            bytes += s.len() + usize::from(v.is_object());
+            count += 1;
+        }
+        assert!(bytes > 0);
+        sqr.push(rate(count, t.elapsed()));
+    }
+    let sqv = median(&mut sqr);
+    sec.row(
+        "SQLite: SELECT every row, parse its JSON details",
+        sqv,
+        Unit::Rate,
+        Some(engine / sqv),
+    );
+    remove(&sq);
+    remove(&d);
+    sec.check("W4 engine replay ÷ raw CRC scan", engine / rawv, 0.25, true);
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W5: open time with a recent snapshot as the log grows.
+
+/// Builds a log of `n` events with a snapshot `tail` events before its end. `activities`:
+/// the events are activities (the state grows with the log); otherwise they overwrite ten
+/// metadata keys per session (the state stays the same size as the log grows).
+fn build_snapshotted(dir: &Path, n: u64, tail: u64, activities: bool) {
+    const SESSIONS: u64 = 1_000;
+    let e = engine_with_sessions(dir, Durability::None, SESSIONS);
+    let mut window = VecDeque::new();
+    let mut written = SESSIONS;
+    let mut i = 0u64;
+    while written < n {
+        if written == n.saturating_sub(tail).max(SESSIONS) {
+            for p in window.drain(..) {
+                let p: session_engine::Pending = p;
+                p.wait().unwrap();
+            }
+            e.snapshot().unwrap();
+        }
+        let sid = session_id(i % SESSIONS);
+        let cmd = if activities {
+            activity(&sid, i)
+        } else {
+            Command::SetMetadata {
+                session: sid,
+                key: format!("key-{}", (i / SESSIONS) % 10),
+                value: JsonText::parse(&workload::details_text(i)).unwrap(),
+            }
+        };
+        window.push_back(e.submit(cmd));
+        if window.len() >= 4096 {
+            window.pop_front().unwrap().wait().unwrap();
+        }
+        written += 1;
+        i += 1;
+    }
+    for p in window {
+        p.wait().unwrap();
+    }
+    e.close().unwrap();
+}
+
+fn w5(cfg: &Config) -> Section {
+    let sizes: Vec<u64> = if cfg.quick {
+        vec![2_000, 10_000]
+    } else {
+        vec![10_000, 100_000, 1_000_000]
+    };
+    let tail = 1_000;
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W5",
+        format!(
+            "open time with a snapshot {tail} events before the end of the log, 1,000 sessions ({} reps)",
+            cfg.reps
+        ),
+    );
+    for activities in [false, true] {
+        let mut first: Option<f64> = None;
+        let mut last = 0.0;
+        for &n in &sizes {
+            let d = fresh_dir(root, "w5");
+            eprintln!("W5: building a log of {n} events");
+            build_snapshotted(&d, n, tail, activities);
+            let snap_bytes: u64 = std::fs::read_dir(d.join("snapshots"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0);
+            let mut ts = Vec::new();
+            for _ in 0..cfg.reps {
+                let (el, replayed) = timed_open(&d);
+                assert!(replayed <= tail + 1, "replayed {replayed}");
+                ts.push(el.as_secs_f64() * 1e3);
+            }
+            let ms = median(&mut ts);
+            let label = if activities {
+                format!("engine open, {n} events: activities (state grows with the log)")
+            } else {
+                format!("engine open, {n} events: metadata updates (state size fixed)")
+            };
+            let base = *first.get_or_insert(ms);
+            sec.row(label, ms, Unit::Ms, Some(base / ms));
+            sec.note(format!(
+                "snapshot {:.1} MiB",
+                snap_bytes as f64 / (1 << 20) as f64
+            ));
+            last = ms;
+            remove(&d);
+        }
+        let base = first.unwrap_or(f64::NAN);
+        if activities {
+            sec.check(
+                format!(
+                    "W5 open {}k ÷ open {}k events, activities (state grows with the log: not flat by design)",
+                    sizes[sizes.len() - 1] / 1000,
+                    sizes[0] / 1000
+                ),
+                last / base,
+                2.0,
+                false,
+            );
+        } else {
+            sec.check(
+                format!(
+                    "W5 open {}k ÷ open {}k events, state size fixed",
+                    sizes[sizes.len() - 1] / 1000,
+                    sizes[0] / 1000
+                ),
+                last / base,
+                2.0,
+                false,
+            );
+        }
+    }
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W6: one activity on a session with 10, 1,000 and 10,000 prior activities.
+
+fn w6(cfg: &Config) -> Section {
+    let priors = [10u64, 1_000, 10_000];
+    let k_engine = cfg.n(200, 5) as usize;
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W6",
+        format!(
+            "one durable activity on a session with P prior activities (median latency of {k_engine} activities per rep, {} reps)",
+            cfg.reps
+        ),
+    );
+    let mut engine_lat = Vec::new();
+    let mut seeds_lat = Vec::new();
+    for &prior in &priors {
+        // The two systems alternate action by action, so both see the same disk.
+        let k_seeds = if cfg.quick {
+            3
+        } else if prior >= 10_000 {
+            40
+        } else {
+            100
+        };
+        let mut el = Vec::new();
+        let mut sl = Vec::new();
+        for _ in 0..cfg.reps {
+            let d = fresh_dir(root, "w6-engine");
+            let e = engine_with_sessions(&d, Durability::Always, 1);
+            fill(&e, 1, prior);
+            let s = session_id(0);
+            let sd = fresh_dir(root, "w6-seeds");
+            let mut j = SeedsJson::new(&sd, prior);
+            for i in 0..k_engine as u64 {
+                let cmd = activity(&s, prior + i);
+                let t = Instant::now();
+                e.execute(cmd).unwrap();
+                el.push(t.elapsed().as_secs_f64() * 1e6);
+                if i < k_seeds {
+                    let t = Instant::now();
+                    j.record(prior + i);
+                    sl.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            e.close().unwrap();
+            remove(&d);
+            remove(&sd);
+        }
+        engine_lat.push(median(&mut el));
+        seeds_lat.push(median(&mut sl));
+    }
+    for (i, &prior) in priors.iter().enumerate() {
+        sec.row(
+            format!("engine, execute(), P = {prior}"),
+            engine_lat[i],
+            Unit::Us,
+            (i > 0).then(|| engine_lat[0] / engine_lat[i]),
+        );
+        if i == 0 {
+            sec.note("the reference for the engine rows below");
+        }
+    }
+    for (i, &prior) in priors.iter().enumerate() {
+        sec.row(
+            format!("seeds: rewrite session JSON (temp, fsync, rename), P = {prior}"),
+            seeds_lat[i],
+            Unit::Us,
+            Some(seeds_lat[i] / engine_lat[i]),
+        );
+        sec.note(format!("vs the engine at P = {prior}"));
+    }
+    sec.check(
+        "W6 engine latency P=10,000 ÷ P=10 (flat)",
+        engine_lat[2] / engine_lat[0],
+        1.5,
+        false,
+    );
+    sec.check(
+        "W6 seeds' JSON rewrite ÷ engine at P=10,000",
+        seeds_lat[2] / engine_lat[2],
+        20.0,
+        true,
+    );
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W7: resident memory.
+
+/// Resident set size of this process, in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs in a child process so nothing else this program did sits in its memory: opens the
+/// engine on `dir` and prints the growth of the resident set the open caused.
+fn w7_child(dir: &Path) {
+    let before = rss_bytes();
+    let e = Engine::open(dir, engine_options(Durability::Always)).unwrap();
+    let sessions = e.state().sessions.len();
+    let after = rss_bytes();
+    println!(
+        "{} {} {}",
+        after.saturating_sub(before),
+        sessions,
+        e.recovery_report().replayed
+    );
+    e.close().unwrap();
+}
+
+fn w7_measure(dir: &Path) -> (u64, u64) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .arg("--w7-child")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+    let rss = it.next().unwrap();
+    let replayed = it.nth(1).unwrap();
+    (rss, replayed)
+}
+
+fn w7(cfg: &Config) -> Section {
+    let sessions = cfg.n(100_000, 1_000);
+    let per = 10;
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W7",
+        format!("resident memory for {sessions} sessions of {per} activities"),
+    );
+    let d = fresh_dir(root, "w7");
+    eprintln!("W7: building a log of {sessions} sessions × {per} activities");
+    build_log(&d, sessions, per);
+    let scan = raw::scan_log(&d.join("wal"));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    sec.row(
+        "log: frame bytes of the same events",
+        mib(scan.bytes),
+        Unit::MiB,
+        None,
+    );
+    sec.note(format!("{} records", scan.records));
+    let (rss, replayed) = w7_measure(&d);
+    assert_eq!(replayed, scan.records);
+    sec.row(
+        "engine: resident set growth, state replayed from the log",
+        mib(rss),
+        Unit::MiB,
+        None,
+    );
+    sec.note(format!("{:.2}× the log", rss as f64 / scan.bytes as f64));
+    sec.check(
+        "W7 resident ÷ log bytes (replayed)",
+        rss as f64 / scan.bytes as f64,
+        2.0,
+        false,
+    );
+    // The same state loaded from a snapshot.
+    let e = Engine::open(&d, engine_options(Durability::Always)).unwrap();
+    e.snapshot().unwrap();
+    e.close().unwrap();
+    let (rss2, replayed2) = w7_measure(&d);
+    assert_eq!(replayed2, 0);
+    sec.row(
+        "engine: resident set growth, state loaded from a snapshot",
+        mib(rss2),
+        Unit::MiB,
+        None,
+    );
+    sec.note(format!("{:.2}× the log", rss2 as f64 / scan.bytes as f64));
+    sec.check(
+        "W7 resident ÷ log bytes (from snapshot)",
+        rss2 as f64 / scan.bytes as f64,
+        2.0,
+        false,
+    );
+    remove(&d);
+    sec
+}
