@@ -64,8 +64,8 @@ pub struct Scan {
 /// frames, checking each CRC exactly as the format defines it (`docs/format.md`): the
 /// least work any replay must do.
 pub fn scan_log(wal_dir: &Path) -> Scan {
-    const SEGMENT_HEADER_LEN: usize = 32;
-    const FRAME_HEADER_LEN: usize = 20;
+    use session_engine::wal::record::decode_frame;
+    use session_engine::wal::segment::SEGMENT_HEADER_LEN;
     let mut names: Vec<_> = std::fs::read_dir(wal_dir)
         .expect("list log")
         .filter_map(|e| e.ok())
@@ -77,24 +77,15 @@ pub fn scan_log(wal_dir: &Path) -> Scan {
     for path in names {
         let bytes = std::fs::read(&path).expect("read segment");
         let mut pos = SEGMENT_HEADER_LEN;
-        while pos + FRAME_HEADER_LEN <= bytes.len() {
-            let h = &bytes[pos..pos + FRAME_HEADER_LEN];
-            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            if len == 0 || pos + FRAME_HEADER_LEN + len > bytes.len() {
-                break;
-            }
-            let stored = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-            let mut c = crc32fast::Hasher::new();
-            c.update(&h[0..4]);
-            c.update(&h[8..FRAME_HEADER_LEN]);
-            c.update(&bytes[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len]);
-            assert_eq!(c.finalize(), stored, "CRC mismatch in {}", path.display());
-            if u32::from_le_bytes([h[16], h[17], h[18], h[19]]) == 0 {
+        // The engine's own frame decoder (length, CRC, LSN, batch field): a raw scan here
+        // only counts records and write batches, it is not the timed W4 loop.
+        while let Ok(f) = decode_frame(&bytes[pos..]) {
+            if f.batch_index == 0 {
                 s.batches += 1;
             }
             s.records += 1;
-            s.bytes += (FRAME_HEADER_LEN + len) as u64;
-            pos += FRAME_HEADER_LEN + len;
+            s.bytes += f.len as u64;
+            pos += f.len;
         }
     }
     s
