@@ -711,5 +711,8 @@ fn a_power_cut_in_buffered_mode_loses_only_an_unsynced_suffix_and_still_opens() 
             }
         }
     }
-    assert!(cut > 0, "no crash image lost anything: the test is not testing");
+    assert!(
+        cut > 0,
+        "no crash image lost anything: the test is not testing"
+    );
 }

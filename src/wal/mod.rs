@@ -364,8 +364,7 @@ pub fn save_aside(
     offset: u64,
     damaged: &[u8],
 ) -> Result<PathBuf> {
-    storage
-        .create_dir_all(quarantine_dir)
+    crate::storage::create_dir_durable(storage, quarantine_dir)
         .map_err(|e| Error::io("create quarantine directory", quarantine_dir, e))?;
     let stem = file
         .file_name()
