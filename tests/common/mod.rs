@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod model;
+pub mod workload;
+
 use std::path::Path;
 use std::sync::Arc;
 
