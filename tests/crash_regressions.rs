@@ -78,3 +78,47 @@ fn bytes_moved_to_quarantine_survive_a_power_cut() {
     }
     assert!(Path::new(&saved).starts_with("data/quarantine"));
 }
+
+/// A segment renamed into place whose directory sync failed (or whose process died
+/// before the sync) was trusted by the next open: it appended and acknowledged records
+/// in a segment whose directory entry could still vanish in a power cut.
+#[test]
+fn a_segment_whose_directory_sync_failed_is_made_durable_before_it_is_written() {
+    use session_engine::storage::{FaultKind, FaultPlan, FaultStorage};
+    let mut reopened_after_failed_open = 0;
+    for fail_at in 1..=12 {
+        let (m, inner) = mem();
+        let faulty: Arc<dyn Storage> = Arc::new(FaultStorage::new(
+            Arc::clone(&inner),
+            FaultPlan {
+                kind: FaultKind::SyncFails,
+                fail_at,
+                forever: false,
+            },
+        ));
+        let clock = clock();
+        if Engine::open("data", options(faulty, &clock)).is_ok() {
+            continue;
+        }
+        reopened_after_failed_open += 1;
+        // The disk heals; the process opens the directory again and works.
+        let e = open(&inner, &clock);
+        create(&e, "s1");
+        activity(&e, "s1", "acknowledged");
+        for seed in 0..32 {
+            for mode in CrashMode::ALL {
+                let crashed: Arc<dyn Storage> = Arc::new(m.crash(seed, mode));
+                let r = Engine::open_read_only("data", options(crashed, &clock)).unwrap();
+                assert_eq!(
+                    r.last_lsn(),
+                    Lsn(2),
+                    "sync {fail_at} failed; seed {seed} {mode:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        reopened_after_failed_open >= 5,
+        "{reopened_after_failed_open}"
+    );
+}
