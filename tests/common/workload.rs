@@ -619,7 +619,10 @@ impl Runner {
         self.acked = self.acked.max(composed.last_lsn);
         // Any subset of the failed commands (one per lane at most) may be in the log.
         assert!(failed.len() <= 16, "{what}: too many failed lanes");
-        self.maybe.clear();
+        assert!(
+            failed.is_empty() || self.maybe.is_empty(),
+            "{what}: writes failed in a poisoned engine"
+        );
         for mask in 1u32..(1 << failed.len()) {
             let mut m = composed.clone();
             for (k, (prefix, fm)) in failed.iter().enumerate() {
