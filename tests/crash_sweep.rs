@@ -22,6 +22,7 @@ struct Tally {
     images: u64,
     torn: u64,
     double_points: u64,
+    kills: u64,
 }
 
 fn seed_of(point: u64, seed: u64, mode: CrashMode) -> u64 {
@@ -125,18 +126,32 @@ fn sweep(name: &str, script: &[Step], settings: Settings, seeds: u64) -> Tally {
                 tally.images += 1;
             }
         }
+        // The same point as a process kill: the machine keeps running, a new process
+        // opens the directory and works, and then the power fails.
         run.close();
+        m.restart_process();
+        with_context(
+            || format!("{name}: process killed at sync {point} of {total}"),
+            || {
+                let mut f = run.fork(m.clone());
+                assert!(f.open(), "recovery after a kill failed: {:?}", f.failures);
+                f.next_writes_survive("kill");
+                f.close();
+            },
+        );
+        tally.kills += 1;
         tally.points += 1;
     }
     eprintln!(
         "{name}: {} crash points (every sync of the workload), {seeds} seeds x {} modes: {} \
          power-cut images recovered and checked, {} with a torn tail cut; {} crash points \
-         inside recoveries",
+         inside recoveries; {} process kills followed by new writes and a power cut",
         tally.points,
         CrashMode::ALL.len(),
         tally.images,
         tally.torn,
-        tally.double_points
+        tally.double_points,
+        tally.kills
     );
     tally
 }

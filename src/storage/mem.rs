@@ -359,6 +359,16 @@ impl MemStorage {
         self.lock().halt_after_syncs = Some(n);
     }
 
+    /// Ends a halt as a process kill rather than a power cut: the machine keeps running,
+    /// so every write the dead process made stays visible, durable only where it was
+    /// synced, and the storage accepts writes again. A later [`MemStorage::crash`] then
+    /// models a power cut that follows the restart.
+    pub fn restart_process(&self) {
+        let mut fs = self.lock();
+        fs.halted = false;
+        fs.halt_after_syncs = None;
+    }
+
     /// Whether the storage has halted (see [`MemStorage::halt_after_syncs`]).
     pub fn is_halted(&self) -> bool {
         self.lock().halted
