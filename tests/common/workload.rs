@@ -433,19 +433,22 @@ impl Runner {
         }
     }
 
-    /// Runs the steps in order. Returns false if it stopped early (the engine could not
-    /// be opened, or the storage halted and `stop_on_halt` is set).
+    /// Runs the steps in order. While the engine cannot be opened, steps other than
+    /// `Crash` are skipped. Returns false if a step was skipped or the run stopped early
+    /// (the storage halted and `stop_on_halt` is set).
     pub fn run(&mut self, steps: &[Step]) -> bool {
+        let mut complete = true;
         for (i, step) in steps.iter().enumerate() {
             if self.engine.is_none() && !matches!(step, Step::Crash(..)) {
-                return false;
+                complete = false;
+                continue;
             }
             if self.stop_on_halt && self.halted() {
                 return false;
             }
             self.step(i, step);
         }
-        true
+        complete && self.engine.is_some()
     }
 
     fn engine(&self) -> &Engine {
