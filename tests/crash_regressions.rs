@@ -122,3 +122,49 @@ fn a_segment_whose_directory_sync_failed_is_made_durable_before_it_is_written() 
         "{reopened_after_failed_open}"
     );
 }
+
+/// A crafted snapshot (valid checksums) claiming LSN 2^64-1 made recovery overflow its
+/// LSN arithmetic: a panic in debug builds, a misleading "gap" in release builds. LSNs
+/// above `Lsn::MAX` are now refused where they are decoded.
+#[test]
+fn absurd_lsns_in_crafted_files_are_refused_not_overflowed() {
+    use session_engine::snapshot::{decode_snapshot, snapshot_name};
+    use session_engine::wal::FrameBuf;
+    use session_engine::wal::segment::{decode_header, encode_header};
+    use session_engine::{Error, State, codec};
+
+    let (m, s) = mem();
+    let clock = clock();
+    let e = open(&s, &clock);
+    create(&e, "s1");
+    e.close().unwrap();
+    for lsn in [u64::MAX, Lsn::MAX.0 + 1] {
+        let mut st = State::new();
+        st.last_lsn = Lsn(lsn);
+        let mut payload = Vec::new();
+        codec::encode_state(&st, &mut payload).unwrap();
+        let bytes = common::checks::snapshot_bytes(lsn, 1, SEGMENT_HEADER_LEN as u64, &payload);
+        let path = Path::new("data/snapshots").join(snapshot_name(Lsn(lsn)));
+        let err = decode_snapshot(&path, &bytes).unwrap_err();
+        assert!(matches!(err, Error::Corruption { offset: 16, .. }), "{err}");
+        // The engine skips it and replays the log.
+        let image = m.kill_image();
+        image.set_file_content(&path, bytes).unwrap();
+        let e = Engine::open("data", options(Arc::new(image), &clock)).unwrap();
+        assert_eq!(e.last_lsn(), Lsn(1));
+        assert_eq!(e.recovery_report().skipped_snapshots.len(), 1);
+
+        let err = decode_header(Path::new("seg"), &encode_header(Lsn(lsn))).unwrap_err();
+        assert!(matches!(err, Error::Corruption { offset: 16, .. }), "{err}");
+    }
+    let mut b = FrameBuf::new();
+    b.reset(true);
+    b.begin(Lsn(Lsn::MAX.0 + 1)).extend_from_slice(b"x");
+    b.finish().unwrap();
+    assert!(decode_frame(b.bytes()).is_err());
+    let mut b = FrameBuf::new();
+    b.reset(true);
+    b.begin(Lsn::MAX).extend_from_slice(b"x");
+    b.finish().unwrap();
+    assert_eq!(decode_frame(b.bytes()).unwrap().lsn, Lsn::MAX);
+}
