@@ -325,6 +325,9 @@ pub struct Runner {
     pub stop_on_halt: bool,
     /// Number of recoveries checked.
     pub recoveries: u64,
+    /// Seeds (each with every `CrashMode`) of the power cuts after new writes in
+    /// [`Runner::next_writes_survive`].
+    pub crash_seeds: u64,
 }
 
 impl Runner {
@@ -347,6 +350,7 @@ impl Runner {
             failures: Vec::new(),
             stop_on_halt: false,
             recoveries: 0,
+            crash_seeds: 4,
         };
         r.open();
         r
@@ -655,6 +659,7 @@ impl Runner {
             failures: Vec::new(),
             stop_on_halt: false,
             recoveries: 0,
+            crash_seeds: self.crash_seeds,
         }
     }
 
@@ -678,7 +683,7 @@ impl Runner {
         assert_eq!(after.last_lsn, self.acked);
         if let Some(mem) = mem {
             // Everything is acknowledged, so every power cut keeps all of it.
-            for seed in 0..4 {
+            for seed in 0..self.crash_seeds {
                 for mode in CrashMode::ALL {
                     let image: Arc<dyn Storage> = Arc::new(mem.crash(seed, mode));
                     let opts = workload_options(image, &self.clock, self.settings);
