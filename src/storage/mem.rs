@@ -86,7 +86,8 @@ fn put(out: &mut Vec<u8>, offset: usize, data: &[u8]) {
 
 impl MemFile {
     /// Applies every pending change to the durable image, in order: afterwards it equals
-    /// the live image.
+    /// the live image, unless a failed sync lost changes (see
+    /// [`MemStorage::fail_sync_losing_data`]).
     fn sync(&mut self) {
         for p in self.pending.drain(..) {
             match p {
@@ -94,7 +95,6 @@ impl MemFile {
                 Pending::SetLen(len) => self.durable.resize(len as usize, 0),
             }
         }
-        debug_assert!(self.durable == self.live);
     }
 
     /// The content a power cut leaves.
@@ -243,6 +243,8 @@ struct MemFs {
     syncs: u64,
     halt_after_syncs: Option<u64>,
     halted: bool,
+    /// The file sync with this number fails and loses the file's unsynced writes.
+    lose_at_sync: Option<u64>,
 }
 
 fn halted_error() -> io::Error {
@@ -357,6 +359,16 @@ impl MemStorage {
     /// call fails too, as if the machine lost power there.
     pub fn halt_after_syncs(&self, n: u64) {
         self.lock().halt_after_syncs = Some(n);
+    }
+
+    /// The file sync (`sync_data`/`sync_all`) that would be the `n`-th sync overall (counting
+    /// from 0, like [`MemStorage::halt_after_syncs`]) fails with EIO, once, the way Linux
+    /// fails an `fsync` after a write-back error: the file's unsynced writes are dropped
+    /// from the durable image (their pages are marked clean) but stay visible to readers,
+    /// so a later successful sync does not save them. Directory syncs are not affected;
+    /// a directory sync at that number lets the next file sync fail instead.
+    pub fn fail_sync_losing_data(&self, n: u64) {
+        self.lock().lose_at_sync = Some(n);
     }
 
     /// Ends a halt as a process kill rather than a power cut: the machine keeps running,
@@ -567,6 +579,13 @@ impl StorageFile for MemHandle {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut fs = self.lock();
         fs.count_sync()?;
+        if fs.lose_at_sync.is_some_and(|n| fs.syncs > n) {
+            fs.lose_at_sync = None;
+            if let Some(f) = fs.files.get_mut(&self.id) {
+                f.pending.clear();
+            }
+            return Err(io::Error::from_raw_os_error(5));
+        }
         if let Some(f) = fs.files.get_mut(&self.id) {
             f.sync();
         }
@@ -941,6 +960,29 @@ mod tests {
         assert!(f.sync_data().is_err());
         assert!(f.write_at(0, b"2").is_err());
         assert!(s.is_halted());
+    }
+
+    #[test]
+    fn a_failed_sync_can_lose_the_unsynced_writes_for_good() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        write(&s, "d/a", b"old", true);
+        s.sync_dir(Path::new("d")).unwrap();
+        let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
+        f.write_at(0, b"new").unwrap();
+        s.fail_sync_losing_data(s.sync_count());
+        assert!(f.sync_data().is_err());
+        assert_eq!(s.file_content(Path::new("d/a")).unwrap(), b"new");
+        f.sync_data().unwrap();
+        for seed in 0..20 {
+            let c = s.crash(seed, CrashMode::Whole);
+            assert_eq!(c.file_content(Path::new("d/a")).unwrap(), b"old");
+        }
+        // Writing the bytes again makes them dirty, and the next sync saves them.
+        f.write_at(0, b"new").unwrap();
+        f.sync_data().unwrap();
+        let c = s.crash(0, CrashMode::Whole);
+        assert_eq!(c.file_content(Path::new("d/a")).unwrap(), b"new");
     }
 
     #[test]
