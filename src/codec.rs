@@ -107,8 +107,9 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
     };
     match version {
         1 => {
-            // Serde's sequence and map visitors cap preallocation, so a garbage length costs
-            // at most a bounded allocation before the input runs out.
+            // Every sequence and map visitor caps its preallocation (serde's own, and the
+            // state's in `state::bounded`), so a garbage length costs at most a bounded
+            // allocation before the input runs out.
             let (state, used): (State, usize) =
                 bincode::serde::decode_from_slice(body, bincode::config::standard())
                     .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
@@ -162,5 +163,17 @@ mod tests {
         let mut bytes = event_to_vec(&e).unwrap();
         bytes.push(0);
         assert!(decode_event(&bytes).is_err(), "trailing byte accepted");
+    }
+
+    /// Found by the `snapshot_file` and `event_payload` fuzz targets: `imbl`'s visitors
+    /// preallocated the claimed length, and this 11-byte payload (a state whose session
+    /// map claims ~8.7e18 entries) aborted the process asking for 80 GB. The event case is
+    /// replayed from `fuzz/regressions/event_payload/` by `tests/fuzz_regressions.rs`.
+    #[test]
+    fn a_garbage_collection_length_is_a_decode_error_not_a_huge_allocation() {
+        let payload = [
+            1, 0x54, 0xfd, 0x00, 0xa1, 0xb1, 0x8b, 0x7b, 0x22, 0x61, 0x78,
+        ];
+        assert!(decode_state(&payload).is_err());
     }
 }

@@ -166,12 +166,16 @@ pub struct SessionBody {
     /// Lifecycle status.
     pub status: Status,
     /// Custom metadata.
+    #[serde(deserialize_with = "super::bounded::ord_map")]
     pub metadata: imbl::OrdMap<String, JsonText>,
     /// Recorded activities, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub activity_log: imbl::Vector<Activity>,
     /// Recorded commands, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub commands: imbl::Vector<CommandRecord>,
     /// Logged decisions, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub decisions: imbl::Vector<Decision>,
     /// Number of failed commands.
     pub command_errors: u64,
@@ -228,6 +232,7 @@ pub struct Session {
     /// Status, metadata, logs and counters.
     pub body: SessionBody,
     /// Saved checkpoints.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub checkpoints: imbl::Vector<Checkpoint>,
     /// Import or clone origin.
     pub origin: Option<Origin>,
