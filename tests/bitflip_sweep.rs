@@ -437,6 +437,12 @@ fn every_bit_of_the_final_record_and_of_the_headers_is_checked() {
         }
     }
     assert_eq!(tally.torn_cuts, 8 * (rec.end - rec.start) as u64);
+    eprintln!(
+        "every bit of the final record ({} bytes), the last segment's header and the newest \
+         snapshot's header: {} flips: {tally:?}",
+        rec.end - rec.start,
+        tally.flips
+    );
 }
 
 #[test]

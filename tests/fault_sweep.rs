@@ -20,7 +20,7 @@ use session_engine::storage::{CrashMode, FaultKind, FaultPlan, FaultStorage, Mem
 struct Tally {
     points: u64,
     fired: u64,
-    commands_failed: u64,
+    failed_answers: u64,
     opens_failed: u64,
     images: u64,
 }
@@ -61,7 +61,7 @@ fn sweep(name: &str, script: &[Step], settings: Settings) -> Tally {
                     run.run(script);
                     run.close();
                     tally.fired += u64::from(fs.fired());
-                    tally.commands_failed +=
+                    tally.failed_answers +=
                         run.failures.iter().filter(|f| f.contains("Cmd")).count() as u64;
                     tally.opens_failed += run
                         .failures
@@ -105,7 +105,7 @@ fn sweep(name: &str, script: &[Step], settings: Settings) -> Tally {
 fn every_io_error_during_a_sequential_workload_is_reported_and_loses_nothing_acknowledged() {
     let t = sweep("sequential", &sequential_script(), Settings::default());
     assert!(
-        t.fired > 0 && t.commands_failed > 0 && t.opens_failed > 0,
+        t.fired > 0 && t.failed_answers > 0 && t.opens_failed > 0,
         "{t:?}"
     );
 }
@@ -113,7 +113,7 @@ fn every_io_error_during_a_sequential_workload_is_reported_and_loses_nothing_ack
 #[test]
 fn every_io_error_during_concurrent_writers_is_reported_and_loses_nothing_acknowledged() {
     let t = sweep("concurrent", &concurrent_script(4, 12), Settings::default());
-    assert!(t.fired > 0 && t.commands_failed > 0, "{t:?}");
+    assert!(t.fired > 0 && t.failed_answers > 0, "{t:?}");
 }
 
 /// Syncs a complete run of `script` performs on `MemStorage`.
