@@ -100,6 +100,12 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeErr
         .map_err(|e| DecodeError(format!("cannot encode state: {e}")))
 }
 
+fn decode_state_limited<const LIMIT: usize>(
+    body: &[u8],
+) -> Result<(State, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
+}
+
 /// Decodes a snapshot payload.
 pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
     let Some((&version, body)) = payload.split_first() else {
@@ -107,11 +113,18 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
     };
     match version {
         1 => {
-            // Serde's sequence and map visitors cap preallocation, so a garbage length costs
-            // at most a bounded allocation before the input runs out.
-            let (state, used): (State, usize) =
-                bincode::serde::decode_from_slice(body, bincode::config::standard())
-                    .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
+            // Every sequence and map visitor caps its preallocation (serde's own, and the
+            // state's in `state::bounded`). Strings are allocated at their claimed length
+            // before they are read, so the decoder's limit, which counts the bytes of
+            // every string, must bound them: the text of a real state is at most its
+            // payload, so a limit of a few times the payload's size never refuses one.
+            let (state, used): (State, usize) = match body.len() {
+                n if n <= 1 << 20 => decode_state_limited::<{ 1 << 22 }>(body),
+                n if n <= 1 << 26 => decode_state_limited::<{ 1 << 28 }>(body),
+                n if n <= 1 << 30 => decode_state_limited::<{ 1 << 32 }>(body),
+                _ => decode_state_limited::<{ 1 << 40 }>(body),
+            }
+            .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
             if used != body.len() {
                 return Err(DecodeError(format!(
                     "snapshot payload has {} trailing bytes",
@@ -162,5 +175,44 @@ mod tests {
         let mut bytes = event_to_vec(&e).unwrap();
         bytes.push(0);
         assert!(decode_event(&bytes).is_err(), "trailing byte accepted");
+    }
+
+    /// Found by the `snapshot_file` and `event_payload` fuzz targets: `imbl`'s visitors
+    /// preallocated the claimed length, and this 11-byte payload (a state whose session
+    /// map claims ~8.7e18 entries) aborted the process asking for 80 GB. The event case is
+    /// replayed from `fuzz/regressions/event_payload/` by `tests/fuzz_regressions.rs`.
+    #[test]
+    fn a_garbage_collection_length_is_a_decode_error_not_a_huge_allocation() {
+        let payload = [
+            1, 0x54, 0xfd, 0x00, 0xa1, 0xb1, 0x8b, 0x7b, 0x22, 0x61, 0x78,
+        ];
+        assert!(decode_state(&payload).is_err());
+        // A session whose name claims ~9.3e17 bytes: bincode allocated the string before
+        // reading it.
+        let mut payload = vec![1, 0, 1, 2, b's', b'1', 2, b's', b'1', 0xfd];
+        payload.extend_from_slice(&930_000_000_000_000_000u64.to_le_bytes());
+        assert!(decode_state(&payload).is_err());
+    }
+
+    #[test]
+    fn states_round_trip_through_every_decoding_limit() {
+        let mut st = State::new();
+        for n in [10usize, 2 << 20] {
+            let e = Event {
+                at: Timestamp(1),
+                body: EventBody::ChainLinked {
+                    agent: crate::types::AgentId::new(&format!("a{n}")).unwrap(),
+                    external_id: "x".repeat(n),
+                    prompt: String::new(),
+                    response: String::new(),
+                    metadata: None,
+                },
+            };
+            let lsn = st.last_lsn.next();
+            st.apply(lsn, &e).unwrap();
+            let mut bytes = Vec::new();
+            encode_state(&st, &mut bytes).unwrap();
+            assert_eq!(decode_state(&bytes).unwrap(), st);
+        }
     }
 }

@@ -24,6 +24,11 @@ impl Lsn {
     /// The position before the first record.
     pub const ZERO: Lsn = Lsn(0);
 
+    /// The largest LSN a file may hold (2^62; a record every nanosecond would take 146
+    /// years to get there). Decoders refuse larger ones, so LSN arithmetic on what a
+    /// crafted file claims can never overflow.
+    pub const MAX: Lsn = Lsn(1 << 62);
+
     /// The LSN that follows this one.
     pub fn next(self) -> Lsn {
         Lsn(self.0 + 1)

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::snapshot::{self, SkippedSnapshot};
 use crate::state::{Session, State};
-use crate::storage::{FileStorage, LockGuard, Storage};
+use crate::storage::{self, FileStorage, LockGuard, Storage};
 use crate::types::{Lsn, SessionId};
 use crate::wal::{self, LogReader, StartPoint, TornTail, Wal, WalOptions};
 
@@ -296,8 +296,7 @@ impl Engine {
             }
             None
         } else {
-            storage
-                .create_dir_all(&paths.root)
+            storage::create_dir_durable(&*storage, &paths.root)
                 .map_err(|e| Error::io("create data directory", &paths.root, e))?;
             let guard = storage
                 .try_lock(&paths.lock)
@@ -308,6 +307,10 @@ impl Engine {
             }
         };
         if !read_only {
+            for dir in [&paths.wal, &paths.snapshots] {
+                storage::create_dir_durable(&*storage, dir)
+                    .map_err(|e| Error::io("create directory", dir, e))?;
+            }
             snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
         }
         let (state, report, recovered) = recover_state(&*storage, &paths, read_only)?;

@@ -51,8 +51,7 @@ impl RepairReport {
 }
 
 fn move_aside(storage: &dyn Storage, paths: &Paths, file: &Path) -> Result<PathBuf> {
-    storage
-        .create_dir_all(&paths.quarantine)
+    crate::storage::create_dir_durable(storage, &paths.quarantine)
         .map_err(|e| Error::io("create quarantine directory", &paths.quarantine, e))?;
     let name = file
         .file_name()

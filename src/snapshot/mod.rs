@@ -136,6 +136,24 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotHeader, Sta
         payload_len: u64_at(h, 40),
         payload_crc: u32_at(h, 48),
     };
+    if header.lsn > Lsn::MAX {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!("snapshot LSN {} is above {}", header.lsn, Lsn::MAX),
+        ));
+    }
+    if header.position.segment > Lsn::MAX {
+        return Err(Error::corruption(
+            path,
+            24,
+            format!(
+                "snapshot log segment {} is above {}",
+                header.position.segment,
+                Lsn::MAX
+            ),
+        ));
+    }
     let payload = &bytes[SNAPSHOT_HEADER_LEN..];
     if payload.len() as u64 != header.payload_len {
         return Err(Error::corruption(

@@ -42,6 +42,7 @@ pub struct Chain {
     /// Interactions since the last reset.
     pub interaction_count: u64,
     /// The links, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub sessions: imbl::Vector<ChainLink>,
 }
 

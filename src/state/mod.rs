@@ -11,6 +11,7 @@
 //!   writer validates a batch on a clone and publishes it only once the batch is durable,
 //!   and a snapshot serialises a clone while appends go on.
 
+mod bounded;
 pub(crate) mod chain;
 mod session;
 
@@ -47,8 +48,10 @@ pub struct State {
     /// LSN of the last applied event.
     pub last_lsn: Lsn,
     /// Every session, archived ones included, by id.
+    #[serde(deserialize_with = "bounded::ord_map")]
     pub sessions: imbl::OrdMap<SessionId, Arc<Session>>,
     /// Agent session chains, by agent id.
+    #[serde(deserialize_with = "bounded::ord_map")]
     pub chains: imbl::OrdMap<AgentId, Arc<Chain>>,
 }
 

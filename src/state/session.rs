@@ -166,6 +166,7 @@ pub struct SessionBody {
     /// Lifecycle status.
     pub status: Status,
     /// Custom metadata.
+    #[serde(deserialize_with = "super::bounded::ord_map")]
     pub metadata: imbl::OrdMap<String, JsonText>,
     /// Recorded activities, oldest first.
     ///
@@ -176,10 +177,13 @@ pub struct SessionBody {
     /// chunk is 512 bytes, a handful of entries fit inline with no chunk at all, and a
     /// writer batch that copies a shared chunk copies pointers. Serialised, an `Arc<T>` is
     /// its `T`, so snapshots are unchanged.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub activity_log: imbl::Vector<Arc<Activity>>,
     /// Recorded commands, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub commands: imbl::Vector<Arc<CommandRecord>>,
     /// Logged decisions, oldest first.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub decisions: imbl::Vector<Arc<Decision>>,
     /// Number of failed commands.
     pub command_errors: u64,
@@ -236,6 +240,7 @@ pub struct Session {
     /// Status, metadata, logs and counters.
     pub body: SessionBody,
     /// Saved checkpoints.
+    #[serde(deserialize_with = "super::bounded::vector")]
     pub checkpoints: imbl::Vector<Checkpoint>,
     /// Import or clone origin.
     pub origin: Option<Origin>,

@@ -1,22 +1,34 @@
 //! An in-memory file system with a *live* and a *durable* image, for tests and crash
 //! simulation.
 //!
-//! Every file keeps the bytes a running process sees (`live`) and the bytes that survived
-//! the last `sync_data`/`sync_all` (`durable`), plus the list of writes made since. Every
-//! directory entry (create, rename, remove) becomes durable when its directory is synced.
-//! [`MemStorage::crash`] builds the image a power cut would leave, following SQLite's crash
-//! test semantics: each unsynced write is cut into pieces (whole, three parts, 4096-byte
-//! aligned pages or 512-byte sectors, see [`CrashMode`]) and each piece is kept, dropped
-//! or overwritten with garbage; space a kept piece adds past the durable end is filled
-//! with zeros or garbage; each directory keeps either its durable or its live listing.
+//! Every file keeps the bytes a running process sees (`live`), the bytes that survived its
+//! last `sync_data`/`sync_all` (`durable`), and the writes made since, with their data.
+//! Every directory keeps the entry changes made since its last `sync_dir` (creations of
+//! files and directories, renames, removals), in order. [`MemStorage::crash`] builds the
+//! image a power cut would leave, following SQLite's crash test semantics and ALICE's
+//! model of what file systems may persist:
+//!
+//! * each unsynced write is cut into pieces (whole, three parts at random points, 4096-byte
+//!   pages or 512-byte sectors, see [`CrashMode`]) and each piece is kept, dropped,
+//!   overwritten with garbage or with zeros;
+//! * space a write adds past the durable end of a file, if it appears at all, reads as the
+//!   written bytes, zeros or garbage; an unsynced `set_len` may or may not happen;
+//! * each directory keeps an ordered prefix of its unsynced entry changes (none, some, or
+//!   all of them): an unsynced creation, rename or removal may vanish, later ones never
+//!   survive without the earlier ones of the same directory, and a new directory is an
+//!   entry of its parent like any other, so it and everything in it may vanish until the
+//!   parent is synced.
 //!
 //! [`MemStorage::halt_after_syncs`] stops the "machine" at a chosen sync: that sync and
-//! every later mutating call fail, so the test can sweep the crash point over every sync of
-//! a workload. Directories themselves are durable as soon as they are created.
+//! every later mutating call fail, so a test can sweep the crash point over every sync of
+//! a workload.
+//!
+//! Paths are compared after dropping `.` components, and the empty path is the root, which
+//! always exists and is durable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Bytes, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
@@ -50,9 +62,9 @@ enum Node {
     File(u64),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Pending {
-    Write { offset: u64, len: u64 },
+    Write { offset: u64, data: Vec<u8> },
     SetLen(u64),
 }
 
@@ -63,51 +75,64 @@ struct MemFile {
     pending: Vec<Pending>,
 }
 
+/// Writes `data` into `out` at `offset`, growing it with zeros if needed.
+fn put(out: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    let end = offset + data.len();
+    if out.len() < end {
+        out.resize(end, 0);
+    }
+    out[offset..end].copy_from_slice(data);
+}
+
 impl MemFile {
+    /// Applies every pending change to the durable image, in order: afterwards it equals
+    /// the live image, unless a failed sync lost changes (see
+    /// [`MemStorage::fail_sync_losing_data`]).
     fn sync(&mut self) {
-        if self.pending.iter().any(|p| matches!(p, Pending::SetLen(_))) {
-            self.durable = self.live.clone();
-        } else {
-            self.durable.resize(self.live.len(), 0);
-            for p in &self.pending {
-                if let Pending::Write { offset, len } = *p {
-                    let (o, l) = (offset as usize, len as usize);
-                    let end = (o + l).min(self.live.len());
-                    if o < end {
-                        self.durable[o..end].copy_from_slice(&self.live[o..end]);
-                    }
-                }
+        for p in self.pending.drain(..) {
+            match p {
+                Pending::Write { offset, data } => put(&mut self.durable, offset as usize, &data),
+                Pending::SetLen(len) => self.durable.resize(len as usize, 0),
             }
         }
-        self.pending.clear();
     }
 
     /// The content a power cut leaves.
     fn crash_image(&self, rng: &mut SplitMix64, mode: CrashMode) -> Vec<u8> {
         let mut out = self.durable.clone();
         for p in &self.pending {
-            match *p {
+            match p {
                 Pending::SetLen(len) => {
+                    // Extending with `set_len` reads as zeros on every file system.
                     if rng.below(2) == 0 {
-                        out.resize(len as usize, 0);
+                        out.resize(*len as usize, 0);
                     }
                 }
-                Pending::Write { offset, len } => {
-                    for (start, end) in pieces(offset, offset + len, mode, rng) {
+                Pending::Write { offset, data } => {
+                    let offset = *offset;
+                    for (start, end) in pieces(offset, offset + data.len() as u64, mode, rng) {
                         let (s, e) = (start as usize, end as usize);
-                        match rng.below(3) {
-                            0 => continue, // dropped: the old bytes stay
+                        let piece = &data[s - offset as usize..e - offset as usize];
+                        match rng.below(4) {
+                            // Dropped: the old bytes stay, and the file does not grow.
+                            0 => {}
+                            // Kept: the bytes written.
                             1 => {
-                                grow(&mut out, e, rng);
-                                // Kept: the bytes the process last wrote there.
-                                let live_end = e.min(self.live.len());
-                                if s < live_end {
-                                    out[s..live_end].copy_from_slice(&self.live[s..live_end]);
-                                }
+                                grow(&mut out, s, rng);
+                                put(&mut out, s, piece);
                             }
+                            // Garbage: the sector was being written when power failed.
+                            2 => {
+                                grow(&mut out, s, rng);
+                                let mut junk = vec![0u8; e - s];
+                                rng.fill(&mut junk);
+                                put(&mut out, s, &junk);
+                            }
+                            // Zeros: the file's size reached past the data, or the device
+                            // returned a zeroed sector.
                             _ => {
-                                grow(&mut out, e, rng);
-                                rng.fill(&mut out[s..e]);
+                                grow(&mut out, s, rng);
+                                put(&mut out, s, &vec![0u8; e - s]);
                             }
                         }
                     }
@@ -118,7 +143,8 @@ impl MemFile {
     }
 }
 
-/// Grows `out` to `len` bytes, filling the new space with zeros or garbage.
+/// Grows `out` to `len` bytes, filling the new space with zeros or garbage: what a hole
+/// before a surviving piece reads as.
 fn grow(out: &mut Vec<u8>, len: usize, rng: &mut SplitMix64) {
     if out.len() < len {
         let old = out.len();
@@ -163,16 +189,62 @@ fn pieces(start: u64, end: u64, mode: CrashMode, rng: &mut SplitMix64) -> Vec<(u
     }
 }
 
+/// An unsynced change to a directory's entries.
+#[derive(Clone, Debug)]
+enum DirOp {
+    /// An entry appeared (a new file or directory, or the target of a cross-directory
+    /// rename).
+    Link(PathBuf, Node),
+    /// An entry went away (a removal, or the source of a cross-directory rename).
+    Unlink(PathBuf),
+    /// A rename inside one directory, which file systems make atomic.
+    Rename(PathBuf, PathBuf, Node),
+}
+
+impl DirOp {
+    fn apply(&self, map: &mut BTreeMap<PathBuf, Node>) {
+        match self {
+            DirOp::Link(p, n) => {
+                map.insert(p.clone(), *n);
+            }
+            DirOp::Unlink(p) => {
+                map.remove(p);
+            }
+            DirOp::Rename(from, to, n) => {
+                map.remove(from);
+                map.insert(to.clone(), *n);
+            }
+        }
+    }
+}
+
+/// Drops `.` components, so `./data` and `data` name the same entry and `.` is the root.
+fn norm(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 #[derive(Debug, Default)]
 struct MemFs {
+    /// Every entry as a running process sees it. The root (the empty path) is implicit.
     live: BTreeMap<PathBuf, Node>,
+    /// Every entry as of the last sync of its directory.
     durable: BTreeMap<PathBuf, Node>,
+    /// Unsynced entry changes, oldest first, each with the directory it changes.
+    dir_ops: Vec<(PathBuf, DirOp)>,
     files: HashMap<u64, MemFile>,
     locks: BTreeSet<PathBuf>,
     next_id: u64,
     syncs: u64,
     halt_after_syncs: Option<u64>,
     halted: bool,
+    /// The file sync with this number fails and loses the file's unsynced writes.
+    lose_at_sync: Option<u64>,
 }
 
 fn halted_error() -> io::Error {
@@ -201,17 +273,19 @@ impl MemFs {
         Ok(())
     }
 
+    fn is_dir(&self, path: &Path) -> bool {
+        path.as_os_str().is_empty() || self.live.get(path) == Some(&Node::Dir)
+    }
+
     fn parent_is_dir(&self, path: &Path) -> io::Result<()> {
-        match path.parent() {
-            Some(p) if p.as_os_str().is_empty() => Ok(()),
-            Some(p) => match self.live.get(p) {
-                Some(Node::Dir) => Ok(()),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("directory {} does not exist", p.display()),
-                )),
-            },
-            None => Ok(()),
+        let parent = parent_of(path);
+        if self.is_dir(&parent) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("directory {} does not exist", parent.display()),
+            ))
         }
     }
 
@@ -229,11 +303,31 @@ impl MemFs {
         }
     }
 
+    /// Records an entry change: live at once, durable when its directory is synced.
+    fn change(&mut self, dir: PathBuf, op: DirOp) {
+        op.apply(&mut self.live);
+        self.dir_ops.push((dir, op));
+    }
+
     fn new_file(&mut self, path: &Path) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.files.insert(id, MemFile::default());
+        self.change(
+            parent_of(path),
+            DirOp::Link(path.to_path_buf(), Node::File(id)),
+        );
+        id
+    }
+
+    /// An entry that is durable at once (test set-up and lock files, whose durability
+    /// does not matter).
+    fn new_durable_file(&mut self, path: &Path) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.files.insert(id, MemFile::default());
         self.live.insert(path.to_path_buf(), Node::File(id));
+        self.durable.insert(path.to_path_buf(), Node::File(id));
         id
     }
 }
@@ -267,71 +361,96 @@ impl MemStorage {
         self.lock().halt_after_syncs = Some(n);
     }
 
+    /// The file sync (`sync_data`/`sync_all`) that would be the `n`-th sync overall (counting
+    /// from 0, like [`MemStorage::halt_after_syncs`]) fails with EIO, once, the way Linux
+    /// fails an `fsync` after a write-back error: the file's unsynced writes are dropped
+    /// from the durable image (their pages are marked clean) but stay visible to readers,
+    /// so a later successful sync does not save them. Directory syncs are not affected;
+    /// a directory sync at that number lets the next file sync fail instead.
+    pub fn fail_sync_losing_data(&self, n: u64) {
+        self.lock().lose_at_sync = Some(n);
+    }
+
+    /// Ends a halt as a process kill rather than a power cut: the machine keeps running,
+    /// so every write the dead process made stays visible, durable only where it was
+    /// synced, and the storage accepts writes again. A later [`MemStorage::crash`] then
+    /// models a power cut that follows the restart.
+    pub fn restart_process(&self) {
+        let mut fs = self.lock();
+        fs.halted = false;
+        fs.halt_after_syncs = None;
+    }
+
     /// Whether the storage has halted (see [`MemStorage::halt_after_syncs`]).
     pub fn is_halted(&self) -> bool {
         self.lock().halted
     }
 
-    /// The file system a power cut would leave now: durable bytes, plus each unsynced
-    /// write's pieces kept, dropped or garbled, and each directory's durable or live
-    /// listing. Deterministic for a given `seed`. Locks are not carried over.
+    /// The file system a power cut would leave now: durable bytes plus each unsynced
+    /// write's pieces kept, dropped, garbled or zeroed, and each directory's durable
+    /// entries plus a prefix of its unsynced changes (see the module documentation).
+    /// Deterministic for a given `seed`. Locks are not carried over.
     pub fn crash(&self, seed: u64, mode: CrashMode) -> MemStorage {
         let fs = self.lock();
         let mut rng = SplitMix64::new(seed);
-        let dirs: Vec<PathBuf> = fs
-            .live
-            .iter()
-            .filter(|(_, n)| **n == Node::Dir)
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut new = MemFs::default();
-        for d in &dirs {
-            new.live.insert(d.clone(), Node::Dir);
-        }
-        let children = |map: &BTreeMap<PathBuf, Node>, dir: &Path| -> Vec<(PathBuf, u64)> {
-            map.iter()
-                .filter_map(|(p, n)| match n {
-                    Node::File(id) if p.parent() == Some(dir) => Some((p.clone(), *id)),
-                    _ => None,
-                })
-                .collect()
-        };
-        let mut images: HashMap<u64, u64> = HashMap::new();
-        let mut roots: Vec<PathBuf> = dirs.clone();
-        roots.push(PathBuf::new());
-        for d in &roots {
-            let live = children(&fs.live, d);
-            let durable = children(&fs.durable, d);
-            let listing = if live == durable || rng.below(2) == 0 {
-                durable
-            } else {
-                live
-            };
-            for (path, id) in listing {
-                let new_id = match images.get(&id) {
-                    Some(n) => *n,
-                    None => {
-                        let content = fs
-                            .files
-                            .get(&id)
-                            .map(|f| f.crash_image(&mut rng, mode))
-                            .unwrap_or_default();
-                        new.next_id += 1;
-                        let n = new.next_id;
-                        new.files.insert(
-                            n,
-                            MemFile {
-                                live: content.clone(),
-                                durable: content,
-                                pending: Vec::new(),
-                            },
-                        );
-                        images.insert(id, n);
-                        n
-                    }
-                };
-                new.live.insert(path, Node::File(new_id));
+        let mut entries = fs.durable.clone();
+        let mut dirs: Vec<&PathBuf> = fs.dir_ops.iter().map(|(d, _)| d).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            let ops: Vec<&DirOp> = fs
+                .dir_ops
+                .iter()
+                .filter(|(d, _)| d == dir)
+                .map(|(_, op)| op)
+                .collect();
+            let keep = rng.below(ops.len() as u64 + 1) as usize;
+            for op in &ops[..keep] {
+                op.apply(&mut entries);
             }
+        }
+        // An entry survives only if every directory above it does.
+        let reachable = |p: &Path| {
+            p.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .all(|a| entries.get(a) == Some(&Node::Dir))
+        };
+        let mut new = MemFs::default();
+        let mut images: HashMap<u64, u64> = HashMap::new();
+        for (path, node) in &entries {
+            if !reachable(path) {
+                continue;
+            }
+            let node = match node {
+                Node::Dir => Node::Dir,
+                Node::File(id) => {
+                    let new_id = match images.get(id) {
+                        Some(n) => *n,
+                        None => {
+                            let content = fs
+                                .files
+                                .get(id)
+                                .map(|f| f.crash_image(&mut rng, mode))
+                                .unwrap_or_default();
+                            new.next_id += 1;
+                            let n = new.next_id;
+                            new.files.insert(
+                                n,
+                                MemFile {
+                                    live: content.clone(),
+                                    durable: content,
+                                    pending: Vec::new(),
+                                },
+                            );
+                            images.insert(*id, n);
+                            n
+                        }
+                    };
+                    Node::File(new_id)
+                }
+            };
+            new.live.insert(path.clone(), node);
         }
         new.durable = new.live.clone();
         MemStorage {
@@ -366,8 +485,9 @@ impl MemStorage {
 
     /// Live content of a file, for tests that inspect or damage bytes directly.
     pub fn file_content(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let path = norm(path);
         let fs = self.lock();
-        let id = fs.file_id(path)?;
+        let id = fs.file_id(&path)?;
         Ok(fs
             .files
             .get(&id)
@@ -375,16 +495,16 @@ impl MemStorage {
             .unwrap_or_default())
     }
 
-    /// Replaces a file's content, live and durable (a test's way to damage a file).
+    /// Replaces a file's content, live and durable (a test's way to damage a file). A new
+    /// file is durable at once.
     pub fn set_file_content(&self, path: &Path, content: Vec<u8>) -> io::Result<()> {
+        let path = norm(path);
         let mut fs = self.lock();
-        let id = match fs.file_id(path) {
+        let id = match fs.file_id(&path) {
             Ok(id) => id,
             Err(_) => {
-                fs.parent_is_dir(path)?;
-                let id = fs.new_file(path);
-                fs.durable.insert(path.to_path_buf(), Node::File(id));
-                id
+                fs.parent_is_dir(&path)?;
+                fs.new_durable_file(&path)
             }
         };
         let f = fs.files.entry(id).or_default();
@@ -420,14 +540,10 @@ impl StorageFile for MemHandle {
         let mut fs = self.lock();
         fs.check_alive()?;
         let f = fs.files.entry(self.id).or_default();
-        let end = offset as usize + buf.len();
-        if f.live.len() < end {
-            f.live.resize(end, 0);
-        }
-        f.live[offset as usize..end].copy_from_slice(buf);
+        put(&mut f.live, offset as usize, buf);
         f.pending.push(Pending::Write {
             offset,
-            len: buf.len() as u64,
+            data: buf.to_vec(),
         });
         Ok(())
     }
@@ -463,6 +579,13 @@ impl StorageFile for MemHandle {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut fs = self.lock();
         fs.count_sync()?;
+        if fs.lose_at_sync.is_some_and(|n| fs.syncs > n) {
+            fs.lose_at_sync = None;
+            if let Some(f) = fs.files.get_mut(&self.id) {
+                f.pending.clear();
+            }
+            return Err(io::Error::from_raw_os_error(5));
+        }
         if let Some(f) = fs.files.get_mut(&self.id) {
             f.sync();
         }
@@ -491,10 +614,12 @@ impl Drop for MemLock {
 
 impl Storage for MemStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
         let mut cur = PathBuf::new();
         for c in path.components() {
+            let parent = cur.clone();
             cur.push(c);
             match fs.live.get(&cur) {
                 Some(Node::File(_)) => {
@@ -504,20 +629,16 @@ impl Storage for MemStorage {
                     ));
                 }
                 Some(Node::Dir) => {}
-                None => {
-                    fs.live.insert(cur.clone(), Node::Dir);
-                    fs.durable.insert(cur.clone(), Node::Dir);
-                }
+                None => fs.change(parent, DirOp::Link(cur.clone(), Node::Dir)),
             }
         }
         Ok(())
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path = norm(path);
         let fs = self.lock();
-        if path.as_os_str().is_empty() {
-            // The root is always there.
-        } else if fs.live.get(path) != Some(&Node::Dir) {
+        if !fs.is_dir(&path) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("directory {} not found", path.display()),
@@ -526,7 +647,7 @@ impl Storage for MemStorage {
         let mut names: Vec<String> = fs
             .live
             .keys()
-            .filter(|p| p.parent() == Some(path))
+            .filter(|p| p.parent() == Some(path.as_path()))
             .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
             .collect();
         names.sort();
@@ -534,10 +655,14 @@ impl Storage for MemStorage {
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
-        Ok(self.lock().live.contains_key(path))
+        let path = norm(path);
+        let fs = self.lock();
+        Ok(fs.is_dir(&path) || fs.live.contains_key(&path))
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        let path = norm(path);
+        let path = path.as_path();
         let mut fs = self.lock();
         let (id, writable) = match mode {
             OpenMode::Read => (fs.file_id(path)?, false),
@@ -583,8 +708,9 @@ impl Storage for MemStorage {
     }
 
     fn read(&self, path: &Path) -> io::Result<Bytes> {
+        let path = norm(path);
         let fs = self.lock();
-        let id = fs.file_id(path)?;
+        let id = fs.file_id(&path)?;
         Ok(Bytes::Owned(
             fs.files
                 .get(&id)
@@ -594,58 +720,71 @@ impl Storage for MemStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (norm(from), norm(to));
         let mut fs = self.lock();
         fs.check_alive()?;
-        let id = fs.file_id(from)?;
-        fs.parent_is_dir(to)?;
-        if fs.live.get(to) == Some(&Node::Dir) {
+        let id = fs.file_id(&from)?;
+        fs.parent_is_dir(&to)?;
+        if fs.live.get(&to) == Some(&Node::Dir) {
             return Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
                 format!("{} is a directory", to.display()),
             ));
         }
-        fs.live.remove(from);
-        fs.live.insert(to.to_path_buf(), Node::File(id));
+        let (from_dir, to_dir) = (parent_of(&from), parent_of(&to));
+        if from_dir == to_dir {
+            fs.change(from_dir, DirOp::Rename(from, to, Node::File(id)));
+        } else {
+            fs.change(to_dir, DirOp::Link(to, Node::File(id)));
+            fs.change(from_dir, DirOp::Unlink(from));
+        }
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
-        fs.file_id(path)?;
-        fs.live.remove(path);
+        fs.file_id(&path)?;
+        fs.change(parent_of(&path), DirOp::Unlink(path));
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
         let mut fs = self.lock();
+        if !fs.is_dir(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("directory {} not found", path.display()),
+            ));
+        }
         fs.count_sync()?;
-        let in_dir = |p: &PathBuf, n: &Node| p.parent() == Some(path) && matches!(n, Node::File(_));
-        let live: Vec<(PathBuf, Node)> = fs
-            .live
-            .iter()
-            .filter(|(p, n)| in_dir(p, n))
-            .map(|(p, n)| (p.clone(), *n))
-            .collect();
-        fs.durable.retain(|p, n| !in_dir(p, n));
-        fs.durable.extend(live);
+        let ops = std::mem::take(&mut fs.dir_ops);
+        for (dir, op) in ops {
+            if dir == path {
+                op.apply(&mut fs.durable);
+            } else {
+                fs.dir_ops.push((dir, op));
+            }
+        }
         Ok(())
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
-        if !fs.live.contains_key(path) {
-            fs.parent_is_dir(path)?;
-            let id = fs.new_file(path);
-            fs.durable.insert(path.to_path_buf(), Node::File(id));
+        if !fs.live.contains_key(&path) {
+            fs.parent_is_dir(&path)?;
+            fs.new_durable_file(&path);
         }
-        if !fs.locks.insert(path.to_path_buf()) {
+        if !fs.locks.insert(path.clone()) {
             return Ok(None);
         }
         Ok(Some(Box::new(MemLock {
             fs: Arc::clone(&self.fs),
-            path: path.to_path_buf(),
+            path,
         })))
     }
 }
@@ -662,10 +801,16 @@ mod tests {
         }
     }
 
+    /// Creates directory `d` and makes its entry in the root durable.
+    fn durable_dir(s: &MemStorage, d: &str) {
+        s.create_dir_all(Path::new(d)).unwrap();
+        s.sync_dir(Path::new("")).unwrap();
+    }
+
     #[test]
     fn synced_data_survives_every_crash() {
         let s = MemStorage::new();
-        s.create_dir_all(Path::new("d")).unwrap();
+        durable_dir(&s, "d");
         write(&s, "d/a", b"hello", true);
         s.sync_dir(Path::new("d")).unwrap();
         for seed in 0..50 {
@@ -677,34 +822,61 @@ mod tests {
     }
 
     #[test]
-    fn unsynced_writes_are_sometimes_kept_dropped_or_garbled() {
+    fn unsynced_writes_are_sometimes_kept_dropped_garbled_or_zeroed() {
         let s = MemStorage::new();
-        s.create_dir_all(Path::new("d")).unwrap();
-        write(&s, "d/a", &[0u8; 4096], true);
+        durable_dir(&s, "d");
+        write(&s, "d/a", &[1u8; 4096], true);
         s.sync_dir(Path::new("d")).unwrap();
         let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
         f.write_at(0, &[7u8; 4096]).unwrap();
-        let (mut kept, mut dropped, mut garbled) = (false, false, false);
+        let (mut kept, mut dropped, mut garbled, mut zeroed) = (false, false, false, false);
         for seed in 0..200 {
             let c = s.crash(seed, CrashMode::Sectors);
             let content = c.file_content(Path::new("d/a")).unwrap();
+            assert_eq!(content.len(), 4096);
             for sector in content.chunks(512) {
                 if sector.iter().all(|&b| b == 7) {
                     kept = true;
-                } else if sector.iter().all(|&b| b == 0) {
+                } else if sector.iter().all(|&b| b == 1) {
                     dropped = true;
+                } else if sector.iter().all(|&b| b == 0) {
+                    zeroed = true;
                 } else {
                     garbled = true;
                 }
             }
         }
-        assert!(kept && dropped && garbled);
+        assert!(kept && dropped && garbled && zeroed);
+    }
+
+    #[test]
+    fn an_unsynced_append_may_leave_the_file_short_or_grown_with_zeros_or_garbage() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        write(&s, "d/a", b"head", true);
+        s.sync_dir(Path::new("d")).unwrap();
+        let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
+        f.write_at(4, &[9u8; 1000]).unwrap();
+        let mut seen = BTreeSet::new();
+        for seed in 0..200 {
+            let c = s.crash(seed, CrashMode::ThreeParts);
+            let content = c.file_content(Path::new("d/a")).unwrap();
+            assert_eq!(&content[..4], b"head", "synced bytes changed");
+            let tail = &content[4..];
+            seen.insert(match tail {
+                [] => "short",
+                t if t.iter().all(|&b| b == 9) && t.len() == 1000 => "whole",
+                t if t.iter().all(|&b| b == 0) => "zeros",
+                _ => "mixed",
+            });
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
     }
 
     #[test]
     fn an_unsynced_rename_may_vanish() {
         let s = MemStorage::new();
-        s.create_dir_all(Path::new("d")).unwrap();
+        durable_dir(&s, "d");
         write(&s, "d/tmp", b"x", true);
         s.sync_dir(Path::new("d")).unwrap();
         s.rename(Path::new("d/tmp"), Path::new("d/final")).unwrap();
@@ -717,12 +889,65 @@ mod tests {
             .collect();
         assert!(outcomes.contains(&vec!["tmp".to_string()]));
         assert!(outcomes.contains(&vec!["final".to_string()]));
+        assert_eq!(outcomes.len(), 2, "a rename is atomic: {outcomes:?}");
         s.sync_dir(Path::new("d")).unwrap();
         let c = s.crash(1, CrashMode::Whole);
         assert_eq!(
             c.list_dir(Path::new("d")).unwrap(),
             vec!["final".to_string()]
         );
+    }
+
+    #[test]
+    fn unsynced_entry_changes_survive_only_as_an_ordered_prefix() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        for name in ["a", "b", "c"] {
+            write(&s, &format!("d/{name}"), b"x", true);
+        }
+        let outcomes: BTreeSet<Vec<String>> = (0..100)
+            .map(|seed| {
+                s.crash(seed, CrashMode::Whole)
+                    .list_dir(Path::new("d"))
+                    .unwrap()
+            })
+            .collect();
+        let expected: BTreeSet<Vec<String>> =
+            [vec![], vec!["a"], vec!["a", "b"], vec!["a", "b", "c"]]
+                .into_iter()
+                .map(|v| v.into_iter().map(String::from).collect())
+                .collect();
+        assert_eq!(outcomes, expected);
+    }
+
+    #[test]
+    fn a_new_directory_and_its_files_may_vanish_until_its_parent_is_synced() {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("root/sub")).unwrap();
+        write(&s, "root/sub/f", b"data", true);
+        s.sync_dir(Path::new("root/sub")).unwrap();
+        s.sync_dir(Path::new("root")).unwrap();
+        let survived = (0..40)
+            .filter(|&seed| {
+                s.crash(seed, CrashMode::Whole)
+                    .exists(Path::new("root/sub/f"))
+                    .unwrap()
+            })
+            .count();
+        assert!(0 < survived && survived < 40, "{survived} of 40");
+        // `.` names the root.
+        s.sync_dir(Path::new(".")).unwrap();
+        for seed in 0..40 {
+            let c = s.crash(seed, CrashMode::Whole);
+            assert_eq!(c.file_content(Path::new("root/sub/f")).unwrap(), b"data");
+        }
+    }
+
+    #[test]
+    fn syncing_a_missing_directory_is_an_error() {
+        let s = MemStorage::new();
+        let err = s.sync_dir(Path::new("nope")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -735,6 +960,29 @@ mod tests {
         assert!(f.sync_data().is_err());
         assert!(f.write_at(0, b"2").is_err());
         assert!(s.is_halted());
+    }
+
+    #[test]
+    fn a_failed_sync_can_lose_the_unsynced_writes_for_good() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        write(&s, "d/a", b"old", true);
+        s.sync_dir(Path::new("d")).unwrap();
+        let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
+        f.write_at(0, b"new").unwrap();
+        s.fail_sync_losing_data(s.sync_count());
+        assert!(f.sync_data().is_err());
+        assert_eq!(s.file_content(Path::new("d/a")).unwrap(), b"new");
+        f.sync_data().unwrap();
+        for seed in 0..20 {
+            let c = s.crash(seed, CrashMode::Whole);
+            assert_eq!(c.file_content(Path::new("d/a")).unwrap(), b"old");
+        }
+        // Writing the bytes again makes them dirty, and the next sync saves them.
+        f.write_at(0, b"new").unwrap();
+        f.sync_data().unwrap();
+        let c = s.crash(0, CrashMode::Whole);
+        assert_eq!(c.file_content(Path::new("d/a")).unwrap(), b"new");
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod mem;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use fault::{FaultKind, FaultPlan, FaultStorage};
 pub use fs::FileStorage;
@@ -122,6 +122,40 @@ pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Resu
     }
     storage.rename(&tmp, path)?;
     storage.sync_dir(dir)
+}
+
+/// Creates directory `path` (and any missing parents) so that it survives a power cut.
+///
+/// A new directory entry is durable only once the directory holding it is synced (POSIX;
+/// ext4 happens to hide this, other file systems do not), so a directory created without
+/// that sync can vanish after a crash with every file in it. This syncs the parent of
+/// each directory it creates, and the parent of `path` even when `path` already existed:
+/// a previous process may have created it and died before its own sync.
+pub fn create_dir_durable(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    let mut parents: Vec<PathBuf> = Vec::new();
+    let mut cur = Some(path);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        let Some(parent) = p.parent() else { break };
+        let parent = if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        };
+        let existed = storage.exists(p)?;
+        parents.push(parent);
+        if existed {
+            break;
+        }
+        cur = p.parent();
+    }
+    storage.create_dir_all(path)?;
+    for parent in parents.iter().rev() {
+        storage.sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// A small deterministic pseudo-random generator (SplitMix64) for crash simulation and

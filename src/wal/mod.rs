@@ -438,8 +438,7 @@ pub fn save_aside(
     offset: u64,
     damaged: &[u8],
 ) -> Result<PathBuf> {
-    storage
-        .create_dir_all(quarantine_dir)
+    crate::storage::create_dir_durable(storage, quarantine_dir)
         .map_err(|e| Error::io("create quarantine directory", quarantine_dir, e))?;
     let stem = file
         .file_name()
@@ -562,6 +561,12 @@ impl Wal {
         storage
             .create_dir_all(wal_dir)
             .map_err(|e| Error::io("create log directory", wal_dir, e))?;
+        // A segment found at recovery may have been renamed into place by a process that
+        // died, or whose directory sync failed, before the directory was synced. Its entry
+        // must be durable before records this writer acknowledges go into it.
+        storage
+            .sync_dir(wal_dir)
+            .map_err(|e| Error::io("sync log directory", wal_dir, e))?;
         let (path, mut file, seg_first, offset) = match (recovered.segments.last(), recovered.end) {
             (Some(seg), Some(end)) => {
                 let f = storage

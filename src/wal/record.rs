@@ -13,8 +13,8 @@
 //! ```
 //!
 //! A frame at offset `o` of a segment is **valid** if and only if: `payload_len` is in
-//! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `lsn >= 1`,
-//! `batch_index < lsn`, and the CRC matches. The checksum covers every byte of the frame
+//! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `1 <= lsn <= 2^62`
+//! ([`Lsn::MAX`]), `batch_index < lsn`, and the CRC matches. The checksum covers every byte of the frame
 //! except itself, so the LSN and batch field are as trustworthy as the payload.
 
 use crate::types::Lsn;
@@ -72,6 +72,8 @@ pub enum FrameError {
     },
     /// The batch index cannot belong to this LSN.
     BadBatchIndex,
+    /// The LSN is zero or above [`Lsn::MAX`].
+    BadLsn(u64),
     /// The checksum does not match.
     Checksum,
 }
@@ -88,6 +90,7 @@ impl std::fmt::Display for FrameError {
                 "record needs {needed} bytes but only {available} remain in the segment"
             ),
             FrameError::BadBatchIndex => write!(f, "record batch index is larger than its LSN"),
+            FrameError::BadLsn(n) => write!(f, "record LSN {n} is outside 1..={}", Lsn::MAX),
             FrameError::Checksum => write!(f, "record checksum mismatch"),
         }
     }
@@ -138,7 +141,10 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     let lsn = u64_at(bytes, 8);
     let batch = u32_at(bytes, 16);
     let batch_index = batch & !SYNCED_BEFORE;
-    if lsn == 0 || u64::from(batch_index) >= lsn {
+    if lsn == 0 || lsn > Lsn::MAX.0 {
+        return Err(FrameError::BadLsn(lsn));
+    }
+    if u64::from(batch_index) >= lsn {
         return Err(FrameError::BadBatchIndex);
     }
     let payload = &bytes[FRAME_HEADER_LEN..total];

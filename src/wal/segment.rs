@@ -101,8 +101,12 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Lsn> {
     let mut first = [0u8; 8];
     first.copy_from_slice(&h[16..24]);
     let first = Lsn(u64::from_le_bytes(first));
-    if first == Lsn::ZERO {
-        return Err(Error::corruption(path, 16, "segment first LSN is zero"));
+    if first == Lsn::ZERO || first > Lsn::MAX {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!("segment first LSN {first} is outside 1..={}", Lsn::MAX),
+        ));
     }
     Ok(first)
 }

@@ -1,6 +1,10 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod checks;
+pub mod model;
+pub mod workload;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,0 +1,6 @@
+//! Fuzz target `wal_segment`: see `checks::wal_segment` in `tests/common/checks.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| session_engine_fuzz::checks::wal_segment(data));
