@@ -37,6 +37,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("snapshot_file", snapshot_file),
     ("recovery", recovery),
     ("model", model),
+    ("bundle", bundle),
+    ("apply_line", apply_line),
 ];
 
 /// A reader of fuzz input that yields zeros past the end.
@@ -777,4 +779,67 @@ pub fn model(data: &[u8]) {
     run.crash_seeds = 1;
     run.next_writes_survive("model");
     run.close();
+}
+
+/// An engine on an in-memory disk that lives as long as the thread: checks that run
+/// commands share it, so state builds up across inputs as in a long-running `apply`.
+fn shared_engine<R>(f: impl FnOnce(&Engine) -> R) -> R {
+    thread_local! {
+        static ENGINE: Engine = {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+            let clock = ManualClock::new(Timestamp::from_secs(START_SECS));
+            let settings = Settings {
+                segment_bytes: 1 << 20,
+                snapshot_every: 0,
+                ..Settings::default()
+            };
+            Engine::open("fuzz", workload_options(storage, &clock, settings)).unwrap()
+        };
+    }
+    ENGINE.with(f)
+}
+
+/// Target `bundle`: the export-bundle importer. Parsing arbitrary bytes never panics; a
+/// bundle that parses (its events replay on an empty state, by the parser's own check)
+/// imports into an engine, under its own id or a new one when the id is taken, and the
+/// imported session's events re-export into a bundle that parses again.
+pub fn bundle(data: &[u8]) {
+    let Ok(bundle) = session_engine::parse_bundle(data) else {
+        return;
+    };
+    let original = bundle.session_id.clone();
+    let events = bundle.events.len();
+    shared_engine(|e| {
+        let c = e
+            .execute(Command::Import {
+                original,
+                events: bundle.events,
+            })
+            .unwrap_or_else(|err| panic!("a parsed bundle of {events} events was refused: {err}"));
+        let session_engine::Outcome::Session(id) = c.outcome else {
+            panic!("an import answered {:?}", c.outcome);
+        };
+        let again = session_engine::export::Bundle::export(e, &id).expect("re-export");
+        let bytes = again.to_json().expect("re-encode");
+        session_engine::parse_bundle(&bytes).expect("a re-exported bundle parses");
+    });
+}
+
+/// Target `apply_line`: the `apply` command parser. Any line (lossily decoded as UTF-8)
+/// parses to a command or a typed `InvalidInput`-like refusal, never a panic; a command
+/// that parses runs against an engine and is either accepted or refused, never an engine
+/// failure.
+pub fn apply_line(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    match session_engine::protocol::parse_line(&line) {
+        Err(e) => assert!(e.is_refusal(), "a bad line is not a refusal: {e:?}"),
+        Ok(cmd) => shared_engine(|e| {
+            if let Err(err) = e.execute(cmd) {
+                assert!(
+                    err.is_refusal(),
+                    "a parsed command failed the engine: {err:?}"
+                );
+            }
+        }),
+    }
 }
