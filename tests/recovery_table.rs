@@ -283,7 +283,7 @@ fn row_11_a_log_that_ends_before_its_snapshot_or_starts_after_lsn_1_is_corruptio
         Err(Error::Corruption { file, reason, .. }) => {
             assert_eq!(file, wal_path(1));
             assert!(
-                reason.contains("the snapshot at LSN 5 says its last record is here"),
+                reason.contains("the log ends at LSN 2 but the snapshot is at LSN 5"),
                 "{reason}"
             );
         }

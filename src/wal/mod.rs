@@ -279,8 +279,9 @@ pub fn recover(
             .read(&seg.path)
             .map_err(|e| Error::io("read segment", &seg.path, e))?;
         // Skip to the first wanted record: directly when the snapshot told us where its
-        // last record is (after checking that record is really there), otherwise by
-        // walking the segment's frames.
+        // last record is and that record is really there; otherwise by walking the
+        // segment's frames from its header (which also finds damage, or a log that ends
+        // before the snapshot).
         let (mut start_off, mut seg_expected) = (SEGMENT_HEADER_LEN, seg.first_lsn);
         if i == first_idx
             && start.lsn != Lsn::ZERO
@@ -293,22 +294,17 @@ pub fn recover(
                 .then(|| record::decode_frame(&bytes[off..]).ok())
                 .flatten()
                 .map(|f| f.lsn);
-            if found != Some(start.lsn) {
-                return Err(Error::corruption(
-                    &seg.path,
-                    pos.offset,
-                    format!(
-                        "the snapshot at LSN {} says its last record is here, but {}",
-                        start.lsn,
-                        match found {
-                            Some(l) => format!("record {l} is"),
-                            None => "there is no valid record".to_string(),
-                        }
-                    ),
-                ));
+            if found == Some(start.lsn) {
+                start_off = off;
+                seg_expected = start.lsn;
+            } else {
+                tracing::warn!(
+                    segment = %seg.path.display(),
+                    offset = pos.offset,
+                    lsn = %start.lsn,
+                    "the snapshot's log position does not hold its last record; walking the segment"
+                );
             }
-            start_off = off;
-            seg_expected = start.lsn;
         }
         if i > first_idx && seg.first_lsn != expected {
             return Err(Error::corruption(
@@ -351,19 +347,24 @@ pub fn recover(
         if let Some(e) = callback_error.take() {
             return Err(e);
         }
-        if scan.last_lsn.next() < want {
-            // The whole segment lies before the wanted record, yet it is the segment that
-            // should hold it: the log ends before the snapshot.
-            if is_last {
-                return Err(Error::corruption(
-                    &seg.path,
-                    0,
-                    format!(
-                        "the log ends at LSN {} but the snapshot is at LSN {}",
-                        scan.last_lsn, start.lsn
-                    ),
-                ));
-            }
+        if let SegmentEnd::Corrupt { offset, reason } = &scan.end {
+            return Err(Error::corruption(&seg.path, *offset, reason.clone()));
+        }
+        if is_last && scan.last_lsn.next() < want {
+            // The last segment ends before the snapshot's last record: the log lost
+            // records the snapshot says were durable.
+            let at = match &scan.end {
+                SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => *offset,
+                SegmentEnd::Corrupt { offset, .. } => *offset,
+            };
+            return Err(Error::corruption(
+                &seg.path,
+                at,
+                format!(
+                    "the log ends at LSN {} but the snapshot is at LSN {}",
+                    scan.last_lsn, start.lsn
+                ),
+            ));
         }
         expected = scan.last_lsn.next();
         match scan.end {
