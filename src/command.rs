@@ -597,6 +597,15 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Result<(Option<Eve
                 original,
                 events,
             };
+            if body.import_depth() > crate::event::MAX_IMPORT_DEPTH {
+                return Err(Error::invalid(
+                    "bundle",
+                    format!(
+                        "importing it would nest imports more than {} levels deep",
+                        crate::event::MAX_IMPORT_DEPTH
+                    ),
+                ));
+            }
             // The imported history must replay on its own; try it on a scratch state.
             let mut scratch = State::new();
             scratch

@@ -13,6 +13,37 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 
+/// Most levels of imports one event may hold (an import of an exported import of ...).
+/// Decoding refuses deeper nesting, so crafted input can neither exhaust the stack nor make
+/// replay copy a large history once per level; the import command refuses to create it.
+pub const MAX_IMPORT_DEPTH: usize = 8;
+
+std::thread_local! {
+    static IMPORT_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes the events of a [`EventBody::SessionImported`], counting nesting levels.
+fn deserialize_imported_events<'de, D>(d: D) -> Result<Vec<Event>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Level(usize);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            IMPORT_DEPTH.set(self.0);
+        }
+    }
+    let depth = IMPORT_DEPTH.get();
+    if depth >= MAX_IMPORT_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "imports are nested more than {MAX_IMPORT_DEPTH} levels deep"
+        )));
+    }
+    let _restore = Level(depth);
+    IMPORT_DEPTH.set(depth + 1);
+    Vec::<Event>::deserialize(d)
+}
+
 /// One state change, as stored in one log record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -152,7 +183,9 @@ pub enum EventBody {
         session: SessionId,
         /// The id it had where it was exported.
         original: SessionId,
-        /// The exported events, in order; all concern `original`.
+        /// The exported events, in order; all concern `original`. They may hold imports
+        /// themselves, at most [`MAX_IMPORT_DEPTH`] levels in all.
+        #[serde(deserialize_with = "deserialize_imported_events")]
         events: Vec<Event>,
     },
     /// A session was created as a copy of another one; the copy is carried inline so the
@@ -168,6 +201,25 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// How many levels of imports the event holds (0 for everything but an import),
+    /// counting no further than `MAX_IMPORT_DEPTH + 1`.
+    pub fn import_depth(&self) -> usize {
+        fn depth(body: &EventBody, limit: usize) -> usize {
+            match body {
+                EventBody::SessionImported { events, .. } if limit > 0 => {
+                    1 + events
+                        .iter()
+                        .map(|e| depth(&e.body, limit - 1))
+                        .max()
+                        .unwrap_or(0)
+                }
+                EventBody::SessionImported { .. } => 1,
+                _ => 0,
+            }
+        }
+        depth(self, MAX_IMPORT_DEPTH + 1)
+    }
+
     /// The event's type name, as printed by `replay` (`"session_created"`, ...).
     pub fn type_name(&self) -> &'static str {
         match self {

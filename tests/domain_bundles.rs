@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
+use session_engine::event::{MAX_IMPORT_DEPTH, SessionCreated};
 use session_engine::export::{BundleError, events_checksum};
 use session_engine::state::Origin;
 use session_engine::storage::SplitMix64;
 use session_engine::{
-    Bundle, CommandRun, Error, EventBody, NewSession, Session, SessionId, SessionManager, Status,
-    parse_bundle,
+    Bundle, CommandRun, Error, Event, EventBody, NewSession, Session, SessionId, SessionManager,
+    Status, Timestamp, codec, parse_bundle,
 };
 
 fn named(id: &str) -> NewSession {
@@ -432,4 +433,100 @@ fn parsing_mutated_bundles_never_panics() {
         }
     }
     assert!(accepted < 2000);
+}
+
+#[test]
+fn imports_nest_at_most_eight_levels_and_the_ninth_is_refused_unchanged() {
+    // Export an imported session and import it again, over and over: each round wraps the
+    // history in one more import.
+    let clock = clock();
+    let b = Backend::mem();
+    let m = b.open(&clock);
+    busy_session(&m, &clock, "s0");
+    let mut id = "s0".to_owned();
+    for level in 1..=MAX_IMPORT_DEPTH {
+        let bundle = m.export_bundle(&id).unwrap();
+        id = m.import_bundle(bundle).unwrap().session_id().to_string();
+        let first = m.export_bundle(&id).unwrap().events[0].body.clone();
+        assert_eq!(first.import_depth(), level);
+    }
+    // The deepest bundle still parses (it is what this engine exports) ...
+    let parsed = parse_bundle(&m.export_bundle(&id).unwrap().to_json().unwrap()).unwrap();
+    let before = m.state();
+    // ... but importing it would nest one level too deep.
+    match m.import_bundle(parsed) {
+        Err(Error::InvalidInput { field, reason }) => {
+            assert_eq!(field, "bundle");
+            assert!(reason.contains("nest"), "{reason}");
+        }
+        other => panic!(
+            "expected InvalidInput, got {:?}",
+            other.map(|s| s.session_id().clone())
+        ),
+    }
+    assert_eq!(*m.state(), *before);
+    m.close().unwrap();
+    // Everything that was accepted replays.
+    let m = b.open(&clock);
+    assert_eq!(*m.state(), *before);
+    m.close().unwrap();
+}
+
+fn leaf_event() -> Event {
+    Event {
+        at: Timestamp(0),
+        body: EventBody::SessionCreated(Box::new(SessionCreated {
+            session: id("n"),
+            name: "n".into(),
+            agent: None,
+            working_dir: None,
+            timeout_secs: 0,
+            config: Default::default(),
+            metadata: vec![],
+        })),
+    }
+}
+
+fn wrapped(e: Event, levels: usize) -> Event {
+    (0..levels).fold(e, |e, _| Event {
+        at: Timestamp(0),
+        body: EventBody::SessionImported {
+            session: id("n"),
+            original: id("n"),
+            events: vec![e],
+        },
+    })
+}
+
+#[test]
+fn a_payload_with_imports_nested_far_too_deep_is_a_decode_error_not_a_stack_overflow() {
+    let leaf = codec::event_to_vec(&leaf_event()).unwrap();
+    let one = codec::event_to_vec(&wrapped(leaf_event(), 1)).unwrap();
+    // The events vector is the import's last field, so each level adds the same prefix.
+    assert!(one.ends_with(&leaf[1..]));
+    let level = &one[1..one.len() - (leaf.len() - 1)];
+    let payload = |depth: usize| {
+        let mut p = vec![one[0]];
+        for _ in 0..depth {
+            p.extend_from_slice(level);
+        }
+        p.extend_from_slice(&leaf[1..]);
+        p
+    };
+    // The deepest nesting allowed decodes to the nested event.
+    assert_eq!(
+        codec::decode_event(&payload(MAX_IMPORT_DEPTH)).unwrap(),
+        wrapped(leaf_event(), MAX_IMPORT_DEPTH)
+    );
+    // One more level, or a million (a few MiB, inside one record's limit), is refused.
+    for depth in [MAX_IMPORT_DEPTH + 1, 1_000_000] {
+        let err = codec::decode_event(&payload(depth)).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
+    }
+    // The same rule holds for bundles, whose events are JSON.
+    for (depth, ok) in [(MAX_IMPORT_DEPTH, true), (MAX_IMPORT_DEPTH + 1, false)] {
+        let events = serde_json::to_value(vec![wrapped(leaf_event(), depth)]).unwrap();
+        let r = parse_bundle(&bundle_json("n", &events, 1));
+        assert_eq!(r.is_ok(), ok, "depth {depth}: {:?}", r.err());
+    }
 }

@@ -517,6 +517,44 @@ fn a_damaged_snapshot_is_skipped_for_an_older_one_and_reported() {
 }
 
 #[test]
+fn a_snapshot_taken_after_reopening_onto_an_empty_segment_is_used_by_the_next_open() {
+    // A crash right after a new segment is created (header written, no record yet) leaves
+    // an empty last segment; the snapshot's last record then sits in the segment before.
+    use session_engine::wal::segment::{encode_header, segment_path};
+    let (m, s) = mem();
+    let clock = clock();
+    let e = open(&s, &clock);
+    create(&e, "a");
+    for i in 0..5 {
+        activity(&e, "a", &format!("x{i}"));
+    }
+    e.snapshot().unwrap();
+    e.close().unwrap();
+    let mut empty = encode_header(Lsn(7)).to_vec();
+    empty.resize(8 * 1024, 0);
+    m.set_file_content(&segment_path(Path::new("data/wal"), Lsn(7)), empty)
+        .unwrap();
+    let e = open(&s, &clock);
+    assert_eq!(e.last_lsn(), Lsn(6));
+    // Write the snapshot at LSN 6 anew from this engine's idea of where its last record is.
+    let snap = Path::new("data/snapshots").join(session_engine::snapshot::snapshot_name(Lsn(6)));
+    m.remove_file(&snap).unwrap();
+    assert_eq!(e.snapshot().unwrap(), Lsn(6));
+    let (h, _) =
+        session_engine::snapshot::decode_snapshot(&snap, &m.file_content(&snap).unwrap()).unwrap();
+    assert_eq!(h.position.segment, Lsn(1), "{:?}", h.position);
+    assert!(h.position.offset > SEGMENT_HEADER_LEN as u64);
+    activity(&e, "a", "after");
+    let live = e.state();
+    e.close().unwrap();
+    let e = open(&s, &clock);
+    let r = e.recovery_report();
+    assert!(r.skipped_snapshots.is_empty(), "{:?}", r.skipped_snapshots);
+    assert_eq!(r.snapshot_lsn, Some(Lsn(6)));
+    assert_eq!(*e.state(), *live);
+}
+
+#[test]
 fn repair_moves_damaged_bytes_aside_and_the_directory_opens_again() {
     let (m, s, seg) = small_log(10);
     let original = m.file_content(&seg).unwrap();
@@ -644,6 +682,9 @@ fn verify_finds_damage_torn_tails_and_snapshots_that_disagree_with_the_log() {
     forged.last_lsn = Lsn(10);
     let snap_dir = Path::new("data/snapshots");
     let image = m.kill_image();
+    image
+        .remove_file(&snap_dir.join(session_engine::snapshot::snapshot_name(Lsn(10))))
+        .unwrap();
     session_engine::snapshot::write_snapshot(&image, snap_dir, &forged, Default::default())
         .unwrap();
     let r = session_engine::verify(Path::new("data"), &image, |_| {}).unwrap();

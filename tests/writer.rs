@@ -79,11 +79,12 @@ fn an_interval_batch_run_by_a_caller_is_synced_without_further_requests() {
     let e = Engine::open("data", o).unwrap();
     create(&e, "s1");
     e.execute(act("s1", 0)).unwrap();
-    // Poll the durable image (a simulated power cut) until the record is in it; the bound
-    // is generous, it only turns a hang into a failure.
+    // Poll the durable image (a power cut that loses every unsynced byte) until the record
+    // is in it; the bound is generous, it only turns a hang into a failure. The control
+    // below shows the image does not hold unsynced records.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let crashed: Arc<dyn Storage> = Arc::new(m.crash(7, CrashMode::Whole));
+        let crashed: Arc<dyn Storage> = Arc::new(m.crash(0, CrashMode::DurableOnly));
         let lsn = open(&crashed, &clock).last_lsn();
         if lsn == Lsn(2) {
             break;
@@ -98,6 +99,24 @@ fn an_interval_batch_run_by_a_caller_is_synced_without_further_requests() {
 }
 
 #[test]
+fn an_interval_that_has_not_come_due_leaves_the_record_out_of_the_durable_image() {
+    // The control for the test above: without a sync the record is not durable.
+    let (m, s) = mem();
+    let clock = clock();
+    let mut o = options(Arc::clone(&s), &clock);
+    o.durability = Durability::Interval(Duration::from_secs(3600));
+    let e = Engine::open("data", o).unwrap();
+    create(&e, "s1");
+    e.execute(act("s1", 0)).unwrap();
+    let crashed: Arc<dyn Storage> = Arc::new(m.crash(0, CrashMode::DurableOnly));
+    assert!(open(&crashed, &clock).last_lsn() < Lsn(2));
+    e.sync().unwrap();
+    let crashed: Arc<dyn Storage> = Arc::new(m.crash(0, CrashMode::DurableOnly));
+    assert_eq!(open(&crashed, &clock).last_lsn(), Lsn(2));
+    e.close().unwrap();
+}
+
+#[test]
 fn close_returns_when_a_caller_ran_the_last_batch() {
     // After a caller-run batch the writer thread is parked; close must still stop it.
     for _ in 0..20 {
@@ -108,5 +127,107 @@ fn close_returns_when_a_caller_ran_the_last_batch() {
         e.execute(act("s1", 0)).unwrap();
         e.close().unwrap();
         assert!(e.execute(act("s1", 1)).is_err());
+    }
+}
+
+/// Waits for `h` up to `limit`; a thread still blocked then is a hang (reported, not
+/// joined, so the test fails instead of hanging).
+fn finished_within<T>(h: &std::thread::JoinHandle<T>, limit: Duration) -> bool {
+    let start = Instant::now();
+    while !h.is_finished() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    h.is_finished()
+}
+
+#[test]
+fn sync_submit_and_execute_racing_close_all_return() {
+    // Requests sent while close drains the queue, or after it, must each get an answer
+    // (an error once closed); none may wait forever. A queue of 4 (max_batch 1) makes
+    // senders block in `send` while close runs.
+    let clock = clock();
+    for round in 0..400u32 {
+        let (_m, s) = mem();
+        let mut o = options(Arc::clone(&s), &clock);
+        o.max_batch = 1 + (round % 2) as usize * 63;
+        let e = Arc::new(Engine::open("data", o).unwrap());
+        let go = Arc::new(std::sync::Barrier::new(7));
+        let mut hs = Vec::new();
+        for t in 0..6u32 {
+            let (e, go) = (Arc::clone(&e), Arc::clone(&go));
+            hs.push(std::thread::spawn(move || {
+                go.wait();
+                loop {
+                    let r = match t % 3 {
+                        0 => e.sync(),
+                        1 => e.submit(Command::ExpireIdle).wait().map(|_| ()),
+                        _ => e.execute(Command::ExpireIdle).map(|_| ()),
+                    };
+                    if r.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        go.wait();
+        if round % 3 == 0 {
+            std::thread::yield_now();
+        }
+        let closer = {
+            let e = Arc::clone(&e);
+            std::thread::spawn(move || e.close())
+        };
+        assert!(
+            finished_within(&closer, Duration::from_secs(10)),
+            "round {round}: close() did not return"
+        );
+        closer.join().unwrap().unwrap();
+        for (t, h) in hs.into_iter().enumerate() {
+            assert!(
+                finished_within(&h, Duration::from_secs(10)),
+                "round {round}: caller {t} still blocked after close returned"
+            );
+            h.join().unwrap();
+        }
+        assert!(matches!(e.sync(), Err(session_engine::Error::Closed)));
+    }
+}
+
+type SetOption = Box<dyn Fn(&mut session_engine::Options)>;
+
+#[test]
+fn out_of_range_options_are_refused_at_open() {
+    let clock = clock();
+    let cases: Vec<(&str, SetOption)> = vec![
+        (
+            "durability interval",
+            Box::new(|o| o.durability = Durability::Interval(Duration::MAX)),
+        ),
+        (
+            "durability interval",
+            Box::new(|o| o.durability = Durability::Interval(Duration::ZERO)),
+        ),
+        (
+            "watchdog interval",
+            Box::new(|o| o.watchdog_interval = Some(Duration::MAX)),
+        ),
+        ("segment size", Box::new(|o| o.segment_bytes = u64::MAX)),
+        ("segment size", Box::new(|o| o.segment_bytes = 100)),
+        ("batch size", Box::new(|o| o.max_batch = 0)),
+        ("batch size", Box::new(|o| o.max_batch = usize::MAX)),
+    ];
+    for (field, set) in cases {
+        let (m, s) = mem();
+        let mut o = options(Arc::clone(&s), &clock);
+        set(&mut o);
+        match Engine::open("data", o) {
+            Err(session_engine::Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+            other => panic!(
+                "{field}: expected InvalidInput, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        // Nothing was created.
+        assert!(m.list_dir(std::path::Path::new("data")).is_err());
     }
 }

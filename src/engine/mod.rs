@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
@@ -96,6 +96,54 @@ impl Default for Options {
             storage: Arc::new(FileStorage::new()),
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+/// Largest accepted log segment (`Options::segment_bytes`): 1 GiB.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// Largest accepted batch (`Options::max_batch`).
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// Longest accepted sync interval or watchdog interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+impl Options {
+    /// Checks the settings: intervals must lie between 1 ms and [`MAX_INTERVAL`] (a zero
+    /// interval would spin, and a huge one overflow the clock); segments between 4 KiB and
+    /// [`MAX_SEGMENT_BYTES`]; batches between 1 and [`MAX_BATCH`] commands.
+    pub fn validate(&self) -> Result<()> {
+        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::invalid(
+                "segment size",
+                format!(
+                    "{} bytes is not between 4096 and {MAX_SEGMENT_BYTES}",
+                    self.segment_bytes
+                ),
+            ));
+        }
+        if !(1..=MAX_BATCH).contains(&self.max_batch) {
+            return Err(Error::invalid(
+                "batch size",
+                format!("{} is not between 1 and {MAX_BATCH}", self.max_batch),
+            ));
+        }
+        let check = |field: &'static str, d: Duration| {
+            if d < Duration::from_millis(1) || d > MAX_INTERVAL {
+                Err(Error::invalid(
+                    field,
+                    format!("{d:?} is not between 1 ms and {MAX_INTERVAL:?}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let Durability::Interval(d) = self.durability {
+            check("durability interval", d)?;
+        }
+        if let Some(w) = self.watchdog_interval {
+            check("watchdog interval", w)?;
+        }
+        Ok(())
     }
 }
 
@@ -215,7 +263,27 @@ pub struct Pending(PendingInner);
 
 enum PendingInner {
     Ready(Option<Result<Committed>>),
-    Waiting(Receiver<Result<Committed>>),
+    Waiting(Receiver<Result<Committed>>, Arc<Shared>),
+}
+
+/// How often a waiting caller checks whether the writer is gone.
+const WAIT_CHECK: Duration = Duration::from_millis(20);
+
+/// Waits for an answer on `rx`. A request that reached the channel after the writer's
+/// last drain is never answered; once the writer thread is gone (it cannot run another
+/// batch then), the wait ends with [`Error::Closed`] rather than block forever.
+fn wait_answer<T>(rx: &Receiver<Result<T>>, shared: &Shared) -> Result<T> {
+    loop {
+        match rx.recv_timeout(WAIT_CHECK) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.writer_done.load(Ordering::SeqCst) {
+                    return rx.try_recv().unwrap_or(Err(Error::Closed));
+                }
+            }
+        }
+    }
 }
 
 impl Pending {
@@ -223,7 +291,7 @@ impl Pending {
     pub fn is_ready(&self) -> bool {
         match &self.0 {
             PendingInner::Ready(_) => true,
-            PendingInner::Waiting(rx) => !rx.is_empty(),
+            PendingInner::Waiting(rx, _) => !rx.is_empty(),
         }
     }
 
@@ -231,7 +299,7 @@ impl Pending {
     pub fn wait(self) -> Result<Committed> {
         match self.0 {
             PendingInner::Ready(r) => r.unwrap_or(Err(Error::Closed)),
-            PendingInner::Waiting(rx) => {
+            PendingInner::Waiting(rx, shared) => {
                 // A durable answer comes after one fdatasync (100-200 µs). Parking and being
                 // woken costs tens of microseconds more on a virtual CPU, and with many
                 // callers those wake-ups stretch every group commit. Yielding in a loop for
@@ -244,7 +312,7 @@ impl Pending {
                         Err(TryRecvError::Empty) => std::thread::yield_now(),
                     }
                 }
-                rx.recv().unwrap_or(Err(Error::Closed))
+                wait_answer(&rx, &shared)
             }
         }
     }
@@ -285,6 +353,7 @@ impl Engine {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Engine> {
+        options.validate()?;
         let storage = Arc::clone(&options.storage);
         let paths = Paths::new(dir);
         let lock = if read_only {
@@ -341,10 +410,10 @@ impl Engine {
                 &shared.paths.wal,
                 &recovered,
                 WalOptions {
-                    segment_bytes: shared.options.segment_bytes.max(4096),
+                    segment_bytes: shared.options.segment_bytes,
                 },
             )?;
-            let capacity = shared.options.max_batch.max(1) * 4;
+            let capacity = shared.options.max_batch * 4;
             let (tx, rx) = bounded(capacity);
             let (core, handle) =
                 writer::spawn(Arc::clone(&shared), Box::new(wal), rx, report.replayed)?;
@@ -420,7 +489,7 @@ impl Engine {
             cmd,
             reply: Some(tx),
         }) {
-            Ok(()) => Pending(PendingInner::Waiting(rx)),
+            Ok(()) => Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))),
             Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),
         }
     }
@@ -431,7 +500,7 @@ impl Engine {
     /// itself instead of waiting for the writer thread; see `writer::try_lead`.
     pub fn execute(&self, cmd: Command) -> Result<Committed> {
         let pending = self.submit(cmd);
-        if let (Some(core), PendingInner::Waiting(_)) = (&self.core, &pending.0) {
+        if let (Some(core), PendingInner::Waiting(..)) = (&self.core, &pending.0) {
             writer::try_lead(core);
         }
         pending.wait()
@@ -441,14 +510,14 @@ impl Engine {
     pub fn sync(&self) -> Result<()> {
         let (tx, rx) = bounded(1);
         self.send(Request::Sync(tx))?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        wait_answer(&rx, &self.shared)
     }
 
     /// Takes a snapshot now and waits until it is on disk. Returns its LSN.
     pub fn snapshot(&self) -> Result<Lsn> {
         let (tx, rx) = bounded(1);
         self.send(Request::Snapshot(tx))?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        wait_answer(&rx, &self.shared)
     }
 
     /// Committed events from `from` on: first those already in the log (catch-up), then
@@ -512,11 +581,15 @@ impl Engine {
         if let Some(tx) = &self.tx {
             let (rtx, rrx) = bounded(1);
             if tx.send(Request::Shutdown(rtx)).is_ok() {
-                result = rrx.recv().unwrap_or(Ok(()));
+                result = match wait_answer(&rrx, &self.shared) {
+                    Err(Error::Closed) => Ok(()),
+                    other => other,
+                };
             }
             // A caller may have run the shutdown batch; the writer thread then still waits
-            // for a request before it can see that and exit.
-            let _ = tx.try_send(Request::Wake);
+            // for a request before it can see that and exit. The send fails at once when the
+            // thread is already gone (no receiver is left), and cannot be lost otherwise.
+            let _ = tx.send(Request::Wake);
         }
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
             && h.join().is_err()
@@ -544,20 +617,9 @@ fn recover_state(
     paths: &Paths,
     read_only: bool,
 ) -> Result<(State, RecoveryReport, wal::Recovered)> {
-    let segments = wal::list_segments(storage, &paths.wal)?;
-    let (snap, skipped) = snapshot::load_newest(storage, &paths.snapshots, |h| {
-        if h.lsn == Lsn::ZERO {
-            return Ok(());
-        }
-        if segments.iter().any(|s| s.first_lsn == h.position.segment) {
-            Ok(())
-        } else {
-            Err(format!(
-                "the log segment it resumes from (first LSN {}) does not exist",
-                h.position.segment
-            ))
-        }
-    })?;
+    // A snapshot's log position is only a hint: recovery checks it and walks the segment
+    // when it is wrong, and finds a log that ends before the snapshot either way.
+    let (snap, skipped) = snapshot::load_newest(storage, &paths.snapshots)?;
     for s in &skipped {
         tracing::warn!(file = %s.file.display(), reason = %s.reason, "skipped a snapshot");
     }

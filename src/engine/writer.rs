@@ -59,7 +59,7 @@ pub(crate) fn spawn(
         next_watchdog: shared.options.watchdog_interval.map(|d| Instant::now() + d),
         shared,
         log,
-        rx,
+        rx: Some(rx),
         frames: FrameBuf::new(),
         subscribers: Vec::new(),
         since_snapshot: replayed,
@@ -67,7 +67,6 @@ pub(crate) fn spawn(
         log_dirty: false,
         snapshots,
         batch: Vec::new(),
-        stopped: false,
     };
     let core: Core = Arc::new(Mutex::new(writer));
     let c = Arc::clone(&core);
@@ -83,6 +82,9 @@ pub(crate) fn spawn(
 
 /// The writer thread: waits until a request is queued (without taking it, so that requests
 /// are only ever taken under the lock, in order) or a timer is due, then runs a batch.
+/// Once the writer has stopped it returns, dropping the last receiver of the request
+/// channel: requests still queued are dropped (their callers see `Closed`) and later
+/// sends fail at once.
 fn run(core: &Core, rx: &Receiver<Request>) {
     loop {
         let timeout = lock(core).next_timeout();
@@ -161,7 +163,8 @@ pub(crate) fn error_copy(e: &Error) -> Error {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     log: Box<dyn Log>,
-    rx: Receiver<Request>,
+    /// The request channel; `None` once stopped.
+    rx: Option<Receiver<Request>>,
     frames: FrameBuf,
     subscribers: Vec<LiveSender>,
     since_snapshot: u64,
@@ -171,8 +174,6 @@ pub(crate) struct Writer {
     next_watchdog: Option<Instant>,
     /// The batch being collected (kept to reuse its allocation).
     batch: Vec<Request>,
-    /// Set once shut down (or every handle is gone): later requests are refused.
-    stopped: bool,
 }
 
 type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
@@ -210,17 +211,14 @@ impl Writer {
     /// Takes the queued requests (up to `max_batch`) and runs them as one batch, and runs
     /// the timers that are due. Returns `false` once the writer has stopped.
     pub(crate) fn step(&mut self) -> bool {
-        if self.stopped {
-            while let Ok(r) = self.rx.try_recv() {
-                refuse(r);
-            }
+        let Some(rx) = self.rx.clone() else {
             return false;
-        }
-        let max_batch = self.shared.options.max_batch.max(1);
+        };
+        let max_batch = self.shared.options.max_batch;
         let mut batch = std::mem::take(&mut self.batch);
         let mut disconnected = false;
         while batch.len() < max_batch {
-            match self.rx.try_recv() {
+            match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -272,13 +270,16 @@ impl Writer {
         true
     }
 
+    /// Stops for good: later requests are refused, queued ones now and any that slip in
+    /// later when the writer thread, holding the last receiver, returns.
     fn stop(&mut self) {
-        self.stopped = true;
         self.snapshots.stop();
         // Subscribers learn of the end when their live channel disconnects.
         self.subscribers.clear();
-        while let Ok(r) = self.rx.try_recv() {
-            refuse(r);
+        if let Some(rx) = self.rx.take() {
+            while let Ok(r) = rx.try_recv() {
+                refuse(r);
+            }
         }
     }
 

@@ -435,12 +435,15 @@ impl Projection {
         if !files_due && !checkpoint_due {
             return;
         }
+        // The state is taken before the log is synced: the sync then makes everything it
+        // shows durable, while commands that commit meanwhile wait for the next step.
+        let state = self.engine.state();
         let mut result = self.sync_log();
         if result.is_ok() && files_due {
-            result = self.flush_files();
+            result = self.flush_files(&state);
         }
         if result.is_ok() && checkpoint_due {
-            result = self.checkpoint();
+            result = self.checkpoint(&state);
         }
         match result {
             Ok(()) => self.succeeded(),
@@ -634,12 +637,13 @@ impl Projection {
         Ok(())
     }
 
-    fn flush_files(&mut self) -> Result<(), Failure> {
+    /// Writes every dirty file from `state`, which must be durable.
+    fn flush_files(&mut self, state: &Arc<State>) -> Result<(), Failure> {
         self.ensure_dirs()?;
         if self.needs_rebuild {
-            self.rebuild_inner()?;
+            self.rebuild_from(state)?;
         }
-        let state = self.engine.state();
+        let state = Arc::clone(state);
         while let Some(id) = self.dirty_sessions.first().cloned() {
             self.write_session(&state, &id)?;
             self.dirty_sessions.remove(&id);
@@ -675,12 +679,12 @@ impl Projection {
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<(), Failure> {
+    /// Writes the registry from `state`, which must be durable, and the marker.
+    fn checkpoint(&mut self, state: &Arc<State>) -> Result<(), Failure> {
         self.last_checkpoint = Instant::now();
         if self.registry_dirty {
             self.ensure_dirs()?;
-            let state = self.engine.state();
-            self.write_registry(&state)?;
+            self.write_registry(state)?;
             self.registry_dirty = false;
         }
         if !self.has_file_work() && self.marker < self.received {
@@ -980,7 +984,15 @@ impl Projection {
         }
     }
 
+    /// A full rebuild from the current state, made durable first.
     fn rebuild_inner(&mut self) -> Result<RebuildReport, Failure> {
+        let state = self.engine.state();
+        self.sync_log()?;
+        self.rebuild_from(&state)
+    }
+
+    /// A full rebuild from `state`, which must be durable.
+    fn rebuild_from(&mut self, state: &Arc<State>) -> Result<RebuildReport, Failure> {
         self.needs_rebuild = true;
         if self.dirty_since.is_none() {
             self.dirty_since = Some(Instant::now());
@@ -991,7 +1003,7 @@ impl Projection {
         self.marker = Lsn::ZERO;
         self.dirs_ready = false;
         self.ensure_dirs()?;
-        let state = self.engine.state();
+        let state = Arc::clone(state);
         let mut report = RebuildReport {
             lsn: state.last_lsn,
             ..RebuildReport::default()

@@ -242,7 +242,8 @@ impl Write for CrcWriter<'_> {
 }
 
 /// Writes a snapshot of `state` (whose last record, LSN `state.last_lsn`, is at log
-/// position `position`) into `dir`, atomically. Returns its path.
+/// position `position`) into `dir`, atomically. Returns its path. A snapshot already there
+/// at the same LSN is kept as it is (it holds the same state).
 pub fn write_snapshot(
     storage: &dyn Storage,
     dir: &Path,
@@ -253,6 +254,14 @@ pub fn write_snapshot(
         .create_dir_all(dir)
         .map_err(|e| Error::io("create snapshot directory", dir, e))?;
     let path = dir.join(snapshot_name(state.last_lsn));
+    // A snapshot at the same LSN holds the same state; keep the one that is there rather
+    // than expose it to a failed rewrite.
+    if storage
+        .exists(&path)
+        .map_err(|e| Error::io("check snapshot", &path, e))?
+    {
+        return Ok(path);
+    }
     let tmp = dir.join(format!("{}.tmp", snapshot_name(state.last_lsn)));
     let mut file = storage
         .open(&tmp, OpenMode::CreateTruncate)
@@ -317,12 +326,11 @@ pub fn list_snapshots(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Lsn, Pat
 /// A loaded snapshot: its header, its state and its file.
 pub type LoadedSnapshot = (SnapshotHeader, State, PathBuf);
 
-/// Loads the newest snapshot that decodes and is accepted by `accept` (which checks it
-/// against the log), skipping and reporting the others.
+/// Loads the newest snapshot that decodes, skipping and reporting the others. Its log
+/// position is a hint that recovery checks against the log.
 pub fn load_newest(
     storage: &dyn Storage,
     dir: &Path,
-    mut accept: impl FnMut(&SnapshotHeader) -> std::result::Result<(), String>,
 ) -> Result<(Option<LoadedSnapshot>, Vec<SkippedSnapshot>)> {
     let mut skipped = Vec::new();
     for (lsn, path) in list_snapshots(storage, dir)? {
@@ -341,10 +349,7 @@ pub fn load_newest(
                 file: path,
                 reason: format!("its name says LSN {lsn}, its header says {}", h.lsn),
             }),
-            Ok((h, state)) => match accept(&h) {
-                Ok(()) => return Ok((Some((h, state, path)), skipped)),
-                Err(reason) => skipped.push(SkippedSnapshot { file: path, reason }),
-            },
+            Ok((h, state)) => return Ok((Some((h, state, path)), skipped)),
             Err(e) => skipped.push(SkippedSnapshot {
                 file: path,
                 reason: e.to_string(),

@@ -44,6 +44,10 @@ pub enum CrashMode {
     Pages,
     /// Each write is cut at 512-byte sector boundaries (SQLite's crash tests).
     Sectors,
+    /// Every unsynced write and directory change is lost: the image is exactly what was
+    /// made durable. Not part of [`CrashMode::ALL`]; tests use it to check that something
+    /// was synced at all.
+    DurableOnly,
 }
 
 impl CrashMode {
@@ -100,6 +104,9 @@ impl MemFile {
     /// The content a power cut leaves.
     fn crash_image(&self, rng: &mut SplitMix64, mode: CrashMode) -> Vec<u8> {
         let mut out = self.durable.clone();
+        if mode == CrashMode::DurableOnly {
+            return out;
+        }
         for p in &self.pending {
             match p {
                 Pending::SetLen(len) => {
@@ -171,7 +178,7 @@ fn pieces(start: u64, end: u64, mode: CrashMode, rng: &mut SplitMix64) -> Vec<(u
         v
     };
     match mode {
-        CrashMode::Whole => vec![(start, end)],
+        CrashMode::Whole | CrashMode::DurableOnly => vec![(start, end)],
         CrashMode::ThreeParts => {
             let len = end - start;
             let mut a = start + rng.below(len + 1);
@@ -404,7 +411,10 @@ impl MemStorage {
                 .filter(|(d, _)| d == dir)
                 .map(|(_, op)| op)
                 .collect();
-            let keep = rng.below(ops.len() as u64 + 1) as usize;
+            let keep = match mode {
+                CrashMode::DurableOnly => 0,
+                _ => rng.below(ops.len() as u64 + 1) as usize,
+            };
             for op in &ops[..keep] {
                 op.apply(&mut entries);
             }

@@ -273,6 +273,24 @@ pub fn recover(
         .unwrap_or(0);
     let mut expected = want;
     let mut callback_error: Option<Error> = None;
+    // When the snapshot's last record sits in an earlier segment than the first one read
+    // (the snapshot ended a segment), that record is still the log's last one unless the
+    // walk below finds newer ones; check it is really there.
+    if start.lsn != Lsn::ZERO
+        && let Some(pos) = start.position
+        && pos.segment != segments[first_idx].first_lsn
+        && let Some(seg) = segments.iter().find(|s| s.first_lsn == pos.segment)
+    {
+        let bytes = storage
+            .read(&seg.path)
+            .map_err(|e| Error::io("read segment", &seg.path, e))?;
+        let off = pos.offset as usize;
+        if (SEGMENT_HEADER_LEN..bytes.len()).contains(&off)
+            && record::decode_frame(&bytes[off..]).is_ok_and(|f| f.lsn == start.lsn)
+        {
+            rec.last_record = Some(pos);
+        }
+    }
     for (i, seg) in segments.iter().enumerate().skip(first_idx) {
         let is_last = i + 1 == segments.len();
         let bytes = storage
