@@ -198,6 +198,8 @@ pub(crate) enum Request {
     Command {
         cmd: Command,
         reply: Option<Sender<Result<Committed>>>,
+        /// The thread that sent it (the writer's group commit waits for recent callers).
+        caller: Option<std::thread::ThreadId>,
     },
     Sync(Sender<Result<()>>),
     Snapshot(Sender<Result<Lsn>>),
@@ -488,6 +490,7 @@ impl Engine {
         match self.send(Request::Command {
             cmd,
             reply: Some(tx),
+            caller: Some(std::thread::current().id()),
         }) {
             Ok(()) => Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))),
             Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),

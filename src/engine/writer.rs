@@ -67,6 +67,8 @@ pub(crate) fn spawn(
         log_dirty: false,
         snapshots,
         batch: Vec::new(),
+        recent_callers: Vec::new(),
+        sync_cost: Duration::ZERO,
     };
     let core: Core = Arc::new(Mutex::new(writer));
     let c = Arc::clone(&core);
@@ -122,6 +124,21 @@ fn answer(reply: Reply, r: Result<Committed>) {
     }
 }
 
+/// The threads with a command in `batch`, each once.
+fn callers(batch: &[Request]) -> Vec<std::thread::ThreadId> {
+    let mut v = Vec::new();
+    for r in batch {
+        if let Request::Command {
+            caller: Some(c), ..
+        } = r
+            && !v.contains(c)
+        {
+            v.push(*c);
+        }
+    }
+    v
+}
+
 /// Answers a request that arrived after the writer stopped.
 fn refuse(r: Request) {
     match r {
@@ -174,6 +191,10 @@ pub(crate) struct Writer {
     next_watchdog: Option<Instant>,
     /// The batch being collected (kept to reuse its allocation).
     batch: Vec<Request>,
+    /// The threads whose commands the last durable batch answered.
+    recent_callers: Vec<std::thread::ThreadId>,
+    /// How long the last log sync took.
+    sync_cost: Duration,
 }
 
 type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
@@ -227,12 +248,16 @@ impl Writer {
                 }
             }
         }
+        if !disconnected {
+            disconnected = self.gather(&rx, &mut batch, max_batch);
+        }
         if let Some(t) = self.next_watchdog
             && Instant::now() >= t
         {
             batch.push(Request::Command {
                 cmd: Command::ExpireIdle,
                 reply: None,
+                caller: None,
             });
             self.next_watchdog = self
                 .shared
@@ -240,11 +265,15 @@ impl Writer {
                 .watchdog_interval
                 .map(|d| Instant::now() + d);
         }
+        let callers = callers(&batch);
         let shutdown = if batch.is_empty() {
             None
         } else {
             self.process(&mut batch)
         };
+        if !callers.is_empty() {
+            self.recent_callers = callers;
+        }
         self.batch = batch;
         if let Durability::Interval(d) = self.durability()
             && self.log_dirty
@@ -268,6 +297,41 @@ impl Writer {
             return false;
         }
         true
+    }
+
+    /// Group commit across threads: when the last durable batch answered other threads
+    /// than those with a command in this one, they are most likely about to send their
+    /// next command; wait for them (yielding the CPU, at most as long as one log sync
+    /// takes) so that one sync serves them too, instead of splitting the writers into two
+    /// cohorts that alternate, each paying a sync. A lone writer never waits. Returns
+    /// whether the channel was found disconnected.
+    fn gather(&mut self, rx: &Receiver<Request>, batch: &mut Vec<Request>, max: usize) -> bool {
+        if self.durability() != Durability::Always
+            || self.recent_callers.len() < 2
+            || !batch.iter().any(|r| matches!(r, Request::Command { .. }))
+            || batch.iter().any(|r| matches!(r, Request::Shutdown(_)))
+        {
+            return false;
+        }
+        let missing = |batch: &[Request], recent: &[std::thread::ThreadId]| {
+            let now = callers(batch);
+            recent.iter().filter(|c| !now.contains(c)).count()
+        };
+        let deadline = Instant::now() + self.sync_cost.min(Duration::from_micros(500));
+        while batch.len() < max
+            && missing(batch, &self.recent_callers) > 0
+            && Instant::now() < deadline
+        {
+            std::thread::yield_now();
+            loop {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return true,
+                }
+            }
+        }
+        false
     }
 
     /// Stops for good: later requests are refused, queued ones now and any that slip in
@@ -308,7 +372,7 @@ impl Writer {
 
         for req in batch.drain(..) {
             match req {
-                Request::Command { cmd, reply } => {
+                Request::Command { cmd, reply, .. } => {
                     if let Some(p) = &poisoned {
                         answer(reply, Err(error_copy(p)));
                         continue;
@@ -396,7 +460,9 @@ impl Writer {
             let written = self.log.append(&self.frames).and_then(|()| {
                 self.log_dirty = true;
                 if self.durability() == Durability::Always {
+                    let t = Instant::now();
                     self.log.sync()?;
+                    self.sync_cost = t.elapsed();
                     self.log_dirty = false;
                     self.last_sync = Instant::now();
                 }
