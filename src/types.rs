@@ -305,9 +305,24 @@ impl<'de> Deserialize<'de> for JsonText {
             // Binary payloads passed a CRC check before they are decoded; re-parsing every
             // value would dominate replay time, so the text is trusted here and `to_value`
             // degrades gracefully if it is not JSON.
-            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            Ok(JsonText(Arc::from(&*s)))
+            d.deserialize_str(ArcStrVisitor).map(JsonText)
         }
+    }
+}
+
+/// Deserializes a string straight into an `Arc<str>`: one allocation, where going through
+/// `String` would take two (replay decodes millions of these).
+pub(crate) struct ArcStrVisitor;
+
+impl serde::de::Visitor<'_> for ArcStrVisitor {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Arc<str>, E> {
+        Ok(Arc::from(v))
     }
 }
 
