@@ -473,9 +473,29 @@ fn w1(cfg: &Config) -> Section {
 // ---------------------------------------------------------------------------------------
 // W2: 16 writers, durable.
 
+/// Runs `work` on one thread per input, all started together: the clock starts when every
+/// thread is spawned and waiting, and stops when the last one is done, so thread start-up
+/// is not counted against any system.
+fn timed_writers<T: Send>(inputs: Vec<T>, work: impl Fn(T) + Sync) -> Duration {
+    let go = std::sync::Barrier::new(inputs.len() + 1);
+    let mut start = None;
+    std::thread::scope(|s| {
+        for x in inputs {
+            let (go, work) = (&go, &work);
+            s.spawn(move || {
+                go.wait();
+                work(x);
+            });
+        }
+        go.wait();
+        start = Some(Instant::now());
+    });
+    start.expect("started").elapsed()
+}
+
 fn w2(cfg: &Config) -> Section {
     const WRITERS: u64 = 16;
-    let per = cfg.n(25, 5);
+    let per = cfg.n(100, 5);
     let rounds = if cfg.quick { 1 } else { cfg.reps * 3 };
     let n = WRITERS * per;
     let root = &cfg.dir;
@@ -520,18 +540,12 @@ fn w2(cfg: &Config) -> Section {
                     .collect()
             })
             .collect();
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for c in cmds {
-                let e = &e;
-                s.spawn(move || {
-                    for cmd in c {
-                        e.execute(cmd).unwrap();
-                    }
-                });
+        let el = timed_writers(cmds, |c| {
+            for cmd in c {
+                e.execute(cmd).unwrap();
             }
         });
-        rates[0].push(rate(n, t.elapsed()));
+        rates[0].push(rate(n, el));
         let after = raw::scan_log(&d.join("wal"));
         let mean_batch = (after.records - before.records) as f64
             / (after.batches - before.batches).max(1) as f64;
@@ -549,27 +563,23 @@ fn w2(cfg: &Config) -> Section {
         ));
         remove(&rd2);
 
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for w in 0..WRITERS {
-                let sq = std::sync::Arc::clone(&sq);
-                s.spawn(move || {
-                    let session = format!("writer-{w}");
-                    let rows: Vec<(u64, String)> = (0..per)
-                        .map(|k| {
-                            (
-                                base + w * per + k,
-                                workload::details_text(base + w * per + k),
-                            )
-                        })
-                        .collect();
-                    for (i, d) in &rows {
-                        sq.lock().unwrap().insert_prepared(&session, *i, d);
-                    }
-                });
+        let rows: Vec<(String, Vec<(u64, String)>)> = (0..WRITERS)
+            .map(|w| {
+                let rows = (0..per)
+                    .map(|k| {
+                        let i = base + w * per + k;
+                        (i, workload::details_text(i))
+                    })
+                    .collect();
+                (format!("writer-{w}"), rows)
+            })
+            .collect();
+        let el = timed_writers(rows, |(session, rows)| {
+            for (i, d) in &rows {
+                sq.lock().unwrap().insert_prepared(&session, *i, d);
             }
         });
-        rates[3].push(rate(n, t.elapsed()));
+        rates[3].push(rate(n, el));
 
         let t = Instant::now();
         let mut i = base;
@@ -580,33 +590,21 @@ fn w2(cfg: &Config) -> Section {
         }
         rates[4].push(rate(n, t.elapsed()));
 
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for w in 0..WRITERS as usize {
-                let (rd, payloads) = (&rd, &payloads);
-                s.spawn(move || {
-                    for p in &payloads[w * per as usize..(w + 1) * per as usize] {
-                        rd.insert(p, true);
-                    }
-                });
+        let el = timed_writers((0..WRITERS as usize).collect(), |w| {
+            for p in &payloads[w * per as usize..(w + 1) * per as usize] {
+                rd.insert(p, true);
             }
         });
-        rates[5].push(rate(n, t.elapsed()));
+        rates[5].push(rate(n, el));
 
         #[cfg(feature = "fjall")]
         {
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for w in 0..WRITERS as usize {
-                    let (fj, payloads) = (&fj, &payloads);
-                    s.spawn(move || {
-                        for p in &payloads[w * per as usize..(w + 1) * per as usize] {
-                            fj.insert(p, true);
-                        }
-                    });
+            let el = timed_writers((0..WRITERS as usize).collect(), |w| {
+                for p in &payloads[w * per as usize..(w + 1) * per as usize] {
+                    fj.insert(p, true);
                 }
             });
-            rates[6].push(rate(n, t.elapsed()));
+            rates[6].push(rate(n, el));
         }
         let single_n = n / 4;
         rates[7].push(rate(
