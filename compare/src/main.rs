@@ -789,9 +789,16 @@ fn w4(cfg: &Config) -> Section {
         let (el, replayed) = timed_open(&d);
         assert_eq!(replayed, scan.records);
         eng.push(rate(replayed, el));
-        let t = Instant::now();
-        let s = raw::scan_log(&d.join("wal"));
-        rawr.push(rate(s.records, t.elapsed()));
+        // The faster of the two ways to read the segments is the limit.
+        let best = [raw::ScanRead::Map, raw::ScanRead::Read]
+            .into_iter()
+            .map(|how| {
+                let t = Instant::now();
+                let s = raw::scan_log_with(&d.join("wal"), how);
+                rate(s.records, t.elapsed())
+            })
+            .fold(0.0, f64::max);
+        rawr.push(best);
         eprintln!(
             "  engine {} ev/s, raw {} ev/s",
             group(*eng.last().unwrap()),
@@ -812,7 +819,7 @@ fn w4(cfg: &Config) -> Section {
         scan.bytes as f64 / (1 << 20) as f64
     ));
     sec.row(
-        "raw: read the segments, walk frames, check CRCs",
+        "raw: map or read the segments (the faster), walk frames, check CRCs",
         rawv,
         Unit::Rate,
         Some(engine / rawv),

@@ -60,12 +60,29 @@ pub struct Scan {
     pub batches: u64,
 }
 
-/// Reads every segment of the engine's log in `wal_dir` with plain `read`s and walks its
-/// frames, checking each CRC exactly as the format defines it (`docs/format.md`): the
-/// least work any replay must do.
+/// Maps every segment of the engine's log in `wal_dir` and walks its frames, checking
+/// each CRC exactly as the format defines it (`docs/format.md`): the least work any replay
+/// must do.
 pub fn scan_log(wal_dir: &Path) -> Scan {
+    scan_log_with(wal_dir, ScanRead::Map)
+}
+
+/// How [`scan_log_with`] gets the bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum ScanRead {
+    /// `mmap` each segment (as the engine's replay does).
+    Map,
+    /// `read` each segment into one reused buffer.
+    Read,
+}
+
+/// [`scan_log`], reading the segments the way `how` says. Which is faster depends on the
+/// moment (page cache state, transparent huge pages), so W4 runs both and takes the
+/// faster as the physical limit.
+pub fn scan_log_with(wal_dir: &Path, how: ScanRead) -> Scan {
     use session_engine::wal::record::decode_frame;
     use session_engine::wal::segment::SEGMENT_HEADER_LEN;
+    use std::io::Read;
     let mut names: Vec<_> = std::fs::read_dir(wal_dir)
         .expect("list log")
         .filter_map(|e| e.ok())
@@ -74,19 +91,24 @@ pub fn scan_log(wal_dir: &Path) -> Scan {
         .collect();
     names.sort();
     let mut s = Scan::default();
-    // One buffer for every segment: a fresh 16 MiB allocation per segment would page-fault
-    // its way in, and glibc's adaptive mmap threshold makes that happen on some runs and
-    // not others (the scan's speed then swings fourfold).
-    let mut bytes = Vec::new();
+    let mut buf = Vec::new();
     for path in names {
-        use std::io::Read;
-        bytes.clear();
-        std::fs::File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .expect("read segment");
+        let file = std::fs::File::open(&path).expect("open segment");
+        let map;
+        let bytes: &[u8] = match how {
+            ScanRead::Map => {
+                // SAFETY: nothing writes the segments while the scan runs.
+                map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
+                &map
+            }
+            ScanRead::Read => {
+                buf.clear();
+                (&file).read_to_end(&mut buf).expect("read segment");
+                &buf
+            }
+        };
         let mut pos = SEGMENT_HEADER_LEN;
-        // The engine's own frame decoder (length, CRC, LSN, batch field): a raw scan here
-        // only counts records and write batches, it is not the timed W4 loop.
+        // The engine's own frame decoder (length, CRC, LSN, batch field), nothing more.
         while let Ok(f) = decode_frame(&bytes[pos..]) {
             if f.batch_index == 0 {
                 s.batches += 1;
