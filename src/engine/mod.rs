@@ -383,6 +383,16 @@ impl Engine {
                     .map_err(|e| Error::io("create directory", dir, e))?;
             }
             snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
+            // A previous writer whose fsync failed may have left records that only the page
+            // cache holds (Linux marks such pages clean). Read the tail from the device, not
+            // from the cache, before building on it: a failed sync covers at most the last
+            // segment and, at a rollover, the one before.
+            let segments = wal::list_segments_lenient(&*storage, &paths.wal)?;
+            for seg in segments.iter().rev().take(2) {
+                storage
+                    .drop_cached(seg)
+                    .map_err(|e| Error::io("drop cached pages of", seg, e))?;
+            }
         }
         let (state, report, recovered) = recover_state(&*storage, &paths, read_only)?;
         if let Some(t) = &report.torn_tail {

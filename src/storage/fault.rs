@@ -247,4 +247,9 @@ impl Storage for FaultStorage {
         self.check(Op::Meta)?;
         self.inner.try_lock(path)
     }
+
+    fn drop_cached(&self, path: &Path) -> io::Result<()> {
+        self.check(Op::Read)?;
+        self.inner.drop_cached(path)
+    }
 }

@@ -797,6 +797,27 @@ impl Storage for MemStorage {
             path,
         })))
     }
+
+    /// The live image becomes the durable one plus the unsynced writes: what a sync
+    /// failure lost (see [`MemStorage::fail_sync_losing_data`]) stops showing, what is
+    /// merely unsynced stays.
+    fn drop_cached(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
+        let mut fs = self.lock();
+        fs.check_alive()?;
+        let id = fs.file_id(&path)?;
+        if let Some(f) = fs.files.get_mut(&id) {
+            let mut live = f.durable.clone();
+            for p in &f.pending {
+                match p {
+                    Pending::Write { offset, data } => put(&mut live, *offset as usize, data),
+                    Pending::SetLen(len) => live.resize(*len as usize, 0),
+                }
+            }
+            f.live = live;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -970,6 +991,25 @@ mod tests {
         assert!(f.sync_data().is_err());
         assert!(f.write_at(0, b"2").is_err());
         assert!(s.is_halted());
+    }
+
+    #[test]
+    fn dropping_the_cache_shows_lost_writes_gone_and_keeps_unsynced_ones() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        write(&s, "d/a", b"old-old", true);
+        s.sync_dir(Path::new("d")).unwrap();
+        let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
+        f.write_at(0, b"new").unwrap();
+        s.fail_sync_losing_data(s.sync_count());
+        assert!(f.sync_data().is_err());
+        // Lost, yet still shown, like Linux after a write-back error.
+        assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"new-old");
+        // An unsynced (dirty) write after the failure stays visible.
+        f.write_at(4, b"NEW").unwrap();
+        s.drop_cached(Path::new("d/a")).unwrap();
+        assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"old-NEW");
+        assert!(s.drop_cached(Path::new("d/missing")).is_err());
     }
 
     #[test]

@@ -327,6 +327,9 @@ impl Storage for PathFaults {
     ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
         self.inner.try_lock(p)
     }
+    fn drop_cached(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.drop_cached(p)
+    }
 }
 
 /// Every projection file under a data directory (not the marker), by relative path.
