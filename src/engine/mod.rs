@@ -386,11 +386,16 @@ impl Engine {
             // A previous writer whose fsync failed may have left records that only the page
             // cache holds (Linux marks such pages clean). Read the tail from the device, not
             // from the cache, before building on it: a failed sync covers at most the last
-            // segment and, at a rollover, the one before.
+            // segment and, at a rollover, the one before; and only the part that is not
+            // zeros in the cache (the preallocated rest was never written).
             let segments = wal::list_segments_lenient(&*storage, &paths.wal)?;
             for seg in segments.iter().rev().take(2) {
+                let written = storage
+                    .read(seg)
+                    .map(|b| wal::segment::nonzero_end(&b) as u64)
+                    .map_err(|e| Error::io("read segment", seg, e))?;
                 storage
-                    .drop_cached(seg)
+                    .drop_cached(seg, written)
                     .map_err(|e| Error::io("drop cached pages of", seg, e))?;
             }
         }

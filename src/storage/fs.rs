@@ -106,19 +106,23 @@ impl Storage for FileStorage {
         }
     }
 
-    fn drop_cached(&self, path: &Path) -> io::Result<()> {
-        FileStorage::fadvise_dontneed(path)
+    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()> {
+        FileStorage::fadvise_dontneed(path, len)
     }
 }
 
 impl FileStorage {
     #[cfg(target_os = "linux")]
-    fn fadvise_dontneed(path: &Path) -> io::Result<()> {
+    fn fadvise_dontneed(path: &Path, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let file = File::open(path)?;
+        // The kernel drops only whole pages inside the range: round the end up.
+        let len = len.div_ceil(4096).saturating_mul(4096);
+        let len = libc::off_t::try_from(len).unwrap_or(libc::off_t::MAX);
         // SAFETY: a plain system call on a descriptor this function owns.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let rc =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_DONTNEED) };
         if rc == 0 {
             Ok(())
         } else {
@@ -127,7 +131,7 @@ impl FileStorage {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn fadvise_dontneed(path: &Path) -> io::Result<()> {
+    fn fadvise_dontneed(path: &Path, _len: u64) -> io::Result<()> {
         // Elsewhere there is no portable way to drop clean pages; the open still checks
         // the file exists so errors are the same.
         File::open(path).map(|_| ())
@@ -193,9 +197,10 @@ mod tests {
         f.write_at(0, b"synced").unwrap();
         f.sync_data().unwrap();
         f.write_at(6, b" and dirty").unwrap();
-        s.drop_cached(&path).unwrap();
+        s.drop_cached(&path, 3).unwrap();
+        s.drop_cached(&path, u64::MAX).unwrap();
         assert_eq!(&*s.read(&path).unwrap(), b"synced and dirty");
-        let err = s.drop_cached(&dir.path().join("missing")).unwrap_err();
+        let err = s.drop_cached(&dir.path().join("missing"), 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

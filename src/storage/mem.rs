@@ -798,23 +798,27 @@ impl Storage for MemStorage {
         })))
     }
 
-    /// The live image becomes the durable one plus the unsynced writes: what a sync
-    /// failure lost (see [`MemStorage::fail_sync_losing_data`]) stops showing, what is
-    /// merely unsynced stays.
-    fn drop_cached(&self, path: &Path) -> io::Result<()> {
+    /// Within the first `len` bytes (whole 4 KiB pages), the live image becomes the durable
+    /// one plus the unsynced writes: what a sync failure lost (see
+    /// [`MemStorage::fail_sync_losing_data`]) stops showing, what is merely unsynced stays.
+    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()> {
         let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
         let id = fs.file_id(&path)?;
         if let Some(f) = fs.files.get_mut(&id) {
-            let mut live = f.durable.clone();
+            let mut device = f.durable.clone();
             for p in &f.pending {
                 match p {
-                    Pending::Write { offset, data } => put(&mut live, *offset as usize, data),
-                    Pending::SetLen(len) => live.resize(*len as usize, 0),
+                    Pending::Write { offset, data } => put(&mut device, *offset as usize, data),
+                    Pending::SetLen(len) => device.resize(*len as usize, 0),
                 }
             }
-            f.live = live;
+            let end = usize::try_from(len.div_ceil(4096).saturating_mul(4096))
+                .unwrap_or(usize::MAX)
+                .min(f.live.len())
+                .min(device.len());
+            f.live[..end].copy_from_slice(&device[..end]);
         }
         Ok(())
     }
@@ -1007,9 +1011,9 @@ mod tests {
         assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"new-old");
         // An unsynced (dirty) write after the failure stays visible.
         f.write_at(4, b"NEW").unwrap();
-        s.drop_cached(Path::new("d/a")).unwrap();
+        s.drop_cached(Path::new("d/a"), 1).unwrap();
         assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"old-NEW");
-        assert!(s.drop_cached(Path::new("d/missing")).is_err());
+        assert!(s.drop_cached(Path::new("d/missing"), 1).is_err());
     }
 
     #[test]

@@ -56,12 +56,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Takes the exclusive writer lock on `path` (a lock file, created if missing) without
     /// blocking. `Ok(None)` means another holder has it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
-    /// Drops the file's clean cached pages, so the next read shows what the device holds
+    /// Drops the clean cached pages of the file's first `len` bytes (rounded up to whole
+    /// pages), so the next read of them shows what the device holds
     /// (`posix_fadvise(POSIX_FADV_DONTNEED)`). Dirty pages stay. After a failed fsync Linux
     /// marks the lost pages clean but keeps showing their content ("fsyncgate"); a new
     /// writer calls this on the log's tail before it reads it, so it never builds on
     /// records the device does not have.
-    fn drop_cached(&self, path: &Path) -> io::Result<()>;
+    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()>;
 }
 
 /// An open file.
