@@ -387,8 +387,8 @@ impl Storage for Gated {
     fn try_lock(&self, p: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
         self.inner.try_lock(p)
     }
-    fn drop_cached(&self, p: &Path, len: u64) -> std::io::Result<()> {
-        self.inner.drop_cached(p, len)
+    fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
+        self.inner.drop_cached(p, r)
     }
 }
 

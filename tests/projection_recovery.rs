@@ -886,8 +886,8 @@ impl Storage for CommitDuringRename {
     ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
         self.inner.try_lock(p)
     }
-    fn drop_cached(&self, p: &std::path::Path, len: u64) -> std::io::Result<()> {
-        self.inner.drop_cached(p, len)
+    fn drop_cached(&self, p: &std::path::Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
+        self.inner.drop_cached(p, r)
     }
 }
 

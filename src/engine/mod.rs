@@ -383,21 +383,6 @@ impl Engine {
                     .map_err(|e| Error::io("create directory", dir, e))?;
             }
             snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
-            // A previous writer whose fsync failed may have left records that only the page
-            // cache holds (Linux marks such pages clean). Read the tail from the device, not
-            // from the cache, before building on it: a failed sync covers at most the last
-            // segment and, at a rollover, the one before; and only the part that is not
-            // zeros in the cache (the preallocated rest was never written).
-            let segments = wal::list_segments_lenient(&*storage, &paths.wal)?;
-            for seg in segments.iter().rev().take(2) {
-                let written = storage
-                    .read(seg)
-                    .map(|b| wal::segment::nonzero_end(&b) as u64)
-                    .map_err(|e| Error::io("read segment", seg, e))?;
-                storage
-                    .drop_cached(seg, written)
-                    .map_err(|e| Error::io("drop cached pages of", seg, e))?;
-            }
         }
         let (state, report, recovered) = recover_state(&*storage, &paths, read_only)?;
         if let Some(t) = &report.torn_tail {
@@ -629,6 +614,47 @@ impl Drop for Engine {
     }
 }
 
+/// A previous writer whose fsync failed may have left records that only the page cache
+/// holds (Linux marks such pages clean and keeps showing them). Before a writer builds on
+/// the log, the part no sync is known to have covered is dropped from the cache, so that
+/// recovery reads it from the device: the written part of the last two segments (a failed
+/// sync covers at most the last one and, at a rollover, the one before), but nothing
+/// before the snapshot's last record (a snapshot is taken only once the log is durable up
+/// to it).
+fn read_unproven_tail_from_the_device(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    start: &StartPoint,
+) -> Result<()> {
+    let first_lsn = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(wal::segment::parse_segment_name)
+    };
+    let segments = wal::list_segments_lenient(storage, wal_dir)?;
+    let proven = start
+        .position
+        .filter(|p| segments.iter().any(|s| first_lsn(s) == Some(p.segment)));
+    for seg in segments.iter().rev().take(2) {
+        let first = first_lsn(seg);
+        let from = match proven {
+            Some(p) if first < Some(p.segment) => continue,
+            Some(p) if first == Some(p.segment) => p.offset,
+            _ => 0,
+        };
+        let written = storage
+            .read(seg)
+            .map(|b| wal::segment::nonzero_end(&b) as u64)
+            .map_err(|e| Error::io("read segment", seg, e))?;
+        if written > from {
+            storage
+                .drop_cached(seg, from..written)
+                .map_err(|e| Error::io("drop cached pages of", seg, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads the newest usable snapshot and replays the log after it.
 fn recover_state(
     storage: &dyn Storage,
@@ -653,6 +679,9 @@ fn recover_state(
         ),
         None => (State::new(), StartPoint::default(), None, None),
     };
+    if !read_only {
+        read_unproven_tail_from_the_device(storage, &paths.wal, &start)?;
+    }
     let recovered = wal::recover(
         storage,
         &paths.wal,

@@ -248,8 +248,8 @@ impl Storage for FaultStorage {
         self.inner.try_lock(path)
     }
 
-    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()> {
+    fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         self.check(Op::Read)?;
-        self.inner.drop_cached(path, len)
+        self.inner.drop_cached(path, range)
     }
 }

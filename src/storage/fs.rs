@@ -106,23 +106,24 @@ impl Storage for FileStorage {
         }
     }
 
-    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()> {
-        FileStorage::fadvise_dontneed(path, len)
+    fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
+        FileStorage::fadvise_dontneed(path, range)
     }
 }
 
 impl FileStorage {
     #[cfg(target_os = "linux")]
-    fn fadvise_dontneed(path: &Path, len: u64) -> io::Result<()> {
+    fn fadvise_dontneed(path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let file = File::open(path)?;
-        // The kernel drops only whole pages inside the range: round the end up.
-        let len = len.div_ceil(4096).saturating_mul(4096);
-        let len = libc::off_t::try_from(len).unwrap_or(libc::off_t::MAX);
+        // The kernel drops only whole pages inside the range: widen it to pages.
+        let r = super::page_range(range);
+        let off = |v: u64| libc::off_t::try_from(v).unwrap_or(libc::off_t::MAX);
+        let (start, len) = (off(r.start), off(r.end - r.start));
         // SAFETY: a plain system call on a descriptor this function owns.
         #[allow(unsafe_code)]
         let rc =
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_DONTNEED) };
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED) };
         if rc == 0 {
             Ok(())
         } else {
@@ -131,7 +132,7 @@ impl FileStorage {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn fadvise_dontneed(path: &Path, _len: u64) -> io::Result<()> {
+    fn fadvise_dontneed(path: &Path, _range: std::ops::Range<u64>) -> io::Result<()> {
         // Elsewhere there is no portable way to drop clean pages; the open still checks
         // the file exists so errors are the same.
         File::open(path).map(|_| ())
@@ -197,10 +198,12 @@ mod tests {
         f.write_at(0, b"synced").unwrap();
         f.sync_data().unwrap();
         f.write_at(6, b" and dirty").unwrap();
-        s.drop_cached(&path, 3).unwrap();
-        s.drop_cached(&path, u64::MAX).unwrap();
+        s.drop_cached(&path, 2..3).unwrap();
+        s.drop_cached(&path, 0..u64::MAX).unwrap();
         assert_eq!(&*s.read(&path).unwrap(), b"synced and dirty");
-        let err = s.drop_cached(&dir.path().join("missing"), 1).unwrap_err();
+        let err = s
+            .drop_cached(&dir.path().join("missing"), 0..1)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

@@ -798,10 +798,10 @@ impl Storage for MemStorage {
         })))
     }
 
-    /// Within the first `len` bytes (whole 4 KiB pages), the live image becomes the durable
-    /// one plus the unsynced writes: what a sync failure lost (see
+    /// Within `range` (whole 4 KiB pages), the live image becomes the durable one plus the
+    /// unsynced writes: what a sync failure lost (see
     /// [`MemStorage::fail_sync_losing_data`]) stops showing, what is merely unsynced stays.
-    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()> {
+    fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
@@ -814,11 +814,13 @@ impl Storage for MemStorage {
                     Pending::SetLen(len) => device.resize(*len as usize, 0),
                 }
             }
-            let end = usize::try_from(len.div_ceil(4096).saturating_mul(4096))
+            let r = super::page_range(range);
+            let end = usize::try_from(r.end)
                 .unwrap_or(usize::MAX)
                 .min(f.live.len())
                 .min(device.len());
-            f.live[..end].copy_from_slice(&device[..end]);
+            let start = usize::try_from(r.start).unwrap_or(usize::MAX).min(end);
+            f.live[start..end].copy_from_slice(&device[start..end]);
         }
         Ok(())
     }
@@ -1011,9 +1013,9 @@ mod tests {
         assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"new-old");
         // An unsynced (dirty) write after the failure stays visible.
         f.write_at(4, b"NEW").unwrap();
-        s.drop_cached(Path::new("d/a"), 1).unwrap();
+        s.drop_cached(Path::new("d/a"), 1..2).unwrap();
         assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"old-NEW");
-        assert!(s.drop_cached(Path::new("d/missing"), 1).is_err());
+        assert!(s.drop_cached(Path::new("d/missing"), 0..1).is_err());
     }
 
     #[test]

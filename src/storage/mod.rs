@@ -56,13 +56,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Takes the exclusive writer lock on `path` (a lock file, created if missing) without
     /// blocking. `Ok(None)` means another holder has it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
-    /// Drops the clean cached pages of the file's first `len` bytes (rounded up to whole
+    /// Drops the clean cached pages of bytes `range` of the file (widened to whole 4 KiB
     /// pages), so the next read of them shows what the device holds
     /// (`posix_fadvise(POSIX_FADV_DONTNEED)`). Dirty pages stay. After a failed fsync Linux
     /// marks the lost pages clean but keeps showing their content ("fsyncgate"); a new
-    /// writer calls this on the log's tail before it reads it, so it never builds on
-    /// records the device does not have.
-    fn drop_cached(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// writer calls this on the log's unproven tail before it reads it, so it never builds
+    /// on records the device does not have.
+    fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()>;
+}
+
+/// `range` widened to whole pages of `PAGE` bytes (what `drop_cached` works on).
+pub(crate) fn page_range(range: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    const PAGE: u64 = 4096;
+    let start = range.start / PAGE * PAGE;
+    let end = range.end.div_ceil(PAGE).saturating_mul(PAGE);
+    start..end.max(start)
 }
 
 /// An open file.

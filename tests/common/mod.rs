@@ -327,8 +327,8 @@ impl Storage for PathFaults {
     ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
         self.inner.try_lock(p)
     }
-    fn drop_cached(&self, p: &Path, len: u64) -> std::io::Result<()> {
-        self.inner.drop_cached(p, len)
+    fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
+        self.inner.drop_cached(p, r)
     }
 }
 
