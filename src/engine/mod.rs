@@ -655,6 +655,27 @@ fn read_unproven_tail_from_the_device(
     Ok(())
 }
 
+/// Decodes the record `lsn` found at `offset` of `path` and applies it to `state`; a record
+/// that does not decode or apply is corruption at that place (open, verify and repair
+/// all replay this way).
+pub(crate) fn replay_record(
+    state: &mut State,
+    path: &Path,
+    offset: u64,
+    lsn: Lsn,
+    payload: &[u8],
+) -> Result<()> {
+    let event = codec::decode_event(payload)
+        .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
+    state.apply(lsn, &event).map_err(|e| {
+        Error::corruption(
+            path,
+            offset,
+            format!("record {lsn} does not apply to the state: {e}"),
+        )
+    })
+}
+
 /// Loads the newest usable snapshot and replays the log after it.
 fn recover_state(
     storage: &dyn Storage,
@@ -688,17 +709,7 @@ fn recover_state(
         &paths.quarantine,
         start,
         !read_only,
-        |path, offset, lsn, payload| {
-            let event = codec::decode_event(payload)
-                .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
-            state.apply(lsn, &event).map_err(|e| {
-                Error::corruption(
-                    path,
-                    offset,
-                    format!("record {lsn} does not apply to the state: {e}"),
-                )
-            })
-        },
+        |path, offset, lsn, payload| replay_record(&mut state, path, offset, lsn, payload),
     )?;
     let report = RecoveryReport {
         snapshot_lsn,

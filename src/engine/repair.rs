@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::snapshot;
 use crate::state::State;
@@ -182,11 +181,7 @@ pub fn repair(dir: &Path, storage: Arc<dyn Storage>) -> Result<RepairReport> {
             StartPoint::default(),
             true,
             |path, offset, lsn, payload| {
-                let event = codec::decode_event(payload)
-                    .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
-                state.apply(lsn, &event).map_err(|e| {
-                    Error::corruption(path, offset, format!("record {lsn} does not apply: {e}"))
-                })
+                super::replay_record(&mut state, path, offset, lsn, payload)
             },
         );
         match r {

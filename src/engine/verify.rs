@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::snapshot;
 use crate::state::State;
@@ -134,15 +133,7 @@ pub fn verify(
         StartPoint::default(),
         false,
         |path, offset, lsn, payload| {
-            let event = codec::decode_event(payload)
-                .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
-            state.apply(lsn, &event).map_err(|e| {
-                Error::corruption(
-                    path,
-                    offset,
-                    format!("record {lsn} does not apply to the state: {e}"),
-                )
-            })?;
+            super::replay_record(&mut state, path, offset, lsn, payload)?;
             records += 1;
             compare(&state, &mut report);
             progress(lsn);
