@@ -289,8 +289,21 @@ fn an_explicit_rebuild_removes_stale_files_and_reports_what_it_wrote() {
     b.write("logs/session_ghost.log", b"{}\n");
     b.write("chains/ghost_sessions.json", b"{}");
     b.write("sessions/notes.txt", b"left alone");
+    // Temporary files: the projector's own are leftovers of a crash; anybody else's (an
+    // export being written into the data directory) are not its to touch.
+    b.write("sessions/session_s1.json.tmp", b"{");
+    b.write("projections.json.tmp", b"{");
+    b.write("s.bundle.tmp", b"{\"format\"");
+    b.write("sessions/notes.tmp", b"left alone");
     let r = m.rebuild_projections().unwrap();
-    assert_eq!(r.removed, 4);
+    assert_eq!(r.removed, 6);
+    assert!(!b.exists("sessions/session_s1.json.tmp"));
+    assert!(!b.exists("projections.json.tmp"));
+    assert!(
+        b.exists("s.bundle.tmp"),
+        "another writer's temporary file stays"
+    );
+    assert!(b.exists("sessions/notes.tmp"));
     assert_eq!(r.sessions, m.state().sessions.len() as u64);
     assert_eq!(r.chains, 2);
     assert_eq!(r.logs, m.state().sessions.len() as u64);

@@ -992,6 +992,24 @@ impl Projection {
     }
 
     /// A full rebuild from `state`, which must be durable.
+    /// Whether `name` in `dir` is a file the projector writes.
+    fn is_projection_file(&self, dir: &Path, name: &str) -> bool {
+        let p = &self.paths;
+        let is =
+            |file: &Path| file.parent() == Some(dir) && file.file_name() == Some(name.as_ref());
+        if is(&p.marker) || is(&p.registry) {
+            true
+        } else if dir == p.sessions || dir == p.archive {
+            session_id_of_file(name).is_some()
+        } else if dir == p.logs {
+            session_id_of_log(name).is_some()
+        } else if dir == p.chains {
+            agent_of_chain_file(name).is_some()
+        } else {
+            false
+        }
+    }
+
     fn rebuild_from(&mut self, state: &Arc<State>) -> Result<RebuildReport, Failure> {
         self.needs_rebuild = true;
         if self.dirty_since.is_none() {
@@ -1015,8 +1033,10 @@ impl Projection {
         {
             for name in list(&*self.storage, dir)? {
                 let path = dir.join(&name);
-                let stale = if name.ends_with(".tmp") {
-                    true
+                // Only the projector's own files: others (a bundle being exported into the
+                // data directory, say) are not its to remove.
+                let stale = if let Some(base) = name.strip_suffix(".tmp") {
+                    self.is_projection_file(dir, base)
                 } else if *dir == self.paths.sessions || *dir == self.paths.archive {
                     session_id_of_file(&name).is_some_and(|id| state.session(&id).is_none())
                 } else if *dir == self.paths.logs {
