@@ -118,12 +118,13 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             // before they are read, so the decoder's limit, which counts the bytes of
             // every string, must bound them: the text of a real state is at most its
             // payload, so a limit of a few times the payload's size never refuses one.
-            let (state, used): (State, usize) = match body.len() {
+            // A state repeats its action names in every activity: decoding shares them.
+            let (state, used): (State, usize) = crate::intern::scope(|| match body.len() {
                 n if n <= 1 << 20 => decode_state_limited::<{ 1 << 22 }>(body),
                 n if n <= 1 << 26 => decode_state_limited::<{ 1 << 28 }>(body),
                 n if n <= 1 << 30 => decode_state_limited::<{ 1 << 32 }>(body),
                 _ => decode_state_limited::<{ 1 << 40 }>(body),
-            }
+            })
             .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
             if used != body.len() {
                 return Err(DecodeError(format!(

@@ -380,7 +380,7 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Result<(Option<Eve
             Ok((
                 Some(EventBody::ActivityRecorded {
                     session: id,
-                    action,
+                    action: action.into(),
                     details,
                 }),
                 Outcome::Done,
@@ -482,7 +482,7 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Result<(Option<Eve
             Ok((
                 Some(EventBody::CommandRecorded {
                     session: id,
-                    command,
+                    command: command.into(),
                     args,
                     success,
                     error,

@@ -8,6 +8,8 @@
 //! `docs/format.md`): variants and fields are only ever *appended*; changing or removing one
 //! requires a new schema version and a conversion in `codec`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Session, SessionConfig, Status};
@@ -82,7 +84,8 @@ pub enum EventBody {
         /// The session.
         session: SessionId,
         /// Activity type (`"api_call"`, `"user_input"`, ...).
-        action: String,
+        #[serde(deserialize_with = "crate::intern::deserialize_arc_str")]
+        action: Arc<str>,
         /// Optional JSON details.
         details: Option<JsonText>,
     },
@@ -124,7 +127,8 @@ pub enum EventBody {
         /// The session.
         session: SessionId,
         /// The command.
-        command: String,
+        #[serde(deserialize_with = "crate::intern::deserialize_arc_str")]
+        command: Arc<str>,
         /// Its arguments (JSON).
         args: Option<JsonText>,
         /// Whether it succeeded.

@@ -120,6 +120,10 @@ fn validate_file_safe_id(field: &'static str, s: &str) -> Result<()> {
             format!("{s:?} must not start with '.' or '-'"),
         ));
     }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    if s.bytes().all(allowed) {
+        return Ok(());
+    }
     if let Some(bad) = s
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
@@ -189,8 +193,18 @@ macro_rules! file_safe_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                $name::new(&s).map_err(serde::de::Error::custom)
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($field)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<$name, E> {
+                        validate_file_safe_id($field, v).map_err(E::custom)?;
+                        Ok($name(crate::intern::arc_str(v)))
+                    }
+                }
+                d.deserialize_str(V)
             }
         }
     };
@@ -305,24 +319,9 @@ impl<'de> Deserialize<'de> for JsonText {
             // Binary payloads passed a CRC check before they are decoded; re-parsing every
             // value would dominate replay time, so the text is trusted here and `to_value`
             // degrades gracefully if it is not JSON.
-            d.deserialize_str(ArcStrVisitor).map(JsonText)
+            d.deserialize_str(crate::intern::ArcStrVisitor)
+                .map(JsonText)
         }
-    }
-}
-
-/// Deserializes a string straight into an `Arc<str>`: one allocation, where going through
-/// `String` would take two (replay decodes millions of these).
-pub(crate) struct ArcStrVisitor;
-
-impl serde::de::Visitor<'_> for ArcStrVisitor {
-    type Value = Arc<str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Arc<str>, E> {
-        Ok(Arc::from(v))
     }
 }
 

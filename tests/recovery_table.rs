@@ -290,3 +290,137 @@ fn row_11_a_log_that_ends_before_its_snapshot_or_starts_after_lsn_1_is_corruptio
         other => panic!("{other:?}"),
     }
 }
+
+// Open decodes records on its own thread and applies them on a helper once a log holds
+// more than a batch (1,024 records); the rows below hold on such logs exactly as on the
+// short ones above.
+
+/// A segment of `n` records in batches of 100, record `lsn` creating session `s<lsn>`
+/// unless `payload(lsn)` says otherwise; with `torn`, a last batch cut short. Returns the
+/// bytes and each record's offset (and, with `torn`, where the cut batch starts).
+fn long_segment(
+    n: u64,
+    payload: impl Fn(u64) -> Option<Vec<u8>>,
+    torn: bool,
+) -> (Vec<u8>, Vec<usize>) {
+    let mut out = encode_header(Lsn(1)).to_vec();
+    let mut offsets = Vec::new();
+    let mut b = FrameBuf::new();
+    for lsn in 1..=n {
+        if (lsn - 1) % 100 == 0 {
+            out.extend_from_slice(b.bytes());
+            b.reset(true);
+        }
+        offsets.push(out.len() + b.bytes().len());
+        let p = payload(lsn).unwrap_or_else(|| created(lsn));
+        b.begin(Lsn(lsn)).extend_from_slice(&p);
+        b.finish().unwrap();
+    }
+    out.extend_from_slice(b.bytes());
+    if torn {
+        // The start of a batch of two more records, never synced.
+        offsets.push(out.len());
+        b.reset(false);
+        for lsn in n + 1..=n + 2 {
+            b.begin(Lsn(lsn)).extend_from_slice(&created(lsn));
+            b.finish().unwrap();
+        }
+        out.extend_from_slice(&b.bytes()[..30]);
+    }
+    out.resize(out.len() + 4096, 0);
+    (out, offsets)
+}
+
+const LONG: u64 = 5_000;
+
+#[test]
+fn a_long_log_replays_to_the_state_its_events_build() {
+    let (seg, _) = long_segment(LONG, |_| None, false);
+    let (_, s) = storage_with(&[(1, seg)]);
+    let e = open(&s).unwrap();
+    assert_eq!(e.last_lsn(), Lsn(LONG));
+    let mut expected = session_engine::State::new();
+    for lsn in 1..=LONG {
+        let event = session_engine::codec::decode_event(&created(lsn)).unwrap();
+        expected.apply(Lsn(lsn), &event).unwrap();
+    }
+    assert_eq!(*e.state(), expected);
+}
+
+#[test]
+fn a_long_log_with_a_torn_tail_is_cut_after_the_last_whole_record() {
+    let (seg, offs) = long_segment(LONG, |_| None, true);
+    let end = offs[LONG as usize];
+    let (m, s) = storage_with(&[(1, seg)]);
+    let e = open(&s).unwrap();
+    assert_eq!(e.last_lsn(), Lsn(LONG));
+    assert_eq!(e.state().sessions.len() as u64, LONG);
+    let t = e.recovery_report().torn_tail.clone().unwrap();
+    assert_eq!((t.offset, t.lsn), (end as u64, Lsn(LONG + 1)));
+    let after = m.file_content(&wal_path(1)).unwrap();
+    assert!(
+        after[end..].iter().all(|&b| b == 0),
+        "the cut bytes are zeroed"
+    );
+}
+
+#[test]
+fn in_a_long_log_a_record_that_does_not_apply_is_corruption_and_nothing_is_cut() {
+    // Records at several distances from the batch boundaries, the last record among them.
+    for bad in [1_500, 2_048, 2_049, 4_999, LONG] {
+        let (seg, offs) = long_segment(LONG, |lsn| (lsn == bad).then(|| created(7)), true);
+        let (m, s) = storage_with(&[(1, seg.clone())]);
+        assert_corruption(
+            open(&s),
+            &wal_path(1),
+            offs[bad as usize - 1] as u64,
+            &format!("record {bad} does not apply to the state"),
+        );
+        assert_eq!(
+            m.file_content(&wal_path(1)).unwrap(),
+            seg,
+            "record {bad}: the torn tail was cut although the log does not open"
+        );
+        assert!(
+            m.list_dir(Path::new("data/quarantine"))
+                .map_or(true, |v| v.is_empty()),
+            "record {bad}: something was set aside"
+        );
+    }
+}
+
+#[test]
+fn in_a_long_log_the_first_bad_record_is_reported_whether_it_does_not_apply_or_not_decode() {
+    let garbage = vec![1, 0xff, 0xff, 0xff];
+    // A record that does not apply before one that does not decode: the first is reported,
+    // although the reader decodes ahead of the helper that applies.
+    let (seg, offs) = long_segment(
+        LONG,
+        |lsn| match lsn {
+            2_000 => Some(created(3)),
+            2_100 | 4_000 => Some(garbage.clone()),
+            _ => None,
+        },
+        false,
+    );
+    let (_, s) = storage_with(&[(1, seg)]);
+    assert_corruption(
+        open(&s),
+        &wal_path(1),
+        offs[1_999] as u64,
+        "record 2000 does not apply",
+    );
+    // A record that does not decode, after the helper has started and before any that does
+    // not apply.
+    let (seg, offs) = long_segment(
+        LONG,
+        |lsn| match lsn {
+            3_000 => Some(garbage.clone()),
+            3_500 => Some(created(3)),
+            _ => None,
+        },
+        false,
+    );
+    let (_, s) = storage_with(&[(1, seg)]);
+    assert_corruption(open(&s), &wal_path(1), offs[2_999] as u64, "record 3000: ");
+}

@@ -25,6 +25,7 @@
 //!   engines take no lock and never write.
 
 mod repair;
+mod replay;
 mod subscription;
 mod verify;
 mod writer;
@@ -384,7 +385,8 @@ impl Engine {
             }
             snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
         }
-        let (state, report, recovered) = recover_state(&*storage, &paths, read_only)?;
+        let (state, report, recovered) =
+            crate::intern::scope(|| recover_state(&*storage, &paths, read_only))?;
         if let Some(t) = &report.torn_tail {
             tracing::warn!(
                 file = %t.file.display(),
@@ -657,7 +659,7 @@ fn read_unproven_tail_from_the_device(
 
 /// Decodes the record `lsn` found at `offset` of `path` and applies it to `state`; a record
 /// that does not decode or apply is corruption at that place (open, verify and repair
-/// all replay this way).
+/// all replay this way; open decodes and applies on two threads, see [`replay`]).
 pub(crate) fn replay_record(
     state: &mut State,
     path: &Path,
@@ -665,9 +667,25 @@ pub(crate) fn replay_record(
     lsn: Lsn,
     payload: &[u8],
 ) -> Result<()> {
-    let event = codec::decode_event(payload)
-        .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))?;
-    state.apply(lsn, &event).map_err(|e| {
+    let event = decode_record(path, offset, lsn, payload)?;
+    apply_record(state, path, offset, lsn, &event)
+}
+
+/// [`replay_record`]'s first half: the event of record `lsn`.
+fn decode_record(path: &Path, offset: u64, lsn: Lsn, payload: &[u8]) -> Result<Event> {
+    codec::decode_event(payload)
+        .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))
+}
+
+/// [`replay_record`]'s second half: applies the event of record `lsn` to `state`.
+fn apply_record(
+    state: &mut State,
+    path: &Path,
+    offset: u64,
+    lsn: Lsn,
+    event: &Event,
+) -> Result<()> {
+    state.apply(lsn, event).map_err(|e| {
         Error::corruption(
             path,
             offset,
@@ -688,7 +706,7 @@ fn recover_state(
     for s in &skipped {
         tracing::warn!(file = %s.file.display(), reason = %s.reason, "skipped a snapshot");
     }
-    let (mut state, start, snapshot_lsn, snapshot_file) = match snap {
+    let (state, start, snapshot_lsn, snapshot_file) = match snap {
         Some((h, st, path)) => (
             st,
             StartPoint {
@@ -703,14 +721,18 @@ fn recover_state(
     if !read_only {
         read_unproven_tail_from_the_device(storage, &paths.wal, &start)?;
     }
-    let recovered = wal::recover(
-        storage,
-        &paths.wal,
-        &paths.quarantine,
-        start,
-        !read_only,
-        |path, offset, lsn, payload| replay_record(&mut state, path, offset, lsn, payload),
-    )?;
+    let (state, recovered) = std::thread::scope(|scope| {
+        let mut replay = replay::Replay::new(scope, state);
+        let read = wal::recover_into(
+            storage,
+            &paths.wal,
+            &paths.quarantine,
+            start,
+            !read_only,
+            &mut replay,
+        );
+        replay.finish(read)
+    })?;
     let report = RecoveryReport {
         snapshot_lsn,
         snapshot_file,

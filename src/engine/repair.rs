@@ -174,16 +174,18 @@ pub fn repair(dir: &Path, storage: Arc<dyn Storage>) -> Result<RepairReport> {
     let mut done = false;
     for _ in 0..max_rounds {
         let mut state = State::new();
-        let r = wal::recover(
-            &*storage,
-            &paths.wal,
-            &paths.quarantine,
-            StartPoint::default(),
-            true,
-            |path, offset, lsn, payload| {
-                super::replay_record(&mut state, path, offset, lsn, payload)
-            },
-        );
+        let r = crate::intern::scope(|| {
+            wal::recover(
+                &*storage,
+                &paths.wal,
+                &paths.quarantine,
+                StartPoint::default(),
+                true,
+                |path, offset, lsn, payload| {
+                    super::replay_record(&mut state, path, offset, lsn, payload)
+                },
+            )
+        });
         match r {
             Ok(rec) => {
                 if let Some(t) = rec.torn

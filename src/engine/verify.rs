@@ -126,20 +126,22 @@ pub fn verify(
     };
     compare(&state, &mut report);
     let mut records = 0u64;
-    let result = wal::recover(
-        storage,
-        &paths.wal,
-        &paths.quarantine,
-        StartPoint::default(),
-        false,
-        |path, offset, lsn, payload| {
-            super::replay_record(&mut state, path, offset, lsn, payload)?;
-            records += 1;
-            compare(&state, &mut report);
-            progress(lsn);
-            Ok(())
-        },
-    );
+    let result = crate::intern::scope(|| {
+        wal::recover(
+            storage,
+            &paths.wal,
+            &paths.quarantine,
+            StartPoint::default(),
+            false,
+            |path, offset, lsn, payload| {
+                super::replay_record(&mut state, path, offset, lsn, payload)?;
+                records += 1;
+                compare(&state, &mut report);
+                progress(lsn);
+                Ok(())
+            },
+        )
+    });
     report.records = records;
     report.last_lsn = state.last_lsn;
     match result {

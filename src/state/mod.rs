@@ -109,7 +109,7 @@ impl State {
                 let s = self.session_mut(session)?;
                 s.require_status(&[Status::Active], "record activity")?;
                 s.body.activity_log.push_back(Arc::new(Activity {
-                    action: Arc::from(action.as_str()),
+                    action: Arc::clone(action),
                     timestamp: at,
                     details: details.clone(),
                 }));
@@ -160,7 +160,7 @@ impl State {
                 let s = self.session_mut(session)?;
                 s.require_status(&[Status::Active], "record a command in")?;
                 s.body.commands.push_back(Arc::new(CommandRecord {
-                    command: Arc::from(command.as_str()),
+                    command: Arc::clone(command),
                     args: args.clone(),
                     timestamp: at,
                     success: *success,

@@ -123,6 +123,7 @@ impl Default for SessionConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Activity type.
+    #[serde(deserialize_with = "crate::intern::deserialize_arc_str")]
     pub action: Arc<str>,
     /// When it was recorded.
     pub timestamp: Timestamp,
@@ -134,6 +135,7 @@ pub struct Activity {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandRecord {
     /// The command.
+    #[serde(deserialize_with = "crate::intern::deserialize_arc_str")]
     pub command: Arc<str>,
     /// Its arguments.
     pub args: Option<JsonText>,

@@ -215,19 +215,58 @@ pub struct StartPoint {
     pub position: Option<LogPosition>,
 }
 
+/// What [`recover`] hands the records to. Any `FnMut(path, offset, lsn, payload)` is one.
+pub trait RecordSink {
+    /// Takes record `lsn`, found at `offset` of `path`; an error stops recovery and is
+    /// returned by it.
+    fn record(&mut self, path: &Path, offset: u64, lsn: Lsn, payload: &[u8]) -> Result<()>;
+
+    /// Called after the last record is handed over and before recovery changes anything on
+    /// disk (cutting a torn tail). A sink that finishes its work later, on another thread,
+    /// finishes it here, so its error stops recovery with the log unchanged.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A closure as a [`RecordSink`].
+struct FnSink<F>(F);
+
+impl<F: FnMut(&Path, u64, Lsn, &[u8]) -> Result<()>> RecordSink for FnSink<F> {
+    fn record(&mut self, path: &Path, offset: u64, lsn: Lsn, payload: &[u8]) -> Result<()> {
+        (self.0)(path, offset, lsn, payload)
+    }
+}
+
 /// Opens the log in `wal_dir` and walks every record after `start`, calling
-/// `on_record(path, offset, lsn, payload)` for each in order.
-///
-/// Decides, per `docs/format.md`'s recovery table: a clean end; a torn tail (reported in
-/// [`Recovered::torn`], and — when `writable` — saved into `quarantine_dir`, zeroed and
-/// synced); or corruption, returned as an error naming the segment and offset.
+/// `on_record(path, offset, lsn, payload)` for each in order ([`recover_into`] with a
+/// closure).
 pub fn recover(
     storage: &dyn Storage,
     wal_dir: &Path,
     quarantine_dir: &Path,
     start: StartPoint,
     writable: bool,
-    mut on_record: impl FnMut(&Path, u64, Lsn, &[u8]) -> Result<()>,
+    on_record: impl FnMut(&Path, u64, Lsn, &[u8]) -> Result<()>,
+) -> Result<Recovered> {
+    let mut sink = FnSink(on_record);
+    recover_into(storage, wal_dir, quarantine_dir, start, writable, &mut sink)
+}
+
+/// Opens the log in `wal_dir` and walks every record after `start`, handing each to `sink`
+/// in order.
+///
+/// Decides, per `docs/format.md`'s recovery table: a clean end; a torn tail (reported in
+/// [`Recovered::torn`], and — when `writable` — saved into `quarantine_dir`, zeroed and
+/// synced, once `sink` has settled); or corruption, returned as an error naming the
+/// segment and offset.
+pub fn recover_into(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    quarantine_dir: &Path,
+    start: StartPoint,
+    writable: bool,
+    sink: &mut impl RecordSink,
 ) -> Result<Recovered> {
     if writable {
         remove_temp_segments(storage, wal_dir)?;
@@ -350,7 +389,7 @@ pub fn recover(
                 if frame.lsn < want {
                     return true;
                 }
-                match on_record(&seg.path, off, frame.lsn, frame.payload) {
+                match sink.record(&seg.path, off, frame.lsn, frame.payload) {
                     Ok(()) => {
                         rec.replayed += 1;
                         true
@@ -418,6 +457,7 @@ pub fn recover(
                     saved_to: None,
                 };
                 if writable {
+                    sink.settle()?;
                     let damaged = &bytes[offset as usize..damaged_end as usize];
                     torn.saved_to = Some(save_aside(
                         storage,
@@ -444,6 +484,7 @@ pub fn recover(
             }
         }
     }
+    sink.settle()?;
     rec.last_lsn = Lsn(expected.0 - 1);
     Ok(rec)
 }

@@ -412,7 +412,7 @@ pub fn arb_event(inp: &mut Input<'_>, depth: u32) -> Event {
         0 => created(s, at).body,
         1 => EventBody::ActivityRecorded {
             session: s,
-            action: text(inp),
+            action: text(inp).into(),
             details: (inp.u8().is_multiple_of(2)).then(|| json(inp)),
         },
         2 => EventBody::MetadataSet {
@@ -440,7 +440,7 @@ pub fn arb_event(inp: &mut Input<'_>, depth: u32) -> Event {
         6 => EventBody::SessionsArchived { sessions: vec![s] },
         7 => EventBody::CommandRecorded {
             session: s,
-            command: text(inp),
+            command: text(inp).into(),
             args: None,
             success: inp.u8().is_multiple_of(2),
             error: Some(text(inp)),
