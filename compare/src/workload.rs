@@ -61,7 +61,7 @@ pub fn event(session: &SessionId, i: u64) -> Event {
         at: Timestamp(1_762_597_800_000_000 + i as i64),
         body: EventBody::ActivityRecorded {
             session: session.clone(),
-            action: action(i).to_owned(),
+            action: action(i).into(),
             details: Some(JsonText::parse(&details_text(i)).expect("valid JSON")),
         },
     }
