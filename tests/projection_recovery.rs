@@ -463,6 +463,43 @@ fn a_failed_projection_write_is_retried_until_it_succeeds() {
     assert_eq!(rebuilt(&b, m), files);
 }
 
+/// Hundreds of session files are written on several threads: the files are the same, and
+/// a failure on any thread fails the rebuild, which the next one completes.
+#[test]
+fn a_rebuild_of_many_sessions_writes_every_file_and_reports_a_failure_on_any_thread() {
+    let (b, faults) = faulty("session_s1");
+    let clock = clock();
+    let m = b.open(&clock);
+    for i in 0..300 {
+        let s = m.create_session(named(&format!("s{i}"), 0)).unwrap();
+        s.record_activity("work", Some(json!({"i": i}))).unwrap();
+        if i % 7 == 0 {
+            m.archive_session(&format!("s{i}")).unwrap();
+        }
+    }
+    flush(&m);
+    let before = projection_files(&b);
+    assert!(before.len() > 600, "{}", before.len());
+    for dir in ["sessions", "logs"] {
+        b.remove_tree(dir);
+    }
+    // Session s1's files, and s10..s19's and s100..s199's, spread over the threads.
+    faults.fail_next(5);
+    let err = m.rebuild_projections().unwrap_err();
+    assert!(
+        err.to_string().contains("session_s1"),
+        "the failure names the file: {err}"
+    );
+    assert!(faults.injected.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    faults.heal();
+    let r = m.rebuild_projections().unwrap();
+    assert_eq!(r.sessions, 300);
+    assert_eq!(r.logs, 300);
+    flush(&m);
+    m.close().unwrap();
+    assert_eq!(projection_files(&b), before);
+}
+
 #[test]
 fn persistent_projection_failures_are_reported_and_commands_go_on() {
     let (b, faults) = faulty("logs");

@@ -108,6 +108,41 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
     }
 }
 
+/// Most threads projection files are written on at once.
+const REBUILD_THREADS: usize = 16;
+
+/// Fewest files worth a thread of their own.
+const FILES_PER_THREAD: usize = 32;
+
+/// Runs `write` for every item, on several threads when there are many, and returns the
+/// first failure in item order. Each write of a projection file ends in syncs, and a sync
+/// waits for the disk (and the file system's journal); run side by side, they overlap and
+/// share journal commits. A thread stops at its own first failure.
+fn in_parallel<T: Sync>(
+    items: &[T],
+    write: impl Fn(&T) -> Result<(), Failure> + Sync,
+) -> Result<(), Failure> {
+    let threads = REBUILD_THREADS.min(items.len() / FILES_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().try_for_each(write);
+    }
+    let write = &write;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().try_for_each(write)))
+            .collect();
+        let results: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
 pub(crate) struct Projection {
     engine: Arc<Engine>,
     storage: Arc<dyn Storage>,
@@ -644,10 +679,11 @@ impl Projection {
             self.rebuild_from(state)?;
         }
         let state = Arc::clone(state);
-        while let Some(id) = self.dirty_sessions.first().cloned() {
-            self.write_session(&state, &id)?;
-            self.dirty_sessions.remove(&id);
-        }
+        // On a failure every session stays dirty: rewriting a file that was written is
+        // harmless.
+        let ids: Vec<&SessionId> = self.dirty_sessions.iter().collect();
+        in_parallel(&ids, |id| self.write_session(&state, id))?;
+        self.dirty_sessions.clear();
         while let Some(agent) = self.dirty_chains.first().cloned() {
             self.write_chain(&state, &agent)?;
             self.dirty_chains.remove(&agent);
@@ -938,9 +974,13 @@ impl Projection {
         started: &mut HashSet<SessionId>,
         tails: &mut Vec<(SessionId, (Lsn, u32))>,
     ) -> Result<(), Failure> {
-        while let Some((id, (text, key))) = bufs.pop_first() {
-            let path = self.paths.log_file(&id);
-            let mode = if started.contains(&id) {
+        let appends: Vec<_> = std::mem::take(bufs)
+            .into_iter()
+            .map(|(id, (text, key))| (started.contains(&id), id, text, key))
+            .collect();
+        in_parallel(&appends, |(append, id, text, _)| {
+            let path = self.paths.log_file(id);
+            let mode = if *append {
                 OpenMode::ReadWrite
             } else {
                 OpenMode::CreateTruncate
@@ -952,7 +992,9 @@ impl Projection {
             let len = f.len().map_err(failure("stat session log", &path))?;
             f.write_at(len, text.as_bytes())
                 .and_then(|()| f.sync_data())
-                .map_err(failure("write session log", &path))?;
+                .map_err(failure("write session log", &path))
+        })?;
+        for (_, id, _, key) in appends {
             started.insert(id.clone());
             tails.push((id, key));
         }
@@ -1051,10 +1093,9 @@ impl Projection {
                 }
             }
         }
-        for id in state.sessions.keys() {
-            self.write_session(&state, id)?;
-            report.sessions += 1;
-        }
+        let ids: Vec<&SessionId> = state.sessions.keys().collect();
+        in_parallel(&ids, |id| self.write_session(&state, id))?;
+        report.sessions += ids.len() as u64;
         for agent in state.chains.keys() {
             self.write_chain(&state, agent)?;
             report.chains += 1;
