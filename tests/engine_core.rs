@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use session_engine::storage::{
-    Bytes, FaultKind, FaultPlan, FaultStorage, LockGuard, MemStorage, OpenMode, Storage,
-    StorageFile,
+    FaultKind, FaultPlan, FaultStorage, MemStorage, Storage, StorageFile,
 };
 use session_engine::wal::segment::SEGMENT_HEADER_LEN;
 use session_engine::{Command, Durability, Engine, Error, FileStorage, Lsn, Status};
@@ -317,7 +316,6 @@ fn a_failed_fsync_poisons_the_engine_and_a_reopen_recovers() {
 /// observable deterministically.
 #[derive(Debug, Clone)]
 struct Gated {
-    inner: Arc<dyn Storage>,
     gate: Arc<(Mutex<(bool, u64)>, Condvar)>,
 }
 
@@ -356,39 +354,12 @@ impl StorageFile for GatedFile {
     }
 }
 
-impl Storage for Gated {
-    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(p)
-    }
-    fn list_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list_dir(p)
-    }
-    fn exists(&self, p: &Path) -> std::io::Result<bool> {
-        self.inner.exists(p)
-    }
-    fn open(&self, p: &Path, m: OpenMode) -> std::io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(GatedFile {
-            inner: self.inner.open(p, m)?,
+impl Hooks for Gated {
+    fn file(&self, inner: Box<dyn StorageFile>) -> Box<dyn StorageFile> {
+        Box::new(GatedFile {
+            inner,
             gate: Arc::clone(&self.gate),
-        }))
-    }
-    fn read(&self, p: &Path) -> std::io::Result<Bytes> {
-        self.inner.read(p)
-    }
-    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
-        self.inner.rename(a, b)
-    }
-    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(p)
-    }
-    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(p)
-    }
-    fn try_lock(&self, p: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
-        self.inner.try_lock(p)
-    }
-    fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
-        self.inner.drop_cached(p, r)
+        })
     }
 }
 
@@ -396,9 +367,11 @@ impl Storage for Gated {
 fn concurrent_writers_share_one_fsync_per_batch() {
     let (_, inner) = mem();
     let gate = Arc::new((Mutex::new((true, 0u64)), Condvar::new()));
-    let storage: Arc<dyn Storage> = Arc::new(Gated {
+    let storage: Arc<dyn Storage> = Arc::new(Hooked {
         inner,
-        gate: Arc::clone(&gate),
+        hooks: Gated {
+            gate: Arc::clone(&gate),
+        },
     });
     let clock = clock();
     let e = Arc::new(open(&storage, &clock));

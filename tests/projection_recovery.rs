@@ -424,7 +424,7 @@ fn backend_on(storage: Arc<MemStorage>) -> Backend {
 
 // ---- Projection I/O errors (seed 001's file-operation tests) ----
 
-fn faulty(needle: &str) -> (Backend, Arc<PathFaults>) {
+fn faulty(needle: &str) -> (Backend, Arc<Hooked<PathFaults>>) {
     let mut b = Backend::mem();
     let faults = PathFaults::new(Arc::clone(&b.storage), needle);
     b.storage = faults.clone();
@@ -881,7 +881,6 @@ fn each_registry_checkpoint_brings_every_file_up_to_date() {
 /// whose path contains `needle` is renamed into place: a command that lands (written, not
 /// yet synced) while the projector is between its log sync and its next file.
 struct CommitDuringRename {
-    inner: Arc<MemStorage>,
     needle: &'static str,
     armed: std::sync::atomic::AtomicBool,
     manager: std::sync::Mutex<std::sync::Weak<SessionManager>>,
@@ -894,50 +893,14 @@ impl std::fmt::Debug for CommitDuringRename {
     }
 }
 
-impl Storage for CommitDuringRename {
-    fn create_dir_all(&self, p: &std::path::Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(p)
-    }
-    fn list_dir(&self, p: &std::path::Path) -> std::io::Result<Vec<String>> {
-        self.inner.list_dir(p)
-    }
-    fn exists(&self, p: &std::path::Path) -> std::io::Result<bool> {
-        self.inner.exists(p)
-    }
-    fn open(
-        &self,
-        p: &std::path::Path,
-        m: session_engine::storage::OpenMode,
-    ) -> std::io::Result<Box<dyn session_engine::storage::StorageFile>> {
-        self.inner.open(p, m)
-    }
-    fn read(&self, p: &std::path::Path) -> std::io::Result<session_engine::storage::Bytes> {
-        self.inner.read(p)
-    }
-    fn rename(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-        self.inner.rename(a, b)?;
-        if b.to_string_lossy().contains(self.needle)
+impl Hooks for CommitDuringRename {
+    fn renamed(&self, _from: &std::path::Path, to: &std::path::Path) {
+        if to.to_string_lossy().contains(self.needle)
             && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
             && let Some(m) = self.manager.lock().unwrap().upgrade()
         {
             (self.action)(&m);
         }
-        Ok(())
-    }
-    fn remove_file(&self, p: &std::path::Path) -> std::io::Result<()> {
-        self.inner.remove_file(p)
-    }
-    fn sync_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
-        self.inner.sync_dir(p)
-    }
-    fn try_lock(
-        &self,
-        p: &std::path::Path,
-    ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
-        self.inner.try_lock(p)
-    }
-    fn drop_cached(&self, p: &std::path::Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
-        self.inner.drop_cached(p, r)
     }
 }
 
@@ -958,12 +921,14 @@ fn commit_during_projection(
 ) -> (SessionManager, Backend) {
     let clock = clock();
     let mem = Arc::new(MemStorage::new());
-    let hook = Arc::new(CommitDuringRename {
-        inner: Arc::clone(&mem),
-        needle,
-        armed: false.into(),
-        manager: std::sync::Mutex::new(std::sync::Weak::new()),
-        action,
+    let hook = Arc::new(Hooked {
+        inner: Arc::clone(&mem) as Arc<dyn Storage>,
+        hooks: CommitDuringRename {
+            needle,
+            armed: false.into(),
+            manager: std::sync::Mutex::new(std::sync::Weak::new()),
+            action,
+        },
     });
     let storage: Arc<dyn Storage> = hook.clone();
     let m = Arc::new(SessionManager::open("data", interval_options(&storage, &clock)).unwrap());

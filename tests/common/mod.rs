@@ -8,7 +8,7 @@ pub mod workload;
 use std::path::Path;
 use std::sync::Arc;
 
-use session_engine::storage::{MemStorage, Storage};
+use session_engine::storage::{Bytes, LockGuard, MemStorage, OpenMode, Storage, StorageFile};
 use session_engine::{
     Command, Durability, Engine, JsonText, ManualClock, NewSession, Options, SessionId, Timestamp,
 };
@@ -225,8 +225,6 @@ impl Backend {
     }
 }
 
-use session_engine::storage::OpenMode;
-
 pub fn json(v: serde_json::Value) -> Option<serde_json::Value> {
     Some(v)
 }
@@ -236,11 +234,86 @@ pub fn flush(m: &SessionManager) {
     m.flush_projections().unwrap();
 }
 
+/// What a test storage does around the operations it hands on to the storage it wraps
+/// (see [`Hooked`]). Every hook does nothing unless a test's hooks say otherwise.
+pub trait Hooks: Send + Sync + std::fmt::Debug {
+    /// Before `open`; an error fails it.
+    fn open(&self, _path: &Path, _mode: OpenMode) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Wraps each file `open` returns.
+    fn file(&self, file: Box<dyn StorageFile>) -> Box<dyn StorageFile> {
+        file
+    }
+    /// Before `rename`; an error fails it.
+    fn rename(&self, _from: &Path, _to: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// After a `rename` that succeeded.
+    fn renamed(&self, _from: &Path, _to: &Path) {}
+    /// Before `remove_file`; an error fails it.
+    fn remove(&self, _path: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A storage that hands every operation on to `inner`, calling `hooks` around some of
+/// them. Derefs to its hooks, so a test arms and reads them through it.
+#[derive(Debug)]
+pub struct Hooked<H> {
+    pub inner: Arc<dyn Storage>,
+    pub hooks: H,
+}
+
+impl<H> std::ops::Deref for Hooked<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.hooks
+    }
+}
+
+impl<H: Hooks> Storage for Hooked<H> {
+    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(p)
+    }
+    fn list_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list_dir(p)
+    }
+    fn exists(&self, p: &Path) -> std::io::Result<bool> {
+        self.inner.exists(p)
+    }
+    fn open(&self, p: &Path, m: OpenMode) -> std::io::Result<Box<dyn StorageFile>> {
+        self.hooks.open(p, m)?;
+        Ok(self.hooks.file(self.inner.open(p, m)?))
+    }
+    fn read(&self, p: &Path) -> std::io::Result<Bytes> {
+        self.inner.read(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        self.hooks.rename(a, b)?;
+        self.inner.rename(a, b)?;
+        self.hooks.renamed(a, b);
+        Ok(())
+    }
+    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+        self.hooks.remove(p)?;
+        self.inner.remove_file(p)
+    }
+    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(p)
+    }
+    fn try_lock(&self, p: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
+        self.inner.try_lock(p)
+    }
+    fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
+        self.inner.drop_cached(p, r)
+    }
+}
+
 /// Fails opens for writing, renames and removals of paths that contain `needle`, while
 /// armed: a projection-only I/O fault (the log keeps working).
 #[derive(Debug)]
 pub struct PathFaults {
-    inner: Arc<dyn Storage>,
     needle: String,
     /// Failures left; `u64::MAX` fails forever.
     remaining: std::sync::atomic::AtomicU64,
@@ -248,12 +321,14 @@ pub struct PathFaults {
 }
 
 impl PathFaults {
-    pub fn new(inner: Arc<dyn Storage>, needle: &str) -> Arc<PathFaults> {
-        Arc::new(PathFaults {
+    pub fn new(inner: Arc<dyn Storage>, needle: &str) -> Arc<Hooked<PathFaults>> {
+        Arc::new(Hooked {
             inner,
-            needle: needle.into(),
-            remaining: 0.into(),
-            injected: 0.into(),
+            hooks: PathFaults {
+                needle: needle.into(),
+                remaining: 0.into(),
+                injected: 0.into(),
+            },
         })
     }
 
@@ -287,48 +362,19 @@ impl PathFaults {
     }
 }
 
-impl Storage for PathFaults {
-    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(p)
-    }
-    fn list_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list_dir(p)
-    }
-    fn exists(&self, p: &Path) -> std::io::Result<bool> {
-        self.inner.exists(p)
-    }
-    fn open(
-        &self,
-        p: &Path,
-        m: OpenMode,
-    ) -> std::io::Result<Box<dyn session_engine::storage::StorageFile>> {
-        if m != OpenMode::Read {
-            self.check(p)?;
+impl Hooks for PathFaults {
+    fn open(&self, p: &Path, m: OpenMode) -> std::io::Result<()> {
+        if m == OpenMode::Read {
+            Ok(())
+        } else {
+            self.check(p)
         }
-        self.inner.open(p, m)
     }
-    fn read(&self, p: &Path) -> std::io::Result<session_engine::storage::Bytes> {
-        self.inner.read(p)
+    fn rename(&self, _from: &Path, to: &Path) -> std::io::Result<()> {
+        self.check(to)
     }
-    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
-        self.check(b)?;
-        self.inner.rename(a, b)
-    }
-    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
-        self.check(p)?;
-        self.inner.remove_file(p)
-    }
-    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(p)
-    }
-    fn try_lock(
-        &self,
-        p: &Path,
-    ) -> std::io::Result<Option<Box<dyn session_engine::storage::LockGuard>>> {
-        self.inner.try_lock(p)
-    }
-    fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
-        self.inner.drop_cached(p, r)
+    fn remove(&self, p: &Path) -> std::io::Result<()> {
+        self.check(p)
     }
 }
 
