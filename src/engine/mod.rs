@@ -223,6 +223,9 @@ pub(crate) struct Shared {
     /// Set when the writer thread has exited (after its last publication), so a request
     /// it will never answer is not waited for.
     pub(crate) writer_done: AtomicBool,
+    /// Whether the last batch with commands answered one thread only: set by the writer,
+    /// read by `execute` to skip trying `writer::lead_alone` when several threads write.
+    pub(crate) lone_writer: AtomicBool,
 }
 
 impl Shared {
@@ -405,6 +408,7 @@ impl Engine {
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
             writer_done: AtomicBool::new(read_only),
+            lone_writer: AtomicBool::new(true),
         });
         let (tx, core, writer) = if read_only {
             (None, None, None)
@@ -502,13 +506,29 @@ impl Engine {
     /// Runs a command and waits until it is durable.
     ///
     /// When no batch is running, the calling thread runs it (with whatever else is queued)
-    /// itself instead of waiting for the writer thread; see `writer::try_lead`.
+    /// itself instead of waiting for the writer thread; see `writer::try_lead`. A lone
+    /// writer's command does not even pass through the queue (`writer::lead_alone`).
     pub fn execute(&self, cmd: Command) -> Result<Committed> {
-        let pending = self.submit(cmd);
-        if let (Some(core), PendingInner::Waiting(..)) = (&self.core, &pending.0) {
+        let Some(core) = &self.core else {
+            return self.submit(cmd).wait();
+        };
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let (tx, rx) = bounded(1);
+        let mut req = Some(Request::Command {
+            cmd,
+            reply: Some(tx),
+            caller: Some(std::thread::current().id()),
+        });
+        if self.shared.lone_writer.load(Ordering::Relaxed) {
+            writer::lead_alone(core, &mut req);
+        }
+        if let Some(req) = req {
+            self.send(req)?;
             writer::try_lead(core);
         }
-        pending.wait()
+        Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))).wait()
     }
 
     /// Makes everything accepted so far durable, whatever the durability mode.

@@ -46,6 +46,25 @@ pub(crate) fn try_lead(core: &Core) {
     w.step();
 }
 
+/// [`try_lead`] for a lone writer, with its request handed straight to the batch it runs
+/// instead of through the queue: queueing it would wake the writer thread only to find
+/// the lock taken, a thread wake-up and a contended lock per command. Takes the request out
+/// of `req` only when it leads: no batch is running, nothing is queued (so none of the
+/// caller's own earlier submissions can come after it), and the last batch answered one
+/// thread at most (with several, the writer thread stays the runner of their batches).
+pub(crate) fn lead_alone(core: &Core, req: &mut Option<Request>) {
+    let mut w = match core.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    let queued = w.rx.as_ref().is_some_and(|rx| !rx.is_empty());
+    if w.recent_callers.len() > 1 || queued {
+        return;
+    }
+    w.step_with(req.take());
+}
+
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     log: Box<dyn Log>,
@@ -232,13 +251,22 @@ impl Writer {
     /// Takes the queued requests (up to `max_batch`) and runs them as one batch, and runs
     /// the timers that are due. Returns `false` once the writer has stopped.
     pub(crate) fn step(&mut self) -> bool {
+        self.step_with(None)
+    }
+
+    /// [`Writer::step`], with `own` (a caller's request that was not queued) after the
+    /// queued ones.
+    fn step_with(&mut self, own: Option<Request>) -> bool {
         let Some(rx) = self.rx.clone() else {
+            if let Some(r) = own {
+                refuse(r);
+            }
             return false;
         };
         let max_batch = self.shared.options.max_batch;
         let mut batch = std::mem::take(&mut self.batch);
         let mut disconnected = false;
-        while batch.len() < max_batch {
+        while batch.len() + usize::from(own.is_some()) < max_batch {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(TryRecvError::Empty) => break,
@@ -248,6 +276,7 @@ impl Writer {
                 }
             }
         }
+        batch.extend(own);
         if !disconnected {
             disconnected = self.gather(&rx, &mut batch, max_batch);
         }
@@ -272,6 +301,9 @@ impl Writer {
             self.process(&mut batch)
         };
         if !callers.is_empty() {
+            self.shared
+                .lone_writer
+                .store(callers.len() == 1, Ordering::Relaxed);
             self.recent_callers = callers;
         }
         self.batch = batch;
