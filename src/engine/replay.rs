@@ -2,7 +2,8 @@
 //! segments, checks each frame's CRC and decodes its event; a helper thread applies the
 //! decoded events to the state, in log order.
 //!
-//! Decoding and applying cost about the same, so a long replay takes about half as long.
+//! Decoding and applying each take a large share of a replay, so overlapping them
+//! shortens a long one (by a quarter or so on a 2-vCPU machine: `docs/benchmarks.md`, W4).
 //! The outcome is the serial replay's exactly: the same state, the same first error (a
 //! record that does not apply is reported before any later damage, since the helper only
 //! ever sees records before the one that stopped the reader), and nothing changed on disk
