@@ -85,7 +85,6 @@ pub(crate) fn spawn(
         last_sync: Instant::now(),
         log_dirty: false,
         snapshots,
-        batch: Vec::new(),
         recent_callers: Vec::new(),
         sync_cost: Duration::ZERO,
     };
@@ -143,21 +142,6 @@ fn answer(reply: Reply, r: Result<Committed>) {
     }
 }
 
-/// The threads with a command in `batch`, each once.
-fn callers(batch: &[Request]) -> Vec<std::thread::ThreadId> {
-    let mut v = Vec::new();
-    for r in batch {
-        if let Request::Command {
-            caller: Some(c), ..
-        } = r
-            && !v.contains(c)
-        {
-            v.push(*c);
-        }
-    }
-    v
-}
-
 /// Answers a request that arrived after the writer stopped.
 fn refuse(r: Request) {
     match r {
@@ -208,8 +192,6 @@ pub(crate) struct Writer {
     log_dirty: bool,
     snapshots: Snapshotter,
     next_watchdog: Option<Instant>,
-    /// The batch being collected (kept to reuse its allocation).
-    batch: Vec<Request>,
     /// The threads whose commands the last durable batch answered.
     recent_callers: Vec<std::thread::ThreadId>,
     /// How long the last log sync took.
@@ -225,6 +207,24 @@ struct Extras {
     snapshots: Vec<Sender<Result<Lsn>>>,
     subscribes: Vec<(LiveSender, Sender<Lsn>)>,
     shutdown: Option<Sender<Result<()>>>,
+}
+
+/// One batch being run: the state it is validated on (its frames are in
+/// `Writer::frames`), and what to answer once it is written.
+struct Run {
+    base: Arc<State>,
+    /// The batch's state, cloned from `base` at its first command.
+    work: Option<State>,
+    pending: Vec<(Reply, Committed)>,
+    events: Vec<CommittedEvent>,
+    extras: Extras,
+    poisoned: Option<Error>,
+    keep_events: bool,
+    /// Requests taken.
+    taken: usize,
+    /// The threads with a command in the batch, each once.
+    callers: Vec<std::thread::ThreadId>,
+    has_command: bool,
 }
 
 impl Writer {
@@ -264,11 +264,11 @@ impl Writer {
             return false;
         };
         let max_batch = self.shared.options.max_batch;
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut run = self.begin();
         let mut disconnected = false;
-        while batch.len() + usize::from(own.is_some()) < max_batch {
+        while run.taken + usize::from(own.is_some()) < max_batch {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => self.take(&mut run, r),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     disconnected = true;
@@ -276,29 +276,34 @@ impl Writer {
                 }
             }
         }
-        batch.extend(own);
+        if let Some(r) = own {
+            self.take(&mut run, r);
+        }
         if !disconnected {
-            disconnected = self.gather(&rx, &mut batch, max_batch);
+            disconnected = self.gather(&rx, &mut run, max_batch);
         }
         if let Some(t) = self.next_watchdog
             && Instant::now() >= t
         {
-            batch.push(Request::Command {
-                cmd: Command::ExpireIdle,
-                reply: None,
-                caller: None,
-            });
+            self.take(
+                &mut run,
+                Request::Command {
+                    cmd: Command::ExpireIdle,
+                    reply: None,
+                    caller: None,
+                },
+            );
             self.next_watchdog = self
                 .shared
                 .options
                 .watchdog_interval
                 .map(|d| Instant::now() + d);
         }
-        let callers = callers(&batch);
-        let shutdown = if batch.is_empty() {
+        let callers = std::mem::take(&mut run.callers);
+        let shutdown = if run.taken == 0 {
             None
         } else {
-            self.process(&mut batch)
+            self.finish(run)
         };
         if !callers.is_empty() {
             self.shared
@@ -306,7 +311,6 @@ impl Writer {
                 .store(callers.len() == 1, Ordering::Relaxed);
             self.recent_callers = callers;
         }
-        self.batch = batch;
         if let Durability::Interval(d) = self.durability()
             && self.log_dirty
             && self.last_sync.elapsed() >= d
@@ -337,30 +341,23 @@ impl Writer {
     /// takes) so that one sync serves them too, instead of splitting the writers into two
     /// cohorts that alternate, each paying a sync. A lone writer never waits. Returns
     /// whether the channel was found disconnected.
-    fn gather(&mut self, rx: &Receiver<Request>, batch: &mut Vec<Request>, max: usize) -> bool {
+    fn gather(&mut self, rx: &Receiver<Request>, run: &mut Run, max: usize) -> bool {
         if self.durability() != Durability::Always
             || self.recent_callers.len() < 2
-            || !batch.iter().any(|r| matches!(r, Request::Command { .. }))
-            || batch.iter().any(|r| matches!(r, Request::Shutdown(_)))
+            || !run.has_command
+            || run.extras.shutdown.is_some()
         {
             return false;
         }
-        let missing = |batch: &[Request], recent: &[std::thread::ThreadId]| {
-            let now = callers(batch);
-            recent.iter().filter(|c| !now.contains(c)).count()
-        };
         let deadline = Instant::now() + self.sync_cost.min(Duration::from_micros(500));
-        while batch.len() < max
-            && missing(batch, &self.recent_callers) > 0
+        while run.taken < max
+            && self.recent_callers.iter().any(|c| !run.callers.contains(c))
             && Instant::now() < deadline
         {
-            std::thread::yield_now();
-            loop {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return true,
-                }
+            match rx.try_recv() {
+                Ok(r) => self.take(run, r),
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Disconnected) => return true,
             }
         }
         false
@@ -391,102 +388,123 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs one batch of requests. Returns the shutdown reply if the batch asked to stop.
-    fn process(&mut self, batch: &mut Vec<Request>) -> Option<Sender<Result<()>>> {
-        let base = self.shared.published();
-        let mut work: Option<State> = None;
-        let mut pending: Vec<(Reply, Committed)> = Vec::new();
-        let mut events: Vec<CommittedEvent> = Vec::new();
-        let mut extras = Extras::default();
-        let mut poisoned = self.shared.poisoned();
+    /// Starts a batch: validated on a clone of the published state, framed into
+    /// `self.frames`.
+    fn begin(&mut self) -> Run {
         self.frames.reset(!self.log_dirty);
-        let keep_events = !self.subscribers.is_empty();
+        Run {
+            base: self.shared.published(),
+            work: None,
+            pending: Vec::new(),
+            events: Vec::new(),
+            extras: Extras::default(),
+            poisoned: self.shared.poisoned(),
+            keep_events: !self.subscribers.is_empty(),
+            taken: 0,
+            callers: Vec::new(),
+            has_command: false,
+        }
+    }
 
-        for req in batch.drain(..) {
-            match req {
-                Request::Command { cmd, reply, .. } => {
-                    if let Some(p) = &poisoned {
-                        answer(reply, Err(error_copy(p)));
-                        continue;
-                    }
-                    let state = work.get_or_insert_with(|| (*base).clone());
-                    let now = self.shared.options.clock.now();
-                    match decide(state, cmd, now) {
-                        Err(e) => answer(reply, Err(e)),
-                        Ok((None, outcome)) => pending.push((
+    /// Adds one request to the batch: a command is decided, applied to the batch's state
+    /// and framed at once (so the batch runner works while it waits for more).
+    fn take(&mut self, run: &mut Run, req: Request) {
+        run.taken += 1;
+        if let Request::Command { caller, .. } = &req {
+            run.has_command = true;
+            if let Some(c) = caller
+                && !run.callers.contains(c)
+            {
+                run.callers.push(*c);
+            }
+        }
+        match req {
+            Request::Command { cmd, reply, .. } => {
+                if let Some(p) = &run.poisoned {
+                    answer(reply, Err(error_copy(p)));
+                    return;
+                }
+                let state = run.work.get_or_insert_with(|| (*run.base).clone());
+                let now = self.shared.options.clock.now();
+                match decide(state, cmd, now) {
+                    Err(e) => answer(reply, Err(e)),
+                    Ok((None, outcome)) => run.pending.push((
+                        reply,
+                        Committed {
+                            lsn: state.last_lsn,
+                            appended: false,
+                            outcome,
+                        },
+                    )),
+                    Ok((Some(body), outcome)) => {
+                        let lsn = state.last_lsn.next();
+                        let event = Event { at: now, body };
+                        let buf = self.frames.begin(lsn);
+                        if let Err(e) = codec::encode_event(&event, buf) {
+                            self.frames.abandon();
+                            answer(reply, Err(Error::invalid("event", e.to_string())));
+                            return;
+                        }
+                        if let Err(len) = self.frames.finish() {
+                            answer(
+                                reply,
+                                Err(Error::invalid(
+                                    "event",
+                                    format!(
+                                        "encodes to {len} bytes, over the record limit \
+                                         of {MAX_PAYLOAD_LEN}"
+                                    ),
+                                )),
+                            );
+                            return;
+                        }
+                        if let Err(e) = state.apply(lsn, &event) {
+                            // `decide` promised this event applies. Writing a record the
+                            // state cannot replay would break the log, so stop here.
+                            let err = Error::Poisoned {
+                                cause: format!(
+                                    "internal error: accepted event does not apply: {e}"
+                                ),
+                            };
+                            self.shared.poison(&err);
+                            answer(reply, Err(error_copy(&err)));
+                            for (r, _) in run.pending.drain(..) {
+                                answer(r, Err(error_copy(&err)));
+                            }
+                            self.frames.reset(false);
+                            run.work = None;
+                            run.events.clear();
+                            run.poisoned = Some(err);
+                            return;
+                        }
+                        run.pending.push((
                             reply,
                             Committed {
-                                lsn: state.last_lsn,
-                                appended: false,
+                                lsn,
+                                appended: true,
                                 outcome,
                             },
-                        )),
-                        Ok((Some(body), outcome)) => {
-                            let lsn = state.last_lsn.next();
-                            let event = Event { at: now, body };
-                            let buf = self.frames.begin(lsn);
-                            if let Err(e) = codec::encode_event(&event, buf) {
-                                self.frames.abandon();
-                                answer(reply, Err(Error::invalid("event", e.to_string())));
-                                continue;
-                            }
-                            if let Err(len) = self.frames.finish() {
-                                answer(
-                                    reply,
-                                    Err(Error::invalid(
-                                        "event",
-                                        format!(
-                                            "encodes to {len} bytes, over the record limit \
-                                             of {MAX_PAYLOAD_LEN}"
-                                        ),
-                                    )),
-                                );
-                                continue;
-                            }
-                            if let Err(e) = state.apply(lsn, &event) {
-                                // `decide` promised this event applies. Writing a record the
-                                // state cannot replay would break the log, so stop here.
-                                let err = Error::Poisoned {
-                                    cause: format!(
-                                        "internal error: accepted event does not apply: {e}"
-                                    ),
-                                };
-                                self.shared.poison(&err);
-                                answer(reply, Err(error_copy(&err)));
-                                for (r, _) in pending.drain(..) {
-                                    answer(r, Err(error_copy(&err)));
-                                }
-                                self.frames.reset(false);
-                                work = None;
-                                events.clear();
-                                poisoned = Some(err);
-                                continue;
-                            }
-                            pending.push((
-                                reply,
-                                Committed {
-                                    lsn,
-                                    appended: true,
-                                    outcome,
-                                },
-                            ));
-                            if keep_events {
-                                events.push(CommittedEvent {
-                                    lsn,
-                                    event: Arc::new(event),
-                                });
-                            }
+                        ));
+                        if run.keep_events {
+                            run.events.push(CommittedEvent {
+                                lsn,
+                                event: Arc::new(event),
+                            });
                         }
                     }
                 }
-                Request::Sync(r) => extras.syncs.push(r),
-                Request::Snapshot(r) => extras.snapshots.push(r),
-                Request::Subscribe { live, reply } => extras.subscribes.push((live, reply)),
-                Request::Shutdown(r) => extras.shutdown = Some(r),
-                Request::Wake => {}
             }
+            Request::Sync(r) => run.extras.syncs.push(r),
+            Request::Snapshot(r) => run.extras.snapshots.push(r),
+            Request::Subscribe { live, reply } => run.extras.subscribes.push((live, reply)),
+            Request::Shutdown(r) => run.extras.shutdown = Some(r),
+            Request::Wake => {}
         }
+    }
 
+    /// Writes the batch with one write, syncs it as the durability mode asks, publishes its
+    /// state and answers. Returns the shutdown reply if the batch asked to stop.
+    fn finish(&mut self, mut run: Run) -> Option<Sender<Result<()>>> {
         if !self.frames.is_empty() {
             let n = u64::from(self.frames.len());
             let written = self.log.append(&self.frames).and_then(|()| {
@@ -502,23 +520,23 @@ impl Writer {
             });
             if let Err(e) = written {
                 self.shared.poison(&e);
-                for (r, _) in pending.drain(..) {
+                for (r, _) in run.pending.drain(..) {
                     answer(r, Err(error_copy(&e)));
                 }
-                events.clear();
-                work = None;
+                run.events.clear();
+                run.work = None;
             } else {
                 self.since_snapshot += n;
             }
-            if let Some(state) = work.take() {
+            if let Some(state) = run.work.take() {
                 self.shared.publish(state);
             }
         }
-        for (r, c) in pending {
+        for (r, c) in run.pending {
             answer(r, Ok(c));
         }
-        if !events.is_empty() {
-            let batch = Arc::new(events);
+        if !run.events.is_empty() {
+            let batch = Arc::new(run.events);
             self.subscribers
                 .retain(|s| match s.try_send(Arc::clone(&batch)) {
                     Ok(()) => true,
@@ -526,11 +544,11 @@ impl Writer {
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
                 });
         }
-        for r in extras.syncs {
+        for r in run.extras.syncs {
             let _ = r.send(self.sync_log());
         }
         let published = self.shared.published().last_lsn;
-        for (live, reply) in extras.subscribes {
+        for (live, reply) in run.extras.subscribes {
             if reply.send(published).is_ok() {
                 self.subscribers.push(live);
             }
@@ -538,14 +556,14 @@ impl Writer {
         let auto = self.shared.options.snapshot_every > 0
             && self.since_snapshot >= self.shared.options.snapshot_every
             && !self.snapshots.busy();
-        if (!extras.snapshots.is_empty() || auto) && extras.shutdown.is_none() {
-            self.start_snapshot(extras.snapshots);
+        if (!run.extras.snapshots.is_empty() || auto) && run.extras.shutdown.is_none() {
+            self.start_snapshot(run.extras.snapshots);
         } else {
-            for r in extras.snapshots {
+            for r in run.extras.snapshots {
                 let _ = r.send(Err(Error::Closed));
             }
         }
-        extras.shutdown
+        run.extras.shutdown
     }
 
     fn start_snapshot(&mut self, replies: Vec<Sender<Result<Lsn>>>) {
