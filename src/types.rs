@@ -120,13 +120,13 @@ fn validate_file_safe_id(field: &'static str, s: &str) -> Result<()> {
             format!("{s:?} must not start with '.' or '-'"),
         ));
     }
+    // Bytewise: every allowed character is ASCII, and a non-ASCII character's first byte
+    // is not, so the first refused byte starts the first refused character.
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-    if s.bytes().all(allowed) {
-        return Ok(());
-    }
     if let Some(bad) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .bytes()
+        .position(|b| !allowed(b))
+        .and_then(|i| s[i..].chars().next())
     {
         return Err(Error::invalid(
             field,

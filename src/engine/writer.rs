@@ -212,8 +212,7 @@ struct Extras {
 /// One batch being run: the state it is validated on (its frames are in
 /// `Writer::frames`), and what to answer once it is written.
 struct Run {
-    base: Arc<State>,
-    /// The batch's state, cloned from `base` at its first command.
+    /// The batch's state, cloned from the published one at its first command.
     work: Option<State>,
     pending: Vec<(Reply, Committed)>,
     events: Vec<CommittedEvent>,
@@ -222,9 +221,9 @@ struct Run {
     keep_events: bool,
     /// Requests taken.
     taken: usize,
-    /// The threads with a command in the batch, each once.
+    /// The threads with a command in the batch, each once (only the watchdog's command
+    /// has no thread).
     callers: Vec<std::thread::ThreadId>,
-    has_command: bool,
 }
 
 impl Writer {
@@ -344,7 +343,7 @@ impl Writer {
     fn gather(&mut self, rx: &Receiver<Request>, run: &mut Run, max: usize) -> bool {
         if self.durability() != Durability::Always
             || self.recent_callers.len() < 2
-            || !run.has_command
+            || run.callers.is_empty()
             || run.extras.shutdown.is_some()
         {
             return false;
@@ -388,12 +387,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a batch: validated on a clone of the published state, framed into
-    /// `self.frames`.
+    /// Starts a batch: validated on a clone of the published state (made at its first
+    /// command), framed into `self.frames`.
     fn begin(&mut self) -> Run {
         self.frames.reset(!self.log_dirty);
         Run {
-            base: self.shared.published(),
             work: None,
             pending: Vec::new(),
             events: Vec::new(),
@@ -402,7 +400,6 @@ impl Writer {
             keep_events: !self.subscribers.is_empty(),
             taken: 0,
             callers: Vec::new(),
-            has_command: false,
         }
     }
 
@@ -410,13 +407,12 @@ impl Writer {
     /// and framed at once (so the batch runner works while it waits for more).
     fn take(&mut self, run: &mut Run, req: Request) {
         run.taken += 1;
-        if let Request::Command { caller, .. } = &req {
-            run.has_command = true;
-            if let Some(c) = caller
-                && !run.callers.contains(c)
-            {
-                run.callers.push(*c);
-            }
+        if let Request::Command {
+            caller: Some(c), ..
+        } = &req
+            && !run.callers.contains(c)
+        {
+            run.callers.push(*c);
         }
         match req {
             Request::Command { cmd, reply, .. } => {
@@ -424,7 +420,9 @@ impl Writer {
                     answer(reply, Err(error_copy(p)));
                     return;
                 }
-                let state = run.work.get_or_insert_with(|| (*run.base).clone());
+                let state = run
+                    .work
+                    .get_or_insert_with(|| (*self.shared.published()).clone());
                 let now = self.shared.options.clock.now();
                 match decide(state, cmd, now) {
                     Err(e) => answer(reply, Err(e)),

@@ -109,7 +109,7 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
 }
 
 /// Most threads projection files are written on at once.
-const REBUILD_THREADS: usize = 16;
+const WRITE_THREADS: usize = 16;
 
 /// Fewest files worth a thread of their own.
 const FILES_PER_THREAD: usize = 32;
@@ -122,7 +122,7 @@ fn in_parallel<T: Sync>(
     items: &[T],
     write: impl Fn(&T) -> Result<(), Failure> + Sync,
 ) -> Result<(), Failure> {
-    let threads = REBUILD_THREADS.min(items.len() / FILES_PER_THREAD).max(1);
+    let threads = WRITE_THREADS.min(items.len() / FILES_PER_THREAD).max(1);
     if threads == 1 {
         return items.iter().try_for_each(write);
     }
@@ -1033,7 +1033,6 @@ impl Projection {
         self.rebuild_from(&state)
     }
 
-    /// A full rebuild from `state`, which must be durable.
     /// Whether `name` in `dir` is a file the projector writes.
     fn is_projection_file(&self, dir: &Path, name: &str) -> bool {
         let p = &self.paths;
@@ -1052,6 +1051,7 @@ impl Projection {
         }
     }
 
+    /// A full rebuild from `state`, which must be durable.
     fn rebuild_from(&mut self, state: &Arc<State>) -> Result<RebuildReport, Failure> {
         self.needs_rebuild = true;
         if self.dirty_since.is_none() {

@@ -999,16 +999,23 @@ mod tests {
         assert!(s.is_halted());
     }
 
-    #[test]
-    fn dropping_the_cache_shows_lost_writes_gone_and_keeps_unsynced_ones() {
-        let s = MemStorage::new();
-        durable_dir(&s, "d");
-        write(&s, "d/a", b"old-old", true);
+    /// A durable file `d/a` holding `old`, then `new` written at its start and lost by a
+    /// failed sync. Returns the open file.
+    fn lose_a_write(s: &MemStorage, old: &[u8]) -> Box<dyn StorageFile> {
+        durable_dir(s, "d");
+        write(s, "d/a", old, true);
         s.sync_dir(Path::new("d")).unwrap();
         let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
         f.write_at(0, b"new").unwrap();
         s.fail_sync_losing_data(s.sync_count());
         assert!(f.sync_data().is_err());
+        f
+    }
+
+    #[test]
+    fn dropping_the_cache_shows_lost_writes_gone_and_keeps_unsynced_ones() {
+        let s = MemStorage::new();
+        let mut f = lose_a_write(&s, b"old-old");
         // Lost, yet still shown, like Linux after a write-back error.
         assert_eq!(&*s.read(Path::new("d/a")).unwrap(), b"new-old");
         // An unsynced (dirty) write after the failure stays visible.
@@ -1021,13 +1028,7 @@ mod tests {
     #[test]
     fn a_failed_sync_can_lose_the_unsynced_writes_for_good() {
         let s = MemStorage::new();
-        durable_dir(&s, "d");
-        write(&s, "d/a", b"old", true);
-        s.sync_dir(Path::new("d")).unwrap();
-        let mut f = s.open(Path::new("d/a"), OpenMode::ReadWrite).unwrap();
-        f.write_at(0, b"new").unwrap();
-        s.fail_sync_losing_data(s.sync_count());
-        assert!(f.sync_data().is_err());
+        let mut f = lose_a_write(&s, b"old");
         assert_eq!(s.file_content(Path::new("d/a")).unwrap(), b"new");
         f.sync_data().unwrap();
         for seed in 0..20 {

@@ -215,7 +215,7 @@ pub struct StartPoint {
     pub position: Option<LogPosition>,
 }
 
-/// What [`recover`] hands the records to. Any `FnMut(path, offset, lsn, payload)` is one.
+/// What [`recover_into`] hands the records to ([`recover`] takes a closure instead).
 pub trait RecordSink {
     /// Takes record `lsn`, found at `offset` of `path`; an error stops recovery and is
     /// returned by it.
