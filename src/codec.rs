@@ -66,6 +66,15 @@ pub fn event_to_vec(event: &Event) -> Result<Vec<u8>, DecodeError> {
     Ok(v)
 }
 
+/// Runs `f` with string sharing on for the events and states this thread decodes in it:
+/// each distinct session id, agent id, action or command name is allocated once and
+/// shared by every event (and state entry) that names it, instead of once per event.
+/// Replay, verification, repair, snapshot loads and [`crate::Engine::read_log`] decode
+/// this way. Calls nest; the table is dropped when the outermost returns.
+pub fn sharing_strings<R>(f: impl FnOnce() -> R) -> R {
+    crate::intern::scope(f)
+}
+
 /// Decodes an event payload.
 pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     let Some((&version, body)) = payload.split_first() else {

@@ -805,3 +805,47 @@ fn readers_racing_a_writer_on_the_real_file_system_never_see_corruption() {
         }
     });
 }
+
+#[test]
+fn reading_the_log_shares_repeated_strings_between_events() {
+    let (_, mem) = mem();
+    let clock = clock();
+    let e = Engine::open(Path::new("data"), options(mem, &clock)).unwrap();
+    create(&e, "s1");
+    activity(&e, "s1", "tool_use");
+    activity(&e, "s1", "tool_use");
+    let mut seen = Vec::new();
+    e.read_log(Lsn(2), Lsn(3), |_, ev| {
+        match ev.body {
+            session_engine::EventBody::ActivityRecorded {
+                session, action, ..
+            } => seen.push((session, action)),
+            other => panic!("unexpected event {other:?}"),
+        }
+        Ok(true)
+    })
+    .unwrap();
+    let [(s1, a1), (s2, a2)] = &seen[..] else {
+        panic!("read {} events", seen.len());
+    };
+    assert_eq!((&**a1, &**a2), ("tool_use", "tool_use"));
+    // One allocation per distinct string, not one per event.
+    assert!(Arc::ptr_eq(a1, a2), "action names decoded twice");
+    assert!(
+        std::ptr::eq(s1.as_str(), s2.as_str()),
+        "session ids decoded twice"
+    );
+    // Outside one read, nothing is kept: a second read decodes afresh.
+    let mut again = None;
+    e.read_log(Lsn(2), Lsn(2), |_, ev| {
+        again = Some(ev);
+        Ok(true)
+    })
+    .unwrap();
+    match again.map(|ev| ev.body) {
+        Some(session_engine::EventBody::ActivityRecorded { action, .. }) => {
+            assert!(!Arc::ptr_eq(&action, a1), "the table outlived the read")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

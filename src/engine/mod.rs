@@ -561,11 +561,13 @@ impl Engine {
         mut f: impl FnMut(Lsn, Event) -> Result<bool>,
     ) -> Result<()> {
         let wal = self.shared.paths.wal.clone();
-        self.shared.reader().for_each(from, to, |lsn, payload| {
-            let event = codec::decode_event(payload).map_err(|e| {
-                Error::corruption(&wal, 0, format!("record {lsn} does not decode: {e}"))
-            })?;
-            f(lsn, event)
+        codec::sharing_strings(|| {
+            self.shared.reader().for_each(from, to, |lsn, payload| {
+                let event = codec::decode_event(payload).map_err(|e| {
+                    Error::corruption(&wal, 0, format!("record {lsn} does not decode: {e}"))
+                })?;
+                f(lsn, event)
+            })
         })
     }
 
