@@ -120,3 +120,25 @@ pub fn scan_log_with(wal_dir: &Path, how: ScanRead) -> Scan {
     }
     s
 }
+
+/// The least any reader of the file at `path` must do to trust it: get its bytes and
+/// compute one CRC-32 over them. Returns the faster of mapping the file and reading it
+/// into a buffer already in memory (only the read and the CRC are timed).
+pub fn read_and_check(path: &Path) -> Duration {
+    use std::io::Read;
+    let len = std::fs::metadata(path).expect("stat").len() as usize;
+    let mapped = {
+        let f = std::fs::File::open(path).expect("open");
+        let t = Instant::now();
+        // SAFETY: the benchmark's own file, not modified while mapped.
+        let m = unsafe { memmap2::Mmap::map(&f) }.expect("map");
+        std::hint::black_box(crc32fast::hash(&m));
+        t.elapsed()
+    };
+    let mut buf = vec![1u8; len];
+    let mut f = std::fs::File::open(path).expect("open");
+    let t = Instant::now();
+    f.read_exact(&mut buf).expect("read");
+    std::hint::black_box(crc32fast::hash(&buf));
+    mapped.min(t.elapsed())
+}
