@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use crossbeam_channel::{TryRecvError, bounded};
 use session_engine::protocol::{self, MAX_LINE_LEN};
-use session_engine::{Error, ManagerOptions, Pending, SessionManager};
+use session_engine::{Error, Pending};
 
 use crate::args::Cli;
 use crate::output::Out;
@@ -82,11 +82,7 @@ fn engine_failed(e: &Error) -> bool {
 pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     let mut options = cli.options();
     options.watchdog_interval = Some(Duration::from_secs(1));
-    let manager = Arc::new(SessionManager::open(
-        &cli.data_dir,
-        ManagerOptions::with_engine(options),
-    )?);
-    crate::report_recovery(manager.engine());
+    let manager = Arc::new(cli.open_write_with(options)?);
     let (tx, rx) = bounded::<Item>(manager.engine().options().max_batch.max(1) * 4);
     // Detached, so that a closed stdout can end the command even while the reader is
     // blocked on an idle stdin.
