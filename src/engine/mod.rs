@@ -505,9 +505,9 @@ impl Engine {
 
     /// Runs a command and waits until it is durable.
     ///
-    /// When no batch is running, the calling thread runs it (with whatever else is queued)
-    /// itself instead of waiting for the writer thread; see `writer::try_lead`. A lone
-    /// writer's command does not even pass through the queue (`writer::lead_alone`).
+    /// A lone writer's command does not pass through the queue: the calling thread runs
+    /// its batch itself (`writer::lead_alone`). With several writers, the writer thread
+    /// runs the batches, and one sync serves them all.
     pub fn execute(&self, cmd: Command) -> Result<Committed> {
         let Some(core) = &self.core else {
             return self.submit(cmd).wait();
@@ -526,7 +526,6 @@ impl Engine {
         }
         if let Some(req) = req {
             self.send(req)?;
-            writer::try_lead(core);
         }
         Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))).wait()
     }

@@ -1,6 +1,6 @@
 //! The writer: group commit, publication, subscriber fan-out, and the snapshot thread it
 //! feeds. It sits behind a mutex; the writer thread runs it when requests are queued or a
-//! timer is due, and a caller of `Engine::execute` runs it when it is idle (`try_lead`).
+//! timer is due, and a lone caller of `Engine::execute` runs its own (`lead_alone`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -29,29 +29,21 @@ pub(crate) fn lock(core: &Core) -> MutexGuard<'_, Writer> {
     core.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs the queued requests on the calling thread if no one else is running a batch.
-///
-/// A caller that waits for its own answer anyway can as well write and sync the batch
-/// itself: that saves handing the request to the writer thread and the answer back, two
-/// thread wake-ups that cost tens of microseconds each (an idle CPU must be woken, in a VM
-/// an idle vCPU), a large share of a 100-200 µs durable commit. Requests queued behind
-/// the lock holder are taken by the writer thread, so nothing waits on a caller.
-pub(crate) fn try_lead(core: &Core) {
-    let guard = match core.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => return,
-    };
-    let mut w = guard;
-    w.step();
-}
-
-/// [`try_lead`] for a lone writer, with its request handed straight to the batch it runs
-/// instead of through the queue: queueing it would wake the writer thread only to find
-/// the lock taken, a thread wake-up and a contended lock per command. Takes the request out
+/// Runs a lone writer's request on the calling thread, in a batch of its own, instead of
+/// through the queue: a caller that waits for its own answer anyway can as well write and
+/// sync the batch itself. Queueing it would wake the writer thread (an idle vCPU here)
+/// and the answer would wake the caller back, two thread wake-ups that cost tens of
+/// microseconds each, a large share of a 100-200 µs durable commit. Takes the request out
 /// of `req` only when it leads: no batch is running, nothing is queued (so none of the
 /// caller's own earlier submissions can come after it), and the last batch answered one
-/// thread at most (with several, the writer thread stays the runner of their batches).
+/// thread at most.
+///
+/// With several writers the writer thread runs every batch. Callers used to run a batch
+/// whenever they found the writer idle; leaving it to the writer thread gave 26%, 31%,
+/// 28% and 63% more durable events per second with 2, 4, 16 and 64 writers (7 alternating
+/// pairs each, `docs/benchmarks.md`). A caller that leads cannot send its next command
+/// until the whole batch is done, and the writer thread, woken by the queued commands,
+/// then blocked on the lock the caller held.
 pub(crate) fn lead_alone(core: &Core, req: &mut Option<Request>) {
     let mut w = match core.try_lock() {
         Ok(g) => g,
@@ -236,7 +228,7 @@ impl Writer {
         let mut deadline = self.next_watchdog;
         if let Durability::Interval(d) = self.durability() {
             // Even with a clean log, wake up once per interval: a caller may run a batch
-            // (`try_lead`) after this deadline was computed, leaving the log dirty.
+            // (`lead_alone`) after this deadline was computed, leaving the log dirty.
             let t = if self.log_dirty {
                 self.last_sync + d
             } else {
