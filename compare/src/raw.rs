@@ -142,3 +142,23 @@ pub fn read_and_check(path: &Path) -> Duration {
     std::hint::black_box(crc32fast::hash(&buf));
     mapped.min(t.elapsed())
 }
+
+/// Whether the file system under `dir` takes `O_DIRECT | O_DSYNC` writes of aligned 4 KiB
+/// blocks (tmpfs, for one, refuses `O_DIRECT`).
+pub fn direct_io_supported(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    #[repr(C, align(4096))]
+    struct Block([u8; 4096]);
+    let path = dir.join("direct-io-probe");
+    let ok = (|| {
+        drop(preallocated(&path, 4096));
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(&path)?;
+        f.write_all_at(&Block([0; 4096]).0, 0)
+    })()
+    .is_ok();
+    let _ = std::fs::remove_file(&path);
+    ok
+}
