@@ -143,20 +143,26 @@ pub fn read_and_check(path: &Path) -> Duration {
     mapped.min(t.elapsed())
 }
 
+/// Bytes aligned as `O_DIRECT` needs them for 4 KiB blocks.
+#[repr(C, align(4096))]
+pub struct Aligned<const N: usize>(pub [u8; N]);
+
+/// Opens `path` for writes that bypass the page cache and return once durable.
+pub fn open_direct_dsync(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(path)
+}
+
 /// Whether the file system under `dir` takes `O_DIRECT | O_DSYNC` writes of aligned 4 KiB
 /// blocks (tmpfs, for one, refuses `O_DIRECT`).
 pub fn direct_io_supported(dir: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    #[repr(C, align(4096))]
-    struct Block([u8; 4096]);
     let path = dir.join("direct-io-probe");
     let ok = (|| {
         drop(preallocated(&path, 4096));
-        let f = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(&path)?;
-        f.write_all_at(&Block([0; 4096]).0, 0)
+        open_direct_dsync(&path)?.write_all_at(&Aligned([0; 4096]).0, 0)
     })()
     .is_ok();
     let _ = std::fs::remove_file(&path);

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -119,16 +119,12 @@ pub enum RawKind {
     DirectDsync,
 }
 
-/// The file's last 4 KiB block and the next, as the direct loop writes them: `O_DIRECT`
-/// needs a buffer aligned like the blocks it writes.
-#[repr(C, align(4096))]
-struct Staging([u8; 8192]);
-
 pub struct RawSys {
     kind: RawKind,
     file: File,
     offset: u64,
-    staging: Box<Staging>,
+    /// For the direct loop: the file's last 4 KiB block and the next, as it writes them.
+    staging: Box<crate::raw::Aligned<8192>>,
     _dir: Scratch,
 }
 
@@ -141,11 +137,7 @@ impl RawSys {
             RawKind::Overwrite { .. } => crate::raw::preallocated(&path, capacity),
             RawKind::DirectDsync => {
                 drop(crate::raw::preallocated(&path, capacity + 8192));
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-                    .open(&path)
-                    .expect("open with O_DIRECT | O_DSYNC")
+                crate::raw::open_direct_dsync(&path).expect("open with O_DIRECT | O_DSYNC")
             }
             _ => {
                 let f = std::fs::OpenOptions::new()
@@ -162,7 +154,7 @@ impl RawSys {
             kind,
             file,
             offset: 0,
-            staging: Box::new(Staging([0; 8192])),
+            staging: Box::new(crate::raw::Aligned([0; 8192])),
             _dir: dir,
         }
     }
