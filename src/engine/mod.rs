@@ -324,6 +324,17 @@ impl Pending {
     }
 }
 
+/// A command from the calling thread, and where its answer will arrive.
+fn command_request(cmd: Command) -> (Request, Receiver<Result<Committed>>) {
+    let (tx, rx) = bounded(1);
+    let req = Request::Command {
+        cmd,
+        reply: Some(tx),
+        caller: Some(std::thread::current().id()),
+    };
+    (req, rx)
+}
+
 /// An open data directory.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -492,12 +503,8 @@ impl Engine {
         if self.read_only {
             return Pending(PendingInner::Ready(Some(Err(Error::ReadOnly))));
         }
-        let (tx, rx) = bounded(1);
-        match self.send(Request::Command {
-            cmd,
-            reply: Some(tx),
-            caller: Some(std::thread::current().id()),
-        }) {
+        let (req, rx) = command_request(cmd);
+        match self.send(req) {
             Ok(()) => Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))),
             Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),
         }
@@ -512,18 +519,15 @@ impl Engine {
         let Some(core) = &self.core else {
             return self.submit(cmd).wait();
         };
+        if !self.shared.lone_writer.load(Ordering::Relaxed) {
+            return self.submit(cmd).wait();
+        }
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        let (tx, rx) = bounded(1);
-        let mut req = Some(Request::Command {
-            cmd,
-            reply: Some(tx),
-            caller: Some(std::thread::current().id()),
-        });
-        if self.shared.lone_writer.load(Ordering::Relaxed) {
-            writer::lead_alone(core, &mut req);
-        }
+        let (req, rx) = command_request(cmd);
+        let mut req = Some(req);
+        writer::lead_alone(core, &mut req);
         if let Some(req) = req {
             self.send(req)?;
         }
