@@ -5,9 +5,12 @@
 //!   byte, at the start of the damaged record (header damage: within the header);
 //! * an open that falls back to an older snapshot or a full replay and reports the
 //!   skipped snapshot, with the state unchanged;
-//! * for a flip inside the final write batch only, a reported torn-tail cut that loses
-//!   exactly the records from the damaged one on; for a flip in the zeros after the last
-//!   record, a reported cut that loses nothing;
+//! * in a cleanly closed log (sealed), never a cut of a record: a flip in the seal a clean
+//!   close writes, or in the zeros after it, is a reported cut that loses nothing;
+//! * in a log left by a crash (a process kill before the close, so no seal after the last
+//!   write), a flip inside the final write batch only is a reported torn-tail cut that loses
+//!   exactly the records from the damaged one on, all of them inside that one batch (which
+//!   is bounded by `max_batch`); nothing before it is ever cut;
 //! * for a flip in bytes an open does not read (records before the snapshot it starts
 //!   from, an older snapshot), an unchanged state, with `verify` reporting the damage at
 //!   the right place.
@@ -31,13 +34,15 @@ use session_engine::wal::record::decode_frame;
 use session_engine::wal::segment::SEGMENT_HEADER_LEN;
 use session_engine::{Engine, Error, Lsn};
 
-/// One record's place in a segment.
+/// One frame's place in a segment: a record, or a seal (whose `lsn` is the next
+/// record's).
 #[derive(Clone, Copy, Debug)]
 struct Rec {
     start: usize,
     end: usize,
     lsn: u64,
     batch_first: u64,
+    seal: bool,
 }
 
 /// A segment's layout.
@@ -65,11 +70,18 @@ struct Fixture {
     history: BTreeMap<u64, Model>,
     last_lsn: u64,
     last_batch_first: u64,
+    /// Whether the log was closed cleanly (sealed) rather than left by a process kill.
+    sealed: bool,
 }
 
 /// The sequential workload's directory, with snapshots (the open reads only the log's
-/// tail) or without (the open replays every record).
+/// tail) or without (the open replays every record), closed cleanly.
 fn fixture(with_snapshots: bool) -> Fixture {
+    fixture_ended(with_snapshots, true)
+}
+
+/// [`fixture`], closed cleanly (`sealed`) or as a process kill before the close leaves it.
+fn fixture_ended(with_snapshots: bool, sealed: bool) -> Fixture {
     let mem = Arc::new(MemStorage::new());
     let settings = Settings {
         keep_snapshots: 3,
@@ -88,12 +100,19 @@ fn fixture(with_snapshots: bool) -> Fixture {
         history.insert(run.model.last_lsn, run.model.clone());
     }
     assert!(run.failures.is_empty());
-    run.close();
+    let base = if sealed {
+        run.close();
+        mem.kill_image()
+    } else {
+        let image = mem.kill_image();
+        run.close();
+        image
+    };
     let wal = Path::new("data/wal");
     let mut segments = Vec::new();
-    for name in mem.list_dir(wal).unwrap() {
+    for name in base.list_dir(wal).unwrap() {
         let path = wal.join(&name);
-        let bytes = mem.file_content(&path).unwrap();
+        let bytes = base.file_content(&path).unwrap();
         let mut records = Vec::new();
         let mut pos = SEGMENT_HEADER_LEN;
         while let Ok(f) = decode_frame(&bytes[pos..]) {
@@ -102,6 +121,7 @@ fn fixture(with_snapshots: bool) -> Fixture {
                 end: pos + f.len,
                 lsn: f.lsn.0,
                 batch_first: f.batch_first().0,
+                seal: f.seal,
             });
             pos += f.len;
         }
@@ -114,13 +134,13 @@ fn fixture(with_snapshots: bool) -> Fixture {
         });
     }
     let snap_dir = Path::new("data/snapshots");
-    let mut snapshots: Vec<(u64, PathBuf, usize)> = mem
+    let mut snapshots: Vec<(u64, PathBuf, usize)> = base
         .list_dir(snap_dir)
         .unwrap()
         .into_iter()
         .map(|n| {
             let p = snap_dir.join(&n);
-            let len = mem.file_content(&p).unwrap().len();
+            let len = base.file_content(&p).unwrap().len();
             (n[..20].parse().unwrap(), p, len)
         })
         .collect();
@@ -128,9 +148,24 @@ fn fixture(with_snapshots: bool) -> Fixture {
     let last = segments
         .iter()
         .flat_map(|s| s.records.iter())
-        .last()
+        .rfind(|r| !r.seal)
         .copied()
         .unwrap();
+    let final_frame = segments.last().unwrap().records.last().copied().unwrap();
+    assert_eq!(
+        final_frame.seal, sealed,
+        "a clean close seals the log, a kill leaves it unsealed"
+    );
+    let seals = segments
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .filter(|r| r.seal)
+        .count();
+    assert_eq!(
+        seals,
+        1 + usize::from(sealed),
+        "the workload's reopen left a seal inside the log"
+    );
     assert!(segments.len() >= 4);
     if with_snapshots {
         assert!(snapshots.len() >= 2);
@@ -142,13 +177,14 @@ fn fixture(with_snapshots: bool) -> Fixture {
         assert!(snapshots.is_empty());
     }
     Fixture {
-        base: mem.kill_image(),
+        base,
         settings,
         segments,
         snapshots,
         history,
         last_lsn: last.lsn,
         last_batch_first: last.batch_first,
+        sealed,
     }
 }
 
@@ -231,12 +267,14 @@ fn expectation(fx: &Fixture, file: &Path, byte: usize) -> Want {
         Some(r) => (r.start as u64, Some(r)),
         None => (seg.records_end() as u64, None),
     };
-    // The open reads every record after the snapshot, and checks that the snapshot's own
-    // last record is where the snapshot says.
+    // The open reads every record after the snapshot (and the seals among them), and
+    // checks that the snapshot's own last record is where the snapshot says.
     let read_at_open = match lsn {
+        Some(r) if r.seal => r.lsn > newest_lsn,
         Some(r) => r.lsn > newest_lsn || (newest_lsn > 0 && r.lsn == newest_lsn),
         None => si >= start_seg,
     };
+    let is_final_frame = lsn.is_some_and(|r| is_last && r.end == seg.records_end());
     if !read_at_open {
         return Want::Opens {
             lsn: fx.last_lsn,
@@ -247,11 +285,20 @@ fn expectation(fx: &Fixture, file: &Path, byte: usize) -> Want {
     }
     match lsn {
         // The snapshot's last record is not where the snapshot says: refused there.
-        Some(r) if newest_lsn > 0 && r.lsn == newest_lsn => Want::Refused {
+        Some(r) if !r.seal && newest_lsn > 0 && r.lsn == newest_lsn => Want::Refused {
             file: file.to_path_buf(),
             offsets: damage_at..damage_at + 1,
         },
-        Some(r) if r.batch_first == fx.last_batch_first => Want::Opens {
+        // The seal a clean close wrote, damaged: nothing proves it, so it is cut, and no
+        // record with it.
+        Some(r) if r.seal && is_final_frame => Want::Opens {
+            lsn: fx.last_lsn,
+            torn_at: Some((file.to_path_buf(), damage_at)),
+            skipped: vec![],
+            unread: None,
+        },
+        // Only a log left by a crash may lose records, and only from its final batch.
+        Some(r) if !fx.sealed && !r.seal && r.batch_first == fx.last_batch_first => Want::Opens {
             lsn: r.lsn - 1,
             torn_at: Some((file.to_path_buf(), damage_at)),
             skipped: vec![],
@@ -324,6 +371,14 @@ fn check_flip(fx: &Fixture, file: &Path, byte: usize, bit: u8, tally: &mut Tally
                 if *lsn == fx.last_lsn {
                     tally.tail_cuts_losing_nothing += 1;
                 } else {
+                    // A cut of acknowledged records: only after a crash, and only inside
+                    // the final batch.
+                    assert!(!fx.sealed, "a sealed log lost records: {want:?}");
+                    assert!(*lsn + 1 >= fx.last_batch_first, "{want:?}");
+                    assert!(
+                        fx.last_lsn - fx.last_batch_first < fx.settings.max_batch as u64,
+                        "{want:?}"
+                    );
                     tally.torn_cuts += 1;
                 }
             }
@@ -408,8 +463,9 @@ fn every_flipped_bit_in_a_directory_with_snapshots_is_reported_never_silently_ac
         t.refused > 0
             && t.tail_cuts_losing_nothing > 0
             && t.snapshot_fallbacks > 0
-            && t.unread_found_by_verify > 0,
-        "the sweep should reach every outcome: {t:?}"
+            && t.unread_found_by_verify > 0
+            && t.torn_cuts == 0,
+        "the sweep should reach every outcome, and a sealed log loses nothing: {t:?}"
     );
 }
 
@@ -417,39 +473,69 @@ fn every_flipped_bit_in_a_directory_with_snapshots_is_reported_never_silently_ac
 fn every_flipped_bit_in_a_log_replayed_in_full_is_refused_or_cut_never_silently_accepted() {
     let t = random_flips(&fixture(false), 2000 * scale(), 0x5EED_F11B);
     assert!(
-        t.refused > 0 && t.torn_cuts > 0 && t.tail_cuts_losing_nothing > 0,
+        t.refused > 0 && t.torn_cuts == 0 && t.tail_cuts_losing_nothing > 0,
         "{t:?}"
     );
 }
 
-/// Every bit of the final record, the last segment's header and the newest snapshot's
-/// header, exhaustively.
+#[test]
+fn every_flipped_bit_in_a_log_left_by_a_crash_loses_at_most_its_final_batch() {
+    let t = random_flips(&fixture_ended(true, false), 1000 * scale(), 0xC4A5_F11B);
+    assert!(t.refused > 0 && t.tail_cuts_losing_nothing > 0, "{t:?}");
+    let t = random_flips(&fixture_ended(false, false), 1000 * scale(), 0xC4A5_F11C);
+    assert!(t.refused > 0 && t.tail_cuts_losing_nothing > 0, "{t:?}");
+}
+
+/// Every bit of the final record, the final seal, the last segment's header and the newest
+/// snapshot's header, exhaustively, in a cleanly closed log (every flip of the record is
+/// refused: the seal proves it durable) and in one left by a crash (every flip of the
+/// final record is a torn write, cut).
 #[test]
 fn every_bit_of_the_final_record_and_of_the_headers_is_checked() {
-    let fx = fixture(true);
-    let mut tally = Tally::default();
-    let last = fx.segments.last().unwrap();
-    let rec = *last.records.last().unwrap();
-    let mut targets: Vec<(PathBuf, usize)> = (rec.start..rec.end)
-        .chain(0..SEGMENT_HEADER_LEN)
-        .map(|b| (last.path.clone(), b))
-        .collect();
-    targets.extend((0..64).map(|b| (fx.snapshots[0].1.clone(), b)));
-    for (file, byte) in targets {
-        for bit in 0..8 {
-            with_context(
-                || format!("bit {bit} of byte {byte} of {}", file.display()),
-                || check_flip(&fx, &file, byte, bit, &mut tally),
-            );
+    for sealed in [true, false] {
+        let fx = fixture_ended(true, sealed);
+        let mut tally = Tally::default();
+        let last = fx.segments.last().unwrap();
+        let rec = *last.records.iter().rfind(|r| !r.seal).unwrap();
+        let end = last.records_end();
+        let mut targets: Vec<(PathBuf, usize)> = (rec.start..end)
+            .chain(0..SEGMENT_HEADER_LEN)
+            .map(|b| (last.path.clone(), b))
+            .collect();
+        targets.extend((0..64).map(|b| (fx.snapshots[0].1.clone(), b)));
+        for (file, byte) in targets {
+            for bit in 0..8 {
+                with_context(
+                    || format!("bit {bit} of byte {byte} of {}", file.display()),
+                    || check_flip(&fx, &file, byte, bit, &mut tally),
+                );
+            }
         }
+        let record_bits = 8 * (rec.end - rec.start) as u64;
+        if sealed {
+            assert_eq!(tally.torn_cuts, 0, "{tally:?}");
+            assert_eq!(
+                tally.tail_cuts_losing_nothing,
+                8 * (end - rec.end) as u64,
+                "every bit of the seal: {tally:?}"
+            );
+        } else {
+            assert_eq!(end, rec.end, "a crash leaves no seal");
+            assert_eq!(tally.torn_cuts, record_bits, "{tally:?}");
+        }
+        eprintln!(
+            "every bit of the final record ({} bytes), {} bytes of seal after it, the last \
+             segment's header and the newest snapshot's header ({}): {} flips: {tally:?}",
+            rec.end - rec.start,
+            end - rec.end,
+            if sealed {
+                "closed cleanly"
+            } else {
+                "left by a crash"
+            },
+            tally.flips
+        );
     }
-    assert_eq!(tally.torn_cuts, 8 * (rec.end - rec.start) as u64);
-    eprintln!(
-        "every bit of the final record ({} bytes), the last segment's header and the newest \
-         snapshot's header: {} flips: {tally:?}",
-        rec.end - rec.start,
-        tally.flips
-    );
 }
 
 #[test]

@@ -550,7 +550,10 @@ fn verify_and_repair_report_damage_with_file_and_offset() {
     let mut pos = 32;
     let mut starts = Vec::new();
     while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
-        starts.push(pos);
+        // Each command's clean close sealed the log; seals are not records.
+        if !f.seal {
+            starts.push(pos);
+        }
         pos += f.len;
     }
     flip(&seg, starts[2] + 24);
@@ -589,9 +592,13 @@ fn a_torn_tail_is_reported_by_verify_and_cut_with_a_warning_on_open() {
     let mut pos = 32;
     let mut last = 0;
     while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
-        last = pos;
+        if !f.seal {
+            last = pos;
+        }
         pos += f.len;
     }
+    // A write torn by a crash: the last record cut short, and no seal after it (a clean
+    // close seals the log; a crash before the seal leaves none).
     let mut torn = bytes.clone();
     torn[last + 10..pos].fill(0);
     std::fs::write(&seg, &torn).unwrap();

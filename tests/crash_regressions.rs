@@ -57,7 +57,7 @@ fn bytes_moved_to_quarantine_survive_a_power_cut() {
     let e = open(&s, &clock);
     create(&e, "s1");
     activity(&e, "s1", "a");
-    e.close().unwrap();
+    let (m, s) = killed(&m, e);
     let seg = segments(&m, "data")[0].clone();
     let mut bytes = m.file_content(&seg).unwrap();
     let first = decode_frame(&bytes[SEGMENT_HEADER_LEN..]).unwrap().len;
@@ -130,7 +130,7 @@ fn a_segment_whose_directory_sync_failed_is_made_durable_before_it_is_written() 
 fn absurd_lsns_in_crafted_files_are_refused_not_overflowed() {
     use session_engine::snapshot::{decode_snapshot, snapshot_name};
     use session_engine::wal::FrameBuf;
-    use session_engine::wal::segment::{decode_header, encode_header};
+    use session_engine::wal::segment::{decode_header, encode_header_raw};
     use session_engine::{Error, State, codec};
 
     let (m, s) = mem();
@@ -154,7 +154,7 @@ fn absurd_lsns_in_crafted_files_are_refused_not_overflowed() {
         assert_eq!(e.last_lsn(), Lsn(1));
         assert_eq!(e.recovery_report().skipped_snapshots.len(), 1);
 
-        let err = decode_header(Path::new("seg"), &encode_header(Lsn(lsn))).unwrap_err();
+        let err = decode_header(Path::new("seg"), &encode_header_raw(Lsn(lsn), 2, 0)).unwrap_err();
         assert!(matches!(err, Error::Corruption { offset: 16, .. }), "{err}");
     }
     let mut b = FrameBuf::new();

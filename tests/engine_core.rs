@@ -116,15 +116,11 @@ fn snapshot_plus_tail_equals_full_replay() {
 
 /// Byte ranges of each record in the (single) segment of a small log.
 fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
-        out.push((pos, pos + f.len));
-        pos += f.len;
-    }
-    out
+    record_ranges(bytes)
 }
 
+/// A small log as a process kill leaves it: its last batch is not sealed, so damage there
+/// is a torn write.
 fn small_log(records: usize) -> (Arc<MemStorage>, Arc<dyn Storage>, PathBuf) {
     let (m, s) = mem();
     let clock = clock();
@@ -133,7 +129,7 @@ fn small_log(records: usize) -> (Arc<MemStorage>, Arc<dyn Storage>, PathBuf) {
     for i in 1..records {
         activity(&e, "s1", &format!("activity-{i}"));
     }
-    e.close().unwrap();
+    let (m, s) = killed(&m, e);
     let segs = segments(&m, "data");
     assert_eq!(segs.len(), 1);
     (m, s, segs[0].clone())
@@ -506,7 +502,7 @@ fn a_snapshot_taken_after_reopening_onto_an_empty_segment_is_used_by_the_next_op
     }
     e.snapshot().unwrap();
     e.close().unwrap();
-    let mut empty = encode_header(Lsn(7)).to_vec();
+    let mut empty = encode_header(Lsn(7), Lsn(1)).to_vec();
     empty.resize(8 * 1024, 0);
     m.set_file_content(&segment_path(Path::new("data/wal"), Lsn(7)), empty)
         .unwrap();
@@ -581,7 +577,7 @@ fn a_missing_middle_segment_is_an_lsn_gap() {
     match err {
         Error::Corruption { file, reason, .. } => {
             assert_eq!(file, segs[2]);
-            assert!(reason.contains("previous segment ended"), "{reason}");
+            assert!(reason.contains("is missing"), "{reason}");
         }
         other => panic!("{other}"),
     }
@@ -682,11 +678,11 @@ fn verify_finds_damage_torn_tails_and_snapshots_that_disagree_with_the_log() {
     assert_eq!((d.file, d.offset), (seg.clone(), records[3].0 as u64));
     assert_eq!(r.last_lsn, Lsn(3));
 
-    // A torn final record.
+    // A torn final record (and so no seal after it: a crash came before the close).
     let image = m.kill_image();
     let mut bytes = original.clone();
-    let (start, end) = records[9];
-    bytes[start + 5..end].fill(0);
+    let (start, _) = records[9];
+    bytes[start + 5..].fill(0);
     image.set_file_content(&seg, bytes).unwrap();
     let r = session_engine::verify(Path::new("data"), &image, |_| {}).unwrap();
     assert!(r.damage.is_none());
@@ -740,7 +736,7 @@ fn reading_up_to_an_lsn_never_looks_at_what_follows_it() {
     // (zeros) followed by one that is, from a later batch. Up to LSN 3, that is no concern.
     use session_engine::wal::record::FrameBuf;
     use session_engine::wal::segment::encode_header;
-    let mut seg = encode_header(Lsn(1)).to_vec();
+    let mut seg = encode_header(Lsn(1), Lsn::ZERO).to_vec();
     let mut b = FrameBuf::new();
     b.reset(true);
     for lsn in 1..=3 {

@@ -1,11 +1,13 @@
 //! Golden data directories: one per released format version, committed under
 //! `tests/golden/`, replayed by every build.
 //!
-//! `tests/golden/v1/` holds a data directory written by format 1 (several segments, a
+//! `tests/golden/v<N>/` holds a data directory written by format N (several segments, a
 //! snapshot, every event type) and `expected_state.json`, the state it must replay to.
-//! The directory was produced by `golden_workload` below; regenerate it only when a new
-//! format version is introduced (then as `v2/`, keeping `v1/`), with
-//! `UPDATE_GOLDEN=1 cargo test --test golden -- --ignored`.
+//! Each was produced by `golden_workload` below with the build of its day (format 2 adds
+//! segment headers that chain to their predecessor and the seal a clean close writes);
+//! the newest one is regenerated only when a new format version is introduced (then as
+//! `v<N+1>/`, keeping the older ones), with `UPDATE_GOLDEN=1 cargo test --test golden --
+//! --ignored`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -19,8 +21,15 @@ use session_engine::{
     AgentId, Command, Engine, FileStorage, JsonText, Lsn, NewSession, SessionConfig, State,
 };
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
+/// Every released format's golden directory.
+const VERSIONS: [&str; 2] = ["v1", "v2"];
+/// The format this build writes.
+const CURRENT: &str = "v2";
+
+fn golden_dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(version)
 }
 
 /// The workload that wrote `tests/golden/v1/data`: every event type, deterministic ids
@@ -146,9 +155,9 @@ fn state_json(s: &State) -> serde_json::Value {
 
 /// Copies the golden data directory into a temporary directory (opening writes a lock
 /// file, and a writable open may cut a tail).
-fn golden_copy() -> tempfile::TempDir {
+fn golden_copy(version: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&golden_dir().join("data"), &tmp.path().join("data"));
+    copy_dir(&golden_dir(version).join("data"), &tmp.path().join("data"));
     tmp
 }
 
@@ -165,45 +174,62 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(golden_dir().join("expected_state.json")).unwrap();
+fn expected(version: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(golden_dir(version).join("expected_state.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 #[test]
-fn golden_v1_replays_to_the_expected_state_from_its_snapshot_and_in_full() {
-    let tmp = golden_copy();
-    let dir = tmp.path().join("data");
-    let storage: Arc<dyn Storage> = Arc::new(FileStorage::new());
-    let clock = clock();
-    let e = Engine::open(&dir, options(Arc::clone(&storage), &clock)).unwrap();
-    assert!(
-        e.recovery_report().snapshot_lsn.is_some(),
-        "the golden snapshot was not used"
-    );
-    assert!(e.recovery_report().torn_tail.is_none());
-    assert!(e.recovery_report().segments > 1);
-    assert_eq!(state_json(&e.state()), expected());
-    e.close().unwrap();
-    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
-    let e = Engine::open(&dir, options(storage, &clock)).unwrap();
-    assert_eq!(e.recovery_report().snapshot_lsn, None);
-    assert_eq!(state_json(&e.state()), expected());
+fn every_golden_directory_replays_to_its_expected_state_from_its_snapshot_and_in_full() {
+    for v in VERSIONS {
+        let tmp = golden_copy(v);
+        let dir = tmp.path().join("data");
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage::new());
+        let clock = clock();
+        let e = Engine::open_read_only(&dir, options(Arc::clone(&storage), &clock)).unwrap();
+        assert!(
+            e.recovery_report().snapshot_lsn.is_some(),
+            "{v}: the golden snapshot was not used"
+        );
+        assert!(e.recovery_report().torn_tail.is_none(), "{v}");
+        assert!(e.recovery_report().segments > 1, "{v}");
+        assert_eq!(state_json(&e.state()), expected(v), "{v}");
+        drop(e);
+        std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+        let e = Engine::open(&dir, options(Arc::clone(&storage), &clock)).unwrap();
+        assert_eq!(e.recovery_report().snapshot_lsn, None, "{v}");
+        assert_eq!(state_json(&e.state()), expected(v), "{v}");
+        // A writer goes on in the current format (a format 1 log gets a new segment: its
+        // last one cannot hold a seal), and the log verifies intact.
+        e.execute(Command::CreateSession(Box::new(NewSession {
+            id: Some(id("after-upgrade")),
+            ..NewSession::default()
+        })))
+        .unwrap();
+        let last = e.last_lsn();
+        e.close().unwrap();
+        let r = session_engine::verify(&dir, &FileStorage::new(), |_| {}).unwrap();
+        assert!(r.is_intact() && r.last_lsn == last, "{v}: {r:?}");
+        let e = Engine::open(&dir, options(storage, &clock)).unwrap();
+        assert_eq!(e.last_lsn(), last, "{v}");
+    }
 }
 
 #[test]
-fn golden_v1_verifies_intact() {
-    let r =
-        session_engine::verify(&golden_dir().join("data"), &FileStorage::new(), |_| {}).unwrap();
-    assert!(r.is_intact(), "{r:?}");
+fn every_golden_directory_verifies_intact() {
+    for v in VERSIONS {
+        let r = session_engine::verify(&golden_dir(v).join("data"), &FileStorage::new(), |_| {})
+            .unwrap();
+        assert!(r.is_intact(), "{v}: {r:?}");
+    }
 }
 
 #[test]
-fn this_build_writes_exactly_the_golden_v1_bytes() {
+fn this_build_writes_exactly_the_golden_bytes_of_the_current_format() {
     let m = Arc::new(MemStorage::new());
     let state = golden_workload(m.clone());
-    assert_eq!(state_json(&state), expected());
-    let golden = golden_dir().join("data");
+    assert_eq!(state_json(&state), expected(CURRENT));
+    let golden = golden_dir(CURRENT).join("data");
     for sub in ["wal", "snapshots"] {
         let names = m.list_dir(&Path::new("data").join(sub)).unwrap();
         let mut on_disk: Vec<String> = std::fs::read_dir(golden.join(sub))
@@ -219,21 +245,21 @@ fn this_build_writes_exactly_the_golden_v1_bytes() {
             let theirs = std::fs::read(golden.join(sub).join(&n)).unwrap();
             assert!(
                 ours == theirs,
-                "{sub}/{n}: this build writes different bytes than format 1"
+                "{sub}/{n}: this build writes different bytes than format {CURRENT}"
             );
         }
     }
 }
 
 #[test]
-#[ignore = "regenerates tests/golden/v1; run with UPDATE_GOLDEN=1 only for a new format"]
-fn regenerate_golden_v1() {
+#[ignore = "regenerates the current format's golden directory; run with UPDATE_GOLDEN=1 only for a new format"]
+fn regenerate_golden_current() {
     if std::env::var("UPDATE_GOLDEN").as_deref() != Ok("1") {
         return;
     }
     let m = Arc::new(MemStorage::new());
     let state = golden_workload(m.clone());
-    let root = golden_dir();
+    let root = golden_dir(CURRENT);
     let _ = std::fs::remove_dir_all(&root);
     for sub in ["wal", "snapshots"] {
         let dir = root.join("data").join(sub);

@@ -35,7 +35,9 @@ fn created(n: u64) -> Vec<u8> {
 /// A segment starting at `first`, holding `batches` of records (each record creates session
 /// `s<lsn>`), padded with zeros. Returns the bytes and each record's offset.
 fn segment(first: u64, batches: &[usize], synced: bool) -> (Vec<u8>, Vec<usize>) {
-    let mut out = encode_header(Lsn(first)).to_vec();
+    // Every multi-segment log here starts with a segment at LSN 1.
+    let prev = if first > 1 { Lsn(1) } else { Lsn::ZERO };
+    let mut out = encode_header(Lsn(first), prev).to_vec();
     let mut offsets = Vec::new();
     let mut lsn = first;
     for &n in batches {
@@ -123,10 +125,8 @@ fn row_3_damage_followed_by_nothing_synced_is_a_torn_tail_cut_and_saved() {
     let saved = m.file_content(t.saved_to.as_ref().unwrap()).unwrap();
     assert_eq!(saved[..], seg[offs[2]..offs[2] + t.bytes as usize]);
     let after = m.file_content(&wal_path(1)).unwrap();
-    assert!(
-        after[offs[2]..].iter().all(|&b| b == 0),
-        "the cut bytes are zeroed"
-    );
+    // The cut bytes are zeroed, and the writer seals what it kept.
+    assert_sealed_then_zeros(&after, offs[2], 3);
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn row_8_a_damaged_segment_header_is_corruption_at_its_field() {
 #[test]
 fn row_9_an_unknown_segment_version_is_refused_as_unsupported() {
     let (mut seg, _) = segment(1, &[1], true);
-    seg[8..12].copy_from_slice(&2u32.to_le_bytes());
+    seg[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&seg[0..28]);
     seg[28..32].copy_from_slice(&crc.to_le_bytes());
     let (_, s) = storage_with(&[(1, seg)]);
@@ -219,7 +219,7 @@ fn row_9_an_unknown_segment_version_is_refused_as_unsupported() {
         Err(Error::UnsupportedVersion {
             found, supported, ..
         }) => {
-            assert_eq!((found, supported), (2, 1));
+            assert_eq!((found, supported), (3, 2));
         }
         other => panic!("{other:?}"),
     }
@@ -228,7 +228,7 @@ fn row_9_an_unknown_segment_version_is_refused_as_unsupported() {
 #[test]
 fn row_10_a_record_that_does_not_decode_or_apply_is_corruption() {
     // A checksummed frame whose payload is not an event.
-    let mut out = encode_header(Lsn(1)).to_vec();
+    let mut out = encode_header(Lsn(1), Lsn::ZERO).to_vec();
     let mut b = FrameBuf::new();
     b.reset(true);
     b.begin(Lsn(1)).extend_from_slice(&[1, 0xff, 0xff, 0xff]);
@@ -243,7 +243,7 @@ fn row_10_a_record_that_does_not_decode_or_apply_is_corruption() {
         "record 1",
     );
     // A well-formed event that does not apply: the same session created twice.
-    let mut out = encode_header(Lsn(1)).to_vec();
+    let mut out = encode_header(Lsn(1), Lsn::ZERO).to_vec();
     let mut b = FrameBuf::new();
     b.reset(true);
     b.begin(Lsn(1)).extend_from_slice(&created(1));
@@ -303,7 +303,7 @@ fn long_segment(
     payload: impl Fn(u64) -> Option<Vec<u8>>,
     torn: bool,
 ) -> (Vec<u8>, Vec<usize>) {
-    let mut out = encode_header(Lsn(1)).to_vec();
+    let mut out = encode_header(Lsn(1), Lsn::ZERO).to_vec();
     let mut offsets = Vec::new();
     let mut b = FrameBuf::new();
     for lsn in 1..=n {
@@ -358,10 +358,7 @@ fn a_long_log_with_a_torn_tail_is_cut_after_the_last_whole_record() {
     let t = e.recovery_report().torn_tail.clone().unwrap();
     assert_eq!((t.offset, t.lsn), (end as u64, Lsn(LONG + 1)));
     let after = m.file_content(&wal_path(1)).unwrap();
-    assert!(
-        after[end..].iter().all(|&b| b == 0),
-        "the cut bytes are zeroed"
-    );
+    assert_sealed_then_zeros(&after, end, LONG + 1);
 }
 
 #[test]

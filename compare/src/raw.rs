@@ -110,6 +110,11 @@ pub fn scan_log_with(wal_dir: &Path, how: ScanRead) -> Scan {
         let mut pos = SEGMENT_HEADER_LEN;
         // The engine's own frame decoder (length, CRC, LSN, batch field), nothing more.
         while let Ok(f) = decode_frame(&bytes[pos..]) {
+            if f.seal {
+                // A seal (written at a clean close) is not a record.
+                pos += f.len;
+                continue;
+            }
             if f.batch_index == 0 {
                 s.batches += 1;
             }

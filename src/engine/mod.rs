@@ -77,6 +77,10 @@ pub struct Options {
     pub keep_snapshots: usize,
     /// Most commands the writer takes into one batch.
     pub max_batch: usize,
+    /// A batch takes no more commands once its records reach this many bytes. With
+    /// `max_batch`, it bounds what a torn write can cut from an `Always` log after a crash:
+    /// the last batch, at most `max_batch` records and `max_batch_bytes` plus one record.
+    pub max_batch_bytes: usize,
     /// How often the watchdog records the expiry of idle sessions (`None`: never).
     pub watchdog_interval: Option<Duration>,
     /// The file system.
@@ -93,6 +97,7 @@ impl Default for Options {
             snapshot_every: 100_000,
             keep_snapshots: 3,
             max_batch: 4096,
+            max_batch_bytes: 256 << 10,
             watchdog_interval: Some(Duration::from_secs(1)),
             storage: Arc::new(FileStorage::new()),
             clock: Arc::new(SystemClock),
@@ -104,6 +109,8 @@ impl Default for Options {
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Largest accepted batch (`Options::max_batch`).
 pub const MAX_BATCH: usize = 1 << 20;
+/// Largest accepted `Options::max_batch_bytes` (64 MiB).
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Longest accepted sync interval or watchdog interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -119,6 +126,15 @@ impl Options {
                 format!(
                     "{} bytes is not between 4096 and {MAX_SEGMENT_BYTES}",
                     self.segment_bytes
+                ),
+            ));
+        }
+        if !(1..=MAX_BATCH_BYTES).contains(&self.max_batch_bytes) {
+            return Err(Error::invalid(
+                "batch bytes",
+                format!(
+                    "{} is not between 1 and {MAX_BATCH_BYTES}",
+                    self.max_batch_bytes
                 ),
             ));
         }

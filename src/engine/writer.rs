@@ -257,7 +257,7 @@ impl Writer {
         let max_batch = self.shared.options.max_batch;
         let mut run = self.begin();
         let mut disconnected = false;
-        while run.taken + usize::from(own.is_some()) < max_batch {
+        while run.taken + usize::from(own.is_some()) < max_batch && !self.batch_full() {
             match rx.try_recv() {
                 Ok(r) => self.take(&mut run, r),
                 Err(TryRecvError::Empty) => break,
@@ -310,14 +310,15 @@ impl Writer {
             self.shared.poison(&e);
         }
         if let Some(reply) = shutdown {
-            let r = self.sync_log();
+            // A clean close seals the log: damage to it from now on is refused, never cut.
+            let r = self.sync_log().and_then(|()| self.log.seal());
             self.stop();
             let _ = reply.send(r);
             return false;
         }
         if disconnected {
             // Every handle is gone without a shutdown request: still leave the log durable.
-            if let Err(e) = self.sync_log() {
+            if let Err(e) = self.sync_log().and_then(|()| self.log.seal()) {
                 tracing::error!(error = %e, "final log sync failed");
             }
             self.stop();
@@ -342,6 +343,7 @@ impl Writer {
         }
         let deadline = Instant::now() + self.sync_cost.min(Duration::from_micros(500));
         while run.taken < max
+            && !self.batch_full()
             && self.recent_callers.iter().any(|c| !run.callers.contains(c))
             && Instant::now() < deadline
         {
@@ -365,6 +367,12 @@ impl Writer {
                 refuse(r);
             }
         }
+    }
+
+    /// Whether the batch's frames have reached `max_batch_bytes`: it takes no more commands
+    /// (so a torn write can cut at most that much plus one record).
+    fn batch_full(&self) -> bool {
+        self.frames.byte_len() >= self.shared.options.max_batch_bytes
     }
 
     fn sync_log(&mut self) -> Result<()> {

@@ -25,8 +25,8 @@ use crate::types::Lsn;
 
 pub use record::{FrameBuf, MAX_PAYLOAD_LEN};
 use segment::{
-    SEGMENT_HEADER_LEN, SegmentEnd, SegmentScan, decode_header, encode_header, parse_segment_name,
-    scan_segment, segment_name,
+    SEGMENT_HEADER_LEN, SEGMENT_VERSION, SegmentEnd, SegmentScan, decode_header_full,
+    encode_header, parse_segment_name, scan_segment, segment_name,
 };
 
 /// The seam between the engine and its log. The engine hands over framed write batches,
@@ -37,6 +37,12 @@ pub trait Log: Send {
     fn append(&mut self, batch: &FrameBuf) -> Result<()>;
     /// Makes everything appended so far durable.
     fn sync(&mut self) -> Result<()>;
+    /// Makes everything appended so far durable and records the proof in the log, so that
+    /// later damage to those records is refused as corruption rather than cut as a torn
+    /// write (the file log writes a seal frame and syncs it). Called at a clean close.
+    fn seal(&mut self) -> Result<()> {
+        self.sync()
+    }
     /// The LSN of the last appended record.
     fn last_lsn(&self) -> Lsn;
     /// Where the last appended record is (all zeros when the log is empty), for snapshots
@@ -60,6 +66,8 @@ pub struct SegmentInfo {
     pub first_lsn: Lsn,
     /// Its path.
     pub path: PathBuf,
+    /// Its format version.
+    pub version: u32,
 }
 
 /// What recovery cut from the end of the log.
@@ -94,9 +102,14 @@ pub struct Recovered {
     pub torn: Option<TornTail>,
     /// Number of records passed to the callback.
     pub replayed: u64,
+    /// Whether the log ends in records that nothing proves durable (no seal after them,
+    /// no snapshot at or after them, no later segment): after a crash, the last write.
+    pub unsealed: bool,
 }
 
-/// Lists the segment files of `wal_dir`, oldest first, checking their headers.
+/// Lists the segment files of `wal_dir`, oldest first, checking their headers and that
+/// the chain is complete: the first starts at LSN 1 and each format 2 header names its
+/// predecessor, so a missing segment is an error naming the missing LSNs.
 pub fn list_segments(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<SegmentInfo>> {
     let names = match storage.list_dir(wal_dir) {
         Ok(n) => n,
@@ -116,7 +129,8 @@ pub fn list_segments(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<Segmen
                 .map_err(|e| Error::io("open segment", &path, e))?;
             read_full(&mut *f, 0, &mut header).map_err(|e| Error::io("read segment", &path, e))?
         };
-        let in_header = decode_header(&path, &header[..n])?;
+        let h = decode_header_full(&path, &header[..n])?;
+        let in_header = h.first_lsn;
         if in_header != first {
             return Err(Error::corruption(
                 &path,
@@ -133,9 +147,41 @@ pub fn list_segments(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<Segmen
                 "segment first LSNs are not increasing",
             ));
         }
+        let listed_prev = out.last().map(|p| p.first_lsn);
+        if listed_prev.is_none() && first != Lsn(1) {
+            return Err(Error::corruption(
+                &path,
+                16,
+                format!(
+                    "the first segment starts at LSN {first}, not 1: LSNs 1..={} are missing",
+                    first.0 - 1
+                ),
+            ));
+        }
+        if let Some(prev) = h.prev_first_lsn
+            && listed_prev != Some(prev)
+        {
+            let gap = match listed_prev {
+                Some(p) if p > prev => format!(
+                    "segment {} lies inside the previous segment's LSNs",
+                    segment_name(p)
+                ),
+                _ => format!(
+                    "segment {} (LSNs {prev}..={}) is missing",
+                    segment_name(prev),
+                    first.0 - 1
+                ),
+            };
+            return Err(Error::corruption(
+                &path,
+                24,
+                format!("the log has a gap before this segment: {gap}"),
+            ));
+        }
         out.push(SegmentInfo {
             first_lsn: first,
             path,
+            version: h.version,
         });
     }
     Ok(out)
@@ -169,13 +215,18 @@ fn read_full(f: &mut dyn StorageFile, offset: u64, buf: &mut [u8]) -> std::io::R
 
 /// How many times a reader reads the last segment again when it looks corrupt.
 const LIVE_RETRIES: usize = 8;
+/// How long a reader waits, in all, for a torn-looking tail of a live segment to become a
+/// valid record (a write in progress) before it reports a torn tail.
+const LIVE_TORN_WAIT: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// Scans the segment at `path` (whose content is `bytes`) like [`scan_segment`]. When
 /// `live` (another thread or process may be appending to it) and the scan ends in
 /// corruption, the segment is read again and the scan resumes at the damage: a reader
 /// racing the writer can see a frame of a later write before one of an earlier write that
 /// it looked at a moment earlier, and that is not damage. Real damage is still there after
-/// every retry.
+/// every retry. A torn-looking tail of a live segment is likewise read again, after short
+/// pauses, until it is a valid record or [`LIVE_TORN_WAIT`] has passed with the same
+/// bytes: a write in progress is not a torn write.
 fn scan_file(
     storage: &dyn Storage,
     path: &Path,
@@ -187,21 +238,47 @@ fn scan_file(
 ) -> Result<(SegmentScan, crate::storage::Bytes)> {
     let (mut off, mut exp) = (start, expected);
     let mut retries = 0;
+    let mut torn_wait = std::time::Duration::from_millis(1);
+    let mut torn_seen: Option<Vec<u8>> = None;
+    let mut sealed_before = None;
     loop {
-        let scan = scan_segment(&bytes, off, exp, &mut on_record);
-        match scan.end {
+        let mut scan = scan_segment(&bytes, off, exp, &mut on_record);
+        sealed_before = scan.sealed_before.or(sealed_before);
+        scan.sealed_before = sealed_before;
+        match &scan.end {
             SegmentEnd::Corrupt { offset, .. } if live && retries < LIVE_RETRIES => {
-                retries += 1;
-                off = offset as usize;
-                exp = scan.last_lsn.next();
+                // The retries count per place: a reader that follows a busy writer's tail
+                // may pass many such views.
+                retries = if *offset as usize == off {
+                    retries + 1
+                } else {
+                    1
+                };
+                off = *offset as usize;
                 std::thread::yield_now();
-                drop(bytes);
-                bytes = storage
-                    .read(path)
-                    .map_err(|e| Error::io("read segment", path, e))?;
+            }
+            SegmentEnd::Torn {
+                offset,
+                damaged_end,
+                ..
+            } if live && torn_wait < LIVE_TORN_WAIT => {
+                let damaged = bytes[*offset as usize..*damaged_end as usize].to_vec();
+                if torn_seen.as_ref() == Some(&damaged) {
+                    torn_wait *= 4;
+                } else {
+                    torn_wait = std::time::Duration::from_millis(1);
+                }
+                torn_seen = Some(damaged);
+                off = *offset as usize;
+                std::thread::sleep(torn_wait);
             }
             _ => return Ok((scan, bytes)),
         }
+        exp = scan.last_lsn.next();
+        drop(bytes);
+        bytes = storage
+            .read(path)
+            .map_err(|e| Error::io("read segment", path, e))?;
     }
 }
 
@@ -279,6 +356,7 @@ pub fn recover_into(
         last_record: None,
         torn: None,
         replayed: 0,
+        unsealed: false,
     };
     if segments.is_empty() {
         if start.lsn != Lsn::ZERO {
@@ -293,16 +371,6 @@ pub fn recover_into(
             ));
         }
         return Ok(rec);
-    }
-    if segments[0].first_lsn != Lsn(1) {
-        return Err(Error::corruption(
-            &segments[0].path,
-            16,
-            format!(
-                "the first segment starts at LSN {}, not 1",
-                segments[0].first_lsn
-            ),
-        ));
     }
     // The segment holding record `start.lsn + 1` (or the last one, if the log ends there).
     let want = start.lsn.next();
@@ -424,6 +492,19 @@ pub fn recover_into(
             ));
         }
         expected = scan.last_lsn.next();
+        if is_last {
+            // What proves the last segment's records durable: a seal, a snapshot, or (for
+            // records of earlier segments) the existence of this one.
+            let proven_below = [
+                start.lsn.next(),
+                seg.first_lsn,
+                scan.sealed_before.unwrap_or(Lsn::ZERO),
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(Lsn::ZERO);
+            rec.unsealed = scan.last_lsn >= proven_below;
+        }
         match scan.end {
             SegmentEnd::Clean { offset } => {
                 if is_last {
@@ -558,19 +639,46 @@ pub struct WalOptions {
 
 /// Creates a zero-filled segment of `size` bytes starting at `first`, atomically: it appears
 /// under its final name only with its header and zeros durable.
+///
+/// When the creation fails, the temporary file is removed again (a failed preallocation on
+/// a full disk must not keep the disk full).
 fn create_segment(
     storage: &dyn Storage,
     wal_dir: &Path,
     first: Lsn,
+    prev: Lsn,
+    size: u64,
+) -> Result<(PathBuf, Box<dyn StorageFile>)> {
+    let tmp = wal_dir.join(format!("{}.tmp", segment_name(first)));
+    let made = create_segment_via(storage, wal_dir, &tmp, first, prev, size);
+    if made.is_err() {
+        match storage.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %tmp.display(),
+                error = %e,
+                "could not remove the temporary file of a failed segment creation"
+            ),
+        }
+    }
+    made
+}
+
+fn create_segment_via(
+    storage: &dyn Storage,
+    wal_dir: &Path,
+    tmp: &Path,
+    first: Lsn,
+    prev: Lsn,
     size: u64,
 ) -> Result<(PathBuf, Box<dyn StorageFile>)> {
     let path = wal_dir.join(segment_name(first));
-    let tmp = wal_dir.join(format!("{}.tmp", segment_name(first)));
     let mut f = storage
-        .open(&tmp, OpenMode::CreateTruncate)
-        .map_err(|e| Error::io("create segment", &tmp, e))?;
-    f.write_at(0, &encode_header(first))
-        .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        .open(tmp, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create segment", tmp, e))?;
+    f.write_at(0, &encode_header(first, prev))
+        .map_err(|e| Error::io("write segment header", tmp, e))?;
     // Real zeros, not a sparse extent: overwriting allocated, zeroed blocks lets each
     // fdatasync skip the metadata update that growing a file costs.
     let zeros = vec![0u8; 1 << 20];
@@ -578,14 +686,14 @@ fn create_segment(
     while off < size {
         let n = (size - off).min(zeros.len() as u64) as usize;
         f.write_at(off, &zeros[..n])
-            .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+            .map_err(|e| Error::io("preallocate segment", tmp, e))?;
         off += n as u64;
     }
     f.sync_all()
-        .map_err(|e| Error::io("sync new segment", &tmp, e))?;
+        .map_err(|e| Error::io("sync new segment", tmp, e))?;
     storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename new segment", &tmp, e))?;
+        .rename(tmp, &path)
+        .map_err(|e| Error::io("rename new segment", tmp, e))?;
     storage
         .sync_dir(wal_dir)
         .map_err(|e| Error::io("sync log directory", wal_dir, e))?;
@@ -602,11 +710,15 @@ pub struct Wal {
     file: Box<dyn StorageFile>,
     path: PathBuf,
     seg_first: Lsn,
+    /// First LSN of the segment before the current one (`Lsn::ZERO` for the first).
+    seg_prev: Lsn,
     seg_size: u64,
     offset: u64,
     last_lsn: Lsn,
     last_record: LogPosition,
     dirty: bool,
+    /// Records were appended after the last seal (or the open found such records).
+    unsealed: bool,
 }
 
 impl Wal {
@@ -627,16 +739,41 @@ impl Wal {
         storage
             .sync_dir(wal_dir)
             .map_err(|e| Error::io("sync log directory", wal_dir, e))?;
+        // The first LSN of the last listed segment before `first`.
+        let before = |first: Lsn| {
+            recovered
+                .segments
+                .iter()
+                .rev()
+                .map(|s| s.first_lsn)
+                .find(|&f| f < first)
+                .unwrap_or(Lsn::ZERO)
+        };
         let (path, mut file, seg_first, offset) = match (recovered.segments.last(), recovered.end) {
-            (Some(seg), Some(end)) => {
+            (Some(seg), Some(end)) if seg.version == SEGMENT_VERSION => {
                 let f = storage
                     .open(&seg.path, OpenMode::ReadWrite)
                     .map_err(|e| Error::io("open segment", &seg.path, e))?;
                 (seg.path.clone(), f, seg.first_lsn, end.offset)
             }
-            _ => {
+            // An empty log, or one whose last segment is of an older format (which has no
+            // seals): start a new segment. The older one was made durable by the writer
+            // that wrote it, or is synced here first.
+            (last, _) => {
+                if let Some(seg) = last {
+                    storage
+                        .open(&seg.path, OpenMode::ReadWrite)
+                        .and_then(|mut f| f.sync_data())
+                        .map_err(|e| Error::io("fsync segment", &seg.path, e))?;
+                }
                 let first = recovered.last_lsn.next();
-                let (p, f) = create_segment(&*storage, wal_dir, first, options.segment_bytes)?;
+                let (p, f) = create_segment(
+                    &*storage,
+                    wal_dir,
+                    first,
+                    before(first),
+                    options.segment_bytes,
+                )?;
                 (p, f, first, SEGMENT_HEADER_LEN as u64)
             }
         };
@@ -648,19 +785,25 @@ impl Wal {
         // SYNCED_BEFORE flag of the next batch tells the truth.
         file.sync_data()
             .map_err(|e| Error::io("fsync segment", &path, e))?;
-        Ok(Wal {
+        let mut wal = Wal {
             storage,
             dir: wal_dir.to_path_buf(),
             options,
             file,
             path,
             seg_first,
+            seg_prev: before(seg_first),
             seg_size,
             offset,
             last_lsn: recovered.last_lsn,
             last_record: recovered.last_record.unwrap_or_default(),
             dirty: false,
-        })
+            unsealed: recovered.unsealed && seg_first <= recovered.last_lsn,
+        };
+        // After a crash the log ends in records nothing proves durable; now that they are
+        // synced, seal them, so that damage to them from now on is refused, not cut.
+        wal.seal()?;
+        Ok(wal)
     }
 
     fn roll(&mut self, batch_len: u64) -> Result<()> {
@@ -672,12 +815,21 @@ impl Wal {
             .options
             .segment_bytes
             .max(SEGMENT_HEADER_LEN as u64 + batch_len);
-        let (path, file) = create_segment(&*self.storage, &self.dir, first, size)?;
+        // An empty current segment too small for the batch is replaced, not followed.
+        let prev = if first == self.seg_first {
+            self.seg_prev
+        } else {
+            self.seg_first
+        };
+        let (path, file) = create_segment(&*self.storage, &self.dir, first, prev, size)?;
         self.file = file;
         self.path = path;
+        self.seg_prev = prev;
         self.seg_first = first;
         self.seg_size = size;
         self.offset = SEGMENT_HEADER_LEN as u64;
+        // The previous segment is durable and no longer last: nothing in it can be cut.
+        self.unsealed = false;
         tracing::debug!(segment = %self.path.display(), "rolled over to a new segment");
         Ok(())
     }
@@ -713,6 +865,28 @@ impl Log for Wal {
         self.offset += len;
         self.last_lsn = batch.last_lsn().unwrap_or(self.last_lsn);
         self.dirty = true;
+        self.unsealed = true;
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        if !self.unsealed {
+            return Ok(());
+        }
+        let seal = record::encode_seal(self.last_lsn.next());
+        if self.offset + seal.len() as u64 > self.seg_size {
+            // No room: the next segment proves this one durable (a non-last segment is
+            // never cut); start it now.
+            return self.roll(0);
+        }
+        self.file
+            .write_at(self.offset, &seal)
+            .map_err(|e| Error::io("write seal", &self.path, e))?;
+        self.offset += seal.len() as u64;
+        self.dirty = true;
+        self.sync()?;
+        self.unsealed = false;
         Ok(())
     }
 
@@ -770,9 +944,30 @@ impl LogReader {
             .rposition(|s| s.first_lsn <= from.max(Lsn(1)))
             .unwrap_or(0);
         let mut err: Option<Error> = None;
+        // The LSN the next segment must start at (unknown until a segment has been read).
+        let mut expected: Option<Lsn> = None;
         for (i, seg) in segments.iter().enumerate().skip(first_idx) {
             if seg.first_lsn > to {
                 break;
+            }
+            if let Some(e) = expected
+                && seg.first_lsn != e
+            {
+                let what = if seg.first_lsn > e {
+                    format!("LSNs {e}..={} are missing", seg.first_lsn.0 - 1)
+                } else {
+                    "the segments overlap".to_string()
+                };
+                return Err(Error::corruption(
+                    &seg.path,
+                    16,
+                    format!(
+                        "segment starts at LSN {} but the previous segment ended at LSN {}: \
+                         {what}",
+                        seg.first_lsn,
+                        e.0 - 1,
+                    ),
+                ));
             }
             let bytes = self
                 .storage
@@ -816,6 +1011,7 @@ impl LogReader {
             if stop {
                 return Ok(());
             }
+            expected = Some(scan.last_lsn.next());
             match scan.end {
                 SegmentEnd::Clean { .. } => {}
                 SegmentEnd::Corrupt { offset, reason } => {

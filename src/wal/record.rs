@@ -6,11 +6,18 @@
 //!      0     4  payload_len   u32 LE, 1 ..= MAX_PAYLOAD_LEN
 //!      4     4  crc32         u32 LE, CRC-32 (IEEE) of bytes 0..4 and 8..20+payload_len
 //!      8     8  lsn           u64 LE
-//!     16     4  batch         u32 LE: bits 0..31 the record's position in its write batch
-//!                             (0 = first); bit 31 (SYNCED_BEFORE) set when everything
-//!                             before the batch was synced before the batch was written
-//!     20     n  payload       the encoded event (see `codec`)
+//!     16     4  batch         u32 LE: bits 0..30 the record's position in its write batch
+//!                             (0 = first); bit 30 (SEAL) marks a seal, not a record; bit 31
+//!                             (SYNCED_BEFORE) set when everything before the batch was
+//!                             synced before the batch was written
+//!     20     n  payload       the encoded event (see `codec`); a seal's is one zero byte
 //! ```
+//!
+//! A **seal** (format 2) is a frame with `SEAL | SYNCED_BEFORE` in its batch field, batch
+//! index 0, the LSN the next record will have, and the one-byte payload `0`. It is written
+//! after a sync and proves that every byte before it was durable, so damage before it is
+//! corruption, never a torn write. Format 1 never set bit 30 (a batch holds at most
+//! 2^20 records), so the rule reads format 1 frames unchanged.
 //!
 //! A frame at offset `o` of a segment is **valid** if and only if: `payload_len` is in
 //! `1..=MAX_PAYLOAD_LEN`, the whole frame lies inside the segment, `1 <= lsn <= 2^62`
@@ -31,6 +38,15 @@ pub const MIN_FRAME_LEN: usize = FRAME_HEADER_LEN + 1;
 /// before the batch was written.
 pub const SYNCED_BEFORE: u32 = 1 << 31;
 
+/// Flag bit of the batch field: the frame is a seal (see the module documentation).
+pub const SEAL: u32 = 1 << 30;
+
+/// The payload of a seal.
+pub const SEAL_PAYLOAD: [u8; 1] = [0];
+
+/// Length of a seal frame.
+pub const SEAL_LEN: usize = FRAME_HEADER_LEN + SEAL_PAYLOAD.len();
+
 const _: () = assert!(FRAME_HEADER_LEN == 4 + 4 + 8 + 4);
 const _: () = assert!(MAX_PAYLOAD_LEN < u32::MAX as usize);
 
@@ -43,6 +59,9 @@ pub struct Frame<'a> {
     pub batch_index: u32,
     /// Whether everything before the record's batch was durable when the batch was written.
     pub synced_before: bool,
+    /// Whether the frame is a seal rather than a record: everything before it was durable
+    /// when it was written, and the next record has LSN `lsn`.
+    pub seal: bool,
     /// The payload bytes.
     pub payload: &'a [u8],
     /// Total frame length (header + payload).
@@ -76,6 +95,8 @@ pub enum FrameError {
     BadLsn(u64),
     /// The checksum does not match.
     Checksum,
+    /// A frame marked as a seal that is not one (flags, batch index or payload).
+    BadSeal,
 }
 
 impl std::fmt::Display for FrameError {
@@ -92,6 +113,7 @@ impl std::fmt::Display for FrameError {
             FrameError::BadBatchIndex => write!(f, "record batch index is larger than its LSN"),
             FrameError::BadLsn(n) => write!(f, "record LSN {n} is outside 1..={}", Lsn::MAX),
             FrameError::Checksum => write!(f, "record checksum mismatch"),
+            FrameError::BadSeal => write!(f, "malformed seal"),
         }
     }
 }
@@ -140,7 +162,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     }
     let lsn = u64_at(bytes, 8);
     let batch = u32_at(bytes, 16);
-    let batch_index = batch & !SYNCED_BEFORE;
+    let batch_index = batch & !(SYNCED_BEFORE | SEAL);
     if lsn == 0 || lsn > Lsn::MAX.0 {
         return Err(FrameError::BadLsn(lsn));
     }
@@ -151,13 +173,30 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     if crc(&bytes[..FRAME_HEADER_LEN], payload) != u32_at(bytes, 4) {
         return Err(FrameError::Checksum);
     }
+    let seal = batch & SEAL != 0;
+    if seal && (batch != SEAL | SYNCED_BEFORE || payload != SEAL_PAYLOAD) {
+        return Err(FrameError::BadSeal);
+    }
     Ok(Frame {
         lsn: Lsn(lsn),
         batch_index,
         synced_before: batch & SYNCED_BEFORE != 0,
+        seal,
         payload,
         len: total,
     })
+}
+
+/// The seal frame saying that every record before LSN `next` is durable.
+pub fn encode_seal(next: Lsn) -> [u8; SEAL_LEN] {
+    let mut b = [0u8; SEAL_LEN];
+    b[0..4].copy_from_slice(&(SEAL_PAYLOAD.len() as u32).to_le_bytes());
+    b[8..16].copy_from_slice(&next.0.to_le_bytes());
+    b[16..20].copy_from_slice(&(SEAL | SYNCED_BEFORE).to_le_bytes());
+    b[FRAME_HEADER_LEN..].copy_from_slice(&SEAL_PAYLOAD);
+    let c = crc(&b[..FRAME_HEADER_LEN], &SEAL_PAYLOAD);
+    b[4..8].copy_from_slice(&c.to_le_bytes());
+    b
 }
 
 /// A buffer of consecutive frames forming one write batch. Payloads are encoded straight
@@ -267,6 +306,11 @@ impl FrameBuf {
         self.first_lsn.map(|f| Lsn(f.0 + u64::from(self.count) - 1))
     }
 
+    /// Number of framed bytes.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Byte offset, within the batch, of the last finished frame.
     pub fn last_frame_start(&self) -> usize {
         self.last_start
@@ -323,6 +367,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_seal_decodes_as_a_seal_and_any_flip_invalidates_it() {
+        let s = encode_seal(Lsn(42));
+        let f = decode_frame(&s).unwrap();
+        assert!(f.seal && f.synced_before);
+        assert_eq!(
+            (f.lsn, f.batch_first(), f.len),
+            (Lsn(42), Lsn(42), SEAL_LEN)
+        );
+        for i in 0..s.len() {
+            for bit in 0..8 {
+                let mut d = s;
+                d[i] ^= 1 << bit;
+                assert!(decode_frame(&d).is_err(), "flip {i}/{bit}");
+            }
+        }
+        assert!(!decode_frame(batch(3, &[b"x"]).bytes()).unwrap().seal);
     }
 
     #[test]

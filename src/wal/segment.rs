@@ -3,16 +3,19 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic         b"SESSWAL\0"
-//!      8     4  version       u32 LE (1)
+//!      8     4  version       u32 LE (2; 1 is still read)
 //!     12     4  header_len    u32 LE (32): records start here
 //!     16     8  first_lsn     u64 LE, LSN of the segment's first record
-//!     24     4  reserved      u32, zero
+//!     24     4  prev_records  u32 LE, records in the previous segment (0 for the segment
+//!                             at LSN 1); format 1: reserved, zero
 //!     28     4  crc32         u32 LE, CRC-32 of bytes 0..28
 //! ```
 //!
 //! A segment is named `<first_lsn as 20 decimal digits>.wal`, is created at its full size
 //! filled with zeros, and is written in place. The bytes after its last record are zeros
-//! unless a write was torn.
+//! unless a write was torn. `prev_records` chains the segments: segment `N` says that
+//! the one before it starts at `N - prev_records`, so a missing segment is found from the
+//! headers alone.
 
 use std::path::{Path, PathBuf};
 
@@ -23,8 +26,10 @@ use super::record::{FRAME_HEADER_LEN, Frame, FrameError, MAX_PAYLOAD_LEN, decode
 
 /// Segment magic bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SESSWAL\0";
-/// Current segment format version.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Current segment format version (2: seals and the `prev_records` chain).
+pub const SEGMENT_VERSION: u32 = 2;
+/// Oldest segment format version this build reads.
+pub const OLDEST_SEGMENT_VERSION: u32 = 1;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// File extension of segment files.
@@ -46,20 +51,53 @@ pub fn parse_segment_name(name: &str) -> Option<Lsn> {
     stem.parse().ok().map(Lsn)
 }
 
-/// Encodes a segment header.
-pub fn encode_header(first: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// LSN of the segment's first record.
+    pub first_lsn: Lsn,
+    /// Format version.
+    pub version: u32,
+    /// First LSN of the previous segment (format 2; `None` for the first segment and for
+    /// format 1, which did not record it).
+    pub prev_first_lsn: Option<Lsn>,
+}
+
+/// Encodes a current-version header of the segment starting at `first`, whose previous
+/// segment starts at `prev` (`Lsn::ZERO` when `first` is 1).
+///
+/// Panics if `prev` is not below `first` or the previous segment would hold 2^32 records
+/// or more (no writer makes such a segment).
+pub fn encode_header(first: Lsn, prev: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
+    let prev_records = if first == Lsn(1) {
+        0
+    } else {
+        u32::try_from(first.0 - prev.0).expect("previous segment holds under 2^32 records")
+    };
+    encode_header_raw(first, SEGMENT_VERSION, prev_records)
+}
+
+/// Encodes a header with the given fields (tests use it for older versions).
+pub fn encode_header_raw(first: Lsn, version: u32, prev_records: u32) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
     h[16..24].copy_from_slice(&first.0.to_le_bytes());
+    h[24..28].copy_from_slice(&prev_records.to_le_bytes());
     let c = crc32fast::hash(&h[0..28]);
     h[28..32].copy_from_slice(&c.to_le_bytes());
     h
 }
 
-/// Decodes and checks a segment header. Errors name `path` and the offset of the bad field.
+/// Decodes and checks a segment header, returning its first LSN. Errors name `path` and
+/// the offset of the bad field.
 pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Lsn> {
+    decode_header_full(path, bytes).map(|h| h.first_lsn)
+}
+
+/// Decodes and checks a segment header. Errors name `path` and the offset of the bad field.
+pub fn decode_header_full(path: &Path, bytes: &[u8]) -> Result<SegmentHeader> {
     if bytes.len() < SEGMENT_HEADER_LEN {
         return Err(Error::corruption(
             path,
@@ -83,7 +121,7 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Lsn> {
         ));
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != SEGMENT_VERSION {
+    if !(OLDEST_SEGMENT_VERSION..=SEGMENT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             file: path.to_path_buf(),
             found: version,
@@ -108,7 +146,27 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Lsn> {
             format!("segment first LSN {first} is outside 1..={}", Lsn::MAX),
         ));
     }
-    Ok(first)
+    let prev_records = u64::from(u32::from_le_bytes([h[24], h[25], h[26], h[27]]));
+    let prev_first_lsn = match (version, first) {
+        (1, _) => None,
+        (_, Lsn(1)) if prev_records == 0 => None,
+        (_, f) if f.0 > 1 && (1..f.0).contains(&prev_records) => Some(Lsn(f.0 - prev_records)),
+        _ => {
+            return Err(Error::corruption(
+                path,
+                24,
+                format!(
+                    "segment starting at LSN {first} says the previous segment holds \
+                     {prev_records} records"
+                ),
+            ));
+        }
+    };
+    Ok(SegmentHeader {
+        first_lsn: first,
+        version,
+        prev_first_lsn,
+    })
 }
 
 /// How a segment's run of valid records ends.
@@ -147,6 +205,9 @@ pub struct SegmentScan {
     pub last_lsn: Lsn,
     /// How the run of valid records ends.
     pub end: SegmentEnd,
+    /// The LSN named by the last seal the scan passed: every record before it is proven
+    /// durable.
+    pub sealed_before: Option<Lsn>,
 }
 
 /// Index one past the last non-zero byte of `bytes` (0 if all zero).
@@ -176,6 +237,9 @@ pub fn nonzero_end(bytes: &[u8]) -> usize {
 /// record with LSN `expected` must be. Calls `on_record` for each valid record in order and
 /// stops early when it returns false (the end is then reported as clean at that point).
 ///
+/// Seals (see [`super::record`]) are checked (a seal must name the next LSN) and passed
+/// over; they are not records.
+///
 /// At the first invalid frame it decides, following the recovery table in
 /// `docs/format.md`, whether the segment ends cleanly, was torn, or is corrupt.
 pub fn scan_segment(
@@ -186,16 +250,23 @@ pub fn scan_segment(
 ) -> SegmentScan {
     let mut pos = start;
     let mut next = expected;
+    let mut sealed_before = None;
     loop {
         match decode_frame(&bytes[pos.min(bytes.len())..]) {
+            Ok(frame) if frame.seal && frame.lsn == next => {
+                sealed_before = Some(next);
+                pos += frame.len;
+            }
             Ok(frame) => {
                 if frame.lsn != next {
                     return SegmentScan {
                         last_lsn: Lsn(next.0 - 1),
+                        sealed_before,
                         end: SegmentEnd::Corrupt {
                             offset: pos as u64,
                             reason: format!(
-                                "record has LSN {} where LSN {} was expected ({})",
+                                "{} has LSN {} where LSN {} was expected ({})",
+                                if frame.seal { "seal" } else { "record" },
                                 frame.lsn,
                                 next,
                                 if frame.lsn < next {
@@ -210,6 +281,7 @@ pub fn scan_segment(
                 if !on_record(pos as u64, &frame) {
                     return SegmentScan {
                         last_lsn: frame.lsn,
+                        sealed_before,
                         end: SegmentEnd::Clean {
                             offset: (pos + frame.len) as u64,
                         },
@@ -223,6 +295,7 @@ pub fn scan_segment(
                 return SegmentScan {
                     last_lsn: Lsn(next.0 - 1),
                     end,
+                    sealed_before,
                 };
             }
         }
@@ -238,9 +311,9 @@ fn classify_damage(bytes: &[u8], pos: usize, expected: Lsn, err: FrameError) -> 
     }
     let damaged_end = pos + damaged_len;
     // Search the damaged region for valid frames. Only a frame of a later batch that was
-    // written after the log was synced proves that the damaged bytes had been durable;
-    // frames of the same batch, or of later batches that were never synced either, are
-    // part of the same torn write.
+    // written after the log was synced (or a seal naming a later LSN) proves that the
+    // damaged bytes had been durable; frames of the same batch, or of later batches that
+    // were never synced either, are part of the same torn write.
     let max_lsn = expected.0 + (bytes.len() - pos) as u64 / FRAME_HEADER_LEN as u64 + 1;
     let mut off = pos + 1;
     while off + FRAME_HEADER_LEN <= damaged_end {
@@ -254,8 +327,14 @@ fn classify_damage(bytes: &[u8], pos: usize, expected: Lsn, err: FrameError) -> 
                 return SegmentEnd::Corrupt {
                     offset: pos as u64,
                     reason: format!(
-                        "{err} at the record with LSN {expected}, and a valid record \
-                         (LSN {}) of a later write follows at offset {off}",
+                        "{err} at the record with LSN {expected}, and {} (LSN {}) of a \
+                         later write follows at offset {off}, so the damaged bytes had been \
+                         durable",
+                        if frame.seal {
+                            "a seal"
+                        } else {
+                            "a valid record"
+                        },
                         frame.lsn
                     ),
                 };
@@ -291,8 +370,22 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_any_flip_is_refused() {
-        let h = encode_header(Lsn(5));
-        assert_eq!(decode_header(Path::new("s"), &h).unwrap(), Lsn(5));
+        let h = encode_header(Lsn(5), Lsn(2));
+        let d = decode_header_full(Path::new("s"), &h).unwrap();
+        assert_eq!((d.first_lsn, d.prev_first_lsn), (Lsn(5), Some(Lsn(2))));
+        let v1 = encode_header_raw(Lsn(5), 1, 0);
+        let d = decode_header_full(Path::new("s"), &v1).unwrap();
+        assert_eq!(
+            (d.first_lsn, d.version, d.prev_first_lsn),
+            (Lsn(5), 1, None)
+        );
+        for bad in [
+            encode_header_raw(Lsn(5), 2, 0),
+            encode_header_raw(Lsn(5), 2, 5),
+        ] {
+            let e = decode_header_full(Path::new("s"), &bad).unwrap_err();
+            assert!(matches!(e, Error::Corruption { offset: 24, .. }), "{e}");
+        }
         for i in 0..SEGMENT_HEADER_LEN {
             let mut d = h;
             d[i] ^= 0x10;
@@ -308,7 +401,7 @@ mod tests {
     }
 
     fn segment_synced(batches: &[&[&[u8]]], synced: bool) -> Vec<u8> {
-        let mut out = encode_header(Lsn(1)).to_vec();
+        let mut out = encode_header(Lsn(1), Lsn::ZERO).to_vec();
         let mut lsn = 1;
         for batch in batches {
             let mut b = FrameBuf::new();
@@ -356,6 +449,30 @@ mod tests {
         assert!(
             matches!(r.end, SegmentEnd::Corrupt { offset, .. } if offset == SEGMENT_HEADER_LEN as u64)
         );
+    }
+
+    #[test]
+    fn damage_before_a_seal_is_corruption_and_a_seal_is_not_a_record() {
+        let mut s = segment(&[&[b"first"], &[b"second", b"third"]]);
+        let end = SEGMENT_HEADER_LEN + 3 * FRAME_HEADER_LEN + 5 + 6 + 5;
+        s[end..end + crate::wal::record::SEAL_LEN]
+            .copy_from_slice(&crate::wal::record::encode_seal(Lsn(4)));
+        let r = scan(&s);
+        assert_eq!((r.last_lsn, r.sealed_before), (Lsn(3), Some(Lsn(4))));
+        assert!(matches!(r.end, SegmentEnd::Clean { offset }
+            if offset as usize == end + crate::wal::record::SEAL_LEN));
+        // The final batch's damage, torn without the seal, is corruption with it.
+        let second = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 5;
+        let mut d = s.clone();
+        d[second + FRAME_HEADER_LEN] ^= 1;
+        assert!(matches!(scan(&d).end, SegmentEnd::Corrupt { offset, .. }
+            if offset == second as u64));
+        // A seal naming the wrong LSN is corruption.
+        let mut w = s.clone();
+        w[end..end + crate::wal::record::SEAL_LEN]
+            .copy_from_slice(&crate::wal::record::encode_seal(Lsn(9)));
+        assert!(matches!(scan(&w).end, SegmentEnd::Corrupt { offset, .. }
+            if offset as usize == end));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use session_engine::storage::{CrashMode, MemStorage, Storage};
 use session_engine::wal::FrameBuf;
 use session_engine::wal::record::{FRAME_HEADER_LEN, decode_frame, peek_lsn};
 use session_engine::wal::segment::{
-    SEGMENT_HEADER_LEN, SegmentEnd, decode_header, encode_header, scan_segment, segment_name,
+    SEGMENT_HEADER_LEN, SegmentEnd, decode_header, encode_header, encode_header_raw, scan_segment,
+    segment_name,
 };
 use session_engine::{
     AgentId, Command, Engine, Error, Event, EventBody, JsonText, Lsn, ManualClock, NewSession,
@@ -161,7 +162,8 @@ fn raw_segment(bytes: &[u8]) {
     let header = decode_header(path, bytes);
     if let Ok(first) = header {
         assert!(first.0 >= 1);
-        assert_eq!(bytes[..16], encode_header(first)[..16]);
+        assert_eq!(bytes[..8], encode_header(first, Lsn::ZERO)[..8]);
+        assert_eq!(bytes[12..16], encode_header(first, Lsn::ZERO)[12..16]);
     }
     if let Ok(f) = decode_frame(bytes) {
         assert!(f.len > FRAME_HEADER_LEN && f.len <= bytes.len());
@@ -186,7 +188,7 @@ struct Built {
 
 fn damaged_segment(inp: &mut Input<'_>) {
     let first = Lsn(1 + u64::from(inp.u16()));
-    let mut seg = encode_header(first).to_vec();
+    let mut seg = encode_header(first, Lsn(first.0 - 1)).to_vec();
     let mut frames: Vec<Built> = Vec::new();
     let mut lsn = first;
     let batches = 1 + inp.u8() % 8;
@@ -502,6 +504,7 @@ pub fn build_directory(inp: &mut Input<'_>) -> MemStorage {
     mem.create_dir_all(wal).unwrap();
     mem.create_dir_all(snaps).unwrap();
     let mut next = 1u64;
+    let mut prev_first = 0u64;
     let mut state = State::new();
     // Ends of batches whose events all applied in order: (state, segment, offset).
     let mut positions: Vec<(State, u64, u64)> = Vec::new();
@@ -525,7 +528,16 @@ pub fn build_directory(inp: &mut Input<'_>) -> MemStorage {
                     1 => u64::MAX - u64::from(inp.u8()),
                     _ => next,
                 };
-                let mut seg = encode_header(Lsn(first.max(1))).to_vec();
+                // A header that names the segment built before it (or one LSN back).
+                let f = first.max(1);
+                let prev_records = match f {
+                    1 => 0,
+                    _ if (1..f).contains(&prev_first) => f - prev_first,
+                    _ => 1,
+                };
+                let prev_records = u32::try_from(prev_records).unwrap_or(1);
+                let mut seg = encode_header_raw(Lsn(f), 2, prev_records).to_vec();
+                prev_first = f;
                 let mut lsn = first.max(1);
                 for _ in 0..inp.u8() % 12 {
                     let mut fb = FrameBuf::new();

@@ -28,6 +28,7 @@ pub fn options(storage: Arc<dyn Storage>, clock: &ManualClock) -> Options {
         snapshot_every: 0,
         keep_snapshots: 3,
         max_batch: 64,
+        max_batch_bytes: 256 << 10,
         watchdog_interval: None,
         storage,
         clock: Arc::new(clock.clone()),
@@ -38,6 +39,44 @@ pub fn mem() -> (Arc<MemStorage>, Arc<dyn Storage>) {
     let m = Arc::new(MemStorage::new());
     let s: Arc<dyn Storage> = m.clone();
     (m, s)
+}
+
+/// The storage a process kill would leave while `e` is still open (its log not sealed by a
+/// clean close), as a new storage; `e` is then closed on the old one.
+pub fn killed(m: &MemStorage, e: Engine) -> (Arc<MemStorage>, Arc<dyn Storage>) {
+    let image = Arc::new(m.kill_image());
+    drop(e);
+    let s: Arc<dyn Storage> = image.clone();
+    (image, s)
+}
+
+/// Byte ranges of the records (not seals) of a segment, from its header on.
+pub fn record_ranges(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = session_engine::wal::segment::SEGMENT_HEADER_LEN;
+    while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
+        if !f.seal {
+            out.push((pos, pos + f.len));
+        }
+        pos += f.len;
+    }
+    out
+}
+
+/// Asserts that `bytes[from..]` holds a seal naming LSN `next` and zeros after it (what a
+/// writer leaves after cutting a torn tail at `from`: it seals what it kept).
+pub fn assert_sealed_then_zeros(bytes: &[u8], from: usize, next: u64) {
+    use session_engine::Lsn;
+    use session_engine::wal::record::{SEAL_LEN, encode_seal};
+    assert_eq!(
+        bytes[from..from + SEAL_LEN],
+        encode_seal(Lsn(next))[..],
+        "a seal at {from}"
+    );
+    assert!(
+        bytes[from + SEAL_LEN..].iter().all(|&b| b == 0),
+        "zeros after the seal at {from}"
+    );
 }
 
 pub fn open(storage: &Arc<dyn Storage>, clock: &ManualClock) -> Engine {

@@ -72,6 +72,7 @@ pub fn workload_options(storage: Arc<dyn Storage>, clock: &ManualClock, s: Setti
         snapshot_every: s.snapshot_every,
         keep_snapshots: s.keep_snapshots,
         max_batch: s.max_batch,
+        max_batch_bytes: 256 << 10,
         watchdog_interval: None,
         storage,
         clock: Arc::new(clock.clone()),
