@@ -628,7 +628,9 @@ mod tests {
             .stack_size(256 << 20)
             .spawn(|| {
                 for depth in [LIMIT, LIMIT + 1, 10_000] {
-                    let v = (0..depth).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+                    let v = (0..depth).fold(serde_json::json!(0), |v, _| {
+                        serde_json::Value::Array(vec![v])
+                    });
                     let r = JsonText::from_value(&v);
                     assert_eq!(r.is_ok(), depth <= LIMIT, "{depth}: {r:?}");
                     if let Err(e) = r {
