@@ -372,15 +372,21 @@ pub(crate) fn parse_json_input(
 fn nested_deeper_than(value: &serde_json::Value, max_depth: usize) -> bool {
     let mut stack = vec![(value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
-            serde_json::Value::Array(a) => Box::new(a.iter()),
-            serde_json::Value::Object(m) => Box::new(m.values()),
-            _ => continue,
-        };
-        if depth == max_depth {
-            return true;
+        match v {
+            serde_json::Value::Array(a) => {
+                if depth == max_depth {
+                    return true;
+                }
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            serde_json::Value::Object(m) => {
+                if depth == max_depth {
+                    return true;
+                }
+                stack.extend(m.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
         }
-        stack.extend(children.map(|c| (c, depth + 1)));
     }
     false
 }
@@ -401,13 +407,7 @@ impl JsonText {
     /// Parses and validates `text` (at most [`MAX_JSON_LEN`] bytes, [`MAX_JSON_DEPTH`]
     /// levels, no duplicate keys), keeping it in compact form.
     pub fn parse(text: &str) -> Result<JsonText> {
-        if text.len() > MAX_JSON_LEN * 4 {
-            return Err(Error::invalid(
-                "JSON",
-                format!("{} bytes is over the limit of {MAX_JSON_LEN}", text.len()),
-            ));
-        }
-        let value = parse_json_input(text, MAX_JSON_DEPTH).map_err(json_input_error)?;
+        let value = JsonText::read(text)?.map_err(json_input_error)?;
         JsonText::compact(&value)
     }
 
@@ -415,12 +415,23 @@ impl JsonText {
     /// "JSON if it parses, else a string"). Text that is JSON but breaks a rule of JSON
     /// values (too deep, a duplicate key, too long) is refused, not kept as a string.
     pub fn parse_or_string(text: &str) -> Result<JsonText> {
-        match JsonText::parse(text) {
-            Err(Error::InvalidInput { reason, .. }) if reason.starts_with(MALFORMED) => {
-                JsonText::string(text)
-            }
-            other => other,
+        match JsonText::read(text)? {
+            Ok(value) => JsonText::compact(&value),
+            Err(e) if !e.is_data() => JsonText::string(text),
+            Err(e) => Err(json_input_error(e)),
         }
+    }
+
+    /// `text` read under the input rules: the outer error when it is far too long to be
+    /// a value, the inner one when it is not JSON (syntax) or breaks a rule (data).
+    fn read(text: &str) -> Result<std::result::Result<serde_json::Value, serde_json::Error>> {
+        if text.len() > MAX_JSON_LEN * 4 {
+            return Err(Error::invalid(
+                "JSON",
+                format!("{} bytes is over the limit of {MAX_JSON_LEN}", text.len()),
+            ));
+        }
+        Ok(parse_json_input(text, MAX_JSON_DEPTH))
     }
 
     /// Serialises `value` (at most [`MAX_JSON_LEN`] bytes of compact text, at most
@@ -509,15 +520,13 @@ impl<'de> Deserialize<'de> for JsonText {
     }
 }
 
-const MALFORMED: &str = "malformed JSON: ";
-
 /// The input error for a JSON text `parse_json_input` refused: "malformed JSON" when it is
 /// not JSON, the broken rule otherwise.
 pub(crate) fn json_input_error(e: serde_json::Error) -> Error {
     if e.is_data() {
         Error::invalid("JSON", e.to_string())
     } else {
-        Error::invalid("JSON", format!("{MALFORMED}{e}"))
+        Error::invalid("JSON", format!("malformed JSON: {e}"))
     }
 }
 
