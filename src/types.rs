@@ -662,6 +662,18 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+        // "JSON if it parses, else a string": only text that is not JSON becomes a string.
+        for (text, kept) in [
+            ("main", r#""main""#),
+            ("{not json", r#""{not json""#),
+            ("1e400", r#""1e400""#),
+            (" [1, 2] ", "[1,2]"),
+        ] {
+            assert_eq!(JsonText::parse_or_string(text).unwrap().as_str(), kept);
+        }
+        for text in [r#"{"a":1,"a":2}"#, &nested_text(LIMIT + 1)] {
+            assert!(JsonText::parse_or_string(text).is_err(), "{text}");
+        }
         assert_eq!(
             JsonText::parse(r#"{"a":{"a":1},"b":{"a":2}}"#)
                 .unwrap()
