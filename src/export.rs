@@ -36,7 +36,11 @@
 //!   sessions the importing engine may not have);
 //! * the first event creates the session (created, imported or cloned);
 //! * the events replay, in order, onto an empty state;
-//! * text fields obey the same limits as commands do.
+//! * text fields obey the same limits as commands do;
+//! * no object in the file, the bundle's own or one in its events, repeats a key, and JSON
+//!   values (details, metadata values, command arguments) obey the rules of every JSON
+//!   input: at most [`MAX_JSON_DEPTH`] levels of arrays and objects (see
+//!   [`BUNDLE_VALUE_WRAPPING`] for why every bundle the engine writes then parses again).
 //!
 //! The checksum detects damage (truncation, flipped bytes, edits); it is not a signature.
 //! Parsing never panics and never allocates more than a small multiple of the input's
@@ -53,10 +57,10 @@ use crate::codec::EVENT_SCHEMA_VERSION;
 use crate::command::{MAX_IMPORT_EVENTS, MAX_LONG_TEXT, MAX_SHORT_TEXT, MAX_TIMEOUT_SECS};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, MAX_IMPORT_DEPTH};
 use crate::state::{Session, SessionConfig, State};
 use crate::storage::{Storage, write_atomic};
-use crate::types::{Lsn, SessionId, validate_text};
+use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId, validate_text};
 
 /// The value of a bundle's `format` field.
 pub const BUNDLE_FORMAT: &str = "session-engine-bundle";
@@ -64,6 +68,25 @@ pub const BUNDLE_FORMAT: &str = "session-engine-bundle";
 pub const BUNDLE_VERSION: u64 = 1;
 /// Largest bundle accepted, in bytes.
 pub const MAX_BUNDLE_BYTES: usize = 256 << 20;
+
+/// Levels of arrays and objects around a JSON value (details, a metadata value, command
+/// arguments) in the deepest bundle this engine writes:
+/// * the bundle object and its `events` array (2);
+/// * per level of import, at most [`MAX_IMPORT_DEPTH`]: an event, its body's variant tag,
+///   the variant's fields and their `events` array (4 each);
+/// * the innermost event, its variant tag and fields (3);
+/// * and, deepest of all, a clone's inline session, its `checkpoints`, a checkpoint, its
+///   `body`, the body's `activity_log` and an activity, whose `details` hold the value (6).
+///
+/// With values at most [`MAX_JSON_DEPTH`] levels deep, a bundle nests at most
+/// `BUNDLE_VALUE_WRAPPING + MAX_JSON_DEPTH` (107) levels, within the 127 that serde_json
+/// (so [`parse_bundle`], which reads its events without the outer object, and most JSON
+/// readers) accepts: every bundle the engine writes parses again.
+pub const BUNDLE_VALUE_WRAPPING: usize = 2 + 4 * MAX_IMPORT_DEPTH + 3 + 6;
+
+/// The deepest nesting serde_json reads (its recursion limit is 128).
+const SERDE_JSON_MAX_DEPTH: usize = 127;
+const _: () = assert!(BUNDLE_VALUE_WRAPPING + MAX_JSON_DEPTH <= SERDE_JSON_MAX_DEPTH);
 
 /// Why a bundle was refused. Nothing is imported when parsing fails.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,6 +280,33 @@ impl Bundle {
     }
 }
 
+/// The fields of a bundle's top-level object in file order, each as its raw JSON, repeated
+/// names included (so that they can be refused: a map would keep one silently).
+struct TopLevel<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    out.push((name, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
 fn field<'a, T: serde::Deserialize<'a>>(
     top: &BTreeMap<String, &'a RawValue>,
     name: &str,
@@ -273,7 +323,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, BundleError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge { bytes: bytes.len() });
     }
-    let top: BTreeMap<String, &RawValue> = match serde_json::from_slice(bytes) {
+    let fields: TopLevel<'_> = match serde_json::from_slice(bytes) {
         Ok(t) => t,
         Err(e) if e.is_data() => return Err(BundleError::Foreign { found: None }),
         Err(e) => {
@@ -282,11 +332,28 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, BundleError> {
             });
         }
     };
+    let mut top: BTreeMap<String, &RawValue> = BTreeMap::new();
+    let mut repeated = None;
+    for (name, raw) in fields.0 {
+        match top.entry(name) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(raw);
+            }
+            std::collections::btree_map::Entry::Occupied(e) => {
+                repeated.get_or_insert_with(|| e.key().clone());
+            }
+        }
+    }
     let format: Option<String> = top
         .get("format")
         .map(|raw| serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.to_string()));
     if format.as_deref() != Some(BUNDLE_FORMAT) {
         return Err(BundleError::Foreign { found: format });
+    }
+    if let Some(name) = repeated {
+        return Err(malformed(format!(
+            "the field {name:?} appears more than once"
+        )));
     }
     let version: u64 = field(&top, "version")?;
     if version != BUNDLE_VERSION {

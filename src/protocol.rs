@@ -26,7 +26,13 @@
 //! | `clone`      | `id` (the source), `new_id`?                                             |
 //! | `expire`     | (none): record now the expiry of every session idle past its timeout     |
 //!
-//! Unknown fields are refused, so a typo does not silently do something else.
+//! Unknown fields are refused, so a typo does not silently do something else, and so is a
+//! key given twice in any object of the line, the line's own or one inside a JSON value
+//! (`details`, `value`, `args`, `meta`, `metadata`, `config`): which one was meant is not
+//! known, and a JSON value would silently keep only the last. JSON values obey the engine's
+//! limits (at most [`MAX_JSON_DEPTH`] levels of arrays and objects, `MAX_JSON_LEN` bytes).
+//! A refused line is answered like any bad line (`"kind":"invalid_input"`) and the next
+//! line is read.
 //!
 //! # Answers
 //!
@@ -47,7 +53,9 @@ use crate::command::{Command, Committed, NewSession, Outcome};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::state::{LogLevel, SessionConfig};
-use crate::types::{AgentId, JsonText, Lsn, SessionId};
+use crate::types::{
+    AgentId, JsonText, Lsn, MAX_JSON_DEPTH, SessionId, json_input_error, parse_json_input,
+};
 
 /// Longest accepted input line, in bytes.
 pub const MAX_LINE_LEN: usize = 4 << 20;
@@ -106,7 +114,7 @@ impl Fields {
     }
 
     fn json(&mut self, key: &'static str) -> Result<Option<JsonText>> {
-        self.take(key).map(|v| JsonText::from_value(&v)).transpose()
+        self.take(key).map(|v| json_value(key, &v)).transpose()
     }
 
     fn session(&mut self) -> Result<SessionId> {
@@ -138,6 +146,14 @@ impl Fields {
             )),
         }
     }
+}
+
+/// A JSON value of the line as `JsonText`, an error naming `field`.
+fn json_value(field: &'static str, v: &Value) -> Result<JsonText> {
+    JsonText::from_value(v).map_err(|e| match e {
+        Error::InvalidInput { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    })
 }
 
 fn field_name(key: &'static str) -> &'static str {
@@ -226,8 +242,13 @@ pub fn parse_line(line: &str) -> Result<Command> {
             format!("{} bytes is over the limit of {MAX_LINE_LEN}", line.len()),
         ));
     }
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| Error::invalid("line", format!("malformed JSON: {e}")))?;
+    // The line's own objects (the line, `meta`, `config`) take two levels above the values
+    // they hold; each value is then held to MAX_JSON_DEPTH by `JsonText::from_value`.
+    let value =
+        parse_json_input(line, MAX_JSON_DEPTH + 2).map_err(|e| match json_input_error(e) {
+            Error::InvalidInput { reason, .. } => Error::invalid("line", reason),
+            other => other,
+        })?;
     let Value::Object(mut map) = value else {
         return Err(Error::invalid("line", "must be a JSON object"));
     };
@@ -260,7 +281,7 @@ pub fn parse_line(line: &str) -> Result<Command> {
                 None => {}
                 Some(Value::Object(m)) => {
                     for (k, v) in m {
-                        metadata.push((k, JsonText::from_value(&v)?));
+                        metadata.push((k, json_value("meta", &v)?));
                     }
                 }
                 Some(_) => return Err(Error::invalid("meta", "must be an object")),
@@ -294,7 +315,7 @@ pub fn parse_line(line: &str) -> Result<Command> {
             Command::SetMetadata {
                 session,
                 key,
-                value: JsonText::from_value(&value)?,
+                value: json_value("value", &value)?,
             }
         }
         "unmeta" => Command::RemoveMetadata {
@@ -506,6 +527,59 @@ mod tests {
             let e = parse_line(line).unwrap_err();
             assert!(matches!(e, Error::InvalidInput { .. }), "{line}: {e}");
             assert!(e.to_string().contains(needle), "{line}: {e}");
+        }
+    }
+
+    /// Issue 12, defect 11: a duplicate key was accepted, the last value winning.
+    #[test]
+    fn duplicate_keys_are_refused_at_every_level_of_a_line() {
+        for line in [
+            r#"{"op":"pause","id":"s1","id":"s2"}"#,
+            r#"{"op":"pause","op":"pause","id":"s1"}"#,
+            r#"{"op":"pause","id":"s1","session_id":"s1","id":"s1"}"#,
+            r#"{"op":"activity","id":"s1","action":"a","action":"b"}"#,
+            r#"{"op":"create","meta":{"k":1,"k":2}}"#,
+            r#"{"op":"create","config":{"timeout":1,"timeout":2}}"#,
+            r#"{"op":"activity","id":"s1","action":"a","details":{"k":1,"k":1}}"#,
+            r#"{"op":"activity","id":"s1","action":"a","details":[{"x":{"k":1,"j":2,"k":3}}]}"#,
+            r#"{"op":"meta","id":"s1","key":"k","value":{"a":null,"a":null}}"#,
+            r#"{"op":"command","id":"s1","command":"c","success":true,"args":{"a":1,"a":1}}"#,
+            r#"{"op":"chain_link","agent":"a","link":"e","metadata":{"m":1,"m":2}}"#,
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput { .. }), "{line}: {e}");
+            assert!(e.to_string().contains("duplicate key"), "{line}: {e}");
+        }
+        // The same keys once each are fine.
+        parse_line(r#"{"op":"activity","id":"s1","action":"a","details":{"k":{"k":1}}}"#).unwrap();
+    }
+
+    fn nested_text(depth: usize) -> String {
+        format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// Issue 12, defect 6: one nesting limit for every JSON value, refused at the input.
+    #[test]
+    fn json_values_nested_past_the_limit_are_refused_per_line_not_a_crash() {
+        const LIMIT: usize = MAX_JSON_DEPTH;
+        let lines = |d: &str| {
+            [
+                format!(r#"{{"op":"activity","id":"s1","action":"a","details":{d}}}"#),
+                format!(r#"{{"op":"meta","id":"s1","key":"k","value":{d}}}"#),
+                format!(r#"{{"op":"create","meta":{{"k":{d}}}}}"#),
+                format!(r#"{{"op":"command","id":"s1","command":"c","success":true,"args":{d}}}"#),
+                format!(r#"{{"op":"chain_link","agent":"a","link":"e","metadata":{d}}}"#),
+            ]
+        };
+        for line in lines(&nested_text(LIMIT)) {
+            parse_line(&line).unwrap_or_else(|e| panic!("{}: {e}", &line[..40]));
+        }
+        for depth in [LIMIT + 1, 126, 127, 128, 10_000, 1_000_000] {
+            for line in lines(&nested_text(depth)) {
+                let e = parse_line(&line).unwrap_err();
+                assert!(matches!(e, Error::InvalidInput { .. }), "{depth}: {e}");
+                assert!(e.to_string().contains("nested"), "{depth}: {e}");
+            }
         }
     }
 }

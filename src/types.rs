@@ -232,30 +232,219 @@ impl SessionId {
 /// Largest accepted JSON value (details, metadata values), in bytes of compact JSON text.
 pub const MAX_JSON_LEN: usize = 1 << 20;
 
+/// Deepest accepted nesting of arrays and objects in a JSON value (details, metadata values,
+/// command arguments, chain metadata): `[[0]]` is 2 levels deep, a scalar 0.
+///
+/// One limit, applied wherever a JSON value enters the engine ([`JsonText::parse`],
+/// [`JsonText::from_value`], protocol lines, the JSON form of a bundle), so that every bundle
+/// the engine writes parses again: a bundle wraps a value in at most
+/// `export::BUNDLE_VALUE_WRAPPING` (43) levels of its own (the bundle object, its events,
+/// eight levels of imports, a clone's checkpoint's activity), and the limit plus that
+/// wrapping stays within the 127 levels that serde_json (and so `import`) reads. Values
+/// decoded from the log are not checked again, so a log written before the limit existed
+/// still opens.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+const DEPTH_REASON: &str = "nested more than 64 levels deep (arrays and objects), over the limit \
+                            of a JSON value";
+const _: () = assert!(MAX_JSON_DEPTH == 64, "update DEPTH_REASON");
+
+/// Reads one JSON value from any serde deserializer, refusing what no JSON input may hold:
+/// arrays and objects nested more than `remaining` levels deep, and an object with a
+/// duplicate key (which a `serde_json::Value` would keep silently, the last one winning).
+#[derive(Clone, Copy)]
+struct Strict {
+    remaining: usize,
+}
+
+impl Strict {
+    fn enter<E: serde::de::Error>(self) -> std::result::Result<Strict, E> {
+        match self.remaining.checked_sub(1) {
+            Some(remaining) => Ok(Strict { remaining }),
+            None => Err(E::custom(DEPTH_REASON)),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let inner = self.enter()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let inner = self.enter()?;
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            let v = map.next_value_seed(inner)?;
+            out.insert(key, v);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// Parses `text` as one JSON value under the input rules: no duplicate keys, arrays and
+/// objects at most `max_depth` levels deep. A breach is a data error (`is_data`), a text
+/// that is not JSON a syntax or end-of-input error.
+pub(crate) fn parse_json_input(
+    text: &str,
+    max_depth: usize,
+) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde::de::DeserializeSeed::deserialize(
+        Strict {
+            remaining: max_depth,
+        },
+        &mut de,
+    )?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Whether `value` nests arrays and objects more than `max_depth` levels deep. Iterative,
+/// so a value of any depth is checked without recursion.
+fn nested_deeper_than(value: &serde_json::Value, max_depth: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(a) => {
+                if depth == max_depth {
+                    return true;
+                }
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            serde_json::Value::Object(m) => {
+                if depth == max_depth {
+                    return true;
+                }
+                stack.extend(m.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One well-formed JSON value, kept as compact text.
 ///
 /// Keeping the text rather than a `serde_json::Value` tree costs one allocation instead of
 /// one per node, and the text is what both the log and the JSON projections need. In binary
 /// formats it is a string; in human-readable formats it is the JSON value itself.
+///
+/// Every way in applies the input rules of JSON values: at most [`MAX_JSON_LEN`] bytes of
+/// compact text, arrays and objects nested at most [`MAX_JSON_DEPTH`] levels deep, and (for
+/// text) no object with a duplicate key. A breach is [`Error::InvalidInput`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct JsonText(Arc<str>);
 
 impl JsonText {
-    /// Parses and validates `text` (at most [`MAX_JSON_LEN`] bytes), keeping it in compact form.
+    /// Parses and validates `text` (at most [`MAX_JSON_LEN`] bytes, [`MAX_JSON_DEPTH`]
+    /// levels, no duplicate keys), keeping it in compact form.
     pub fn parse(text: &str) -> Result<JsonText> {
+        let value = JsonText::read(text)?.map_err(json_input_error)?;
+        JsonText::compact(&value)
+    }
+
+    /// JSON when `text` is JSON, otherwise the JSON string `text` (the command line's
+    /// "JSON if it parses, else a string"). Text that is JSON but breaks a rule of JSON
+    /// values (too deep, a duplicate key, too long) is refused, not kept as a string.
+    pub fn parse_or_string(text: &str) -> Result<JsonText> {
+        match JsonText::read(text)? {
+            Ok(value) => JsonText::compact(&value),
+            Err(e) if !e.is_data() => JsonText::string(text),
+            Err(e) => Err(json_input_error(e)),
+        }
+    }
+
+    /// `text` read under the input rules: the outer error when it is far too long to be
+    /// a value, the inner one when it is not JSON (syntax) or breaks a rule (data).
+    fn read(text: &str) -> Result<std::result::Result<serde_json::Value, serde_json::Error>> {
         if text.len() > MAX_JSON_LEN * 4 {
             return Err(Error::invalid(
                 "JSON",
                 format!("{} bytes is over the limit of {MAX_JSON_LEN}", text.len()),
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid("JSON", format!("malformed JSON: {e}")))?;
-        JsonText::from_value(&value)
+        Ok(parse_json_input(text, MAX_JSON_DEPTH))
     }
 
-    /// Serialises `value` (at most [`MAX_JSON_LEN`] bytes of compact text).
+    /// Serialises `value` (at most [`MAX_JSON_LEN`] bytes of compact text, at most
+    /// [`MAX_JSON_DEPTH`] levels deep).
     pub fn from_value(value: &serde_json::Value) -> Result<JsonText> {
+        if nested_deeper_than(value, MAX_JSON_DEPTH) {
+            return Err(Error::invalid("JSON", DEPTH_REASON));
+        }
+        JsonText::compact(value)
+    }
+
+    /// `value` (already checked for depth) as compact text, at most [`MAX_JSON_LEN`] bytes.
+    fn compact(value: &serde_json::Value) -> Result<JsonText> {
         let text = serde_json::to_string(value)
             .map_err(|e| Error::invalid("JSON", format!("cannot serialise: {e}")))?;
         if text.len() > MAX_JSON_LEN {
@@ -313,8 +502,14 @@ impl Serialize for JsonText {
 impl<'de> Deserialize<'de> for JsonText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         if d.is_human_readable() {
-            let value = serde_json::Value::deserialize(d)?;
-            JsonText::from_value(&value).map_err(serde::de::Error::custom)
+            // JSON from outside (a bundle): the input rules apply.
+            let value = serde::de::DeserializeSeed::deserialize(
+                Strict {
+                    remaining: MAX_JSON_DEPTH,
+                },
+                d,
+            )?;
+            JsonText::compact(&value).map_err(serde::de::Error::custom)
         } else {
             // Binary payloads passed a CRC check before they are decoded; re-parsing every
             // value would dominate replay time, so the text is trusted here and `to_value`
@@ -322,6 +517,16 @@ impl<'de> Deserialize<'de> for JsonText {
             d.deserialize_str(crate::intern::ArcStrVisitor)
                 .map(JsonText)
         }
+    }
+}
+
+/// The input error for a JSON text `parse_json_input` refused: "malformed JSON" when it is
+/// not JSON, the broken rule otherwise.
+pub(crate) fn json_input_error(e: serde_json::Error) -> Error {
+    if e.is_data() {
+        Error::invalid("JSON", e.to_string())
+    } else {
+        Error::invalid("JSON", format!("malformed JSON: {e}"))
     }
 }
 
@@ -405,6 +610,75 @@ mod tests {
         assert_eq!(
             Timestamp(t.0 + 5).to_iso8601_micros(),
             "2025-11-08T10:30:00.000005Z"
+        );
+    }
+
+    fn nested_text(depth: usize) -> String {
+        format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// Issue 12: one nesting limit for JSON values, applied at the input as a typed error
+    /// (never a crash), and no duplicate keys (the stored value would lose one silently).
+    #[test]
+    fn json_text_refuses_nesting_past_the_limit_and_duplicate_keys() {
+        const LIMIT: usize = MAX_JSON_DEPTH;
+        assert!(JsonText::parse(&nested_text(LIMIT)).is_ok());
+        for depth in [LIMIT + 1, 127, 128, 10_000, 1_000_000] {
+            match JsonText::parse(&nested_text(depth)) {
+                Err(Error::InvalidInput { reason, .. }) => {
+                    assert!(reason.contains("nested"), "{depth}: {reason}")
+                }
+                other => panic!("{depth}: {other:?}"),
+            }
+        }
+        // A value built in memory obeys the same limit. (Built and dropped on a big stack:
+        // serde_json's own drop of a deep value recurses.)
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                for depth in [LIMIT, LIMIT + 1, 10_000] {
+                    let v = (0..depth).fold(serde_json::json!(0), |v, _| {
+                        serde_json::Value::Array(vec![v])
+                    });
+                    let r = JsonText::from_value(&v);
+                    assert_eq!(r.is_ok(), depth <= LIMIT, "{depth}: {r:?}");
+                    if let Err(e) = r {
+                        assert!(e.to_string().contains("nested"), "{e}");
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for text in [
+            r#"{"a":1,"a":1}"#,
+            r#"{"a":1,"b":2,"a":3}"#,
+            r#"[{"x":{"a":{},"a":[]}}]"#,
+        ] {
+            match JsonText::parse(text) {
+                Err(Error::InvalidInput { reason, .. }) => {
+                    assert!(reason.contains("duplicate key"), "{text}: {reason}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // "JSON if it parses, else a string": only text that is not JSON becomes a string.
+        for (text, kept) in [
+            ("main", r#""main""#),
+            ("{not json", r#""{not json""#),
+            ("1e400", r#""1e400""#),
+            (" [1, 2] ", "[1,2]"),
+        ] {
+            assert_eq!(JsonText::parse_or_string(text).unwrap().as_str(), kept);
+        }
+        for text in [r#"{"a":1,"a":2}"#, &nested_text(LIMIT + 1)] {
+            assert!(JsonText::parse_or_string(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            JsonText::parse(r#"{"a":{"a":1},"b":{"a":2}}"#)
+                .unwrap()
+                .as_str(),
+            r#"{"a":{"a":1},"b":{"a":2}}"#
         );
     }
 }

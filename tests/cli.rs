@@ -862,3 +862,129 @@ fn export_and_import_round_trip_and_refuse_damaged_foreign_or_missing_bundles() 
     let before = d.ok(&["list"]);
     assert_eq!(lines(&before).len(), 2, "refused imports changed nothing");
 }
+
+/// JSON text `depth` arrays deep.
+fn nested_text(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Issue 12, defect 6: the CLI accepted details its own bundle could not import again.
+#[test]
+fn export_then_import_works_for_the_deepest_details_the_cli_accepts() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let mut accepted = Vec::new();
+    for depth in [64, 65, 127] {
+        let details = nested_text(depth);
+        let o = d.run(&["activity", "s1", "a", "--details", &details]);
+        match o.status.code() {
+            Some(0) => accepted.push(depth),
+            Some(4) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(
+                    err.contains("invalid details") && err.contains("nested"),
+                    "{err}"
+                );
+            }
+            other => panic!("{depth}: {other:?}"),
+        }
+    }
+    assert!(accepted.contains(&64), "{accepted:?}");
+    let bundle = d.root.join("s1.bundle.json");
+    d.ok(&["export", "s1", bundle.to_str().unwrap()]);
+    let other = dir();
+    let o = other.run(&["import", bundle.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "details {accepted:?} deep were accepted, but their bundle is refused: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        d.json(&["show", "s1"])["activity_log"],
+        other.json(&["show", "s1"])["activity_log"]
+    );
+}
+
+/// Issue 12: JSON given on the command line obeys the same rules as every JSON input:
+/// nested past the limit or with a duplicate key, it is refused (exit 4), never stored
+/// with one value lost, and never silently stored as a string instead.
+#[test]
+fn command_line_json_with_duplicate_keys_or_nested_past_the_limit_is_refused() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let deep = nested_text(65);
+    let far = nested_text(10_000);
+    for bad in [r#"{"a":1,"a":2}"#, r#"[{"x":{"a":1,"a":1}}]"#, &deep, &far] {
+        let needle = if bad.starts_with("[[") {
+            "nested"
+        } else {
+            "duplicate key"
+        };
+        d.fails(&["activity", "s1", "a", "--details", bad], 4, needle);
+        d.fails(&["command", "s1", "c", "--args", bad], 4, needle);
+        d.fails(&["meta", "s1", "k", bad], 4, needle);
+        d.fails(
+            &["create", "--id", "s2", "--meta", &format!("k={bad}")],
+            4,
+            needle,
+        );
+    }
+    // Text that is not JSON at all is still a string value, as documented.
+    d.ok(&["meta", "s1", "k", "{not json"]);
+    assert_eq!(d.ok(&["meta", "s1", "k"]).trim(), r#""{not json""#);
+    d.ok(&["meta", "s1", "k", &nested_text(64)]);
+    let s = d.json(&["show", "s1"]);
+    assert_eq!(s["activity_log"].as_array().unwrap().len(), 0);
+    assert_eq!(s["command_history"].as_array().map(Vec::len), Some(0));
+}
+
+/// Issue 12, defect 11: `apply` took a line with a duplicate key, the last value winning.
+/// Such a line is refused with a per-line answer like any bad line; `apply` goes on and
+/// exits 0.
+#[test]
+fn apply_refuses_lines_with_duplicate_keys_or_json_nested_past_the_limit() {
+    let d = dir();
+    let deep = nested_text(65);
+    let far = nested_text(10_000);
+    let input = [
+        r#"{"op":"create","id":"s1"}"#.to_owned(),
+        r#"{"op":"pause","id":"s1","id":"s1"}"#.to_owned(),
+        r#"{"op":"activity","id":"s1","action":"a","action":"b"}"#.to_owned(),
+        r#"{"op":"activity","id":"s1","action":"a","details":{"k":1,"k":2}}"#.to_owned(),
+        r#"{"op":"create","id":"s2","meta":{"k":1,"k":2}}"#.to_owned(),
+        format!(r#"{{"op":"activity","id":"s1","action":"a","details":{deep}}}"#),
+        format!(r#"{{"op":"meta","id":"s1","key":"k","value":{far}}}"#),
+        r#"{"op":"activity","id":"s1","action":"a","details":{"k":1}}"#.to_owned(),
+    ]
+    .join("\n");
+    let o = d.run_stdin(&["apply"], &input);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 8);
+    for (i, a) in answers.iter().enumerate() {
+        let refused = (1..=6).contains(&i);
+        assert_eq!(a["ok"], !refused, "line {i}: {a}");
+        if refused {
+            assert_eq!(a["kind"], "invalid_input", "line {i}: {a}");
+            let needle = if i >= 5 { "nested" } else { "duplicate key" };
+            assert!(
+                a["error"].as_str().unwrap().contains(needle),
+                "line {i}: {a}"
+            );
+        }
+    }
+    assert_eq!(answers[7]["lsn"], 2, "refused lines use no LSN");
+    let s = d.json(&["show", "s1"]);
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["activity_log"].as_array().unwrap().len(), 1);
+    assert_eq!(lines(&d.ok(&["list"])), ["s1"]);
+}

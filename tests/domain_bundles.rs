@@ -11,9 +11,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use session_engine::event::{MAX_IMPORT_DEPTH, SessionCreated};
-use session_engine::export::{BundleError, events_checksum};
+use session_engine::export::{BUNDLE_VALUE_WRAPPING, BundleError, events_checksum};
 use session_engine::state::Origin;
 use session_engine::storage::SplitMix64;
+use session_engine::types::MAX_JSON_DEPTH;
 use session_engine::{
     Bundle, CommandRun, Error, Event, EventBody, NewSession, Session, SessionId, SessionManager,
     Status, Timestamp, codec, parse_bundle,
@@ -252,7 +253,11 @@ fn foreign_files_are_refused_with_what_they_are() {
 
 /// A bundle with a correct checksum around `events`.
 fn bundle_json(session: &str, events: &Value, count: usize) -> Vec<u8> {
-    let events = serde_json::to_string(events).unwrap();
+    bundle_text(session, &serde_json::to_string(events).unwrap(), count)
+}
+
+/// A bundle with a correct checksum around the `events` text.
+fn bundle_text(session: &str, events: &str, count: usize) -> Vec<u8> {
     format!(
         r#"{{"format":"session-engine-bundle","version":1,"event_schema":1,"session_id":"{session}",
             "exported_at":"2025-11-08T10:30:00Z","source_lsn":9,"event_count":{count},
@@ -528,5 +533,214 @@ fn a_payload_with_imports_nested_far_too_deep_is_a_decode_error_not_a_stack_over
         let events = serde_json::to_value(vec![wrapped(leaf_event(), depth)]).unwrap();
         let r = parse_bundle(&bundle_json("n", &events, 1));
         assert_eq!(r.is_ok(), ok, "depth {depth}: {:?}", r.err());
+    }
+}
+
+/// A JSON value `depth` containers deep (arrays and objects in turn around a number).
+fn nested(depth: usize) -> Value {
+    // (Not `json!([v])`: the macro copies an interpolated value, which is quadratic here.)
+    (0..depth).fold(json!(0), |v, i| {
+        if i % 2 == 0 {
+            Value::Array(vec![v])
+        } else {
+            Value::Object([("k".to_owned(), v)].into_iter().collect())
+        }
+    })
+}
+
+/// The text of [`nested`]`(depth)`, built without a `Value` (so any depth is cheap).
+fn nested_text(depth: usize) -> String {
+    let mut open = String::new();
+    let mut close = String::new();
+    for i in (0..depth).rev() {
+        if i % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str("{\"k\":");
+            close.insert(0, '}');
+        }
+    }
+    format!("{open}0{close}")
+}
+
+/// The deepest details `s` accepts for an activity (searching up to 200 levels): every
+/// depth up to it must be accepted, and the next one refused as invalid input.
+fn deepest_accepted_details(s: &session_engine::ClaudeSession) -> usize {
+    let mut deepest = 0;
+    for depth in 1..=200 {
+        match s.record_activity("probe", Some(nested(depth))) {
+            Ok(_) => deepest = depth,
+            Err(Error::InvalidInput { reason, .. }) => {
+                assert!(reason.contains("nested"), "depth {depth}: {reason}");
+                break;
+            }
+            Err(e) => panic!("depth {depth}: {e}"),
+        }
+    }
+    deepest
+}
+
+/// Issue 12, defect 6: details the engine accepted made a bundle that did not parse
+/// (serde_json's recursion limit, reached by the bundle's wrapping around the details).
+#[test]
+fn export_then_import_works_for_the_deepest_details_the_engine_accepts() {
+    let clock = clock();
+    let b = Backend::mem();
+    let m = b.open(&clock);
+    let s = m.create_session(named("deep")).unwrap();
+    let deepest = deepest_accepted_details(&s);
+    assert!(deepest >= 32, "{deepest}");
+    let bytes = m.export_bundle("deep").unwrap().to_json().unwrap();
+    let bundle = parse_bundle(&bytes).unwrap_or_else(|e| {
+        panic!("the bundle of a session with details {deepest} levels deep does not parse: {e}")
+    });
+    assert_eq!(bundle, m.export_bundle("deep").unwrap());
+    let (_, s2) = mem();
+    let m2 = SessionManager::open("elsewhere", manager_options(&s2, &clock)).unwrap();
+    let copy = m2.import_bytes(&bytes).unwrap().snapshot().unwrap();
+    let original = m.get_session("deep").unwrap().snapshot().unwrap();
+    assert_eq!(without_origin(&copy), without_origin(&original));
+    assert_eq!(
+        copy.body
+            .activity_log
+            .last()
+            .unwrap()
+            .details
+            .as_ref()
+            .unwrap()
+            .to_value(),
+        nested(deepest)
+    );
+}
+
+/// The deepest case the engine can produce: details, a metadata value and command
+/// arguments at the depth limit, saved in a checkpoint of a session that is then cloned
+/// (a clone carries the session inline, checkpoints included: the deepest wrapping an event
+/// gives a JSON value), inside the deepest chain of imports allowed. Every bundle of the
+/// chain parses and imports, and the last one still parses whole with a stock JSON parser.
+#[test]
+fn details_at_the_depth_limit_round_trip_through_the_deepest_chain_of_imports() {
+    let clock = clock();
+    let b = Backend::mem();
+    let m = b.open(&clock);
+    let s = m.create_session(named("s0")).unwrap();
+    let deepest = deepest_accepted_details(&s);
+    assert_eq!(deepest, MAX_JSON_DEPTH);
+    let value = nested(deepest);
+    s.set_metadata("deep", value.clone()).unwrap();
+    s.record_command(CommandRun::succeeded("c", Duration::ZERO).with_args(value.clone()))
+        .unwrap();
+    s.save_checkpoint(Some("deep")).unwrap();
+    let cloned = m.clone_session("s0", Some("c")).unwrap();
+    let original = without_origin(&cloned.snapshot().unwrap());
+    let mut id = "c".to_owned();
+    for level in 1..=MAX_IMPORT_DEPTH {
+        let bytes = m.export_bundle(&id).unwrap().to_json().unwrap();
+        let imported = m.import_bytes(&bytes).unwrap_or_else(|e| {
+            panic!("level {level}: details {deepest} deep, bundle refused: {e}")
+        });
+        id = imported.session_id().to_string();
+        let first = m.export_bundle(&id).unwrap().events[0].body.clone();
+        assert_eq!(first.import_depth(), level);
+        let copy = imported.snapshot().unwrap();
+        assert_eq!(copy.body, original.body, "level {level}");
+        assert_eq!(copy.checkpoints, original.checkpoints, "level {level}");
+    }
+    // The deepest bundle parses, with the engine's parser and whole with a stock one ...
+    let bytes = m.export_bundle(&id).unwrap().to_json().unwrap();
+    let parsed = parse_bundle(&bytes).unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap();
+    // It is as deep as the documented wrapping says, and that is within serde_json's limit.
+    assert_eq!(json_depth(&bytes), BUNDLE_VALUE_WRAPPING + MAX_JSON_DEPTH);
+    assert!(json_depth(&bytes) <= 127);
+    // ... and importing it is refused for the import nesting, not for its JSON.
+    match m.import_bundle(parsed) {
+        Err(Error::InvalidInput { field, reason }) => {
+            assert_eq!(field, "bundle");
+            assert!(reason.contains("nest imports"), "{reason}");
+        }
+        other => panic!(
+            "expected InvalidInput, got {:?}",
+            other.map(|s| s.session_id().clone())
+        ),
+    }
+    m.close().unwrap();
+    let m = b.open(&clock);
+    assert_eq!(
+        m.get_session(&id).unwrap().snapshot().unwrap().body,
+        original.body
+    );
+    m.close().unwrap();
+}
+
+/// The deepest nesting of arrays and objects in the JSON text `bytes`.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in bytes {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth -= 1,
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The events of a one-session bundle whose activity details are `details` (any text).
+fn bundle_with_details(details: &str) -> Vec<u8> {
+    let clock = clock();
+    let m = Backend::mem().open(&clock);
+    let s = m.create_session(named("s")).unwrap();
+    s.record_activity("a", Some(json!("PLACEHOLDER"))).unwrap();
+    let events = serde_json::to_string(&m.export_bundle("s").unwrap().events).unwrap();
+    let events = events.replace("\"PLACEHOLDER\"", details);
+    bundle_text("s", &events, 2)
+}
+
+/// Issue 12: JSON values in a bundle obey the input rules of every JSON value (depth limit,
+/// no duplicate keys), and so does the bundle's own object.
+#[test]
+fn bundles_with_json_nested_past_the_limit_or_with_duplicate_keys_are_refused() {
+    let ok = bundle_with_details(&nested_text(8));
+    parse_bundle(&ok).unwrap();
+    for (details, needle) in [
+        (nested_text(65), "nested"),
+        (nested_text(200), "nested"),
+        (nested_text(10_000), "nested"),
+        (r#"{"a":1,"a":2}"#.to_owned(), "duplicate key"),
+        (
+            r#"[{"x":{"a":1,"b":{},"a":1}}]"#.to_owned(),
+            "duplicate key",
+        ),
+    ] {
+        match parse_bundle(&bundle_with_details(&details)) {
+            Err(BundleError::Malformed { reason }) => {
+                assert!(
+                    reason.contains(needle),
+                    "{}: {reason}",
+                    &details[..20.min(details.len())]
+                )
+            }
+            other => panic!("{}: {other:?}", &details[..20.min(details.len())]),
+        }
+    }
+    // A duplicate field of the bundle itself (both copies agreeing) is refused too.
+    let text = String::from_utf8(ok).unwrap();
+    let doubled = text.replacen("\"source_lsn\":9,", "\"source_lsn\":9,\"source_lsn\":9,", 1);
+    assert_ne!(doubled, text);
+    match parse_bundle(doubled.as_bytes()) {
+        Err(BundleError::Malformed { reason }) => {
+            assert!(reason.contains("source_lsn"), "{reason}")
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -188,8 +188,13 @@ fn session_id(s: &str) -> Result<SessionId> {
 }
 
 /// A value given on the command line: JSON when it parses as JSON, otherwise a string.
-fn loose_json(s: &str) -> Result<JsonText> {
-    Ok(JsonText::parse(s).or_else(|_| JsonText::string(s))?)
+/// JSON that breaks a rule of JSON values (nested too deep, a duplicate key) is refused
+/// rather than kept as a string.
+fn loose_json(field: &'static str, s: &str) -> Result<JsonText> {
+    JsonText::parse_or_string(s).map_err(|e| match e {
+        Error::InvalidInput { reason, .. } => Error::InvalidInput { field, reason }.into(),
+        other => other.into(),
+    })
 }
 
 fn strict_json(field: &'static str, s: &str) -> Result<JsonText> {
@@ -265,7 +270,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 let (k, v) = kv.split_once('=').ok_or_else(|| {
                     Error::invalid_input("metadata", format!("{kv:?} is not KEY=VALUE"))
                 })?;
-                metadata.push((k.to_string(), loose_json(v)?));
+                metadata.push((k.to_string(), loose_json("meta", v)?));
             }
             let c = write(
                 cli,
@@ -322,7 +327,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                     Command::SetMetadata {
                         session,
                         key: key.clone(),
-                        value: loose_json(v)?,
+                        value: loose_json("value", v)?,
                     },
                 )?;
             } else {
