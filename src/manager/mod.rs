@@ -5,7 +5,8 @@
 //! [`Engine::execute`]; every read is a look at [`Engine::state`]. The manager adds what a
 //! program embedding the engine (or the CLI) needs around that: opening a data directory
 //! with its projections, typed handles, export/import of bundles, and a close that leaves
-//! the projection files complete.
+//! the projection files complete (or reports, apart from the close's result, that it
+//! could not).
 //!
 //! Architecture invariants:
 //! * Nothing here writes a file except through a command (the log) or the projector (the

@@ -35,7 +35,8 @@
 //!   event arrives (plus the time the previous flush took), the registry and marker at
 //!   most `registry_interval` after; a waiter ([`Projector::wait_for`]) makes the
 //!   projector flush at once. After the engine closes, the projector drains every event
-//!   and flushes before [`Projector::join`] returns, so the files are complete.
+//!   and flushes before [`Projector::join`] returns, so the files are complete (or
+//!   `join` returns the failure that kept them from being, and the status says so).
 
 pub mod logline;
 pub mod schema;
