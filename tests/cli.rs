@@ -680,6 +680,8 @@ fn snapshot_and_stats() {
     assert_eq!(s["segments"], 1);
     assert_eq!(s["snapshot_lsn"], 3);
     assert!(s["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s["projections"]["marker_lsn"], 3);
+    assert_eq!(s["projections"]["behind"], false);
     let empty = dir();
     empty.fails(&["stats"], 3, "data directory not found");
 }
@@ -987,4 +989,167 @@ fn apply_refuses_lines_with_duplicate_keys_or_json_nested_past_the_limit() {
     assert_eq!(s["status"], "active");
     assert_eq!(s["activity_log"].as_array().unwrap().len(), 1);
     assert_eq!(lines(&d.ok(&["list"])), ["s1"]);
+}
+
+/// Blocks every write under `sessions/`, even for root: a regular file takes the
+/// directory's place.
+fn obstruct_sessions(d: &Dir) {
+    let sessions = d.data.join("sessions");
+    std::fs::remove_dir_all(&sessions).unwrap();
+    std::fs::write(&sessions, b"not a directory").unwrap();
+}
+
+fn clear_obstruction(d: &Dir) {
+    std::fs::remove_file(d.data.join("sessions")).unwrap();
+}
+
+/// Issue 12, defect 5: a command whose event is in the log exits 0 with its normal output
+/// even when the projection files cannot be written afterwards; the failure is a warning
+/// on stderr and shows in `stats`; the next command writes the files once it can.
+#[test]
+fn a_committed_command_exits_0_when_its_projection_cannot_be_written() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    obstruct_sessions(&d);
+    let o = d.run(&["activity", "s1", "act", "--details", r#"{"n":1}"#]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(
+        err.contains("warning: the projection files are behind the log"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sessions"),
+        "the warning names the path: {err}"
+    );
+    assert!(!err.contains("error:"), "{err}");
+    // The activity is in the log exactly once.
+    let events: Vec<Value> = d
+        .ok(&["replay", "--session", "s1"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        d.json(&["show", "s1"])["activity_log"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let s = d.json(&["stats"]);
+    assert_eq!(s["projections"]["behind"], true, "{s}");
+    assert_eq!(s["projections"]["marker_lsn"], 1, "{s}");
+    assert!(
+        s["projections"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sessions")),
+        "{s}"
+    );
+    // Once the obstruction is gone, the next command writes every file and warns no more.
+    clear_obstruction(&d);
+    let o = d.run(&["activity", "s1", "act2"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(!err.contains("warning"), "{err}");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.data.join("sessions/session_s1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file, d.json(&["show", "s1"]));
+    assert_eq!(file["activity_log"].as_array().unwrap().len(), 2);
+    let registry: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.data.join("sessions/registry.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(registry["sessions"]["s1"]["status"], "active");
+    let s = d.json(&["stats"]);
+    assert_eq!(s["projections"]["behind"], false, "{s}");
+    assert_eq!(s["projections"]["marker_lsn"], 3, "{s}");
+    assert_eq!(s["projections"]["last_error"], Value::Null, "{s}");
+}
+
+/// Issue 12, defect 5, for every command that commits: exit 0, the usual stdout, a
+/// warning on stderr; `rebuild-projections` repairs everything once it can.
+#[test]
+fn every_committing_command_exits_0_when_its_projection_cannot_be_written() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let bundle = d.root.join("s1.bundle.json");
+    d.ok(&["export", "s1", bundle.to_str().unwrap()]);
+    obstruct_sessions(&d);
+    let committed = |args: &[&str]| -> String {
+        let o = d.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: stderr {err}");
+        assert!(
+            err.contains("warning: the projection files are behind the log"),
+            "{args:?}: {err}"
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(committed(&["create", "--id", "s2"]).trim(), "s2");
+    committed(&["activity", "s1", "a"]);
+    committed(&["meta", "s1", "k", "v"]);
+    committed(&["meta", "s1", "k", "--remove"]);
+    assert_eq!(committed(&["checkpoint", "s1"]).trim(), "0");
+    committed(&["restore", "s1"]);
+    committed(&["decision", "s1", "--what", "w", "--why", "y"]);
+    committed(&["command", "s1", "c"]);
+    committed(&[
+        "chain",
+        "ag",
+        "--link",
+        "e1",
+        "--prompt",
+        "p",
+        "--response",
+        "r",
+    ]);
+    committed(&["chain", "ag", "--reset"]);
+    committed(&["pause", "s1"]);
+    committed(&["resume", "s1"]);
+    committed(&["end", "s1"]);
+    committed(&["archive", "s1"]);
+    assert_eq!(committed(&["cleanup", "--max-age-days", "1"]).trim(), "0");
+    assert_eq!(committed(&["clone", "s2", "--new-id", "s3"]).trim(), "s3");
+    let imported = committed(&["import", bundle.to_str().unwrap()]);
+    assert_eq!(imported.trim().len(), 36, "{imported}");
+    let o = d.run_stdin(
+        &["apply"],
+        &[
+            r#"{"op":"activity","id":"s2","action":"a"}"#,
+            r#"{"op":"pause","id":"s2"}"#,
+        ]
+        .join("\n"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "apply: {err}");
+    assert!(
+        err.contains("warning: the projection files are behind the log"),
+        "{err}"
+    );
+    let answers: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a["ok"] == true), "{answers:?}");
+    let last = d.json(&["stats"])["last_lsn"].as_u64().unwrap();
+    assert_eq!(answers[1]["lsn"], last);
+    // Each command is in the log once.
+    assert_eq!(d.ok(&["replay"]).lines().count() as u64, last);
+    assert_eq!(d.json(&["stats"])["projections"]["behind"], true);
+    clear_obstruction(&d);
+    let out = d.ok(&["rebuild-projections"]);
+    assert!(
+        out.starts_with(&format!("rebuilt the projections at LSN {last}")),
+        "{out}"
+    );
+    let s = d.json(&["stats"]);
+    assert_eq!(s["projections"]["behind"], false, "{s}");
+    assert_eq!(s["projections"]["marker_lsn"], last, "{s}");
+    assert!(d.data.join("sessions/archive/session_s1.json").is_file());
+    assert!(d.data.join("sessions/session_s3.json").is_file());
 }

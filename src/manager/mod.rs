@@ -5,7 +5,8 @@
 //! [`Engine::execute`]; every read is a look at [`Engine::state`]. The manager adds what a
 //! program embedding the engine (or the CLI) needs around that: opening a data directory
 //! with its projections, typed handles, export/import of bundles, and a close that leaves
-//! the projection files complete.
+//! the projection files complete (or reports, apart from the close's result, that it
+//! could not).
 //!
 //! Architecture invariants:
 //! * Nothing here writes a file except through a command (the log) or the projector (the
@@ -13,7 +14,9 @@
 //! * Handles hold a session id, never a copy of the session: every read sees the latest
 //!   durable state.
 //! * After [`SessionManager::close`], every operation returns [`Error::Closed`] and the
-//!   projection files reflect every event.
+//!   projection files reflect every event, unless writing them failed: that is no
+//!   command's failure nor `close`'s (the log has every event), it is reported by
+//!   [`SessionManager::projection_status`] and a warning, and the next open writes them.
 //!
 //! ```no_run
 //! use session_engine::manager::{ManagerOptions, SessionManager};
@@ -105,11 +108,17 @@ impl Inner {
         }
         *closed = true;
         let engine = self.engine.close();
-        let projections = match &self.projector {
-            Some(p) => p.join(),
-            None => Ok(()),
-        };
-        engine.and(projections)
+        // Projection files left unwritten are the projector's failure, not the close's:
+        // the log has every event and the next open writes them. The status keeps it.
+        if let Some(p) = &self.projector
+            && let Err(e) = p.join()
+        {
+            tracing::warn!(
+                error = %e,
+                "the projection files are behind the log; the next open writes them"
+            );
+        }
+        engine
     }
 }
 
@@ -180,6 +189,13 @@ impl SessionManager {
     /// Closes the directory: the engine stops after the commands already queued, then the
     /// projector writes every remaining change. Idempotent; also done when the manager
     /// and every handle are dropped.
+    ///
+    /// An error means the log could not be closed cleanly (its final sync failed, say):
+    /// in the buffered durability modes, events answered since the last sync may then be
+    /// lost. Projection files that could not be written are not an error of `close`
+    /// (every event is in the log, and the next open writes them): they are logged with
+    /// `tracing::warn!` and [`SessionManager::projection_status`], which still answers
+    /// after the close, says so (`last_error`, [`ProjectionStatus::is_behind`]).
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }
@@ -367,12 +383,17 @@ impl SessionManager {
 
     /// Seed 001 `save_session`: every change is durable when its call returns, so this
     /// only waits until the projection files reflect the session (and everything before).
+    /// An error is the projections' (see [`SessionManager::flush_projections`]): the
+    /// session's changes are committed all the same.
     pub fn save_session(&self, session: &ClaudeSession) -> Result<()> {
         session.snapshot()?;
         self.flush_projections()
     }
 
-    /// The projector's progress, `None` when projections are off.
+    /// The projector's progress, `None` when projections are off: how far the files are,
+    /// the failed write attempts (`failures`), the unresolved failure (`last_error`), and
+    /// whether the files are behind the log ([`ProjectionStatus::is_behind`]). Still
+    /// answers after [`SessionManager::close`], with what the projector left.
     pub fn projection_status(&self) -> Option<ProjectionStatus> {
         self.inner.projector.as_ref().map(Projector::status)
     }
@@ -387,7 +408,9 @@ impl SessionManager {
         }
     }
 
-    /// Waits until the projection files reflect every durable event.
+    /// Waits until the projection files reflect every durable event. An error says the
+    /// files could not be written (after `max_retries` attempts; the projector keeps
+    /// retrying), never that a command failed: every event is in the log.
     pub fn flush_projections(&self) -> Result<()> {
         self.wait_for_projections(self.last_lsn(), None).map(|_| ())
     }

@@ -17,9 +17,13 @@
 //! * Projections are derived. Nothing reads them back except the marker and the tail of
 //!   a per-session log (to skip lines it already holds); a damaged, foreign or missing
 //!   projection file never stops the engine from opening and is rewritten.
-//! * Commands never wait for projections. A projection I/O error is retried with
-//!   exponential backoff and reported through [`Projector::status`] and
-//!   [`Projector::wait_for`]; the engine keeps accepting commands.
+//! * Commands never wait for projections, and a projection failure is never a command's
+//!   failure (the event is committed). A projection I/O error is logged
+//!   (`tracing::warn!`), retried with exponential backoff (the failed files stay dirty),
+//!   and reported through [`Projector::status`] (`failures`, `last_error`,
+//!   [`ProjectionStatus::is_behind`]) and [`Projector::wait_for`]; the engine keeps
+//!   accepting commands. Files still unwritten when the engine closes are written by the
+//!   next open, which re-projects everything after the marker.
 //! * Only the projector thread writes projection files (an explicit rebuild runs on that
 //!   thread too), so two writers never race on a temporary file.
 //! * JSON files are replaced atomically (`storage::write_atomic`); logs are appended and a
@@ -31,7 +35,8 @@
 //!   event arrives (plus the time the previous flush took), the registry and marker at
 //!   most `registry_interval` after; a waiter ([`Projector::wait_for`]) makes the
 //!   projector flush at once. After the engine closes, the projector drains every event
-//!   and flushes before [`Projector::join`] returns, so the files are complete.
+//!   and flushes before [`Projector::join`] returns, so the files are complete (or
+//!   `join` returns the failure that kept them from being, and the status says so).
 
 pub mod logline;
 pub mod schema;
@@ -46,6 +51,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 use crate::types::Lsn;
 
 pub use schema::{ChainFile, ProjectionPaths, RegistryFile, SessionFile};
@@ -111,6 +117,24 @@ pub struct ProjectionStatus {
     pub running: bool,
     /// Whether the catch-up at open is done (the other fields mean little before).
     pub ready: bool,
+}
+
+impl ProjectionStatus {
+    /// Whether some projection file does not reflect every event received yet. Normal for
+    /// a moment while running (the files lag by up to `flush_interval`); once the
+    /// projector stopped (`!running`, after the engine closed), it means writing them
+    /// failed and the next open writes them (`last_error` says why).
+    pub fn is_behind(&self) -> bool {
+        self.projected < self.received
+    }
+}
+
+/// The LSN the marker (`projections.json`) of the data directory at `paths` records:
+/// every projection file reflects the log at least up to it. `None` when there is no
+/// valid marker (never written, being rebuilt, or damaged).
+pub fn marker_lsn(storage: &dyn Storage, paths: &ProjectionPaths) -> Option<Lsn> {
+    let bytes = storage.read(&paths.marker).ok()?;
+    schema::Marker::parse(&bytes).map(Lsn)
 }
 
 /// What a full rebuild wrote.
@@ -280,15 +304,20 @@ impl Projector {
 
     /// Waits for the projector thread to finish. It finishes once the engine is closed
     /// and every event has been projected (or writing failed `max_retries` times in a
-    /// row, which is returned as the error).
+    /// row, which is returned as the error). The error is the projector's only: every
+    /// event it could not project is in the log, and [`Projector::status`] records it too
+    /// (`last_error`, [`ProjectionStatus::is_behind`]).
     pub fn join(&self) -> Result<()> {
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle
             && h.join().is_err()
         {
-            return Err(Error::Poisoned {
-                cause: "the projector thread panicked".into(),
+            let cause = "the projector thread panicked".to_string();
+            self.shared.update(|p| {
+                p.status.running = false;
+                p.status.last_error = Some(cause.clone());
             });
+            return Err(Error::Poisoned { cause });
         }
         let p = self.shared.lock();
         if let Some(reason) = &p.fatal {

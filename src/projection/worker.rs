@@ -280,7 +280,10 @@ impl Projection {
     fn fatal(&mut self, e: &Error) {
         tracing::error!(error = %e, "projections stopped: the log cannot be read");
         let reason = e.to_string();
-        self.shared.update(|p| p.fatal = Some(reason));
+        self.shared.update(|p| {
+            p.status.last_error = Some(format!("projections stopped: {reason}"));
+            p.fatal = Some(reason);
+        });
     }
 
     /// Decides where to start: after a valid marker (re-projecting missing files), or

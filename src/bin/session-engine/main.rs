@@ -4,6 +4,10 @@
 //! 4 invalid input (including a refused bundle); 5 refused in the current state; 6 data directory locked by another
 //! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
 //! A closed stdout pipe ends the command quietly with status 0.
+//!
+//! The status says whether the command was committed: a projection file that cannot be
+//! written after the commit is a warning on stderr (and in `stats`), never a failure, so
+//! a script that retries on failure never records a command twice.
 
 mod apply;
 mod args;
@@ -14,6 +18,7 @@ use std::io::IsTerminal;
 use std::mem::ManuallyDrop;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -120,14 +125,14 @@ impl Cli {
     fn open_write_with(&self, options: Options) -> Result<Opened> {
         let manager = SessionManager::open(&self.data_dir, ManagerOptions::with_engine(options))?;
         report_recovery(manager.engine());
-        Ok(Opened(ManuallyDrop::new(manager)))
+        Ok(Opened::new(manager))
     }
 
     /// Opens the data directory read-only: works while another process writes.
     fn open_read(&self) -> Result<Opened> {
         let manager = SessionManager::open_read_only(&self.data_dir, self.options())?;
         report_recovery(manager.engine());
-        Ok(Opened(ManuallyDrop::new(manager)))
+        Ok(Opened::new(manager))
     }
 }
 
@@ -137,7 +142,7 @@ impl Cli {
 /// soon after, and freeing a large state one allocation at a time is slow (a state of a
 /// million activities took 44-56 ms to free; not freeing it made `show` on such a
 /// directory 15% faster: `docs/benchmarks.md`).
-pub(crate) struct Opened(ManuallyDrop<SessionManager>);
+pub(crate) struct Opened(ManuallyDrop<SessionManager>, AtomicBool);
 
 impl std::ops::Deref for Opened {
     type Target = SessionManager;
@@ -147,12 +152,51 @@ impl std::ops::Deref for Opened {
     }
 }
 
+impl Opened {
+    fn new(manager: SessionManager) -> Opened {
+        Opened(ManuallyDrop::new(manager), AtomicBool::new(false))
+    }
+
+    /// Closes the data directory. An error means the log could not be closed (in the
+    /// buffered durability modes the last commands may not be durable); projection files
+    /// left unwritten are only a warning on stderr (once), since every committed event is
+    /// in the log and the next command that opens the directory writes them.
+    pub(crate) fn close(&self) -> session_engine::Result<()> {
+        let r = self.0.close();
+        if !self.1.swap(true, Ordering::SeqCst) {
+            warn_if_projections_behind(&self.0);
+        }
+        r
+    }
+}
+
 impl Drop for Opened {
     fn drop(&mut self) {
-        if let Err(e) = self.0.close() {
+        if let Err(e) = self.close() {
             tracing::error!(error = %e, "closing the data directory failed");
         }
     }
+}
+
+/// After a close: says on stderr that the projection files are behind the log, if they
+/// are. Not a failure of the command (see the module documentation).
+fn warn_if_projections_behind(manager: &SessionManager) {
+    let Some(st) = manager.projection_status() else {
+        return;
+    };
+    if !st.is_behind() && st.last_error.is_none() {
+        return;
+    }
+    let cause = st
+        .last_error
+        .as_deref()
+        .unwrap_or("they could not be written");
+    eprintln!(
+        "warning: the projection files are behind the log, which has every committed \
+         event (up to LSN {}): {cause}; the next command that opens the data directory \
+         writes them (or run `session-engine rebuild-projections`)",
+        st.received
+    );
 }
 
 /// Says on stderr what opening the directory cut or skipped.
@@ -584,11 +628,18 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::Repair => {
             let report = session_engine::repair(&cli.data_dir, cli.storage())?;
             if !report.was_clean() {
-                // The projection files may show records that were just moved aside.
+                // The projection files may show records that were just moved aside. The
+                // repair is done either way (run again, it would find nothing to do), so
+                // a rebuild that fails is a warning that says what to run.
                 let manager = cli.open_write()?;
                 let rebuilt = manager.rebuild_projections();
                 manager.close()?;
-                rebuilt?;
+                if let Err(e) = rebuilt {
+                    eprintln!(
+                        "warning: the log is repaired, but the projection files could not be \
+                         rebuilt: {e}; run `session-engine rebuild-projections`"
+                    );
+                }
             }
             if cli.json {
                 out.json(&serde_json::to_value(&report)?)?;

@@ -2,11 +2,13 @@
 //! commands print.
 
 use std::io::{self, BufWriter, Stdout, Write};
+use std::path::Path;
 
 use anyhow::Result;
 use serde_json::{Value, json};
+use session_engine::projection::ProjectionPaths;
 use session_engine::storage::Storage;
-use session_engine::{Engine, Session, Timestamp};
+use session_engine::{Engine, Lsn, Session, Timestamp};
 
 /// Buffered stdout. A write to a closed pipe becomes an error that `main` turns into a
 /// quiet exit with status 0.
@@ -83,6 +85,14 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
         snapshot_bytes += storage.read(p).map(|b| b.len() as u64).unwrap_or(0);
     }
     let report = engine.recovery_report();
+    let projection_paths = ProjectionPaths::new(&paths.root);
+    let marker = session_engine::projection::marker_lsn(storage, &projection_paths);
+    let behind = marker.map_or(state.last_lsn > Lsn::ZERO, |m| m < state.last_lsn);
+    let last_error = if behind {
+        last_projection_error(storage, &projection_paths.logs.join("toolkit.log"))
+    } else {
+        None
+    };
     Ok(json!({
         "sessions": state.sessions.len(),
         "sessions_by_status": by_status,
@@ -96,5 +106,33 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
         "snapshot_lsn": snapshots.first().map(|(l, _)| l.0),
         "bytes": wal_bytes + snapshot_bytes,
         "torn_tail": report.torn_tail.is_some(),
+        "projections": {
+            "marker_lsn": marker.map(|m| m.0),
+            "behind": behind,
+            "last_error": last_error,
+        },
     }))
+}
+
+/// Most of `toolkit.log` that `stats` reads, from its end.
+const LOG_TAIL_BYTES: usize = 1 << 20;
+
+/// The error of the last projection warning in the toolkit log at `path`, if its tail has
+/// one: why the projection files are behind the log, as the process that failed to write
+/// them logged it.
+fn last_projection_error(storage: &dyn Storage, path: &Path) -> Option<String> {
+    let bytes = storage.read(path).ok()?;
+    let tail = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
+    tail.split(|&b| b == b'\n').rev().find_map(|line| {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        let ours = v["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("session_engine::projection"));
+        let bad = matches!(v["level"].as_str(), Some("WARN" | "ERROR"));
+        if ours && bad {
+            v["error"].as_str().map(str::to_owned)
+        } else {
+            None
+        }
+    })
 }
