@@ -855,3 +855,40 @@ fn export_and_import_round_trip_and_refuse_damaged_foreign_or_missing_bundles() 
     let before = d.ok(&["list"]);
     assert_eq!(lines(&before).len(), 2, "refused imports changed nothing");
 }
+
+/// Starts `apply` as a long-running writer and waits for its first answer, so it holds the
+/// writer lock.
+fn hold_writer(d: &Dir) -> (Child, std::process::ChildStdin) {
+    let mut holder: Child = d
+        .cmd(&["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"held"}}"#).unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""ok":true"#), "{line}");
+    (holder, stdin)
+}
+
+#[test]
+fn deleting_lock_while_a_writer_runs_does_not_let_a_second_writer_in() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let (mut holder, stdin) = hold_writer(&d);
+    std::fs::remove_file(d.data.join("LOCK")).unwrap();
+    d.fails(
+        &["activity", "s1", "x"],
+        6,
+        "data directory is in use by another process",
+    );
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    d.ok(&["activity", "s1", "x"]);
+    d.ok(&["verify"]);
+}

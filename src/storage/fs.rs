@@ -20,8 +20,12 @@ impl FileStorage {
 #[derive(Debug)]
 struct RealFile(File);
 
+/// The writer lock: `flock`s on the data directory and on its lock file.
 #[derive(Debug)]
-struct RealLock(#[allow(dead_code)] File);
+struct RealLock {
+    _dir: File,
+    _file: File,
+}
 
 impl LockGuard for RealLock {}
 
@@ -93,6 +97,18 @@ impl Storage for FileStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        // The directory first: its lock cannot be undone by unlinking a name. The file
+        // too, for releases that lock only the file.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = File::open(dir)?;
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -100,7 +116,10 @@ impl Storage for FileStorage {
             .truncate(false)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(RealLock(file)))),
+            Ok(()) => Ok(Some(Box::new(RealLock {
+                _dir: dir,
+                _file: file,
+            }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -205,5 +224,30 @@ mod tests {
             .drop_cached(&dir.path().join("missing"), 0..1)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_lock_survives_removal_of_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("LOCK");
+        let s = FileStorage::new();
+        let g = s.try_lock(&lock).unwrap();
+        assert!(g.is_some());
+        fs::remove_file(&lock).unwrap();
+        assert!(s.try_lock(&lock).unwrap().is_none());
+        // An older release locks only the file: it is kept out while the lock is held...
+        let old = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .unwrap();
+        drop(g);
+        // ...and keeps a new one out while it holds the file.
+        old.try_lock().unwrap();
+        assert!(s.try_lock(&lock).unwrap().is_none());
+        drop(old);
+        assert!(s.try_lock(&lock).unwrap().is_some());
     }
 }

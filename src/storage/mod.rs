@@ -53,8 +53,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    /// Takes the exclusive writer lock on `path` (a lock file, created if missing) without
-    /// blocking. `Ok(None)` means another holder has it.
+    /// Takes the exclusive writer lock on `path` (a lock file, created if missing) and on
+    /// the directory holding it, without blocking. `Ok(None)` means another holder has
+    /// either. Locking the directory too means that removing the lock file while it is
+    /// held does not let a second holder in; locking the file too keeps out older
+    /// releases, which lock only the file.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
     /// Drops the clean cached pages of bytes `range` of the file (widened to whole 4 KiB
     /// pages), so the next read of them shows what the device holds
