@@ -892,3 +892,111 @@ fn deleting_lock_while_a_writer_runs_does_not_let_a_second_writer_in() {
     d.ok(&["activity", "s1", "x"]);
     d.ok(&["verify"]);
 }
+
+/// A file outside the data directory with known content, and a symbolic link to it at
+/// `link`.
+#[cfg(unix)]
+fn plant_link(d: &Dir, link: &Path) -> PathBuf {
+    let outside = d.root.join("outside.txt");
+    std::fs::write(&outside, b"precious").unwrap();
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, link).unwrap();
+    outside
+}
+
+/// Runs a command that may succeed or fail but must not panic (status 101) or die.
+fn no_panic(d: &Dir, args: &[&str]) -> Output {
+    let o = d.run(args);
+    assert!(
+        matches!(o.status.code(), Some(c) if c != 101),
+        "{args:?}: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_session_tmp() {
+    let d = dir();
+    // Planted after the first open: its rebuild of the projections removes stale
+    // temporary files.
+    d.ok(&["create", "--id", "s1"]);
+    let outside = plant_link(&d, &d.data.join("sessions/session_s1.json.tmp"));
+    no_panic(&d, &["activity", "s1", "a"]);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    // The session file itself was written inside the data directory.
+    assert!(
+        std::fs::symlink_metadata(d.data.join("sessions/session_s1.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_session_log() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let log = d.data.join("logs/session_s1.log");
+    let _ = std::fs::remove_file(&log);
+    let outside = plant_link(&d, &log);
+    no_panic(&d, &["activity", "s1", "a"]);
+    no_panic(&d, &["activity", "s1", "b"]);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_chain_tmp() {
+    let d = dir();
+    let link = |ext: &str| {
+        no_panic(
+            &d,
+            &[
+                "chain",
+                "agent-1",
+                "--link",
+                ext,
+                "--prompt",
+                "p",
+                "--response",
+                "r",
+            ],
+        );
+    };
+    link("ext-1");
+    let outside = plant_link(&d, &d.data.join("chains/agent-1_sessions.json.tmp"));
+    link("ext-2");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert_eq!(d.json(&["chain", "agent-1"])["current_session_id"], "ext-2");
+    assert!(
+        std::fs::symlink_metadata(d.data.join("chains/agent-1_sessions.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_subfolder() {
+    let d = dir();
+    let elsewhere = d.root.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(&d.data).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, d.data.join("sessions")).unwrap();
+    no_panic(&d, &["create", "--id", "s1"]);
+    no_panic(&d, &["activity", "s1", "a"]);
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "wrote through a linked folder"
+    );
+    let wal = d.root.join("wal-elsewhere");
+    std::fs::create_dir_all(&wal).unwrap();
+    let d2 = dir();
+    std::fs::create_dir_all(&d2.data).unwrap();
+    std::os::unix::fs::symlink(&wal, d2.data.join("wal")).unwrap();
+    d2.fails(&["create", "--id", "s1"], 1, "symbolic link");
+    assert!(std::fs::read_dir(&wal).unwrap().next().is_none());
+}

@@ -383,7 +383,7 @@ impl Engine {
             }
             None
         } else {
-            storage::create_dir_durable(&*storage, &paths.root)
+            storage::create_root_durable(&*storage, &paths.root)
                 .map_err(|e| Error::io("create data directory", &paths.root, e))?;
             let guard = storage
                 .try_lock(&paths.lock)

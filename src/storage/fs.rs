@@ -1,10 +1,14 @@
 //! [`Storage`] on the real file system.
+//!
+//! A file opened for writing is never reached through a symbolic link (`O_NOFOLLOW`), and a
+//! folder made or checked by `create_dir_all` may not be one. The writer lock is an
+//! exclusive `flock` on the lock file and on the directory holding it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use super::{Bytes, LockGuard, OpenMode, Storage, StorageFile};
+use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
 
 /// The real file system. Reads of whole files use `memmap2`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -15,6 +19,50 @@ impl FileStorage {
     pub fn new() -> FileStorage {
         FileStorage
     }
+
+    /// Options for an open in `mode` that, when `mode` writes, never follow a symbolic link
+    /// at the path.
+    fn options(&self, mode: OpenMode) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+            OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            if mode != OpenMode::Read {
+                o.custom_flags(libc::O_NOFOLLOW);
+            }
+        }
+        o
+    }
+}
+
+/// The error for a symbolic link where the engine writes.
+fn link_error(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link; the engine does not follow links inside its data \
+             directory (remove the link, or replace it with the file or folder itself)",
+            path.display()
+        ),
+    )
+}
+
+/// `e` from opening `path` with `O_NOFOLLOW`, with a clear message if `path` is a link.
+fn open_error(path: &Path, e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP)
+        && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return link_error(path);
+    }
+    let _ = path;
+    e
 }
 
 #[derive(Debug)]
@@ -31,7 +79,11 @@ impl LockGuard for RealLock {}
 
 impl Storage for FileStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        fs::create_dir_all(path)?;
+        if fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Err(link_error(path));
+        }
+        Ok(())
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -50,15 +102,31 @@ impl Storage for FileStorage {
         path.try_exists()
     }
 
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => {
+                let t = m.file_type();
+                Ok(Some(if t.is_symlink() {
+                    FileKind::Symlink
+                } else if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else {
+                    FileKind::Other
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        let mut o = OpenOptions::new();
-        match mode {
-            OpenMode::Read => o.read(true),
-            OpenMode::ReadWrite => o.read(true).write(true),
-            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
-            OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
-        };
-        Ok(Box::new(RealFile(o.open(path)?)))
+        let file = self
+            .options(mode)
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        Ok(Box::new(RealFile(file)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Bytes> {
@@ -109,12 +177,9 @@ impl Storage for FileStorage {
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let mut o = self.options(OpenMode::ReadWrite);
+        o.create(true).truncate(false);
+        let file = o.open(path).map_err(|e| open_error(path, e))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(RealLock {
                 _dir: dir,
@@ -249,5 +314,38 @@ mod tests {
         assert!(s.try_lock(&lock).unwrap().is_none());
         drop(old);
         assert!(s.try_lock(&lock).unwrap().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_never_follow_a_link_and_folders_may_not_be_links() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"precious").unwrap();
+        let data = dir.path().join("data");
+        let s = FileStorage::new();
+        s.create_dir_all(&data).unwrap();
+        let link = data.join("link");
+        symlink(&outside, &link).unwrap();
+        // O_EXCL never follows a link: the name is taken.
+        let err = s.open(&link, OpenMode::CreateNew).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        for mode in [OpenMode::ReadWrite, OpenMode::CreateTruncate] {
+            let err = s.open(&link, mode).unwrap_err();
+            assert!(
+                err.to_string().contains("is a symbolic link"),
+                "{mode:?}: {err}"
+            );
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"precious");
+        assert_eq!(s.kind(&link).unwrap(), Some(FileKind::Symlink));
+        assert_eq!(s.kind(&data).unwrap(), Some(FileKind::Dir));
+        assert_eq!(s.kind(&outside).unwrap(), Some(FileKind::File));
+        assert_eq!(s.kind(&data.join("missing")).unwrap(), None);
+        let sub = data.join("sub");
+        symlink(dir.path(), &sub).unwrap();
+        let err = s.create_dir_all(&sub).unwrap_err();
+        assert!(err.to_string().contains("sub is a symbolic link"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Bytes, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
+use super::{Bytes, FileKind, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
 
 /// How unsynced writes are cut into independently surviving pieces at a simulated crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -679,6 +679,16 @@ impl Storage for MemStorage {
         let path = norm(path);
         let fs = self.lock();
         Ok(fs.is_dir(&path) || fs.live.contains_key(&path))
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        let path = norm(path);
+        let fs = self.lock();
+        Ok(if fs.is_dir(&path) {
+            Some(FileKind::Dir)
+        } else {
+            fs.live.get(&path).map(|_| FileKind::File)
+        })
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
