@@ -1000,3 +1000,92 @@ fn symlinks_are_not_followed_out_of_the_data_directory_subfolder() {
     d2.fails(&["create", "--id", "s1"], 1, "symbolic link");
     assert!(std::fs::read_dir(&wal).unwrap().next().is_none());
 }
+
+#[cfg(unix)]
+#[test]
+fn export_file_replaces_only_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "a"]);
+    // A new path and an existing regular file are fine.
+    let new = d.root.join("new.json");
+    d.ok(&["export", "s1", new.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&new).unwrap().contains("\"s1\""));
+    let existing = d.root.join("existing.json");
+    std::fs::write(&existing, b"old").unwrap();
+    d.ok(&["export", "s1", existing.to_str().unwrap()]);
+    assert!(
+        std::fs::read_to_string(&existing)
+            .unwrap()
+            .contains("\"s1\"")
+    );
+    // A device is refused and stays a device. Never /dev/null itself: run as root, the
+    // defect this guards against replaces it with a regular file for the whole machine.
+    // A null device made in the test's own folder needs root; without it, skip this part.
+    let device = d.root.join("null");
+    let made = Command::new("mknod")
+        .arg(&device)
+        .args(["c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        d.fails(
+            &["export", "s1", device.to_str().unwrap()],
+            4,
+            "not a regular file",
+        );
+        assert!(
+            std::fs::symlink_metadata(&device)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+    // A symbolic link is refused and its target is unchanged.
+    let target = d.root.join("target.txt");
+    std::fs::write(&target, b"precious").unwrap();
+    let link = d.root.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    d.fails(
+        &["export", "s1", link.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    // A fifo and a directory are refused.
+    let fifo = d.root.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    d.fails(
+        &["export", "s1", fifo.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let folder = d.root.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    d.fails(
+        &["export", "s1", folder.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(folder.is_dir());
+}
