@@ -1089,3 +1089,71 @@ fn export_file_replaces_only_a_regular_file() {
     );
     assert!(folder.is_dir());
 }
+
+/// Every file and folder under `root` with its permission bits, for the test below.
+#[cfg(unix)]
+fn modes(root: &Path) -> Vec<(PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.clone(), m.is_dir(), m.permissions().mode() & 0o777));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn run_under_umask_022(d: &Dir, args: &[&str]) {
+    // The test process's umask is shared by every thread; the child gets its own.
+    let mut c = Command::new("sh");
+    c.current_dir(&d.root)
+        .env_remove("SESSION_ENGINE_DIR")
+        .env_remove("RUST_LOG")
+        .arg("-c")
+        .arg("umask 022 && exec \"$@\"")
+        .arg("sh")
+        .arg(BIN)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(args);
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn files_are_not_world_readable() {
+    let d = dir();
+    run_under_umask_022(&d, &["create", "--id", "s1"]);
+    run_under_umask_022(&d, &["activity", "s1", "a"]);
+    run_under_umask_022(&d, &["snapshot"]);
+    let found = modes(&d.data);
+    assert!(
+        found
+            .iter()
+            .any(|(p, _, _)| p.ends_with("logs/toolkit.log"))
+    );
+    assert!(found.iter().any(|(p, _, _)| p.ends_with("LOCK")));
+    for (p, is_dir, mode) in found {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
+    }
+    let g = dir();
+    run_under_umask_022(&g, &["--group-access", "create", "--id", "s1"]);
+    run_under_umask_022(&g, &["--group-access", "activity", "s1", "a"]);
+    run_under_umask_022(&g, &["--group-access", "snapshot"]);
+    for (p, is_dir, mode) in modes(&g.data) {
+        let want = if is_dir { 0o750 } else { 0o640 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
+    }
+}

@@ -1,8 +1,9 @@
 //! [`Storage`] on the real file system.
 //!
-//! A file opened for writing is never reached through a symbolic link (`O_NOFOLLOW`), and a
-//! folder made or checked by `create_dir_all` may not be one. The writer lock is an
-//! exclusive `flock` on the lock file and on the directory holding it.
+//! Files are created `0600` and folders `0700` ([`FileStorage::with_group_access`]: `0640`
+//! and `0750`); a file opened for writing is never reached through a symbolic link
+//! (`O_NOFOLLOW`), and a folder made or checked by `create_dir_all` may not be one. The
+//! writer lock is an exclusive `flock` on the lock file and on the directory holding it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -12,16 +13,42 @@ use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
 
 /// The real file system. Reads of whole files use `memmap2`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FileStorage;
+pub struct FileStorage {
+    group_access: bool,
+}
 
 impl FileStorage {
-    /// The real file system.
+    /// The real file system; new files are private to their owner (`0600`, folders
+    /// `0700`).
     pub fn new() -> FileStorage {
-        FileStorage
+        FileStorage {
+            group_access: false,
+        }
     }
 
-    /// Options for an open in `mode` that, when `mode` writes, never follow a symbolic link
-    /// at the path.
+    /// The real file system; new files are readable by the owner's group too (`0640`,
+    /// folders `0750`), for a data directory that a group of users reads.
+    pub fn with_group_access() -> FileStorage {
+        FileStorage { group_access: true }
+    }
+
+    /// Whether new files are readable by the owner's group.
+    pub fn group_access(&self) -> bool {
+        self.group_access
+    }
+
+    /// The mode new files are created with (before the umask).
+    pub fn file_mode(&self) -> u32 {
+        if self.group_access { 0o640 } else { 0o600 }
+    }
+
+    /// The mode new folders are created with (before the umask).
+    pub fn dir_mode(&self) -> u32 {
+        if self.group_access { 0o750 } else { 0o700 }
+    }
+
+    /// Options for an open in `mode` that create files with [`FileStorage::file_mode`] and,
+    /// when `mode` writes, never follow a symbolic link at the path.
     fn options(&self, mode: OpenMode) -> OpenOptions {
         let mut o = OpenOptions::new();
         match mode {
@@ -33,6 +60,7 @@ impl FileStorage {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
+            o.mode(self.file_mode());
             if mode != OpenMode::Read {
                 o.custom_flags(libc::O_NOFOLLOW);
             }
@@ -79,6 +107,15 @@ impl LockGuard for RealLock {}
 
 impl Storage for FileStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(self.dir_mode())
+                .create(path)?;
+        }
+        #[cfg(not(unix))]
         fs::create_dir_all(path)?;
         if fs::symlink_metadata(path)?.file_type().is_symlink() {
             return Err(link_error(path));
@@ -319,7 +356,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn writes_never_follow_a_link_and_folders_may_not_be_links() {
-        use std::os::unix::fs::symlink;
+        use std::os::unix::fs::{PermissionsExt, symlink};
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         fs::write(&outside, b"precious").unwrap();
@@ -347,5 +384,15 @@ mod tests {
         symlink(dir.path(), &sub).unwrap();
         let err = s.create_dir_all(&sub).unwrap_err();
         assert!(err.to_string().contains("sub is a symbolic link"), "{err}");
+        // Modes: private by default, group-readable on request.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o077;
+        s.open(&data.join("f"), OpenMode::CreateNew).unwrap();
+        assert_eq!(mode(&data.join("f")), 0);
+        assert_eq!(mode(&data), 0);
+        let g = FileStorage::with_group_access();
+        g.create_dir_all(&data.join("g/h")).unwrap();
+        g.open(&data.join("g/h/f"), OpenMode::CreateNew).unwrap();
+        assert_eq!(mode(&data.join("g/h/f")) & 0o007, 0);
+        assert_eq!(mode(&data.join("g/h")) & 0o007, 0);
     }
 }

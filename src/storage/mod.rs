@@ -20,6 +20,9 @@
 //!   ([`create_root_durable`]), are followed as usual. Temporary files
 //!   ([`write_atomic`], snapshots) are created exclusively (`O_EXCL`) under unpredictable
 //!   names ([`temp_name`]), so a name planted in advance is never written through.
+//! * **Private by default.** New files are created `0600` and new folders `0700` (before
+//!   the umask); [`FileStorage::with_group_access`] makes them `0640`/`0750`. Existing
+//!   files and folders keep their modes.
 //! * **A writer lock that cannot be unlinked away.** [`Storage::try_lock`] locks the
 //!   directory holding the lock file as well as the file, so deleting `LOCK` while a writer
 //!   runs does not let a second one in, and releases that lock only `LOCK` still exclude
