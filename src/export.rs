@@ -59,7 +59,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, MAX_IMPORT_DEPTH};
 use crate::state::{Session, SessionConfig, State};
-use crate::storage::{Storage, write_atomic};
+use crate::storage::{FileKind, Storage, write_atomic};
 use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId, validate_text};
 
 /// The value of a bundle's `format` field.
@@ -252,13 +252,37 @@ impl Bundle {
     }
 
     /// Writes the bundle to `path` atomically (temporary file, fsync, rename, directory
-    /// fsync), creating the parent directory if needed.
+    /// fsync), creating the parent directory if needed. Replaces only a regular file: a
+    /// symbolic link, a device, a fifo or a directory at `path` is refused with
+    /// [`Error::InvalidInput`] and left as it is.
     pub fn write_to(&self, storage: &dyn Storage, path: &Path) -> Result<()> {
+        match storage
+            .kind(path)
+            .map_err(|e| Error::io("check export file", path, e))?
+        {
+            None | Some(FileKind::File) => {}
+            Some(kind) => {
+                return Err(Error::invalid(
+                    "export file",
+                    format!(
+                        "{} is {kind}, not a regular file; the bundle replaces only a \
+                         regular file (name a new file instead)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let bytes = self.to_json()?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage
-                .create_dir_all(parent)
-                .map_err(|e| Error::io("create export directory", parent, e))?;
+            // A folder that is there is used as it is (it may be a link the caller made).
+            let there = storage
+                .exists(parent)
+                .map_err(|e| Error::io("check export directory", parent, e))?;
+            if !there {
+                storage
+                    .create_dir_all(parent)
+                    .map_err(|e| Error::io("create export directory", parent, e))?;
+            }
         }
         write_atomic(storage, path, &bytes).map_err(|e| Error::io("write bundle", path, e))
     }

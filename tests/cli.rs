@@ -1153,3 +1153,305 @@ fn every_committing_command_exits_0_when_its_projection_cannot_be_written() {
     assert!(d.data.join("sessions/archive/session_s1.json").is_file());
     assert!(d.data.join("sessions/session_s3.json").is_file());
 }
+
+/// Starts `apply` as a long-running writer and waits for its first answer, so it holds the
+/// writer lock.
+fn hold_writer(d: &Dir) -> (Child, std::process::ChildStdin) {
+    let mut holder: Child = d
+        .cmd(&["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"held"}}"#).unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""ok":true"#), "{line}");
+    (holder, stdin)
+}
+
+#[test]
+fn deleting_lock_while_a_writer_runs_does_not_let_a_second_writer_in() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let (mut holder, stdin) = hold_writer(&d);
+    std::fs::remove_file(d.data.join("LOCK")).unwrap();
+    d.fails(
+        &["activity", "s1", "x"],
+        6,
+        "data directory is in use by another process",
+    );
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    d.ok(&["activity", "s1", "x"]);
+    d.ok(&["verify"]);
+}
+
+/// A file outside the data directory with known content, and a symbolic link to it at
+/// `link`.
+#[cfg(unix)]
+fn plant_link(d: &Dir, link: &Path) -> PathBuf {
+    let outside = d.root.join("outside.txt");
+    std::fs::write(&outside, b"precious").unwrap();
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, link).unwrap();
+    outside
+}
+
+/// Runs a command that may succeed or fail but must not panic (status 101) or die.
+fn no_panic(d: &Dir, args: &[&str]) -> Output {
+    let o = d.run(args);
+    assert!(
+        matches!(o.status.code(), Some(c) if c != 101),
+        "{args:?}: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_session_tmp() {
+    let d = dir();
+    // Planted after the first open: its rebuild of the projections removes stale
+    // temporary files.
+    d.ok(&["create", "--id", "s1"]);
+    let outside = plant_link(&d, &d.data.join("sessions/session_s1.json.tmp"));
+    no_panic(&d, &["activity", "s1", "a"]);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    // The session file itself was written inside the data directory.
+    assert!(
+        std::fs::symlink_metadata(d.data.join("sessions/session_s1.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_session_log() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let log = d.data.join("logs/session_s1.log");
+    let _ = std::fs::remove_file(&log);
+    let outside = plant_link(&d, &log);
+    no_panic(&d, &["activity", "s1", "a"]);
+    no_panic(&d, &["activity", "s1", "b"]);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_chain_tmp() {
+    let d = dir();
+    let link = |ext: &str| {
+        no_panic(
+            &d,
+            &[
+                "chain",
+                "agent-1",
+                "--link",
+                ext,
+                "--prompt",
+                "p",
+                "--response",
+                "r",
+            ],
+        );
+    };
+    link("ext-1");
+    let outside = plant_link(&d, &d.data.join("chains/agent-1_sessions.json.tmp"));
+    link("ext-2");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert_eq!(d.json(&["chain", "agent-1"])["current_session_id"], "ext-2");
+    assert!(
+        std::fs::symlink_metadata(d.data.join("chains/agent-1_sessions.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_not_followed_out_of_the_data_directory_subfolder() {
+    let d = dir();
+    let elsewhere = d.root.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(&d.data).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, d.data.join("sessions")).unwrap();
+    no_panic(&d, &["create", "--id", "s1"]);
+    no_panic(&d, &["activity", "s1", "a"]);
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "wrote through a linked folder"
+    );
+    let wal = d.root.join("wal-elsewhere");
+    std::fs::create_dir_all(&wal).unwrap();
+    let d2 = dir();
+    std::fs::create_dir_all(&d2.data).unwrap();
+    std::os::unix::fs::symlink(&wal, d2.data.join("wal")).unwrap();
+    d2.fails(&["create", "--id", "s1"], 1, "symbolic link");
+    assert!(std::fs::read_dir(&wal).unwrap().next().is_none());
+}
+
+#[cfg(unix)]
+#[test]
+fn export_file_replaces_only_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "a"]);
+    // A new path and an existing regular file are fine.
+    let new = d.root.join("new.json");
+    d.ok(&["export", "s1", new.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&new).unwrap().contains("\"s1\""));
+    let existing = d.root.join("existing.json");
+    std::fs::write(&existing, b"old").unwrap();
+    d.ok(&["export", "s1", existing.to_str().unwrap()]);
+    assert!(
+        std::fs::read_to_string(&existing)
+            .unwrap()
+            .contains("\"s1\"")
+    );
+    // A device is refused and stays a device. Never /dev/null itself: run as root, the
+    // defect this guards against replaces it with a regular file for the whole machine.
+    // A null device made in the test's own folder needs root; without it, skip this part.
+    let device = d.root.join("null");
+    let made = Command::new("mknod")
+        .arg(&device)
+        .args(["c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        d.fails(
+            &["export", "s1", device.to_str().unwrap()],
+            4,
+            "not a regular file",
+        );
+        assert!(
+            std::fs::symlink_metadata(&device)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+    // A symbolic link is refused and its target is unchanged.
+    let target = d.root.join("target.txt");
+    std::fs::write(&target, b"precious").unwrap();
+    let link = d.root.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    d.fails(
+        &["export", "s1", link.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    // A fifo and a directory are refused.
+    let fifo = d.root.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    d.fails(
+        &["export", "s1", fifo.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let folder = d.root.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    d.fails(
+        &["export", "s1", folder.to_str().unwrap()],
+        4,
+        "not a regular file",
+    );
+    assert!(folder.is_dir());
+}
+
+/// Every file and folder under `root` with its permission bits, for the test below.
+#[cfg(unix)]
+fn modes(root: &Path) -> Vec<(PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.clone(), m.is_dir(), m.permissions().mode() & 0o777));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn run_under_umask_022(d: &Dir, args: &[&str]) {
+    // The test process's umask is shared by every thread; the child gets its own.
+    let mut c = Command::new("sh");
+    c.current_dir(&d.root)
+        .env_remove("SESSION_ENGINE_DIR")
+        .env_remove("RUST_LOG")
+        .arg("-c")
+        .arg("umask 022 && exec \"$@\"")
+        .arg("sh")
+        .arg(BIN)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(args);
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn files_are_not_world_readable() {
+    let d = dir();
+    run_under_umask_022(&d, &["create", "--id", "s1"]);
+    run_under_umask_022(&d, &["activity", "s1", "a"]);
+    run_under_umask_022(&d, &["snapshot"]);
+    let found = modes(&d.data);
+    assert!(
+        found
+            .iter()
+            .any(|(p, _, _)| p.ends_with("logs/toolkit.log"))
+    );
+    assert!(found.iter().any(|(p, _, _)| p.ends_with("LOCK")));
+    for (p, is_dir, mode) in found {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
+    }
+    let g = dir();
+    run_under_umask_022(&g, &["--group-access", "create", "--id", "s1"]);
+    run_under_umask_022(&g, &["--group-access", "activity", "s1", "a"]);
+    run_under_umask_022(&g, &["--group-access", "snapshot"]);
+    for (p, is_dir, mode) in modes(&g.data) {
+        let want = if is_dir { 0o750 } else { 0o640 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
+    }
+}

@@ -246,6 +246,34 @@ fn a_second_writer_is_refused_and_a_reader_still_opens() {
 }
 
 #[test]
+fn deleting_lock_while_a_writer_runs_does_not_let_a_second_writer_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mem) = mem();
+    let file: Arc<dyn Storage> = Arc::new(FileStorage::new());
+    for (storage, dir) in [
+        (mem, PathBuf::from("data")),
+        (file, tmp.path().join("data")),
+    ] {
+        let clock = clock();
+        let a = Engine::open(&dir, options(Arc::clone(&storage), &clock)).unwrap();
+        create(&a, "s1");
+        storage.remove_file(&dir.join("LOCK")).unwrap();
+        assert!(!storage.exists(&dir.join("LOCK")).unwrap());
+        let err = Engine::open(&dir, options(Arc::clone(&storage), &clock)).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        a.close().unwrap();
+        drop(a);
+        let b = Engine::open(&dir, options(Arc::clone(&storage), &clock)).unwrap();
+        assert_eq!(b.last_lsn(), Lsn(1));
+        b.close().unwrap();
+    }
+}
+
+#[test]
 fn a_failed_fsync_poisons_the_engine_and_a_reopen_recovers() {
     for kind in FaultKind::ALL {
         let (_, inner) = mem();

@@ -295,14 +295,19 @@ fn an_explicit_rebuild_removes_stale_files_and_reports_what_it_wrote() {
     b.write("projections.json.tmp", b"{");
     b.write("s.bundle.tmp", b"{\"format\"");
     b.write("sessions/notes.tmp", b"left alone");
+    // Today's temporary names carry random digits (`storage::temp_name`).
+    b.write("chains/ghost_sessions.json.0123456789abcdef.tmp", b"{");
+    b.write("s.bundle.0123456789abcdef.tmp", b"{\"format\"");
     let r = m.rebuild_projections().unwrap();
-    assert_eq!(r.removed, 6);
+    assert_eq!(r.removed, 7);
     assert!(!b.exists("sessions/session_s1.json.tmp"));
     assert!(!b.exists("projections.json.tmp"));
+    assert!(!b.exists("chains/ghost_sessions.json.0123456789abcdef.tmp"));
     assert!(
         b.exists("s.bundle.tmp"),
         "another writer's temporary file stays"
     );
+    assert!(b.exists("s.bundle.0123456789abcdef.tmp"));
     assert!(b.exists("sessions/notes.tmp"));
     assert_eq!(r.sessions, m.state().sessions.len() as u64);
     assert_eq!(r.chains, 2);

@@ -21,8 +21,9 @@
 //!   states.
 //! * After a failed write or fsync the engine is poisoned: every later command is refused
 //!   with [`Error::Poisoned`]. Reopening the directory recovers from the log.
-//! * The writer lock (`LOCK` in the data directory) is held from open to close; read-only
-//!   engines take no lock and never write.
+//! * The writer lock (on the data directory and its `LOCK` file, see
+//!   [`Storage::try_lock`]) is held from open to close; read-only engines take no lock and
+//!   never write.
 
 mod repair;
 mod replay;
@@ -398,7 +399,7 @@ impl Engine {
             }
             None
         } else {
-            storage::create_dir_durable(&*storage, &paths.root)
+            storage::create_root_durable(&*storage, &paths.root)
                 .map_err(|e| Error::io("create data directory", &paths.root, e))?;
             let guard = storage
                 .try_lock(&paths.lock)

@@ -1080,7 +1080,7 @@ impl Projection {
                 let path = dir.join(&name);
                 // Only the projector's own files: others (a bundle being exported into the
                 // data directory, say) are not its to remove.
-                let stale = if let Some(base) = name.strip_suffix(".tmp") {
+                let stale = if let Some(base) = crate::storage::temp_target(&name) {
                     self.is_projection_file(dir, base)
                 } else if *dir == self.paths.sessions || *dir == self.paths.archive {
                     session_id_of_file(&name).is_some_and(|id| state.session(&id).is_none())

@@ -262,9 +262,11 @@ pub fn write_snapshot(
     {
         return Ok(path);
     }
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(state.last_lsn)));
+    let tmp = dir.join(crate::storage::temp_name(
+        snapshot_name(state.last_lsn).as_ref(),
+    ));
     let mut file = storage
-        .open(&tmp, OpenMode::CreateTruncate)
+        .open(&tmp, OpenMode::CreateNew)
         .map_err(|e| Error::io("create snapshot", &tmp, e))?;
     let mut w = CrcWriter {
         file: &mut *file,
@@ -377,7 +379,7 @@ pub fn remove_temporaries(storage: &dyn Storage, dir: &Path) -> Result<()> {
         Err(e) => return Err(Error::io("list snapshot directory", dir, e)),
     };
     for n in names {
-        if let Some(stem) = n.strip_suffix(".tmp")
+        if let Some(stem) = crate::storage::temp_target(&n)
             && parse_snapshot_name(stem).is_some()
         {
             let p = dir.join(&n);
@@ -393,6 +395,31 @@ pub fn remove_temporaries(storage: &dyn Storage, dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::storage::MemStorage;
+
+    #[test]
+    fn temporary_snapshots_are_fresh_names_and_leftovers_of_both_forms_are_removed() {
+        let s = MemStorage::new();
+        let dir = Path::new("snap");
+        s.create_dir_all(dir).unwrap();
+        let name = snapshot_name(Lsn(7));
+        // A name planted in advance is neither used nor in the way.
+        for n in [
+            format!("{name}.tmp"),
+            format!("{name}.0123456789abcdef.tmp"),
+            "notes.tmp".to_string(),
+        ] {
+            s.set_file_content(&dir.join(n), b"left".to_vec()).unwrap();
+        }
+        let mut state = State::new();
+        state.last_lsn = Lsn(7);
+        let path = write_snapshot(&s, dir, &state, LogPosition::default()).unwrap();
+        assert_eq!(path, dir.join(&name));
+        remove_temporaries(&s, dir).unwrap();
+        assert_eq!(
+            s.list_dir(dir).unwrap(),
+            vec![name, "notes.tmp".to_string()]
+        );
+    }
 
     #[test]
     fn snapshots_round_trip_and_reject_any_flipped_byte() {

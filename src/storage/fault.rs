@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Bytes, LockGuard, OpenMode, Storage, StorageFile};
+use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
 
 /// What the injected failure looks like, and which operations count towards it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +209,11 @@ impl Storage for FaultStorage {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         self.check(Op::Read)?;
         self.inner.exists(path)
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        self.check(Op::Read)?;
+        self.inner.kind(path)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {

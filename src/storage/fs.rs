@@ -1,33 +1,126 @@
 //! [`Storage`] on the real file system.
+//!
+//! Files are created `0600` and folders `0700` ([`FileStorage::with_group_access`]: `0640`
+//! and `0750`); a file opened for writing is never reached through a symbolic link
+//! (`O_NOFOLLOW`), and a folder made or checked by `create_dir_all` may not be one. The
+//! writer lock is an exclusive `flock` on the lock file and on the directory holding it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use super::{Bytes, LockGuard, OpenMode, Storage, StorageFile};
+use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
 
 /// The real file system. Reads of whole files use `memmap2`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FileStorage;
+pub struct FileStorage {
+    group_access: bool,
+}
 
 impl FileStorage {
-    /// The real file system.
+    /// The real file system; new files are private to their owner (`0600`, folders
+    /// `0700`).
     pub fn new() -> FileStorage {
-        FileStorage
+        FileStorage {
+            group_access: false,
+        }
     }
+
+    /// The real file system; new files are readable by the owner's group too (`0640`,
+    /// folders `0750`), for a data directory that a group of users reads.
+    pub fn with_group_access() -> FileStorage {
+        FileStorage { group_access: true }
+    }
+
+    /// Whether new files are readable by the owner's group.
+    pub fn group_access(&self) -> bool {
+        self.group_access
+    }
+
+    /// The mode new files are created with (before the umask).
+    pub fn file_mode(&self) -> u32 {
+        if self.group_access { 0o640 } else { 0o600 }
+    }
+
+    /// The mode new folders are created with (before the umask).
+    pub fn dir_mode(&self) -> u32 {
+        if self.group_access { 0o750 } else { 0o700 }
+    }
+
+    /// Options for an open in `mode` that create files with [`FileStorage::file_mode`] and,
+    /// when `mode` writes, never follow a symbolic link at the path.
+    fn options(&self, mode: OpenMode) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+            OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(self.file_mode());
+            if mode != OpenMode::Read {
+                o.custom_flags(libc::O_NOFOLLOW);
+            }
+        }
+        o
+    }
+}
+
+/// The error for a symbolic link where the engine writes.
+fn link_error(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link; the engine does not follow links inside its data \
+             directory (remove the link, or replace it with the file or folder itself)",
+            path.display()
+        ),
+    )
+}
+
+/// `e` from opening `path` with `O_NOFOLLOW`, with a clear message if `path` is a link.
+fn open_error(path: &Path, e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP)
+        && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return link_error(path);
+    }
+    let _ = path;
+    e
 }
 
 #[derive(Debug)]
 struct RealFile(File);
 
+/// The writer lock: `flock`s on the data directory and on its lock file.
 #[derive(Debug)]
-struct RealLock(#[allow(dead_code)] File);
+struct RealLock {
+    _dir: File,
+    _file: File,
+}
 
 impl LockGuard for RealLock {}
 
 impl Storage for FileStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(self.dir_mode())
+                .create(path)?;
+        }
+        #[cfg(not(unix))]
+        fs::create_dir_all(path)?;
+        if fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Err(link_error(path));
+        }
+        Ok(())
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -46,15 +139,31 @@ impl Storage for FileStorage {
         path.try_exists()
     }
 
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => {
+                let t = m.file_type();
+                Ok(Some(if t.is_symlink() {
+                    FileKind::Symlink
+                } else if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else {
+                    FileKind::Other
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        let mut o = OpenOptions::new();
-        match mode {
-            OpenMode::Read => o.read(true),
-            OpenMode::ReadWrite => o.read(true).write(true),
-            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
-            OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
-        };
-        Ok(Box::new(RealFile(o.open(path)?)))
+        let file = self
+            .options(mode)
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        Ok(Box::new(RealFile(file)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Bytes> {
@@ -93,14 +202,26 @@ impl Storage for FileStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        // The directory first: its lock cannot be undone by unlinking a name. The file
+        // too, for releases that lock only the file.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = File::open(dir)?;
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let mut o = self.options(OpenMode::ReadWrite);
+        o.create(true).truncate(false);
+        let file = o.open(path).map_err(|e| open_error(path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(RealLock(file)))),
+            Ok(()) => Ok(Some(Box::new(RealLock {
+                _dir: dir,
+                _file: file,
+            }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -205,5 +326,73 @@ mod tests {
             .drop_cached(&dir.path().join("missing"), 0..1)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_lock_survives_removal_of_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("LOCK");
+        let s = FileStorage::new();
+        let g = s.try_lock(&lock).unwrap();
+        assert!(g.is_some());
+        fs::remove_file(&lock).unwrap();
+        assert!(s.try_lock(&lock).unwrap().is_none());
+        // An older release locks only the file: it is kept out while the lock is held...
+        let old = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .unwrap();
+        drop(g);
+        // ...and keeps a new one out while it holds the file.
+        old.try_lock().unwrap();
+        assert!(s.try_lock(&lock).unwrap().is_none());
+        drop(old);
+        assert!(s.try_lock(&lock).unwrap().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_never_follow_a_link_and_folders_may_not_be_links() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"precious").unwrap();
+        let data = dir.path().join("data");
+        let s = FileStorage::new();
+        s.create_dir_all(&data).unwrap();
+        let link = data.join("link");
+        symlink(&outside, &link).unwrap();
+        // O_EXCL never follows a link: the name is taken.
+        let err = s.open(&link, OpenMode::CreateNew).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        for mode in [OpenMode::ReadWrite, OpenMode::CreateTruncate] {
+            let err = s.open(&link, mode).unwrap_err();
+            assert!(
+                err.to_string().contains("is a symbolic link"),
+                "{mode:?}: {err}"
+            );
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"precious");
+        assert_eq!(s.kind(&link).unwrap(), Some(FileKind::Symlink));
+        assert_eq!(s.kind(&data).unwrap(), Some(FileKind::Dir));
+        assert_eq!(s.kind(&outside).unwrap(), Some(FileKind::File));
+        assert_eq!(s.kind(&data.join("missing")).unwrap(), None);
+        let sub = data.join("sub");
+        symlink(dir.path(), &sub).unwrap();
+        let err = s.create_dir_all(&sub).unwrap_err();
+        assert!(err.to_string().contains("sub is a symbolic link"), "{err}");
+        // Modes: private by default, group-readable on request.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o077;
+        s.open(&data.join("f"), OpenMode::CreateNew).unwrap();
+        assert_eq!(mode(&data.join("f")), 0);
+        assert_eq!(mode(&data), 0);
+        let g = FileStorage::with_group_access();
+        g.create_dir_all(&data.join("g/h")).unwrap();
+        g.open(&data.join("g/h/f"), OpenMode::CreateNew).unwrap();
+        assert_eq!(mode(&data.join("g/h/f")) & 0o007, 0);
+        assert_eq!(mode(&data.join("g/h")) & 0o007, 0);
     }
 }

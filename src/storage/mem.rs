@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Bytes, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
+use super::{Bytes, FileKind, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
 
 /// How unsynced writes are cut into independently surviving pieces at a simulated crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +225,13 @@ impl DirOp {
     }
 }
 
+/// What a writer lock is taken on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LockKey {
+    Dir(PathBuf),
+    File(u64),
+}
+
 /// Drops `.` components, so `./data` and `data` name the same entry and `.` is the root.
 fn norm(path: &Path) -> PathBuf {
     path.components()
@@ -245,7 +252,9 @@ struct MemFs {
     /// Unsynced entry changes, oldest first, each with the directory it changes.
     dir_ops: Vec<(PathBuf, DirOp)>,
     files: HashMap<u64, MemFile>,
-    locks: BTreeSet<PathBuf>,
+    /// Writer locks held: like `flock`, on a directory and on a file (by identity, not
+    /// name, so removing a locked file does not release its lock).
+    locks: BTreeSet<LockKey>,
     next_id: u64,
     syncs: u64,
     halt_after_syncs: Option<u64>,
@@ -610,7 +619,7 @@ impl StorageFile for MemHandle {
 #[derive(Debug)]
 struct MemLock {
     fs: Arc<Mutex<MemFs>>,
-    path: PathBuf,
+    keys: [LockKey; 2],
 }
 
 impl LockGuard for MemLock {}
@@ -618,7 +627,9 @@ impl LockGuard for MemLock {}
 impl Drop for MemLock {
     fn drop(&mut self) {
         let mut fs = self.fs.lock().unwrap_or_else(|e| e.into_inner());
-        fs.locks.remove(&self.path);
+        for k in &self.keys {
+            fs.locks.remove(k);
+        }
     }
 }
 
@@ -668,6 +679,16 @@ impl Storage for MemStorage {
         let path = norm(path);
         let fs = self.lock();
         Ok(fs.is_dir(&path) || fs.live.contains_key(&path))
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        let path = norm(path);
+        let fs = self.lock();
+        Ok(if fs.is_dir(&path) {
+            Some(FileKind::Dir)
+        } else {
+            fs.live.get(&path).map(|_| FileKind::File)
+        })
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
@@ -781,20 +802,28 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    /// Locks the directory holding `path` and the file at `path` (created if missing),
+    /// like the real file system's `flock`s: the file's lock belongs to the file, not its
+    /// name, and the directory's lock outlives a removal of the file.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         let path = norm(path);
         let mut fs = self.lock();
         fs.check_alive()?;
-        if !fs.live.contains_key(&path) {
-            fs.parent_is_dir(&path)?;
-            fs.new_durable_file(&path);
-        }
-        if !fs.locks.insert(path.clone()) {
+        fs.parent_is_dir(&path)?;
+        let id = match fs.live.get(&path) {
+            Some(_) => fs.file_id(&path)?,
+            None => fs.new_durable_file(&path),
+        };
+        let keys = [LockKey::Dir(parent_of(&path)), LockKey::File(id)];
+        if keys.iter().any(|k| fs.locks.contains(k)) {
             return Ok(None);
+        }
+        for k in &keys {
+            fs.locks.insert(k.clone());
         }
         Ok(Some(Box::new(MemLock {
             fs: Arc::clone(&self.fs),
-            path,
+            keys,
         })))
     }
 
@@ -1050,5 +1079,21 @@ mod tests {
         assert!(s.try_lock(Path::new("LOCK")).unwrap().is_none());
         drop(g);
         assert!(s.try_lock(Path::new("LOCK")).unwrap().is_some());
+    }
+
+    #[test]
+    fn deleting_lock_while_it_is_held_does_not_let_a_second_holder_in() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        let g = s.try_lock(Path::new("d/LOCK")).unwrap();
+        assert!(g.is_some());
+        s.remove_file(Path::new("d/LOCK")).unwrap();
+        assert!(!s.exists(Path::new("d/LOCK")).unwrap());
+        assert!(s.try_lock(Path::new("d/LOCK")).unwrap().is_none());
+        // Another directory's lock is another lock.
+        durable_dir(&s, "e");
+        assert!(s.try_lock(Path::new("e/LOCK")).unwrap().is_some());
+        drop(g);
+        assert!(s.try_lock(Path::new("d/LOCK")).unwrap().is_some());
     }
 }

@@ -8,11 +8,31 @@
 //! Architecture invariant: no other module touches `std::fs`, except the binary's log
 //! files. Paths are always absolute or relative to the data directory the engine was opened
 //! on; the storage does no path validation of its own.
+//!
+//! What the storage guarantees about the files it makes (the real file system; the
+//! in-memory one has no links or permissions to model):
+//!
+//! * **No symbolic links inside the data directory.** A file opened for writing is never
+//!   reached through a link at its name (`O_NOFOLLOW`: the open fails with an error naming
+//!   the file), and [`Storage::create_dir_all`] refuses a folder that is a link (to a
+//!   directory or anything else), naming it, so nothing below it is ever written. Links
+//!   *above* the data directory, and the data directory itself being a link the user made
+//!   ([`create_root_durable`]), are followed as usual. Temporary files
+//!   ([`write_atomic`], snapshots) are created exclusively (`O_EXCL`) under unpredictable
+//!   names ([`temp_name`]), so a name planted in advance is never written through.
+//! * **Private by default.** New files are created `0600` and new folders `0700` (before
+//!   the umask); [`FileStorage::with_group_access`] makes them `0640`/`0750`. Existing
+//!   files and folders keep their modes.
+//! * **A writer lock that cannot be unlinked away.** [`Storage::try_lock`] locks the
+//!   directory holding the lock file as well as the file, so deleting `LOCK` while a writer
+//!   runs does not let a second one in, and releases that lock only `LOCK` still exclude
+//!   a new one (and the other way round).
 
 mod fault;
 mod fs;
 mod mem;
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -35,15 +55,44 @@ pub enum OpenMode {
     CreateTruncate,
 }
 
+/// What is at a path, as [`Storage::kind`] sees it (links are not followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (to anything, or dangling).
+    Symlink,
+    /// Anything else: a device, a fifo, a socket.
+    Other,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::File => "a regular file",
+            FileKind::Dir => "a directory",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Other => "a device, fifo or socket",
+        })
+    }
+}
+
 /// A file system.
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// Creates `path` and any missing parents.
+    /// Creates `path` and any missing parents. Refuses, with an error naming it, a `path`
+    /// that is a symbolic link (even to a directory): nothing the engine writes under a
+    /// folder it created is reached through a link (see the module documentation).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// The names of the entries in directory `path`, sorted. Missing directory: `NotFound`.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Whether `path` exists (file or directory).
     fn exists(&self, path: &Path) -> io::Result<bool>;
-    /// Opens a file.
+    /// What is at `path`, without following a symbolic link there; `None` if nothing is.
+    fn kind(&self, path: &Path) -> io::Result<Option<FileKind>>;
+    /// Opens a file. A mode that writes never follows a symbolic link at `path`: the open
+    /// fails, naming the file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
     /// The whole content of a file. The real file system maps it into memory.
     fn read(&self, path: &Path) -> io::Result<Bytes>;
@@ -53,8 +102,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    /// Takes the exclusive writer lock on `path` (a lock file, created if missing) without
-    /// blocking. `Ok(None)` means another holder has it.
+    /// Takes the exclusive writer lock on `path` (a lock file, created if missing) and on
+    /// the directory holding it, without blocking. `Ok(None)` means another holder has
+    /// either. Locking the directory too means that removing the lock file while it is
+    /// held does not let a second holder in; locking the file too keeps out older
+    /// releases, which lock only the file.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
     /// Drops the clean cached pages of bytes `range` of the file (widened to whole 4 KiB
     /// pages), so the next read of them shows what the device holds
@@ -117,9 +169,40 @@ impl fmt::Debug for Bytes {
     }
 }
 
-/// Writes `data` to `path` atomically: a temporary file next to it, fsync, rename over
-/// `path`, fsync of the directory. After a crash the file holds either the old or the new
-/// content, never a mix.
+/// A name for a temporary file that will replace `name`: `<name>.<16 hex digits>.tmp`,
+/// the digits unpredictable (from the standard library's randomly keyed hasher), so a
+/// name cannot be planted in advance. Create it with [`OpenMode::CreateNew`].
+pub fn temp_name(name: &OsStr) -> OsString {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let mut out = name.to_os_string();
+    out.push(format!(".{:016x}.tmp", h.finish()));
+    out
+}
+
+/// The name a temporary file stands in for, if `name` is one: `<name>` for a
+/// [`temp_name`] (`<name>.<16 hex digits>.tmp`) or an older release's `<name>.tmp`.
+pub fn temp_target(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".tmp")?;
+    let is_hex =
+        |h: &str| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match stem.rsplit_once('.') {
+        Some((base, hex)) if !base.is_empty() && is_hex(hex) => Some(base),
+        _ => Some(stem),
+    }
+}
+
+/// Writes `data` to `path` atomically: a temporary file next to it (a fresh
+/// [`temp_name`], created exclusively), fsync, rename over `path`, fsync of the directory.
+/// After a crash the file holds either the old or the new content, never a mix. A failed
+/// write removes its temporary file (as far as it can).
 pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -127,16 +210,26 @@ pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Resu
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = storage.open(&tmp, OpenMode::CreateTruncate)?;
-        f.write_at(0, data)?;
-        f.sync_all()?;
+    let tmp = dir.join(temp_name(name));
+    let mut f = storage.open(&tmp, OpenMode::CreateNew)?;
+    let written = f.write_at(0, data).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| storage.rename(&tmp, path)) {
+        // Best effort: the error that matters is the first one.
+        let _ = storage.remove_file(&tmp);
+        return Err(e);
     }
-    storage.rename(&tmp, path)?;
     storage.sync_dir(dir)
+}
+
+/// [`create_dir_durable`] for a data directory the caller names, which may be a symbolic
+/// link to a directory (the user's choice; the folders the engine makes inside it may not
+/// be links, see the module documentation).
+pub fn create_root_durable(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    if storage.kind(path)? == Some(FileKind::Symlink) && storage.exists(path)? {
+        return Ok(());
+    }
+    create_dir_durable(storage, path)
 }
 
 /// Creates directory `path` (and any missing parents) so that it survives a power cut.
@@ -205,5 +298,37 @@ impl SplitMix64 {
             let r = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&r[..chunk.len()]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_fresh_and_name_what_they_replace() {
+        let a = temp_name("session_s1.json".as_ref());
+        let b = temp_name("session_s1.json".as_ref());
+        assert_ne!(a, b);
+        let a = a.to_str().unwrap();
+        assert_eq!(temp_target(a), Some("session_s1.json"));
+        assert_eq!(temp_target("session_s1.json.tmp"), Some("session_s1.json"));
+        assert_eq!(temp_target("session_s1.json"), None);
+        assert_eq!(
+            temp_target("x.0123456789ABCDEF.tmp"),
+            Some("x.0123456789ABCDEF")
+        );
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("d")).unwrap();
+        // The rename fails: "d/f" is a directory.
+        s.create_dir_all(Path::new("d/f")).unwrap();
+        assert!(write_atomic(&s, Path::new("d/f"), b"x").is_err());
+        assert_eq!(s.list_dir(Path::new("d")).unwrap(), vec!["f".to_string()]);
+        write_atomic(&s, Path::new("d/g"), b"y").unwrap();
+        assert_eq!(s.list_dir(Path::new("d")).unwrap(), vec!["f", "g"]);
     }
 }

@@ -8,7 +8,9 @@ pub mod workload;
 use std::path::Path;
 use std::sync::Arc;
 
-use session_engine::storage::{Bytes, LockGuard, MemStorage, OpenMode, Storage, StorageFile};
+use session_engine::storage::{
+    Bytes, FileKind, LockGuard, MemStorage, OpenMode, Storage, StorageFile,
+};
 use session_engine::{
     Command, Durability, Engine, JsonText, ManualClock, NewSession, Options, SessionId, Timestamp,
 };
@@ -320,6 +322,9 @@ impl<H: Hooks> Storage for Hooked<H> {
     }
     fn exists(&self, p: &Path) -> std::io::Result<bool> {
         self.inner.exists(p)
+    }
+    fn kind(&self, p: &Path) -> std::io::Result<Option<FileKind>> {
+        self.inner.kind(p)
     }
     fn open(&self, p: &Path, m: OpenMode) -> std::io::Result<Box<dyn StorageFile>> {
         self.hooks.open(p, m)?;

@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Create new files in the data directory readable by the owner's group (0640, folders
+    /// 0750) instead of by the owner only (0600 and 0700).
+    #[arg(long, global = true)]
+    pub group_access: bool,
+
     /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,

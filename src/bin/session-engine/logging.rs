@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use session_engine::FileStorage;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -18,6 +19,8 @@ pub const KEEP_ROTATED: usize = 10;
 
 struct RotatingFile {
     dir: PathBuf,
+    /// Gives the modes of new files and folders, like the data directory's.
+    modes: FileStorage,
     file: Option<File>,
     written: u64,
 }
@@ -29,11 +32,16 @@ impl RotatingFile {
 
     fn open(&mut self) -> io::Result<&mut File> {
         if self.file.is_none() {
-            fs::create_dir_all(&self.dir)?;
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path())?;
+            self.create_dir_all(&self.dir)?;
+            let mut o = OpenOptions::new();
+            o.create(true).append(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(self.modes.file_mode())
+                    .custom_flags(libc::O_NOFOLLOW);
+            }
+            let f = o.open(self.path())?;
             self.written = f.metadata()?.len();
             self.file = Some(f);
         }
@@ -43,10 +51,23 @@ impl RotatingFile {
             .ok_or_else(|| io::Error::other("log file not open"))
     }
 
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(self.modes.dir_mode())
+                .create(dir)
+        }
+        #[cfg(not(unix))]
+        fs::create_dir_all(dir)
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.file = None;
         let archive = self.dir.join("archive");
-        fs::create_dir_all(&archive)?;
+        self.create_dir_all(&archive)?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         fs::rename(self.path(), archive.join(format!("toolkit.{stamp}.log")))?;
         let mut old: Vec<PathBuf> = fs::read_dir(&archive)?
@@ -106,7 +127,8 @@ impl<'a> MakeWriter<'a> for FileSink {
 
 /// Sets up logging. `log_dir` is `Some` when the command may write to the data directory
 /// (read-only commands do not create it).
-pub fn init(level: &str, log_dir: Option<&Path>) {
+/// `modes` gives the modes of the files and folders it creates.
+pub fn init(level: &str, log_dir: Option<&Path>, modes: FileStorage) {
     let stderr_filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -118,6 +140,7 @@ pub fn init(level: &str, log_dir: Option<&Path>) {
     let file = log_dir.map(|dir| {
         let sink = FileSink(Arc::new(Mutex::new(RotatingFile {
             dir: dir.to_path_buf(),
+            modes,
             file: None,
             written: 0,
         })));

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     };
     let writes = cli.command_writes();
     let log_dir = (writes || cli.data_dir.exists()).then(|| cli.data_dir.join("logs"));
-    logging::init(&cli.log_level, log_dir.as_deref());
+    logging::init(&cli.log_level, log_dir.as_deref(), cli.file_storage());
     let mut out = Out::new();
     let result = run(&cli, &mut out).and_then(|code| {
         out.flush()?;
@@ -108,12 +108,21 @@ impl Cli {
             // A command-line process lives for one command; the watchdog would only race
             // with it. Expiry is recorded by long-running engines (`apply`, services).
             watchdog_interval: None,
+            storage: self.storage(),
             ..Options::default()
         }
     }
 
+    fn file_storage(&self) -> FileStorage {
+        if self.group_access {
+            FileStorage::with_group_access()
+        } else {
+            FileStorage::new()
+        }
+    }
+
     fn storage(&self) -> Arc<dyn Storage> {
-        Arc::new(FileStorage::new())
+        Arc::new(self.file_storage())
     }
 
     /// Opens the data directory for writing, with its JSON projections.
