@@ -334,17 +334,39 @@ impl Projection {
         }
     }
 
-    /// Marks for rewriting every file of `state` that is missing or in the wrong place.
+    /// Removes the temporary files of the projector's own files among `names` (in `dir`):
+    /// a crash leaves them behind, and their names are unpredictable, so no later write
+    /// reuses them. Only this writer's projector writes here (the writer lock), so none is
+    /// in use.
+    fn remove_own_temporaries(&self, dir: &Path, names: &[String]) -> Result<(), Failure> {
+        for name in names {
+            if crate::storage::temp_target(name)
+                .is_some_and(|base| self.is_projection_file(dir, base))
+            {
+                self.remove_if_exists(&dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks for rewriting every file of `state` that is missing or in the wrong place, and
+    /// removes the temporary files a crash left.
     fn check_missing(&mut self, state: &State) -> std::result::Result<(), Failure> {
         let storage = &*self.storage;
-        let sessions: HashSet<String> = list(storage, &self.paths.sessions)?.into_iter().collect();
-        let archive: HashSet<String> = list(storage, &self.paths.archive)?.into_iter().collect();
-        let logs: HashSet<String> = list(storage, &self.paths.logs)?.into_iter().collect();
+        let listed = |dir: &Path| -> Result<HashSet<String>, Failure> {
+            let names = list(storage, dir)?;
+            self.remove_own_temporaries(dir, &names)?;
+            Ok(names.into_iter().collect())
+        };
+        listed(&self.paths.root)?;
+        let sessions = listed(&self.paths.sessions)?;
+        let archive = listed(&self.paths.archive)?;
+        let logs = listed(&self.paths.logs)?;
         let rotated: HashSet<SessionId> = list(storage, &self.paths.logs_archive)?
             .iter()
             .filter_map(|n| rotated_log_of(n).map(|(id, _)| id))
             .collect();
-        let chains: HashSet<String> = list(storage, &self.paths.chains)?.into_iter().collect();
+        let chains = listed(&self.paths.chains)?;
         if !sessions.contains("registry.json") {
             self.registry_dirty = true;
         }
