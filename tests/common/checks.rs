@@ -15,7 +15,7 @@ use session_engine::event::SessionCreated;
 use session_engine::snapshot::{SNAPSHOT_HEADER_LEN, decode_snapshot, snapshot_name};
 use session_engine::storage::{CrashMode, MemStorage, Storage};
 use session_engine::wal::FrameBuf;
-use session_engine::wal::record::{FRAME_HEADER_LEN, decode_frame, peek_lsn};
+use session_engine::wal::record::{FRAME_HEADER_LEN, decode_frame, encode_seal, peek_lsn};
 use session_engine::wal::segment::{
     SEGMENT_HEADER_LEN, SegmentEnd, decode_header, encode_header, encode_header_raw, scan_segment,
     segment_name,
@@ -112,8 +112,18 @@ fn scan_checked(bytes: &[u8], start: usize, expected: Lsn) -> (Vec<(u64, u64)>, 
         records.push((off, frame.lsn.0));
         true
     });
+    // Seals naming the next LSN may stand between records and after the last one.
+    let pass_seals = |pos: &mut u64, lsn: u64| {
+        while let Ok(f) = decode_frame(&bytes[(*pos as usize).min(bytes.len())..]) {
+            if !(f.seal && f.lsn.0 == lsn) {
+                break;
+            }
+            *pos += f.len as u64;
+        }
+    };
     let mut pos = start as u64;
     for (i, (off, lsn)) in records.iter().enumerate() {
+        pass_seals(&mut pos, *lsn);
         assert_eq!(*off, pos, "records are not contiguous");
         assert_eq!(
             *lsn,
@@ -121,8 +131,10 @@ fn scan_checked(bytes: &[u8], start: usize, expected: Lsn) -> (Vec<(u64, u64)>, 
             "LSNs are not dense"
         );
         let f = decode_frame(&bytes[*off as usize..]).expect("a reported record decodes");
+        assert!(!f.seal, "a seal reported as a record");
         pos += f.len as u64;
     }
+    pass_seals(&mut pos, scan.last_lsn.0.wrapping_add(1));
     assert_eq!(
         scan.last_lsn.0,
         expected
@@ -184,6 +196,8 @@ struct Built {
     lsn: u64,
     batch_first: u64,
     synced: bool,
+    /// A seal naming `lsn` (the next record's), not a record.
+    seal: bool,
 }
 
 fn damaged_segment(inp: &mut Input<'_>) {
@@ -212,10 +226,24 @@ fn damaged_segment(inp: &mut Input<'_>) {
                 lsn: lsn.0,
                 batch_first,
                 synced,
+                seal: false,
             });
             lsn = lsn.next();
         }
         seg.extend_from_slice(fb.bytes());
+        // Sometimes a seal after the batch, as a clean close or a reopen writes one.
+        if inp.u8().is_multiple_of(4) {
+            let s = encode_seal(lsn);
+            frames.push(Built {
+                start: seg.len(),
+                end: seg.len() + s.len(),
+                lsn: lsn.0,
+                batch_first: lsn.0,
+                synced: true,
+                seal: true,
+            });
+            seg.extend_from_slice(&s);
+        }
     }
     let records_end = seg.len();
     seg.resize(records_end + inp.u8() as usize * 2, 0);
@@ -240,8 +268,8 @@ fn damaged_segment(inp: &mut Input<'_>) {
     let accepted = damaged.unwrap_or(frames.len());
     assert_eq!(
         records.len(),
-        accepted,
-        "records up to the first damaged one are accepted, and only those"
+        frames[..accepted].iter().filter(|f| !f.seal).count(),
+        "records up to the first damaged frame are accepted, and only those"
     );
     let pos = frames.get(accepted).map_or(records_end, |f| f.start) as u64;
     let rest_is_zero = seg[pos as usize..].iter().all(|&b| b == 0);
