@@ -132,8 +132,10 @@ pub fn init(level: &str, log_dir: Option<&Path>, modes: FileStorage) {
     let stderr_filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colours only for a terminal: a script or a test reading stderr gets plain text.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(false)
         .without_time()
         .with_filter(stderr_filter);
