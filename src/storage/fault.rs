@@ -253,6 +253,10 @@ impl Storage for FaultStorage {
         self.inner.try_lock(path)
     }
 
+    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+        self.inner.is_locked(path)
+    }
+
     fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         self.check(Op::Read)?;
         self.inner.drop_cached(path, range)

@@ -227,6 +227,28 @@ impl Storage for FileStorage {
         }
     }
 
+    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+        // A shared lock is refused exactly while a writer holds its exclusive one; it is
+        // dropped at once.
+        let held = |f: File| match f.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(fs::TryLockError::WouldBlock) => Ok(true),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if held(File::open(dir)?)? {
+            return Ok(true);
+        }
+        match File::open(path) {
+            Ok(f) => held(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         FileStorage::fadvise_dontneed(path, range)
     }
@@ -309,6 +331,24 @@ impl StorageFile for RealFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_locked_tells_a_held_lock_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("LOCK");
+        let s = FileStorage::new();
+        assert!(!s.is_locked(&lock).unwrap());
+        assert!(!lock.exists(), "asking created the lock file");
+        let g = s.try_lock(&lock).unwrap().unwrap();
+        assert!(s.is_locked(&lock).unwrap());
+        std::fs::remove_file(&lock).unwrap();
+        assert!(
+            s.is_locked(&lock).unwrap(),
+            "the directory's lock is still held"
+        );
+        drop(g);
+        assert!(!s.is_locked(&lock).unwrap());
+    }
 
     #[test]
     fn dropping_cached_pages_keeps_the_content_and_refuses_a_missing_file() {

@@ -827,6 +827,15 @@ impl Storage for MemStorage {
         })))
     }
 
+    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+        let path = norm(path);
+        let fs = self.lock();
+        fs.check_alive()?;
+        let file = fs.live.get(&path).and_then(|_| fs.file_id(&path).ok());
+        Ok(fs.locks.contains(&LockKey::Dir(parent_of(&path)))
+            || file.is_some_and(|id| fs.locks.contains(&LockKey::File(id))))
+    }
+
     /// Within `range` (whole 4 KiB pages), the live image becomes the durable one plus the
     /// unsynced writes: what a sync failure lost (see
     /// [`MemStorage::fail_sync_losing_data`]) stops showing, what is merely unsynced stays.
@@ -1095,5 +1104,23 @@ mod tests {
         assert!(s.try_lock(Path::new("e/LOCK")).unwrap().is_some());
         drop(g);
         assert!(s.try_lock(Path::new("d/LOCK")).unwrap().is_some());
+    }
+
+    #[test]
+    fn is_locked_tells_a_held_lock_and_creates_nothing() {
+        let s = MemStorage::new();
+        durable_dir(&s, "d");
+        let lock = Path::new("d/LOCK");
+        assert!(!s.is_locked(lock).unwrap());
+        assert!(!s.exists(lock).unwrap(), "asking created the lock file");
+        let g = s.try_lock(lock).unwrap().unwrap();
+        assert!(s.is_locked(lock).unwrap());
+        s.remove_file(lock).unwrap();
+        assert!(
+            s.is_locked(lock).unwrap(),
+            "the directory's lock is still held"
+        );
+        drop(g);
+        assert!(!s.is_locked(lock).unwrap());
     }
 }

@@ -108,6 +108,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// held does not let a second holder in; locking the file too keeps out older
     /// releases, which lock only the file.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+    /// Whether someone holds the writer lock [`Storage::try_lock`] on `path` would take,
+    /// found without taking it and without creating anything (read-only tools use it to
+    /// tell whether a writer may be appending). `true` when it cannot tell.
+    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+        let _ = path;
+        Ok(true)
+    }
     /// Drops the clean cached pages of bytes `range` of the file (widened to whole 4 KiB
     /// pages), so the next read of them shows what the device holds
     /// (`posix_fadvise(POSIX_FADV_DONTNEED)`). Dirty pages stay. After a failed fsync Linux

@@ -261,7 +261,7 @@ fn scan_file(
                 offset,
                 damaged_end,
                 ..
-            } if live && torn_wait < LIVE_TORN_WAIT => {
+            } if live && torn_wait < LIVE_TORN_WAIT && writer_active(storage, path) => {
                 let damaged = bytes[*offset as usize..*damaged_end as usize].to_vec();
                 if torn_seen.as_ref() == Some(&damaged) {
                     torn_wait *= 4;
@@ -279,6 +279,16 @@ fn scan_file(
         bytes = storage
             .read(path)
             .map_err(|e| Error::io("read segment", path, e))?;
+    }
+}
+
+/// Whether a writer holds the lock of the data directory that the segment at `path` belongs
+/// to (`<root>/LOCK`, `<root>/wal/<segment>`), so that a torn-looking tail may be a write in
+/// progress. When that cannot be told, it may be.
+fn writer_active(storage: &dyn Storage, segment: &Path) -> bool {
+    match segment.parent().and_then(Path::parent) {
+        Some(root) => storage.is_locked(&root.join("LOCK")).unwrap_or(true),
+        None => true,
     }
 }
 

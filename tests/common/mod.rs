@@ -349,6 +349,9 @@ impl<H: Hooks> Storage for Hooked<H> {
     fn try_lock(&self, p: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
         self.inner.try_lock(p)
     }
+    fn is_locked(&self, p: &Path) -> std::io::Result<bool> {
+        self.inner.is_locked(p)
+    }
     fn drop_cached(&self, p: &Path, r: std::ops::Range<u64>) -> std::io::Result<()> {
         self.inner.drop_cached(p, r)
     }
