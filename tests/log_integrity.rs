@@ -205,6 +205,56 @@ fn a_deleted_middle_segment_that_a_snapshot_covers_is_refused_by_open_and_every_
     assert_eq!(d.file, segs[2]);
 }
 
+/// A middle segment cut short: the open, which starts from the snapshot, does not read it
+/// (the state it builds is right), but every read of the history refuses it, naming the
+/// segment, instead of skipping from its last whole record to the next segment.
+#[test]
+fn a_truncated_middle_segment_is_refused_by_every_read_of_the_history() {
+    let (m, s) = mem();
+    let clock = clock();
+    let e = open(&s, &clock);
+    create(&e, "s1");
+    for i in 0..200 {
+        activity(&e, "s1", &format!("a rather long activity name number {i}"));
+    }
+    e.snapshot().unwrap();
+    e.close().unwrap();
+    let segs = segments(&m, "data");
+    assert!(segs.len() >= 3, "{segs:?}");
+    for cut_at_a_record_boundary in [false, true] {
+        let image = Arc::new(m.kill_image());
+        let mut bytes = m.file_content(&segs[1]).unwrap();
+        let records = record_ranges(&bytes);
+        let mid = records[records.len() / 2];
+        bytes.truncate(if cut_at_a_record_boundary {
+            mid.0
+        } else {
+            mid.0 + 7
+        });
+        image.set_file_content(&segs[1], bytes).unwrap();
+        let st: Arc<dyn Storage> = image.clone();
+        let reader = session_engine::wal::LogReader::new(Arc::clone(&st), Path::new("data/wal"));
+        let mut seen = 0u64;
+        match reader.for_each(Lsn(1), Lsn(u64::MAX), |_, _| {
+            seen += 1;
+            Ok(true)
+        }) {
+            Err(Error::Corruption { file, .. }) => {
+                assert!(file == segs[1] || file == segs[2], "{file:?}");
+            }
+            other => panic!("{cut_at_a_record_boundary}: read {seen} records: {other:?}"),
+        }
+        let e = Engine::open_read_only("data", options(Arc::clone(&st), &clock)).unwrap();
+        assert!(matches!(
+            e.session_at(&id("s1"), Lsn(150)),
+            Err(Error::Corruption { .. })
+        ));
+        drop(e);
+        let v = session_engine::verify(Path::new("data"), &*st, |_| {}).unwrap();
+        assert!(v.damage.is_some(), "{v:?}");
+    }
+}
+
 #[test]
 fn verify_tells_a_write_in_progress_from_a_torn_record() {
     let tmp = tempfile::tempdir().unwrap();
