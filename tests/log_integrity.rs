@@ -159,8 +159,14 @@ fn after_a_crash_damage_can_cut_only_the_final_batch() {
     ));
 }
 
-#[test]
-fn a_deleted_middle_segment_that_a_snapshot_covers_is_refused_by_open_and_every_history_read() {
+/// A cleanly closed log of at least three segments, with a snapshot after the second
+/// and one record after the snapshot; returns its segments.
+fn segments_under_a_snapshot() -> (
+    Arc<session_engine::storage::MemStorage>,
+    Arc<dyn Storage>,
+    session_engine::ManualClock,
+    Vec<PathBuf>,
+) {
     let (m, s) = mem();
     let clock = clock();
     let e = open(&s, &clock);
@@ -173,6 +179,12 @@ fn a_deleted_middle_segment_that_a_snapshot_covers_is_refused_by_open_and_every_
     e.close().unwrap();
     let segs = segments(&m, "data");
     assert!(segs.len() >= 3, "{segs:?}");
+    (m, s, clock, segs)
+}
+
+#[test]
+fn a_deleted_middle_segment_that_a_snapshot_covers_is_refused_by_open_and_every_history_read() {
+    let (m, s, clock, segs) = segments_under_a_snapshot();
     let missing = segs[1].clone();
     m.remove_file(&missing).unwrap();
     let missing_name = missing.file_name().unwrap().to_string_lossy().into_owned();
@@ -210,17 +222,7 @@ fn a_deleted_middle_segment_that_a_snapshot_covers_is_refused_by_open_and_every_
 /// segment, instead of skipping from its last whole record to the next segment.
 #[test]
 fn a_truncated_middle_segment_is_refused_by_every_read_of_the_history() {
-    let (m, s) = mem();
-    let clock = clock();
-    let e = open(&s, &clock);
-    create(&e, "s1");
-    for i in 0..200 {
-        activity(&e, "s1", &format!("a rather long activity name number {i}"));
-    }
-    e.snapshot().unwrap();
-    e.close().unwrap();
-    let segs = segments(&m, "data");
-    assert!(segs.len() >= 3, "{segs:?}");
+    let (m, _, clock, segs) = segments_under_a_snapshot();
     for cut_at_a_record_boundary in [false, true] {
         let image = Arc::new(m.kill_image());
         let mut bytes = m.file_content(&segs[1]).unwrap();
