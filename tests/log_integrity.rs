@@ -390,3 +390,48 @@ fn activity_cmd_for(id_: &str, i: usize) -> session_engine::Command {
         details: None,
     }
 }
+
+/// In the buffered modes, what a sync made durable (the interval timer's, or an explicit
+/// `sync`) is sealed right after it: damage to it is refused, not cut, even when the
+/// writer never closed.
+#[test]
+fn in_the_buffered_modes_damage_to_what_a_sync_made_durable_is_refused() {
+    for interval in [true, false] {
+        let (m, s) = mem();
+        let clock = clock();
+        let mut o = options(Arc::clone(&s), &clock);
+        o.durability = if interval {
+            session_engine::Durability::Interval(std::time::Duration::from_millis(2))
+        } else {
+            session_engine::Durability::None
+        };
+        let e = Engine::open("data", o.clone()).unwrap();
+        create(&e, "s1");
+        for i in 0..10 {
+            activity(&e, "s1", &format!("a{i}"));
+        }
+        if interval {
+            // The timer syncs, then syncs the seal too.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        } else {
+            e.sync().unwrap();
+        }
+        let (m, _) = killed(&m, e);
+        let seg = segments(&m, "data")[0].clone();
+        let bytes = m.file_content(&seg).unwrap();
+        let records = record_ranges(&bytes);
+        assert_eq!(records.len(), 11);
+        let last = records[10];
+        let mut damaged = bytes.clone();
+        damaged[last.0 + 25] ^= 1;
+        let image = Arc::new(m.kill_image());
+        image.set_file_content(&seg, damaged).unwrap();
+        o.storage = image;
+        match Engine::open("data", o) {
+            Err(Error::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (seg, last.0 as u64), "interval {interval}")
+            }
+            other => panic!("interval {interval}: {:?}", other.map(|_| "an open engine")),
+        }
+    }
+}

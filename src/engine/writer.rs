@@ -382,6 +382,12 @@ impl Writer {
         if self.log_dirty {
             self.log.sync()?;
             self.log_dirty = false;
+            // A buffered mode's sync (the interval timer, an explicit sync) is followed by a
+            // seal, so damage to what it made durable is refused, never cut; the seal is
+            // synced with the next sync.
+            if self.log.seal_after_sync()? {
+                self.log_dirty = true;
+            }
         }
         self.last_sync = Instant::now();
         Ok(())

@@ -43,6 +43,13 @@ pub trait Log: Send {
     fn seal(&mut self) -> Result<()> {
         self.sync()
     }
+    /// Right after a [`Log::sync`] with nothing appended since: records the proof that
+    /// everything so far is durable without syncing the proof itself (a proof that a crash
+    /// loses or tears proves nothing and costs nothing). Returns whether it wrote anything,
+    /// which then needs a sync like any append.
+    fn seal_after_sync(&mut self) -> Result<bool> {
+        Ok(false)
+    }
     /// The LSN of the last appended record.
     fn last_lsn(&self) -> Lsn;
     /// Where the last appended record is (all zeros when the log is empty), for snapshots
@@ -877,6 +884,20 @@ impl Log for Wal {
         self.dirty = true;
         self.unsealed = true;
         Ok(())
+    }
+
+    fn seal_after_sync(&mut self) -> Result<bool> {
+        let seal = record::encode_seal(self.last_lsn.next());
+        if self.dirty || !self.unsealed || self.offset + seal.len() as u64 > self.seg_size {
+            return Ok(false);
+        }
+        self.file
+            .write_at(self.offset, &seal)
+            .map_err(|e| Error::io("write seal", &self.path, e))?;
+        self.offset += seal.len() as u64;
+        self.dirty = true;
+        self.unsealed = false;
+        Ok(true)
     }
 
     fn seal(&mut self) -> Result<()> {
