@@ -638,20 +638,7 @@ fn a_damaged_segment_header_refuses_to_open() {
 fn a_second_writer_gets_a_clear_error_while_readers_still_work() {
     let d = dir();
     d.ok(&["create", "--id", "s1"]);
-    let mut holder: Child = d
-        .cmd(&["apply"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = holder.stdin.take().unwrap();
-    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-    writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"held"}}"#).unwrap();
-    stdin.flush().unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains(r#""ok":true"#), "{line}");
+    let (mut holder, stdin) = hold_writer(&d);
     d.fails(
         &["activity", "s1", "x"],
         6,
