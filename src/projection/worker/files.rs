@@ -1,0 +1,198 @@
+//! Writing the JSON projection files.
+
+use super::*;
+
+/// Most threads projection files are written on at once.
+const WRITE_THREADS: usize = 16;
+
+/// Fewest files worth a thread of their own.
+const FILES_PER_THREAD: usize = 32;
+
+/// Runs `write` for every item, on several threads when there are many, and returns the
+/// first failure in item order. Each write of a projection file ends in syncs, and a sync
+/// waits for the disk (and the file system's journal); run side by side, they overlap and
+/// share journal commits. A thread stops at its own first failure.
+pub(super) fn in_parallel<T: Sync>(
+    items: &[T],
+    write: impl Fn(&T) -> Result<(), Failure> + Sync,
+) -> Result<(), Failure> {
+    let threads = WRITE_THREADS.min(items.len() / FILES_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().try_for_each(write);
+    }
+    let write = &write;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().try_for_each(write)))
+            .collect();
+        let results: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+impl Projection {
+    pub(super) fn ensure_dirs(&mut self) -> std::result::Result<(), Failure> {
+        if !self.dirs_ready {
+            for d in self.paths.dirs() {
+                self.storage
+                    .create_dir_all(d)
+                    .map_err(failure("create projection directory", d))?;
+            }
+            self.dirs_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Replaces `path` atomically, re-creating its directory if it was deleted.
+    pub(super) fn write_file(
+        &self,
+        op: &'static str,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), Failure> {
+        match write_atomic(&*self.storage, path, bytes) {
+            Err(e) if is_not_found(&e) => {
+                if let Some(dir) = path.parent() {
+                    self.storage
+                        .create_dir_all(dir)
+                        .map_err(failure("create projection directory", dir))?;
+                }
+                write_atomic(&*self.storage, path, bytes).map_err(failure(op, path))
+            }
+            r => r.map_err(failure(op, path)),
+        }
+    }
+
+    pub(super) fn remove_if_exists(&self, path: &Path) -> Result<bool, Failure> {
+        match self.storage.remove_file(path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    self.storage
+                        .sync_dir(dir)
+                        .map_err(failure("sync projection directory", dir))?;
+                }
+                Ok(true)
+            }
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(failure("remove projection file", path)(e)),
+        }
+    }
+
+    pub(super) fn write_session(&self, state: &State, id: &SessionId) -> Result<(), Failure> {
+        let Some(s) = state.session(id) else {
+            return Ok(());
+        };
+        let (target, other) = if s.status() == Status::Archived {
+            (
+                self.paths.archived_session_file(id),
+                self.paths.session_file(id),
+            )
+        } else {
+            (
+                self.paths.session_file(id),
+                self.paths.archived_session_file(id),
+            )
+        };
+        let bytes = SessionFile::of(s)
+            .to_bytes()
+            .map_err(|e| failure("render session file", &target)(io::Error::other(e)))?;
+        self.write_file("write session file", &target, &bytes)?;
+        // The new location is durable before the old one goes, so a crash in between
+        // leaves the session in both places (fixed by the next write), never in neither.
+        self.remove_if_exists(&other)?;
+        Ok(())
+    }
+
+    pub(super) fn write_chain(&self, state: &State, agent: &AgentId) -> Result<(), Failure> {
+        let path = self.paths.chain_file(agent);
+        let Some(c) = state.chain(agent) else {
+            return Ok(());
+        };
+        let bytes = ChainFile::of(c)
+            .to_bytes()
+            .map_err(|e| failure("render chain file", &path)(io::Error::other(e)))?;
+        self.write_file("write chain file", &path, &bytes)
+    }
+
+    pub(super) fn write_registry(&self, state: &State) -> Result<(), Failure> {
+        let path = &self.paths.registry;
+        let bytes = RegistryFile::of(state)
+            .to_bytes()
+            .map_err(|e| failure("render registry", path)(io::Error::other(e)))?;
+        self.write_file("write registry", path, &bytes)
+    }
+
+    pub(super) fn write_marker(&mut self, lsn: Lsn) -> Result<(), Failure> {
+        let path = self.paths.marker.clone();
+        let bytes = serde_json::to_vec(&Marker::new(lsn.get()))
+            .map_err(|e| failure("render projection marker", &path)(io::Error::other(e)))?;
+        self.write_file("write projection marker", &path, &bytes)?;
+        self.marker = lsn;
+        Ok(())
+    }
+
+    /// Writes every dirty file from `state`, which must be durable.
+    pub(super) fn flush_files(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+        self.ensure_dirs()?;
+        if self.needs_rebuild {
+            self.rebuild_from(state)?;
+        }
+        let state = Arc::clone(state);
+        // On a failure every session stays dirty: rewriting a file that was written is
+        // harmless.
+        let ids: Vec<&SessionId> = self.dirty.sessions.iter().collect();
+        in_parallel(&ids, |id| self.write_session(&state, id))?;
+        self.dirty.sessions.clear();
+        while let Some(agent) = self.dirty.chains.first().cloned() {
+            self.write_chain(&state, &agent)?;
+            self.dirty.chains.remove(&agent);
+        }
+        while let Some((id, lines)) = self.logs.lines.pop_first() {
+            self.logs.pending_bytes = self
+                .logs
+                .pending_bytes
+                .saturating_sub(lines.iter().map(|l| l.text.len()).sum());
+            if let Err(f) = self.append_log(&id, &lines) {
+                self.logs.pending_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
+                // The file may have changed under us; read its tail again next time.
+                self.logs.tails.remove(&id);
+                self.logs.lines.insert(id, lines);
+                return Err(f);
+            }
+        }
+        if !self.logs.rebuild.is_empty() {
+            let which = std::mem::take(&mut self.logs.rebuild);
+            match self.rebuild_logs_from_wal(Some(&which), self.received, &state) {
+                Ok(n) => self.shared.update(|p| p.status.logs_rebuilt += n),
+                Err(f) => {
+                    self.logs.rebuild = which;
+                    return Err(f);
+                }
+            }
+        }
+        self.dirty_since = None;
+        self.absorbed_since_flush = 0;
+        Ok(())
+    }
+
+    /// Writes the registry from `state`, which must be durable, and the marker.
+    pub(super) fn checkpoint(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+        self.last_checkpoint = Instant::now();
+        if self.dirty.registry {
+            self.ensure_dirs()?;
+            self.write_registry(state)?;
+            self.dirty.registry = false;
+        }
+        if !self.has_file_work() && self.marker < self.received {
+            self.write_marker(self.received)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The per-session logs: appends, torn tails, rotation, rebuilding them from the log.
+
+use super::*;
+
+/// Log text a rebuild buffers before appending it to the files.
+const REBUILD_BUFFER_BYTES: usize = 8 << 20;
+
+/// The per-session logs' pending work.
+#[derive(Default)]
+pub(super) struct SessionLogs {
+    /// Lines to append, per session.
+    pub(super) lines: BTreeMap<SessionId, Vec<LogLine>>,
+    /// Bytes of text in `lines`.
+    pub(super) pending_bytes: usize,
+    /// Logs to write afresh from the log (missing, damaged, or too much pending text).
+    pub(super) rebuild: BTreeSet<SessionId>,
+    /// What each log ends with, once read.
+    pub(super) tails: HashMap<SessionId, Tail>,
+}
+
+/// What the last line of a per-session log says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// The file (or its newest rotated part) ends with the line at this key.
+    Key((Lsn, u32)),
+    /// There is no log for the session yet.
+    Missing,
+    /// The last line is not one of ours.
+    Damaged,
+}
+
+impl Projection {
+    /// Reads what the per-session log of `id` ends with, cutting a torn last line.
+    pub(super) fn load_tail(&self, id: &SessionId) -> Result<Tail, Failure> {
+        let path = self.paths.log_file(id);
+        let bytes = match self.storage.read(&path) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => return self.rotated_tail(id),
+            Err(e) => return Err(failure("read session log", &path)(e)),
+        };
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let torn = complete < bytes.len();
+        // Lines after the marker's LSN may have been appended without reaching the disk
+        // whole before a crash (garbage or zeros in the middle, a valid line after them),
+        // so each of them is checked, walking back from the end; the lines the marker
+        // vouches for were synced before it was written.
+        let mut key = None;
+        let mut end = complete;
+        let mut later: Option<(Lsn, u32)> = None;
+        while end > 0 {
+            let body = &bytes[..end - 1];
+            let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            match logline::parse_key(&body[start..]) {
+                Some(k) if later.is_none_or(|l| k < l) => {
+                    key.get_or_insert(Some(k));
+                    if k.0 <= self.marker {
+                        break;
+                    }
+                    later = Some(k);
+                    end = start;
+                }
+                _ => {
+                    key = Some(None);
+                    break;
+                }
+            }
+        }
+        // Release the (possibly mapped) content before the file is shortened.
+        drop(bytes);
+        if torn {
+            let mut f = self
+                .storage
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(failure("open session log", &path))?;
+            f.set_len(complete as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(failure("cut torn session log line", &path))?;
+        }
+        match key {
+            None => self.rotated_tail(id),
+            // Lines for records the log does not have (it was repaired, say) are not ours
+            // to keep.
+            Some(Some(k)) if k.0 > self.engine.last_lsn() => Ok(Tail::Damaged),
+            Some(Some(k)) => Ok(Tail::Key(k)),
+            Some(None) => Ok(Tail::Damaged),
+        }
+    }
+
+    /// The newest rotated part of `id`'s log, if any.
+    pub(super) fn rotated_parts(&self, id: &SessionId) -> Result<Vec<u64>, Failure> {
+        let mut parts: Vec<u64> = list(&*self.storage, &self.paths.logs_archive)?
+            .iter()
+            .filter_map(|n| rotated_log_of(n).filter(|(i, _)| i == id).map(|(_, n)| n))
+            .collect();
+        parts.sort_unstable();
+        Ok(parts)
+    }
+
+    pub(super) fn rotated_tail(&self, id: &SessionId) -> Result<Tail, Failure> {
+        let Some(&n) = self.rotated_parts(id)?.last() else {
+            return Ok(Tail::Missing);
+        };
+        let path = self.paths.rotated_log_file(id, n);
+        let bytes = self
+            .storage
+            .read(&path)
+            .map_err(failure("read rotated session log", &path))?;
+        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        Ok(logline::parse_key(&text[start..]).map_or(Tail::Damaged, Tail::Key))
+    }
+
+    pub(super) fn append_log(&mut self, id: &SessionId, lines: &[LogLine]) -> Result<(), Failure> {
+        let path = self.paths.log_file(id);
+        let mut file = match self.storage.open(&path, OpenMode::ReadWrite) {
+            Ok(f) => Some(f),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(failure("open session log", &path)(e)),
+        };
+        // A file that vanished since its tail was cached was rotated or deleted; only the
+        // rotated parts can say which.
+        let tail = match (self.logs.tails.get(id), &file) {
+            (Some(t), Some(_)) => *t,
+            _ => self.load_tail(id)?,
+        };
+        let fresh: &[LogLine] = match tail {
+            Tail::Damaged => {
+                self.logs.rebuild.insert(id.clone());
+                return Ok(());
+            }
+            Tail::Missing => {
+                if !lines.first().is_some_and(|l| l.starts) {
+                    // The file's history is gone: rebuild it from the log.
+                    self.logs.rebuild.insert(id.clone());
+                    return Ok(());
+                }
+                lines
+            }
+            Tail::Key(k) => {
+                let skip = lines.iter().take_while(|l| l.key <= k).count();
+                &lines[skip..]
+            }
+        };
+        let Some(last) = fresh.last() else {
+            self.logs.tails.insert(id.clone(), tail);
+            return Ok(());
+        };
+        let text: String = fresh.iter().map(|l| l.text.as_str()).collect();
+        if let (Some(max), Some(f)) = (self.options.log_max_bytes, file.as_mut()) {
+            let len = f.len().map_err(failure("stat session log", &path))?;
+            if len > 0 && len + text.len() as u64 > max {
+                drop(file.take());
+                self.rotate(id)?;
+            }
+        }
+        let mut f = match file {
+            Some(f) => f,
+            None => {
+                let f = self
+                    .storage
+                    .open(&path, OpenMode::CreateTruncate)
+                    .map_err(failure("create session log", &path))?;
+                self.storage
+                    .sync_dir(&self.paths.logs)
+                    .map_err(failure("sync log directory", &self.paths.logs))?;
+                f
+            }
+        };
+        let len = f.len().map_err(failure("stat session log", &path))?;
+        f.write_at(len, text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(failure("append to session log", &path))?;
+        self.logs.tails.insert(id.clone(), Tail::Key(last.key));
+        Ok(())
+    }
+
+    pub(super) fn rotate(&self, id: &SessionId) -> Result<(), Failure> {
+        let n = self.rotated_parts(id)?.last().map_or(1, |n| n + 1);
+        let from = self.paths.log_file(id);
+        let to = self.paths.rotated_log_file(id, n);
+        self.storage
+            .rename(&from, &to)
+            .map_err(failure("rotate session log", &from))?;
+        for dir in [&self.paths.logs_archive, &self.paths.logs] {
+            self.storage
+                .sync_dir(dir)
+                .map_err(failure("sync log directory", dir))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the per-session logs of `which` (every session when `None`) afresh from
+    /// records `1..=upto`. Returns how many files were written.
+    pub(super) fn rebuild_logs_from_wal(
+        &mut self,
+        which: Option<&BTreeSet<SessionId>>,
+        upto: Lsn,
+        state: &State,
+    ) -> Result<u64, Failure> {
+        // A rebuilt log holds the whole history, so rotated parts would repeat it.
+        for name in list(&*self.storage, &self.paths.logs_archive)? {
+            if let Some((id, _)) = rotated_log_of(&name)
+                && which.is_none_or(|w| w.contains(&id))
+            {
+                self.remove_if_exists(&self.paths.logs_archive.join(&name))?;
+            }
+        }
+        let mut bufs: BTreeMap<SessionId, (String, (Lsn, u32))> = BTreeMap::new();
+        let mut started: HashSet<SessionId> = HashSet::new();
+        let mut buffered = 0usize;
+        let mut out = Vec::new();
+        let mut io_failure: Option<Failure> = None;
+        let mut tails: Vec<(SessionId, (Lsn, u32))> = Vec::new();
+        let scan = self.engine.read_log(Lsn(1), upto, |lsn, event| {
+            out.clear();
+            logline::lines_for(lsn, &event, state, &mut out);
+            for (id, line) in out.drain(..) {
+                if which.is_some_and(|w| !w.contains(&id)) {
+                    continue;
+                }
+                buffered += line.text.len();
+                let b = bufs.entry(id).or_insert_with(|| (String::new(), line.key));
+                b.0.push_str(&line.text);
+                b.1 = line.key;
+            }
+            if buffered >= REBUILD_BUFFER_BYTES {
+                if let Err(f) = self.append_buffers(&mut bufs, &mut started, &mut tails) {
+                    io_failure = Some(f);
+                    return Ok(false);
+                }
+                buffered = 0;
+            }
+            Ok(true)
+        });
+        if let Some(f) = io_failure {
+            return Err(f);
+        }
+        if let Err(e) = scan {
+            return Err(Failure {
+                op: "read the log to rebuild session logs",
+                path: self.engine.paths().wal.clone(),
+                kind: io::ErrorKind::InvalidData,
+                message: e.to_string(),
+            });
+        }
+        self.append_buffers(&mut bufs, &mut started, &mut tails)?;
+        // A session that produced no line (logging turned off) has no log file.
+        let targets: Vec<SessionId> = match which {
+            Some(w) => w.iter().cloned().collect(),
+            None => state.sessions.keys().cloned().collect(),
+        };
+        for id in &targets {
+            if !started.contains(id) {
+                self.remove_if_exists(&self.paths.log_file(id))?;
+                self.logs.tails.insert(id.clone(), Tail::Missing);
+            }
+        }
+        for (id, key) in tails {
+            self.logs.tails.insert(id, Tail::Key(key));
+        }
+        if !started.is_empty() {
+            self.storage
+                .sync_dir(&self.paths.logs)
+                .map_err(failure("sync log directory", &self.paths.logs))?;
+        }
+        Ok(started.len() as u64)
+    }
+
+    pub(super) fn append_buffers(
+        &self,
+        bufs: &mut BTreeMap<SessionId, (String, (Lsn, u32))>,
+        started: &mut HashSet<SessionId>,
+        tails: &mut Vec<(SessionId, (Lsn, u32))>,
+    ) -> Result<(), Failure> {
+        let appends: Vec<_> = std::mem::take(bufs)
+            .into_iter()
+            .map(|(id, (text, key))| (started.contains(&id), id, text, key))
+            .collect();
+        in_parallel(&appends, |(append, id, text, _)| {
+            let path = self.paths.log_file(id);
+            let mode = if *append {
+                OpenMode::ReadWrite
+            } else {
+                OpenMode::CreateTruncate
+            };
+            let mut f = self
+                .storage
+                .open(&path, mode)
+                .map_err(failure("write session log", &path))?;
+            let len = f.len().map_err(failure("stat session log", &path))?;
+            f.write_at(len, text.as_bytes())
+                .and_then(|()| f.sync_data())
+                .map_err(failure("write session log", &path))
+        })?;
+        for (_, id, _, key) in appends {
+            started.insert(id.clone());
+            tails.push((id, key));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,511 @@
+//! The projector thread. See the parent module for the invariants. By job:
+//! * this file: the event loop (catch-up, absorbing events, deciding when to write,
+//!   retries with backoff, progress);
+//! * [`files`]: writing the JSON files (sessions, chains, registry, marker);
+//! * [`logs`]: the per-session logs (appends, torn tails, rotation, rebuilding them from
+//!   the log);
+//! * [`rebuild`]: full rebuilds and the check of the files at open.
+
+mod files;
+mod logs;
+mod rebuild;
+
+use files::in_parallel;
+use logs::SessionLogs;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, never, select};
+
+use super::logline::{self, LogLine};
+use super::schema::{
+    ChainFile, Marker, ProjectionPaths, RegistryFile, SessionFile, agent_of_chain_file,
+    rotated_log_of, session_id_of_file, session_id_of_log,
+};
+use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
+use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
+use crate::error::{Error, Result};
+use crate::state::{State, Status};
+use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::types::{AgentId, Lsn, SessionId};
+
+/// Events the feeder hands over per message, at most.
+const FEED_CHUNK: usize = 4096;
+/// Longest delay between retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+enum Feed {
+    Events(Vec<CommittedEvent>),
+    Failed(Error),
+}
+
+fn failure(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Failure + use<> {
+    let path = path.to_path_buf();
+    move |e| Failure {
+        op,
+        path,
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// The names in `dir`; an empty list when it does not exist.
+fn list(storage: &dyn Storage, dir: &Path) -> std::result::Result<Vec<String>, Failure> {
+    match storage.list_dir(dir) {
+        Ok(v) => Ok(v),
+        Err(e) if is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(failure("list projection directory", dir)(e)),
+    }
+}
+
+pub(crate) fn spawn(
+    engine: Arc<Engine>,
+    options: ProjectionOptions,
+    shared: Arc<Shared>,
+    ctl: Receiver<Ctl>,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("session-engine-projector".into())
+        .spawn(move || Projection::new(engine, options, shared).run(ctl))
+        .map_err(|e| Error::Io {
+            op: "spawn projector thread",
+            path: PathBuf::new(),
+            source: e,
+        })
+}
+
+fn feed(mut sub: Subscription, tx: Sender<Feed>) {
+    loop {
+        match sub.recv() {
+            Ok(first) => {
+                let mut events = vec![first];
+                while events.len() < FEED_CHUNK {
+                    match sub.try_recv() {
+                        Ok(Some(e)) => events.push(e),
+                        _ => break,
+                    }
+                }
+                if tx.send(Feed::Events(events)).is_err() {
+                    return;
+                }
+            }
+            Err(Error::Closed) => return,
+            Err(e) => {
+                let _ = tx.send(Feed::Failed(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The JSON files waiting to be rewritten.
+#[derive(Default)]
+struct Dirty {
+    sessions: BTreeSet<SessionId>,
+    chains: BTreeSet<AgentId>,
+    registry: bool,
+}
+
+impl Dirty {
+    fn clear(&mut self) {
+        *self = Dirty::default();
+    }
+}
+
+pub(crate) struct Projection {
+    engine: Arc<Engine>,
+    storage: Arc<dyn Storage>,
+    paths: ProjectionPaths,
+    options: ProjectionOptions,
+    shared: Arc<Shared>,
+    /// The last event absorbed.
+    received: Lsn,
+    /// Every file reflects at least this LSN.
+    projected: Lsn,
+    /// What the marker file says.
+    marker: Lsn,
+    needs_rebuild: bool,
+    /// JSON files to rewrite.
+    dirty: Dirty,
+    /// Per-session log lines to append, logs to rebuild, what each log ends with.
+    logs: SessionLogs,
+    dirty_since: Option<Instant>,
+    absorbed_since_flush: usize,
+    last_checkpoint: Instant,
+    /// A waiter wants the files to reflect this LSN as soon as possible.
+    urgent: Lsn,
+    retry_at: Option<Instant>,
+    consecutive_failures: u32,
+    dirs_ready: bool,
+}
+
+impl Projection {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        options: ProjectionOptions,
+        shared: Arc<Shared>,
+    ) -> Projection {
+        let storage = Arc::clone(&engine.options().storage);
+        let paths = ProjectionPaths::new(&engine.paths().root);
+        Projection {
+            engine,
+            storage,
+            paths,
+            options,
+            shared,
+            received: Lsn::ZERO,
+            projected: Lsn::ZERO,
+            marker: Lsn::ZERO,
+            needs_rebuild: false,
+            dirty: Dirty::default(),
+            logs: SessionLogs::default(),
+            dirty_since: None,
+            absorbed_since_flush: 0,
+            last_checkpoint: Instant::now(),
+            urgent: Lsn::ZERO,
+            retry_at: None,
+            consecutive_failures: 0,
+            dirs_ready: false,
+        }
+    }
+
+    fn run(mut self, ctl: Receiver<Ctl>) {
+        let from = self.catch_up();
+        let (tx, data) = bounded::<Feed>(16);
+        let sub = self.engine.subscribe(from);
+        let feeder = std::thread::Builder::new()
+            .name("session-engine-projector-feed".into())
+            .spawn(move || feed(sub, tx));
+        let feeder = match feeder {
+            Ok(h) => h,
+            Err(e) => {
+                self.shared.update(|p| {
+                    p.fatal = Some(format!("cannot spawn the feeder thread: {e}"));
+                    p.status.running = false;
+                });
+                return;
+            }
+        };
+        let never_ctl = never();
+        let mut ctl = Some(ctl);
+        self.publish();
+        self.shared.update(|p| p.status.ready = true);
+        loop {
+            let timeout = self.next_wake().map_or(Duration::from_secs(3600), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            let ctl_rx = ctl.as_ref().unwrap_or(&never_ctl);
+            let mut disconnected = false;
+            select! {
+                recv(data) -> msg => match msg {
+                    Ok(Feed::Events(v)) => self.absorb(&v),
+                    Ok(Feed::Failed(e)) => self.fatal(&e),
+                    Err(_) => disconnected = true,
+                },
+                recv(ctl_rx) -> msg => match msg {
+                    Ok(Ctl::Flush(lsn)) => {
+                        // A waiter for an LSN not committed yet must not turn batching off
+                        // until it is.
+                        self.urgent = self.urgent.max(lsn.min(self.engine.last_lsn()));
+                        // A waiter gets a fresh attempt rather than the end of a backoff.
+                        if self.retry_at.is_some() {
+                            self.retry_at = Some(Instant::now());
+                        }
+                    }
+                    Ok(Ctl::Rebuild(reply)) => {
+                        let r = self.rebuild();
+                        let _ = reply.send(r);
+                    }
+                    Err(_) => ctl = None,
+                },
+                default(timeout) => {}
+            }
+            while !disconnected && self.absorbed_since_flush < self.options.max_batch_events {
+                match data.try_recv() {
+                    Ok(Feed::Events(v)) => self.absorb(&v),
+                    Ok(Feed::Failed(e)) => self.fatal(&e),
+                    Err(_) => break,
+                }
+            }
+            if disconnected {
+                self.finish();
+                let _ = feeder.join();
+                return;
+            }
+            self.step(false);
+            self.publish();
+        }
+    }
+
+    pub(super) fn fatal(&mut self, e: &Error) {
+        tracing::error!(error = %e, "projections stopped: the log cannot be read");
+        let reason = e.to_string();
+        self.shared.update(|p| {
+            p.status.last_error = Some(format!("projections stopped: {reason}"));
+            p.fatal = Some(reason);
+        });
+    }
+
+    /// Decides where to start: after a valid marker (re-projecting missing files), or
+    /// after a full rebuild. Returns the first LSN to subscribe from.
+    pub(super) fn catch_up(&mut self) -> Lsn {
+        let last = self.engine.last_lsn();
+        let marker = match self.storage.read(&self.paths.marker) {
+            Ok(bytes) => Marker::parse(&bytes).map(Lsn),
+            Err(_) => None,
+        };
+        match marker {
+            Some(m) if m <= last => {
+                self.received = m;
+                self.marker = m;
+                let state = self.engine.state();
+                if let Err(f) = self.check_missing(&state) {
+                    tracing::warn!(error = %f.to_error(), "projections: cannot check files");
+                    self.needs_rebuild = true;
+                    self.received = state.last_lsn;
+                }
+                if self.has_file_work() {
+                    self.dirty_since = Some(Instant::now());
+                }
+                if self.needs_rebuild {
+                    self.received.next()
+                } else {
+                    m.next()
+                }
+            }
+            found => {
+                if let Some(m) = found {
+                    tracing::warn!(
+                        marker = %m,
+                        last = %last,
+                        "projection marker is ahead of the log; rebuilding projections"
+                    );
+                }
+                match self.rebuild() {
+                    Ok(r) => r.lsn.next(),
+                    Err(_) => {
+                        // Retried from `step`; the rebuild covers at least this state, so
+                        // the events up to it need not be absorbed one by one.
+                        self.received = self.engine.last_lsn();
+                        self.received.next()
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn has_file_work(&self) -> bool {
+        self.needs_rebuild
+            || !self.dirty.sessions.is_empty()
+            || !self.dirty.chains.is_empty()
+            || !self.logs.lines.is_empty()
+            || !self.logs.rebuild.is_empty()
+    }
+
+    pub(super) fn is_clean(&self) -> bool {
+        !self.has_file_work() && !self.dirty.registry
+    }
+
+    pub(super) fn absorb(&mut self, batch: &[CommittedEvent]) {
+        let state = self.engine.state();
+        let mut out = Vec::new();
+        for ce in batch {
+            // Events a rebuild already covered come again from the feeder.
+            if ce.lsn <= self.received {
+                continue;
+            }
+            self.received = ce.lsn;
+            self.absorbed_since_flush += 1;
+            let body = &ce.event.body;
+            if let Some(agent) = body.agent() {
+                self.dirty.chains.insert(agent.clone());
+            }
+            for id in body.sessions() {
+                self.dirty.registry = true;
+                self.dirty.sessions.insert(id.clone());
+            }
+            out.clear();
+            logline::lines_for(ce.lsn, &ce.event, &state, &mut out);
+            for (id, line) in out.drain(..) {
+                if !self.logs.rebuild.contains(&id) {
+                    self.logs.pending_bytes += line.text.len();
+                    self.logs.lines.entry(id).or_default().push(line);
+                }
+            }
+            if self.logs.pending_bytes > self.options.max_pending_log_bytes {
+                for (id, _) in std::mem::take(&mut self.logs.lines) {
+                    self.logs.rebuild.insert(id);
+                }
+                self.logs.pending_bytes = 0;
+            }
+        }
+        if self.dirty_since.is_none() && self.has_file_work() {
+            self.dirty_since = Some(Instant::now());
+        }
+    }
+
+    pub(super) fn urgent(&self) -> bool {
+        self.urgent > self.projected
+    }
+
+    pub(super) fn checkpoint_wanted(&self) -> bool {
+        self.dirty.registry || self.marker < self.received
+    }
+
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        if let Some(t) = self.retry_at {
+            return Some(t);
+        }
+        if self.urgent() && (self.has_file_work() || self.checkpoint_wanted()) {
+            return Some(Instant::now());
+        }
+        let files = self
+            .has_file_work()
+            .then(|| self.dirty_since.unwrap_or_else(Instant::now) + self.options.flush_interval);
+        let checkpoint = self
+            .checkpoint_wanted()
+            .then(|| self.last_checkpoint + self.options.registry_interval);
+        match (files, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes whatever is due (everything when `finishing` or a waiter asked).
+    pub(super) fn step(&mut self, finishing: bool) {
+        let now = Instant::now();
+        if !finishing && self.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let urgent = finishing || self.urgent();
+        let checkpoint_due = self.checkpoint_wanted()
+            && (urgent || now >= self.last_checkpoint + self.options.registry_interval);
+        // A checkpoint flushes the files too: under steady load they are never all clean
+        // otherwise, and `projected` (and the marker) would not move.
+        let files_due = self.has_file_work()
+            && (urgent
+                || checkpoint_due
+                || self.retry_at.is_some()
+                || self.absorbed_since_flush >= self.options.max_batch_events
+                || self
+                    .dirty_since
+                    .is_some_and(|t| now >= t + self.options.flush_interval));
+        if !files_due && !checkpoint_due {
+            return;
+        }
+        // The state is taken before the log is synced: the sync then makes everything it
+        // shows durable, while commands that commit meanwhile wait for the next step.
+        let state = self.engine.state();
+        let mut result = self.sync_log();
+        if result.is_ok() && files_due {
+            result = self.flush_files(&state);
+        }
+        if result.is_ok() && checkpoint_due {
+            result = self.checkpoint(&state);
+        }
+        match result {
+            Ok(()) => self.succeeded(),
+            Err(f) => self.failed(f),
+        }
+    }
+
+    /// In the buffered durability modes the published state may hold events that are not
+    /// durable yet; the log is synced first so that projection files (and the marker) never
+    /// reflect events a crash could still take back.
+    pub(super) fn sync_log(&self) -> Result<(), Failure> {
+        if self.engine.options().durability == Durability::Always {
+            return Ok(());
+        }
+        match self.engine.sync() {
+            Ok(()) | Err(Error::Closed) => Ok(()),
+            Err(e) => Err(Failure {
+                op: "sync the log before projecting",
+                path: self.engine.paths().wal.clone(),
+                kind: io::ErrorKind::Other,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        self.retry_at = None;
+        if self.consecutive_failures > 0 {
+            self.consecutive_failures = 0;
+            self.shared.update(|p| {
+                p.failure = None;
+                p.status.consecutive_failures = 0;
+                p.status.last_error = None;
+            });
+        }
+    }
+
+    pub(super) fn failed(&mut self, f: Failure) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.dirs_ready = false;
+        let shift = self.consecutive_failures.saturating_sub(1).min(16);
+        let delay = self
+            .options
+            .retry_delay
+            .saturating_mul(1 << shift)
+            .min(MAX_RETRY_DELAY);
+        self.retry_at = Some(Instant::now() + delay);
+        let err = f.to_error();
+        tracing::warn!(
+            error = %err,
+            attempt = self.consecutive_failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "projection write failed; will retry"
+        );
+        let give_up = self.consecutive_failures >= self.options.max_retries.max(1);
+        let n = self.consecutive_failures;
+        self.shared.update(|p| {
+            p.status.failures += 1;
+            p.status.consecutive_failures = n;
+            p.status.last_error = Some(err.to_string());
+            if give_up {
+                p.failure = Some(f);
+                p.failure_seq += 1;
+            }
+        });
+    }
+
+    pub(super) fn publish(&mut self) {
+        if self.is_clean() {
+            self.projected = self.projected.max(self.received);
+        }
+        let (projected, received, marker) = (self.projected, self.received, self.marker);
+        self.shared.update(|p| {
+            p.status.projected = projected;
+            p.status.received = received;
+            p.status.marker = marker;
+        });
+    }
+
+    /// Drains and flushes after the engine closed; retries up to `max_retries` times.
+    pub(super) fn finish(&mut self) {
+        loop {
+            self.step(true);
+            if self.consecutive_failures == 0 && self.is_clean() && self.marker >= self.received {
+                break;
+            }
+            if self.consecutive_failures >= self.options.max_retries.max(1) {
+                break;
+            }
+            let wait = self.retry_at.map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            std::thread::sleep(wait);
+        }
+        self.publish();
+        self.shared.update(|p| p.status.running = false);
+    }
+}
