@@ -318,6 +318,26 @@ fn show_prints_the_documented_fields_and_point_in_time_state() {
 }
 
 #[test]
+fn a_timed_out_session_shows_its_status_in_list_and_in_the_files() {
+    let d = dir();
+    d.ok(&["create", "--id", "idle", "--timeout", "1"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The next writing command records the expiry first, then refuses the activity.
+    d.fails(&["activity", "idle", "x"], 5, "it is timed_out");
+    let listed = d.json(&["list", "--json"]);
+    assert_eq!(listed[0]["status"], "timed_out");
+    assert_eq!(listed[0]["is_active"], false);
+    let read = |rel: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(d.data.join(rel)).unwrap()).unwrap()
+    };
+    assert_eq!(read("sessions/session_idle.json")["status"], "timed_out");
+    assert_eq!(
+        read("sessions/registry.json")["sessions"]["idle"]["status"],
+        "timed_out"
+    );
+}
+
+#[test]
 fn list_filters_by_status_and_prints_json() {
     let d = dir();
     assert_eq!(d.ok(&["list"]), "", "a missing directory lists nothing");

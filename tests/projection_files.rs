@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use session_engine::manager::ListFilter;
 use session_engine::state::LogLevel;
 use session_engine::{
-    CommandRun, JsonText, NewSession, ProjectionOptions, SessionConfig, SessionId,
+    CommandRun, JsonText, NewSession, ProjectionOptions, SessionConfig, SessionId, SessionManager,
 };
 
 fn named(id: &str) -> NewSession {
@@ -211,6 +211,72 @@ fn every_status_is_written_as_documented() {
         json!("archived")
     );
     assert_eq!(reg["sessions"]["archived"]["status"], json!("archived"));
+}
+
+#[test]
+fn a_timeout_that_passed_while_no_writer_ran_is_recorded_at_the_next_open() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        m.create_session(NewSession {
+            timeout_secs: 1,
+            ..named("idle")
+        })
+        .unwrap();
+        m.create_session(named("busy")).unwrap();
+        m.close().unwrap();
+        clock.advance_secs(2);
+        // No watchdog ran in between (the test engines have none): the next open records
+        // the expiry before anything reads or decides on the session.
+        let m = b.open(&clock);
+        flush(&m);
+        let file = b.json("sessions/session_idle.json");
+        let reg = b.json("sessions/registry.json");
+        assert_eq!(file["status"], json!("timed_out"), "{}", b.name);
+        assert_eq!(reg["sessions"]["idle"]["status"], json!("timed_out"));
+        assert_eq!(reg["sessions"]["busy"]["status"], json!("active"));
+        let idle = m.get_session("idle").unwrap();
+        assert!(!idle.is_active());
+        assert!(idle.record_activity("x", None).is_err());
+        m.close().unwrap();
+    }
+}
+
+#[test]
+fn the_watchdog_of_a_running_engine_shows_a_timeout_in_the_files() {
+    let b = Backend::mem();
+    let clock = clock();
+    let mut o = manager_options(&b.storage, &clock);
+    o.engine.watchdog_interval = Some(Duration::from_millis(5));
+    let m = SessionManager::open(&b.dir, o).unwrap();
+    m.create_session(NewSession {
+        timeout_secs: 1,
+        ..named("idle")
+    })
+    .unwrap();
+    flush(&m);
+    assert_eq!(
+        b.json("sessions/session_idle.json")["status"],
+        json!("active")
+    );
+    clock.advance_secs(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.get_session("idle").unwrap().status().unwrap() != session_engine::Status::TimedOut {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watchdog never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    flush(&m);
+    assert_eq!(
+        b.json("sessions/session_idle.json")["status"],
+        json!("timed_out")
+    );
+    assert_eq!(
+        b.json("sessions/registry.json")["sessions"]["idle"]["status"],
+        json!("timed_out")
+    );
 }
 
 #[test]

@@ -154,6 +154,17 @@ impl SessionManager {
     /// (see [`SessionManager::flush_projections`]).
     pub fn open(dir: impl AsRef<Path>, options: ManagerOptions) -> Result<SessionManager> {
         let engine = Arc::new(Engine::open(dir, options.engine)?);
+        // Timeouts that passed while no writer had the directory open (a command-line
+        // process runs no watchdog) are recorded first, so every projection and every
+        // command sees the sessions' real status: a timed-out session is never shown, or
+        // decided on, as active.
+        let now = engine.now();
+        if engine.state().sessions.values().any(|s| s.is_expired(now))
+            && let Err(e) = engine.execute(Command::ExpireIdle)
+        {
+            let _ = engine.close();
+            return Err(e);
+        }
         let projector = match options.projections {
             Some(p) => match Projector::start(Arc::clone(&engine), p) {
                 Ok(p) => Some(p),
