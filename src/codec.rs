@@ -75,6 +75,19 @@ pub fn sharing_strings<R>(f: impl FnOnce() -> R) -> R {
     crate::intern::scope(f)
 }
 
+/// Decodes the payload of record `lsn`, found at `offset` of the segment `path`: the one
+/// decoding path of every reader of the log, so a record that does not decode is always
+/// reported as corruption at its real place.
+pub fn decode_record(
+    path: &std::path::Path,
+    offset: u64,
+    lsn: crate::types::Lsn,
+    payload: &[u8],
+) -> crate::error::Result<Event> {
+    decode_event(payload)
+        .map_err(|e| crate::error::Error::corruption(path, offset, format!("record {lsn}: {e}")))
+}
+
 /// Decodes an event payload.
 pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     let Some((&version, body)) = payload.split_first() else {

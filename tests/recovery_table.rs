@@ -421,3 +421,36 @@ fn in_a_long_log_the_first_bad_record_is_reported_whether_it_does_not_apply_or_n
     let (_, s) = storage_with(&[(1, seg)]);
     assert_corruption(open(&s), &wal_path(1), offs[2_999] as u64, "record 3000: ");
 }
+
+#[test]
+fn a_reader_names_the_segment_and_offset_of_a_record_that_does_not_decode() {
+    // Readers that do not replay (subscriptions, `Engine::read_log`, the CLI's `replay`,
+    // export) decode through the same path as replay, so they report the same place.
+    let (seg, offs) = long_segment(
+        10,
+        |lsn| (lsn == 7).then(|| vec![1, 0xff, 0xff, 0xff]),
+        false,
+    );
+    let (_, s) = storage_with(&[(1, seg)]);
+    let reader = session_engine::wal::LogReader::new(Arc::clone(&s), Path::new("data/wal"));
+    let mut seen = Vec::new();
+    let err = reader
+        .for_each_event(Lsn(1), Lsn(10), |lsn, _| {
+            seen.push(lsn.0);
+            Ok(true)
+        })
+        .unwrap_err();
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+    match err {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!(file, wal_path(1), "{reason}");
+            assert_eq!(offset, offs[6] as u64, "{reason}");
+            assert!(reason.contains("record 7"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+}

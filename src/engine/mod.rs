@@ -580,15 +580,7 @@ impl Engine {
         to: Lsn,
         mut f: impl FnMut(Lsn, Event) -> Result<bool>,
     ) -> Result<()> {
-        let wal = self.shared.paths.wal.clone();
-        codec::sharing_strings(|| {
-            self.shared.reader().for_each(from, to, |lsn, payload| {
-                let event = codec::decode_event(payload).map_err(|e| {
-                    Error::corruption(&wal, 0, format!("record {lsn} does not decode: {e}"))
-                })?;
-                f(lsn, event)
-            })
-        })
+        codec::sharing_strings(|| self.shared.reader().for_each_event(from, to, &mut f))
     }
 
     /// The session as it was right after record `lsn` (point-in-time, for audits): replays
@@ -715,8 +707,7 @@ pub(crate) fn replay_record(
 
 /// [`replay_record`]'s first half: the event of record `lsn`.
 fn decode_record(path: &Path, offset: u64, lsn: Lsn, payload: &[u8]) -> Result<Event> {
-    codec::decode_event(payload)
-        .map_err(|e| Error::corruption(path, offset, format!("record {lsn}: {e}")))
+    codec::decode_record(path, offset, lsn, payload)
 }
 
 /// [`replay_record`]'s second half: applies the event of record `lsn` to `state`.

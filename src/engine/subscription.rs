@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::{Request, Shared};
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::types::Lsn;
@@ -129,10 +128,7 @@ impl Subscription {
         let before = buffer.len();
         self.shared
             .reader()
-            .for_each(self.next, upto, |lsn, payload| {
-                let event = codec::decode_event(payload).map_err(|e| {
-                    Error::corruption(&wal, 0, format!("record {lsn} does not decode: {e}"))
-                })?;
+            .for_each_event(self.next, upto, |lsn, event| {
                 buffer.push_back(CommittedEvent {
                     lsn,
                     event: Arc::new(event),

@@ -966,6 +966,34 @@ impl LogReader {
         to: Lsn,
         mut f: impl FnMut(Lsn, &[u8]) -> Result<bool>,
     ) -> Result<()> {
+        self.for_each_at(from, to, |_, _, lsn, payload| f(lsn, payload))
+    }
+
+    /// Calls `f(lsn, event)` for each record with `from <= lsn <= to`, decoded, in order,
+    /// stopping early when `f` returns `Ok(false)`. A record that does not decode is
+    /// corruption naming its segment and byte offset (as every other damage is).
+    pub fn for_each_event(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        mut f: impl FnMut(Lsn, crate::event::Event) -> Result<bool>,
+    ) -> Result<()> {
+        self.for_each_at(from, to, |path, offset, lsn, payload| {
+            f(
+                lsn,
+                crate::codec::decode_record(path, offset, lsn, payload)?,
+            )
+        })
+    }
+
+    /// [`LogReader::for_each`] with each record's place: `f(segment, offset, lsn,
+    /// payload)`, the offset that of the record's frame in its segment.
+    pub fn for_each_at(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        mut f: impl FnMut(&Path, u64, Lsn, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         if from > to {
             return Ok(());
         }
@@ -1013,7 +1041,7 @@ impl LogReader {
                 SEGMENT_HEADER_LEN,
                 seg.first_lsn,
                 is_last,
-                |_, frame| {
+                |offset, frame| {
                     if frame.lsn < from {
                         return true;
                     }
@@ -1021,7 +1049,7 @@ impl LogReader {
                         stop = true;
                         return false;
                     }
-                    match f(frame.lsn, frame.payload) {
+                    match f(&seg.path, offset, frame.lsn, frame.payload) {
                         // Nothing after `to` is looked at: past it, the log may be being
                         // written right now.
                         Ok(true) if frame.lsn < to => true,

@@ -611,14 +611,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             let reader = session_engine::wal::LogReader::new(cli.storage(), &paths.wal);
             let pb = progress_bar(None, "replaying");
             let mut result = Ok(());
-            reader.for_each(Lsn((*from).max(1)), Lsn(u64::MAX), |lsn, payload| {
-                let event = session_engine::codec::decode_event(payload).map_err(|e| {
-                    Error::Corruption {
-                        file: paths.wal.clone(),
-                        offset: 0,
-                        reason: format!("record {lsn} does not decode: {e}"),
-                    }
-                })?;
+            reader.for_each_event(Lsn((*from).max(1)), Lsn(u64::MAX), |lsn, event| {
                 pb.inc(1);
                 if session.as_ref().is_none_or(|id| event.body.touches(id)) {
                     let line = protocol::event_json(lsn, &event);
