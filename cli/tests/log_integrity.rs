@@ -4,6 +4,7 @@
 //! record (7), and the temporary file of a failed segment creation left on a full disk (9).
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -267,16 +268,22 @@ fn verify_tells_a_write_in_progress_from_a_torn_record() {
     o.segment_bytes = 4 << 20;
     let e = Engine::open(&dir, o).unwrap();
     create(&e, "s1");
+    // The writer streams until verify has read the live log several times (however slow
+    // either side is on a loaded machine), with a cap so a stuck verify cannot keep it
+    // going forever.
+    const RUNS: usize = 8;
     let done = AtomicBool::new(false);
-    let mut runs = 0;
+    let runs = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            for i in 0..3000 {
+            let mut i = 0;
+            while runs.load(Ordering::SeqCst) < RUNS && i < 200_000 {
                 activity(
                     &e,
                     "s1",
                     &format!("streaming activity {i} {}", "x".repeat(i % 300)),
                 );
+                i += 1;
             }
             done.store(true, Ordering::SeqCst);
         });
@@ -284,14 +291,16 @@ fn verify_tells_a_write_in_progress_from_a_torn_record() {
             let r = session_engine::verify(&dir, &*storage, |_| {}).unwrap();
             assert!(
                 r.damage.is_none() && r.torn_tail.is_none(),
-                "run {runs}: a healthy log being written reported {r:?}"
+                "run {}: a healthy log being written reported {r:?}",
+                runs.load(Ordering::SeqCst)
             );
-            runs += 1;
+            runs.fetch_add(1, Ordering::SeqCst);
         }
     });
     assert!(
-        runs > 3,
-        "verify ran only {runs} times while the writer streamed"
+        runs.load(Ordering::SeqCst) >= RUNS,
+        "verify ran only {} times while the writer streamed",
+        runs.load(Ordering::SeqCst)
     );
     e.close().unwrap();
 }
