@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod clock;
 pub mod codec;
 pub mod command;
@@ -32,7 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Committed, NewSession, Outcome};
 pub use engine::{
     CommittedEvent, Durability, Engine, Options, Paths, Pending, RecoveryReport, RepairReport,
-    Subscription, VerifyReport, repair, verify,
+    Subscription, VerifyReport, read_log, repair, verify,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventBody};

@@ -608,20 +608,26 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 }
                 .into());
             }
-            let reader = session_engine::wal::LogReader::new(cli.storage(), &paths.wal);
             let pb = progress_bar(None, "replaying");
             let mut result = Ok(());
-            reader.for_each_event(Lsn((*from).max(1)), Lsn(u64::MAX), |lsn, event| {
-                pb.inc(1);
-                if session.as_ref().is_none_or(|id| event.body.touches(id)) {
-                    let line = protocol::event_json(lsn, &event);
-                    if let Err(e) = out.json(&line) {
-                        result = Err(e);
-                        return Ok(false);
+            let options = cli.options();
+            session_engine::read_log(
+                &paths.root,
+                &options,
+                Lsn((*from).max(1)),
+                Lsn(u64::MAX),
+                |lsn, event| {
+                    pb.inc(1);
+                    if session.as_ref().is_none_or(|id| event.body.touches(id)) {
+                        let line = protocol::event_json(lsn, &event);
+                        if let Err(e) = out.json(&line) {
+                            result = Err(e);
+                            return Ok(false);
+                        }
                     }
-                }
-                Ok(true)
-            })?;
+                    Ok(true)
+                },
+            )?;
             pb.finish_and_clear();
             result?;
         }

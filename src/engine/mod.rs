@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 
+use crate::backend::{self, FileLog, LogBackend, LogWriter, StartPoint, TornTail};
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::command::{Command, Committed};
@@ -48,7 +49,6 @@ use crate::snapshot::{self, SkippedSnapshot};
 use crate::state::{Session, State};
 use crate::storage::{self, FileStorage, LockGuard, Storage};
 use crate::types::{Lsn, SessionId};
-use crate::wal::{self, LogReader, StartPoint, TornTail, Wal, WalOptions};
 
 pub use repair::{RepairReport, repair};
 pub use subscription::{CommittedEvent, SUBSCRIBER_CAPACITY, Subscription};
@@ -88,6 +88,10 @@ pub struct Options {
     pub storage: Arc<dyn Storage>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The log. `None`: the write-ahead log in the data directory's `wal/`
+    /// ([`FileLog`]), the default; another [`LogBackend`] (such as [`crate::backend::MemLog`])
+    /// takes its place without any other change.
+    pub log: Option<Arc<dyn LogBackend>>,
 }
 
 impl Default for Options {
@@ -102,6 +106,7 @@ impl Default for Options {
             watchdog_interval: Some(Duration::from_secs(1)),
             storage: Arc::new(FileStorage::new()),
             clock: Arc::new(SystemClock),
+            log: None,
         }
     }
 }
@@ -243,6 +248,8 @@ pub(crate) struct Shared {
     /// Whether the last batch with commands answered one thread only: set by the writer,
     /// read by `execute` to skip trying `writer::lead_alone` when several threads write.
     pub(crate) lone_writer: AtomicBool,
+    /// The log backend.
+    log: Arc<dyn LogBackend>,
 }
 
 impl Shared {
@@ -272,8 +279,8 @@ impl Shared {
             })
     }
 
-    pub(crate) fn reader(&self) -> LogReader {
-        LogReader::new(Arc::clone(&self.options.storage), &self.paths.wal)
+    pub(crate) fn log(&self) -> &dyn LogBackend {
+        &*self.log
     }
 }
 
@@ -410,14 +417,25 @@ impl Engine {
             }
         };
         if !read_only {
-            for dir in [&paths.wal, &paths.snapshots] {
+            // The file log lives in `wal/`; another backend keeps its records elsewhere.
+            let wal = options.log.is_none().then_some(&paths.wal);
+            for dir in wal.into_iter().chain([&paths.snapshots]) {
                 storage::create_dir_durable(&*storage, dir)
                     .map_err(|e| Error::io("create directory", dir, e))?;
             }
             snapshot::remove_temporaries(&*storage, &paths.snapshots)?;
         }
-        let (state, report, recovered) =
-            crate::intern::scope(|| recover_state(&*storage, &paths, read_only))?;
+        let log: Arc<dyn LogBackend> = match &options.log {
+            Some(log) => Arc::clone(log),
+            None => Arc::new(FileLog::new(
+                Arc::clone(&storage),
+                &paths.wal,
+                &paths.quarantine,
+                options.segment_bytes,
+            )),
+        };
+        let (state, report, log_writer) =
+            crate::intern::scope(|| recover_state(&*storage, &*log, &paths, read_only))?;
         if let Some(t) = &report.torn_tail {
             tracing::warn!(
                 file = %t.file.display(),
@@ -437,23 +455,17 @@ impl Engine {
             closed: AtomicBool::new(false),
             writer_done: AtomicBool::new(read_only),
             lone_writer: AtomicBool::new(true),
+            log,
         });
-        let (tx, core, writer) = if read_only {
-            (None, None, None)
-        } else {
-            let wal = Wal::open(
-                Arc::clone(&storage),
-                &shared.paths.wal,
-                &recovered,
-                WalOptions {
-                    segment_bytes: shared.options.segment_bytes,
-                },
-            )?;
-            let capacity = shared.options.max_batch * 4;
-            let (tx, rx) = bounded(capacity);
-            let (core, handle) =
-                writer::spawn(Arc::clone(&shared), Box::new(wal), rx, report.replayed)?;
-            (Some(tx), Some(core), Some(handle))
+        let (tx, core, writer) = match log_writer {
+            None => (None, None, None),
+            Some(log_writer) => {
+                let capacity = shared.options.max_batch * 4;
+                let (tx, rx) = bounded(capacity);
+                let (core, handle) =
+                    writer::spawn(Arc::clone(&shared), log_writer, rx, report.replayed)?;
+                (Some(tx), Some(core), Some(handle))
+            }
         };
         Ok(Engine {
             shared,
@@ -580,7 +592,7 @@ impl Engine {
         to: Lsn,
         mut f: impl FnMut(Lsn, Event) -> Result<bool>,
     ) -> Result<()> {
-        codec::sharing_strings(|| self.shared.reader().for_each_event(from, to, &mut f))
+        codec::sharing_strings(|| backend::read_events(self.shared.log(), from, to, &mut f))
     }
 
     /// The session as it was right after record `lsn` (point-in-time, for audits): replays
@@ -650,45 +662,30 @@ impl Drop for Engine {
     }
 }
 
-/// A previous writer whose fsync failed may have left records that only the page cache
-/// holds (Linux marks such pages clean and keeps showing them). Before a writer builds on
-/// the log, the part no sync is known to have covered is dropped from the cache, so that
-/// recovery reads it from the device: the written part of the last two segments (a failed
-/// sync covers at most the last one and, at a rollover, the one before), but nothing
-/// before the snapshot's last record (a snapshot is taken only once the log is durable up
-/// to it).
-fn read_unproven_tail_from_the_device(
-    storage: &dyn Storage,
-    wal_dir: &Path,
-    start: &StartPoint,
+/// Reads the events of the data directory `dir`'s log, without opening an engine: no lock,
+/// no replay, nothing written, so it works while another process writes (the CLI's
+/// `replay`, audits). Calls `f(lsn, event)` for each record with `from <= lsn <= to`, in
+/// order, until it returns `Ok(false)`; damage, a hole, or a record that does not decode
+/// is an error naming its place. Reads `options.log` when set, else the directory's
+/// write-ahead log.
+pub fn read_log(
+    dir: impl AsRef<Path>,
+    options: &Options,
+    from: Lsn,
+    to: Lsn,
+    f: impl FnMut(Lsn, Event) -> Result<bool>,
 ) -> Result<()> {
-    let first_lsn = |p: &PathBuf| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .and_then(wal::segment::parse_segment_name)
+    let paths = Paths::new(dir.as_ref());
+    let log: Arc<dyn LogBackend> = match &options.log {
+        Some(log) => Arc::clone(log),
+        None => Arc::new(FileLog::new(
+            Arc::clone(&options.storage),
+            &paths.wal,
+            &paths.quarantine,
+            options.segment_bytes,
+        )),
     };
-    let segments = wal::list_segments_lenient(storage, wal_dir)?;
-    let proven = start
-        .position
-        .filter(|p| segments.iter().any(|s| first_lsn(s) == Some(p.segment)));
-    for seg in segments.iter().rev().take(2) {
-        let first = first_lsn(seg);
-        let from = match proven {
-            Some(p) if first < Some(p.segment) => continue,
-            Some(p) if first == Some(p.segment) => p.offset,
-            _ => 0,
-        };
-        let written = storage
-            .read(seg)
-            .map(|b| wal::segment::nonzero_end(&b) as u64)
-            .map_err(|e| Error::io("read segment", seg, e))?;
-        if written > from {
-            storage
-                .drop_cached(seg, from..written)
-                .map_err(|e| Error::io("drop cached pages of", seg, e))?;
-        }
-    }
-    Ok(())
+    codec::sharing_strings(|| backend::read_events(&*log, from, to, f))
 }
 
 /// Decodes the record `lsn` found at `offset` of `path` and applies it to `state`; a record
@@ -727,14 +724,19 @@ fn apply_record(
     })
 }
 
-/// Loads the newest usable snapshot and replays the log after it.
+/// The state recovery rebuilt, what it found, and the log's writer (writable opens).
+type Recovered = (State, RecoveryReport, Option<Box<dyn LogWriter>>);
+
+/// Loads the newest usable snapshot and replays the log after it; a writable open gets
+/// the log's writer.
 fn recover_state(
     storage: &dyn Storage,
+    log: &dyn LogBackend,
     paths: &Paths,
     read_only: bool,
-) -> Result<(State, RecoveryReport, wal::Recovered)> {
-    // A snapshot's log position is only a hint: recovery checks it and walks the segment
-    // when it is wrong, and finds a log that ends before the snapshot either way.
+) -> Result<Recovered> {
+    // A snapshot's log position is only a hint: recovery checks it and walks the log when
+    // it is wrong, and finds a log that ends before the snapshot either way.
     let (snap, skipped) = snapshot::load_newest(storage, &paths.snapshots)?;
     for s in &skipped {
         tracing::warn!(file = %s.file.display(), reason = %s.reason, "skipped a snapshot");
@@ -751,29 +753,20 @@ fn recover_state(
         ),
         None => (State::new(), StartPoint::default(), None, None),
     };
-    if !read_only {
-        read_unproven_tail_from_the_device(storage, &paths.wal, &start)?;
-    }
-    let (state, recovered) = std::thread::scope(|scope| {
+    let (state, opened) = std::thread::scope(|scope| {
         let mut replay = replay::Replay::new(scope, state);
-        let read = wal::recover_into(
-            storage,
-            &paths.wal,
-            &paths.quarantine,
-            start,
-            !read_only,
-            &mut replay,
-        );
+        let read = log.open(start, !read_only, &mut replay);
         replay.finish(read)
     })?;
+    let r = opened.recovery;
     let report = RecoveryReport {
         snapshot_lsn,
         snapshot_file,
         skipped_snapshots: skipped,
-        replayed: recovered.replayed,
-        last_lsn: recovered.last_lsn,
-        segments: recovered.segments.len().max(usize::from(!read_only)),
-        torn_tail: recovered.torn.clone(),
+        replayed: r.replayed,
+        last_lsn: r.last_lsn,
+        segments: r.files,
+        torn_tail: r.torn,
     };
-    Ok((state, report, recovered))
+    Ok((state, report, opened.writer))
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::state::State;
 use crate::types::Lsn;
-use crate::wal::{self, RecordSink};
+use crate::wal::RecordSink;
 
 /// Records per hand-over to the helper.
 const BATCH: usize = 1024;
@@ -132,8 +132,8 @@ impl<'scope, 'env> Replay<'scope, 'env> {
     /// from a record before the one that stopped `read`, so it goes first.
     pub(super) fn finish(
         mut self,
-        read: Result<wal::Recovered>,
-    ) -> Result<(State, wal::Recovered)> {
+        read: Result<crate::backend::Opened>,
+    ) -> Result<(State, crate::backend::Opened)> {
         if let Some(e) = self.wait() {
             return Err(e);
         }

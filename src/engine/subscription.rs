@@ -126,15 +126,13 @@ impl Subscription {
         let buffer = &mut self.buffer;
         let wal = self.shared.paths.wal.clone();
         let before = buffer.len();
-        self.shared
-            .reader()
-            .for_each_event(self.next, upto, |lsn, event| {
-                buffer.push_back(CommittedEvent {
-                    lsn,
-                    event: Arc::new(event),
-                });
-                Ok(true)
-            })?;
+        crate::backend::read_events(self.shared.log(), self.next, upto, |lsn, event| {
+            buffer.push_back(CommittedEvent {
+                lsn,
+                event: Arc::new(event),
+            });
+            Ok(true)
+        })?;
         if buffer.len() == before {
             return Err(Error::corruption(
                 &wal,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, unbounded};
 
 use super::{CommittedEvent, Durability, Request, Shared};
+use crate::backend::{FrameBuf, LogPosition, LogWriter};
 use crate::codec;
 use crate::command::{Command, Committed, decide};
 use crate::error::{Error, Result};
@@ -17,7 +18,7 @@ use crate::event::Event;
 use crate::snapshot;
 use crate::state::State;
 use crate::types::Lsn;
-use crate::wal::{FrameBuf, Log, LogPosition, MAX_PAYLOAD_LEN};
+use crate::wal::MAX_PAYLOAD_LEN;
 
 /// The writer, shared by the writer thread and callers of [`super::Engine::execute`]:
 /// whoever holds the lock runs the next batch.
@@ -59,7 +60,7 @@ pub(crate) fn lead_alone(core: &Core, req: &mut Option<Request>) {
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
-    log: Box<dyn Log>,
+    log: Box<dyn LogWriter>,
     rx: Receiver<Request>,
     replayed: u64,
 ) -> Result<(Core, JoinHandle<()>)> {
@@ -174,7 +175,7 @@ pub(crate) fn error_copy(e: &Error) -> Error {
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    log: Box<dyn Log>,
+    log: Box<dyn LogWriter>,
     /// The request channel; `None` once stopped.
     rx: Option<Receiver<Request>>,
     frames: FrameBuf,
@@ -396,7 +397,7 @@ impl Writer {
     /// Starts a batch: validated on a clone of the published state (made at its first
     /// command), framed into `self.frames`.
     fn begin(&mut self) -> Run {
-        self.frames.reset(!self.log_dirty);
+        self.log.start_batch(&mut self.frames);
         Run {
             work: None,
             pending: Vec::new(),
@@ -475,7 +476,7 @@ impl Writer {
                             for (r, _) in run.pending.drain(..) {
                                 answer(r, Err(error_copy(&err)));
                             }
-                            self.frames.reset(false);
+                            self.log.start_batch(&mut self.frames);
                             run.work = None;
                             run.events.clear();
                             run.poisoned = Some(err);

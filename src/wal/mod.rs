@@ -4,8 +4,8 @@
 //! * [`segment`] owns the segment header, naming, and scanning one segment.
 //! * [`recover`] opens a log directory: checks every segment header, walks the records
 //!   after a starting point, and decides clean end / torn tail / corruption.
-//! * [`Wal`] appends write batches and syncs them; it implements [`Log`], the seam a
-//!   different log (a distributed one) would implement.
+//! * [`Wal`] appends write batches and syncs them: the writer half of
+//!   [`crate::backend::FileLog`], the engine's default [`crate::backend::LogBackend`].
 //! * [`LogReader`] reads records from any LSN for replay, export and subscriptions.
 //!
 //! Architecture invariant: LSNs are dense and increasing across the whole log; a record
@@ -19,6 +19,7 @@ pub mod segment;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backend::LogWriter;
 use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::types::Lsn;
@@ -28,34 +29,6 @@ use segment::{
     SEGMENT_HEADER_LEN, SEGMENT_VERSION, SegmentEnd, SegmentScan, decode_header_full,
     encode_header, parse_segment_name, scan_segment, segment_name,
 };
-
-/// The seam between the engine and its log. The engine hands over framed write batches,
-/// asks for them to be made durable, and never looks at files itself.
-pub trait Log: Send {
-    /// Writes a batch whose first LSN is `last_lsn() + 1`. The batch is not durable until
-    /// [`Log::sync`] returns.
-    fn append(&mut self, batch: &FrameBuf) -> Result<()>;
-    /// Makes everything appended so far durable.
-    fn sync(&mut self) -> Result<()>;
-    /// Makes everything appended so far durable and records the proof in the log, so that
-    /// later damage to those records is refused as corruption rather than cut as a torn
-    /// write (the file log writes a seal frame and syncs it). Called at a clean close.
-    fn seal(&mut self) -> Result<()> {
-        self.sync()
-    }
-    /// Right after a [`Log::sync`] with nothing appended since: records the proof that
-    /// everything so far is durable without syncing the proof itself (a proof that a crash
-    /// loses or tears proves nothing and costs nothing). Returns whether it wrote anything,
-    /// which then needs a sync like any append.
-    fn seal_after_sync(&mut self) -> Result<bool> {
-        Ok(false)
-    }
-    /// The LSN of the last appended record.
-    fn last_lsn(&self) -> Lsn;
-    /// Where the last appended record is (all zeros when the log is empty), for snapshots
-    /// to resume from cheaply.
-    fn position(&self) -> LogPosition;
-}
 
 /// A position in the file log: the segment (by its first LSN) and a byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -360,7 +333,7 @@ pub fn recover_into(
     quarantine_dir: &Path,
     start: StartPoint,
     writable: bool,
-    sink: &mut impl RecordSink,
+    sink: &mut (impl RecordSink + ?Sized),
 ) -> Result<Recovered> {
     if writable {
         remove_temp_segments(storage, wal_dir)?;
@@ -857,7 +830,12 @@ impl Wal {
     }
 }
 
-impl Log for Wal {
+impl LogWriter for Wal {
+    fn start_batch(&mut self, batch: &mut FrameBuf) {
+        // A batch written after a sync says so: it proves everything before it durable.
+        batch.reset(!self.dirty);
+    }
+
     fn append(&mut self, batch: &FrameBuf) -> Result<()> {
         let Some(first) = batch.first_lsn() else {
             return Ok(());

@@ -34,6 +34,7 @@ pub fn options(storage: Arc<dyn Storage>, clock: &ManualClock) -> Options {
         watchdog_interval: None,
         storage,
         clock: Arc::new(clock.clone()),
+        log: None,
     }
 }
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_engine::backend::MemLog;
 use session_engine::storage::{CrashMode, MemStorage, Storage};
 use session_engine::{
     AgentId, Clock, Command, Committed, Durability, Engine, Error, JsonText, ManualClock,
@@ -76,6 +77,7 @@ pub fn workload_options(storage: Arc<dyn Storage>, clock: &ManualClock, s: Setti
         watchdog_interval: None,
         storage,
         clock: Arc::new(clock.clone()),
+        log: None,
     }
 }
 
@@ -329,6 +331,8 @@ pub struct Runner {
     /// Seeds (each with every `CrashMode`) of the power cuts after new writes in
     /// [`Runner::next_writes_survive`].
     pub crash_seeds: u64,
+    /// The log, when it is a `MemLog` instead of the data directory's files.
+    pub log: Option<MemLog>,
 }
 
 impl Runner {
@@ -337,6 +341,17 @@ impl Runner {
         storage: Arc<dyn Storage>,
         mem: Option<Arc<MemStorage>>,
         settings: Settings,
+    ) -> Runner {
+        Runner::with_log(storage, mem, settings, None)
+    }
+
+    /// [`Runner::new`] with the engine's log in `log` (a crash step then also takes the
+    /// log a power cut would leave).
+    pub fn with_log(
+        storage: Arc<dyn Storage>,
+        mem: Option<Arc<MemStorage>>,
+        settings: Settings,
+        log: Option<MemLog>,
     ) -> Runner {
         let mut r = Runner {
             dir: "data".into(),
@@ -352,13 +367,19 @@ impl Runner {
             stop_on_halt: false,
             recoveries: 0,
             crash_seeds: 4,
+            log,
         };
         r.open();
         r
     }
 
     pub fn options(&self) -> Options {
-        workload_options(Arc::clone(&self.storage), &self.clock, self.settings)
+        let mut o = workload_options(Arc::clone(&self.storage), &self.clock, self.settings);
+        o.log = self
+            .log
+            .clone()
+            .map(|l| Arc::new(l) as Arc<dyn session_engine::backend::LogBackend>);
+        o
     }
 
     fn now(&self) -> i64 {
@@ -556,6 +577,7 @@ impl Runner {
             Step::Crash(seed, mode) => {
                 let mem = Arc::clone(self.mem.as_ref().expect("crash needs a MemStorage"));
                 let image = Arc::new(mem.crash(*seed, *mode));
+                self.log = self.log.as_ref().map(MemLog::crash);
                 // The old engine keeps writing to the old storage, which nobody reads.
                 if let Some(e) = self.engine.take() {
                     let _ = e.close();
@@ -661,6 +683,7 @@ impl Runner {
             stop_on_halt: false,
             recoveries: 0,
             crash_seeds: self.crash_seeds,
+            log: self.log.as_ref().map(MemLog::crash),
         }
     }
 
@@ -687,7 +710,10 @@ impl Runner {
             for seed in 0..self.crash_seeds {
                 for mode in CrashMode::ALL {
                     let image: Arc<dyn Storage> = Arc::new(mem.crash(seed, mode));
-                    let opts = workload_options(image, &self.clock, self.settings);
+                    let mut opts = workload_options(image, &self.clock, self.settings);
+                    opts.log = self.log.as_ref().map(|l| {
+                        Arc::new(l.crash()) as Arc<dyn session_engine::backend::LogBackend>
+                    });
                     let e = Engine::open_read_only(&self.dir, opts).unwrap_or_else(|err| {
                         panic!("open after a power cut following new writes: {err}")
                     });

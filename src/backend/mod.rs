@@ -1,0 +1,125 @@
+//! The log-backend seam: everything the engine asks of its log, in one trait.
+//!
+//! ```text
+//! LogBackend::open(start, writable, sink) ── recovery: every record after `start` to the
+//!                                            sink, the backend's own integrity rules
+//!                                            (torn tails, damage) ── Opened { recovery,
+//!                                            writer: Box<dyn LogWriter> when writable }
+//! LogWriter: start_batch → (FrameBuf filled by the engine) → append → sync / seal
+//! LogBackend::read(from, to, f) ── records with their places, for subscriptions, export,
+//!                                  `replay`, point-in-time reads
+//! ```
+//!
+//! The engine encodes events straight into a [`FrameBuf`] (no copy per event) and never
+//! looks at files, frames' flags or segments itself: [`FileLog`] (the write-ahead log of
+//! [`crate::wal`], the default) keeps all of that inside, and [`MemLog`] (records in
+//! memory, with a crash that drops what was not synced) proves that another backend plugs
+//! in without touching the writer. A position ([`LogPosition`]) is opaque to the engine:
+//! it stores the one [`LogWriter::position`] gives in snapshots and hands it back to
+//! [`LogBackend::open`], which may use it to start reading cheaply and must check it.
+//!
+//! Contract of every backend (see `../shared/DESIGN.md`, "Log backends"): LSNs are dense
+//! from 1; `append` takes a batch whose first LSN is `last_lsn() + 1`; a batch is durable
+//! (in the backend's own sense) only once `sync` returns; `read` and `open` refuse to
+//! serve a history with a hole; damage is an error naming its place ([`Error::Corruption`]
+//! with a file, or what stands for one, and an offset).
+
+mod file;
+mod memory;
+
+use std::fmt;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::types::Lsn;
+pub use crate::wal::{FrameBuf, LogPosition, RecordSink, StartPoint, TornTail};
+
+pub use file::FileLog;
+pub use memory::MemLog;
+
+/// What [`LogBackend::read`] calls for each record: `(place, offset, lsn, payload)`,
+/// returning whether to go on.
+pub type ReadFn<'a> = dyn FnMut(&Path, u64, Lsn, &[u8]) -> Result<bool> + 'a;
+
+/// A log the engine can run on.
+pub trait LogBackend: Send + Sync + fmt::Debug {
+    /// Recovers the log: hands every record after `start` to `sink`, in order, then
+    /// decides how the log ends by the backend's rules. With `writable`, also makes the
+    /// log ready for appends (a file log cuts a torn tail aside, syncs what it recovered
+    /// and seals it) and returns the writer. Corruption is an error naming its place;
+    /// nothing is changed on disk before `sink` has settled.
+    fn open(&self, start: StartPoint, writable: bool, sink: &mut dyn RecordSink) -> Result<Opened>;
+
+    /// Calls `f(place, offset, lsn, payload)` for each record with `from <= lsn <= to`, in
+    /// order, until it returns `Ok(false)`. Works while a writer (maybe in another
+    /// process) appends: a record being written is simply not there yet. Stops at the end
+    /// of the valid log; damage before it, or a hole, is an error.
+    fn read(&self, from: Lsn, to: Lsn, f: &mut ReadFn<'_>) -> Result<()>;
+}
+
+/// What [`LogBackend::open`] found, and the writer when opened writable.
+pub struct Opened {
+    /// What recovery found.
+    pub recovery: Recovery,
+    /// The writer (writable opens only).
+    pub writer: Option<Box<dyn LogWriter>>,
+}
+
+/// What recovery found in the log.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// LSN of the last valid record (the start's LSN when there is none after it).
+    pub last_lsn: Lsn,
+    /// Records handed to the sink.
+    pub replayed: u64,
+    /// The damaged end that was cut (or, read-only, that would be), if any.
+    pub torn: Option<TornTail>,
+    /// How many files the log is made of (segments), for reports; 0 for a log in memory.
+    pub files: usize,
+}
+
+/// Appends to a log. Only the engine's writer holds one.
+pub trait LogWriter: Send {
+    /// Empties `batch` for the next batch of records, with whatever flags the backend's
+    /// format needs (the file log marks a batch written after a sync as proof that
+    /// everything before it is durable).
+    fn start_batch(&mut self, batch: &mut FrameBuf);
+    /// Writes a batch whose first LSN is `last_lsn() + 1`. The batch is not durable until
+    /// [`LogWriter::sync`] returns.
+    fn append(&mut self, batch: &FrameBuf) -> Result<()>;
+    /// Makes everything appended so far durable.
+    fn sync(&mut self) -> Result<()>;
+    /// Makes everything appended so far durable and records the proof in the log, so that
+    /// later damage to those records is refused as corruption rather than cut as a torn
+    /// write (the file log writes a seal frame and syncs it). Called at a clean close.
+    fn seal(&mut self) -> Result<()> {
+        self.sync()
+    }
+    /// Right after a [`LogWriter::sync`] with nothing appended since: records the proof
+    /// that everything so far is durable without syncing the proof itself. Returns whether
+    /// it wrote anything, which then needs a sync like any append.
+    fn seal_after_sync(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// The LSN of the last appended record.
+    fn last_lsn(&self) -> Lsn;
+    /// Where the last appended record is, for snapshots to resume from cheaply.
+    fn position(&self) -> LogPosition;
+}
+
+/// [`LogBackend::read`], decoded: `f(lsn, event)` for each record with `from <= lsn <= to`.
+/// A record that does not decode is corruption at its place, like any other damage.
+pub fn read_events(
+    log: &dyn LogBackend,
+    from: Lsn,
+    to: Lsn,
+    mut f: impl FnMut(Lsn, Event) -> Result<bool>,
+) -> Result<()> {
+    log.read(from, to, &mut |path, offset, lsn, payload| {
+        f(
+            lsn,
+            crate::codec::decode_record(path, offset, lsn, payload)?,
+        )
+    })
+}
