@@ -6,12 +6,22 @@
 //! serde data model of [`Event`] or [`State`]:
 //!
 //! ```text
-//! event payload    = [EVENT_SCHEMA_VERSION: u8] ++ bincode(Event)
-//! snapshot payload = [STATE_SCHEMA_VERSION: u8] ++ bincode(State)
+//! event payload    = [schema: u8] ++ bincode(Event)       schema 1, or 2 for ChainsImported
+//! snapshot payload = [1] ++ bincode(State)
+//!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
 //! * event schema 1, state schema 1: the first release.
+//! * event schema 2: adds `EventBody::ChainsImported` (an import of seed 003 tracker
+//!   files). Only that event is written as schema 2; every other event is still written
+//!   as schema 1, byte for byte, so logs without an import read in older builds, and one
+//!   with it is refused there as a version they do not support rather than as damage. A
+//!   schema 1 payload holding a `ChainsImported` is refused.
+//! * state schema 2: `[2] ++ bincode(State) ++ bincode(ChainsAsRead)`: what imported
+//!   chain files held that the state's serde form skips (`ChainLink::as_read`,
+//!   `Chain::extra`: unknown keys, exact `created_at` texts). Written only when a chain
+//!   has any; a state without them is still written as schema 1, byte for byte.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -22,13 +32,31 @@ use std::io::Write;
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
-use crate::event::Event;
+use crate::event::{Event, EventBody};
 use crate::state::State;
 
-/// Current schema version of event payloads.
+/// Schema version of the payload of every event but a `ChainsImported` (and so of every
+/// event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
-/// Current schema version of snapshot payloads.
+/// The newest event schema, which this build reads; only `ChainsImported` needs it.
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 2;
+/// Schema version of a snapshot payload whose state holds no imported chain fields.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
+/// The newest state schema, which this build reads; written when a state needs it.
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 2;
+
+/// The lowest event schema that can express `body` (an import's events included).
+fn event_schema_of(body: &EventBody) -> u8 {
+    match body {
+        EventBody::ChainsImported { .. } => 2,
+        EventBody::SessionImported { events, .. } => events
+            .iter()
+            .map(|e| event_schema_of(&e.body))
+            .max()
+            .unwrap_or(EVENT_SCHEMA_VERSION),
+        _ => EVENT_SCHEMA_VERSION,
+    }
+}
 
 /// Most bytes a decoded event may claim (bounds allocations while decoding).
 const EVENT_DECODE_LIMIT: usize = 64 << 20;
@@ -53,7 +81,7 @@ impl std::error::Error for DecodeError {}
 
 /// Appends the payload encoding of `event` to `out`.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-    out.push(EVENT_SCHEMA_VERSION);
+    out.push(event_schema_of(&event.body));
     bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
         .map(|_| ())
         .map_err(|e| DecodeError(format!("cannot encode event: {e}")))
@@ -94,7 +122,8 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1 => {
+        1 | 2 => {
+            // Schema 2 only adds a variant at the end, so both decode with today's types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
                     .map_err(|e| DecodeError(format!("event does not decode: {e}")))?;
@@ -104,28 +133,59 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
                     body.len() - used
                 )));
             }
+            let needs = event_schema_of(&event.body);
+            if needs > version {
+                return Err(DecodeError(format!(
+                    "event schema {version} has no {} event (schema {needs} added it)",
+                    event.body.type_name()
+                )));
+            }
             Ok(event)
         }
         v => Err(DecodeError(format!(
             "event schema version {v} is not supported (this build reads up to \
-             {EVENT_SCHEMA_VERSION})"
+             {NEWEST_EVENT_SCHEMA_VERSION})"
         ))),
     }
 }
 
-/// Writes the snapshot payload encoding of `state` into `out`.
+/// Writes the snapshot payload encoding of `state` into `out`: state schema 1 unless a
+/// chain holds fields of an imported file that only schema 2 stores.
 pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
-    out.write_all(&[STATE_SCHEMA_VERSION])
+    let as_read = state.chains_as_read();
+    let version = if as_read.is_some() {
+        NEWEST_STATE_SCHEMA_VERSION
+    } else {
+        STATE_SCHEMA_VERSION
+    };
+    out.write_all(&[version])
         .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
-    bincode::serde::encode_into_std_write(state, out, bincode::config::standard())
-        .map(|_| ())
-        .map_err(|e| DecodeError(format!("cannot encode state: {e}")))
+    bincode::serde::encode_into_std_write(state, &mut *out, bincode::config::standard())
+        .map_err(|e| DecodeError(format!("cannot encode state: {e}")))?;
+    if let Some(parts) = as_read {
+        bincode::serde::encode_into_std_write(&parts, out, bincode::config::standard())
+            .map_err(|e| DecodeError(format!("cannot encode imported chain fields: {e}")))?;
+    }
+    Ok(())
 }
 
-fn decode_state_limited<const LIMIT: usize>(
+fn decode_limited<const LIMIT: usize, T: serde::de::DeserializeOwned>(
     body: &[u8],
-) -> Result<(State, usize), bincode::error::DecodeError> {
+) -> Result<(T, usize), bincode::error::DecodeError> {
     bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
+}
+
+/// Decodes a `T` from the start of `body` with a decoder limit of a few times its length
+/// (see [`decode_state`]), sharing repeated strings.
+fn decode_bounded<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    crate::intern::scope(|| match body.len() {
+        n if n <= 1 << 20 => decode_limited::<{ 1 << 22 }, T>(body),
+        n if n <= 1 << 26 => decode_limited::<{ 1 << 28 }, T>(body),
+        n if n <= 1 << 30 => decode_limited::<{ 1 << 32 }, T>(body),
+        _ => decode_limited::<{ 1 << 40 }, T>(body),
+    })
 }
 
 /// Decodes a snapshot payload.
@@ -134,20 +194,26 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1 => {
+        1 | 2 => {
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
             // every string, must bound them: the text of a real state is at most its
             // payload, so a limit of a few times the payload's size never refuses one.
             // A state repeats its action names in every activity: decoding shares them.
-            let (state, used): (State, usize) = crate::intern::scope(|| match body.len() {
-                n if n <= 1 << 20 => decode_state_limited::<{ 1 << 22 }>(body),
-                n if n <= 1 << 26 => decode_state_limited::<{ 1 << 28 }>(body),
-                n if n <= 1 << 30 => decode_state_limited::<{ 1 << 32 }>(body),
-                _ => decode_state_limited::<{ 1 << 40 }>(body),
-            })
-            .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
+            let (mut state, mut used): (State, usize) = decode_bounded(body)
+                .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
+            if version == 2 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (parts, n): (crate::state::chain::ChainsAsRead, usize) = decode_bounded(rest)
+                    .map_err(|e| {
+                    DecodeError(format!("imported chain fields do not decode: {e}"))
+                })?;
+                state
+                    .attach_chains_as_read(parts)
+                    .map_err(|e| DecodeError(format!("imported chain fields: {e}")))?;
+                used += n;
+            }
             if used != body.len() {
                 return Err(DecodeError(format!(
                     "snapshot payload has {} trailing bytes",
@@ -158,7 +224,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         }
         v => Err(DecodeError(format!(
             "state schema version {v} is not supported (this build reads up to \
-             {STATE_SCHEMA_VERSION})"
+             {NEWEST_STATE_SCHEMA_VERSION})"
         ))),
     }
 }

@@ -98,6 +98,16 @@ pub enum Error {
         /// Why it was refused.
         reason: crate::export::BundleError,
     },
+    /// A seed 003 tracker file (`<agent>_sessions.json`) was refused by `import`: not a
+    /// regular file, too large, not JSON, a field missing or of the wrong type, an agent id
+    /// that is not a safe file name, or the chain's projection path holding another file.
+    /// Nothing was imported.
+    InvalidChainFile {
+        /// The file (or the directory entry) refused.
+        path: PathBuf,
+        /// Why.
+        reason: crate::import::seed003::ChainFileError,
+    },
     /// A point-in-time request names an LSN the log does not have.
     LsnOutOfRange {
         /// The LSN asked for.
@@ -158,6 +168,7 @@ impl Error {
             Error::Closed => "closed",
             Error::LsnOutOfRange { .. } => "lsn_out_of_range",
             Error::InvalidBundle { .. } => "invalid_bundle",
+            Error::InvalidChainFile { .. } => "invalid_chain_file",
         }
     }
 
@@ -172,6 +183,7 @@ impl Error {
                 | Error::InvalidState { .. }
                 | Error::LsnOutOfRange { .. }
                 | Error::InvalidBundle { .. }
+                | Error::InvalidChainFile { .. }
         )
     }
 }
@@ -228,6 +240,9 @@ impl fmt::Display for Error {
                 reason,
             } => write!(f, "cannot import {}: {reason}", path.display()),
             Error::InvalidBundle { path: None, reason } => write!(f, "cannot import: {reason}"),
+            Error::InvalidChainFile { path, reason } => {
+                write!(f, "cannot import {}: {reason}", path.display())
+            }
             Error::LsnOutOfRange { requested, last } => write!(
                 f,
                 "LSN {requested} is beyond the end of the log (last LSN is {last})"
@@ -241,6 +256,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::InvalidBundle { reason, .. } => Some(reason),
+            Error::InvalidChainFile { reason, .. } => Some(reason),
             _ => None,
         }
     }

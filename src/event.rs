@@ -202,6 +202,70 @@ pub enum EventBody {
         /// The copied session (its id and creation time are replaced on apply).
         data: Box<Session>,
     },
+    /// Seed 003 tracker files (`<agent>_sessions.json`) were imported: each chain exactly
+    /// as its file held it. Event schema 2 (see `codec`): the only event that needs it.
+    ChainsImported {
+        /// The chains, one per file, each for an agent that had no chain.
+        chains: Vec<ImportedChain>,
+    },
+}
+
+/// The top-level keys seed 003's `_save_sessions` writes, in its order.
+pub const CHAIN_FILE_KEYS: [&str; 4] = [
+    "agent_id",
+    "current_session_id",
+    "interaction_count",
+    "sessions",
+];
+
+/// The keys of one `sessions` entry (`SessionInfo.to_dict()`), in seed 003's order.
+pub const CHAIN_ENTRY_KEYS: [&str; 6] = [
+    "session_id",
+    "created_at",
+    "interaction_count",
+    "last_prompt",
+    "last_response",
+    "metadata",
+];
+
+/// One imported seed 003 tracker file, as read: every field the file held, including
+/// keys seed 003 does not write, so that the chain file the engine renders is equal, as a
+/// JSON value, to the file that was read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportedChain {
+    /// `agent_id` (also the file's name, `<agent>_sessions.json`).
+    pub agent: AgentId,
+    /// `current_session_id`: kept as read, even when it is not the newest link's id.
+    pub current_session_id: Option<String>,
+    /// `interaction_count`: kept as read, even when it is not the newest link's count.
+    pub interaction_count: u64,
+    /// `sessions`, oldest first.
+    pub links: Vec<ImportedLink>,
+    /// The file's top-level keys beyond seed 003's four, in file order.
+    pub extra: Vec<(String, JsonText)>,
+}
+
+/// One entry of an imported chain's `sessions` (seed 003 `SessionInfo`), as read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportedLink {
+    /// `session_id`.
+    pub session_id: String,
+    /// `created_at`, parsed (a time without an offset is taken as UTC, as the engine
+    /// writes them).
+    pub created_at: Timestamp,
+    /// `created_at` exactly as the file wrote it, when the engine's rendering of
+    /// `created_at` would differ (`datetime.isoformat()` leaves out zero microseconds).
+    pub created_at_text: Option<String>,
+    /// `interaction_count`.
+    pub interaction_count: u64,
+    /// `last_prompt`, as read (not truncated again).
+    pub last_prompt: String,
+    /// `last_response`, as read.
+    pub last_response: String,
+    /// `metadata`; `None` for `null`.
+    pub metadata: Option<JsonText>,
+    /// The entry's keys beyond seed 003's six, in file order.
+    pub extra: Vec<(String, JsonText)>,
 }
 
 impl EventBody {
@@ -242,6 +306,7 @@ impl EventBody {
             EventBody::ChainReset { .. } => "chain_reset",
             EventBody::SessionImported { .. } => "session_imported",
             EventBody::SessionCloned { .. } => "session_cloned",
+            EventBody::ChainsImported { .. } => "chains_imported",
         }
     }
 
@@ -262,7 +327,9 @@ impl EventBody {
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 sessions.iter().collect()
             }
-            EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => Vec::new(),
+            EventBody::ChainLinked { .. }
+            | EventBody::ChainReset { .. }
+            | EventBody::ChainsImported { .. } => Vec::new(),
         }
     }
 
@@ -295,11 +362,24 @@ impl EventBody {
         })
     }
 
-    /// The agent chain this event changes, if any.
+    /// The agent chain this event changes, if it changes exactly one (a
+    /// [`EventBody::ChainsImported`] may create several: see [`EventBody::agents`]).
     pub fn agent(&self) -> Option<&AgentId> {
         match self {
             EventBody::ChainLinked { agent, .. } | EventBody::ChainReset { agent } => Some(agent),
+            EventBody::ChainsImported { chains } => match chains.as_slice() {
+                [one] => Some(&one.agent),
+                _ => None,
+            },
             _ => None,
+        }
+    }
+
+    /// Every agent chain this event changes (empty for session events).
+    pub fn agents(&self) -> Vec<&AgentId> {
+        match self {
+            EventBody::ChainsImported { chains } => chains.iter().map(|c| &c.agent).collect(),
+            other => other.agent().into_iter().collect(),
         }
     }
 
@@ -325,7 +405,9 @@ impl EventBody {
                     *s = swap(s);
                 }
             }
-            EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => {}
+            EventBody::ChainLinked { .. }
+            | EventBody::ChainReset { .. }
+            | EventBody::ChainsImported { .. } => {}
         }
         b
     }

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod import;
 mod intern;
 pub mod manager;
 pub mod projection;
@@ -39,7 +40,8 @@ pub use error::{Error, Result};
 pub use event::{Event, EventBody};
 pub use export::{Bundle, BundleError, parse_bundle};
 pub use manager::{
-    ClaudeSession, CommandRun, ListFilter, ManagerOptions, SessionManager, SessionTracker,
+    ChainImport, ClaudeSession, CommandRun, ListFilter, ManagerOptions, SessionManager,
+    SessionTracker,
 };
 pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};

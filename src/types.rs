@@ -593,6 +593,23 @@ mod tests {
         assert!(JsonText::parse("").is_err());
     }
 
+    /// A float needing 17 digits is kept to the last bit (serde_json's `float_roundtrip`:
+    /// without it, `0.10200000000000001` was read as `0.102`, so an imported file or a
+    /// metadata value came back changed).
+    #[test]
+    fn json_text_keeps_every_float_exactly() {
+        for text in [
+            "0.10200000000000001",
+            "1.9477003958951620e-169",
+            "-1.0498824276453545e74",
+        ] {
+            let j = JsonText::parse(text).unwrap();
+            let want: f64 = text.parse().unwrap();
+            let got: f64 = j.as_str().parse().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{text} became {j}");
+        }
+    }
+
     #[test]
     fn json_text_serialises_raw_in_json_and_as_a_string_in_bincode() {
         let j = JsonText::parse(r#"{"k":1}"#).unwrap();

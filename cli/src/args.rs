@@ -180,9 +180,11 @@ pub enum Cmd {
         /// The bundle file to write.
         file: PathBuf,
     },
-    /// Import a session from a bundle; print its id (a new one if the id is taken).
+    /// Import a session from a bundle and print its id (a new one if the id is taken), or
+    /// seed 003 tracker files (`<agent>_sessions.json`, or a directory of them such as
+    /// `~/.claude-agent/sessions`) and print each imported agent.
     Import {
-        /// The bundle file.
+        /// A bundle file, a tracker file, or a directory of tracker files.
         file: PathBuf,
     },
     /// Copy a session; print the new id.

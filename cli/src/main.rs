@@ -1,7 +1,9 @@
 //! `session-engine`: the command line, a thin layer over the library.
 //!
 //! Exit status: 0 success; 1 failure of the engine or the disk; 2 bad usage; 3 not found;
-//! 4 invalid input (including a refused bundle); 5 refused in the current state; 6 data directory locked by another
+//! 4 invalid input (including a refused bundle or seed 003 tracker file); 5 refused in the
+//! current state (including `import` of a chain the engine has otherwise, or onto a chain
+//! file path holding another file); 6 data directory locked by another
 //! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
 //! A closed stdout pipe ends the command quietly with status 0.
 //!
@@ -27,6 +29,7 @@ use serde_json::{Value, json};
 
 use args::{Cli, Cmd, DurabilityArg, StatusArg};
 use output::{Out, is_broken_pipe};
+use session_engine::import::seed003::ChainFileError;
 use session_engine::projection::{ChainFile, SessionFile};
 use session_engine::storage::Storage;
 use session_engine::{
@@ -70,7 +73,15 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::NotFound { .. }) => 3,
-        Some(Error::InvalidInput { .. } | Error::InvalidBundle { .. }) => 4,
+        Some(Error::InvalidChainFile {
+            reason: ChainFileError::TargetTaken { .. },
+            ..
+        }) => 5,
+        Some(
+            Error::InvalidInput { .. }
+            | Error::InvalidBundle { .. }
+            | Error::InvalidChainFile { .. },
+        ) => 4,
         Some(
             Error::InvalidState { .. } | Error::AlreadyExists { .. } | Error::LsnOutOfRange { .. },
         ) => 5,
@@ -573,12 +584,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 }))?;
             }
         }
-        Cmd::Import { file } => {
-            let manager = cli.open_write()?;
-            let r = manager.import_session(file);
-            manager.close()?;
-            out.line(r?.session_id().as_str())?;
-        }
+        Cmd::Import { file } => return import(cli, out, file),
         Cmd::RebuildProjections => {
             let manager = cli.open_write()?;
             let pb = progress_bar(None, "rebuilding projections");
@@ -687,6 +693,36 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::Stats => {
             let manager = cli.open_read()?;
             out.json(&output::stats_json(manager.engine(), &*cli.storage())?)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `import PATH`: what is at PATH decides what it is read as (`import::detect`).
+fn import(cli: &Cli, out: &mut Out, path: &std::path::Path) -> Result<u8> {
+    use session_engine::import::ImportKind;
+    let kind = session_engine::import::detect(&*cli.storage(), path)?;
+    let manager = cli.open_write()?;
+    match kind {
+        ImportKind::ChainFile | ImportKind::ChainDir => {
+            let r = manager.import_chains(path);
+            manager.close()?;
+            let report = r?;
+            if cli.json {
+                out.json(&serde_json::to_value(&report)?)?;
+            } else {
+                for agent in &report.imported {
+                    out.line(agent.as_str())?;
+                }
+            }
+            for agent in &report.unchanged {
+                eprintln!("already imported (unchanged): {agent}");
+            }
+        }
+        _ => {
+            let r = manager.import_session(path);
+            manager.close()?;
+            out.line(r?.session_id().as_str())?;
         }
     }
     Ok(0)

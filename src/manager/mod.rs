@@ -73,6 +73,18 @@ impl ManagerOptions {
     }
 }
 
+/// What [`SessionManager::import_chains`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChainImport {
+    /// The agents whose chains were imported, in file name order.
+    pub imported: Vec<AgentId>,
+    /// The agents whose files were already imported (equal, as JSON values, to this
+    /// engine's chain file), left as they are.
+    pub unchanged: Vec<AgentId>,
+    /// The LSN of the import's record; `None` when there was nothing to import.
+    pub lsn: Option<Lsn>,
+}
+
 /// Which sessions [`SessionManager::list_sessions`] returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListFilter {
@@ -362,6 +374,134 @@ impl SessionManager {
     pub fn import_session(&self, path: impl AsRef<Path>) -> Result<ClaudeSession> {
         let bundle = Bundle::read_from(&*self.inner.engine.options().storage, path.as_ref())?;
         self.import_bundle(bundle)
+    }
+
+    /// Imports seed 003 tracker files (`<agent>_sessions.json`, as seed 003's
+    /// `SessionTracker` writes them): the file `path`, or every one in the directory `path`
+    /// (seed 003's `~/.claude-agent/sessions`, or a data directory's `chains/`). Each file
+    /// becomes one agent's chain, every field kept (see [`crate::import::seed003`]): the
+    /// chain file the projector writes is equal, as a JSON value, to the file read, and
+    /// `chain --link` goes on from the file's count and current id as seed 003 would.
+    ///
+    /// All or nothing, in one log record. A file equal, as a JSON value, to the chain file
+    /// this engine renders for that agent is already imported and is left out
+    /// ([`ChainImport::unchanged`]; importing twice changes nothing). Refused, changing
+    /// nothing: a file that is not a tracker file ([`Error::InvalidChainFile`]), an agent
+    /// whose chain in this engine differs from the file ([`Error::AlreadyExists`]; chains
+    /// are not merged), and, with projections on, a chain whose projection path
+    /// `chains/<agent>_sessions.json` holds a file other than the one imported
+    /// ([`crate::import::seed003::ChainFileError::TargetTaken`]). When that path holds
+    /// exactly the imported file (importing a data directory's own `chains/`), the import
+    /// adopts it: the engine owns that file from then on. The call returns once the
+    /// projection files show the import (a projection failure is not the import's: it is
+    /// committed, and [`SessionManager::projection_status`] says so).
+    pub fn import_chains(&self, path: impl AsRef<Path>) -> Result<ChainImport> {
+        // The engine's own chain files, when `path` is the data directory's `chains/`,
+        // must show the state before they are compared with it (an error here is the
+        // projections', reported by their status; the comparison then refuses, safely).
+        let _ = self.flush_projections();
+        let storage = &*self.inner.engine.options().storage;
+        let sources = crate::import::seed003::read_chain_files(storage, path.as_ref())?;
+        self.import_chain_sources(sources)
+    }
+
+    /// [`SessionManager::import_chains`] for the files [`crate::import::seed003::read_chain_files`]
+    /// read.
+    fn import_chain_sources(
+        &self,
+        sources: Vec<crate::import::seed003::ChainSource>,
+    ) -> Result<ChainImport> {
+        use crate::import::seed003::ChainFileError;
+        use crate::storage::FileKind;
+        let state = self.inner.state();
+        let mut report = ChainImport::default();
+        let mut new = Vec::new();
+        for s in sources {
+            let Some(existing) = state.chain(&s.chain.agent) else {
+                new.push(s);
+                continue;
+            };
+            let ours = serde_json::to_value(crate::projection::ChainFile::of(existing)).ok();
+            let theirs = serde_json::from_slice::<serde_json::Value>(&s.bytes).ok();
+            if ours.is_some() && ours == theirs {
+                report.unchanged.push(s.chain.agent);
+            } else {
+                return Err(Error::AlreadyExists {
+                    kind: "chain",
+                    id: s.chain.agent.to_string(),
+                });
+            }
+        }
+        if new.is_empty() {
+            return Ok(report);
+        }
+        let mut adopted = Vec::new();
+        if self.inner.projector.is_some() {
+            let storage = &*self.inner.engine.options().storage;
+            let paths = self.projection_paths();
+            for s in &new {
+                let target = paths.chain_file(&s.chain.agent);
+                let taken = || Error::InvalidChainFile {
+                    path: s.path.clone(),
+                    reason: ChainFileError::TargetTaken {
+                        target: target.clone(),
+                    },
+                };
+                match storage
+                    .kind(&target)
+                    .map_err(|e| Error::io("inspect chain file", &target, e))?
+                {
+                    None => {}
+                    Some(FileKind::File) => {
+                        let there = storage
+                            .read(&target)
+                            .map_err(|e| Error::io("read chain file", &target, e))?;
+                        if *there != *s.bytes {
+                            return Err(taken());
+                        }
+                        adopted.push((target.clone(), &s.bytes));
+                    }
+                    Some(_) => return Err(taken()),
+                }
+            }
+        }
+        if let Some(p) = &self.inner.projector {
+            for (target, bytes) in &adopted {
+                p.adopt(target, bytes);
+            }
+        }
+        let c = self
+            .inner
+            .execute(Command::ImportChains {
+                chains: new.into_iter().map(|s| s.chain).collect(),
+            })
+            .map_err(|e| match e {
+                // The whole import is one record: say what to do when it is too big.
+                Error::InvalidInput {
+                    field: "event",
+                    reason,
+                } => Error::InvalidInput {
+                    field: "chain import",
+                    reason: format!(
+                        "{reason}; import the tracker files in smaller groups (a directory \
+                         per group, or one file at a time)"
+                    ),
+                },
+                other => other,
+            })?;
+        report.imported = match c.outcome {
+            Outcome::Chains(agents) => agents,
+            other => return Err(unexpected(other)),
+        };
+        report.lsn = Some(c.lsn);
+        if let Err(e) = self.wait_for_projections(c.lsn, None) {
+            tracing::warn!(
+                error = %e,
+                "the imported chains are committed, but their projection files are not \
+                 written yet"
+            );
+        }
+        Ok(report)
     }
 
     /// Copies session `id` into a new active session (id generated when `new_id` is

@@ -215,7 +215,9 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("session cloned from {source}"),
             json!({ "source": source.as_str() }),
         ),
-        EventBody::ChainLinked { .. } | EventBody::ChainReset { .. } => (
+        EventBody::ChainLinked { .. }
+        | EventBody::ChainReset { .. }
+        | EventBody::ChainsImported { .. } => (
             LogLevel::Debug,
             format!("chain event in session {id}"),
             Value::Null,

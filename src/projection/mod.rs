@@ -294,6 +294,25 @@ impl Projector {
         }
     }
 
+    /// Marks `path`, a file the engine did not write, as adopted by an import: `import`
+    /// calls this before it commits a chain import, for each chain whose projection path
+    /// already holds exactly the tracker file being imported (`content`, which the chain
+    /// file the projector writes next is equal to, as a JSON value).
+    ///
+    /// INTEGRATION POINT (issue 13, the ownership manifest): once the projector refuses to
+    /// replace files it did not write, this must record `path` with `content`'s hash as
+    /// the engine's own (still provisional until the import commits: an adoption whose
+    /// chain never appears in the state is dropped), so that the next write of that chain
+    /// replaces the file instead of refusing it. Until the manifest exists the projector
+    /// replaces chain files unconditionally, and this records nothing.
+    pub(crate) fn adopt(&self, path: &std::path::Path, content: &[u8]) {
+        tracing::debug!(
+            path = %path.display(),
+            bytes = content.len(),
+            "import adopts a file at a projection path"
+        );
+    }
+
     /// Rewrites every projection file from the current state, removes stale ones, and
     /// waits until that is done.
     pub fn rebuild(&self) -> Result<RebuildReport> {

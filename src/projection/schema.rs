@@ -5,7 +5,8 @@
 //! (`<agent>_sessions.json`). Where this engine adds fields, it adds them only where a
 //! reader of the seed's format does not break: new keys in objects that the seeds' readers
 //! access by key. Seed 003's chain entries are read with `SessionInfo(**data)`, which fails
-//! on an unknown key, so those entries carry exactly the seed's six fields.
+//! on an unknown key, so the engine adds none to them (a chain imported from a file that
+//! had more keys keeps them, as read: see [`ChainFile`]).
 //!
 //! Rendering borrows from the state (no intermediate copies), so rewriting a session with
 //! many activities costs one pass over them.
@@ -417,24 +418,33 @@ pub fn chain_timestamp(t: Timestamp) -> String {
     t.to_datetime().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-#[derive(Serialize)]
-struct ChainEntryOut<'a> {
-    session_id: &'a str,
-    created_at: String,
-    interaction_count: u64,
-    last_prompt: &'a str,
-    last_response: &'a str,
-    metadata: Option<&'a JsonText>,
-}
+/// One `sessions` entry: seed 003's six fields, `created_at` as an imported file wrote it
+/// when the engine's rendering would differ, then the entry's other keys as read.
+struct ChainEntryOut<'a>(&'a ChainLink);
 
 fn chain_entry(l: &ChainLink) -> ChainEntryOut<'_> {
-    ChainEntryOut {
-        session_id: &l.session_id,
-        created_at: chain_timestamp(l.created_at),
-        interaction_count: l.interaction_count,
-        last_prompt: &l.last_prompt,
-        last_response: &l.last_response,
-        metadata: l.metadata.as_ref(),
+    ChainEntryOut(l)
+}
+
+impl Serialize for ChainEntryOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = self.0;
+        let as_read = l.as_read.as_deref();
+        let extra = as_read.map_or(&[][..], |a| &a.extra[..]);
+        let mut m = s.serialize_map(Some(6 + extra.len()))?;
+        m.serialize_entry("session_id", &*l.session_id)?;
+        match as_read.and_then(|a| a.created_at.as_deref()) {
+            Some(text) => m.serialize_entry("created_at", text)?,
+            None => m.serialize_entry("created_at", &chain_timestamp(l.created_at))?,
+        }
+        m.serialize_entry("interaction_count", &l.interaction_count)?;
+        m.serialize_entry("last_prompt", &*l.last_prompt)?;
+        m.serialize_entry("last_response", &*l.last_response)?;
+        m.serialize_entry("metadata", &l.metadata)?;
+        for (k, v) in extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
@@ -466,28 +476,41 @@ fn chain_entry(l: &ChainLink) -> ChainEntryOut<'_> {
 /// | `sessions[].last_prompt`       | string  | the prompt, truncated to 200 characters |
 /// | `sessions[].last_response`     | string  | the response, truncated to 200 characters |
 /// | `sessions[].metadata`          | any     | the link's metadata, null when none |
-#[derive(Serialize)]
-pub struct ChainFile<'a> {
-    agent_id: &'a str,
-    current_session_id: Option<&'a str>,
-    interaction_count: u64,
-    sessions: SeqOut<'a, ChainLink, fn(&'a ChainLink) -> ChainEntryOut<'a>>,
-}
+///
+/// The engine adds no field. A chain imported from a seed 003 tracker file
+/// (`session-engine import`, `crate::import::seed003`) is written back as it was read, as
+/// a JSON value: `current_session_id` and the counts as the file had them (even where
+/// they disagree with the links), each `created_at` in the file's own text when it
+/// differs from the format above (seed 003's `datetime.isoformat()` leaves out zero
+/// microseconds), prompts and responses as read (even past 200 characters), and keys
+/// the tracker does not write after the known ones, at the top level and in entries, in
+/// the file's order. Links added after the import are rendered as above.
+pub struct ChainFile<'a>(&'a Chain);
 
 impl<'a> ChainFile<'a> {
     /// The file's content for `chain`.
     pub fn of(chain: &'a Chain) -> ChainFile<'a> {
-        ChainFile {
-            agent_id: chain.agent_id.as_str(),
-            current_session_id: chain.current_session_id.as_deref(),
-            interaction_count: chain.interaction_count,
-            sessions: SeqOut(&chain.sessions, chain_entry),
-        }
+        ChainFile(chain)
     }
 
     /// Pretty-printed JSON bytes, newline-terminated.
     pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
         pretty(self)
+    }
+}
+
+impl Serialize for ChainFile<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut m = s.serialize_map(Some(4 + c.extra.len()))?;
+        m.serialize_entry("agent_id", c.agent_id.as_str())?;
+        m.serialize_entry("current_session_id", &c.current_session_id.as_deref())?;
+        m.serialize_entry("interaction_count", &c.interaction_count)?;
+        m.serialize_entry("sessions", &SeqOut(&c.sessions, chain_entry))?;
+        for (k, v) in &c.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventBody};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
-pub use chain::{Chain, ChainLink, ChainSummary};
+pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
 pub use session::{
     Activity, Checkpoint, CommandRecord, Decision, LogLevel, Origin, Session, SessionBody,
     SessionConfig, Statistics, Status,
@@ -221,7 +221,7 @@ impl State {
                     .chains
                     .entry(agent.clone())
                     .or_insert_with(|| Arc::new(Chain::new(agent.clone())));
-                Arc::make_mut(chain).link(external_id, prompt, response, metadata.clone(), at);
+                Arc::make_mut(chain).link(external_id, prompt, response, metadata.clone(), at)?;
             }
             EventBody::ChainReset { agent } => {
                 self.chains
@@ -274,6 +274,68 @@ impl State {
                     source: source.clone(),
                 });
                 self.sessions.insert(session.clone(), Arc::new(s));
+            }
+            EventBody::ChainsImported { chains } => {
+                // Checked in full before anything changes, so a failed apply leaves the
+                // state as it was (the writer applies on a clone anyway).
+                let mut seen = std::collections::BTreeSet::new();
+                for c in chains {
+                    if self.chains.contains_key(&c.agent) || !seen.insert(&c.agent) {
+                        return fail(format!("chain {} already exists", c.agent));
+                    }
+                }
+                for c in chains {
+                    self.chains
+                        .insert(c.agent.clone(), Arc::new(Chain::imported(c)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The chains' parts that the state's serde form skips (imported files' unknown keys
+    /// and exact timestamps), for state schema 2; `None` when no chain has any.
+    pub(crate) fn chains_as_read(&self) -> Option<chain::ChainsAsRead> {
+        let mut out = Vec::new();
+        for (agent, c) in &self.chains {
+            let links: Vec<(u64, LinkAsRead)> = c
+                .sessions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| l.as_read.as_ref().map(|a| (i as u64, (**a).clone())))
+                .collect();
+            if !links.is_empty() || !c.extra.is_empty() {
+                out.push(chain::ChainAsRead {
+                    agent: agent.clone(),
+                    extra: c.extra.clone(),
+                    links,
+                });
+            }
+        }
+        (!out.is_empty()).then_some(chain::ChainsAsRead(out))
+    }
+
+    /// Puts back what [`State::chains_as_read`] took out; an error when it names a chain
+    /// or a link the state does not have.
+    pub(crate) fn attach_chains_as_read(
+        &mut self,
+        parts: chain::ChainsAsRead,
+    ) -> Result<(), ApplyError> {
+        for part in parts.0 {
+            let Some(c) = self.chains.get_mut(&part.agent) else {
+                return fail(format!(
+                    "no chain {} to attach imported fields to",
+                    part.agent
+                ));
+            };
+            let c = Arc::make_mut(c);
+            c.extra = part.extra;
+            for (i, a) in part.links {
+                let link = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| c.sessions.get_mut(i))
+                    .ok_or_else(|| ApplyError(format!("chain {} has no link {i}", part.agent)))?;
+                link.as_read = Some(Arc::new(a));
             }
         }
         Ok(())

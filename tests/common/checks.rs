@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("model", model),
     ("bundle", bundle),
     ("apply_line", apply_line),
+    ("chain_file", chain_file),
 ];
 
 /// A reader of fuzz input that yields zeros past the end.
@@ -882,4 +883,41 @@ pub fn apply_line(data: &[u8]) {
             }
         }),
     }
+}
+
+/// Target `chain_file`: the seed 003 tracker file reader (`import`). Any bytes give a
+/// chain or a typed refusal, never a panic; a chain that parses is accepted by the import
+/// command on an empty state, the chain file the engine then renders is equal, as a JSON
+/// value, to the input (the import is lossless), and the state holding it survives its
+/// snapshot encoding.
+pub fn chain_file(data: &[u8]) {
+    use session_engine::import::seed003::parse_chain_file;
+    let Ok(chain) = parse_chain_file(None, data) else {
+        return;
+    };
+    let input: serde_json::Value =
+        serde_json::from_slice(data).expect("a tracker file that parses is JSON");
+    let agent = chain.agent.clone();
+    let mut st = State::new();
+    let now = Timestamp::from_secs(START_SECS);
+    let (body, _) = session_engine::command::decide(
+        &st,
+        Command::ImportChains {
+            chains: vec![chain],
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("a tracker file that parses was refused: {e}"));
+    let body = body.expect("an import appends an event");
+    st.apply(Lsn(1), &Event { at: now, body })
+        .expect("an accepted import applies");
+    let c = st.chain(&agent).expect("the imported chain");
+    let rendered = serde_json::to_value(session_engine::projection::ChainFile::of(c)).unwrap();
+    assert_eq!(
+        rendered, input,
+        "the chain file differs from the file imported"
+    );
+    let mut bytes = Vec::new();
+    codec::encode_state(&st, &mut bytes).unwrap();
+    assert_eq!(codec::decode_state(&bytes).expect("the state decodes"), st);
 }

@@ -326,7 +326,7 @@ impl Projection {
             self.received = ce.lsn;
             self.absorbed_since_flush += 1;
             let body = &ce.event.body;
-            if let Some(agent) = body.agent() {
+            for agent in body.agents() {
                 self.dirty.chains.insert(agent.clone());
             }
             for id in body.sessions() {

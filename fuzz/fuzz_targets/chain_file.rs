@@ -1,0 +1,6 @@
+//! Fuzz target `chain_file`: see `checks::chain_file` in `tests/common/checks.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| session_engine_fuzz::checks::chain_file(data));
