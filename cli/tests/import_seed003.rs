@@ -9,6 +9,7 @@
 //! exactly the tracker's format, which always run.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ fn python() -> Option<&'static str> {
 }
 
 fn tracker_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed003_tracker.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/seed003_tracker.py")
 }
 
 /// Runs seed 003's tracker (`tests/fixtures/seed003_tracker.py`); returns its stdout.
