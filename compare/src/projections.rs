@@ -1,0 +1,603 @@
+//! W8 and W9: the engine with its JSON projections on, as users run it (issue 13).
+//!
+//! Everything here goes through public interfaces only, so the workloads keep measuring
+//! the product while the projector's internals change: the `session-engine` binary (its
+//! flags, `apply` and the JSON-lines protocol, its exit; see [`crate::cli`]), the
+//! library's `SessionManager` with its default projection options, and, as the yardstick,
+//! the bare `Engine`. What a run wrote is checked from outside: the projection files are
+//! parsed (seed 001's documented format) and the log's frames counted (`docs/format.md`).
+//!
+//! * W8 `bulk-apply`: one `apply` loads 10k, 100k and 1M activities into one session;
+//!   time per activity until it exits, durable and buffered, against SQLite.
+//! * W9 `many-sessions`: one durable `apply` loads 10,000 sessions of 10 activities;
+//!   time until every file is complete against the seeds' rewrite of a JSON file per
+//!   change, and the rate of acknowledgements against SQLite batching as the engine does.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cli::{self, ApplyRun};
+use crate::peers::{SeedsJson, Sqlite, SqliteSync};
+use crate::workload::{details_text, fresh_dir, median, rate, remove, settle};
+use crate::{Config, Section, Unit, group};
+
+/// The workloads' ids and their `--only` names.
+pub const NAMES: [(&str, &str); 2] = [("W8", "bulk-apply"), ("W9", "many-sessions")];
+
+/// The workloads that run the `session-engine` binary.
+const CLI_WORKLOADS: [&str; 2] = ["W8", "W9"];
+
+fn selected(cfg: &Config) -> Vec<&'static str> {
+    NAMES
+        .iter()
+        .filter(|(id, name)| cfg.wants_named(id, name))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Whether a selected workload needs the binary.
+pub fn needs_cli(cfg: &Config) -> bool {
+    selected(cfg).iter().any(|w| CLI_WORKLOADS.contains(w))
+}
+
+/// Runs the selected workloads of this module, printing each section as it is done.
+pub fn run(cfg: &Config) -> Vec<Section> {
+    let bin = needs_cli(cfg).then(|| cli::locate(cfg.cli.as_deref()));
+    let mut out = Vec::new();
+    for w in selected(cfg) {
+        settle();
+        let s = match (w, &bin) {
+            ("W8", Some(b)) => w8(cfg, b),
+            ("W9", Some(b)) => w9(cfg, b),
+            _ => unreachable!("a CLI workload without the binary"),
+        };
+        s.print();
+        out.push(s);
+    }
+    out
+}
+
+/// Runs `f(rep)` `reps` times, or fewer once `budget` is used up (at least once). Returns
+/// how many times it ran.
+fn repeat_within(reps: usize, budget: Duration, mut f: impl FnMut(usize)) -> usize {
+    let t = Instant::now();
+    let mut done = 0;
+    while done < reps.max(1) {
+        f(done);
+        done += 1;
+        if t.elapsed() > budget {
+            break;
+        }
+    }
+    done
+}
+
+fn reps_note(done: usize, wanted: usize) -> String {
+    if done < wanted {
+        format!("{done} of {wanted} runs (time budget)")
+    } else if done == 1 {
+        "1 run".to_owned()
+    } else {
+        format!("median of {done} runs")
+    }
+}
+
+/// Writes `lines` to a new file `name` under `root` and returns its path: the input every
+/// engine run of a workload reads, built before any clock starts.
+fn input_file(root: &Path, name: &str, lines: impl Iterator<Item = String>) -> std::path::PathBuf {
+    let dir = fresh_dir(root, "input");
+    let path = dir.join(name);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+    for l in lines {
+        std::io::Write::write_all(&mut w, l.as_bytes()).unwrap();
+    }
+    std::io::Write::flush(&mut w).unwrap();
+    drop(w);
+    remove(&dir);
+    path
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The share of a run's time after its last answer: what the close waits for, the
+/// projection files.
+fn after_answers(r: &ApplyRun) -> String {
+    match r.last_answer {
+        Some(a) if !r.stopped => format!(
+            "answers done at {:.2} s, exit at {:.2} s",
+            secs(a),
+            secs(r.total)
+        ),
+        Some(a) => format!(
+            "{} answers by {:.2} s; stopped at the deadline ({:.0} s)",
+            group(r.ok as f64),
+            secs(a),
+            secs(r.total)
+        ),
+        None => "no answer".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// W8: bulk apply into one session.
+
+fn w8(cfg: &Config, bin: &Path) -> Section {
+    const ID: &str = "bench-w8";
+    let sizes: Vec<u64> = if cfg.quick {
+        vec![1_000, 4_000]
+    } else {
+        vec![10_000, 100_000, 1_000_000]
+    };
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W8",
+        format!(
+            "bulk `apply` into one session, projections on: time per activity until `apply` exits \
+             (sizes {}; deadline {} s per run)",
+            sizes
+                .iter()
+                .map(|n| group(*n as f64))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cfg.deadline.as_secs()
+        ),
+    );
+    let modes = [cli::Durability::Always, cli::Durability::None];
+    // What every run pays whatever its size: start the process, open and create the data
+    // directory, commit one command, close.
+    let mut startup = Vec::new();
+    let one = input_file(root, "w8-one.jsonl", std::iter::once(cli::create_line(ID)));
+    for _ in 0..if cfg.quick { 1 } else { 3 } {
+        let d = fresh_dir(root, "w8-startup");
+        let run = cli::apply_file(bin, &d, modes[0], &one, cfg.deadline);
+        startup.push(secs(run.total) * 1e3);
+        remove(&d);
+    }
+    // Per size: per mode the per-activity times (µs) and whether a run was stopped; the
+    // SQLite times; the paired ratios SQLite ÷ engine buffered.
+    struct Size {
+        n: u64,
+        engine: [Vec<f64>; 2],
+        stopped: [bool; 2],
+        notes: [String; 2],
+        sqlite: Vec<f64>,
+        paired: Vec<f64>,
+        done: usize,
+        wanted: usize,
+    }
+    let mut results = Vec::new();
+    for &n in &sizes {
+        let wanted = if cfg.quick || n >= 1_000_000 {
+            1
+        } else if n >= 100_000 {
+            cfg.reps.min(3)
+        } else {
+            cfg.reps
+        };
+        eprintln!("W8: {n} activities, {wanted} runs per system");
+        let input = input_file(
+            root,
+            "w8.jsonl",
+            std::iter::once(cli::create_line(ID)).chain((0..n).map(|i| cli::activity_line(ID, i))),
+        );
+        let rows: Vec<String> = (0..n).map(details_text).collect();
+        let mut r = Size {
+            n,
+            engine: [Vec::new(), Vec::new()],
+            stopped: [false; 2],
+            notes: [String::new(), String::new()],
+            sqlite: Vec::new(),
+            paired: Vec::new(),
+            done: 0,
+            wanted,
+        };
+        let done = repeat_within(wanted, Duration::from_secs(120), |rep| {
+            // Three systems, the order rotating per run.
+            let mut buffered = f64::NAN;
+            let mut sq = f64::NAN;
+            for k in 0..3 {
+                match (rep + k) % 3 {
+                    m @ (0 | 1) => {
+                        if r.stopped[m] {
+                            // Stopped at the deadline once: another run says nothing new.
+                            continue;
+                        }
+                        let d = fresh_dir(root, "w8-engine");
+                        let run = cli::apply_file(bin, &d, modes[m], &input, cfg.deadline);
+                        let us = secs(run.total) * 1e6 / n as f64;
+                        if run.stopped {
+                            r.stopped[m] = true;
+                        } else {
+                            let got = cli::projected_activities(&d, ID);
+                            assert_eq!(
+                                got,
+                                Some(n as usize),
+                                "W8: the session file must hold every activity"
+                            );
+                        }
+                        eprintln!(
+                            "  engine {:?}: {us:.1} µs/activity ({})",
+                            modes[m],
+                            after_answers(&run)
+                        );
+                        r.notes[m] = after_answers(&run);
+                        r.engine[m].push(us);
+                        if m == 1 {
+                            buffered = us;
+                        }
+                        remove(&d);
+                        settle_after(&run);
+                    }
+                    _ => {
+                        let d = fresh_dir(root, "w8-sqlite");
+                        let db = Sqlite::open(&d.join("db.sqlite"), SqliteSync::Off);
+                        let t = Instant::now();
+                        for (i, details) in rows.iter().enumerate() {
+                            db.insert_prepared(ID, i as u64, details);
+                        }
+                        sq = secs(t.elapsed()) * 1e6 / n as f64;
+                        drop(db);
+                        remove(&d);
+                        eprintln!("  SQLite OFF: {sq:.1} µs/activity");
+                        r.sqlite.push(sq);
+                    }
+                }
+            }
+            if buffered.is_finite() && sq.is_finite() {
+                r.paired.push(sq / buffered);
+            }
+        });
+        r.done = done;
+        results.push(r);
+    }
+    let label = |m: usize| match modes[m] {
+        cli::Durability::Always => "--durability always",
+        cli::Durability::None => "--durability none",
+    };
+    let mut per_mode = [(0.0, 0.0, false); 2];
+    for (m, last) in per_mode.iter_mut().enumerate() {
+        let base = median(&mut results[0].engine[m].clone());
+        for r in &results {
+            let us = median(&mut r.engine[m].clone());
+            sec.row(
+                format!(
+                    "engine `apply` {}, {} activities: per activity",
+                    label(m),
+                    group(r.n as f64)
+                ),
+                us,
+                Unit::Us,
+                Some(base / us),
+            );
+            let runs = if r.stopped[m] {
+                "stopped at the deadline: a lower bound".to_owned()
+            } else {
+                format!(
+                    "{}; session file checked",
+                    reps_note(r.engine[m].len(), r.wanted)
+                )
+            };
+            sec.note(format!("{runs}; last run: {}", r.notes[m]));
+            *last = (base, us, r.stopped[m]);
+        }
+    }
+    for r in &results {
+        let sq = median(&mut r.sqlite.clone());
+        let paired = median(&mut r.paired.clone());
+        sec.row(
+            format!(
+                "SQLite WAL, synchronous=OFF, one txn per event, {} activities: per activity",
+                group(r.n as f64)
+            ),
+            sq,
+            Unit::Us,
+            Some(paired),
+        );
+        sec.note(format!(
+            "vs the engine with --durability none (paired); {}",
+            reps_note(r.done, r.wanted)
+        ));
+    }
+    sec.row_plain(
+        "engine `apply` --durability always, one command (start, open a new directory, commit, close)",
+        median(&mut startup),
+        Unit::Ms,
+    );
+    sec.note("paid once by every run above, whatever its size");
+    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    for (m, &(base, us, stopped)) in per_mode.iter().enumerate() {
+        sec.check_bounded(
+            format!(
+                "W8 per-activity time {}k ÷ {}k, {}",
+                last / 1000,
+                first / 1000,
+                label(m)
+            ),
+            us / base,
+            1.5,
+            false,
+            stopped || results[0].stopped[m],
+        );
+    }
+    for r in &results {
+        sec.check_bounded(
+            format!(
+                "W8 engine --durability none ÷ SQLite OFF one txn per event, {}k",
+                r.n / 1000
+            ),
+            median(&mut r.paired.clone()),
+            3.0,
+            true,
+            r.stopped[1],
+        );
+    }
+    sec
+}
+
+/// After a run stopped at the deadline, lets the disk write back what it left before the
+/// next run is timed.
+fn settle_after(run: &ApplyRun) {
+    if run.stopped {
+        settle();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// W9: many sessions through one durable apply.
+
+/// The two orders W9 sends the same commands in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Each session created, then its activities, one session after the other.
+    SessionBySession,
+    /// Every session created, then one activity in each, ten times over.
+    RoundRobin,
+}
+
+impl Order {
+    fn label(self) -> &'static str {
+        match self {
+            Order::SessionBySession => "session by session",
+            Order::RoundRobin => "round-robin (each round one activity in every session)",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Order::SessionBySession => "session by session",
+            Order::RoundRobin => "round-robin",
+        }
+    }
+
+    /// The commands as (session number, activity number or `None` for the create).
+    fn commands(self, sessions: u64, per: u64) -> Vec<(u64, Option<u64>)> {
+        match self {
+            Order::SessionBySession => (0..sessions)
+                .flat_map(|s| {
+                    std::iter::once((s, None)).chain((0..per).map(move |k| (s, Some(s * per + k))))
+                })
+                .collect(),
+            Order::RoundRobin => (0..sessions)
+                .map(|s| (s, None))
+                .chain((0..per).flat_map(|k| (0..sessions).map(move |s| (s, Some(s * per + k)))))
+                .collect(),
+        }
+    }
+}
+
+fn w9_id(s: u64) -> String {
+    format!("bench-w9-{s:08}")
+}
+
+fn w9(cfg: &Config, bin: &Path) -> Section {
+    let sessions = cfg.n(10_000, 100);
+    let per = 10u64;
+    let seeds_sessions = cfg.n(500, 20);
+    let events = sessions * (per + 1);
+    let root = &cfg.dir;
+    let wanted = if cfg.quick { 1 } else { cfg.reps.min(3) };
+    let mut sec = Section::new(
+        "W9",
+        format!(
+            "{} sessions × {per} activities through one durable `apply` (deadline {} s per run)",
+            group(sessions as f64),
+            cfg.deadline.as_secs()
+        ),
+    );
+    let orders = [Order::SessionBySession, Order::RoundRobin];
+    let inputs: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            let lines = o.commands(sessions, per).into_iter().map(|(s, a)| match a {
+                None => cli::create_line(&w9_id(s)),
+                Some(i) => cli::activity_line(&w9_id(s), i),
+            });
+            input_file(root, "w9.jsonl", lines)
+        })
+        .collect();
+    // Per order: total times (s), ack rates, mean batch, stopped; paired ratios.
+    #[derive(Default)]
+    struct PerOrder {
+        total: Vec<f64>,
+        acks: Vec<f64>,
+        batch: Vec<f64>,
+        sqlite: Vec<f64>,
+        vs_seeds: Vec<f64>,
+        vs_sqlite: Vec<f64>,
+        stopped: bool,
+        /// A run was stopped before every command was answered.
+        acks_partial: bool,
+        note: String,
+    }
+    let mut per_order: [PerOrder; 2] = Default::default();
+    let mut seeds = Vec::new();
+    let done = repeat_within(wanted, Duration::from_secs(90), |rep| {
+        eprintln!("W9: run {}", rep + 1);
+        // The seeds' rewrite on a part of the sessions: it costs the same per change
+        // whatever the number of sessions (one small file each), and all of them would
+        // take minutes.
+        let sd = fresh_dir(root, "w9-seeds");
+        let t = Instant::now();
+        for s in 0..seeds_sessions {
+            let mut j = SeedsJson::named(&sd, &w9_id(s), 0);
+            for k in 0..per {
+                j.record(s * per + k);
+            }
+        }
+        let per_change = secs(t.elapsed()) / (seeds_sessions * (per + 1)) as f64;
+        let seeds_total = per_change * events as f64;
+        eprintln!("  seeds: {:.0} µs per change", per_change * 1e6);
+        seeds.push(seeds_total);
+        remove(&sd);
+        for (o, order) in orders.iter().enumerate() {
+            let p = &mut per_order[o];
+            if p.stopped {
+                continue;
+            }
+            let d = fresh_dir(root, "w9-engine");
+            let run = cli::apply_file(bin, &d, cli::Durability::Always, &inputs[o], cfg.deadline);
+            let scan = crate::raw::scan_log(&d.join("wal"));
+            let batch = scan.records as f64 / scan.batches.max(1) as f64;
+            p.acks_partial |= run.ok < events;
+            if run.stopped {
+                p.stopped = true;
+            } else {
+                for s in 0..sessions {
+                    let got = cli::projected_activities(&d, &w9_id(s));
+                    assert_eq!(got, Some(per as usize), "W9: session file {s} incomplete");
+                }
+            }
+            let acks = run.ack_rate();
+            eprintln!(
+                "  engine, {}: {:.2} s, acks {} ev/s, {batch:.1} events per sync ({})",
+                order.short(),
+                secs(run.total),
+                group(acks),
+                after_answers(&run)
+            );
+            p.note = after_answers(&run);
+            p.total.push(secs(run.total));
+            p.acks.push(acks);
+            p.batch.push(batch);
+            p.vs_seeds.push(seeds_total / secs(run.total));
+            remove(&d);
+            settle_after(&run);
+
+            // SQLite FULL, one transaction per batch of the size the engine's group commit
+            // reached in this run, on the same commands, rows built before the clock.
+            let b = batch.round().max(1.0) as usize;
+            let rows: Vec<(String, u64, String)> = order
+                .commands(sessions, per)
+                .into_iter()
+                .map(|(s, a)| {
+                    let i = a.unwrap_or(u64::MAX - s);
+                    (w9_id(s), i, a.map(details_text).unwrap_or_default())
+                })
+                .collect();
+            let sq = fresh_dir(root, "w9-sqlite");
+            let mut db = Sqlite::open(&sq.join("db.sqlite"), SqliteSync::Full);
+            let t = Instant::now();
+            for chunk in rows.chunks(b) {
+                db.insert_rows(chunk);
+            }
+            let sq_rate = rate(events, t.elapsed());
+            drop(db);
+            remove(&sq);
+            p.sqlite.push(sq_rate);
+            p.vs_sqlite.push(acks / sq_rate);
+        }
+    });
+    let seeds_total = median(&mut seeds);
+    for (o, order) in orders.iter().enumerate() {
+        let p = &per_order[o];
+        let total = median(&mut p.total.clone());
+        sec.row(
+            format!(
+                "engine `apply` --durability always, {}: until every projection file is complete",
+                order.label()
+            ),
+            total,
+            Unit::Secs,
+            (o > 0).then(|| median(&mut per_order[0].total.clone()) / total),
+        );
+        let runs = if p.stopped {
+            "stopped at the deadline: a lower bound".to_owned()
+        } else {
+            format!(
+                "{}; every session file checked",
+                reps_note(p.total.len(), wanted)
+            )
+        };
+        sec.note(format!(
+            "{runs}; {} events; last run: {}",
+            group(events as f64),
+            p.note
+        ));
+    }
+    sec.row(
+        format!(
+            "seeds: rewrite the session's JSON file per change (temp, fsync, rename), {} changes",
+            group(events as f64)
+        ),
+        seeds_total,
+        Unit::Secs,
+        Some(median(&mut per_order[0].vs_seeds.clone())),
+    );
+    sec.note(format!(
+        "measured on {} of the sessions and scaled to all (a change costs the same per small \
+         file); vs round-robin: {:.2}×; {}",
+        group(seeds_sessions as f64),
+        median(&mut per_order[1].vs_seeds.clone()),
+        reps_note(done, wanted)
+    ));
+    for (o, order) in orders.iter().enumerate() {
+        let p = &per_order[o];
+        sec.row(
+            format!(
+                "engine `apply` acknowledgements, {}: commands answered per second (first answer to last)",
+                order.short()
+            ),
+            median(&mut p.acks.clone()),
+            Unit::Rate,
+            None,
+        );
+        sec.note(format!(
+            "mean group commit {:.1} events per fdatasync (counted in the log's frames, \
+             docs/format.md: `stats --json` does not report it)",
+            median(&mut p.batch.clone())
+        ));
+        sec.row(
+            format!(
+                "SQLite WAL FULL, one txn per batch of the engine's size, {} order",
+                order.short()
+            ),
+            median(&mut p.sqlite.clone()),
+            Unit::Rate,
+            Some(median(&mut p.vs_sqlite.clone())),
+        );
+        sec.note("vs the acknowledgements of the row above (paired)");
+    }
+    for (o, order) in orders.iter().enumerate() {
+        let p = &per_order[o];
+        sec.check_bounded(
+            format!("W9 seeds' rewrite ÷ engine, {}", order.short()),
+            median(&mut p.vs_seeds.clone()),
+            10.0,
+            true,
+            p.stopped,
+        );
+    }
+    for (o, order) in orders.iter().enumerate() {
+        let p = &per_order[o];
+        sec.check_bounded(
+            format!("W9 engine acks ÷ SQLite FULL batched, {}", order.short()),
+            median(&mut p.vs_sqlite.clone()),
+            1.0,
+            true,
+            p.acks_partial,
+        );
+    }
+    sec
+}
