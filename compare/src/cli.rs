@@ -9,9 +9,9 @@
 //! `cargo build --release --bin session-engine` puts it when both share a target
 //! directory).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::workload::{action, details_text};
@@ -233,6 +233,64 @@ pub fn apply_file(
         last_answer,
         ok,
         stopped,
+    }
+}
+
+/// A running `session-engine apply` that is sent one line at a time, each answered before
+/// the next is sent: a script driving the engine through a pipe.
+pub struct ApplyChild {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    line: String,
+}
+
+impl ApplyChild {
+    /// Starts `apply` on `data_dir`.
+    pub fn start(bin: &Path, data_dir: &Path, durability: Durability) -> ApplyChild {
+        let mut child = command(bin, data_dir, durability)
+            .arg("apply")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start session-engine apply");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        ApplyChild {
+            child,
+            stdin,
+            stdout,
+            line: String::new(),
+        }
+    }
+
+    /// Sends `line` (ending in a newline) and waits for its answer; panics unless it is
+    /// `"ok":true`.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("apply running");
+        stdin.write_all(line.as_bytes()).expect("write to apply");
+        self.line.clear();
+        let n = self.stdout.read_line(&mut self.line).expect("read answer");
+        assert!(
+            n > 0 && self.line.starts_with("{\"ok\":true"),
+            "apply answered {:?} to {line:?}",
+            self.line
+        );
+    }
+
+    /// Closes its input and waits for it to exit (projection files complete).
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let s = self.child.wait().expect("wait for apply");
+        assert!(s.success(), "session-engine apply failed: {s}");
+    }
+}
+
+impl Drop for ApplyChild {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
     }
 }
 

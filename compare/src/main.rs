@@ -1,4 +1,4 @@
-//! `compare`: runs the session engine's workloads (W1..W9 of `docs/benchmarks.md`) on the
+//! `compare`: runs the session engine's workloads (W1..W11 of `docs/benchmarks.md`) on the
 //! engine, on the physical limit of the disk (raw system-call loops writing the engine's own
 //! frame bytes) and on the peers a user would pick instead (SQLite, redb, fjall, the seeds'
 //! JSON rewrite), one system after the other in one process run on one disk, and prints
@@ -13,8 +13,8 @@
 //! `--quick` (or `SESSION_ENGINE_BENCH_QUICK=1`) runs tiny sizes so CI can check that the
 //! program works; its figures mean nothing.
 //!
-//! W8 and W9 (`projections.rs`) measure the engine with its JSON projections on, through
-//! public interfaces only. Both run the command-line binary `session-engine`
+//! W8..W11 (`projections.rs`) measure the engine with its JSON projections on, through
+//! public interfaces only. W8, W9 and W10 run the command-line binary `session-engine`
 //! (its `apply` command), found as follows: `--cli PATH`, else the environment variable
 //! `SESSION_ENGINE_BIN`, else `session-engine` in the directory of the running `compare`,
 //! which is where `cargo build --release --bin session-engine` puts it when both use the
@@ -355,10 +355,10 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...] [--cli PATH] [--deadline SECS]\n\
-                     Runs workloads W1..W9 on the engine, raw system-call loops and its peers,\n\
+                     Runs workloads W1..W11 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
                      PATH (default target/compare-data), which should be on the disk to measure.\n\n\
-                     W8 and W9 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\
+                     W8..W10 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\
                      else `session-engine` next to this program (build it first with\n\
                      `cargo build --release --bin session-engine`). A run of it that takes longer\n\
                      than --deadline SECS (default 60) is stopped and counted as a bound.\n\

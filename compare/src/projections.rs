@@ -1,4 +1,4 @@
-//! W8 and W9: the engine with its JSON projections on, as users run it (issue 13).
+//! W8..W11: the engine with its JSON projections on, as users run it (issue 13).
 //!
 //! Everything here goes through public interfaces only, so the workloads keep measuring
 //! the product while the projector's internals change: the `session-engine` binary (its
@@ -12,20 +12,35 @@
 //! * W9 `many-sessions`: one durable `apply` loads 10,000 sessions of 10 activities;
 //!   time until every file is complete against the seeds' rewrite of a JSON file per
 //!   change, and the rate of acknowledgements against SQLite batching as the engine does.
+//! * W10 `apply-one-at-a-time`: a script writes one line to `apply` and waits for its
+//!   answer, against a raw `pwrite` + `fdatasync` loop.
+//! * W11 `manager`: `SessionManager` with projections, one durable activity at a time,
+//!   against the bare `Engine::execute`: throughput and p99 latency.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use session_engine::{Command, Durability, Engine, ManagerOptions, NewSession, SessionManager};
+
 use crate::cli::{self, ApplyRun};
 use crate::peers::{SeedsJson, Sqlite, SqliteSync};
-use crate::workload::{details_text, fresh_dir, median, rate, remove, settle};
+use crate::systems::{self, Scratch, Sys};
+use crate::workload::{
+    action, activity, details_text, engine_options, fresh_dir, median, rate, remove, session_id,
+    settle,
+};
 use crate::{Config, Section, Unit, group};
 
 /// The workloads' ids and their `--only` names.
-pub const NAMES: [(&str, &str); 2] = [("W8", "bulk-apply"), ("W9", "many-sessions")];
+pub const NAMES: [(&str, &str); 4] = [
+    ("W8", "bulk-apply"),
+    ("W9", "many-sessions"),
+    ("W10", "apply-one-at-a-time"),
+    ("W11", "manager"),
+];
 
 /// The workloads that run the `session-engine` binary.
-const CLI_WORKLOADS: [&str; 2] = ["W8", "W9"];
+const CLI_WORKLOADS: [&str; 3] = ["W8", "W9", "W10"];
 
 fn selected(cfg: &Config) -> Vec<&'static str> {
     NAMES
@@ -49,6 +64,8 @@ pub fn run(cfg: &Config) -> Vec<Section> {
         let s = match (w, &bin) {
             ("W8", Some(b)) => w8(cfg, b),
             ("W9", Some(b)) => w9(cfg, b),
+            ("W10", Some(b)) => w10(cfg, b),
+            ("W11", _) => w11(cfg),
             _ => unreachable!("a CLI workload without the binary"),
         };
         s.print();
@@ -599,5 +616,286 @@ fn w9(cfg: &Config, bin: &Path) -> Section {
             p.acks_partial,
         );
     }
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W10: one line at a time through apply.
+
+/// `apply` kept running as a child: each event is one line written to its stdin, and the
+/// next is sent once its answer line is read.
+struct ApplySys {
+    child: Option<cli::ApplyChild>,
+    _dir: Scratch,
+}
+
+const W10_ID: &str = "bench-w10";
+
+impl ApplySys {
+    fn new(root: &Path, bin: &Path) -> ApplySys {
+        let dir = Scratch::new(root, "w10-apply");
+        let mut child = cli::ApplyChild::start(bin, &dir.0, cli::Durability::Always);
+        child.send(&cli::create_line(W10_ID));
+        ApplySys {
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+}
+
+impl Sys for ApplySys {
+    fn name(&self) -> String {
+        "engine `apply` --durability always, a child process: write one line, wait for its answer"
+            .into()
+    }
+
+    fn run(&mut self, range: std::ops::Range<u64>) -> Duration {
+        let lines: Vec<String> = range.map(|i| cli::activity_line(W10_ID, i)).collect();
+        let child = self.child.as_mut().expect("running");
+        let t = Instant::now();
+        for l in &lines {
+            child.send(l);
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for ApplySys {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            c.finish();
+        }
+    }
+}
+
+fn w10(cfg: &Config, bin: &Path) -> Section {
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 20)
+    } else {
+        (1_200, cfg.reps * 4, 100)
+    };
+    let root = &cfg.dir;
+    let cap = (warmup + (rounds as u64 + 1) * chunk) * 400;
+    let mut sec = Section::new(
+        "W10",
+        format!(
+            "one at a time, durable, through `apply` ({warmup} warm-up events, then {rounds} \
+             interleaved rounds of {chunk} events per system)"
+        ),
+    );
+    let mut sys: Vec<Box<dyn Sys>> = vec![
+        Box::new(ApplySys::new(root, bin)),
+        Box::new(systems::RawSys::new(
+            root,
+            systems::RawKind::Overwrite { batch: 1 },
+            cap,
+        )),
+        Box::new(systems::EngineSys::new(
+            root,
+            "engine in process, no projections, Engine::execute() (W1's setting)",
+            Durability::Always,
+            1,
+        )),
+    ];
+    let m = systems::interleave(warmup, rounds, chunk, &mut sys);
+    drop(sys);
+    for (i, x) in m.iter().enumerate() {
+        sec.row(
+            x.name.clone(),
+            x.rate,
+            Unit::Rate,
+            (i > 0).then_some(x.first_vs),
+        );
+    }
+    sec.note_at(0, "projections on; the child is started before the clock");
+    sec.check(
+        "W10 `apply` one at a time ÷ raw overwrite+fdatasync",
+        m[1].first_vs,
+        0.8,
+        true,
+    );
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W11: SessionManager with projections against the bare engine, in process.
+
+/// One of W11's systems: a way to record one durable activity.
+enum InProcess {
+    Manager {
+        manager: SessionManager,
+        session: session_engine::ClaudeSession,
+    },
+    Engine(Box<Engine>),
+}
+
+impl InProcess {
+    fn manager(root: &Path, projections: bool) -> (InProcess, std::path::PathBuf) {
+        let d = fresh_dir(root, "w11-manager");
+        let mut opts = ManagerOptions::with_engine(engine_options(Durability::Always));
+        if !projections {
+            opts.projections = None;
+        }
+        let manager = SessionManager::open(&d, opts).unwrap();
+        let session = manager
+            .create_session(NewSession {
+                id: Some(session_id(0)),
+                timeout_secs: 0,
+                ..NewSession::default()
+            })
+            .unwrap();
+        (InProcess::Manager { manager, session }, d)
+    }
+
+    fn engine(root: &Path) -> (InProcess, std::path::PathBuf) {
+        let d = fresh_dir(root, "w11-engine");
+        let e = crate::workload::engine_with_sessions(&d, Durability::Always, 1);
+        (InProcess::Engine(Box::new(e)), d)
+    }
+
+    /// Records activities `range`, one at a time, each latency in µs appended to `lat`;
+    /// returns the total time. Inputs are built before the clock starts.
+    fn run(&self, range: std::ops::Range<u64>, lat: &mut Vec<f64>) -> Duration {
+        let mut total = Duration::ZERO;
+        match self {
+            InProcess::Manager { session, .. } => {
+                let inputs: Vec<(u64, serde_json::Value)> = range
+                    .map(|i| (i, serde_json::from_str(&details_text(i)).unwrap()))
+                    .collect();
+                for (i, v) in inputs {
+                    let t = Instant::now();
+                    session.record_activity(action(i), Some(v)).unwrap();
+                    let el = t.elapsed();
+                    total += el;
+                    lat.push(el.as_secs_f64() * 1e6);
+                }
+            }
+            InProcess::Engine(e) => {
+                let s = session_id(0);
+                let cmds: Vec<Command> = range.map(|i| activity(&s, i)).collect();
+                for c in cmds {
+                    let t = Instant::now();
+                    e.execute(c).unwrap();
+                    let el = t.elapsed();
+                    total += el;
+                    lat.push(el.as_secs_f64() * 1e6);
+                }
+            }
+        }
+        total
+    }
+
+    fn close(self) {
+        match self {
+            InProcess::Manager { manager, .. } => manager.close().unwrap(),
+            InProcess::Engine(e) => e.close().unwrap(),
+        }
+    }
+}
+
+fn percentile(xs: &mut [f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 - 1.0) * p).round() as usize;
+    xs[i.min(xs.len() - 1)]
+}
+
+fn w11(cfg: &Config) -> Section {
+    let (warmup, rounds, chunk) = if cfg.quick {
+        (0, 2, 20)
+    } else {
+        (1_200, cfg.reps * 4, 100)
+    };
+    let root = &cfg.dir;
+    let mut sec = Section::new(
+        "W11",
+        format!(
+            "in process, one durable activity at a time: SessionManager with projections vs the \
+             bare engine ({warmup} warm-up events, then {rounds} interleaved rounds of {chunk} \
+             events per system)"
+        ),
+    );
+    let names = [
+        "SessionManager, projections on, ClaudeSession::record_activity()",
+        "SessionManager, projections off, ClaudeSession::record_activity()",
+        "bare engine, Engine::execute()",
+    ];
+    let mut systems = vec![
+        InProcess::manager(root, true),
+        InProcess::manager(root, false),
+        InProcess::engine(root),
+    ];
+    let k = systems.len();
+    let mut next = 0u64;
+    let mut scratch = Vec::new();
+    for (s, _) in &systems {
+        if warmup > 0 {
+            s.run(next..next + warmup, &mut scratch);
+            next += warmup;
+        }
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); k];
+    for r in 0..rounds {
+        for j in 0..k {
+            let i = (j + r) % k;
+            let d = systems[i].0.run(next..next + chunk, &mut lat[i]);
+            next += chunk;
+            rates[i].push(rate(chunk, d));
+        }
+    }
+    for (s, d) in systems.drain(..) {
+        s.close();
+        remove(&d);
+    }
+    let paired = |i: usize| {
+        let mut v: Vec<f64> = rates[0].iter().zip(&rates[i]).map(|(a, b)| a / b).collect();
+        median(&mut v)
+    };
+    let p99: Vec<f64> = lat
+        .iter()
+        .map(|l| percentile(&mut l.clone(), 0.99))
+        .collect();
+    let p50: Vec<f64> = lat
+        .iter()
+        .map(|l| percentile(&mut l.clone(), 0.5))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        sec.row(
+            format!("{name}: throughput"),
+            median(&mut rates[i].clone()),
+            Unit::Rate,
+            (i > 0).then(|| paired(i)),
+        );
+    }
+    sec.note_at(0, "the product as the seeds' API is used");
+    for (i, name) in names.iter().enumerate() {
+        sec.row(
+            format!("{name}: p99 latency"),
+            p99[i],
+            Unit::Us,
+            (i > 0).then(|| p99[i] / p99[0]),
+        );
+        sec.note(format!(
+            "p50 {:.1} µs, max {:.0} µs, over {} commits",
+            p50[i],
+            lat[i].iter().copied().fold(0.0, f64::max),
+            lat[i].len()
+        ));
+    }
+    sec.check(
+        "W11 SessionManager (projections on) ÷ Engine::execute, throughput",
+        paired(2),
+        0.9,
+        true,
+    );
+    sec.check(
+        "W11 SessionManager (projections on) ÷ Engine::execute, p99 latency",
+        p99[0] / p99[2],
+        1.5,
+        false,
+    );
     sec
 }
