@@ -1,4 +1,4 @@
-//! `compare`: runs the session engine's workloads (W1..W11 of `docs/benchmarks.md`) on the
+//! `compare`: runs the session engine's workloads (W1..W12 of `docs/benchmarks.md`) on the
 //! engine, on the physical limit of the disk (raw system-call loops writing the engine's own
 //! frame bytes) and on the peers a user would pick instead (SQLite, redb, fjall, the seeds'
 //! JSON rewrite), one system after the other in one process run on one disk, and prints
@@ -13,7 +13,7 @@
 //! `--quick` (or `SESSION_ENGINE_BENCH_QUICK=1`) runs tiny sizes so CI can check that the
 //! program works; its figures mean nothing.
 //!
-//! W8..W11 (`projections.rs`) measure the engine with its JSON projections on, through
+//! W8..W12 (`projections.rs`) measure the engine with its JSON projections on, through
 //! public interfaces only. W8, W9 and W10 run the command-line binary `session-engine`
 //! (its `apply` command), found as follows: `--cli PATH`, else the environment variable
 //! `SESSION_ENGINE_BIN`, else `session-engine` in the directory of the running `compare`,
@@ -89,6 +89,8 @@ enum Unit {
     Secs,
     /// Mebibytes.
     MiB,
+    /// A number of events.
+    Events,
 }
 
 impl Unit {
@@ -99,6 +101,7 @@ impl Unit {
             Unit::Us => format!("{v:.1} µs"),
             Unit::Secs => format!("{v:.2} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::Events => format!("{} events", group(v)),
         }
     }
 }
@@ -355,7 +358,7 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...] [--cli PATH] [--deadline SECS]\n\
-                     Runs workloads W1..W11 on the engine, raw system-call loops and its peers,\n\
+                     Runs workloads W1..W12 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
                      PATH (default target/compare-data), which should be on the disk to measure.\n\n\
                      W8..W10 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\

@@ -1,4 +1,4 @@
-//! W8..W11: the engine with its JSON projections on, as users run it (issue 13).
+//! W8..W12: the engine with its JSON projections on, as users run it (issue 13).
 //!
 //! Everything here goes through public interfaces only, so the workloads keep measuring
 //! the product while the projector's internals change: the `session-engine` binary (its
@@ -16,8 +16,11 @@
 //!   answer, against a raw `pwrite` + `fdatasync` loop.
 //! * W11 `manager`: `SessionManager` with projections, one durable activity at a time,
 //!   against the bare `Engine::execute`: throughput and p99 latency.
+//! * W12 `lag`: how far the projection files trail the log under a writer at full speed.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use session_engine::{Command, Durability, Engine, ManagerOptions, NewSession, SessionManager};
@@ -32,11 +35,12 @@ use crate::workload::{
 use crate::{Config, Section, Unit, group};
 
 /// The workloads' ids and their `--only` names.
-pub const NAMES: [(&str, &str); 4] = [
+pub const NAMES: [(&str, &str); 5] = [
     ("W8", "bulk-apply"),
     ("W9", "many-sessions"),
     ("W10", "apply-one-at-a-time"),
     ("W11", "manager"),
+    ("W12", "lag"),
 ];
 
 /// The workloads that run the `session-engine` binary.
@@ -66,6 +70,7 @@ pub fn run(cfg: &Config) -> Vec<Section> {
             ("W9", Some(b)) => w9(cfg, b),
             ("W10", Some(b)) => w10(cfg, b),
             ("W11", _) => w11(cfg),
+            ("W12", _) => w12(cfg),
             _ => unreachable!("a CLI workload without the binary"),
         };
         s.print();
@@ -897,5 +902,224 @@ fn w11(cfg: &Config) -> Section {
         1.5,
         false,
     );
+    sec
+}
+
+// ---------------------------------------------------------------------------------------
+// W12: projection lag under a sustained writer.
+
+/// How far the projection files trailed the log at one moment.
+#[derive(Clone, Copy)]
+struct Sample {
+    /// Since the writer started.
+    at: Duration,
+    /// Events committed and not yet in the files.
+    events: u64,
+    /// Age of the oldest of them, ms (0 when there is none).
+    age_ms: f64,
+}
+
+struct LagRun {
+    written: u64,
+    writing: Duration,
+    samples: Vec<Sample>,
+    /// From the last commit until the files reflected it; `None` past the deadline.
+    catch_up: Option<Duration>,
+}
+
+/// A writer records up to `max` activities into one session as fast as it can (stopping
+/// after `max_time`), one `record_activity` at a time, while a sampler reads
+/// `SessionManager::projection_status()` every `every`.
+fn lag_run(
+    root: &Path,
+    durability: Durability,
+    max: u64,
+    max_time: Duration,
+    every: Duration,
+    deadline: Duration,
+) -> LagRun {
+    let d = fresh_dir(root, "w12");
+    let manager =
+        SessionManager::open(&d, ManagerOptions::with_engine(engine_options(durability))).unwrap();
+    let session = manager
+        .create_session(NewSession {
+            id: Some(session_id(0)),
+            timeout_secs: 0,
+            ..NewSession::default()
+        })
+        .unwrap();
+    manager.flush_projections().unwrap();
+    // When each LSN was committed (ns since the start, 0: not yet), indexed by LSN.
+    let first = manager.last_lsn().0 + 1;
+    let committed_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..first + max + 1).map(|_| AtomicU64::new(0)).collect());
+    let done = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    let mut written = 0u64;
+    let mut writing = Duration::ZERO;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while i < max && t0.elapsed() < max_time {
+                let v: serde_json::Value = serde_json::from_str(&details_text(i)).unwrap();
+                let lsn = session.record_activity(action(i), Some(v)).unwrap();
+                let ns = t0.elapsed().as_nanos() as u64 + 1;
+                if let Some(slot) = committed_at.get(lsn.0 as usize) {
+                    slot.store(ns, Ordering::Release);
+                }
+                i += 1;
+            }
+            written = i;
+            writing = t0.elapsed();
+            done.store(true, Ordering::Release);
+        });
+        while !done.load(Ordering::Acquire) {
+            let committed = manager.last_lsn().0;
+            let projected = manager.projection_status().map_or(0, |st| st.projected.0);
+            let events = committed.saturating_sub(projected);
+            let now = t0.elapsed();
+            let age_ms = if events == 0 {
+                0.0
+            } else {
+                let at = committed_at
+                    .get(projected as usize + 1)
+                    .map_or(0, |a| a.load(Ordering::Acquire));
+                if at == 0 {
+                    0.0
+                } else {
+                    (now.as_nanos() as u64).saturating_sub(at) as f64 / 1e6
+                }
+            };
+            samples.push(Sample {
+                at: now,
+                events,
+                age_ms,
+            });
+            std::thread::sleep(every);
+        }
+    });
+    let t = Instant::now();
+    let caught = manager
+        .wait_for_projections(manager.last_lsn(), Some(deadline))
+        .unwrap();
+    let catch_up = caught.then(|| t.elapsed());
+    manager.close().unwrap();
+    drop(session);
+    remove(&d);
+    LagRun {
+        written,
+        writing,
+        samples,
+        catch_up,
+    }
+}
+
+fn w12(cfg: &Config) -> Section {
+    let every = Duration::from_millis(2);
+    let root = &cfg.dir;
+    let runs = [
+        (
+            "buffered (Durability::None)",
+            Durability::None,
+            cfg.n(1_000_000, 20_000),
+            Duration::from_secs(if cfg.quick { 2 } else { 30 }),
+        ),
+        (
+            "durable (Durability::Always)",
+            Durability::Always,
+            cfg.n(1_000_000, 1_000_000),
+            Duration::from_millis(if cfg.quick { 300 } else { 10_000 }),
+        ),
+    ];
+    let mut sec = Section::new(
+        "W12",
+        format!(
+            "projection lag under a sustained writer: SessionManager, one session, \
+             record_activity() at full speed; projection_status() sampled every {} ms (1 run each)",
+            every.as_millis()
+        ),
+    );
+    for (label, durability, max, max_time) in runs {
+        eprintln!("W12: {label}");
+        settle();
+        let r = lag_run(root, durability, max, max_time, every, cfg.deadline);
+        let mut ev: Vec<f64> = r.samples.iter().map(|s| s.events as f64).collect();
+        let mut age: Vec<f64> = r.samples.iter().map(|s| s.age_ms).collect();
+        let half = r.writing / 2;
+        let mut age_first: Vec<f64> = r
+            .samples
+            .iter()
+            .filter(|s| s.at < half)
+            .map(|s| s.age_ms)
+            .collect();
+        let mut age_second: Vec<f64> = r
+            .samples
+            .iter()
+            .filter(|s| s.at >= half)
+            .map(|s| s.age_ms)
+            .collect();
+        let max_ev = ev.iter().copied().fold(0.0, f64::max);
+        let max_age = age.iter().copied().fold(0.0, f64::max);
+        let p99_ev = percentile(&mut ev, 0.99);
+        let p99_age = percentile(&mut age, 0.99);
+        let (a1, a2) = (
+            percentile(&mut age_first, 0.99),
+            percentile(&mut age_second, 0.99),
+        );
+        sec.row_plain(
+            format!("{label}: writer, activities per second"),
+            rate(r.written, r.writing),
+            Unit::Rate,
+        );
+        sec.note(format!(
+            "{} activities in {:.1} s; {} samples",
+            group(r.written as f64),
+            secs(r.writing),
+            r.samples.len()
+        ));
+        sec.row_plain(format!("{label}: lag, p99"), p99_ev, Unit::Events);
+        sec.row_plain(format!("{label}: lag, max"), max_ev, Unit::Events);
+        sec.row_plain(
+            format!("{label}: age of the oldest unprojected event, p99"),
+            p99_age,
+            Unit::Ms,
+        );
+        sec.note(format!(
+            "p99 over the first half of the run {a1:.1} ms, over the second half {a2:.1} ms"
+        ));
+        sec.row_plain(
+            format!("{label}: age of the oldest unprojected event, max"),
+            max_age,
+            Unit::Ms,
+        );
+        match r.catch_up {
+            Some(c) => {
+                sec.row_plain(
+                    format!("{label}: catch-up after the last commit"),
+                    secs(c) * 1e3,
+                    Unit::Ms,
+                );
+                sec.note("until projection_status() says every file reflects the last event");
+            }
+            None => {
+                sec.row_plain(
+                    format!("{label}: catch-up after the last commit"),
+                    secs(cfg.deadline) * 1e3,
+                    Unit::Ms,
+                );
+                sec.note("not caught up at the deadline: a lower bound");
+            }
+        }
+        sec.bound(format!(
+            "{label}: with {} activities written in {:.1} s, the files trailed the log by at \
+             most {} events and {max_age:.0} ms (p99 {} events, {p99_age:.0} ms; p99 age \
+             {a1:.0} ms in the first half of the run, {a2:.0} ms in the second)",
+            group(r.written as f64),
+            secs(r.writing),
+            group(max_ev),
+            group(p99_ev)
+        ));
+    }
     sec
 }
