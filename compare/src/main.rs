@@ -1,19 +1,35 @@
-//! `compare`: runs the session engine's workloads (W1..W7 of `docs/benchmarks.md`) on the
+//! `compare`: runs the session engine's workloads (W1..W12 of `docs/benchmarks.md`) on the
 //! engine, on the physical limit of the disk (raw system-call loops writing the engine's own
 //! frame bytes) and on the peers a user would pick instead (SQLite, redb, fjall, the seeds'
 //! JSON rewrite), one system after the other in one process run on one disk, and prints
 //! one table of medians and same-run ratios.
 //!
 //! ```text
+//! cargo build --release --bin session-engine
 //! cargo run --release -p session-engine-compare -- [--quick] [--reps N] [--dir PATH] [--only W1,W4]
+//!     [--cli PATH] [--deadline SECS]
 //! ```
 //!
 //! `--quick` (or `SESSION_ENGINE_BENCH_QUICK=1`) runs tiny sizes so CI can check that the
 //! program works; its figures mean nothing.
+//!
+//! W8..W12 (`projections.rs`) measure the engine with its JSON projections on, through
+//! public interfaces only. W8, W9 and W10 run the command-line binary `session-engine`
+//! (its `apply` command), found as follows: `--cli PATH`, else the environment variable
+//! `SESSION_ENGINE_BIN`, else `session-engine` in the directory of the running `compare`,
+//! which is where `cargo build --release --bin session-engine` puts it when both use the
+//! same target directory (the default, or the same `CARGO_TARGET_DIR`). Build it first:
+//! `cargo run -p session-engine-compare` rebuilds the library for `compare` but not the
+//! binary, so the header warns when the binary is older than the sources in `src/`. A run
+//! of the binary that takes longer than `--deadline` (default 60 s) is stopped; its time
+//! then counts as a lower bound, and a target it decides is "not known" unless even the
+//! bound misses it. `--only` also takes the workloads' names (`--help` lists them).
 
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod peers;
+mod projections;
 mod raw;
 mod systems;
 mod workload;
@@ -36,6 +52,10 @@ struct Config {
     reps: usize,
     dir: PathBuf,
     only: Option<Vec<String>>,
+    /// The `session-engine` binary, if given with `--cli`.
+    cli: Option<PathBuf>,
+    /// Longest a single run of the CLI may take before it is stopped (W8, W9).
+    deadline: Duration,
 }
 
 impl Config {
@@ -43,6 +63,11 @@ impl Config {
         self.only
             .as_ref()
             .is_none_or(|o| o.iter().any(|x| x.eq_ignore_ascii_case(w)))
+    }
+
+    /// Whether workload `id` is selected, by its id or by its `--only` name.
+    fn wants_named(&self, id: &str, name: &str) -> bool {
+        self.wants(id) || self.only.is_some() && self.wants(name)
     }
 
     /// `full` events normally, `quick` in quick mode.
@@ -60,8 +85,12 @@ enum Unit {
     Ms,
     /// A duration in microseconds.
     Us,
+    /// A duration in seconds.
+    Secs,
     /// Mebibytes.
     MiB,
+    /// A number of events.
+    Events,
 }
 
 impl Unit {
@@ -70,7 +99,9 @@ impl Unit {
             Unit::Rate => format!("{} ev/s", group(v)),
             Unit::Ms => format!("{v:.2} ms"),
             Unit::Us => format!("{v:.1} µs"),
+            Unit::Secs => format!("{v:.2} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::Events => format!("{} events", group(v)),
         }
     }
 }
@@ -95,6 +126,8 @@ struct Row {
     /// How many times better the engine's reference figure is than this one (engine rate
     /// / this rate, or this time / engine time); `None` on the engine's own row.
     engine_vs: Option<f64>,
+    /// A figure compared with nothing (no "(reference)" in the ratio column).
+    plain: bool,
     note: String,
 }
 
@@ -105,6 +138,10 @@ struct Check {
     target: f64,
     /// `true`: the ratio must be at least the target; `false`: at most.
     at_least: bool,
+    /// The measured value is only a bound, in the engine's favour: a run it depends on was
+    /// stopped at the deadline, so the true ratio is worse (lower for `at_least`, higher
+    /// otherwise). A censored check that meets its target is therefore undecided.
+    censored: bool,
 }
 
 impl Check {
@@ -113,6 +150,23 @@ impl Check {
             self.measured >= self.target
         } else {
             self.measured <= self.target
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
+        match (self.met(), self.censored) {
+            (false, _) => "MISSED",
+            (true, false) => "met",
+            (true, true) => "not known (a run was stopped at the deadline)",
+        }
+    }
+
+    /// The measured value, with `≤`/`≥` in front when it is only a bound.
+    fn measured_text(&self) -> String {
+        match (self.censored, self.at_least) {
+            (false, _) => format!("{:.2}", self.measured),
+            (true, true) => format!("≤ {:.2}", self.measured),
+            (true, false) => format!("≥ {:.2}", self.measured),
         }
     }
 }
@@ -144,8 +198,17 @@ impl Section {
             value,
             unit,
             engine_vs,
+            plain: false,
             note: String::new(),
         });
+    }
+
+    /// A row whose figure is compared with nothing.
+    fn row_plain(&mut self, system: impl Into<String>, value: f64, unit: Unit) {
+        self.row(system, value, unit, None);
+        if let Some(r) = self.rows.last_mut() {
+            r.plain = true;
+        }
     }
 
     fn note(&mut self, note: impl Into<String>) {
@@ -161,11 +224,25 @@ impl Section {
     }
 
     fn check(&mut self, what: impl Into<String>, measured: f64, target: f64, at_least: bool) {
+        self.check_bounded(what, measured, target, at_least, false);
+    }
+
+    /// [`Section::check`] on a value that is only a bound in the engine's favour when
+    /// `censored` (see [`Check::censored`]).
+    fn check_bounded(
+        &mut self,
+        what: impl Into<String>,
+        measured: f64,
+        target: f64,
+        at_least: bool,
+        censored: bool,
+    ) {
         self.checks.push(Check {
             what: what.into(),
             measured,
             target,
             at_least,
+            censored,
         });
     }
 
@@ -179,9 +256,11 @@ impl Section {
         println!("| system | median | engine is ×better | note |");
         println!("| --- | ---: | ---: | --- |");
         for r in &self.rows {
-            let vs = r
-                .engine_vs
-                .map_or_else(|| "(reference)".to_owned(), |x| format!("{x:.2}×"));
+            let vs = match r.engine_vs {
+                Some(x) => format!("{x:.2}×"),
+                None if r.plain => "–".to_owned(),
+                None => "(reference)".to_owned(),
+            };
             println!(
                 "| {} | {} | {} | {} |",
                 r.system,
@@ -194,12 +273,12 @@ impl Section {
             println!();
             for c in &self.checks {
                 println!(
-                    "- target {}: measured {:.2}, target {} {:.2}: **{}**",
+                    "- target {}: measured {}, target {} {:.2}: **{}**",
                     c.what,
-                    c.measured,
+                    c.measured_text(),
                     if c.at_least { "≥" } else { "≤" },
                     c.target,
-                    if c.met() { "met" } else { "MISSED" }
+                    c.verdict()
                 );
             }
         }
@@ -216,12 +295,22 @@ fn main() {
         reps: 0,
         dir: PathBuf::from("target/compare-data"),
         only: None,
+        cli: None,
+        deadline: Duration::from_secs(60),
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => cfg.quick = true,
             "--reps" => cfg.reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
             "--dir" => cfg.dir = PathBuf::from(args.next().expect("--dir PATH")),
+            "--cli" => cfg.cli = Some(PathBuf::from(args.next().expect("--cli PATH"))),
+            "--deadline" => {
+                cfg.deadline = Duration::from_secs(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--deadline SECS"),
+                )
+            }
             "--only" => {
                 cfg.only = Some(
                     args.next()
@@ -268,12 +357,22 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...]\n\
-                     Runs workloads W1..W7 on the engine, raw system-call loops and its peers,\n\
+                    "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...] [--cli PATH] [--deadline SECS]\n\
+                     Runs workloads W1..W12 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
                      PATH (default target/compare-data), which should be on the disk to measure.\n\n\
+                     W8..W10 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\
+                     else `session-engine` next to this program (build it first with\n\
+                     `cargo build --release --bin session-engine`). A run of it that takes longer\n\
+                     than --deadline SECS (default 60) is stopped and counted as a bound.\n\
+                     --only also takes the workloads' names: {}.\n\n\
                      Profiling helpers: --build-log DIR SESSIONS PER_SESSION writes a log of\n\
-                     activities; --open DIR [TIMES] opens it and prints the open time."
+                     activities; --open DIR [TIMES] opens it and prints the open time.",
+                    projections::NAMES
+                        .iter()
+                        .map(|(id, name)| format!("{name} ({id})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 return;
             }
@@ -330,6 +429,9 @@ fn main() {
         s.print();
         sections.push(s);
     }
+    for s in projections::run(&cfg) {
+        sections.push(s);
+    }
 
     println!("\n### Targets\n");
     println!("| workload | target | measured | needed | verdict |");
@@ -337,13 +439,13 @@ fn main() {
     for s in &sections {
         for c in &s.checks {
             println!(
-                "| {} | {} | {:.2} | {} {:.2} | {} |",
+                "| {} | {} | {} | {} {:.2} | {} |",
                 s.id,
                 c.what,
-                c.measured,
+                c.measured_text(),
                 if c.at_least { "≥" } else { "≤" },
                 c.target,
-                if c.met() { "met" } else { "MISSED" }
+                c.verdict()
             );
         }
     }
@@ -396,6 +498,12 @@ fn machine_facts(cfg: &Config) {
         "- repetitions: {} per system, round-robin; figures are medians",
         cfg.reps
     );
+    if projections::needs_cli(cfg) {
+        println!(
+            "- session-engine binary: {}",
+            cli::describe(&cli::locate(cfg.cli.as_deref()))
+        );
+    }
 }
 
 fn frames(n: u64) -> Vec<Vec<u8>> {

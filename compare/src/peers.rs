@@ -88,6 +88,24 @@ impl Sqlite {
         }
         tx.commit().expect("commit");
     }
+
+    /// Inserts `rows` (session, activity number, details text, all built already) in one
+    /// transaction.
+    pub fn insert_rows(&mut self, rows: &[(String, u64, String)]) {
+        let tx = self.conn.transaction().expect("begin");
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO events (session, action, at, details) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .expect("prepare");
+            for (session, i, details) in rows {
+                st.execute(rusqlite::params![session, action(*i), *i as i64, details])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
 }
 
 const REDB_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
@@ -173,9 +191,15 @@ pub struct SeedsJson {
 impl SeedsJson {
     /// A session file in `dir` holding `prior` activities.
     pub fn new(dir: &Path, prior: u64) -> SeedsJson {
+        SeedsJson::named(dir, "bench-session", prior)
+    }
+
+    /// Session `id`'s file in `dir`, holding `prior` activities, written as the seeds'
+    /// `create_session` saves a new session.
+    pub fn named(dir: &Path, id: &str, prior: u64) -> SeedsJson {
         let activities: Vec<serde_json::Value> = (0..prior).map(seed_activity).collect();
         let session = serde_json::json!({
-            "session_id": "bench-session",
+            "session_id": id,
             "created_at": "2025-11-08T10:30:00Z",
             "last_activity": "2025-11-08T10:30:00Z",
             "status": "active",
@@ -184,8 +208,8 @@ impl SeedsJson {
             "activity_log": activities,
         });
         let mut s = SeedsJson {
-            path: dir.join("session_bench-session.json"),
-            tmp: dir.join("session_bench-session.json.tmp"),
+            path: dir.join(format!("session_{id}.json")),
+            tmp: dir.join(format!("session_{id}.json.tmp")),
             session,
         };
         s.write();
