@@ -12,6 +12,13 @@
 //!
 //! Version history (kept in step with `docs/format.md`):
 //! * event schema 1, state schema 1: the first release.
+//! * event schema 2: appends `EventBody::SessionsAdopted`; state schema 2: appends
+//!   `Origin::Adopted`. Both only append a variant, so the version-2 types decode
+//!   version-1 payloads unchanged. A payload is written with the lowest version that holds
+//!   it ([`event_schema`], [`state_schema`]): a log or snapshot without adoptions is byte
+//!   for byte what schema 1 wrote, and a build that reads only schema 1 refuses one with
+//!   them by its version rather than as garbage. A version-1 payload that holds a
+//!   version-2 variant is refused.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -22,13 +29,40 @@ use std::io::Write;
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
-use crate::event::Event;
-use crate::state::State;
+use crate::event::{Event, EventBody};
+use crate::state::{Origin, Session, State};
 
 /// Current schema version of event payloads.
-pub const EVENT_SCHEMA_VERSION: u8 = 1;
+pub const EVENT_SCHEMA_VERSION: u8 = 2;
 /// Current schema version of snapshot payloads.
-pub const STATE_SCHEMA_VERSION: u8 = 1;
+pub const STATE_SCHEMA_VERSION: u8 = 2;
+
+fn session_needs_2(s: &Session) -> bool {
+    matches!(s.origin, Some(Origin::Adopted(_)))
+}
+
+fn body_needs_2(body: &EventBody) -> bool {
+    match body {
+        EventBody::SessionsAdopted(_) => true,
+        EventBody::SessionImported { events, .. } => events.iter().any(|e| body_needs_2(&e.body)),
+        EventBody::SessionCloned { data, .. } => session_needs_2(data),
+        _ => false,
+    }
+}
+
+/// The lowest event schema that holds `body` (see the version history).
+pub fn event_schema(body: &EventBody) -> u8 {
+    if body_needs_2(body) { 2 } else { 1 }
+}
+
+/// The lowest state schema that holds `state`.
+pub fn state_schema(state: &State) -> u8 {
+    if state.sessions.values().any(|s| session_needs_2(s)) {
+        2
+    } else {
+        1
+    }
+}
 
 /// Most bytes a decoded event may claim (bounds allocations while decoding).
 const EVENT_DECODE_LIMIT: usize = 64 << 20;
@@ -53,7 +87,7 @@ impl std::error::Error for DecodeError {}
 
 /// Appends the payload encoding of `event` to `out`.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-    out.push(EVENT_SCHEMA_VERSION);
+    out.push(event_schema(&event.body));
     bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
         .map(|_| ())
         .map_err(|e| DecodeError(format!("cannot encode event: {e}")))
@@ -81,7 +115,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1 => {
+        1 | 2 => {
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
                     .map_err(|e| DecodeError(format!("event does not decode: {e}")))?;
@@ -89,6 +123,12 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
                 return Err(DecodeError(format!(
                     "event payload has {} trailing bytes",
                     body.len() - used
+                )));
+            }
+            if event_schema(&event.body) > version {
+                return Err(DecodeError(format!(
+                    "a {} event is not part of event schema {version}",
+                    event.body.type_name()
                 )));
             }
             Ok(event)
@@ -102,7 +142,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
 
 /// Writes the snapshot payload encoding of `state` into `out`.
 pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
-    out.write_all(&[STATE_SCHEMA_VERSION])
+    out.write_all(&[state_schema(state)])
         .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
     bincode::serde::encode_into_std_write(state, out, bincode::config::standard())
         .map(|_| ())
@@ -121,7 +161,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1 => {
+        1 | 2 => {
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
@@ -141,6 +181,11 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     body.len() - used
                 )));
             }
+            if state_schema(&state) > version {
+                return Err(DecodeError(format!(
+                    "an adopted session is not part of state schema {version}"
+                )));
+            }
             Ok(state)
         }
         v => Err(DecodeError(format!(
@@ -153,8 +198,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventBody;
-    use crate::types::{JsonText, SessionId, Timestamp};
+    use crate::types::{JsonText, Lsn, SessionId, Timestamp};
 
     #[test]
     fn events_round_trip() {
@@ -167,8 +211,66 @@ mod tests {
             },
         };
         let bytes = event_to_vec(&e).unwrap();
-        assert_eq!(bytes[0], EVENT_SCHEMA_VERSION);
+        assert_eq!(
+            bytes[0], 1,
+            "an event schema 1 holds is written as schema 1"
+        );
         assert_eq!(decode_event(&bytes).unwrap(), e);
+    }
+
+    fn adoption() -> Event {
+        use crate::event::{AdoptedSession, AmplihackAdoption};
+        use crate::state::{AmplihackDocuments, SessionConfig, Status};
+        Event {
+            at: Timestamp(1_700_000_000_000_000),
+            body: EventBody::SessionsAdopted(Box::new(AmplihackAdoption {
+                source: ".claude/runtime".into(),
+                sessions: vec![AdoptedSession {
+                    session: SessionId::new("claude_session_1_0a1b2c3d").unwrap(),
+                    name: "task".into(),
+                    created_at: Timestamp(1),
+                    last_activity: Timestamp(2),
+                    status: Status::Active,
+                    timeout_secs: 300,
+                    config: SessionConfig::default(),
+                    metadata: vec![],
+                    commands: vec![],
+                    documents: AmplihackDocuments {
+                        file: Some(JsonText::parse(r#"{"saved_at":1.5}"#).unwrap()),
+                        archive_ts: None,
+                        registry_entry: None,
+                        registry_rest: None,
+                    },
+                    log: None,
+                }],
+            })),
+        }
+    }
+
+    #[test]
+    fn adoptions_are_schema_2_and_a_schema_1_payload_may_not_hold_one() {
+        let e = adoption();
+        let bytes = event_to_vec(&e).unwrap();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_event(&bytes).unwrap(), e);
+        let mut as_1 = bytes.clone();
+        as_1[0] = 1;
+        let err = decode_event(&as_1).unwrap_err();
+        assert!(
+            err.to_string().contains("not part of event schema 1"),
+            "{err}"
+        );
+        let mut st = State::new();
+        st.apply(Lsn(1), &e).unwrap();
+        let mut snap = Vec::new();
+        encode_state(&st, &mut snap).unwrap();
+        assert_eq!(snap[0], 2);
+        assert_eq!(decode_state(&snap).unwrap(), st);
+        snap[0] = 1;
+        assert!(decode_state(&snap).is_err());
+        let mut plain = Vec::new();
+        encode_state(&State::new(), &mut plain).unwrap();
+        assert_eq!(plain[0], 1);
     }
 
     #[test]

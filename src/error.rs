@@ -105,6 +105,23 @@ pub enum Error {
         /// The newest LSN in the log.
         last: Lsn,
     },
+    /// The data directory writes its projections in another format than the one asked
+    /// for (`projection::format`); nothing was changed.
+    ProjectionFormatMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// The format it records.
+        recorded: &'static str,
+        /// The format asked for.
+        requested: &'static str,
+    },
+    /// Files to import (another tool's directory) were refused; nothing was imported.
+    InvalidImport {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -158,6 +175,8 @@ impl Error {
             Error::Closed => "closed",
             Error::LsnOutOfRange { .. } => "lsn_out_of_range",
             Error::InvalidBundle { .. } => "invalid_bundle",
+            Error::ProjectionFormatMismatch { .. } => "projection_format_mismatch",
+            Error::InvalidImport { .. } => "invalid_import",
         }
     }
 
@@ -172,6 +191,8 @@ impl Error {
                 | Error::InvalidState { .. }
                 | Error::LsnOutOfRange { .. }
                 | Error::InvalidBundle { .. }
+                | Error::ProjectionFormatMismatch { .. }
+                | Error::InvalidImport { .. }
         )
     }
 }
@@ -231,6 +252,24 @@ impl fmt::Display for Error {
             Error::LsnOutOfRange { requested, last } => write!(
                 f,
                 "LSN {requested} is beyond the end of the log (last LSN is {last})"
+            ),
+            Error::ProjectionFormatMismatch {
+                dir,
+                recorded,
+                requested,
+            } => write!(
+                f,
+                "the data directory {} writes its projections in the {recorded} format \
+                 (recorded in {}), not {requested}; open it without --projections (or with \
+                 --projections {recorded}), or convert it with `session-engine \
+                 rebuild-projections --projections {requested}`",
+                dir.display(),
+                crate::projection::format::FORMAT_FILE
+            ),
+            Error::InvalidImport { path, reason } => write!(
+                f,
+                "cannot import {}: {reason}; nothing was imported",
+                path.display()
             ),
         }
     }

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod import;
 mod intern;
 pub mod manager;
 pub mod projection;

@@ -38,7 +38,10 @@
 //!   and flushes before [`Projector::join`] returns, so the files are complete (or
 //!   `join` returns the failure that kept them from being, and the status says so).
 
+pub mod format;
+pub mod layout;
 pub mod logline;
+pub mod pyjson;
 pub mod schema;
 mod worker;
 
@@ -54,6 +57,8 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::types::Lsn;
 
+pub use format::ProjectionFormat;
+pub use layout::Layout;
 pub use schema::{ChainFile, ProjectionPaths, RegistryFile, SessionFile};
 
 /// How the projector batches and retries.
@@ -78,6 +83,11 @@ pub struct ProjectionOptions {
     /// Log text held for appending, at most. Past it (a long write outage), the pending
     /// lines are dropped and those logs are rebuilt from the log once writing works again.
     pub max_pending_log_bytes: usize,
+    /// The format to write the files in (see [`format`]): `None` uses the one the data
+    /// directory records (`seed` for a new one); another format than the recorded one
+    /// makes [`Projector::start`] fail with [`Error::ProjectionFormatMismatch`]. The first
+    /// writable open records it; only [`Projector::rebuild_as`] changes it.
+    pub format: Option<ProjectionFormat>,
 }
 
 impl Default for ProjectionOptions {
@@ -90,6 +100,7 @@ impl Default for ProjectionOptions {
             max_retries: 3,
             log_max_bytes: None,
             max_pending_log_bytes: 32 << 20,
+            format: None,
         }
     }
 }
@@ -151,6 +162,8 @@ pub struct RebuildReport {
     /// Stale files removed (projections of sessions or chains the state does not have,
     /// rotated logs, leftover temporary files).
     pub removed: u64,
+    /// Files of the previous format moved aside by a change of format.
+    pub moved_aside: u64,
 }
 
 /// The projector's error, kept so every waiter can get a copy.
@@ -204,8 +217,8 @@ impl Shared {
 pub(crate) enum Ctl {
     /// A waiter wants everything up to this LSN written now.
     Flush(Lsn),
-    /// Rebuild every file from the state.
-    Rebuild(Sender<Result<RebuildReport>>),
+    /// Rebuild every file from the state (in another format, when one is given).
+    Rebuild(Sender<Result<RebuildReport>>, Option<ProjectionFormat>),
 }
 
 /// The handle of a running projector.
@@ -214,6 +227,7 @@ pub struct Projector {
     shared: Arc<Shared>,
     ctl: Sender<Ctl>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    format: Mutex<ProjectionFormat>,
 }
 
 impl Projector {
@@ -223,15 +237,22 @@ impl Projector {
         if engine.is_read_only() {
             return Err(Error::ReadOnly);
         }
+        let format = resolve_format(&engine, options.format)?;
         let shared = Arc::new(Shared::default());
         shared.update(|p| p.status.running = true);
         let (ctl, ctl_rx) = bounded(64);
-        let thread = worker::spawn(engine, options, Arc::clone(&shared), ctl_rx)?;
+        let thread = worker::spawn(engine, options, format, Arc::clone(&shared), ctl_rx)?;
         Ok(Projector {
             shared,
             ctl,
             thread: Mutex::new(Some(thread)),
+            format: Mutex::new(format),
         })
+    }
+
+    /// The format the projector writes.
+    pub fn format(&self) -> ProjectionFormat {
+        *self.format.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A copy of the projector's progress.
@@ -298,8 +319,23 @@ impl Projector {
     /// waits until that is done.
     pub fn rebuild(&self) -> Result<RebuildReport> {
         let (tx, rx) = bounded(1);
-        self.ctl.send(Ctl::Rebuild(tx)).map_err(|_| Error::Closed)?;
+        self.ctl
+            .send(Ctl::Rebuild(tx, None))
+            .map_err(|_| Error::Closed)?;
         rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Rewrites every projection file in `format`, which becomes the directory's format:
+    /// the previous format's files are moved aside (`<name>.retired`), never deleted. The
+    /// only way to change a directory's format.
+    pub fn rebuild_as(&self, format: ProjectionFormat) -> Result<RebuildReport> {
+        let (tx, rx) = bounded(1);
+        self.ctl
+            .send(Ctl::Rebuild(tx, Some(format)))
+            .map_err(|_| Error::Closed)?;
+        let r = rx.recv().unwrap_or(Err(Error::Closed))?;
+        *self.format.lock().unwrap_or_else(|e| e.into_inner()) = format;
+        Ok(r)
     }
 
     /// Waits for the projector thread to finish. It finishes once the engine is closed
@@ -334,11 +370,24 @@ impl Projector {
 
 /// Rebuilds every projection of `engine` once, on the calling thread. For an engine that
 /// has no running [`Projector`] (which would otherwise race with this on the same files).
+/// `options.format` chooses the format as for [`Projector::start`].
 pub fn rebuild(engine: &Arc<Engine>, options: &ProjectionOptions) -> Result<RebuildReport> {
     if engine.is_read_only() {
         return Err(Error::ReadOnly);
     }
+    let format = resolve_format(engine, options.format)?;
     let shared = Arc::new(Shared::default());
-    let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), shared);
+    let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), format, shared);
     p.rebuild()
+}
+
+/// The format of `engine`'s data directory for a writable open asking for `requested`,
+/// recorded there if it was not yet (see [`format::resolve`]).
+pub fn resolve_format(
+    engine: &Engine,
+    requested: Option<ProjectionFormat>,
+) -> Result<ProjectionFormat> {
+    let root = &engine.paths().root;
+    let paths = ProjectionPaths::new(root);
+    format::resolve(&*engine.options().storage, root, &paths.marker, requested)
 }
