@@ -78,8 +78,9 @@
 //! A session adopted from an amplihack directory (`sessions_adopted`) starts its log with
 //! the `logs/<id>.log` it had, exactly as it was (whatever its logging settings); one that
 //! had none gets no line for its adoption. The projector finds the last line's position in
-//! `metadata` (an adopted log's own lines carry none, so the first append after an adoption
-//! rewrites the log from the event log).
+//! `metadata` of a line whose `component` is `session_engine` (an adopted log's own lines
+//! are not such lines, so the first append after an adoption rewrites the log from the
+//! event log).
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -424,11 +425,12 @@ pub(crate) fn lines_for(
 }
 
 /// The `(lsn, sub)` of a log line, if it is one of ours: at the top level (the `seed`
-/// format) or in `metadata` (the `amplihack` format).
+/// format) or, on a line whose `component` is the engine's, in `metadata` (the
+/// `amplihack` format; an adopted line's metadata is amplihack's, whatever it holds).
 pub(crate) fn parse_key(line: &[u8]) -> Option<(Lsn, u32)> {
     #[derive(serde::Deserialize)]
     struct Position {
-        lsn: u64,
+        lsn: Option<u64>,
         #[serde(default)]
         sub: u32,
     }
@@ -437,12 +439,45 @@ pub(crate) fn parse_key(line: &[u8]) -> Option<(Lsn, u32)> {
         lsn: Option<u64>,
         #[serde(default)]
         sub: u32,
-        metadata: Option<Position>,
+        component: Option<serde_json::Value>,
+        metadata: Option<serde_json::Value>,
     }
     let k: Key = serde_json::from_slice(line).ok()?;
-    match (k.lsn, k.metadata) {
-        (Some(lsn), _) => Some((Lsn(lsn), k.sub)),
-        (None, Some(p)) => Some((Lsn(p.lsn), p.sub)),
-        (None, None) => None,
+    if let Some(lsn) = k.lsn {
+        return Some((Lsn(lsn), k.sub));
+    }
+    if k.component.as_ref().and_then(Value::as_str) != Some(AMPLIHACK_COMPONENT) {
+        return None;
+    }
+    let p: Position = serde_json::from_value(k.metadata?).ok()?;
+    Some((Lsn(p.lsn?), p.sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_our_lines_only() {
+        assert_eq!(
+            parse_key(br#"{"lsn":7,"sub":2,"event":"x"}"#),
+            Some((Lsn(7), 2))
+        );
+        assert_eq!(
+            parse_key(br#"{"timestamp": 1.0, "component": "session_engine", "metadata": {"lsn": 9, "details": {}}}"#),
+            Some((Lsn(9), 0))
+        );
+        // An adopted line of amplihack's own, whatever its metadata says.
+        assert_eq!(
+            parse_key(
+                br#"{"timestamp": 1.0, "component": "session_toolkit", "metadata": {"lsn": 9}}"#
+            ),
+            None
+        );
+        assert_eq!(
+            parse_key(br#"{"component": "session_engine", "metadata": {}}"#),
+            None
+        );
+        assert_eq!(parse_key(b"not json"), None);
     }
 }

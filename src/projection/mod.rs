@@ -11,12 +11,15 @@
 //! ```
 //!
 //! The files and their formats are in [`schema`] (`registry.json`, `session_<id>.json`,
-//! chain files) and [`logline`] (per-session logs).
+//! chain files; [`schema::amplihack`] for the `amplihack` format) and [`logline`]
+//! (per-session logs). A data directory's files are in one format ([`mod@format`]), and the
+//! projector reaches them only through its [`Layout`], which names every path and renders
+//! every file, so the projector's own code is the same for every format.
 //!
 //! Architecture invariants:
-//! * Projections are derived. Nothing reads them back except the marker and the tail of
-//!   a per-session log (to skip lines it already holds); a damaged, foreign or missing
-//!   projection file never stops the engine from opening and is rewritten.
+//! * Projections are derived. Nothing reads them back except the marker, the format record
+//!   and the tail of a per-session log (to skip lines it already holds); a damaged, foreign
+//!   or missing projection file never stops the engine from opening and is rewritten.
 //! * Commands never wait for projections, and a projection failure is never a command's
 //!   failure (the event is committed). A projection I/O error is logged
 //!   (`tracing::warn!`), retried with exponential backoff (the failed files stay dirty),
@@ -83,7 +86,7 @@ pub struct ProjectionOptions {
     /// Log text held for appending, at most. Past it (a long write outage), the pending
     /// lines are dropped and those logs are rebuilt from the log once writing works again.
     pub max_pending_log_bytes: usize,
-    /// The format to write the files in (see [`format`]): `None` uses the one the data
+    /// The format to write the files in (see [`mod@format`]): `None` uses the one the data
     /// directory records (`seed` for a new one); another format than the recorded one
     /// makes [`Projector::start`] fail with [`Error::ProjectionFormatMismatch`]. The first
     /// writable open records it; only [`Projector::rebuild_as`] changes it.
