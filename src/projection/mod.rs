@@ -131,6 +131,8 @@ pub struct ProjectionStatus {
     pub running: bool,
     /// Whether the catch-up at open is done (the other fields mean little before).
     pub ready: bool,
+    /// The format the files are written in.
+    pub format: ProjectionFormat,
 }
 
 impl ProjectionStatus {
@@ -230,7 +232,6 @@ pub struct Projector {
     shared: Arc<Shared>,
     ctl: Sender<Ctl>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    format: Mutex<ProjectionFormat>,
 }
 
 impl Projector {
@@ -242,20 +243,22 @@ impl Projector {
         }
         let format = resolve_format(&engine, options.format)?;
         let shared = Arc::new(Shared::default());
-        shared.update(|p| p.status.running = true);
+        shared.update(|p| {
+            p.status.running = true;
+            p.status.format = format;
+        });
         let (ctl, ctl_rx) = bounded(64);
         let thread = worker::spawn(engine, options, format, Arc::clone(&shared), ctl_rx)?;
         Ok(Projector {
             shared,
             ctl,
             thread: Mutex::new(Some(thread)),
-            format: Mutex::new(format),
         })
     }
 
     /// The format the projector writes.
     pub fn format(&self) -> ProjectionFormat {
-        *self.format.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock().status.format
     }
 
     /// A copy of the projector's progress.
@@ -336,9 +339,7 @@ impl Projector {
         self.ctl
             .send(Ctl::Rebuild(tx, Some(format)))
             .map_err(|_| Error::Closed)?;
-        let r = rx.recv().unwrap_or(Err(Error::Closed))?;
-        *self.format.lock().unwrap_or_else(|e| e.into_inner()) = format;
-        Ok(r)
+        rx.recv().unwrap_or(Err(Error::Closed))
     }
 
     /// Waits for the projector thread to finish. It finishes once the engine is closed

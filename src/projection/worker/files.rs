@@ -131,13 +131,15 @@ impl Projection {
     }
 
     /// INTEGRATION POINT (ownership manifest): the files an amplihack adoption took over
-    /// (`Layout::adopted_files`: each adopted session's file where it was read, the
-    /// registry, its log) become the engine's from this event on, so the writes that
-    /// follow may replace them: the manifest records each with its current hash here,
-    /// before the first write. Called when the projector absorbs a `SessionsAdopted`
-    /// event and by the check at open for every adopted session of the state (an import
-    /// in place commits with no projector running). Until the manifest exists the
-    /// projector writes over any file at its paths, so there is nothing to record.
+    /// (`Layout::adopted_files`: the adopted session's file where it was read, the
+    /// registry, its log) become the engine's, so the writes that follow may replace
+    /// them: the manifest records each path it does not have yet, with the file's hash,
+    /// here, before the first write. Called when the projector absorbs a
+    /// `SessionsAdopted` event, and at the start of every catch-up for each adopted
+    /// session no event has changed since (an import in place commits with no projector
+    /// running; a changed one has been written by the engine, so the manifest has its
+    /// files). Until the manifest exists the projector writes over any file at its
+    /// paths, so there is nothing to record.
     pub(super) fn adopt_files(&self, s: &Session) {
         let files = self.layout.adopted_files(s);
         tracing::debug!(session = %s.id, files = files.len(), "files adopted from amplihack");

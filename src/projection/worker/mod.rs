@@ -267,6 +267,13 @@ impl Projection {
     /// after a full rebuild. Returns the first LSN to subscribe from.
     pub(super) fn catch_up(&mut self) -> Lsn {
         let last = self.engine.last_lsn();
+        // Files an adoption took over while no projector ran (an import in place) are the
+        // engine's before anything here looks at or writes them.
+        for s in self.engine.state().sessions.values() {
+            if s.adoption().is_some_and(|a| a.pristine) {
+                self.adopt_files(s);
+            }
+        }
         let marker = match self.storage.read(&self.paths.marker) {
             Ok(bytes) => Marker::parse(&bytes).map(Lsn),
             Err(_) => None,

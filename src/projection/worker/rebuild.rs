@@ -69,9 +69,6 @@ impl Projection {
             {
                 self.logs.rebuild.insert(s.id.clone());
             }
-            if s.adoption().is_some() {
-                self.adopt_files(s);
-            }
         }
         for c in state.chains.values() {
             if !chains.contains(&format!("{}_sessions.json", c.agent_id)) {
@@ -146,6 +143,7 @@ impl Projection {
         };
         tracing::info!(from = %self.layout.format(), to = %format, moved, "projection format changed");
         self.layout = Layout::new(&self.paths.root, format);
+        self.shared.update(|p| p.status.format = format);
         self.rebuild().map(|mut r| {
             r.moved_aside += moved;
             r
