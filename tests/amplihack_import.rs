@@ -531,6 +531,17 @@ fn bad_input_is_refused_whole_and_changes_nothing() {
             "sessions must be an object",
         ),
         (
+            "a session document over the 1 MiB a JSON value may have",
+            Box::new(|f| {
+                let big = "x".repeat(1 << 20);
+                f.insert(
+                    format!("sessions/{E}.json"),
+                    format!(r#"{{"saved_at": 1.0, "pad": "{big}"}}"#).into_bytes(),
+                );
+            }),
+            "over the limit",
+        ),
+        (
             "a name with a control character",
             Box::new(|f| {
                 set_json(f, "sessions/registry.json", |v| {
@@ -707,4 +718,40 @@ fn sessions_adopted_into_a_seed_directory_are_projected_in_the_seed_format() {
     let lines = b2.log_lines(&format!("logs/session_{A}.log"));
     assert_eq!(lines[0]["event"], "sessions_adopted");
     assert_eq!(lines[0]["details"]["commands"], 100);
+}
+
+#[test]
+fn a_registry_larger_than_a_json_value_may_be_is_adopted_entry_by_entry() {
+    let b = Backend::mem();
+    let entries: serde_json::Map<String, Value> = (0..4000)
+        .map(|i| {
+            (
+                format!("claude_session_{}_{i:08x}", 1_762_597_800 + i),
+                json!({"name": format!("task {i}"), "created_at": 1_762_597_800.5 + i as f64,
+                       "last_accessed": 1_762_597_900.25, "status": "created",
+                       "config": {"timeout": 300.0, "max_retries": 3, "retry_delay": 1.0,
+                                  "heartbeat_interval": 30.0, "enable_logging": true,
+                                  "log_level": "INFO", "session_id": null,
+                                  "auto_save_interval": 60.0},
+                       "metadata": {"i": i}}),
+            )
+        })
+        .collect();
+    let registry = session_engine::projection::pyjson::to_pretty_sorted(
+        &json!({"sessions": entries, "updated_at": 1_762_599_999.5}),
+    )
+    .unwrap();
+    assert!(registry.len() > 1 << 20);
+    b.storage.create_dir_all(&b.path("sessions")).unwrap();
+    b.write("sessions/registry.json", &registry);
+    let clock = clock();
+    let (m, ids) = adopt(&b, &clock, &b.dir).unwrap();
+    assert_eq!(ids.len(), 4000);
+    m.close().unwrap();
+    assert!(b.read("sessions/registry.json") == registry);
+    assert_eq!(
+        b.list("sessions"),
+        ["archive", "registry.json"],
+        "no file for a session that had none"
+    );
 }

@@ -50,7 +50,9 @@ use crate::event::{AdoptedSession, AmplihackAdoption, Event, EventBody};
 use crate::projection::schema::amplihack::archived_file_of;
 use crate::state::{AmplihackDocuments, CommandRecord, LogLevel, SessionConfig, Status};
 use crate::storage::{FileKind, Storage};
-use crate::types::{JsonText, SessionId, Timestamp};
+use crate::types::{
+    JsonText, MAX_JSON_DEPTH, SessionId, Timestamp, json_input_error, parse_json_input,
+};
 
 /// An amplihack runtime directory, read.
 #[derive(Clone, Debug)]
@@ -131,22 +133,44 @@ fn inexact_integer(text: &str) -> Option<&str> {
     None
 }
 
-/// Parses a JSON document under the engine's input rules, exactly.
-fn parse(path: &Path, text: &str) -> Result<(JsonText, Map<String, Value>)> {
+/// Parses a JSON object under the engine's input rules (no duplicate keys, at most
+/// `MAX_JSON_DEPTH` levels), exactly.
+fn parse_object(path: &Path, text: &str) -> Result<Map<String, Value>> {
+    if text.len() > crate::wal::MAX_PAYLOAD_LEN {
+        return Err(invalid(
+            path,
+            format!(
+                "it is {} bytes, over the {} an import may hold",
+                text.len(),
+                crate::wal::MAX_PAYLOAD_LEN
+            ),
+        ));
+    }
     if let Some(n) = inexact_integer(text) {
         return Err(invalid(
             path,
             format!("the integer {n} does not fit 64 bits, so it could not be kept exactly"),
         ));
     }
-    let json = JsonText::parse(text).map_err(|e| match e {
+    match parse_json_input(text, MAX_JSON_DEPTH) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(invalid(path, "the document is not a JSON object")),
+        Err(e) => Err(match json_input_error(e) {
+            Error::InvalidInput { reason, .. } => invalid(path, reason),
+            other => other,
+        }),
+    }
+}
+
+/// A session document, parsed and kept (at most `MAX_JSON_LEN` bytes of compact text, the
+/// limit of every JSON value the engine holds).
+fn parse(path: &Path, text: &str) -> Result<(JsonText, Map<String, Value>)> {
+    let m = parse_object(path, text)?;
+    let json = JsonText::from_value(&Value::Object(m.clone())).map_err(|e| match e {
         Error::InvalidInput { reason, .. } => invalid(path, reason),
         other => other,
     })?;
-    match json.to_value() {
-        Value::Object(m) => Ok((json, m)),
-        _ => Err(invalid(path, "the document is not a JSON object")),
-    }
+    Ok((json, m))
 }
 
 /// Field access that names the file and the field in its errors.
@@ -457,9 +481,9 @@ pub fn read_runtime_dir(storage: &dyn Storage, dir: &Path) -> Result<RuntimeDir>
             continue;
         }
         let text = read_file(storage, &path)?;
-        let (json, map) = parse(&path, &text)?;
         files.push(path.clone());
         if name == "registry.json" {
+            let map = parse_object(&path, &text)?;
             let d = Doc {
                 path: &path,
                 what: String::new(),
@@ -482,6 +506,7 @@ pub fn read_runtime_dir(storage: &dyn Storage, dir: &Path) -> Result<RuntimeDir>
             registry = Some((path, rest));
             continue;
         }
+        let (json, map) = parse(&path, &text)?;
         let stem = &name[..name.len() - ".json".len()];
         let id = id_of(&path, stem)?;
         found.entry(id).or_default().file = Some((path, json, map));
