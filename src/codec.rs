@@ -6,8 +6,8 @@
 //! serde data model of [`Event`] or [`State`]:
 //!
 //! ```text
-//! event payload    = [EVENT_SCHEMA_VERSION: u8] ++ bincode(Event)
-//! snapshot payload = [STATE_SCHEMA_VERSION: u8] ++ bincode(State)
+//! event payload    = [schema: u8] ++ bincode(Event)     schema 1, or 2 for an adoption
+//! snapshot payload = [schema: u8] ++ bincode(State)     schema 1, or 2 with an adopted session
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -15,7 +15,7 @@
 //! * event schema 2: appends `EventBody::SessionsAdopted`; state schema 2: appends
 //!   `Origin::Adopted`. Both only append a variant, so the version-2 types decode
 //!   version-1 payloads unchanged. A payload is written with the lowest version that holds
-//!   it ([`event_schema`], [`state_schema`]): a log or snapshot without adoptions is byte
+//!   it ([`event_schema_of`], [`state_schema_of`]): a log or snapshot without adoptions is byte
 //!   for byte what schema 1 wrote, and a build that reads only schema 1 refuses one with
 //!   them by its version rather than as garbage. A version-1 payload that holds a
 //!   version-2 variant is refused.
@@ -32,35 +32,39 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use crate::event::{Event, EventBody};
 use crate::state::{Origin, Session, State};
 
-/// Current schema version of event payloads.
-pub const EVENT_SCHEMA_VERSION: u8 = 2;
-/// Current schema version of snapshot payloads.
-pub const STATE_SCHEMA_VERSION: u8 = 2;
+/// Schema version of the payload of every event but one that holds an adoption.
+pub const EVENT_SCHEMA_VERSION: u8 = 1;
+/// The newest event schema, which this build reads; only adoptions need it.
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 2;
+/// Schema version of a snapshot payload whose state holds no adopted session.
+pub const STATE_SCHEMA_VERSION: u8 = 1;
+/// The newest state schema, which this build reads; written when a state needs it.
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 2;
 
 fn session_needs_2(s: &Session) -> bool {
     matches!(s.origin, Some(Origin::Adopted(_)))
 }
 
-fn body_needs_2(body: &EventBody) -> bool {
+/// The lowest event schema that can express `body` (an import's events included).
+pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
-        EventBody::SessionsAdopted(_) => true,
-        EventBody::SessionImported { events, .. } => events.iter().any(|e| body_needs_2(&e.body)),
-        EventBody::SessionCloned { data, .. } => session_needs_2(data),
-        _ => false,
+        EventBody::SessionsAdopted(_) => 2,
+        EventBody::SessionImported { events, .. } => events
+            .iter()
+            .map(|e| event_schema_of(&e.body))
+            .max()
+            .unwrap_or(EVENT_SCHEMA_VERSION),
+        EventBody::SessionCloned { data, .. } if session_needs_2(data) => 2,
+        _ => EVENT_SCHEMA_VERSION,
     }
 }
 
-/// The lowest event schema that holds `body` (see the version history).
-pub fn event_schema(body: &EventBody) -> u8 {
-    if body_needs_2(body) { 2 } else { 1 }
-}
-
-/// The lowest state schema that holds `state`.
-pub fn state_schema(state: &State) -> u8 {
+/// The lowest state schema that can express `state`.
+pub fn state_schema_of(state: &State) -> u8 {
     if state.sessions.values().any(|s| session_needs_2(s)) {
-        2
+        NEWEST_STATE_SCHEMA_VERSION
     } else {
-        1
+        STATE_SCHEMA_VERSION
     }
 }
 
@@ -87,7 +91,7 @@ impl std::error::Error for DecodeError {}
 
 /// Appends the payload encoding of `event` to `out`.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-    out.push(event_schema(&event.body));
+    out.push(event_schema_of(&event.body));
     bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
         .map(|_| ())
         .map_err(|e| DecodeError(format!("cannot encode event: {e}")))
@@ -125,7 +129,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
                     body.len() - used
                 )));
             }
-            if event_schema(&event.body) > version {
+            if event_schema_of(&event.body) > version {
                 return Err(DecodeError(format!(
                     "a {} event is not part of event schema {version}",
                     event.body.type_name()
@@ -135,14 +139,14 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         }
         v => Err(DecodeError(format!(
             "event schema version {v} is not supported (this build reads up to \
-             {EVENT_SCHEMA_VERSION})"
+             {NEWEST_EVENT_SCHEMA_VERSION})"
         ))),
     }
 }
 
 /// Writes the snapshot payload encoding of `state` into `out`.
 pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
-    out.write_all(&[state_schema(state)])
+    out.write_all(&[state_schema_of(state)])
         .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
     bincode::serde::encode_into_std_write(state, out, bincode::config::standard())
         .map(|_| ())
@@ -181,7 +185,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     body.len() - used
                 )));
             }
-            if state_schema(&state) > version {
+            if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
                     "an adopted session is not part of state schema {version}"
                 )));
@@ -190,7 +194,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         }
         v => Err(DecodeError(format!(
             "state schema version {v} is not supported (this build reads up to \
-             {STATE_SCHEMA_VERSION})"
+             {NEWEST_STATE_SCHEMA_VERSION})"
         ))),
     }
 }

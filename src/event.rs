@@ -98,8 +98,8 @@ pub struct AdoptedSession {
     pub last_activity: Timestamp,
     /// Its status (see `import::amplihack` for the mapping).
     pub status: Status,
-    /// Inactivity timeout in seconds (amplihack times a session out after
-    /// `config.timeout` seconds without activity).
+    /// Inactivity timeout in seconds (0: never; see `import::amplihack` for why an
+    /// adoption sets none).
     pub timeout_secs: u64,
     /// Its configuration.
     pub config: SessionConfig,

@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -18,8 +16,6 @@ use session_engine::{
     CommandRun, Error, JsonText, ManagerOptions, NewSession, SessionConfig, SessionId,
     SessionManager,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
 
 fn projections(format: Option<ProjectionFormat>) -> ProjectionOptions {
     ProjectionOptions {
@@ -560,89 +556,4 @@ fn after_a_power_cut_the_next_open_repairs_the_amplihack_files_from_the_log() {
             }
         }
     }
-}
-
-// ---- The command line ----
-
-struct Cli {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-}
-
-fn cli() -> Cli {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("runtime");
-    Cli { _tmp: tmp, data }
-}
-
-impl Cli {
-    fn run(&self, env: Option<&str>, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_remove("SESSION_ENGINE_DIR")
-            .env_remove("SESSION_ENGINE_PROJECTIONS")
-            .env_remove("RUST_LOG")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args);
-        if let Some(f) = env {
-            c.env("SESSION_ENGINE_PROJECTIONS", f);
-        }
-        c.output().unwrap()
-    }
-
-    fn ok(&self, env: Option<&str>, args: &[&str]) -> String {
-        let o = self.run(env, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-}
-
-#[test]
-fn the_cli_takes_the_format_from_the_flag_or_the_environment_and_refuses_another() {
-    let d = cli();
-    d.ok(
-        Some("amplihack"),
-        &["create", "--id", "e1", "--name", "env"],
-    );
-    assert!(d.data.join("sessions/e1.json").exists());
-    d.ok(None, &["create", "--id", "e2"]);
-    assert!(
-        d.data.join("sessions/e2.json").exists(),
-        "the recorded format is used"
-    );
-    let registry = std::fs::read(d.data.join("sessions/registry.json")).unwrap();
-    let o = d.run(None, &["--projections", "seed", "create", "--id", "e3"]);
-    assert_eq!(o.status.code(), Some(5));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("amplihack format") && err.contains("rebuild-projections --projections seed"),
-        "{err}"
-    );
-    assert!(!d.data.join("sessions/e3.json").exists());
-    assert_eq!(
-        std::fs::read(d.data.join("sessions/registry.json")).unwrap(),
-        registry
-    );
-    let o = d.run(Some("seed"), &["list"]);
-    assert!(
-        o.status.success(),
-        "a read-only command writes nothing and checks nothing"
-    );
-    let o = d.run(None, &["--projections", "nonsense", "list"]);
-    assert_eq!(o.status.code(), Some(2));
-    // The rebuild is the way to change it.
-    let out = d.ok(None, &["--projections", "seed", "rebuild-projections"]);
-    assert!(
-        out.contains("(seed format)") && out.contains("aside"),
-        "{out}"
-    );
-    assert!(d.data.join("sessions/session_e1.json").exists());
-    assert!(d.data.join("sessions/e1.json.retired").exists());
-    assert!(!d.data.join("sessions/e1.json").exists());
-    d.ok(None, &["create", "--id", "e4"]);
-    assert!(d.data.join("sessions/session_e4.json").exists());
 }

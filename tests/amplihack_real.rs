@@ -11,14 +11,15 @@
 //!     cargo test --test amplihack_real -- --nocapture
 //! ```
 //!
-//! * The engine (its command line and its library) writes sessions in the amplihack format;
+//! * The engine writes sessions in the amplihack format (through the library; the command
+//!   line writes the same files, `amplihack_cli.rs`);
 //!   the real `SessionManager` must list them, resume each by id and read its statistics,
 //!   configuration, state and command history with the engine's values, and
 //!   `SessionToolkit(runtime).session(name)` must find each by name (resuming, not
 //!   creating). Python's `json.dumps` must write every file and log line byte for byte as
 //!   the engine did.
-//! * The toolkit writes a runtime directory; the engine adopts it in place (`import DIR`)
-//!   and writes it back: every file equal, as JSON values, to what amplihack wrote, and
+//! * The toolkit writes a runtime directory; the engine adopts it in place (what `import
+//!   DIR` does, `import::adopt_amplihack`) and writes it back: every file equal, as JSON values, to what amplihack wrote, and
 //!   amplihack reads the adopted sessions as before.
 #![allow(clippy::unwrap_used)]
 
@@ -36,8 +37,6 @@ use session_engine::{
     CommandRun, FileStorage, JsonText, ManagerOptions, ManualClock, NewSession, Options,
     SessionConfig, SessionId, SessionManager, State, Status, Timestamp,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
 
 /// Where the toolkit is: the folder to put on `sys.path` and the package's name.
 struct Toolkit {
@@ -196,23 +195,6 @@ fn secs(t: Timestamp) -> f64 {
     t.micros() as f64 / 1e6
 }
 
-fn cli(data: &Path, args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .env_remove("SESSION_ENGINE_DIR")
-        .env_remove("SESSION_ENGINE_PROJECTIONS")
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -250,57 +232,42 @@ fn the_real_toolkit_lists_resumes_and_finds_what_the_engine_wrote() {
     let Some(t) = toolkit() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let runtime = tmp.path().join("runtime");
-    // The command line writes one session...
-    cli(
-        &runtime,
-        &[
-            "--projections",
-            "amplihack",
-            "create",
-            "--id",
-            "claude_session_1762597800_0a1b2c3d",
-            "--name",
-            "from the cli",
-            "--meta",
-            "user=bob",
-        ],
-    );
-    cli(
-        &runtime,
-        &[
-            "command",
-            "claude_session_1762597800_0a1b2c3d",
-            "cargo test",
-            "--args",
-            r#"{"release":true}"#,
-            "--error",
-            "2 tests failed",
-            "--duration-ms",
-            "8123",
-        ],
-    );
-    cli(
-        &runtime,
-        &[
-            "command",
-            "claude_session_1762597800_0a1b2c3d",
-            "cargo build",
-            "--duration-ms",
-            "250",
-        ],
-    );
-    // ...and the library the others, on a clock it can move.
     let clock = ManualClock::new(now());
-    let opts = ManagerOptions {
+    let opts = |format| ManagerOptions {
         engine: Options {
             storage: Arc::new(FileStorage::new()),
             clock: Arc::new(clock.clone()),
             watchdog_interval: None,
             ..Options::default()
         },
-        projections: Some(ProjectionOptions::default()),
+        projections: Some(ProjectionOptions {
+            format,
+            ..ProjectionOptions::default()
+        }),
     };
-    let m = SessionManager::open(&runtime, opts).unwrap();
+    // The first open records the format; the second finds it recorded.
+    let m = SessionManager::open(&runtime, opts(Some(ProjectionFormat::Amplihack))).unwrap();
+    let s = m
+        .create_session(NewSession {
+            id: Some(SessionId::new("claude_session_1762597800_0a1b2c3d").unwrap()),
+            name: Some("first".into()),
+            metadata: vec![("user".into(), JsonText::string("bob").unwrap())],
+            ..NewSession::default()
+        })
+        .unwrap();
+    clock.advance_micros(2_500_123);
+    s.record_command(
+        CommandRun::failed("cargo test", "2 tests failed", Duration::from_millis(8123))
+            .with_args(json!({"release": true})),
+    )
+    .unwrap();
+    s.record_command(CommandRun::succeeded(
+        "cargo build",
+        Duration::from_millis(250),
+    ))
+    .unwrap();
+    m.close().unwrap();
+    let m = SessionManager::open(&runtime, opts(None)).unwrap();
     assert_eq!(m.projection_format(), Some(ProjectionFormat::Amplihack));
     let new = |id: &str, name: &str, timeout: u64| {
         m.create_session(NewSession {
@@ -511,14 +478,26 @@ fn a_runtime_directory_the_toolkit_wrote_is_adopted_and_written_back_unchanged()
         before.contains_key(&format!("logs/{}.log", ids[0])),
         "{before:?}"
     );
-    let adopted = cli(&runtime, &["import", runtime.to_str().unwrap()]);
-    let mut adopted: Vec<&str> = adopted.lines().collect();
+    let options = ManagerOptions {
+        engine: Options {
+            storage: Arc::new(FileStorage::new()),
+            watchdog_interval: None,
+            ..Options::default()
+        },
+        projections: Some(ProjectionOptions::default()),
+    };
+    let (m, adopted) =
+        session_engine::import::adopt_amplihack(&runtime, options.clone(), &runtime).unwrap();
+    m.close().unwrap();
+    let mut adopted: Vec<String> = adopted.iter().map(|i| i.to_string()).collect();
     adopted.sort_unstable();
-    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut want = ids.clone();
     want.sort_unstable();
     assert_eq!(adopted, want);
-    // Open and close again: the projector has written every file by now.
-    cli(&runtime, &["rebuild-projections"]);
+    // Open again and rebuild from the log: the same files.
+    let m = SessionManager::open(&runtime, options).unwrap();
+    m.rebuild_projections().unwrap();
+    m.close().unwrap();
     let after = files(&runtime);
     for (rel, bytes) in &before {
         let now = after.get(rel).unwrap_or_else(|| panic!("{rel} is gone"));

@@ -27,7 +27,7 @@
 //! | last_activity | `state.last_activity`, else `E.last_accessed`, else created_at |
 //! | status | `archived` for an archive file; else `E.status` when it names an engine status (`active`, `paused`, `ended`, `timed_out`: a directory the engine wrote); else, when `state.is_active` is false, `timed_out` if `state.last_error` says `Session timeout after ...` and `ended` otherwise; else `active` |
 //! | config | `config` (else `E.config`): the 8 `SessionConfig` keys, defaults for missing ones; `log_level` `CRITICAL`/`FATAL` read as `ERROR`, `NOTSET` as `DEBUG` |
-//! | timeout (inactivity) | `config.timeout` rounded up: amplihack's heartbeat times a session out after it |
+//! | timeout (inactivity) | none (0): amplihack times a session out only while it runs, counting from when it was resumed, so a session it saved as active stays active on disk; a timeout the engine recorded on its own would rewrite the files the import adopted |
 //! | metadata | `E.metadata` |
 //! | commands | `command_history`: `command`, `timestamp`, `kwargs` (the arguments), `result` (`"error"` is a failure), `duration` (seconds, kept as milliseconds), `error` |
 //!
@@ -399,7 +399,7 @@ fn session(
     } else if ds.bool(state, "is_active")? == Some(false) {
         if ds
             .string(state, "last_error")?
-            .is_some_and(|e| e.starts_with("Session timeout after"))
+            .is_some_and(|e| e.starts_with(crate::projection::schema::amplihack::TIMEOUT_MESSAGE))
         {
             Status::TimedOut
         } else {
@@ -421,11 +421,7 @@ fn session(
         created_at,
         last_activity,
         status,
-        timeout_secs: config
-            .timeout
-            .max(0.0)
-            .ceil()
-            .min(crate::command::MAX_TIMEOUT_SECS as f64) as u64,
+        timeout_secs: 0,
         config,
         metadata,
         commands,

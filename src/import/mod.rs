@@ -5,7 +5,7 @@
 //! * a directory with a `sessions/` folder: an amplihack runtime directory
 //!   ([`amplihack`]).
 //!
-//! A new kind of source is one more [`Source`] variant, a test in [`detect`], and its
+//! A new kind of source is one more [`ImportKind`] variant, a test in [`detect`], and its
 //! reader.
 
 pub mod amplihack;
@@ -15,15 +15,16 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::storage::{FileKind, Storage};
 
-/// What a path given to `import` is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is at an import path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Source {
-    /// An export bundle file.
-    Bundle(PathBuf),
+pub enum ImportKind {
+    /// An export bundle file (or a file of no kind: the bundle reader then says why it is
+    /// not one).
+    Bundle,
     /// An amplihack runtime directory (the folder holding `sessions/` and `logs/`,
     /// `.claude/runtime` by default).
-    AmplihackRuntime(PathBuf),
+    AmplihackRuntime,
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> Error {
@@ -33,16 +34,16 @@ fn invalid(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// What `path` is. The path itself may be a symbolic link (the user named it); what an
-/// importer reads inside a directory may not.
-pub fn detect(storage: &dyn Storage, path: &Path) -> Result<Source> {
-    let io = |e| Error::io("inspect the import source", path, e);
+/// Tells what `path` holds, changing nothing. The path itself may be a symbolic link (the
+/// user named it); what an importer reads inside a directory may not.
+pub fn detect(storage: &dyn Storage, path: &Path) -> Result<ImportKind> {
+    let io = |e| Error::io("inspect import path", path, e);
     match storage.kind(path).map_err(io)? {
         // The bundle reader says what is missing.
-        None => Ok(Source::Bundle(path.to_path_buf())),
+        None => Ok(ImportKind::Bundle),
         Some(FileKind::Dir | FileKind::Symlink) if storage.list_dir(path).is_ok() => {
             if storage.kind(&path.join("sessions")).map_err(io)? == Some(FileKind::Dir) {
-                Ok(Source::AmplihackRuntime(path.to_path_buf()))
+                Ok(ImportKind::AmplihackRuntime)
             } else {
                 Err(invalid(
                     path,
@@ -52,7 +53,7 @@ pub fn detect(storage: &dyn Storage, path: &Path) -> Result<Source> {
             }
         }
         Some(FileKind::Other) => Err(invalid(path, "not a regular file or a directory")),
-        Some(_) => Ok(Source::Bundle(path.to_path_buf())),
+        Some(_) => Ok(ImportKind::Bundle),
     }
 }
 

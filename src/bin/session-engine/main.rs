@@ -606,17 +606,18 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             }
         }
         Cmd::Import { file } => match session_engine::import::detect(&*cli.storage(), file)? {
-            session_engine::import::Source::Bundle(file) => {
+            session_engine::import::ImportKind::Bundle => {
                 let manager = cli.open_write()?;
                 let r = manager.import_session(file);
                 manager.close()?;
                 out.line(r?.session_id().as_str())?;
             }
-            session_engine::import::Source::AmplihackRuntime(dir) => {
+            session_engine::import::ImportKind::AmplihackRuntime => {
+                let dir = file;
                 let (manager, ids) = session_engine::import::adopt_amplihack(
                     &cli.data_dir,
                     cli.manager_options(cli.options(), cli.projection_format()),
-                    &dir,
+                    dir,
                 )?;
                 let manager = Opened::new(manager);
                 report_recovery(manager.engine());

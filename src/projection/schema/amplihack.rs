@@ -47,7 +47,7 @@
 //! | `state.is_active` | bool | `status == active`: a paused, ended, timed-out or archived session is not active (seed 001's `is_active()`; a timeout counts once the watchdog has recorded it) |
 //! | `state.command_count` | int | commands recorded |
 //! | `state.error_count` | int | of them failed |
-//! | `state.last_error` | string or null | `"Session timeout after <timeout_secs>s"` while timed out (amplihack's message), else the error of the last failed command, else null |
+//! | `state.last_error` | string or null | `"Session timeout after <timeout_secs>s"` while timed out (amplihack's message, its seconds a float), else the error of the last failed command, else null |
 //! | `state.metadata` | object | `{}` (amplihack's `SessionState.metadata`; the engine's metadata is the registry entry's) |
 //! | `config` | object | exactly the 8 keys of amplihack's `SessionConfig`: `timeout` (float, the command timeout), `max_retries` (int), `retry_delay`, `heartbeat_interval` (floats), `enable_logging` (bool), `log_level` (`"DEBUG"`, `"INFO"`, `"WARNING"`, `"ERROR"`), `session_id` (the id), `auto_save_interval` (float) |
 //! | `command_history` | array | the last 100 commands, oldest first: `command`, `timestamp` (float), `kwargs` (the arguments, `{}` when none were given), `result` (`"success"` or `"error"`), `duration` (float seconds), and `error` (the text, null when none was given) on failed ones only |
@@ -119,6 +119,9 @@ use crate::types::{JsonText, SessionId, Timestamp};
 
 /// Commands in a session file's `command_history` (`_serialize_session`'s `limit=100`).
 pub const HISTORY_LIMIT: usize = 100;
+
+/// How amplihack's `_handle_timeout` starts `last_error`: `Session timeout after 300.0s`.
+pub const TIMEOUT_MESSAGE: &str = "Session timeout after";
 
 /// The id whose session file would be the registry.
 pub const RESERVED_FILE_ID: &str = "registry";
@@ -320,9 +323,17 @@ fn entry_value(
 
 /// `state.last_error`: see the table.
 fn last_error(s: &Session, kept: Option<&Kept>) -> Value {
+    let kept_error = kept.and_then(|k| k.state()?.get("last_error").cloned());
     if s.status() == Status::TimedOut {
+        // An adopted session that amplihack timed out keeps its message (it names
+        // amplihack's timeout, not the engine's).
+        if let Some(Value::String(e)) = &kept_error
+            && e.starts_with(TIMEOUT_MESSAGE)
+        {
+            return Value::String(e.clone());
+        }
         return Value::String(format!(
-            "Session timeout after {}s",
+            "{TIMEOUT_MESSAGE} {}s",
             pyjson::float_repr(s.timeout_secs as f64)
         ));
     }
@@ -344,14 +355,7 @@ fn last_error(s: &Session, kept: Option<&Kept>) -> Value {
             }
         }
     }
-    match kept {
-        Some(k) => k
-            .state()
-            .and_then(|st| st.get("last_error"))
-            .cloned()
-            .unwrap_or(Value::Null),
-        None => Value::Null,
-    }
+    kept_error.unwrap_or(Value::Null)
 }
 
 /// The counts the document states: the engine's, plus what an adopted file counted beyond
