@@ -723,3 +723,117 @@ fn a_registry_larger_than_a_json_value_may_be_is_adopted_entry_by_entry() {
         "no file for a session that had none"
     );
 }
+
+mod generated {
+    //! Documents with whatever else amplihack (or a later version, or a user) may have put
+    //! in them: every one that is read comes back equal, and none makes the reader panic.
+    use super::*;
+    use proptest::prelude::*;
+    use session_engine::projection::{Layout, ProjectionFormat};
+    use session_engine::{Event, EventBody, Lsn, State};
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            "[a-zA-Zé ü😀\\n\"\\\\]{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_é]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Adopts the directory in `storage` the way the engine does and renders `rel` back.
+    fn adopt_and_render(
+        storage: &Arc<dyn session_engine::Storage>,
+        id: &str,
+    ) -> session_engine::Result<Value> {
+        let read =
+            session_engine::import::amplihack::read_runtime_dir(&**storage, Path::new("rt"))?;
+        let mut state = State::new();
+        state
+            .apply(
+                Lsn(1),
+                &Event {
+                    at: Timestamp(0),
+                    body: EventBody::SessionsAdopted(Box::new(read.adoption)),
+                },
+            )
+            .unwrap();
+        let layout = Layout::new(Path::new("rt"), ProjectionFormat::Amplihack);
+        let bytes = layout
+            .render_session(state.session(&sid(id)).unwrap())
+            .unwrap();
+        Ok(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn write(storage: &Arc<dyn session_engine::Storage>, rel: &str, bytes: &[u8]) {
+        use session_engine::storage::OpenMode;
+        let path = Path::new("rt").join(rel);
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = storage.open(&path, OpenMode::CreateTruncate).unwrap();
+        f.write_at(0, bytes).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+        #[test]
+        fn unknown_keys_and_exact_numbers_come_back_as_they_were(
+            top in proptest::collection::btree_map("x_[a-z]{1,6}", value(), 0..4),
+            in_state in proptest::collection::btree_map("y_[a-z]{1,6}", value(), 0..3),
+            start in 0.0f64..1e10,
+            durations in proptest::collection::vec(0.0f64..1e4, 0..5),
+            kwargs in value(),
+        ) {
+            let storage: Arc<dyn session_engine::Storage> = Arc::new(session_engine::MemStorage::new());
+            let mut doc = json!({
+                "session_id": "s1",
+                "state": {"session_id": "s1", "start_time": start, "last_activity": start + 1.0,
+                          "is_active": true, "command_count": durations.len(),
+                          "error_count": 0, "last_error": null, "metadata": {}},
+                "config": {"timeout": 300.0, "max_retries": 3, "retry_delay": 1.0,
+                           "heartbeat_interval": 30.0, "enable_logging": true,
+                           "log_level": "INFO", "session_id": null, "auto_save_interval": 60.0},
+                "command_history": durations.iter().enumerate().map(|(i, d)| json!({
+                    "command": format!("c{i}"), "timestamp": start + i as f64 / 3.0,
+                    "kwargs": kwargs, "result": "success", "duration": d})).collect::<Vec<_>>(),
+                "saved_at": start + 2.5,
+                "metadata": {"name": "n"},
+            });
+            for (k, v) in top {
+                doc[k] = v;
+            }
+            for (k, v) in in_state {
+                doc["state"][k] = v;
+            }
+            write(&storage, "sessions/s1.json", &serde_json::to_vec_pretty(&doc).unwrap());
+            prop_assert_eq!(adopt_and_render(&storage, "s1").unwrap(), doc);
+        }
+
+        #[test]
+        fn no_file_makes_the_reader_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), cut in 0usize..400) {
+            let storage: Arc<dyn session_engine::Storage> = Arc::new(session_engine::MemStorage::new());
+            write(&storage, "sessions/s1.json", &bytes);
+            let _ = adopt_and_render(&storage, "s1");
+            // A real document, cut short anywhere.
+            let real = fixture_files()[&format!("sessions/{A}.json")].clone();
+            let storage: Arc<dyn session_engine::Storage> = Arc::new(session_engine::MemStorage::new());
+            write(&storage, &format!("sessions/{A}.json"), &real[..cut.min(real.len())]);
+            let r = adopt_and_render(&storage, A);
+            prop_assert!(r.is_err() || cut >= real.len());
+        }
+    }
+}
