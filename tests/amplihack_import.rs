@@ -218,6 +218,26 @@ fn adopted_sessions_map_onto_the_engines_sessions() {
         "is_active false, no timeout message"
     );
     assert_eq!(&*only_file.name, "stopped");
+    // The files each adoption took over, for the ownership manifest.
+    let layout = session_engine::projection::Layout::new(&b.dir, ProjectionFormat::Amplihack);
+    let taken = |id: &str| layout.adopted_files(st.session(&sid(id)).unwrap());
+    let registry = b.path("sessions/registry.json");
+    assert_eq!(
+        taken(A),
+        [
+            b.path(&format!("sessions/{A}.json")),
+            registry.clone(),
+            b.path(&format!("logs/{A}.log"))
+        ]
+    );
+    assert_eq!(
+        taken(C),
+        [
+            b.path(&format!("sessions/archive/{C}_1762599999.json")),
+            registry.clone()
+        ]
+    );
+    assert_eq!(taken(D), [registry]);
     // The dated log and the temporary file were left alone.
     assert!(b.exists(&format!("logs/{A}_20251108.log")));
     assert!(b.exists(&format!("sessions/.{A}.json.k2j3h4.tmp")));

@@ -207,8 +207,9 @@ impl Layout {
     }
 
     /// The paths of the files an adoption took over from amplihack for session `s` (where
-    /// they were read): the files the engine owns from then on. Empty for a session that
-    /// was not adopted or in another format.
+    /// they were read): its file, the registry if there was one, its log if it had one;
+    /// the files the engine owns from then on. Empty for a session that was not adopted,
+    /// and in another format.
     pub fn adopted_files(&self, s: &Session) -> Vec<PathBuf> {
         let Some(a) = s.adoption() else {
             return Vec::new();
@@ -226,7 +227,7 @@ impl Layout {
         if a.documents.registry_rest.is_some() {
             v.push(self.paths.registry.clone());
         }
-        if self.writes_log(&s.id) {
+        if a.log && self.writes_log(&s.id) {
             v.push(self.log_file(&s.id));
         }
         v
