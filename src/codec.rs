@@ -6,7 +6,8 @@
 //! serde data model of [`Event`] or [`State`]:
 //!
 //! ```text
-//! event payload    = [schema: u8] ++ bincode(Event)       schema 1, or 2 for ChainsImported
+//! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
+//!                                                      chains or an adoption
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //! ```
@@ -14,14 +15,19 @@
 //! Version history (kept in step with `docs/format.md`):
 //! * event schema 1, state schema 1: the first release.
 //! * event schema 2: adds `EventBody::ChainsImported` (an import of seed 003 tracker
-//!   files). Only that event is written as schema 2; every other event is still written
-//!   as schema 1, byte for byte, so logs without an import read in older builds, and one
-//!   with it is refused there as a version they do not support rather than as damage. A
-//!   schema 1 payload holding a `ChainsImported` is refused.
-//! * state schema 2: `[2] ++ bincode(State) ++ bincode(ChainsAsRead)`: what imported
-//!   chain files held that the state's serde form skips (`ChainLink::as_read`,
-//!   `Chain::extra`: unknown keys, exact `created_at` texts). Written only when a chain
-//!   has any; a state without them is still written as schema 1, byte for byte.
+//!   files) and `EventBody::SessionsAdopted` (an adoption of an amplihack runtime
+//!   directory). Both only append a variant, so the version-2 types decode version-1
+//!   payloads unchanged. A payload is written with the lowest version that holds it
+//!   ([`event_schema_of`]): every other event is still written as schema 1, byte for
+//!   byte, so a log without imports reads in older builds, and one with them is refused
+//!   there as a version they do not support rather than as damage. A schema 1 payload
+//!   holding a schema 2 variant is refused.
+//! * state schema 2: `[2] ++ bincode(State) ++ bincode(ChainsAsRead)`: the state may hold
+//!   adopted sessions (`Origin::Adopted`), and after it come what imported chain files
+//!   held that the state's serde form skips (`ChainLink::as_read`, `Chain::extra`:
+//!   unknown keys, exact `created_at` texts; possibly none). Written only when a state
+//!   holds either ([`state_schema_of`]); a state without them is still written as schema
+//!   1, byte for byte.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -33,28 +39,43 @@ use std::io::Write;
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
 use crate::event::{Event, EventBody};
-use crate::state::State;
+use crate::state::{Origin, Session, State};
 
-/// Schema version of the payload of every event but a `ChainsImported` (and so of every
-/// event a bundle, which carries one session's events, can hold).
+/// Schema version of the payload of every event but an import of chains or an adoption
+/// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
-/// The newest event schema, which this build reads; only `ChainsImported` needs it.
+/// The newest event schema, which this build reads; only imports and adoptions need it.
 pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 2;
-/// Schema version of a snapshot payload whose state holds no imported chain fields.
+/// Schema version of a snapshot payload whose state holds no imported chain fields and
+/// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
 /// The newest state schema, which this build reads; written when a state needs it.
 pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 2;
 
+fn session_needs_2(s: &Session) -> bool {
+    matches!(s.origin, Some(Origin::Adopted(_)))
+}
+
 /// The lowest event schema that can express `body` (an import's events included).
-fn event_schema_of(body: &EventBody) -> u8 {
+pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
-        EventBody::ChainsImported { .. } => 2,
+        EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
             .iter()
             .map(|e| event_schema_of(&e.body))
             .max()
             .unwrap_or(EVENT_SCHEMA_VERSION),
+        EventBody::SessionCloned { data, .. } if session_needs_2(data) => 2,
         _ => EVENT_SCHEMA_VERSION,
+    }
+}
+
+/// The lowest state schema that can express `state`.
+pub fn state_schema_of(state: &State) -> u8 {
+    if state.sessions.values().any(|s| session_needs_2(s)) || state.has_chains_as_read() {
+        NEWEST_STATE_SCHEMA_VERSION
+    } else {
+        STATE_SCHEMA_VERSION
     }
 }
 
@@ -123,7 +144,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     };
     match version {
         1 | 2 => {
-            // Schema 2 only adds a variant at the end, so both decode with today's types.
+            // Schema 2 only adds variants at the end, so both decode with today's types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
                     .map_err(|e| DecodeError(format!("event does not decode: {e}")))?;
@@ -149,20 +170,17 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
-/// Writes the snapshot payload encoding of `state` into `out`: state schema 1 unless a
-/// chain holds fields of an imported file that only schema 2 stores.
+/// Writes the snapshot payload encoding of `state` into `out`: state schema 1 unless it
+/// holds an adopted session or a chain holds fields of an imported file, which only
+/// schema 2 stores.
 pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
-    let as_read = state.chains_as_read();
-    let version = if as_read.is_some() {
-        NEWEST_STATE_SCHEMA_VERSION
-    } else {
-        STATE_SCHEMA_VERSION
-    };
+    let version = state_schema_of(state);
     out.write_all(&[version])
         .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
     bincode::serde::encode_into_std_write(state, &mut *out, bincode::config::standard())
         .map_err(|e| DecodeError(format!("cannot encode state: {e}")))?;
-    if let Some(parts) = as_read {
+    if version == 2 {
+        let parts = state.chains_as_read().unwrap_or_default();
         bincode::serde::encode_into_std_write(&parts, out, bincode::config::standard())
             .map_err(|e| DecodeError(format!("cannot encode imported chain fields: {e}")))?;
     }
@@ -220,6 +238,11 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     body.len() - used
                 )));
             }
+            if state_schema_of(&state) > version {
+                return Err(DecodeError(format!(
+                    "an adopted session is not part of state schema {version}"
+                )));
+            }
             Ok(state)
         }
         v => Err(DecodeError(format!(
@@ -232,8 +255,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventBody;
-    use crate::types::{JsonText, SessionId, Timestamp};
+    use crate::types::{JsonText, Lsn, SessionId, Timestamp};
 
     #[test]
     fn events_round_trip() {
@@ -246,8 +268,67 @@ mod tests {
             },
         };
         let bytes = event_to_vec(&e).unwrap();
-        assert_eq!(bytes[0], EVENT_SCHEMA_VERSION);
+        assert_eq!(
+            bytes[0], 1,
+            "an event schema 1 holds is written as schema 1"
+        );
         assert_eq!(decode_event(&bytes).unwrap(), e);
+    }
+
+    fn adoption() -> Event {
+        use crate::event::{AdoptedSession, AmplihackAdoption};
+        use crate::state::{AmplihackDocuments, SessionConfig, Status};
+        Event {
+            at: Timestamp(1_700_000_000_000_000),
+            body: EventBody::SessionsAdopted(Box::new(AmplihackAdoption {
+                source: ".claude/runtime".into(),
+                sessions: vec![AdoptedSession {
+                    session: SessionId::new("claude_session_1_0a1b2c3d").unwrap(),
+                    name: "task".into(),
+                    created_at: Timestamp(1),
+                    last_activity: Timestamp(2),
+                    status: Status::Active,
+                    timeout_secs: 300,
+                    config: SessionConfig::default(),
+                    metadata: vec![],
+                    commands: vec![],
+                    documents: AmplihackDocuments {
+                        file: Some(JsonText::parse(r#"{"saved_at":1.5}"#).unwrap()),
+                        archive_ts: None,
+                        registry_entry: None,
+                        registry_rest: None,
+                    },
+                    log: None,
+                }],
+            })),
+        }
+    }
+
+    #[test]
+    fn adoptions_are_schema_2_and_a_schema_1_payload_may_not_hold_one() {
+        let e = adoption();
+        let bytes = event_to_vec(&e).unwrap();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_event(&bytes).unwrap(), e);
+        let mut as_1 = bytes.clone();
+        as_1[0] = 1;
+        let err = decode_event(&as_1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("event schema 1 has no sessions_adopted event"),
+            "{err}"
+        );
+        let mut st = State::new();
+        st.apply(Lsn(1), &e).unwrap();
+        let mut snap = Vec::new();
+        encode_state(&st, &mut snap).unwrap();
+        assert_eq!(snap[0], 2);
+        assert_eq!(decode_state(&snap).unwrap(), st);
+        snap[0] = 1;
+        assert!(decode_state(&snap).is_err());
+        let mut plain = Vec::new();
+        encode_state(&State::new(), &mut plain).unwrap();
+        assert_eq!(plain[0], 1);
     }
 
     #[test]

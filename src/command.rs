@@ -182,6 +182,9 @@ pub enum Command {
         /// The chains as read (see `crate::import::seed003`).
         chains: Vec<ImportedChain>,
     },
+    /// Adopt the sessions of an amplihack runtime directory (as `import::amplihack` reads
+    /// it); refused whole when any of their ids is taken.
+    AdoptAmplihack(Box<crate::event::AmplihackAdoption>),
 }
 
 impl Command {
@@ -207,6 +210,7 @@ impl Command {
             Command::Import { .. } => "import",
             Command::Clone { .. } => "clone",
             Command::ImportChains { .. } => "chain_import",
+            Command::AdoptAmplihack(_) => "adopt",
         }
     }
 }
@@ -309,6 +313,52 @@ fn validate_config(c: &SessionConfig) -> Result<()> {
     }
     if c.max_retries > 1000 {
         return Err(Error::invalid("config.max_retries", "must be at most 1000"));
+    }
+    Ok(())
+}
+
+/// The limits every session's fields obey, applied to an adopted one.
+pub(crate) fn check_adopted(a: &crate::event::AdoptedSession) -> Result<()> {
+    short("name", &a.name)?;
+    if a.timeout_secs > MAX_TIMEOUT_SECS {
+        return Err(Error::invalid(
+            "timeout",
+            format!(
+                "{} seconds is over the limit of {MAX_TIMEOUT_SECS}",
+                a.timeout_secs
+            ),
+        ));
+    }
+    validate_config(&a.config)?;
+    if a.metadata.len() > MAX_INITIAL_METADATA {
+        return Err(Error::invalid(
+            "metadata",
+            format!("more than {MAX_INITIAL_METADATA} keys"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, _) in &a.metadata {
+        non_empty_short("metadata key", k)?;
+        if !seen.insert(k) {
+            return Err(Error::invalid("metadata key", format!("{k:?} given twice")));
+        }
+    }
+    if a.commands.len() > MAX_IMPORT_EVENTS {
+        return Err(Error::invalid(
+            "command history",
+            format!("more than {MAX_IMPORT_EVENTS} commands"),
+        ));
+    }
+    for c in &a.commands {
+        short("command", &c.command)?;
+        if let Some(e) = &c.error {
+            long("error", e)?;
+        }
+    }
+    if let Some(log) = &a.log
+        && log.len() > crate::wal::MAX_PAYLOAD_LEN
+    {
+        return Err(Error::invalid("log", "is larger than a log record"));
     }
     Ok(())
 }
@@ -641,6 +691,43 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Result<(Option<Eve
                 )
                 .map_err(|e| Error::invalid("bundle", format!("its events do not replay: {e}")))?;
             Ok((Some(body), Outcome::Session(id)))
+        }
+        Command::AdoptAmplihack(adoption) => {
+            if adoption.sessions.is_empty() {
+                return Err(Error::invalid("adoption", "it holds no session"));
+            }
+            if adoption.sessions.len() > MAX_IMPORT_EVENTS {
+                return Err(Error::invalid(
+                    "adoption",
+                    format!("more than {MAX_IMPORT_EVENTS} sessions"),
+                ));
+            }
+            long("source", &adoption.source)?;
+            let mut seen = std::collections::BTreeSet::new();
+            for a in &adoption.sessions {
+                if state.session(&a.session).is_some() {
+                    return Err(Error::AlreadyExists {
+                        kind: "session",
+                        id: a.session.to_string(),
+                    });
+                }
+                if !seen.insert(&a.session) {
+                    return Err(Error::invalid(
+                        "adoption",
+                        format!("session {} is adopted twice", a.session),
+                    ));
+                }
+                check_adopted(a)?;
+            }
+            let ids: Vec<SessionId> = adoption
+                .sessions
+                .iter()
+                .map(|a| a.session.clone())
+                .collect();
+            Ok((
+                Some(EventBody::SessionsAdopted(adoption)),
+                Outcome::Sessions(ids),
+            ))
         }
         Command::Clone { source, new_id } => {
             let s = session(state, &source)?;

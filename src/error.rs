@@ -115,6 +115,23 @@ pub enum Error {
         /// The newest LSN in the log.
         last: Lsn,
     },
+    /// The data directory writes its projections in another format than the one asked
+    /// for (`projection::format`); nothing was changed.
+    ProjectionFormatMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// The format it records.
+        recorded: &'static str,
+        /// The format asked for.
+        requested: &'static str,
+    },
+    /// Files to import (another tool's directory) were refused; nothing was imported.
+    InvalidImport {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -169,6 +186,8 @@ impl Error {
             Error::LsnOutOfRange { .. } => "lsn_out_of_range",
             Error::InvalidBundle { .. } => "invalid_bundle",
             Error::InvalidChainFile { .. } => "invalid_chain_file",
+            Error::ProjectionFormatMismatch { .. } => "projection_format_mismatch",
+            Error::InvalidImport { .. } => "invalid_import",
         }
     }
 
@@ -184,6 +203,8 @@ impl Error {
                 | Error::LsnOutOfRange { .. }
                 | Error::InvalidBundle { .. }
                 | Error::InvalidChainFile { .. }
+                | Error::ProjectionFormatMismatch { .. }
+                | Error::InvalidImport { .. }
         )
     }
 }
@@ -246,6 +267,24 @@ impl fmt::Display for Error {
             Error::LsnOutOfRange { requested, last } => write!(
                 f,
                 "LSN {requested} is beyond the end of the log (last LSN is {last})"
+            ),
+            Error::ProjectionFormatMismatch {
+                dir,
+                recorded,
+                requested,
+            } => write!(
+                f,
+                "the data directory {} writes its projections in the {recorded} format \
+                 (recorded in {}), not {requested}; open it without --projections (or with \
+                 --projections {recorded}), or convert it with `session-engine \
+                 rebuild-projections --projections {requested}`",
+                dir.display(),
+                crate::projection::format::FORMAT_FILE
+            ),
+            Error::InvalidImport { path, reason } => write!(
+                f,
+                "cannot import {}: {reason}; nothing was imported",
+                path.display()
             ),
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Session, SessionConfig, Status};
+use crate::state::{AmplihackDocuments, CommandRecord, Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 
 /// Most levels of imports one event may hold (an import of an exported import of ...).
@@ -72,6 +72,45 @@ pub struct SessionCreated {
     pub config: SessionConfig,
     /// Initial metadata.
     pub metadata: Vec<(String, JsonText)>,
+}
+
+/// Sessions adopted from an amplihack runtime directory, as recorded in
+/// [`EventBody::SessionsAdopted`]: one event for the whole directory, so an import is all
+/// or nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AmplihackAdoption {
+    /// The directory the files were read from (as the import was given it).
+    pub source: String,
+    /// The sessions, in id order.
+    pub sessions: Vec<AdoptedSession>,
+}
+
+/// One adopted session: the engine's view of it and the documents it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdoptedSession {
+    /// Its id (the file's name, amplihack's `session_id`).
+    pub session: SessionId,
+    /// Its name (the registry entry's `name`).
+    pub name: String,
+    /// When it was created (the registry's `created_at`).
+    pub created_at: Timestamp,
+    /// Its last activity (`state.last_activity`).
+    pub last_activity: Timestamp,
+    /// Its status (see `import::amplihack` for the mapping).
+    pub status: Status,
+    /// Inactivity timeout in seconds (0: never; see `import::amplihack` for why an
+    /// adoption sets none).
+    pub timeout_secs: u64,
+    /// Its configuration.
+    pub config: SessionConfig,
+    /// Its metadata (the registry entry's `metadata`).
+    pub metadata: Vec<(String, JsonText)>,
+    /// Its command history, oldest first.
+    pub commands: Vec<CommandRecord>,
+    /// The documents as read.
+    pub documents: AmplihackDocuments,
+    /// `logs/<id>.log` as read, if there was one: the session's log starts with it.
+    pub log: Option<String>,
 }
 
 /// What happened. Variant order is part of the log format: append only.
@@ -203,11 +242,13 @@ pub enum EventBody {
         data: Box<Session>,
     },
     /// Seed 003 tracker files (`<agent>_sessions.json`) were imported: each chain exactly
-    /// as its file held it. Event schema 2 (see `codec`): the only event that needs it.
+    /// as its file held it. Event schema 2 (see `codec`).
     ChainsImported {
         /// The chains, one per file, each for an agent that had no chain.
         chains: Vec<ImportedChain>,
     },
+    /// Sessions were adopted from an amplihack runtime directory (event schema 2).
+    SessionsAdopted(Box<AmplihackAdoption>),
 }
 
 /// The top-level keys seed 003's `_save_sessions` writes, in its order.
@@ -307,6 +348,21 @@ impl EventBody {
             EventBody::SessionImported { .. } => "session_imported",
             EventBody::SessionCloned { .. } => "session_cloned",
             EventBody::ChainsImported { .. } => "chains_imported",
+            EventBody::SessionsAdopted(_) => "sessions_adopted",
+        }
+    }
+
+    /// Whether this event brings session `id` into being (created, imported, cloned or
+    /// adopted alone).
+    pub fn creates(&self, id: &SessionId) -> bool {
+        match self {
+            EventBody::SessionCreated(c) => c.session == *id,
+            EventBody::SessionImported { session, .. }
+            | EventBody::SessionCloned { session, .. } => session == id,
+            EventBody::SessionsAdopted(a) => {
+                matches!(a.sessions.as_slice(), [one] if one.session == *id)
+            }
+            _ => false,
         }
     }
 
@@ -327,6 +383,7 @@ impl EventBody {
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 sessions.iter().collect()
             }
+            EventBody::SessionsAdopted(a) => a.sessions.iter().map(|s| &s.session).collect(),
             EventBody::ChainLinked { .. }
             | EventBody::ChainReset { .. }
             | EventBody::ChainsImported { .. } => Vec::new(),
@@ -339,6 +396,7 @@ impl EventBody {
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 sessions.contains(id)
             }
+            EventBody::SessionsAdopted(a) => a.sessions.iter().any(|s| s.session == *id),
             _ => self.sessions().first().is_some_and(|s| *s == id),
         }
     }
@@ -358,6 +416,17 @@ impl EventBody {
             EventBody::SessionsArchived { .. } => EventBody::SessionsArchived {
                 sessions: vec![id.clone()],
             },
+            EventBody::SessionsAdopted(a) => {
+                EventBody::SessionsAdopted(Box::new(AmplihackAdoption {
+                    source: a.source.clone(),
+                    sessions: a
+                        .sessions
+                        .iter()
+                        .filter(|s| s.session == *id)
+                        .cloned()
+                        .collect(),
+                }))
+            }
             other => other.clone(),
         })
     }
@@ -403,6 +472,11 @@ impl EventBody {
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 for s in sessions.iter_mut() {
                     *s = swap(s);
+                }
+            }
+            EventBody::SessionsAdopted(a) => {
+                for s in a.sessions.iter_mut() {
+                    s.session = swap(&s.session);
                 }
             }
             EventBody::ChainLinked { .. }

@@ -21,7 +21,7 @@
 //! | -------------- | ------- | ------- |
 //! | `format`       | string  | always [`BUNDLE_FORMAT`]; anything else is a foreign file |
 //! | `version`      | integer | bundle format version, [`BUNDLE_VERSION`] |
-//! | `event_schema` | integer | the event schema the `events` follow (`codec::EVENT_SCHEMA_VERSION`) |
+//! | `event_schema` | integer | the event schema the `events` follow: the lowest that holds them (`codec::event_schema_of`; 1 unless they hold an adoption, 2), at most `codec::NEWEST_EVENT_SCHEMA_VERSION` |
 //! | `session_id`   | string  | the session's id where it was exported |
 //! | `exported_at`  | string  | ISO 8601 UTC time of the export (informational) |
 //! | `source_lsn`   | integer | the exporting engine's last LSN at the time (informational) |
@@ -53,7 +53,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::codec::EVENT_SCHEMA_VERSION;
+use crate::codec::{NEWEST_EVENT_SCHEMA_VERSION, event_schema_of};
 use crate::command::{MAX_IMPORT_EVENTS, MAX_LONG_TEXT, MAX_SHORT_TEXT, MAX_TIMEOUT_SECS};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -237,7 +237,12 @@ impl Bundle {
         let out = BundleOut {
             format: BUNDLE_FORMAT,
             version: BUNDLE_VERSION,
-            event_schema: EVENT_SCHEMA_VERSION,
+            event_schema: self
+                .events
+                .iter()
+                .map(|e| event_schema_of(&e.body))
+                .max()
+                .unwrap_or(1),
             session_id: self.session_id.as_str(),
             exported_at: &self.exported_at,
             source_lsn: self.source_lsn.get(),
@@ -384,10 +389,10 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, BundleError> {
         return Err(BundleError::UnsupportedVersion { found: version });
     }
     let schema: u64 = field(&top, "event_schema")?;
-    if schema != u64::from(EVENT_SCHEMA_VERSION) {
+    if schema == 0 || schema > u64::from(NEWEST_EVENT_SCHEMA_VERSION) {
         return Err(malformed(format!(
-            "its events follow event schema {schema}; this build reads schema \
-             {EVENT_SCHEMA_VERSION}"
+            "its events follow event schema {schema}; this build reads schemas 1 to \
+             {NEWEST_EVENT_SCHEMA_VERSION}"
         )));
     }
     let raw_events = top
@@ -417,6 +422,15 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, BundleError> {
             events.len()
         )));
     }
+    if let Some(e) = events
+        .iter()
+        .find(|e| u64::from(event_schema_of(&e.body)) > schema)
+    {
+        return Err(malformed(format!(
+            "it says its events follow event schema {schema}, but it holds a {} event",
+            e.body.type_name()
+        )));
+    }
     check_events(&session_id, &events)?;
     Ok(Bundle {
         session_id,
@@ -432,14 +446,7 @@ fn check_events(id: &SessionId, events: &[Event]) -> Result<(), BundleError> {
     let Some(first) = events.first() else {
         return Err(malformed("it carries no events"));
     };
-    let creates = match &first.body {
-        EventBody::SessionCreated(c) => c.session == *id,
-        EventBody::SessionImported { session, .. } | EventBody::SessionCloned { session, .. } => {
-            session == id
-        }
-        _ => false,
-    };
-    if !creates {
+    if !first.body.creates(id) {
         return Err(malformed(format!(
             "the first event must create session {id}, but it is a {} event",
             first.body.type_name()
@@ -534,6 +541,12 @@ fn check_fields(body: &EventBody) -> Result<()> {
             }
         }
         EventBody::SessionCloned { data, .. } => check_session(data)?,
+        EventBody::SessionsAdopted(a) => {
+            long("source", &a.source)?;
+            for s in &a.sessions {
+                crate::command::check_adopted(s)?;
+            }
+        }
         _ => {}
     }
     Ok(())

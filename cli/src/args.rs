@@ -40,6 +40,20 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub group_access: bool,
 
+    /// The format of the JSON projections: seed (seed 001's files, the default for a new
+    /// directory) or amplihack (the files the amplihack toolkit reads). Recorded in the
+    /// data directory at its first writable open; a directory in the other format is
+    /// refused. Only `rebuild-projections --projections F` changes it. Without this flag
+    /// the recorded format is used.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SESSION_ENGINE_PROJECTIONS",
+        value_name = "FORMAT"
+    )]
+    pub projections: Option<ProjectionsArg>,
+
     /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
@@ -57,6 +71,15 @@ pub enum DurabilityArg {
     Interval,
     /// Answer after the write; fsync only when the engine closes.
     None,
+}
+
+/// `--projections` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProjectionsArg {
+    /// Seed 001's files: sessions/session_<id>.json, sessions/registry.json, ...
+    Seed,
+    /// amplihack's files: sessions/<id>.json, sessions/registry.json, logs/<id>.log, ...
+    Amplihack,
 }
 
 /// `--status` values.
@@ -180,11 +203,15 @@ pub enum Cmd {
         /// The bundle file to write.
         file: PathBuf,
     },
-    /// Import a session from a bundle and print its id (a new one if the id is taken), or
-    /// seed 003 tracker files (`<agent>_sessions.json`, or a directory of them such as
-    /// `~/.claude-agent/sessions`) and print each imported agent.
+    /// Import a bundle file (print the session's id, a new one if the id is taken), seed
+    /// 003 tracker files (`<agent>_sessions.json`, or a directory of them such as
+    /// `~/.claude-agent/sessions`; print each imported agent), or adopt an amplihack
+    /// runtime directory (a folder holding sessions/; print the adopted ids). Importing the
+    /// data directory itself adopts amplihack's files in place.
     Import {
-        /// A bundle file, a tracker file, or a directory of tracker files.
+        /// A bundle file, a tracker file or a directory of them, or an amplihack runtime
+        /// directory.
+        #[arg(value_name = "PATH")]
         file: PathBuf,
     },
     /// Copy a session; print the new id.
@@ -214,7 +241,8 @@ pub enum Cmd {
     Snapshot,
     /// Print statistics as JSON.
     Stats,
-    /// Rewrite every JSON projection from the log.
+    /// Rewrite every JSON projection from the log; with --projections, in that format,
+    /// which becomes the directory's (the old format's files are moved aside).
     RebuildProjections,
     /// A first run: create a session, record into it, and show it back.
     Demo,

@@ -27,10 +27,10 @@ use anyhow::{Result, anyhow};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use args::{Cli, Cmd, DurabilityArg, StatusArg};
+use args::{Cli, Cmd, DurabilityArg, ProjectionsArg, StatusArg};
 use output::{Out, is_broken_pipe};
 use session_engine::import::seed003::ChainFileError;
-use session_engine::projection::{ChainFile, SessionFile};
+use session_engine::projection::{ChainFile, ProjectionFormat, ProjectionOptions, SessionFile};
 use session_engine::storage::Storage;
 use session_engine::{
     AgentId, Command, Durability, Engine, Error, FileStorage, JsonText, Lsn, ManagerOptions,
@@ -80,10 +80,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(
             Error::InvalidInput { .. }
             | Error::InvalidBundle { .. }
-            | Error::InvalidChainFile { .. },
+            | Error::InvalidChainFile { .. }
+            | Error::InvalidImport { .. },
         ) => 4,
         Some(
-            Error::InvalidState { .. } | Error::AlreadyExists { .. } | Error::LsnOutOfRange { .. },
+            Error::InvalidState { .. }
+            | Error::AlreadyExists { .. }
+            | Error::LsnOutOfRange { .. }
+            | Error::ProjectionFormatMismatch { .. },
         ) => 5,
         Some(Error::Locked { .. }) => 6,
         Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => 7,
@@ -143,9 +147,37 @@ impl Cli {
 
     /// [`Cli::open_write`] with other engine options.
     fn open_write_with(&self, options: Options) -> Result<Opened> {
-        let manager = SessionManager::open(&self.data_dir, ManagerOptions::with_engine(options))?;
+        self.open_write_as(options, self.projection_format())
+    }
+
+    /// [`Cli::open_write`] with other engine options and projections in `format`
+    /// (`None`: the recorded one).
+    fn open_write_as(&self, options: Options, format: Option<ProjectionFormat>) -> Result<Opened> {
+        let manager = SessionManager::open(&self.data_dir, self.manager_options(options, format))?;
         report_recovery(manager.engine());
         Ok(Opened::new(manager))
+    }
+
+    fn manager_options(
+        &self,
+        options: Options,
+        format: Option<ProjectionFormat>,
+    ) -> ManagerOptions {
+        ManagerOptions {
+            engine: options,
+            projections: Some(ProjectionOptions {
+                format,
+                ..ProjectionOptions::default()
+            }),
+        }
+    }
+
+    /// The format `--projections` asks for.
+    fn projection_format(&self) -> Option<ProjectionFormat> {
+        self.projections.map(|p| match p {
+            ProjectionsArg::Seed => ProjectionFormat::Seed,
+            ProjectionsArg::Amplihack => ProjectionFormat::Amplihack,
+        })
     }
 
     /// Opens the data directory read-only: works while another process writes.
@@ -586,19 +618,34 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         }
         Cmd::Import { file } => return import(cli, out, file),
         Cmd::RebuildProjections => {
-            let manager = cli.open_write()?;
+            // The directory opens in its recorded format; the rebuild changes it.
+            let manager = cli.open_write_as(cli.options(), None)?;
             let pb = progress_bar(None, "rebuilding projections");
             pb.enable_steady_tick(Duration::from_millis(100));
-            let r = manager.rebuild_projections();
+            let r = match cli.projection_format() {
+                Some(f) => manager.rebuild_projections_as(f),
+                None => manager.rebuild_projections(),
+            };
+            let format = manager.projection_format().unwrap_or_default();
             pb.finish_and_clear();
             manager.close()?;
             let report = r?;
             if cli.json {
-                out.json(&serde_json::to_value(&report)?)?;
+                let mut v = serde_json::to_value(&report)?;
+                v["format"] = json!(format.as_str());
+                out.json(&v)?;
             } else {
+                let moved = if report.moved_aside > 0 {
+                    format!(
+                        "; moved {} files of the previous format aside (*.retired)",
+                        report.moved_aside
+                    )
+                } else {
+                    String::new()
+                };
                 out.line(&format!(
                     "rebuilt the projections at LSN {}: {} session files, {} chain files, \
-                     {} session logs; removed {} stale files",
+                     {} session logs; removed {} stale files{moved} ({format} format)",
                     report.lsn, report.sessions, report.chains, report.logs, report.removed
                 ))?;
             }
@@ -702,6 +749,29 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
 fn import(cli: &Cli, out: &mut Out, path: &std::path::Path) -> Result<u8> {
     use session_engine::import::ImportKind;
     let kind = session_engine::import::detect(&*cli.storage(), path)?;
+    if kind == ImportKind::AmplihackRuntime {
+        // Read and checked before anything is written; opens the data directory itself
+        // (first without projections, which would find amplihack's files in their way).
+        let (manager, ids) = session_engine::import::adopt_amplihack(
+            &cli.data_dir,
+            cli.manager_options(cli.options(), cli.projection_format()),
+            path,
+        )?;
+        let manager = Opened::new(manager);
+        report_recovery(manager.engine());
+        manager.close()?;
+        if cli.json {
+            out.json(&json!({
+                "adopted": ids.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+                "from": path.display().to_string(),
+            }))?;
+        } else {
+            for id in &ids {
+                out.line(id.as_str())?;
+            }
+        }
+        return Ok(0);
+    }
     let manager = cli.open_write()?;
     match kind {
         ImportKind::ChainFile | ImportKind::ChainDir => {

@@ -107,6 +107,10 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
         "bytes": wal_bytes + snapshot_bytes,
         "torn_tail": report.torn_tail.is_some(),
         "projections": {
+            "format": session_engine::projection::format::recorded(storage, &paths.root)
+                .ok()
+                .flatten()
+                .map(|f| f.as_str()),
             "marker_lsn": marker.map(|m| m.0),
             "behind": behind,
             "last_error": last_error,

@@ -32,6 +32,7 @@ impl Dir {
         let mut c = Command::new(BIN);
         c.current_dir(&self.root)
             .env_remove("SESSION_ENGINE_DIR")
+            .env_remove("SESSION_ENGINE_PROJECTIONS")
             .env_remove("RUST_LOG")
             .arg("--data-dir")
             .arg(&self.data)

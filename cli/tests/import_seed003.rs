@@ -1147,7 +1147,7 @@ fn import_on_the_command_line_exits_with_the_documented_statuses() {
     refused(&["import", &s(&taken)], 5, "already holds a different file");
     let empty = p.src.join("empty");
     std::fs::create_dir(&empty).unwrap();
-    refused(&["import", &s(&empty)], 4, "without seed 003 tracker files");
+    refused(&["import", &s(&empty)], 4, "or hold seed 003 tracker files");
     // Bundles still import as before.
     let (code, _, err) = status(&cli(&p.data, &["create", "--id", "s1"]));
     assert_eq!(code, 0, "{err}");

@@ -46,7 +46,8 @@ use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::export::{Bundle, parse_bundle};
 use crate::projection::{
-    ProjectionOptions, ProjectionPaths, ProjectionStatus, Projector, RebuildReport,
+    Layout, ProjectionFormat, ProjectionOptions, ProjectionPaths, ProjectionStatus, Projector,
+    RebuildReport,
 };
 use crate::state::{Session, State, Status};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
@@ -576,20 +577,62 @@ impl SessionManager {
         }
     }
 
-    /// The path of a session's projection file, wherever its status puts it.
+    /// Rewrites every projection file in `format`, which becomes the directory's format
+    /// (the CLI's `rebuild-projections --projections F`): the previous format's files are
+    /// moved aside, not deleted (see [`Projector::rebuild_as`]). Needs projections on.
+    pub fn rebuild_projections_as(&self, format: ProjectionFormat) -> Result<RebuildReport> {
+        match &self.inner.projector {
+            Some(p) => p.rebuild_as(format),
+            None => Err(Error::InvalidInput {
+                field: "projections",
+                reason: "projections are off for this manager".into(),
+            }),
+        }
+    }
+
+    /// The format the projection files are written in, `None` when projections are off.
+    pub fn projection_format(&self) -> Option<ProjectionFormat> {
+        self.inner.projector.as_ref().map(Projector::format)
+    }
+
+    /// Adopts the sessions of the amplihack runtime directory `dir` (`sessions/`, its
+    /// registry and archive, `logs/<id>.log`; see [`crate::import::amplihack`]) in one
+    /// event, keeping their documents exactly, so that the `amplihack` projection writes
+    /// them back unchanged. Refused whole, changing nothing, on bad input
+    /// ([`Error::InvalidImport`]) or an id this engine already has
+    /// ([`Error::AlreadyExists`]). Returns the adopted ids.
+    ///
+    /// To adopt the directory the engine itself lives in, open it without projections
+    /// for the import (a projector starting there first would find amplihack's files in
+    /// its paths): the command line's `import DIR` does that.
+    pub fn import_amplihack(&self, dir: impl AsRef<Path>) -> Result<Vec<SessionId>> {
+        let read = crate::import::amplihack::read_runtime_dir(
+            &*self.inner.engine.options().storage,
+            dir.as_ref(),
+        )?;
+        sessions_of(
+            self.inner
+                .execute(Command::AdoptAmplihack(Box::new(read.adoption)))?,
+        )
+    }
+
+    /// The path of a session's projection file, wherever its status (and the directory's
+    /// format) puts it. [`Error::NotFound`] also when the format writes no file for it (an
+    /// amplihack session with a reserved id, or adopted with only a registry entry).
     pub fn session_file(&self, id: &str) -> Result<PathBuf> {
         let id = session_id(id)?;
-        let paths = self.projection_paths();
         let state = self.inner.state();
         let s = state.session(&id).ok_or_else(|| Error::NotFound {
             kind: "session",
             id: id.to_string(),
         })?;
-        Ok(if s.status() == Status::Archived {
-            paths.archived_session_file(&id)
-        } else {
-            paths.session_file(&id)
-        })
+        let format = self.projection_format().unwrap_or_default();
+        Layout::new(self.data_dir(), format)
+            .session_file(s)
+            .ok_or_else(|| Error::NotFound {
+                kind: "session file",
+                id: format!("{id} (the {format} format writes none for it)"),
+            })
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `level`      | string  | `INFO`; `WARNING` for a timeout; `ERROR` for a failed command |
 //! | `logger`     | string  | always `session_engine.session` |
 //! | `session_id` | string  | the session |
-//! | `event`      | string  | the event type (`session_created`, `activity_recorded`, `metadata_set`, `metadata_removed`, `status_changed`, `sessions_expired`, `sessions_archived`, `command_recorded`, `checkpoint_saved`, `checkpoint_restored`, `decision_logged`, `session_imported`, `session_cloned`) |
+//! | `event`      | string  | the event type (`session_created`, `activity_recorded`, `metadata_set`, `metadata_removed`, `status_changed`, `sessions_expired`, `sessions_archived`, `command_recorded`, `checkpoint_saved`, `checkpoint_restored`, `decision_logged`, `session_imported`, `session_cloned`, `sessions_adopted`) |
 //! | `message`    | string  | a one-line human-readable summary |
 //! | `lsn`        | integer | the log record the line comes from |
 //! | `sub`        | integer | present only on the lines of an import's carried events: 1-based position in the import |
@@ -38,6 +38,7 @@
 //! | `decision_logged`     | `{what, why, alternatives}` |
 //! | `session_imported`    | `{original, events}` (`events`: how many events the import carried; their lines follow, with `sub`) |
 //! | `session_cloned`      | `{source}` |
+//! | `sessions_adopted`    | `{from: "amplihack", source, status, commands}` (`source`: the directory read; `commands`: how many it brought) |
 //!
 //! Seed 001's logger methods map onto lines: `log_session_event` is `activity_recorded`,
 //! `log_error` is a `command_recorded` line at `ERROR` with the error text, and
@@ -49,13 +50,49 @@
 //!
 //! `(lsn, sub)` increases strictly from line to line; the projector uses the last line's
 //! pair to skip lines a file already holds after a crash.
+//!
+//! # The `amplihack` format
+//!
+//! In a directory whose projections are in the `amplihack` format the log is
+//! `logs/<id>.log` (what amplihack's `ToolkitLogger.get_session_logs` reads), one
+//! `LogEntry` per line as amplihack's `StructuredFormatter` writes it (`json.dumps` of the
+//! dataclass: its field order, `", "` and `": "`, non-ASCII escaped):
+//!
+//! ```json
+//! {"timestamp": 1762597805.0, "level": "INFO", "message": "activity user_input", "session_id": "abc123", "component": "session_engine", "operation": "activity_recorded", "duration": null, "metadata": {"lsn": 12, "details": {"action": "user_input", "details": {"message": "Hello"}}}, "error": null, "traceback": null}
+//! ```
+//!
+//! | field        | type           | meaning |
+//! | ------------ | -------------- | ------- |
+//! | `timestamp`  | float          | when the event happened, seconds since the epoch |
+//! | `level`      | string         | as above |
+//! | `message`    | string         | as above |
+//! | `session_id` | string         | the session |
+//! | `component`  | string         | always `session_engine` |
+//! | `operation`  | string         | the event type, as `event` above |
+//! | `duration`   | float or null  | a recorded command's duration in seconds; null otherwise |
+//! | `metadata`   | object         | `{lsn, sub, details}`: the line's position (`sub` only on an import's carried events) and `details` as above |
+//! | `error`      | string or null | a failed command's error text; null otherwise |
+//! | `traceback`  | null           | always null |
+//!
+//! A session adopted from an amplihack directory (`sessions_adopted`) starts its log with
+//! the `logs/<id>.log` it had, exactly as it was (whatever its logging settings); one that
+//! had none gets no line for its adoption. The projector finds the last line's position in
+//! `metadata` of a line whose `component` is `session_engine` (an adopted log's own lines
+//! are not such lines, so the first append after an adoption rewrites the log from the
+//! event log).
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::format::ProjectionFormat;
+use super::pyjson;
 use crate::event::{Event, EventBody};
 use crate::state::{LogLevel, State, Status};
 use crate::types::{Lsn, SessionId, Timestamp};
+
+/// The `component` of every line in the `amplihack` format.
+pub const AMPLIHACK_COMPONENT: &str = "session_engine";
 
 /// The `logger` field of every line.
 pub const LOGGER_NAME: &str = "session_engine.session";
@@ -215,6 +252,19 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("session cloned from {source}"),
             json!({ "source": source.as_str() }),
         ),
+        EventBody::SessionsAdopted(a) => {
+            let one = a.sessions.iter().find(|s| s.session == *id);
+            (
+                LogLevel::Info,
+                format!("session adopted from amplihack ({})", a.source),
+                json!({
+                    "from": "amplihack",
+                    "source": a.source,
+                    "status": one.map(|s| s.status.as_str()),
+                    "commands": one.map_or(0, |s| s.commands.len()),
+                }),
+            )
+        }
         EventBody::ChainLinked { .. }
         | EventBody::ChainReset { .. }
         | EventBody::ChainsImported { .. } => (
@@ -225,16 +275,42 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
     }
 }
 
+/// A line as amplihack's `LogEntry` (see the module documentation).
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    timestamp: f64,
+    level: &'static str,
+    message: String,
+    session_id: &'a str,
+    component: &'static str,
+    operation: &'static str,
+    duration: Option<f64>,
+    metadata: EntryMetadata,
+    error: Option<&'a str>,
+    traceback: Option<()>,
+}
+
+#[derive(Serialize)]
+struct EntryMetadata {
+    lsn: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<u32>,
+    details: Value,
+}
+
 fn starts_log(body: &EventBody) -> bool {
     matches!(
         body,
         EventBody::SessionCreated(_)
             | EventBody::SessionImported { .. }
             | EventBody::SessionCloned { .. }
+            | EventBody::SessionsAdopted(_)
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn render(
+    format: ProjectionFormat,
     id: &SessionId,
     at: Timestamp,
     body: &EventBody,
@@ -247,26 +323,58 @@ fn render(
     if !starts && rank(level) < rank(threshold) {
         return;
     }
-    let line = LineOut {
-        timestamp: at.to_iso8601_micros(),
-        level: level_name(level),
-        logger: LOGGER_NAME,
-        session_id: id.as_str(),
-        event: body.type_name(),
-        message,
-        lsn: key.0.get(),
-        sub: (key.1 > 0).then_some(key.1),
-        details,
-    };
+    let lsn = key.0.get();
+    let sub = (key.1 > 0).then_some(key.1);
     // Serialising a tree of plain JSON values and strings cannot fail.
-    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    let mut text = match format {
+        ProjectionFormat::Seed => serde_json::to_string(&LineOut {
+            timestamp: at.to_iso8601_micros(),
+            level: level_name(level),
+            logger: LOGGER_NAME,
+            session_id: id.as_str(),
+            event: body.type_name(),
+            message,
+            lsn,
+            sub,
+            details,
+        }),
+        ProjectionFormat::Amplihack => {
+            let (duration, error) = match body {
+                EventBody::CommandRecorded {
+                    duration_ms,
+                    success,
+                    error,
+                    ..
+                } => (
+                    Some(*duration_ms as f64 / 1000.0),
+                    error.as_deref().filter(|_| !success),
+                ),
+                _ => (None, None),
+            };
+            pyjson::to_line(&EntryOut {
+                timestamp: super::schema::amplihack::secs(at),
+                level: level_name(level),
+                message,
+                session_id: id.as_str(),
+                component: AMPLIHACK_COMPONENT,
+                operation: body.type_name(),
+                duration,
+                metadata: EntryMetadata { lsn, sub, details },
+                error,
+                traceback: None,
+            })
+        }
+    }
+    .unwrap_or_default();
     text.push('\n');
     out.push((id.clone(), LogLine { key, starts, text }));
 }
 
-/// Appends to `out` the log lines event `lsn` produces, per session, following each
-/// session's logging settings in `state` (which must hold every session the event names).
+/// Appends to `out` the log lines event `lsn` produces in `format`, per session, following
+/// each session's logging settings in `state` (which must hold every session the event
+/// names).
 pub(crate) fn lines_for(
+    format: ProjectionFormat,
     lsn: Lsn,
     event: &Event,
     state: &State,
@@ -274,6 +382,28 @@ pub(crate) fn lines_for(
 ) {
     for id in event.body.sessions() {
         let Some(s) = state.session(id) else { continue };
+        if format == ProjectionFormat::Amplihack {
+            if !super::schema::amplihack::writes_log(id) {
+                continue;
+            }
+            if let EventBody::SessionsAdopted(a) = &event.body {
+                // The log it had, as it was, whatever its settings say now.
+                if let Some(text) = a
+                    .sessions
+                    .iter()
+                    .find(|a| a.session == *id)
+                    .and_then(|a| a.log.clone())
+                {
+                    let line = LogLine {
+                        key: (lsn, 0),
+                        starts: true,
+                        text,
+                    };
+                    out.push((id.clone(), line));
+                }
+                continue;
+            }
+        }
         if !s.config.enable_logging {
             continue;
         }
@@ -282,7 +412,7 @@ pub(crate) fn lines_for(
             .body
             .narrowed_to(id)
             .unwrap_or_else(|| event.body.clone());
-        render(id, event.at, &body, (lsn, 0), threshold, out);
+        render(format, id, event.at, &body, (lsn, 0), threshold, out);
         if let EventBody::SessionImported {
             original, events, ..
         } = &event.body
@@ -290,20 +420,66 @@ pub(crate) fn lines_for(
             for (i, e) in events.iter().enumerate() {
                 let sub = u32::try_from(i + 1).unwrap_or(u32::MAX);
                 let nested = e.body.readdressed(original, id);
-                render(id, e.at, &nested, (lsn, sub), threshold, out);
+                render(format, id, e.at, &nested, (lsn, sub), threshold, out);
             }
         }
     }
 }
 
-/// The `(lsn, sub)` of a log line, if it is one of ours.
+/// The `(lsn, sub)` of a log line, if it is one of ours: at the top level (the `seed`
+/// format) or, on a line whose `component` is the engine's, in `metadata` (the
+/// `amplihack` format; an adopted line's metadata is amplihack's, whatever it holds).
 pub(crate) fn parse_key(line: &[u8]) -> Option<(Lsn, u32)> {
     #[derive(serde::Deserialize)]
-    struct Key {
-        lsn: u64,
+    struct Position {
+        lsn: Option<u64>,
         #[serde(default)]
         sub: u32,
     }
+    #[derive(serde::Deserialize)]
+    struct Key {
+        lsn: Option<u64>,
+        #[serde(default)]
+        sub: u32,
+        component: Option<serde_json::Value>,
+        metadata: Option<serde_json::Value>,
+    }
     let k: Key = serde_json::from_slice(line).ok()?;
-    Some((Lsn(k.lsn), k.sub))
+    if let Some(lsn) = k.lsn {
+        return Some((Lsn(lsn), k.sub));
+    }
+    if k.component.as_ref().and_then(Value::as_str) != Some(AMPLIHACK_COMPONENT) {
+        return None;
+    }
+    let p: Position = serde_json::from_value(k.metadata?).ok()?;
+    Some((Lsn(p.lsn?), p.sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_our_lines_only() {
+        assert_eq!(
+            parse_key(br#"{"lsn":7,"sub":2,"event":"x"}"#),
+            Some((Lsn(7), 2))
+        );
+        assert_eq!(
+            parse_key(br#"{"timestamp": 1.0, "component": "session_engine", "metadata": {"lsn": 9, "details": {}}}"#),
+            Some((Lsn(9), 0))
+        );
+        // An adopted line of amplihack's own, whatever its metadata says.
+        assert_eq!(
+            parse_key(
+                br#"{"timestamp": 1.0, "component": "session_toolkit", "metadata": {"lsn": 9}}"#
+            ),
+            None
+        );
+        assert_eq!(
+            parse_key(br#"{"component": "session_engine", "metadata": {}}"#),
+            None
+        );
+        assert_eq!(parse_key(b"not json"), None);
+    }
 }

@@ -11,12 +11,15 @@
 //! ```
 //!
 //! The files and their formats are in [`schema`] (`registry.json`, `session_<id>.json`,
-//! chain files) and [`logline`] (per-session logs).
+//! chain files; [`schema::amplihack`] for the `amplihack` format) and [`logline`]
+//! (per-session logs). A data directory's files are in one format ([`mod@format`]), and the
+//! projector reaches them only through its [`Layout`], which names every path and renders
+//! every file, so the projector's own code is the same for every format.
 //!
 //! Architecture invariants:
-//! * Projections are derived. Nothing reads them back except the marker and the tail of
-//!   a per-session log (to skip lines it already holds); a damaged, foreign or missing
-//!   projection file never stops the engine from opening and is rewritten.
+//! * Projections are derived. Nothing reads them back except the marker, the format record
+//!   and the tail of a per-session log (to skip lines it already holds); a damaged, foreign
+//!   or missing projection file never stops the engine from opening and is rewritten.
 //! * Commands never wait for projections, and a projection failure is never a command's
 //!   failure (the event is committed). A projection I/O error is logged
 //!   (`tracing::warn!`), retried with exponential backoff (the failed files stay dirty),
@@ -38,7 +41,10 @@
 //!   and flushes before [`Projector::join`] returns, so the files are complete (or
 //!   `join` returns the failure that kept them from being, and the status says so).
 
+pub mod format;
+pub mod layout;
 pub mod logline;
+pub mod pyjson;
 pub mod schema;
 mod worker;
 
@@ -54,6 +60,8 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::types::Lsn;
 
+pub use format::ProjectionFormat;
+pub use layout::Layout;
 pub use schema::{ChainFile, ProjectionPaths, RegistryFile, SessionFile};
 
 /// How the projector batches and retries.
@@ -78,6 +86,11 @@ pub struct ProjectionOptions {
     /// Log text held for appending, at most. Past it (a long write outage), the pending
     /// lines are dropped and those logs are rebuilt from the log once writing works again.
     pub max_pending_log_bytes: usize,
+    /// The format to write the files in (see [`mod@format`]): `None` uses the one the data
+    /// directory records (`seed` for a new one); another format than the recorded one
+    /// makes [`Projector::start`] fail with [`Error::ProjectionFormatMismatch`]. The first
+    /// writable open records it; only [`Projector::rebuild_as`] changes it.
+    pub format: Option<ProjectionFormat>,
 }
 
 impl Default for ProjectionOptions {
@@ -90,6 +103,7 @@ impl Default for ProjectionOptions {
             max_retries: 3,
             log_max_bytes: None,
             max_pending_log_bytes: 32 << 20,
+            format: None,
         }
     }
 }
@@ -117,6 +131,8 @@ pub struct ProjectionStatus {
     pub running: bool,
     /// Whether the catch-up at open is done (the other fields mean little before).
     pub ready: bool,
+    /// The format the files are written in.
+    pub format: ProjectionFormat,
 }
 
 impl ProjectionStatus {
@@ -151,6 +167,8 @@ pub struct RebuildReport {
     /// Stale files removed (projections of sessions or chains the state does not have,
     /// rotated logs, leftover temporary files).
     pub removed: u64,
+    /// Files of the previous format moved aside by a change of format.
+    pub moved_aside: u64,
 }
 
 /// The projector's error, kept so every waiter can get a copy.
@@ -204,8 +222,8 @@ impl Shared {
 pub(crate) enum Ctl {
     /// A waiter wants everything up to this LSN written now.
     Flush(Lsn),
-    /// Rebuild every file from the state.
-    Rebuild(Sender<Result<RebuildReport>>),
+    /// Rebuild every file from the state (in another format, when one is given).
+    Rebuild(Sender<Result<RebuildReport>>, Option<ProjectionFormat>),
 }
 
 /// The handle of a running projector.
@@ -223,15 +241,24 @@ impl Projector {
         if engine.is_read_only() {
             return Err(Error::ReadOnly);
         }
+        let format = resolve_format(&engine, options.format)?;
         let shared = Arc::new(Shared::default());
-        shared.update(|p| p.status.running = true);
+        shared.update(|p| {
+            p.status.running = true;
+            p.status.format = format;
+        });
         let (ctl, ctl_rx) = bounded(64);
-        let thread = worker::spawn(engine, options, Arc::clone(&shared), ctl_rx)?;
+        let thread = worker::spawn(engine, options, format, Arc::clone(&shared), ctl_rx)?;
         Ok(Projector {
             shared,
             ctl,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The format the projector writes.
+    pub fn format(&self) -> ProjectionFormat {
+        self.shared.lock().status.format
     }
 
     /// A copy of the projector's progress.
@@ -317,7 +344,20 @@ impl Projector {
     /// waits until that is done.
     pub fn rebuild(&self) -> Result<RebuildReport> {
         let (tx, rx) = bounded(1);
-        self.ctl.send(Ctl::Rebuild(tx)).map_err(|_| Error::Closed)?;
+        self.ctl
+            .send(Ctl::Rebuild(tx, None))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Rewrites every projection file in `format`, which becomes the directory's format:
+    /// the previous format's files are moved aside (`<name>.retired`), never deleted. The
+    /// only way to change a directory's format.
+    pub fn rebuild_as(&self, format: ProjectionFormat) -> Result<RebuildReport> {
+        let (tx, rx) = bounded(1);
+        self.ctl
+            .send(Ctl::Rebuild(tx, Some(format)))
+            .map_err(|_| Error::Closed)?;
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
@@ -353,11 +393,24 @@ impl Projector {
 
 /// Rebuilds every projection of `engine` once, on the calling thread. For an engine that
 /// has no running [`Projector`] (which would otherwise race with this on the same files).
+/// `options.format` chooses the format as for [`Projector::start`].
 pub fn rebuild(engine: &Arc<Engine>, options: &ProjectionOptions) -> Result<RebuildReport> {
     if engine.is_read_only() {
         return Err(Error::ReadOnly);
     }
+    let format = resolve_format(engine, options.format)?;
     let shared = Arc::new(Shared::default());
-    let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), shared);
+    let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), format, shared);
     p.rebuild()
+}
+
+/// The format of `engine`'s data directory for a writable open asking for `requested`,
+/// recorded there if it was not yet (see [`format::resolve`]).
+pub fn resolve_format(
+    engine: &Engine,
+    requested: Option<ProjectionFormat>,
+) -> Result<ProjectionFormat> {
+    let root = &engine.paths().root;
+    let paths = ProjectionPaths::new(root);
+    format::resolve(&*engine.options().storage, root, &paths.marker, requested)
 }

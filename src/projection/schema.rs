@@ -10,6 +10,13 @@
 //!
 //! Rendering borrows from the state (no intermediate copies), so rewriting a session with
 //! many activities costs one pass over them.
+//!
+//! This module documents the `seed` format, a data directory's default. The `amplihack`
+//! format (the files of the real amplihack toolkit, chosen per directory: see
+//! [`super::format`]) is documented field by field, with the engine's mapping onto it, in
+//! [`amplihack`]; [`super::layout`] says which format writes which file.
+
+pub mod amplihack;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -290,7 +297,7 @@ fn checkpoint(c: &Checkpoint) -> CheckpointOut<'_> {
 /// | `command_history` | array          | `{command, args, timestamp, success, error, duration_ms}`, oldest first |
 /// | `decisions`       | array          | `{what, why, alternatives, timestamp}`, oldest first |
 /// | `checkpoints`     | array          | `{index, label, created_at}` |
-/// | `origin`          | object         | present only for imported (`{"imported":{"original":id}}`) or cloned (`{"cloned":{"source":id}}`) sessions |
+/// | `origin`          | object         | present only for imported (`{"imported":{"original":id}}`), cloned (`{"cloned":{"source":id}}`) or adopted (`{"adopted":{"from":"amplihack"}}`) sessions |
 #[derive(Serialize)]
 pub struct SessionFile<'a> {
     session_id: &'a str,
@@ -308,7 +315,23 @@ pub struct SessionFile<'a> {
     decisions: LogOut<'a, Decision, DecisionOut<'a>>,
     checkpoints: SeqOut<'a, Checkpoint, fn(&'a Checkpoint) -> CheckpointOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    origin: Option<&'a Origin>,
+    origin: Option<OriginOut<'a>>,
+}
+
+/// A session's `origin`: an adoption shows where it came from, not its documents.
+struct OriginOut<'a>(&'a Origin);
+
+impl Serialize for OriginOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Origin::Adopted(_) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("adopted", &serde_json::json!({"from": "amplihack"}))?;
+                m.end()
+            }
+            other => other.serialize(s),
+        }
+    }
 }
 
 impl<'a> SessionFile<'a> {
@@ -329,7 +352,7 @@ impl<'a> SessionFile<'a> {
             command_history: SeqOut(&s.body.commands, command),
             decisions: SeqOut(&s.body.decisions, decision),
             checkpoints: SeqOut(&s.checkpoints, checkpoint),
-            origin: s.origin.as_ref(),
+            origin: s.origin.as_ref().map(OriginOut),
         }
     }
 

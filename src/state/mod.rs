@@ -24,8 +24,8 @@ use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
 pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
 pub use session::{
-    Activity, Checkpoint, CommandRecord, Decision, LogLevel, Origin, Session, SessionBody,
-    SessionConfig, Statistics, Status,
+    Activity, Adoption, AmplihackDocuments, Checkpoint, CommandRecord, Decision, LogLevel, Origin,
+    Session, SessionBody, SessionConfig, Statistics, Status,
 };
 
 /// An event that does not fit the state it is applied to.
@@ -71,9 +71,17 @@ impl State {
         self.chains.get(agent)
     }
 
+    /// A session about to be changed. An adopted session stops being pristine: every
+    /// caller changes it (an event that then does not fit fails, and its state is dropped).
     fn session_mut(&mut self, id: &SessionId) -> Result<&mut Session, ApplyError> {
         match self.sessions.get_mut(id) {
-            Some(s) => Ok(Arc::make_mut(s)),
+            Some(s) => {
+                let s = Arc::make_mut(s);
+                if let Some(Origin::Adopted(a)) = &mut s.origin {
+                    a.pristine = false;
+                }
+                Ok(s)
+            }
             None => fail(format!("session {id} does not exist")),
         }
     }
@@ -238,10 +246,7 @@ impl State {
                 let Some(first) = events.first() else {
                     return fail("an import carries no events");
                 };
-                if !matches!(&first.body, EventBody::SessionCreated(c) if c.session == *original)
-                    && !matches!(&first.body, EventBody::SessionImported { session: s, .. } if s == original)
-                    && !matches!(&first.body, EventBody::SessionCloned { session: s, .. } if s == original)
-                {
+                if !first.body.creates(original) {
                     return fail("an import must start with the creation of the imported session");
                 }
                 for e in events {
@@ -257,6 +262,15 @@ impl State {
                 s.origin = Some(Origin::Imported {
                     original: original.clone(),
                 });
+            }
+            EventBody::SessionsAdopted(adoption) => {
+                for a in &adoption.sessions {
+                    if self.sessions.contains_key(&a.session) {
+                        return fail(format!("session {} already exists", a.session));
+                    }
+                    let session = Session::adopted(a, at);
+                    self.sessions.insert(a.session.clone(), Arc::new(session));
+                }
             }
             EventBody::SessionCloned {
                 session,
@@ -291,6 +305,14 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Whether some chain holds fields of an imported file that only state schema 2
+    /// stores (see [`State::chains_as_read`]).
+    pub(crate) fn has_chains_as_read(&self) -> bool {
+        self.chains
+            .values()
+            .any(|c| !c.extra.is_empty() || c.sessions.iter().any(|l| l.as_read.is_some()))
     }
 
     /// The chains' parts that the state's serde form skips (imported files' unknown keys

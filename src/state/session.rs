@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ApplyError;
-use crate::event::SessionCreated;
+use crate::event::{AdoptedSession, SessionCreated};
 use crate::types::{JsonText, SessionId, Timestamp};
 
 /// Lifecycle status. Seed 001's statuses plus `archived` and `timed_out`.
@@ -204,7 +204,8 @@ pub struct Checkpoint {
     pub body: SessionBody,
 }
 
-/// Where a session came from when it was not created directly.
+/// Where a session came from when it was not created directly. Variant order is part of
+/// the snapshot format: append only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -218,6 +219,48 @@ pub enum Origin {
         /// The session it was copied from.
         source: SessionId,
     },
+    /// Adopted from an amplihack runtime directory (`import` of the directory): the
+    /// documents as they were read, so that the `amplihack` projection writes them back
+    /// unchanged until the session changes, and keeps what the engine does not model
+    /// (unknown keys, exact floats) after. Added in state schema 2.
+    Adopted(Box<Adoption>),
+}
+
+/// The files an amplihack session was adopted from, as read (compact JSON text keeps
+/// every key and every number exactly: Python's floats are `f64`s, and integers past 64
+/// bits are refused at import).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmplihackDocuments {
+    /// `sessions/<id>.json` (or the archive file), `None` when only the registry named
+    /// the session.
+    pub file: Option<JsonText>,
+    /// The `<ts>` of `sessions/archive/<id>_<ts>.json` when the file was in the archive.
+    pub archive_ts: Option<i64>,
+    /// The session's entry in `sessions/registry.json`, if it had one.
+    pub registry_entry: Option<JsonText>,
+    /// `sessions/registry.json` without its `sessions` (its `updated_at` and any keys
+    /// amplihack does not write), if there was a registry.
+    pub registry_rest: Option<JsonText>,
+}
+
+/// What an adopted session keeps of its origin (see [`Origin::Adopted`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The documents as read.
+    pub documents: AmplihackDocuments,
+    /// The session's `last_activity` when it was adopted (the document's exact float is
+    /// written back while it has not moved).
+    pub last_activity: Timestamp,
+    /// How many commands the adoption brought (the entries of the document's
+    /// `command_history`, written back as they were).
+    pub commands: u64,
+    /// How many of them had failed.
+    pub command_errors: u64,
+    /// Whether its log (`logs/<id>.log`) was adopted too.
+    pub log: bool,
+    /// No event has changed the session since it was adopted: its documents are written
+    /// back exactly as read.
+    pub pristine: bool,
 }
 
 /// A session.
@@ -296,6 +339,50 @@ impl Session {
             },
             checkpoints: imbl::Vector::new(),
             origin: None,
+        }
+    }
+
+    /// A session adopted from another tool's files (see [`Origin::Adopted`]). Its history
+    /// starts at the adoption: what the files say happened before is its state, not
+    /// events of its own.
+    pub(super) fn adopted(a: &AdoptedSession, _at: Timestamp) -> Session {
+        let commands: imbl::Vector<Arc<CommandRecord>> =
+            a.commands.iter().cloned().map(Arc::new).collect();
+        let command_errors = a.commands.iter().filter(|c| !c.success).count() as u64;
+        Session {
+            id: a.session.clone(),
+            name: Arc::from(a.name.as_str()),
+            agent: None,
+            working_dir: None,
+            created_at: a.created_at,
+            last_activity: a.last_activity,
+            timeout_secs: a.timeout_secs,
+            config: a.config.clone(),
+            body: SessionBody {
+                status: a.status,
+                metadata: a.metadata.iter().cloned().collect(),
+                activity_log: imbl::Vector::new(),
+                commands,
+                decisions: imbl::Vector::new(),
+                command_errors,
+            },
+            checkpoints: imbl::Vector::new(),
+            origin: Some(Origin::Adopted(Box::new(Adoption {
+                documents: a.documents.clone(),
+                last_activity: a.last_activity,
+                commands: a.commands.len() as u64,
+                command_errors,
+                log: a.log.is_some(),
+                pristine: true,
+            }))),
+        }
+    }
+
+    /// The adoption the session came from, if it was adopted.
+    pub fn adoption(&self) -> Option<&Adoption> {
+        match &self.origin {
+            Some(Origin::Adopted(a)) => Some(a),
+            _ => None,
         }
     }
 

@@ -140,6 +140,7 @@ pub fn fast_projections() -> ProjectionOptions {
         max_retries: 3,
         log_max_bytes: None,
         max_pending_log_bytes: 32 << 20,
+        format: None,
     }
 }
 

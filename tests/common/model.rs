@@ -594,6 +594,10 @@ impl Model {
                             session_engine::state::Origin::Imported { original } => {
                                 ("imported".to_string(), original.to_string())
                             }
+                            // The model's workloads never adopt.
+                            session_engine::state::Origin::Adopted(_) => {
+                                ("adopted".to_string(), String::new())
+                            }
                         }),
                     },
                 )

@@ -89,25 +89,60 @@ impl Projection {
         let Some(s) = state.session(id) else {
             return Ok(());
         };
-        let (target, other) = if s.status() == Status::Archived {
-            (
-                self.paths.archived_session_file(id),
-                self.paths.session_file(id),
-            )
-        } else {
-            (
-                self.paths.session_file(id),
-                self.paths.archived_session_file(id),
-            )
+        let Some(target) = self.layout.session_file(s) else {
+            return Ok(());
         };
-        let bytes = SessionFile::of(s)
-            .to_bytes()
+        let bytes = self
+            .layout
+            .render_session(s)
             .map_err(|e| failure("render session file", &target)(io::Error::other(e)))?;
         self.write_file("write session file", &target, &bytes)?;
         // The new location is durable before the old one goes, so a crash in between
         // leaves the session in both places (fixed by the next write), never in neither.
-        self.remove_if_exists(&other)?;
+        for other in self.layout.other_session_files(s) {
+            self.remove_if_exists(&other)?;
+        }
         Ok(())
+    }
+
+    /// Puts a file of the projector's own that it no longer wants (one of another format,
+    /// after the directory changed formats) out of the way of the readers of the current
+    /// format, without deleting it: it becomes `<name>.retired` next to where it was.
+    /// Returns whether there was a file. (The ownership manifest's move-aside replaces
+    /// this body; callers stay as they are.)
+    pub(super) fn move_aside(&self, path: &Path) -> Result<bool, Failure> {
+        match self.storage.kind(path) {
+            Ok(Some(crate::storage::FileKind::File)) => {}
+            Ok(_) => return Ok(false),
+            Err(e) => return Err(failure("inspect projection file", path)(e)),
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".retired");
+        let to = path.with_file_name(name);
+        self.storage
+            .rename(path, &to)
+            .map_err(failure("move projection file aside", path))?;
+        if let Some(dir) = path.parent() {
+            self.storage
+                .sync_dir(dir)
+                .map_err(failure("sync projection directory", dir))?;
+        }
+        Ok(true)
+    }
+
+    /// INTEGRATION POINT (ownership manifest): the files an amplihack adoption took over
+    /// (`Layout::adopted_files`: the adopted session's file where it was read, the
+    /// registry, its log) become the engine's, so the writes that follow may replace
+    /// them: the manifest records each path it does not have yet, with the file's hash,
+    /// here, before the first write. Called when the projector absorbs a
+    /// `SessionsAdopted` event, and at the start of every catch-up for each adopted
+    /// session no event has changed since (an import in place commits with no projector
+    /// running; a changed one has been written by the engine, so the manifest has its
+    /// files). Until the manifest exists the projector writes over any file at its
+    /// paths, so there is nothing to record.
+    pub(super) fn adopt_files(&self, s: &Session) {
+        let files = self.layout.adopted_files(s);
+        tracing::debug!(session = %s.id, files = files.len(), "files adopted from amplihack");
     }
 
     pub(super) fn write_chain(&self, state: &State, agent: &AgentId) -> Result<(), Failure> {
@@ -123,10 +158,14 @@ impl Projection {
 
     pub(super) fn write_registry(&self, state: &State) -> Result<(), Failure> {
         let path = &self.paths.registry;
-        let bytes = RegistryFile::of(state)
-            .to_bytes()
-            .map_err(|e| failure("render registry", path)(io::Error::other(e)))?;
-        self.write_file("write registry", path, &bytes)
+        match self
+            .layout
+            .render_registry(state)
+            .map_err(|e| failure("render registry", path)(io::Error::other(e)))?
+        {
+            Some(bytes) => self.write_file("write registry", path, &bytes),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn write_marker(&mut self, lsn: Lsn) -> Result<(), Failure> {

@@ -32,7 +32,7 @@ pub(super) enum Tail {
 impl Projection {
     /// Reads what the per-session log of `id` ends with, cutting a torn last line.
     pub(super) fn load_tail(&self, id: &SessionId) -> Result<Tail, Failure> {
-        let path = self.paths.log_file(id);
+        let path = self.layout.log_file(id);
         let bytes = match self.storage.read(&path) {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => return self.rotated_tail(id),
@@ -93,7 +93,12 @@ impl Projection {
     pub(super) fn rotated_parts(&self, id: &SessionId) -> Result<Vec<u64>, Failure> {
         let mut parts: Vec<u64> = list(&*self.storage, &self.paths.logs_archive)?
             .iter()
-            .filter_map(|n| rotated_log_of(n).filter(|(i, _)| i == id).map(|(_, n)| n))
+            .filter_map(|n| {
+                self.layout
+                    .rotated_log_of(n)
+                    .filter(|(i, _)| i == id)
+                    .map(|(_, n)| n)
+            })
             .collect();
         parts.sort_unstable();
         Ok(parts)
@@ -103,7 +108,7 @@ impl Projection {
         let Some(&n) = self.rotated_parts(id)?.last() else {
             return Ok(Tail::Missing);
         };
-        let path = self.paths.rotated_log_file(id, n);
+        let path = self.layout.rotated_log_file(id, n);
         let bytes = self
             .storage
             .read(&path)
@@ -114,7 +119,7 @@ impl Projection {
     }
 
     pub(super) fn append_log(&mut self, id: &SessionId, lines: &[LogLine]) -> Result<(), Failure> {
-        let path = self.paths.log_file(id);
+        let path = self.layout.log_file(id);
         let mut file = match self.storage.open(&path, OpenMode::ReadWrite) {
             Ok(f) => Some(f),
             Err(e) if is_not_found(&e) => None,
@@ -179,8 +184,8 @@ impl Projection {
 
     pub(super) fn rotate(&self, id: &SessionId) -> Result<(), Failure> {
         let n = self.rotated_parts(id)?.last().map_or(1, |n| n + 1);
-        let from = self.paths.log_file(id);
-        let to = self.paths.rotated_log_file(id, n);
+        let from = self.layout.log_file(id);
+        let to = self.layout.rotated_log_file(id, n);
         self.storage
             .rename(&from, &to)
             .map_err(failure("rotate session log", &from))?;
@@ -202,7 +207,7 @@ impl Projection {
     ) -> Result<u64, Failure> {
         // A rebuilt log holds the whole history, so rotated parts would repeat it.
         for name in list(&*self.storage, &self.paths.logs_archive)? {
-            if let Some((id, _)) = rotated_log_of(&name)
+            if let Some((id, _)) = self.layout.rotated_log_of(&name)
                 && which.is_none_or(|w| w.contains(&id))
             {
                 self.remove_if_exists(&self.paths.logs_archive.join(&name))?;
@@ -216,7 +221,7 @@ impl Projection {
         let mut tails: Vec<(SessionId, (Lsn, u32))> = Vec::new();
         let scan = self.engine.read_log(Lsn(1), upto, |lsn, event| {
             out.clear();
-            logline::lines_for(lsn, &event, state, &mut out);
+            self.layout.log_lines(lsn, &event, state, &mut out);
             for (id, line) in out.drain(..) {
                 if which.is_some_and(|w| !w.contains(&id)) {
                     continue;
@@ -250,11 +255,16 @@ impl Projection {
         // A session that produced no line (logging turned off) has no log file.
         let targets: Vec<SessionId> = match which {
             Some(w) => w.iter().cloned().collect(),
-            None => state.sessions.keys().cloned().collect(),
+            None => state
+                .sessions
+                .keys()
+                .filter(|id| self.layout.writes_log(id))
+                .cloned()
+                .collect(),
         };
         for id in &targets {
             if !started.contains(id) {
-                self.remove_if_exists(&self.paths.log_file(id))?;
+                self.remove_if_exists(&self.layout.log_file(id))?;
                 self.logs.tails.insert(id.clone(), Tail::Missing);
             }
         }
@@ -280,7 +290,7 @@ impl Projection {
             .map(|(id, (text, key))| (started.contains(&id), id, text, key))
             .collect();
         in_parallel(&appends, |(append, id, text, _)| {
-            let path = self.paths.log_file(id);
+            let path = self.layout.log_file(id);
             let mode = if *append {
                 OpenMode::ReadWrite
             } else {

@@ -22,15 +22,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 
+use super::format::ProjectionFormat;
+use super::layout::Layout;
 use super::logline::{self, LogLine};
-use super::schema::{
-    ChainFile, Marker, ProjectionPaths, RegistryFile, SessionFile, agent_of_chain_file,
-    rotated_log_of, session_id_of_file, session_id_of_log,
-};
+use super::schema::{ChainFile, Marker, ProjectionPaths, agent_of_chain_file};
 use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
 use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
 use crate::error::{Error, Result};
-use crate::state::{State, Status};
+use crate::state::{Session, State};
 use crate::storage::{OpenMode, Storage, write_atomic};
 use crate::types::{AgentId, Lsn, SessionId};
 
@@ -70,12 +69,13 @@ fn list(storage: &dyn Storage, dir: &Path) -> std::result::Result<Vec<String>, F
 pub(crate) fn spawn(
     engine: Arc<Engine>,
     options: ProjectionOptions,
+    format: ProjectionFormat,
     shared: Arc<Shared>,
     ctl: Receiver<Ctl>,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("session-engine-projector".into())
-        .spawn(move || Projection::new(engine, options, shared).run(ctl))
+        .spawn(move || Projection::new(engine, options, format, shared).run(ctl))
         .map_err(|e| Error::Io {
             op: "spawn projector thread",
             path: PathBuf::new(),
@@ -125,6 +125,8 @@ pub(crate) struct Projection {
     engine: Arc<Engine>,
     storage: Arc<dyn Storage>,
     paths: ProjectionPaths,
+    /// Where the directory's format puts each file, and how it renders them.
+    layout: Layout,
     options: ProjectionOptions,
     shared: Arc<Shared>,
     /// The last event absorbed.
@@ -152,14 +154,17 @@ impl Projection {
     pub(crate) fn new(
         engine: Arc<Engine>,
         options: ProjectionOptions,
+        format: ProjectionFormat,
         shared: Arc<Shared>,
     ) -> Projection {
         let storage = Arc::clone(&engine.options().storage);
-        let paths = ProjectionPaths::new(&engine.paths().root);
+        let layout = Layout::new(&engine.paths().root, format);
+        let paths = layout.paths().clone();
         Projection {
             engine,
             storage,
             paths,
+            layout,
             options,
             shared,
             received: Lsn::ZERO,
@@ -221,8 +226,11 @@ impl Projection {
                             self.retry_at = Some(Instant::now());
                         }
                     }
-                    Ok(Ctl::Rebuild(reply)) => {
-                        let r = self.rebuild();
+                    Ok(Ctl::Rebuild(reply, format)) => {
+                        let r = match format {
+                            Some(f) if f != self.layout.format() => self.rebuild_as(f),
+                            _ => self.rebuild(),
+                        };
                         let _ = reply.send(r);
                     }
                     Err(_) => ctl = None,
@@ -259,6 +267,13 @@ impl Projection {
     /// after a full rebuild. Returns the first LSN to subscribe from.
     pub(super) fn catch_up(&mut self) -> Lsn {
         let last = self.engine.last_lsn();
+        // Files an adoption took over while no projector ran (an import in place) are the
+        // engine's before anything here looks at or writes them.
+        for s in self.engine.state().sessions.values() {
+            if s.adoption().is_some_and(|a| a.pristine) {
+                self.adopt_files(s);
+            }
+        }
         let marker = match self.storage.read(&self.paths.marker) {
             Ok(bytes) => Marker::parse(&bytes).map(Lsn),
             Err(_) => None,
@@ -334,7 +349,12 @@ impl Projection {
                 self.dirty.sessions.insert(id.clone());
             }
             out.clear();
-            logline::lines_for(ce.lsn, &ce.event, &state, &mut out);
+            if let crate::event::EventBody::SessionsAdopted(a) = &ce.event.body {
+                for s in a.sessions.iter().filter_map(|a| state.session(&a.session)) {
+                    self.adopt_files(s);
+                }
+            }
+            self.layout.log_lines(ce.lsn, &ce.event, &state, &mut out);
             for (id, line) in out.drain(..) {
                 if !self.logs.rebuild.contains(&id) {
                     self.logs.pending_bytes += line.text.len();

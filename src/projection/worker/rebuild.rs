@@ -32,30 +32,39 @@ impl Projection {
             Ok(names.into_iter().collect())
         };
         listed(&self.paths.root)?;
-        let sessions = listed(&self.paths.sessions)?;
-        let archive = listed(&self.paths.archive)?;
-        let logs = listed(&self.paths.logs)?;
+        let mut present: HashMap<PathBuf, HashSet<String>> = HashMap::new();
+        for dir in [&self.paths.sessions, &self.paths.archive, &self.paths.logs] {
+            present.insert(dir.clone(), listed(dir)?);
+        }
+        let exists = |p: &Path| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            p.parent()
+                .and_then(|d| present.get(d))
+                .is_some_and(|names| names.contains(name))
+        };
         let rotated: HashSet<SessionId> = list(storage, &self.paths.logs_archive)?
             .iter()
-            .filter_map(|n| rotated_log_of(n).map(|(id, _)| id))
+            .filter_map(|n| self.layout.rotated_log_of(n).map(|(id, _)| id))
             .collect();
         let chains = listed(&self.paths.chains)?;
-        if !sessions.contains("registry.json") {
+        if !exists(&self.paths.registry) {
             self.dirty.registry = true;
         }
         for s in state.sessions.values() {
-            let name = format!("session_{}.json", s.id);
-            let (here, there) = if s.status() == Status::Archived {
-                (&archive, &sessions)
-            } else {
-                (&sessions, &archive)
-            };
-            if !here.contains(&name) || there.contains(&name) {
+            if let Some(target) = self.layout.session_file(s)
+                && (!exists(&target)
+                    || self.layout.other_session_files(s).iter().any(|p| exists(p)))
+            {
                 self.dirty.sessions.insert(s.id.clone());
                 self.dirty.registry = true;
             }
+            // An amplihack session adopted without a log has none until it changes.
+            let adopted_without_log = self.layout.format() == ProjectionFormat::Amplihack
+                && s.adoption().is_some_and(|a| a.pristine && !a.log);
             if s.config.enable_logging
-                && !logs.contains(&format!("session_{}.log", s.id))
+                && self.layout.writes_log(&s.id)
+                && !adopted_without_log
+                && !exists(&self.layout.log_file(&s.id))
                 && !rotated.contains(&s.id)
             {
                 self.logs.rebuild.insert(s.id.clone());
@@ -103,20 +112,67 @@ impl Projection {
 
     /// Whether `name` in `dir` is a file the projector writes.
     pub(super) fn is_projection_file(&self, dir: &Path, name: &str) -> bool {
-        let p = &self.paths;
-        let is =
-            |file: &Path| file.parent() == Some(dir) && file.file_name() == Some(name.as_ref());
-        if is(&p.marker) || is(&p.registry) {
-            true
-        } else if dir == p.sessions || dir == p.archive {
-            session_id_of_file(name).is_some()
-        } else if dir == p.logs {
-            session_id_of_log(name).is_some()
-        } else if dir == p.chains {
-            agent_of_chain_file(name).is_some()
-        } else {
-            false
+        self.layout.is_projection_file(dir, name)
+    }
+
+    /// A full rebuild in `format`, the directory's new format: the files of the old one
+    /// are moved aside (never deleted), the new format is recorded, and every file is
+    /// written in it. A crash before the record leaves the old format (rebuilt in full at
+    /// the next open, since the marker is gone); after it, the new one.
+    pub(crate) fn rebuild_as(&mut self, format: ProjectionFormat) -> Result<RebuildReport> {
+        let state = self.engine.state();
+        let switched = self.retire_format(&state).and_then(|moved| {
+            crate::projection::format::record(&*self.storage, &self.paths.root, format).map_err(
+                |e| Failure {
+                    op: "record the projection format",
+                    path: crate::projection::format::format_file(&self.paths.root),
+                    kind: io::ErrorKind::Other,
+                    message: e.to_string(),
+                },
+            )?;
+            Ok(moved)
+        });
+        let moved = match switched {
+            Ok(n) => n,
+            Err(f) => {
+                let err = f.to_error();
+                self.failed(f);
+                self.publish();
+                return Err(err);
+            }
+        };
+        tracing::info!(from = %self.layout.format(), to = %format, moved, "projection format changed");
+        self.layout = Layout::new(&self.paths.root, format);
+        self.shared.update(|p| p.status.format = format);
+        self.rebuild().map(|mut r| {
+            r.moved_aside += moved;
+            r
+        })
+    }
+
+    /// Moves aside every file the current format wrote for the sessions of `state` (and
+    /// its registry), after removing the marker. Returns how many files it moved.
+    fn retire_format(&mut self, state: &State) -> Result<u64, Failure> {
+        let marker = self.paths.marker.clone();
+        self.remove_if_exists(&marker)?;
+        self.marker = Lsn::ZERO;
+        let mut rotated: HashMap<SessionId, Vec<u64>> = HashMap::new();
+        for name in list(&*self.storage, &self.paths.logs_archive)? {
+            if let Some((id, n)) = self.layout.rotated_log_of(&name) {
+                rotated.entry(id).or_default().push(n);
+            }
         }
+        let mut moved = 0;
+        for s in state.sessions.values() {
+            let parts = rotated.get(&s.id).map_or(&[][..], Vec::as_slice);
+            for path in self.layout.all_session_files(s, parts) {
+                moved += u64::from(self.move_aside(&path)?);
+            }
+        }
+        let registry = self.paths.registry.clone();
+        moved += u64::from(self.move_aside(&registry)?);
+        self.logs.tails.clear();
+        Ok(moved)
     }
 
     /// A full rebuild from `state`, which must be durable.
@@ -145,12 +201,23 @@ impl Projection {
                 let path = dir.join(&name);
                 // Only the projector's own files: others (a bundle being exported into the
                 // data directory, say) are not its to remove.
+                // The amplihack format's names are amplihack's own (`<id>.json`), so a file
+                // of a session the state lacks is as likely amplihack's as ours: left alone.
+                let by_name = self.layout.format() == ProjectionFormat::Seed;
                 let stale = if let Some(base) = crate::storage::temp_target(&name) {
                     self.is_projection_file(dir, base)
                 } else if *dir == self.paths.sessions || *dir == self.paths.archive {
-                    session_id_of_file(&name).is_some_and(|id| state.session(&id).is_none())
+                    by_name
+                        && self
+                            .layout
+                            .session_of_file(dir, &name)
+                            .is_some_and(|id| state.session(&id).is_none())
                 } else if *dir == self.paths.logs {
-                    session_id_of_log(&name).is_some_and(|id| state.session(&id).is_none())
+                    by_name
+                        && self
+                            .layout
+                            .session_of_log(&name)
+                            .is_some_and(|id| state.session(&id).is_none())
                 } else if *dir == self.paths.chains {
                     agent_of_chain_file(&name).is_some_and(|a| state.chain(&a).is_none())
                 } else {
