@@ -98,6 +98,15 @@ pub enum Error {
         /// Why it was refused.
         reason: crate::export::BundleError,
     },
+    /// Paths the JSON projections are written to hold files session-engine did not write
+    /// (another tool's: amplihack's `sessions/registry.json`, seed 003's
+    /// `chains/<agent>_sessions.json`): the directory is not opened for writing, so they
+    /// are never overwritten, and nothing was changed. Adopt them (`session-engine import`)
+    /// or use another data directory.
+    ForeignFiles {
+        /// Every such file found, sorted.
+        files: Vec<PathBuf>,
+    },
     /// A point-in-time request names an LSN the log does not have.
     LsnOutOfRange {
         /// The LSN asked for.
@@ -158,6 +167,7 @@ impl Error {
             Error::Closed => "closed",
             Error::LsnOutOfRange { .. } => "lsn_out_of_range",
             Error::InvalidBundle { .. } => "invalid_bundle",
+            Error::ForeignFiles { .. } => "foreign_files",
         }
     }
 
@@ -232,6 +242,26 @@ impl fmt::Display for Error {
                 f,
                 "LSN {requested} is beyond the end of the log (last LSN is {last})"
             ),
+            Error::ForeignFiles { files } => {
+                const SHOWN: usize = 5;
+                let names: Vec<String> = files
+                    .iter()
+                    .take(SHOWN)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                write!(f, "{}", names.join(", "))?;
+                if files.len() > SHOWN {
+                    write!(f, " and {} more", files.len() - SHOWN)?;
+                }
+                write!(
+                    f,
+                    " {} not written by session-engine, which would write its projections \
+                     there; nothing was changed. Adopt the directory's files with \
+                     `session-engine import <dir>`, or choose another data directory with \
+                     --data-dir",
+                    if files.len() == 1 { "was" } else { "were" }
+                )
+            }
         }
     }
 }

@@ -413,9 +413,14 @@ mod tests {
         let e = write_new_atomic(&s, Path::new("d/f"), b"second").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(s.file_content(Path::new("d/f")).unwrap(), b"first");
-        assert_eq!(s.list_dir(Path::new("d")).unwrap(), vec!["f"], "no temporary left");
+        assert_eq!(
+            s.list_dir(Path::new("d")).unwrap(),
+            vec!["f"],
+            "no temporary left"
+        );
         assert_eq!(s.stat(Path::new("d/f")).unwrap(), Some(v1));
-        s.set_file_content(Path::new("d/f"), b"FIRST".to_vec()).unwrap();
+        s.set_file_content(Path::new("d/f"), b"FIRST".to_vec())
+            .unwrap();
         let v2 = s.stat(Path::new("d/f")).unwrap().unwrap();
         assert_eq!(v2.len, 5);
         assert_ne!(v2.version, v1.version);

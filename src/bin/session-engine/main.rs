@@ -2,7 +2,9 @@
 //!
 //! Exit status: 0 success; 1 failure of the engine or the disk; 2 bad usage; 3 not found;
 //! 4 invalid input (including a refused bundle); 5 refused in the current state; 6 data directory locked by another
-//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
+//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record;
+//! 9 the data directory holds another tool's files where the projections go (nothing
+//! was changed: import them, or choose another `--data-dir`).
 //! A closed stdout pipe ends the command quietly with status 0.
 //!
 //! The status says whether the command was committed: a projection file that cannot be
@@ -76,6 +78,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         ) => 5,
         Some(Error::Locked { .. }) => 6,
         Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => 7,
+        Some(Error::ForeignFiles { .. }) => 9,
         _ => 1,
     }
 }
@@ -592,8 +595,9 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             } else {
                 out.line(&format!(
                     "rebuilt the projections at LSN {}: {} session files, {} chain files, \
-                     {} session logs; removed {} stale files",
-                    report.lsn, report.sessions, report.chains, report.logs, report.removed
+                     {} session logs; moved {} files of its own it no longer writes into \
+                     projections-attic/",
+                    report.lsn, report.sessions, report.chains, report.logs, report.moved_aside
                 ))?;
             }
         }

@@ -50,62 +50,115 @@ impl Projection {
         Ok(())
     }
 
-    /// Replaces `path` atomically, re-creating its directory if it was deleted.
+    /// Writes `path` atomically, re-creating its directory if it was deleted, if the
+    /// engine may (see [`manifest`]): its own unchanged file is replaced; where nothing is,
+    /// the path is reserved in the manifest and the file created without replacing; its
+    /// own file that another program changed is moved aside first; a file it did not
+    /// write is never touched (the failure names it). Records what it wrote.
     pub(super) fn write_file(
         &self,
         op: &'static str,
         path: &Path,
         bytes: &[u8],
     ) -> Result<(), Failure> {
-        match write_atomic(&*self.storage, path, bytes) {
-            Err(e) if is_not_found(&e) => {
-                if let Some(dir) = path.parent() {
-                    self.storage
-                        .create_dir_all(dir)
-                        .map_err(failure("create projection directory", dir))?;
-                }
-                write_atomic(&*self.storage, path, bytes).map_err(failure(op, path))
+        match self.inspect(path, manifest::Accept::OrEqual(bytes))? {
+            manifest::Found::Foreign => return Err(manifest::foreign(path)),
+            manifest::Found::Own => self
+                .in_its_dir(path, || write_atomic(&*self.storage, path, bytes))
+                .map_err(failure(op, path))?,
+            manifest::Found::Changed => {
+                self.move_aside(path, manifest::Why::Changed)?;
+                self.create_new(op, path, bytes)?;
             }
-            r => r.map_err(failure(op, path)),
+            manifest::Found::Absent => self.create_new(op, path, bytes)?,
+        }
+        self.record(path, bytes.len() as u64, crc32fast::hash(bytes))
+    }
+
+    /// Takes `path` out of the projections: the engine's own file is moved into the attic
+    /// (never deleted); a file it did not write is left alone. Whether one was moved.
+    pub(super) fn remove_if_exists(&self, path: &Path) -> Result<bool, Failure> {
+        if self.entry(path)?.is_none() {
+            return Ok(false);
+        }
+        Ok(self.move_aside(path, manifest::Why::Unwanted)?.is_some())
+    }
+
+    /// Where session `s`'s file goes for its status, and where it must not be.
+    pub(super) fn session_paths(&self, s: &Session) -> (PathBuf, PathBuf) {
+        if s.status() == Status::Archived {
+            (
+                self.paths.archived_session_file(&s.id),
+                self.paths.session_file(&s.id),
+            )
+        } else {
+            (
+                self.paths.session_file(&s.id),
+                self.paths.archived_session_file(&s.id),
+            )
         }
     }
 
-    pub(super) fn remove_if_exists(&self, path: &Path) -> Result<bool, Failure> {
-        match self.storage.remove_file(path) {
-            Ok(()) => {
-                if let Some(dir) = path.parent() {
-                    self.storage
-                        .sync_dir(dir)
-                        .map_err(failure("sync projection directory", dir))?;
-                }
-                Ok(true)
-            }
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(failure("remove projection file", path)(e)),
+    /// Renames the engine's own file `from` to `to`, where nothing is (an archived
+    /// session's file moving to the archive), moving the manifest's record along. `to`'s
+    /// folder is synced before `from`'s, so a crash leaves the file in one place or both.
+    pub(super) fn move_own(&self, from: &Path, to: &Path) -> Result<(), Failure> {
+        self.reserve(std::slice::from_ref(&to.to_path_buf()))?;
+        if self.entry(to)?.is_none() {
+            return Err(manifest::foreign(to));
         }
+        match self.in_its_dir(to, || self.storage.rename_noreplace(from, to)) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.forget(to, true)?;
+                return Err(manifest::foreign(to));
+            }
+            r => r.map_err(failure("move projection file", from))?,
+        }
+        for d in [to.parent(), from.parent()].into_iter().flatten() {
+            self.storage
+                .sync_dir(d)
+                .map_err(failure("sync projection directory", d))?;
+        }
+        // Its content is the engine's; the next write of `to` replaces it.
+        self.with_manifest(|m| {
+            let (f, t) = (self.rel(from)?, self.rel(to)?);
+            let e = m.get(&f).unwrap_or(manifest::Entry::Reserved);
+            let e = match e {
+                manifest::Entry::Written { len, crc, .. } => manifest::Entry::Written {
+                    len,
+                    crc,
+                    version: None,
+                },
+                r => r,
+            };
+            m.set(&t, Some(e));
+            m.set(&f, None);
+            Ok(())
+        })
     }
 
     pub(super) fn write_session(&self, state: &State, id: &SessionId) -> Result<(), Failure> {
         let Some(s) = state.session(id) else {
             return Ok(());
         };
-        let (target, other) = if s.status() == Status::Archived {
-            (
-                self.paths.archived_session_file(id),
-                self.paths.session_file(id),
-            )
-        } else {
-            (
-                self.paths.session_file(id),
-                self.paths.archived_session_file(id),
-            )
-        };
+        let (target, other) = self.session_paths(s);
         let bytes = SessionFile::of(s)
             .to_bytes()
             .map_err(|e| failure("render session file", &target)(io::Error::other(e)))?;
+        // Only the engine's own file at the other place matters (none, mostly).
+        if self.entry(&other)?.is_none() {
+            return self.write_file("write session file", &target, &bytes);
+        }
+        // A session that moved (archived): its own file moves with it when it is
+        // unchanged and nothing is at the new place yet.
+        if self.inspect(&other, manifest::Accept::Exact)? == manifest::Found::Own
+            && self.inspect(&target, manifest::Accept::Exact)? == manifest::Found::Absent
+        {
+            self.move_own(&other, &target)?;
+        }
         self.write_file("write session file", &target, &bytes)?;
-        // The new location is durable before the old one goes, so a crash in between
-        // leaves the session in both places (fixed by the next write), never in neither.
+        // Still in both places (a crash between the two, or the old one was changed):
+        // the new location is durable before the old one goes into the attic.
         self.remove_if_exists(&other)?;
         Ok(())
     }
@@ -130,20 +183,43 @@ impl Projection {
     }
 
     pub(super) fn write_marker(&mut self, lsn: Lsn) -> Result<(), Failure> {
+        // What the manifest says about the files is durable before the marker vouches for
+        // them, so after a crash it rarely lags the files it describes.
+        self.commit_manifest(true, true)?;
         let path = self.paths.marker.clone();
         let bytes = serde_json::to_vec(&Marker::new(lsn.get()))
             .map_err(|e| failure("render projection marker", &path)(io::Error::other(e)))?;
         self.write_file("write projection marker", &path, &bytes)?;
         self.marker = lsn;
-        Ok(())
+        // The marker's own record (not synced: a lost one only means the next write of
+        // the marker compares its content).
+        self.commit_manifest(false, false)
     }
 
     /// Writes every dirty file from `state`, which must be durable.
     pub(super) fn flush_files(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+        self.ensure_prepared()?;
         self.ensure_dirs()?;
         if self.needs_rebuild {
             self.rebuild_from(state)?;
         }
+        let state = Arc::clone(state);
+        // New paths are reserved in the manifest with one sync for all of them.
+        let mut fresh: Vec<PathBuf> = Vec::new();
+        for id in &self.dirty.sessions {
+            if let Some(s) = state.session(id) {
+                fresh.push(self.session_paths(s).0);
+            }
+        }
+        fresh.extend(self.dirty.chains.iter().map(|a| self.paths.chain_file(a)));
+        fresh.extend(self.logs.lines.keys().map(|id| self.paths.log_file(id)));
+        self.reserve(&fresh)?;
+        let result = self.flush_dirty(&state);
+        self.commit_manifest(false, false)?;
+        result
+    }
+
+    fn flush_dirty(&mut self, state: &Arc<State>) -> Result<(), Failure> {
         let state = Arc::clone(state);
         // On a failure every session stays dirty: rewriting a file that was written is
         // harmless.
@@ -185,9 +261,12 @@ impl Projection {
     /// Writes the registry from `state`, which must be durable, and the marker.
     pub(super) fn checkpoint(&mut self, state: &Arc<State>) -> Result<(), Failure> {
         self.last_checkpoint = Instant::now();
+        self.ensure_prepared()?;
         if self.dirty.registry {
             self.ensure_dirs()?;
-            self.write_registry(state)?;
+            let written = self.write_registry(state);
+            self.commit_manifest(false, false)?;
+            written?;
             self.dirty.registry = false;
         }
         if !self.has_file_work() && self.marker < self.received {

@@ -4,11 +4,16 @@
 //! * [`files`]: writing the JSON files (sessions, chains, registry, marker);
 //! * [`logs`]: the per-session logs (appends, torn tails, rotation, rebuilding them from
 //!   the log);
-//! * [`rebuild`]: full rebuilds and the check of the files at open.
+//! * [`rebuild`]: full rebuilds and the check of the files at open;
+//! * [`manifest`]: ownership (the manifest of the files the projector created, the checks
+//!   of the write and remove primitives, the attic files are moved aside into).
 
 mod files;
 mod logs;
+pub(crate) mod manifest;
 mod rebuild;
+
+pub(crate) use rebuild::PrepareError;
 
 use files::in_parallel;
 use logs::SessionLogs;
@@ -30,8 +35,8 @@ use super::schema::{
 use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
 use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
 use crate::error::{Error, Result};
-use crate::state::{State, Status};
-use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::state::{Session, State, Status};
+use crate::storage::{OpenMode, Storage, write_atomic, write_new_atomic};
 use crate::types::{AgentId, Lsn, SessionId};
 
 /// Events the feeder hands over per message, at most.
@@ -67,15 +72,10 @@ fn list(storage: &dyn Storage, dir: &Path) -> std::result::Result<Vec<String>, F
     }
 }
 
-pub(crate) fn spawn(
-    engine: Arc<Engine>,
-    options: ProjectionOptions,
-    shared: Arc<Shared>,
-    ctl: Receiver<Ctl>,
-) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(projection: Projection, ctl: Receiver<Ctl>) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("session-engine-projector".into())
-        .spawn(move || Projection::new(engine, options, shared).run(ctl))
+        .spawn(move || projection.run(ctl))
         .map_err(|e| Error::Io {
             op: "spawn projector thread",
             path: PathBuf::new(),
@@ -146,6 +146,10 @@ pub(crate) struct Projection {
     retry_at: Option<Instant>,
     consecutive_failures: u32,
     dirs_ready: bool,
+    /// The ownership manifest, once the check at open succeeded (see [`manifest`]).
+    manifest: std::sync::Mutex<Option<manifest::Manifest>>,
+    /// The attic folder of this process, once something was moved aside.
+    attic: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Projection {
@@ -175,6 +179,8 @@ impl Projection {
             retry_at: None,
             consecutive_failures: 0,
             dirs_ready: false,
+            manifest: std::sync::Mutex::new(None),
+            attic: std::sync::Mutex::new(None),
         }
     }
 
@@ -504,6 +510,11 @@ impl Projection {
                 t.saturating_duration_since(Instant::now())
             });
             std::thread::sleep(wait);
+        }
+        // What the manifest learnt last (a failed write's records included) is durable
+        // after a clean close.
+        if let Err(f) = self.commit_manifest(true, false) {
+            tracing::warn!(error = %f.to_error(), "projections: cannot write the manifest");
         }
         self.publish();
         self.shared.update(|p| p.status.running = false);
