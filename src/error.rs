@@ -256,9 +256,9 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     " {} not written by session-engine, which would write its projections \
-                     there; nothing was changed. Adopt the directory's files with \
-                     `session-engine import <dir>`, or choose another data directory with \
-                     --data-dir",
+                     there and never replaces another program's file. Adopt the \
+                     directory's files with `session-engine import <dir>`, or choose \
+                     another data directory with --data-dir",
                     if files.len() == 1 { "was" } else { "were" }
                 )
             }

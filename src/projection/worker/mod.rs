@@ -145,6 +145,9 @@ pub(crate) struct Projection {
     urgent: Lsn,
     retry_at: Option<Instant>,
     consecutive_failures: u32,
+    /// The last failure was a file another program wrote where a projection goes:
+    /// retrying at once cannot help.
+    blocked_by_foreign: bool,
     dirs_ready: bool,
     /// The ownership manifest, once the check at open succeeded (see [`manifest`]).
     manifest: std::sync::Mutex<Option<manifest::Manifest>>,
@@ -178,6 +181,7 @@ impl Projection {
             urgent: Lsn::ZERO,
             retry_at: None,
             consecutive_failures: 0,
+            blocked_by_foreign: false,
             dirs_ready: false,
             manifest: std::sync::Mutex::new(None),
             attic: std::sync::Mutex::new(None),
@@ -444,6 +448,7 @@ impl Projection {
 
     pub(super) fn succeeded(&mut self) {
         self.retry_at = None;
+        self.blocked_by_foreign = false;
         if self.consecutive_failures > 0 {
             self.consecutive_failures = 0;
             self.shared.update(|p| {
@@ -456,6 +461,7 @@ impl Projection {
 
     pub(super) fn failed(&mut self, f: Failure) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.blocked_by_foreign = f.op == manifest::FOREIGN_OP;
         self.dirs_ready = false;
         let shift = self.consecutive_failures.saturating_sub(1).min(16);
         let delay = self
@@ -503,7 +509,10 @@ impl Projection {
             if self.consecutive_failures == 0 && self.is_clean() && self.marker >= self.received {
                 break;
             }
-            if self.consecutive_failures >= self.options.max_retries.max(1) {
+            // A foreign file stays until somebody moves it: the next open tries again.
+            if self.consecutive_failures >= self.options.max_retries.max(1)
+                || self.blocked_by_foreign
+            {
                 break;
             }
             let wait = self.retry_at.map_or(Duration::ZERO, |t| {
