@@ -532,3 +532,95 @@ fn a_power_cut_at_any_sync_never_makes_the_engines_own_files_look_foreign() {
     }
     println!("{total} sync points, {images} crash images, all reopened");
 }
+
+#[test]
+fn a_directory_written_without_a_manifest_has_its_own_files_adopted() {
+    // An older release kept no manifest, but left its marker: the files of its state
+    // are the engine's, adopted at the first open; others stay foreign.
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        for i in 0..3 {
+            m.create_session(named(&format!("s{i}"))).unwrap();
+        }
+        m.archive_session("s1").unwrap();
+        m.chain("agent")
+            .unwrap()
+            .update_session("e", "p", "r", None)
+            .unwrap();
+        flush(&m);
+        m.close().unwrap();
+        b.remove("projections.manifest");
+        plant(&b, "sessions/session_ghost.json", b"not the engine's");
+        let before = projection_files(&b);
+        let m = b.open(&clock);
+        flush(&m);
+        m.resume_session("s0")
+            .unwrap()
+            .record_activity("a", None)
+            .unwrap();
+        let r = m.rebuild_projections().unwrap();
+        assert_eq!(r.moved_aside, 0, "{}", b.name);
+        m.close().unwrap();
+        assert_eq!(b.read("sessions/session_ghost.json"), b"not the engine's");
+        assert!(b.attic().is_empty(), "{}: {:?}", b.name, b.attic());
+        let after = projection_files(&b);
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        // Without a marker either, it would have been a fresh directory: refused.
+        b.remove("projections.manifest");
+        b.remove("projections.json");
+        foreign_files(&open_err(&b, &clock));
+    }
+}
+
+#[test]
+fn a_manifest_of_a_newer_release_refuses_the_open() {
+    let b = Backend::mem();
+    let clock = clock();
+    b.open(&clock).close().unwrap();
+    let json = r#"{"format":"session-engine-manifest","version":99}"#;
+    let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+    b.write("projections.manifest", line.as_bytes());
+    match open_err(&b, &clock) {
+        Error::UnsupportedVersion { found, .. } => assert_eq!(found, 99),
+        e => panic!("{e}"),
+    }
+}
+
+#[test]
+fn the_manifest_stays_proportional_to_the_files_not_to_the_writes() {
+    let b = Backend::mem();
+    let clock = clock();
+    let m = b.open(&clock);
+    let sessions: Vec<_> = (0..50)
+        .map(|i| m.create_session(named(&format!("s{i}"))).unwrap())
+        .collect();
+    // 102 files (the registry, the marker, 50 session files and their logs), each
+    // rewritten 60 times: about 6,000 records, past the 2 x 102 + 4,096 that has the
+    // manifest rewritten whole.
+    for round in 0..60 {
+        for s in &sessions {
+            s.record_activity("a", Some(json!({"round": round})))
+                .unwrap();
+        }
+        flush(&m);
+    }
+    m.close().unwrap();
+    let lines = b
+        .read("projections.manifest")
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count();
+    assert!(lines <= 2 * 102 + 4096 + 110, "{lines} lines");
+    let m = b.open(&clock);
+    m.resume_session("s0")
+        .unwrap()
+        .record_activity("after", None)
+        .unwrap();
+    flush(&m);
+    m.close().unwrap();
+    assert!(b.attic().is_empty());
+}
