@@ -108,6 +108,15 @@ pub enum Error {
         /// Why.
         reason: crate::import::seed003::ChainFileError,
     },
+    /// Paths the JSON projections are written to hold files session-engine did not write
+    /// (another tool's: amplihack's `sessions/registry.json`, seed 003's
+    /// `chains/<agent>_sessions.json`): the directory is not opened for writing, so they
+    /// are never overwritten, and nothing was changed. Adopt them (`session-engine import`)
+    /// or use another data directory.
+    ForeignFiles {
+        /// Every such file found, sorted.
+        files: Vec<PathBuf>,
+    },
     /// A point-in-time request names an LSN the log does not have.
     LsnOutOfRange {
         /// The LSN asked for.
@@ -188,6 +197,7 @@ impl Error {
             Error::InvalidChainFile { .. } => "invalid_chain_file",
             Error::ProjectionFormatMismatch { .. } => "projection_format_mismatch",
             Error::InvalidImport { .. } => "invalid_import",
+            Error::ForeignFiles { .. } => "foreign_files",
         }
     }
 
@@ -286,6 +296,26 @@ impl fmt::Display for Error {
                 "cannot import {}: {reason}; nothing was imported",
                 path.display()
             ),
+            Error::ForeignFiles { files } => {
+                const SHOWN: usize = 5;
+                let names: Vec<String> = files
+                    .iter()
+                    .take(SHOWN)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                write!(f, "{}", names.join(", "))?;
+                if files.len() > SHOWN {
+                    write!(f, " and {} more", files.len() - SHOWN)?;
+                }
+                write!(
+                    f,
+                    " {} not written by session-engine, which would write its projections \
+                     there and never replaces another program's file. Adopt the \
+                     directory's files with `session-engine import <dir>`, or choose \
+                     another data directory with --data-dir",
+                    if files.len() == 1 { "was" } else { "were" }
+                )
+            }
         }
     }
 }

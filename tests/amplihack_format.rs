@@ -179,25 +179,23 @@ fn rebuild_as_changes_the_format_and_moves_the_old_files_aside() {
         assert_eq!(m.projection_format(), Some(ProjectionFormat::Amplihack));
         m.close().unwrap();
         assert!(r.moved_aside >= 5, "{}: {r:?}", b.name);
-        // Nothing of the old format is deleted: it is out of the new format's way.
+        // Nothing of the old format is deleted: it is out of the new format's way, in the
+        // attic.
+        let attic = b.attic();
+        let kept = |rel: &str| attic.iter().find(|(p, _)| p == rel).map(|(_, b)| b.clone());
         assert_eq!(
-            b.read("sessions/session_s1.json.retired"),
-            seed_file,
+            kept("sessions/session_s1.json"),
+            Some(seed_file),
             "{}",
             b.name
         );
-        assert_eq!(
-            b.read("logs/session_s1.log.retired"),
-            seed_log,
-            "{}",
-            b.name
-        );
+        assert_eq!(kept("logs/session_s1.log"), Some(seed_log), "{}", b.name);
         assert!(
-            b.exists("sessions/archive/session_old.json.retired"),
+            kept("sessions/archive/session_old.json").is_some(),
             "{}",
             b.name
         );
-        assert!(b.exists("sessions/registry.json.retired"), "{}", b.name);
+        assert!(kept("sessions/registry.json").is_some(), "{}", b.name);
         assert!(!b.exists("sessions/session_s1.json"), "{}", b.name);
         assert!(!b.exists("logs/session_s1.log"), "{}", b.name);
         // The new format's files, and its record.

@@ -200,25 +200,45 @@ fn garbage_projection_files_never_break_opening() {
         m.close().unwrap();
         let before = projection_files(&b);
         let garbage: &[u8] = b"\x00\xffnot json at all{{{\n";
-        for f in [
+        // The engine's own files, damaged by another program.
+        let own = [
             "projections.json",
             "sessions/registry.json",
             "sessions/session_s0.json",
             "sessions/archive/session_s2.json",
             "logs/session_s1.log",
             "chains/agent0_sessions.json",
+        ];
+        // Files it never wrote, at paths the state does not project to.
+        let others = [
             "sessions/session_ghost.json",
             "logs/session_ghost.log",
             "chains/ghost_sessions.json",
             "sessions/session_s4.json.tmp",
-        ] {
+        ];
+        for f in own.iter().chain(&others) {
             b.write(f, garbage);
         }
         let m = b.open(&clock);
         flush(&m);
         assert_eq!(m.projection_status().unwrap().rebuilds, 1, "garbage marker");
         m.close().unwrap();
-        assert_eq!(projection_files(&b), before, "{}", b.name);
+        // Its own files are written afresh, the others are left exactly as they are ...
+        let mut expected = before.clone();
+        for f in others {
+            expected.insert(f.to_string(), garbage.to_vec());
+        }
+        assert_eq!(projection_files(&b), expected, "{}", b.name);
+        // ... and what the other program wrote into its own files is in the attic.
+        let attic = b.attic();
+        for f in own {
+            assert!(
+                attic.iter().any(|(p, bytes)| p == f && bytes == garbage),
+                "{}: {f} not moved aside: {:?}",
+                b.name,
+                attic.iter().map(|(p, _)| p).collect::<Vec<_>>()
+            );
+        }
     }
 }
 
@@ -281,46 +301,89 @@ fn a_marker_ahead_of_the_log_means_a_full_rebuild() {
 }
 
 #[test]
-fn an_explicit_rebuild_removes_stale_files_and_reports_what_it_wrote() {
+fn an_explicit_rebuild_moves_only_its_own_stale_files_aside_and_reports_them() {
     let b = Backend::file();
     let clock = clock();
-    let m = b.open(&clock);
+    let m = b.open_with(
+        &clock,
+        ProjectionOptions {
+            log_max_bytes: Some(300),
+            ..fast_projections()
+        },
+    );
     workload(&m, &clock, 5);
     flush(&m);
-    b.write("sessions/session_ghost.json", b"{}");
-    b.write("sessions/archive/session_ghost2.json", b"{}");
-    b.write("logs/session_ghost.log", b"{}\n");
-    b.write("chains/ghost_sessions.json", b"{}");
-    b.write("sessions/notes.txt", b"left alone");
-    // Temporary files: the projector's own are leftovers of a crash; anybody else's (an
-    // export being written into the data directory) are not its to touch.
-    b.write("sessions/session_s1.json.tmp", b"{");
-    b.write("projections.json.tmp", b"{");
-    b.write("s.bundle.tmp", b"{\"format\"");
-    b.write("sessions/notes.tmp", b"left alone");
-    // Today's temporary names carry random digits (`storage::temp_name`).
-    b.write("chains/ghost_sessions.json.0123456789abcdef.tmp", b"{");
-    b.write("s.bundle.0123456789abcdef.tmp", b"{\"format\"");
+    // Appends to logs already past the limit rotate them.
+    for id in ["s0", "s1"] {
+        m.resume_session(id)
+            .unwrap()
+            .record_activity("more", None)
+            .unwrap();
+        flush(&m);
+    }
+    // Rotated logs, which the rebuild replaces by whole logs: the engine's own.
+    let rotated: Vec<(String, Vec<u8>)> = b
+        .files_under("logs/archive")
+        .into_iter()
+        .map(|(n, bytes)| (format!("logs/archive/{n}"), bytes))
+        .collect();
+    assert!(rotated.len() >= 2, "{:?}", b.list("logs/archive"));
+    // Files of other programs, at paths the state does not project to, and their
+    // temporary files (an export being written into the data directory, say).
+    let others = [
+        "sessions/session_ghost.json",
+        "sessions/archive/session_ghost2.json",
+        "logs/session_ghost.log",
+        "logs/archive/session_ghost.1.log",
+        "chains/ghost_sessions.json",
+        "sessions/notes.txt",
+        "sessions/notes.tmp",
+        "sessions/session_s1.json.tmp",
+        "chains/ghost_sessions.json.0123456789abcdef.tmp",
+        "s.bundle.tmp",
+        "s.bundle.0123456789abcdef.tmp",
+    ];
+    for (i, f) in others.iter().enumerate() {
+        b.write(f, format!("another program's file {i}").as_bytes());
+    }
+    // The engine's own temporary files, which a crash left (its temporary names carry
+    // 16 random hex digits, see `storage::temp_name`).
+    let own_temporaries = [
+        "sessions/session_s1.json.0123456789abcdef.tmp",
+        "projections.json.fedcba9876543210.tmp",
+    ];
+    for f in own_temporaries {
+        b.write(f, b"{");
+    }
     let r = m.rebuild_projections().unwrap();
-    assert_eq!(r.removed, 7);
-    assert!(!b.exists("sessions/session_s1.json.tmp"));
-    assert!(!b.exists("projections.json.tmp"));
-    assert!(!b.exists("chains/ghost_sessions.json.0123456789abcdef.tmp"));
-    assert!(
-        b.exists("s.bundle.tmp"),
-        "another writer's temporary file stays"
+    assert_eq!(
+        r.moved_aside as usize,
+        rotated.len() + own_temporaries.len()
     );
-    assert!(b.exists("s.bundle.0123456789abcdef.tmp"));
-    assert!(b.exists("sessions/notes.tmp"));
+    for (i, f) in others.iter().enumerate() {
+        assert_eq!(
+            b.read(f),
+            format!("another program's file {i}").as_bytes(),
+            "{f} was touched"
+        );
+    }
+    let attic = b.attic();
+    for f in own_temporaries {
+        assert!(!b.exists(f), "{f} left");
+        assert!(
+            attic.iter().any(|(p, bytes)| p == f && bytes == b"{"),
+            "{f}"
+        );
+    }
+    for (f, bytes) in &rotated {
+        assert!(!b.exists(f), "{f} left");
+        assert!(attic.iter().any(|(p, b)| p == f && b == bytes), "{f} lost");
+    }
+    assert_eq!(attic.len(), rotated.len() + own_temporaries.len());
     assert_eq!(r.sessions, m.state().sessions.len() as u64);
     assert_eq!(r.chains, 2);
     assert_eq!(r.logs, m.state().sessions.len() as u64);
     assert_eq!(r.lsn, m.last_lsn());
-    assert!(!b.exists("sessions/session_ghost.json"));
-    assert!(
-        b.exists("sessions/notes.txt"),
-        "files that are not projections stay"
-    );
     m.close().unwrap();
 }
 

@@ -4,7 +4,9 @@
 //! 4 invalid input (including a refused bundle or seed 003 tracker file); 5 refused in the
 //! current state (including `import` of a chain the engine has otherwise, or onto a chain
 //! file path holding another file); 6 data directory locked by another
-//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record.
+//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record;
+//! 9 the data directory holds another tool's files where the projections go (nothing
+//! was changed: import them, or choose another `--data-dir`).
 //! A closed stdout pipe ends the command quietly with status 0.
 //!
 //! The status says whether the command was committed: a projection file that cannot be
@@ -91,6 +93,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         ) => 5,
         Some(Error::Locked { .. }) => 6,
         Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => 7,
+        Some(Error::ForeignFiles { .. }) => 9,
         _ => 1,
     }
 }
@@ -635,18 +638,11 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 v["format"] = json!(format.as_str());
                 out.json(&v)?;
             } else {
-                let moved = if report.moved_aside > 0 {
-                    format!(
-                        "; moved {} files of the previous format aside (*.retired)",
-                        report.moved_aside
-                    )
-                } else {
-                    String::new()
-                };
                 out.line(&format!(
                     "rebuilt the projections at LSN {}: {} session files, {} chain files, \
-                     {} session logs; removed {} stale files{moved} ({format} format)",
-                    report.lsn, report.sessions, report.chains, report.logs, report.removed
+                     {} session logs; moved {} files of its own it no longer writes into \
+                     projections-attic/ ({format} format)",
+                    report.lsn, report.sessions, report.chains, report.logs, report.moved_aside
                 ))?;
             }
         }
@@ -772,12 +768,24 @@ fn import(cli: &Cli, out: &mut Out, path: &std::path::Path) -> Result<u8> {
         }
         return Ok(0);
     }
-    let manager = cli.open_write()?;
     match kind {
         ImportKind::ChainFile | ImportKind::ChainDir => {
-            let r = manager.import_chains(path);
-            manager.close()?;
+            // Without projections first: a tracker file in the data directory's `chains/`
+            // is another tool's until the import commits (the check at open would refuse
+            // it); reopened with them, the projector takes it over, since it holds
+            // exactly what the engine writes for the imported chain.
+            let bare = SessionManager::open(
+                &cli.data_dir,
+                ManagerOptions {
+                    engine: cli.options(),
+                    projections: None,
+                },
+            )?;
+            let r = bare.import_chains(path);
+            bare.close()?;
             let report = r?;
+            let manager = cli.open_write()?;
+            manager.close()?;
             if cli.json {
                 out.json(&serde_json::to_value(&report)?)?;
             } else {
@@ -790,6 +798,7 @@ fn import(cli: &Cli, out: &mut Out, path: &std::path::Path) -> Result<u8> {
             }
         }
         _ => {
+            let manager = cli.open_write()?;
             let r = manager.import_session(path);
             manager.close()?;
             out.line(r?.session_id().as_str())?;

@@ -88,6 +88,8 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
     let projection_paths = ProjectionPaths::new(&paths.root);
     let marker = session_engine::projection::marker_lsn(storage, &projection_paths);
     let behind = marker.map_or(state.last_lsn > Lsn::ZERO, |m| m < state.last_lsn);
+    // The ownership records: files the manifest holds as the engine's, the attic.
+    let ownership = session_engine::projection::ownership(storage, &projection_paths).ok();
     let last_error = if behind {
         last_projection_error(storage, &projection_paths.logs.join("toolkit.log"))
     } else {
@@ -114,6 +116,9 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
             "marker_lsn": marker.map(|m| m.0),
             "behind": behind,
             "last_error": last_error,
+            "owned_files": ownership.as_ref().map(|o| o.owned_files),
+            "manifest_damaged_lines": ownership.as_ref().map(|o| o.damaged_lines),
+            "attic_folders": ownership.as_ref().map(|o| o.attic_folders),
         },
     }))
 }

@@ -86,7 +86,7 @@ fn the_cli_takes_the_format_from_the_flag_or_the_environment_and_refuses_another
     // The rebuild is the way to change it.
     let out = d.ok(None, &["--projections", "seed", "rebuild-projections"]);
     assert!(
-        out.contains("(seed format)") && out.contains("aside"),
+        out.contains("(seed format)") && out.contains("projections-attic"),
         "{out}"
     );
     assert!(d.data.join("sessions/session_e1.json").exists());

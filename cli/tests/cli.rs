@@ -1463,3 +1463,234 @@ fn files_are_not_world_readable() {
         assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
     }
 }
+
+// ---- Ownership: another tool's files are never touched (issue 13) ----
+
+/// amplihack's `sessions/registry.json` and one of its session files.
+const AMPLIHACK_REGISTRY: &str = r#"{
+  "sessions": {
+    "claude_session_1733100000_ab12cd34": {
+      "name": "x",
+      "created_at": 1733100000.5,
+      "last_accessed": 1733100001.25,
+      "status": "saved",
+      "config": {
+        "timeout": 300.0,
+        "max_retries": 3,
+        "retry_delay": 1.0,
+        "heartbeat_interval": 30.0,
+        "enable_logging": true,
+        "log_level": "INFO",
+        "auto_save_interval": 60.0,
+        "session_name": "x"
+      },
+      "metadata": {}
+    }
+  },
+  "updated_at": 1733100002.0
+}"#;
+const AMPLIHACK_SESSION: &str = r#"{
+  "session_id": "claude_session_1733100000_ab12cd34",
+  "state": {"session_id": "claude_session_1733100000_ab12cd34", "start_time": 1733100000.5,
+            "last_activity": 1733100001.25, "is_active": false, "command_count": 0,
+            "error_count": 0, "last_error": null, "metadata": {}},
+  "config": {"timeout": 300.0, "max_retries": 3, "retry_delay": 1.0,
+             "heartbeat_interval": 30.0, "enable_logging": true, "log_level": "INFO",
+             "auto_save_interval": 60.0, "session_name": "x"},
+  "command_history": [],
+  "statistics": {},
+  "saved_at": 1733100002.0,
+  "metadata": {}
+}"#;
+/// A chain file as seed 003's tracker writes it.
+const SEED_003_CHAIN: &str = r#"{
+  "agent_id": "py-agent",
+  "current_session_id": "sess-1",
+  "interaction_count": 1,
+  "sessions": [
+    {
+      "session_id": "sess-1",
+      "created_at": "2025-11-08T10:30:00.123456",
+      "interaction_count": 1,
+      "last_prompt": "hi",
+      "last_response": "hello",
+      "metadata": {}
+    }
+  ]
+}"#;
+
+fn put(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn writing_commands_in_an_amplihack_runtime_directory_exit_9_and_change_nothing() {
+    let d = dir();
+    // The default data directory, `.claude/runtime`, as amplihack leaves it.
+    let runtime = d.root.join(".claude/runtime");
+    let registry = runtime.join("sessions/registry.json");
+    let session = runtime.join("sessions/claude_session_1733100000_ab12cd34.json");
+    put(&registry, AMPLIHACK_REGISTRY);
+    put(&session, AMPLIHACK_SESSION);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(&d.root)
+            .env_remove("SESSION_ENGINE_DIR")
+            .env_remove("RUST_LOG")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["create", "--name", "x"][..],
+        &[
+            "chain",
+            "py-agent",
+            "--link",
+            "e1",
+            "--prompt",
+            "p",
+            "--response",
+            "r",
+        ],
+        &["rebuild-projections"],
+    ] {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(9), "{args:?}: {err}");
+        assert!(err.contains("sessions/registry.json"), "{err}");
+        assert!(err.contains("was not written by session-engine"), "{err}");
+        assert!(err.contains("session-engine import"), "{err}");
+        assert!(err.contains("--data-dir"), "{err}");
+        assert!(o.stdout.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&registry).unwrap(),
+            AMPLIHACK_REGISTRY
+        );
+        assert_eq!(
+            std::fs::read_to_string(&session).unwrap(),
+            AMPLIHACK_SESSION
+        );
+    }
+    let names: Vec<String> = std::fs::read_dir(runtime.join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!runtime.join("projections.manifest").exists());
+    assert!(!runtime.join("projections.json").exists());
+    // Another data directory works.
+    let o = run(&["--data-dir", "elsewhere", "create", "--id", "s1"]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn a_seed_003_chain_file_stops_the_first_open_and_is_never_replaced_by_a_link() {
+    let d = dir();
+    let chain = d.data.join("chains/py-agent_sessions.json");
+    put(&chain, SEED_003_CHAIN);
+    let link = [
+        "chain",
+        "py-agent",
+        "--link",
+        "e2",
+        "--prompt",
+        "p",
+        "--response",
+        "r",
+    ];
+    d.fails(&link, 9, "chains/py-agent_sessions.json was not written");
+    assert_eq!(std::fs::read_to_string(&chain).unwrap(), SEED_003_CHAIN);
+
+    // A directory the engine already writes to: the tracker's file appears later. The
+    // link is committed (exit 0) and its projection refused with a warning naming it.
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let chain = d.data.join("chains/py-agent_sessions.json");
+    put(&chain, SEED_003_CHAIN);
+    let o = d.run(&link);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning"), "{err}");
+    assert!(err.contains("chains/py-agent_sessions.json"), "{err}");
+    assert_eq!(std::fs::read_to_string(&chain).unwrap(), SEED_003_CHAIN);
+    assert_eq!(d.json(&["chain", "py-agent"])["current_session_id"], "e2");
+    // From now on the state has that chain: writing commands stop at the open.
+    d.fails(&["activity", "s1", "a"], 9, "py-agent_sessions.json");
+    assert_eq!(std::fs::read_to_string(&chain).unwrap(), SEED_003_CHAIN);
+}
+
+#[test]
+fn rebuild_projections_leaves_files_it_did_not_write_untouched() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["activity", "s1", "a"]);
+    d.ok(&[
+        "chain",
+        "agent-1",
+        "--link",
+        "e1",
+        "--prompt",
+        "p",
+        "--response",
+        "r",
+    ]);
+    let foreign_session = d.data.join("sessions/session_foreign.json");
+    let foreign_chain = d.data.join("chains/py-agent_sessions.json");
+    put(&foreign_session, "{\"someone\": \"else\"}");
+    put(&foreign_chain, SEED_003_CHAIN);
+    let out = d.ok(&["rebuild-projections"]);
+    assert!(out.contains("moved 0 files"), "{out}");
+    let r = d.json(&["--json", "rebuild-projections"]);
+    assert_eq!(r["moved_aside"], 0);
+    assert_eq!(
+        std::fs::read_to_string(&foreign_session).unwrap(),
+        "{\"someone\": \"else\"}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&foreign_chain).unwrap(),
+        SEED_003_CHAIN
+    );
+    assert!(!d.data.join("projections-attic").exists());
+    let stats = d.json(&["stats"]);
+    assert_eq!(stats["projections"]["attic_folders"], 0);
+    // registry, marker, one session file, its log, one chain file.
+    assert_eq!(stats["projections"]["owned_files"], 5);
+}
+
+#[test]
+fn a_repair_moves_the_files_of_the_sessions_it_took_away_aside() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    d.ok(&["create", "--id", "s2"]);
+    let s2 = std::fs::read(d.data.join("sessions/session_s2.json")).unwrap();
+    let seg = d.segment();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = 32;
+    let mut starts = Vec::new();
+    while let Ok(f) = session_engine::wal::record::decode_frame(&bytes[pos..]) {
+        if !f.seal {
+            starts.push(pos);
+        }
+        pos += f.len;
+    }
+    // Damage the record that created s2.
+    flip(&seg, starts[1] + 24);
+    d.ok(&["repair"]);
+    assert!(!d.data.join("sessions/session_s2.json").exists());
+    let attic = d.data.join("projections-attic");
+    let folder = std::fs::read_dir(&attic)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read(folder.join("sessions/session_s2.json")).unwrap(),
+        s2,
+        "moved aside, not deleted"
+    );
+    assert!(folder.join("logs/session_s2.log").is_file());
+    assert_eq!(d.json(&["stats"])["projections"]["attic_folders"], 1);
+}

@@ -437,7 +437,9 @@ impl SessionManager {
             return Ok(report);
         }
         let mut adopted = Vec::new();
-        if self.inner.projector.is_some() {
+        // A chain's projection path holding another file: the import is refused, whether
+        // or not a projector runs now (one will write there).
+        if !self.inner.engine.is_read_only() {
             let storage = &*self.inner.engine.options().storage;
             let paths = self.projection_paths();
             for s in &new {
@@ -466,11 +468,9 @@ impl SessionManager {
                 }
             }
         }
-        if let Some(p) = &self.inner.projector {
-            for (target, bytes) in &adopted {
-                p.adopt(target, bytes);
-            }
-        }
+        // The projector takes over a file at a chain's path that holds exactly what it
+        // writes for the imported chain (see `projection`'s ownership rules).
+        drop(adopted);
         let c = self
             .inner
             .execute(Command::ImportChains {

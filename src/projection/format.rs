@@ -176,6 +176,21 @@ pub fn resolve(
     marker: &Path,
     requested: Option<ProjectionFormat>,
 ) -> Result<ProjectionFormat> {
+    let (format, known) = decide(storage, root, marker, requested)?;
+    if !known {
+        record(storage, root, format)?;
+    }
+    Ok(format)
+}
+
+/// [`resolve`] without recording: the format, and whether the directory records it
+/// already (when not, the caller records it once the open is sure to go on).
+pub fn decide(
+    storage: &dyn Storage,
+    root: &Path,
+    marker: &Path,
+    requested: Option<ProjectionFormat>,
+) -> Result<(ProjectionFormat, bool)> {
     let (format, known) = match recorded(storage, root)? {
         Some(f) => (f, true),
         None if storage.exists(marker).unwrap_or(false) => (ProjectionFormat::Seed, false),
@@ -190,10 +205,7 @@ pub fn resolve(
             requested: r.as_str(),
         });
     }
-    if !known {
-        record(storage, root, format)?;
-    }
-    Ok(format)
+    Ok((format, known))
 }
 
 #[cfg(test)]

@@ -17,9 +17,22 @@
 //! every file, so the projector's own code is the same for every format.
 //!
 //! Architecture invariants:
-//! * Projections are derived. Nothing reads them back except the marker, the format record
-//!   and the tail of a per-session log (to skip lines it already holds); a damaged, foreign
-//!   or missing projection file never stops the engine from opening and is rewritten.
+//! * Projections are derived. Nothing reads them back except the marker, the format record,
+//!   the ownership manifest and the tail of a per-session log (to skip lines it already
+//!   holds); a damaged or missing projection file never stops the engine from opening and
+//!   is rewritten.
+//! * The engine writes, replaces and removes only files it created, which the manifest
+//!   `projections.manifest` records (see `worker/manifest.rs` for the rule, the format and
+//!   the attic). A file it did not write at a path the state is about to be projected to
+//!   stops [`Projector::start`] (and so `SessionManager::open`) with
+//!   [`Error::ForeignFiles`]; one that appears there later is never replaced (the write
+//!   fails, named, like any projection failure); its own file that another program
+//!   changed is moved into the attic `projections-attic/` before it is written again; its
+//!   own files it no longer wants are moved there too, never deleted. A new path is
+//!   recorded durably before the file is created, so a crash never makes the engine's
+//!   own file look foreign. Files the log says the engine took over (what an amplihack
+//!   adoption read; a seed 003 chain file equal, as JSON, to what the engine writes for
+//!   an imported chain) are recorded as its own.
 //! * Commands never wait for projections, and a projection failure is never a command's
 //!   failure (the event is committed). A projection I/O error is logged
 //!   (`tracing::warn!`), retried with exponential backoff (the failed files stay dirty),
@@ -63,6 +76,17 @@ use crate::types::Lsn;
 pub use format::ProjectionFormat;
 pub use layout::Layout;
 pub use schema::{ChainFile, ProjectionPaths, RegistryFile, SessionFile};
+pub use worker::manifest::OwnershipSummary;
+
+/// What the ownership records of the data directory at `paths` say (how many files the
+/// manifest `projections.manifest` holds as the engine's, how many folders the attic
+/// `projections-attic/` has), read without changing anything.
+pub fn ownership(
+    storage: &dyn Storage,
+    paths: &ProjectionPaths,
+) -> std::io::Result<OwnershipSummary> {
+    worker::manifest::summary(storage, &paths.root)
+}
 
 /// How the projector batches and retries.
 #[derive(Clone, Debug)]
@@ -164,10 +188,10 @@ pub struct RebuildReport {
     pub chains: u64,
     /// Per-session logs written.
     pub logs: u64,
-    /// Stale files removed (projections of sessions or chains the state does not have,
-    /// rotated logs, leftover temporary files).
-    pub removed: u64,
-    /// Files of the previous format moved aside by a change of format.
+    /// Files of the engine's own it no longer wants, moved into the attic
+    /// (`projections-attic/`): projections of sessions or chains the state does not have,
+    /// files in the wrong place, rotated logs, leftover temporary files. Files the engine
+    /// did not write are never moved or removed.
     pub moved_aside: u64,
 }
 
@@ -182,6 +206,11 @@ pub(crate) struct Failure {
 
 impl Failure {
     fn to_error(&self) -> Error {
+        if self.op == worker::manifest::FOREIGN_OP {
+            return Error::ForeignFiles {
+                files: vec![self.path.clone()],
+            };
+        }
         Error::Io {
             op: self.op,
             path: self.path.clone(),
@@ -235,20 +264,47 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Starts projecting `engine`'s log into its data directory. Catches up in the
-    /// background: from the marker if it is valid, with a full rebuild otherwise.
+    /// Starts projecting `engine`'s log into its data directory. Checks first, on the
+    /// calling thread, that no path the current state is projected to holds a file the
+    /// engine did not write ([`Error::ForeignFiles`] otherwise, naming them; nothing is
+    /// changed), without reading the files. Then catches up in the background: from the
+    /// marker if it is valid, with a full rebuild otherwise.
     pub fn start(engine: Arc<Engine>, options: ProjectionOptions) -> Result<Projector> {
         if engine.is_read_only() {
             return Err(Error::ReadOnly);
         }
-        let format = resolve_format(&engine, options.format)?;
+        let root = engine.paths().root.clone();
+        let storage = Arc::clone(&engine.options().storage);
+        let (format, known) = format::decide(
+            &*storage,
+            &root,
+            &ProjectionPaths::new(&root).marker,
+            options.format,
+        )?;
         let shared = Arc::new(Shared::default());
+        let mut projection = worker::Projection::new(engine, options, format, Arc::clone(&shared));
+        // The check at open: files another tool wrote where the projections of the
+        // current state go stop the open; an I/O error is only a warning, and the
+        // projector checks again before it writes anything.
+        match projection.prepare() {
+            Ok(()) => {}
+            Err(worker::PrepareError::Refused(e)) => return Err(e),
+            Err(worker::PrepareError::Io(f)) => tracing::warn!(
+                error = %f.to_error(),
+                "projections: cannot check the files at open; the projector checks again \
+                 before it writes any"
+            ),
+        }
+        // Recorded only once the open goes on: a refused open writes nothing.
+        if !known {
+            format::record(&*storage, &root, format)?;
+        }
         shared.update(|p| {
             p.status.running = true;
             p.status.format = format;
         });
         let (ctl, ctl_rx) = bounded(64);
-        let thread = worker::spawn(engine, options, format, Arc::clone(&shared), ctl_rx)?;
+        let thread = worker::spawn(projection, ctl_rx)?;
         Ok(Projector {
             shared,
             ctl,
@@ -321,27 +377,9 @@ impl Projector {
         }
     }
 
-    /// Marks `path`, a file the engine did not write, as adopted by an import: `import`
-    /// calls this before it commits a chain import, for each chain whose projection path
-    /// already holds exactly the tracker file being imported (`content`, which the chain
-    /// file the projector writes next is equal to, as a JSON value).
-    ///
-    /// INTEGRATION POINT (issue 13, the ownership manifest): once the projector refuses to
-    /// replace files it did not write, this must record `path` with `content`'s hash as
-    /// the engine's own (still provisional until the import commits: an adoption whose
-    /// chain never appears in the state is dropped), so that the next write of that chain
-    /// replaces the file instead of refusing it. Until the manifest exists the projector
-    /// replaces chain files unconditionally, and this records nothing.
-    pub(crate) fn adopt(&self, path: &std::path::Path, content: &[u8]) {
-        tracing::debug!(
-            path = %path.display(),
-            bytes = content.len(),
-            "import adopts a file at a projection path"
-        );
-    }
-
-    /// Rewrites every projection file from the current state, removes stale ones, and
-    /// waits until that is done.
+    /// Rewrites every projection file from the current state, moves its own stale ones
+    /// into the attic (never touching a file it did not write), and waits until that is
+    /// done.
     pub fn rebuild(&self) -> Result<RebuildReport> {
         let (tx, rx) = bounded(1);
         self.ctl
@@ -401,6 +439,11 @@ pub fn rebuild(engine: &Arc<Engine>, options: &ProjectionOptions) -> Result<Rebu
     let format = resolve_format(engine, options.format)?;
     let shared = Arc::new(Shared::default());
     let mut p = worker::Projection::new(Arc::clone(engine), options.clone(), format, shared);
+    match p.prepare() {
+        Ok(()) => {}
+        Err(worker::PrepareError::Refused(e)) => return Err(e),
+        Err(worker::PrepareError::Io(f)) => return Err(f.to_error()),
+    }
     p.rebuild()
 }
 

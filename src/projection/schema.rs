@@ -40,7 +40,12 @@ use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 /// <root>/logs/session_<id>.log         per-session log, JSON lines (see `logline`)
 /// <root>/logs/archive/session_<id>.<n>.log    rotated per-session logs, oldest n = 1
 /// <root>/chains/<agent>_sessions.json  ChainFile (seed 003)
+/// <root>/projections.manifest          which of these files the engine wrote (ownership)
+/// <root>/projections-attic/<time>/...  its own files it moved aside instead of deleting
 /// ```
+///
+/// The manifest's format, the ownership rule and the attic are documented in
+/// `worker/manifest.rs` and in `docs/format.md` (*Projection ownership*).
 #[derive(Clone, Debug)]
 pub struct ProjectionPaths {
     /// The data directory.

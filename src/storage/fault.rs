@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
+use super::{Bytes, FileKind, FileStat, LockGuard, OpenMode, Storage, StorageFile};
 
 /// What the injected failure looks like, and which operations count towards it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +236,16 @@ impl Storage for FaultStorage {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(Op::Meta)?;
         self.inner.rename(from, to)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(Op::Meta)?;
+        self.inner.rename_noreplace(from, to)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        self.check(Op::Read)?;
+        self.inner.stat(path)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

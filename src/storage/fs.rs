@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use super::{Bytes, FileKind, LockGuard, OpenMode, Storage, StorageFile};
+use super::{Bytes, FileKind, FileStat, LockGuard, OpenMode, Storage, StorageFile};
 
 /// The real file system. Reads of whole files use `memmap2`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -185,8 +185,66 @@ impl Storage for FileStorage {
         fs::rename(from, to)
     }
 
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+        match renameat2_noreplace(from, to) {
+            // Older kernels and some file systems do not know the flag.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+            r => return r,
+        }
+        // A hard link is created only where no name is; then the old name goes. A crash
+        // in between leaves both names for the same file.
+        if fs::symlink_metadata(from)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "cannot move directory {} without replacing: this file system has no \
+                     RENAME_NOREPLACE",
+                    from.display()
+                ),
+            ));
+        }
+        fs::hard_link(from, to)?;
+        fs::remove_file(from)
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        let m = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let t = m.file_type();
+        let kind = if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_dir() {
+            FileKind::Dir
+        } else if t.is_file() {
+            FileKind::File
+        } else {
+            FileKind::Other
+        };
+        let len = if kind == FileKind::File { m.len() } else { 0 };
+        #[cfg(unix)]
+        let version = {
+            use std::os::unix::fs::MetadataExt;
+            Some(super::mix(&[
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ctime() as u64,
+                m.ctime_nsec() as u64,
+            ]))
+        };
+        #[cfg(not(unix))]
+        let version = None;
+        Ok(Some(FileStat { kind, len, version }))
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -251,6 +309,35 @@ impl Storage for FileStorage {
 
     fn drop_cached(&self, path: &Path, range: std::ops::Range<u64>) -> io::Result<()> {
         FileStorage::fadvise_dontneed(path, range)
+    }
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+    };
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call;
+    // renameat2 reads them and keeps no pointer.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -331,6 +418,41 @@ impl StorageFile for RealFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_no_replace_rename_leaves_what_is_there_and_stat_versions_follow_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = FileStorage::new();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        fs::write(&a, b"mine").unwrap();
+        fs::write(&b, b"theirs").unwrap();
+        let e = s.rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&a).unwrap(), b"mine");
+        assert_eq!(fs::read(&b).unwrap(), b"theirs");
+        let c = tmp.path().join("c");
+        s.rename_noreplace(&a, &c).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&c).unwrap(), b"mine");
+
+        let st = s.stat(&c).unwrap().unwrap();
+        assert_eq!((st.kind, st.len), (FileKind::File, 4));
+        assert!(st.version.is_some());
+        assert_eq!(s.stat(&c).unwrap(), Some(st), "unchanged: same version");
+        // Same length, other content: ctime moves (even if mtime were set back).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&c, b"MINE").unwrap();
+        let changed = s.stat(&c).unwrap().unwrap();
+        assert_eq!(changed.len, 4);
+        assert_ne!(changed.version, st.version);
+        assert_eq!(s.stat(&tmp.path().join("none")).unwrap(), None);
+        #[cfg(unix)]
+        {
+            let link = tmp.path().join("link");
+            std::os::unix::fs::symlink(&c, &link).unwrap();
+            assert_eq!(s.stat(&link).unwrap().unwrap().kind, FileKind::Symlink);
+        }
+    }
 
     #[test]
     fn is_locked_tells_a_held_lock_and_creates_nothing() {

@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Bytes, FileKind, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
+use super::{Bytes, FileKind, FileStat, LockGuard, OpenMode, SplitMix64, Storage, StorageFile};
 
 /// How unsynced writes are cut into independently surviving pieces at a simulated crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -534,6 +534,37 @@ impl MemStorage {
     }
 }
 
+impl MemStorage {
+    /// A rename of a file; with `no_replace`, refused when something is at `to`.
+    fn rename_as(&self, from: &Path, to: &Path, no_replace: bool) -> io::Result<()> {
+        let (from, to) = (norm(from), norm(to));
+        let mut fs = self.lock();
+        fs.check_alive()?;
+        let id = fs.file_id(&from)?;
+        fs.parent_is_dir(&to)?;
+        if no_replace && (fs.is_dir(&to) || fs.live.contains_key(&to)) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", to.display()),
+            ));
+        }
+        if fs.live.get(&to) == Some(&Node::Dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", to.display()),
+            ));
+        }
+        let (from_dir, to_dir) = (parent_of(&from), parent_of(&to));
+        if from_dir == to_dir {
+            fs.change(from_dir, DirOp::Rename(from, to, Node::File(id)));
+        } else {
+            fs.change(to_dir, DirOp::Link(to, Node::File(id)));
+            fs.change(from_dir, DirOp::Unlink(from));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct MemHandle {
     fs: Arc<Mutex<MemFs>>,
@@ -751,25 +782,40 @@ impl Storage for MemStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let (from, to) = (norm(from), norm(to));
-        let mut fs = self.lock();
-        fs.check_alive()?;
-        let id = fs.file_id(&from)?;
-        fs.parent_is_dir(&to)?;
-        if fs.live.get(&to) == Some(&Node::Dir) {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", to.display()),
-            ));
+        self.rename_as(from, to, false)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.rename_as(from, to, true)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        let path = norm(path);
+        let fs = self.lock();
+        if fs.is_dir(&path) {
+            return Ok(Some(FileStat {
+                kind: FileKind::Dir,
+                len: 0,
+                version: None,
+            }));
         }
-        let (from_dir, to_dir) = (parent_of(&from), parent_of(&to));
-        if from_dir == to_dir {
-            fs.change(from_dir, DirOp::Rename(from, to, Node::File(id)));
-        } else {
-            fs.change(to_dir, DirOp::Link(to, Node::File(id)));
-            fs.change(from_dir, DirOp::Unlink(from));
-        }
-        Ok(())
+        let Some(Node::File(id)) = fs.live.get(&path).copied() else {
+            return Ok(None);
+        };
+        let live = fs
+            .files
+            .get(&id)
+            .map(|f| f.live.as_slice())
+            .unwrap_or_default();
+        Ok(Some(FileStat {
+            kind: FileKind::File,
+            len: live.len() as u64,
+            version: Some(super::mix(&[
+                id,
+                live.len() as u64,
+                u64::from(crc32fast::hash(live)),
+            ])),
+        }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

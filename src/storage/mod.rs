@@ -68,6 +68,34 @@ pub enum FileKind {
     Other,
 }
 
+/// What [`Storage::stat`] tells about a path (a symbolic link there is not followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// What is at the path.
+    pub kind: FileKind,
+    /// The length of a regular file in bytes (0 for anything else).
+    pub len: u64,
+    /// A value that changes whenever the file's content may have changed, `None` when the
+    /// storage cannot tell. The real file system mixes the device, inode number, length and
+    /// modification and change times (`ctime`, which no program can set back); the
+    /// in-memory one the file's identity and content. Equal values mean the file is very
+    /// likely unchanged; different values mean it may have changed.
+    pub version: Option<u64>,
+}
+
+/// Mixes `fields` into one value (SplitMix64's finaliser), for [`FileStat::version`]:
+/// stable across runs and releases, unlike the standard library's hashers.
+pub(crate) fn mix(fields: &[u64]) -> u64 {
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    for &f in fields {
+        let mut z = (h ^ f).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}
+
 impl fmt::Display for FileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -98,6 +126,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn read(&self, path: &Path) -> io::Result<Bytes>;
     /// Renames `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` only if nothing is at `to`: fails with
+    /// [`io::ErrorKind::AlreadyExists`], changing nothing, when something is (checked and
+    /// done in one step: `renameat2(RENAME_NOREPLACE)` on Linux, `link` and `unlink`
+    /// where that is missing). The engine creates its projection files with it, so a file
+    /// another program put there meanwhile is never replaced.
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
@@ -108,6 +142,24 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// held does not let a second holder in; locking the file too keeps out older
     /// releases, which lock only the file.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+    /// What is at `path` (without following a symbolic link there), its length and a
+    /// [`FileStat::version`] that changes with its content; `None` if nothing is there.
+    /// The default knows no version.
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        Ok(match self.kind(path)? {
+            None => None,
+            Some(FileKind::File) => Some(FileStat {
+                kind: FileKind::File,
+                len: self.open(path, OpenMode::Read)?.len()?,
+                version: None,
+            }),
+            Some(kind) => Some(FileStat {
+                kind,
+                len: 0,
+                version: None,
+            }),
+        })
+    }
     /// Whether someone holds the writer lock [`Storage::try_lock`] on `path` would take,
     /// found without taking it and without creating anything (read-only tools use it to
     /// tell whether a writer may be appending). `true` when it cannot tell.
@@ -211,6 +263,23 @@ pub fn temp_target(name: &str) -> Option<&str> {
 /// After a crash the file holds either the old or the new content, never a mix. A failed
 /// write removes its temporary file (as far as it can).
 pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_as(storage, path, data, false)
+}
+
+/// [`write_atomic`] for a file that must not exist yet: the temporary file is renamed
+/// with [`Storage::rename_noreplace`], so when something is at `path` by then (another
+/// program's file) it fails with [`io::ErrorKind::AlreadyExists`], leaving that file as
+/// it is and removing its temporary file.
+pub fn write_new_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_as(storage, path, data, true)
+}
+
+fn write_atomic_as(
+    storage: &dyn Storage,
+    path: &Path,
+    data: &[u8],
+    no_replace: bool,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -221,7 +290,14 @@ pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Resu
     let mut f = storage.open(&tmp, OpenMode::CreateNew)?;
     let written = f.write_at(0, data).and_then(|()| f.sync_all());
     drop(f);
-    if let Err(e) = written.and_then(|()| storage.rename(&tmp, path)) {
+    let renamed = written.and_then(|()| {
+        if no_replace {
+            storage.rename_noreplace(&tmp, path)
+        } else {
+            storage.rename(&tmp, path)
+        }
+    });
+    if let Err(e) = renamed {
         // Best effort: the error that matters is the first one.
         let _ = storage.remove_file(&tmp);
         return Err(e);
@@ -325,6 +401,33 @@ mod tests {
             temp_target("x.0123456789ABCDEF.tmp"),
             Some("x.0123456789ABCDEF")
         );
+    }
+
+    #[test]
+    fn a_new_atomic_write_never_replaces_and_memory_stat_versions_follow_content() {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("d")).unwrap();
+        write_new_atomic(&s, Path::new("d/f"), b"first").unwrap();
+        let v1 = s.stat(Path::new("d/f")).unwrap().unwrap();
+        assert_eq!((v1.kind, v1.len), (FileKind::File, 5));
+        let e = write_new_atomic(&s, Path::new("d/f"), b"second").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(s.file_content(Path::new("d/f")).unwrap(), b"first");
+        assert_eq!(
+            s.list_dir(Path::new("d")).unwrap(),
+            vec!["f"],
+            "no temporary left"
+        );
+        assert_eq!(s.stat(Path::new("d/f")).unwrap(), Some(v1));
+        s.set_file_content(Path::new("d/f"), b"FIRST".to_vec())
+            .unwrap();
+        let v2 = s.stat(Path::new("d/f")).unwrap().unwrap();
+        assert_eq!(v2.len, 5);
+        assert_ne!(v2.version, v1.version);
+        write_atomic(&s, Path::new("d/f"), b"third").unwrap();
+        assert_eq!(s.file_content(Path::new("d/f")).unwrap(), b"third");
+        assert_eq!(s.stat(Path::new("d")).unwrap().unwrap().kind, FileKind::Dir);
+        assert_eq!(s.stat(Path::new("d/none")).unwrap(), None);
     }
 
     #[test]

@@ -248,6 +248,39 @@ impl Backend {
         self.storage.list_dir(&self.path(rel)).unwrap_or_default()
     }
 
+    /// Every file under `rel` (recursively), by path relative to `rel`.
+    pub fn files_under(&self, rel: &str) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for n in self.list(rel) {
+            let child = format!("{rel}/{n}");
+            if self.storage.list_dir(&self.path(&child)).is_ok() {
+                for (sub, bytes) in self.files_under(&child) {
+                    out.push((format!("{n}/{sub}"), bytes));
+                }
+            } else {
+                out.push((n, self.read(&child)));
+            }
+        }
+        out
+    }
+
+    /// The files the engine moved aside into `projections-attic/<folder>/`, by their path
+    /// in the data directory (with a `.<n>` suffix when one was moved more than once).
+    pub fn attic(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .files_under("projections-attic")
+            .into_iter()
+            .map(|(p, b)| {
+                (
+                    p.split_once('/').map_or(p.clone(), |(_, r)| r.to_owned()),
+                    b,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Removes a directory and everything under it.
     pub fn remove_tree(&self, rel: &str) {
         let path = self.path(rel);
@@ -340,6 +373,15 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.inner.rename(a, b)?;
         self.hooks.renamed(a, b);
         Ok(())
+    }
+    fn rename_noreplace(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        self.hooks.rename(a, b)?;
+        self.inner.rename_noreplace(a, b)?;
+        self.hooks.renamed(a, b);
+        Ok(())
+    }
+    fn stat(&self, p: &Path) -> std::io::Result<Option<session_engine::storage::FileStat>> {
+        self.inner.stat(p)
     }
     fn remove_file(&self, p: &Path) -> std::io::Result<()> {
         self.hooks.remove(p)?;

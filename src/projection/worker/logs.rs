@@ -31,6 +31,12 @@ pub(super) enum Tail {
 
 impl Projection {
     /// Reads what the per-session log of `id` ends with, cutting a torn last line.
+    /// Checks first that the log is the engine's: one it did not write is a failure
+    /// naming it; its own that no longer starts with what the engine recorded writing
+    /// (another program changed it) is moved aside and reported damaged, so it is rebuilt.
+    /// Lines after what the manifest records are the engine's own appends whose record a
+    /// crash lost, when they carry the engine's keys (checked below); once the tail is
+    /// known good the record covers the whole file again.
     pub(super) fn load_tail(&self, id: &SessionId) -> Result<Tail, Failure> {
         let path = self.layout.log_file(id);
         let bytes = match self.storage.read(&path) {
@@ -38,6 +44,21 @@ impl Projection {
             Err(e) if is_not_found(&e) => return self.rotated_tail(id),
             Err(e) => return Err(failure("read session log", &path)(e)),
         };
+        match self.entry(&path)? {
+            None => return Err(manifest::foreign(&path)),
+            Some(manifest::Entry::Reserved) => {}
+            Some(manifest::Entry::Written { len, crc, .. }) => {
+                let starts_ours = usize::try_from(len)
+                    .ok()
+                    .and_then(|n| bytes.get(..n))
+                    .is_some_and(|prefix| crc32fast::hash(prefix) == crc);
+                if !starts_ours {
+                    drop(bytes);
+                    self.move_aside(&path, manifest::Why::Changed)?;
+                    return Ok(Tail::Damaged);
+                }
+            }
+        }
         let complete = match bytes.iter().rposition(|&b| b == b'\n') {
             Some(i) => i + 1,
             None => 0,
@@ -68,6 +89,7 @@ impl Projection {
                 }
             }
         }
+        let crc = crc32fast::hash(&bytes[..complete]);
         // Release the (possibly mapped) content before the file is shortened.
         drop(bytes);
         if torn {
@@ -79,33 +101,38 @@ impl Projection {
                 .and_then(|()| f.sync_all())
                 .map_err(failure("cut torn session log line", &path))?;
         }
-        match key {
-            None => self.rotated_tail(id),
+        let tail = match key {
+            None => self.rotated_tail(id)?,
             // Lines for records the log does not have (it was repaired, say) are not ours
             // to keep.
-            Some(Some(k)) if k.0 > self.engine.last_lsn() => Ok(Tail::Damaged),
-            Some(Some(k)) => Ok(Tail::Key(k)),
-            Some(None) => Ok(Tail::Damaged),
+            Some(Some(k)) if k.0 > self.engine.last_lsn() => Tail::Damaged,
+            Some(Some(k)) => Tail::Key(k),
+            Some(None) => Tail::Damaged,
+        };
+        if tail != Tail::Damaged {
+            self.record(&path, complete as u64, crc)?;
         }
+        Ok(tail)
     }
 
-    /// The newest rotated part of `id`'s log, if any.
-    pub(super) fn rotated_parts(&self, id: &SessionId) -> Result<Vec<u64>, Failure> {
-        let mut parts: Vec<u64> = list(&*self.storage, &self.paths.logs_archive)?
-            .iter()
-            .filter_map(|n| {
-                self.layout
-                    .rotated_log_of(n)
-                    .filter(|(i, _)| i == id)
-                    .map(|(_, n)| n)
-            })
-            .collect();
+    /// The numbers of the rotated parts of `id`'s log, sorted: the engine's own (`true`)
+    /// or every file with such a name.
+    pub(super) fn rotated_parts(&self, id: &SessionId, own: bool) -> Result<Vec<u64>, Failure> {
+        let mut parts = Vec::new();
+        for name in list(&*self.storage, &self.paths.logs_archive)? {
+            let Some((_, n)) = self.layout.rotated_log_of(&name).filter(|(i, _)| i == id) else {
+                continue;
+            };
+            if !own || self.entry(&self.paths.logs_archive.join(&name))?.is_some() {
+                parts.push(n);
+            }
+        }
         parts.sort_unstable();
         Ok(parts)
     }
 
     pub(super) fn rotated_tail(&self, id: &SessionId) -> Result<Tail, Failure> {
-        let Some(&n) = self.rotated_parts(id)?.last() else {
+        let Some(&n) = self.rotated_parts(id, true)?.last() else {
             return Ok(Tail::Missing);
         };
         let path = self.layout.rotated_log_file(id, n);
@@ -120,15 +147,11 @@ impl Projection {
 
     pub(super) fn append_log(&mut self, id: &SessionId, lines: &[LogLine]) -> Result<(), Failure> {
         let path = self.layout.log_file(id);
-        let mut file = match self.storage.open(&path, OpenMode::ReadWrite) {
-            Ok(f) => Some(f),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(failure("open session log", &path)(e)),
-        };
-        // A file that vanished since its tail was cached was rotated or deleted; only the
-        // rotated parts can say which.
-        let tail = match (self.logs.tails.get(id), &file) {
-            (Some(t), Some(_)) => *t,
+        // The cached tail holds while the file is what the engine last wrote (its stat
+        // version); a file changed, rotated or deleted since is read again (and only the
+        // rotated parts can say which).
+        let tail = match self.logs.tails.get(id).copied() {
+            Some(t) if self.unchanged(&path)? => t,
             _ => self.load_tail(id)?,
         };
         let fresh: &[LogLine] = match tail {
@@ -154,6 +177,11 @@ impl Projection {
             return Ok(());
         };
         let text: String = fresh.iter().map(|l| l.text.as_str()).collect();
+        let mut file = match self.storage.open(&path, OpenMode::ReadWrite) {
+            Ok(f) => Some(f),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(failure("open session log", &path)(e)),
+        };
         if let (Some(max), Some(f)) = (self.options.log_max_bytes, file.as_mut()) {
             let len = f.len().map_err(failure("stat session log", &path))?;
             if len > 0 && len + text.len() as u64 > max {
@@ -161,40 +189,65 @@ impl Projection {
                 self.rotate(id)?;
             }
         }
-        let mut f = match file {
-            Some(f) => f,
-            None => {
-                let f = self
-                    .storage
-                    .open(&path, OpenMode::CreateTruncate)
-                    .map_err(failure("create session log", &path))?;
-                self.storage
-                    .sync_dir(&self.paths.logs)
-                    .map_err(failure("sync log directory", &self.paths.logs))?;
-                f
+        // What the file holds before the append (the manifest's record, which the checks
+        // above made exact), to extend the record with the appended text.
+        let (mut f, mut hasher) = match file {
+            Some(f) => {
+                let hasher = match self.entry(&path)? {
+                    Some(manifest::Entry::Written { len, crc, .. }) => {
+                        crc32fast::Hasher::new_with_initial_len(crc, len)
+                    }
+                    _ => crc32fast::Hasher::new(),
+                };
+                (f, hasher)
             }
+            None => (self.create_log(&path)?, crc32fast::Hasher::new()),
         };
         let len = f.len().map_err(failure("stat session log", &path))?;
         f.write_at(len, text.as_bytes())
             .and_then(|()| f.sync_data())
             .map_err(failure("append to session log", &path))?;
+        drop(f);
+        let mut appended = crc32fast::Hasher::new();
+        appended.update(text.as_bytes());
+        hasher.combine(&appended);
+        self.record(&path, len + text.len() as u64, hasher.finalize())?;
         self.logs.tails.insert(id.clone(), Tail::Key(last.key));
         Ok(())
     }
 
-    pub(super) fn rotate(&self, id: &SessionId) -> Result<(), Failure> {
-        let n = self.rotated_parts(id)?.last().map_or(1, |n| n + 1);
-        let from = self.layout.log_file(id);
-        let to = self.layout.rotated_log_file(id, n);
-        self.storage
-            .rename(&from, &to)
-            .map_err(failure("rotate session log", &from))?;
-        for dir in [&self.paths.logs_archive, &self.paths.logs] {
+    /// Creates the per-session log at `path`, where nothing is: reserved in the manifest
+    /// first, created exclusively (a file another program put there meanwhile fails it,
+    /// named).
+    pub(super) fn create_log(
+        &self,
+        path: &Path,
+    ) -> Result<Box<dyn crate::storage::StorageFile>, Failure> {
+        self.reserve(std::slice::from_ref(&path.to_path_buf()))?;
+        if self.entry(path)?.is_none() {
+            return Err(manifest::foreign(path));
+        }
+        let f = match self.in_its_dir(path, || self.storage.open(path, OpenMode::CreateNew)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.forget(path, true)?;
+                return Err(manifest::foreign(path));
+            }
+            Err(e) => return Err(failure("create session log", path)(e)),
+        };
+        if let Some(dir) = path.parent() {
             self.storage
                 .sync_dir(dir)
                 .map_err(failure("sync log directory", dir))?;
         }
-        Ok(())
+        Ok(f)
+    }
+
+    pub(super) fn rotate(&self, id: &SessionId) -> Result<(), Failure> {
+        let n = self.rotated_parts(id, false)?.last().map_or(1, |n| n + 1);
+        let from = self.layout.log_file(id);
+        let to = self.layout.rotated_log_file(id, n);
+        self.move_own(&from, &to)
     }
 
     /// Writes the per-session logs of `which` (every session when `None`) afresh from
@@ -205,7 +258,8 @@ impl Projection {
         upto: Lsn,
         state: &State,
     ) -> Result<u64, Failure> {
-        // A rebuilt log holds the whole history, so rotated parts would repeat it.
+        // A rebuilt log holds the whole history, so rotated parts would repeat it: the
+        // engine's own go into the attic.
         for name in list(&*self.storage, &self.paths.logs_archive)? {
             if let Some((id, _)) = self.layout.rotated_log_of(&name)
                 && which.is_none_or(|w| w.contains(&id))
@@ -213,8 +267,24 @@ impl Projection {
                 self.remove_if_exists(&self.paths.logs_archive.join(&name))?;
             }
         }
+        // Every log that will be written is reserved with one sync.
+        let targets: Vec<SessionId> = match which {
+            Some(w) => w.iter().cloned().collect(),
+            None => state
+                .sessions
+                .keys()
+                .filter(|id| self.layout.writes_log(id))
+                .cloned()
+                .collect(),
+        };
+        let paths: Vec<PathBuf> = targets
+            .iter()
+            .filter(|id| state.session(id).is_some_and(|s| self.wants_log(s)))
+            .map(|id| self.layout.log_file(id))
+            .collect();
+        self.reserve(&paths)?;
         let mut bufs: BTreeMap<SessionId, (String, (Lsn, u32))> = BTreeMap::new();
-        let mut started: HashSet<SessionId> = HashSet::new();
+        let mut started: HashMap<SessionId, (u64, crc32fast::Hasher)> = HashMap::new();
         let mut buffered = 0usize;
         let mut out = Vec::new();
         let mut io_failure: Option<Failure> = None;
@@ -252,18 +322,12 @@ impl Projection {
             });
         }
         self.append_buffers(&mut bufs, &mut started, &mut tails)?;
+        for (id, (len, hasher)) in &started {
+            self.record(&self.layout.log_file(id), *len, hasher.clone().finalize())?;
+        }
         // A session that produced no line (logging turned off) has no log file.
-        let targets: Vec<SessionId> = match which {
-            Some(w) => w.iter().cloned().collect(),
-            None => state
-                .sessions
-                .keys()
-                .filter(|id| self.layout.writes_log(id))
-                .cloned()
-                .collect(),
-        };
         for id in &targets {
-            if !started.contains(id) {
+            if !started.contains_key(id) {
                 self.remove_if_exists(&self.layout.log_file(id))?;
                 self.logs.tails.insert(id.clone(), Tail::Missing);
             }
@@ -279,34 +343,52 @@ impl Projection {
         Ok(started.len() as u64)
     }
 
+    /// Appends the buffered text of each session to its log, the first buffer of a log
+    /// replacing what the file held: its own unchanged file is truncated, one another
+    /// program changed is moved aside first, a new one is created exclusively, and one the
+    /// engine did not write fails, named. `started` keeps each written log's length and
+    /// CRC-32.
     pub(super) fn append_buffers(
         &self,
         bufs: &mut BTreeMap<SessionId, (String, (Lsn, u32))>,
-        started: &mut HashSet<SessionId>,
+        started: &mut HashMap<SessionId, (u64, crc32fast::Hasher)>,
         tails: &mut Vec<(SessionId, (Lsn, u32))>,
     ) -> Result<(), Failure> {
         let appends: Vec<_> = std::mem::take(bufs)
             .into_iter()
-            .map(|(id, (text, key))| (started.contains(&id), id, text, key))
+            .map(|(id, (text, key))| (started.contains_key(&id), id, text, key))
             .collect();
         in_parallel(&appends, |(append, id, text, _)| {
             let path = self.layout.log_file(id);
-            let mode = if *append {
-                OpenMode::ReadWrite
+            let mut f = if *append {
+                self.storage
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(failure("write session log", &path))?
             } else {
-                OpenMode::CreateTruncate
+                match self.inspect(&path, manifest::Accept::Exact)? {
+                    manifest::Found::Foreign => return Err(manifest::foreign(&path)),
+                    manifest::Found::Own => self
+                        .storage
+                        .open(&path, OpenMode::CreateTruncate)
+                        .map_err(failure("write session log", &path))?,
+                    manifest::Found::Changed => {
+                        self.move_aside(&path, manifest::Why::Changed)?;
+                        self.create_log(&path)?
+                    }
+                    manifest::Found::Absent => self.create_log(&path)?,
+                }
             };
-            let mut f = self
-                .storage
-                .open(&path, mode)
-                .map_err(failure("write session log", &path))?;
             let len = f.len().map_err(failure("stat session log", &path))?;
             f.write_at(len, text.as_bytes())
                 .and_then(|()| f.sync_data())
                 .map_err(failure("write session log", &path))
         })?;
-        for (_, id, _, key) in appends {
-            started.insert(id.clone());
+        for (_, id, text, key) in appends {
+            let entry = started
+                .entry(id.clone())
+                .or_insert_with(|| (0, crc32fast::Hasher::new()));
+            entry.0 += text.len() as u64;
+            entry.1.update(text.as_bytes());
             tails.push((id, key));
         }
         Ok(())

@@ -4,11 +4,16 @@
 //! * [`files`]: writing the JSON files (sessions, chains, registry, marker);
 //! * [`logs`]: the per-session logs (appends, torn tails, rotation, rebuilding them from
 //!   the log);
-//! * [`rebuild`]: full rebuilds and the check of the files at open.
+//! * [`rebuild`]: full rebuilds and the check of the files at open;
+//! * [`manifest`]: ownership (the manifest of the files the projector created, the checks
+//!   of the write and remove primitives, the attic files are moved aside into).
 
 mod files;
 mod logs;
+pub(crate) mod manifest;
 mod rebuild;
+
+pub(crate) use rebuild::PrepareError;
 
 use files::in_parallel;
 use logs::SessionLogs;
@@ -30,7 +35,7 @@ use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
 use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
 use crate::error::{Error, Result};
 use crate::state::{Session, State};
-use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::storage::{OpenMode, Storage, write_atomic, write_new_atomic};
 use crate::types::{AgentId, Lsn, SessionId};
 
 /// Events the feeder hands over per message, at most.
@@ -66,16 +71,10 @@ fn list(storage: &dyn Storage, dir: &Path) -> std::result::Result<Vec<String>, F
     }
 }
 
-pub(crate) fn spawn(
-    engine: Arc<Engine>,
-    options: ProjectionOptions,
-    format: ProjectionFormat,
-    shared: Arc<Shared>,
-    ctl: Receiver<Ctl>,
-) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(projection: Projection, ctl: Receiver<Ctl>) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("session-engine-projector".into())
-        .spawn(move || Projection::new(engine, options, format, shared).run(ctl))
+        .spawn(move || projection.run(ctl))
         .map_err(|e| Error::Io {
             op: "spawn projector thread",
             path: PathBuf::new(),
@@ -147,7 +146,14 @@ pub(crate) struct Projection {
     urgent: Lsn,
     retry_at: Option<Instant>,
     consecutive_failures: u32,
+    /// The last failure was a file another program wrote where a projection goes:
+    /// retrying at once cannot help.
+    blocked_by_foreign: bool,
     dirs_ready: bool,
+    /// The ownership manifest, once the check at open succeeded (see [`manifest`]).
+    manifest: std::sync::Mutex<Option<manifest::Manifest>>,
+    /// The attic folder of this process, once something was moved aside.
+    attic: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Projection {
@@ -179,7 +185,10 @@ impl Projection {
             urgent: Lsn::ZERO,
             retry_at: None,
             consecutive_failures: 0,
+            blocked_by_foreign: false,
             dirs_ready: false,
+            manifest: std::sync::Mutex::new(None),
+            attic: std::sync::Mutex::new(None),
         }
     }
 
@@ -270,8 +279,10 @@ impl Projection {
         // Files an adoption took over while no projector ran (an import in place) are the
         // engine's before anything here looks at or writes them.
         for s in self.engine.state().sessions.values() {
-            if s.adoption().is_some_and(|a| a.pristine) {
-                self.adopt_files(s);
+            if s.adoption().is_some_and(|a| a.pristine)
+                && let Err(f) = self.adopt_files(s)
+            {
+                tracing::warn!(error = %f.to_error(), "projections: cannot adopt files");
             }
         }
         let marker = match self.storage.read(&self.paths.marker) {
@@ -349,10 +360,27 @@ impl Projection {
                 self.dirty.sessions.insert(id.clone());
             }
             out.clear();
-            if let crate::event::EventBody::SessionsAdopted(a) = &ce.event.body {
-                for s in a.sessions.iter().filter_map(|a| state.session(&a.session)) {
-                    self.adopt_files(s);
+            // Files the event says the engine took over become its own before they are
+            // written: what an amplihack adoption read; a chain file that holds exactly
+            // what the engine writes for an imported chain.
+            let adopted = match &ce.event.body {
+                crate::event::EventBody::SessionsAdopted(a) => a
+                    .sessions
+                    .iter()
+                    .filter_map(|a| state.session(&a.session))
+                    .try_for_each(|s| self.adopt_files(s)),
+                crate::event::EventBody::ChainsImported { chains } => {
+                    let paths: Vec<PathBuf> = chains
+                        .iter()
+                        .map(|c| self.paths.chain_file(&c.agent))
+                        .filter(|p| self.is_imported_chain_file(&state, p))
+                        .collect();
+                    self.adopt_paths(&paths)
                 }
+                _ => Ok(()),
+            };
+            if let Err(f) = adopted {
+                tracing::warn!(error = %f.to_error(), "projections: cannot adopt files");
             }
             self.layout.log_lines(ce.lsn, &ce.event, &state, &mut out);
             for (id, line) in out.drain(..) {
@@ -458,6 +486,7 @@ impl Projection {
 
     pub(super) fn succeeded(&mut self) {
         self.retry_at = None;
+        self.blocked_by_foreign = false;
         if self.consecutive_failures > 0 {
             self.consecutive_failures = 0;
             self.shared.update(|p| {
@@ -470,6 +499,7 @@ impl Projection {
 
     pub(super) fn failed(&mut self, f: Failure) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.blocked_by_foreign = f.op == manifest::FOREIGN_OP;
         self.dirs_ready = false;
         let shift = self.consecutive_failures.saturating_sub(1).min(16);
         let delay = self
@@ -517,13 +547,21 @@ impl Projection {
             if self.consecutive_failures == 0 && self.is_clean() && self.marker >= self.received {
                 break;
             }
-            if self.consecutive_failures >= self.options.max_retries.max(1) {
+            // A foreign file stays until somebody moves it: the next open tries again.
+            if self.consecutive_failures >= self.options.max_retries.max(1)
+                || self.blocked_by_foreign
+            {
                 break;
             }
             let wait = self.retry_at.map_or(Duration::ZERO, |t| {
                 t.saturating_duration_since(Instant::now())
             });
             std::thread::sleep(wait);
+        }
+        // What the manifest learnt last (a failed write's records included) is durable
+        // after a clean close.
+        if let Err(f) = self.commit_manifest(true, false) {
+            tracing::warn!(error = %f.to_error(), "projections: cannot write the manifest");
         }
         self.publish();
         self.shared.update(|p| p.status.running = false);
