@@ -90,7 +90,11 @@ fn the_cli_takes_the_format_from_the_flag_or_the_environment_and_refuses_another
         "{out}"
     );
     assert!(d.data.join("sessions/session_e1.json").exists());
-    assert!(d.data.join("sessions/e1.json.retired").exists());
+    // The old format's file is in the attic, not deleted.
+    let in_attic = std::fs::read_dir(d.data.join("projections-attic"))
+        .unwrap()
+        .any(|f| f.unwrap().path().join("sessions/e1.json").exists());
+    assert!(in_attic);
     assert!(!d.data.join("sessions/e1.json").exists());
     d.ok(None, &["create", "--id", "e4"]);
     assert!(d.data.join("sessions/session_e4.json").exists());
