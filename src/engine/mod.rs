@@ -37,7 +37,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError, bounded,
+};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
@@ -352,6 +354,29 @@ fn command_request(cmd: Command) -> (Request, Receiver<Result<Committed>>) {
     (req, rx)
 }
 
+/// Queues `req` for the writer. The queue is bounded, so a send can block while the
+/// writer works through it; a writer thread that has stopped or died never will, and the
+/// send then ends with [`Error::Closed`] instead of blocking forever.
+fn send_request(tx: &Sender<Request>, req: Request, shared: &Shared) -> Result<()> {
+    let mut req = match tx.try_send(req) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        Err(TrySendError::Full(r)) => r,
+    };
+    loop {
+        match tx.send_timeout(req, WAIT_CHECK) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
+            Err(SendTimeoutError::Timeout(r)) => {
+                if shared.writer_done.load(Ordering::SeqCst) {
+                    return Err(Error::Closed);
+                }
+                req = r;
+            }
+        }
+    }
+}
+
 /// An open data directory.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -511,7 +536,7 @@ impl Engine {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        tx.send(req).map_err(|_| Error::Closed)
+        send_request(tx, req, &self.shared)
     }
 
     /// Queues a command and returns at once; [`Pending::wait`] returns once it is durable.
@@ -627,16 +652,17 @@ impl Engine {
         let mut result = Ok(());
         if let Some(tx) = &self.tx {
             let (rtx, rrx) = bounded(1);
-            if tx.send(Request::Shutdown(rtx)).is_ok() {
+            if send_request(tx, Request::Shutdown(rtx), &self.shared).is_ok() {
                 result = match wait_answer(&rrx, &self.shared) {
                     Err(Error::Closed) => Ok(()),
                     other => other,
                 };
             }
             // A caller may have run the shutdown batch; the writer thread then still waits
-            // for a request before it can see that and exit. The send fails at once when the
-            // thread is already gone (no receiver is left), and cannot be lost otherwise.
-            let _ = tx.send(Request::Wake);
+            // for a request before it can see that and exit. The send fails when the thread
+            // is already gone (at once when no receiver is left, or once it finds the queue
+            // full and the writer done), and cannot be lost otherwise.
+            let _ = send_request(tx, Request::Wake, &self.shared);
         }
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
             && h.join().is_err()
