@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, unbounded};
 
+use super::answer::Reply as AnswerTx;
 use super::{CommittedEvent, Durability, Request, Shared};
 use crate::codec;
 use crate::command::{Command, Committed, decide};
@@ -125,12 +126,11 @@ impl Drop for DoneGuard {
     }
 }
 
-type Reply = Option<Sender<Result<Committed>>>;
+type Reply = Option<AnswerTx<Result<Committed>>>;
 
 fn answer(reply: Reply, r: Result<Committed>) {
     if let Some(tx) = reply {
-        // The caller may have stopped waiting; that is its business.
-        let _ = tx.send(r);
+        tx.send(r);
     }
 }
 
@@ -138,12 +138,8 @@ fn answer(reply: Reply, r: Result<Committed>) {
 fn refuse(r: Request) {
     match r {
         Request::Command { reply, .. } => answer(reply, Err(Error::Closed)),
-        Request::Sync(t) | Request::Shutdown(t) => {
-            let _ = t.send(Err(Error::Closed));
-        }
-        Request::Snapshot(t) => {
-            let _ = t.send(Err(Error::Closed));
-        }
+        Request::Sync(t) | Request::Shutdown(t) => t.send(Err(Error::Closed)),
+        Request::Snapshot(t) => t.send(Err(Error::Closed)),
         Request::Subscribe { .. } | Request::Wake => {}
     }
 }
@@ -195,10 +191,10 @@ type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
 /// What one batch collected besides commands.
 #[derive(Default)]
 struct Extras {
-    syncs: Vec<Sender<Result<()>>>,
-    snapshots: Vec<Sender<Result<Lsn>>>,
+    syncs: Vec<AnswerTx<Result<()>>>,
+    snapshots: Vec<AnswerTx<Result<Lsn>>>,
     subscribes: Vec<(LiveSender, Sender<Lsn>)>,
-    shutdown: Option<Sender<Result<()>>>,
+    shutdown: Option<AnswerTx<Result<()>>>,
 }
 
 /// One batch being run: the state it is validated on (its frames are in
@@ -313,7 +309,7 @@ impl Writer {
             // A clean close seals the log: damage to it from now on is refused, never cut.
             let r = self.sync_log().and_then(|()| self.log.seal());
             self.stop();
-            let _ = reply.send(r);
+            reply.send(r);
             return false;
         }
         if disconnected {
@@ -508,7 +504,7 @@ impl Writer {
 
     /// Writes the batch with one write, syncs it as the durability mode asks, publishes its
     /// state and answers. Returns the shutdown reply if the batch asked to stop.
-    fn finish(&mut self, mut run: Run) -> Option<Sender<Result<()>>> {
+    fn finish(&mut self, mut run: Run) -> Option<AnswerTx<Result<()>>> {
         if !self.frames.is_empty() {
             let n = u64::from(self.frames.len());
             let written = self.log.append(&self.frames).and_then(|()| {
@@ -549,7 +545,7 @@ impl Writer {
                 });
         }
         for r in run.extras.syncs {
-            let _ = r.send(self.sync_log());
+            r.send(self.sync_log());
         }
         let published = self.shared.published().last_lsn;
         for (live, reply) in run.extras.subscribes {
@@ -564,18 +560,18 @@ impl Writer {
             self.start_snapshot(run.extras.snapshots);
         } else {
             for r in run.extras.snapshots {
-                let _ = r.send(Err(Error::Closed));
+                r.send(Err(Error::Closed));
             }
         }
         run.extras.shutdown
     }
 
-    fn start_snapshot(&mut self, replies: Vec<Sender<Result<Lsn>>>) {
+    fn start_snapshot(&mut self, replies: Vec<AnswerTx<Result<Lsn>>>) {
         // A snapshot must never describe records the log could still lose.
         if let Err(e) = self.sync_log() {
             self.shared.poison(&e);
             for r in replies {
-                let _ = r.send(Err(error_copy(&e)));
+                r.send(Err(error_copy(&e)));
             }
             return;
         }
@@ -591,7 +587,7 @@ impl Writer {
 struct SnapJob {
     state: Arc<State>,
     position: LogPosition,
-    replies: Vec<Sender<Result<Lsn>>>,
+    replies: Vec<AnswerTx<Result<Lsn>>>,
 }
 
 /// The snapshot thread: serialises state clones while the writer goes on appending.
@@ -629,7 +625,7 @@ impl Snapshotter {
                     }
                     b.store(false, Ordering::SeqCst);
                     for reply in job.replies {
-                        let _ = reply.send(match &r {
+                        reply.send(match &r {
                             Ok(_) => Ok(job.state.last_lsn),
                             Err(e) => Err(error_copy(e)),
                         });
@@ -655,7 +651,7 @@ impl Snapshotter {
         {
             self.busy.store(false, Ordering::SeqCst);
             for r in e.0.replies {
-                let _ = r.send(Err(Error::Closed));
+                r.send(Err(Error::Closed));
             }
         }
     }
