@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, unbounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError, unbounded,
+};
 
 use super::answer::Reply as AnswerTx;
 use super::{CommittedEvent, Durability, Request, Shared};
@@ -325,10 +327,10 @@ impl Writer {
 
     /// Group commit across threads: when the last durable batch answered other threads
     /// than those with a command in this one, they are most likely about to send their
-    /// next command; wait for them (yielding the CPU, at most as long as one log sync
-    /// takes) so that one sync serves them too, instead of splitting the writers into two
-    /// cohorts that alternate, each paying a sync. A lone writer never waits. Returns
-    /// whether the channel was found disconnected.
+    /// next command; wait for them (asleep on the queue, taking each command as it comes,
+    /// at most as long as one log sync takes) so that one sync serves them too, instead of
+    /// splitting the writers into two cohorts that alternate, each paying a sync. A lone
+    /// writer never waits. Returns whether the channel was found disconnected.
     fn gather(&mut self, rx: &Receiver<Request>, run: &mut Run, max: usize) -> bool {
         if self.durability() != Durability::Always
             || self.recent_callers.len() < 2
@@ -343,10 +345,10 @@ impl Writer {
             && self.recent_callers.iter().any(|c| !run.callers.contains(c))
             && Instant::now() < deadline
         {
-            match rx.try_recv() {
+            match rx.recv_deadline(deadline) {
                 Ok(r) => self.take(run, r),
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
-                Err(TryRecvError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return true,
             }
         }
         false
