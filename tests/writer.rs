@@ -5,11 +5,14 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use session_engine::storage::{CrashMode, Storage};
-use session_engine::{Command, Durability, Engine, JsonText, Lsn};
+use session_engine::{
+    Clock, Command, Durability, Engine, Error, JsonText, Lsn, ManualClock, Timestamp,
+};
 
 fn act(s: &str, n: u32) -> Command {
     Command::RecordActivity {
@@ -195,6 +198,71 @@ fn sync_submit_and_execute_racing_close_all_return() {
         }
         assert!(matches!(e.sync(), Err(session_engine::Error::Closed)));
     }
+}
+
+/// A clock that panics once armed: the writer thread, which reads it for every command it
+/// takes, dies in the middle of a batch.
+#[derive(Debug)]
+struct DeadlyClock {
+    inner: ManualClock,
+    armed: AtomicBool,
+}
+
+impl Clock for DeadlyClock {
+    fn now(&self) -> Timestamp {
+        assert!(
+            !self.armed.load(Ordering::SeqCst),
+            "the test's clock kills the writer thread here"
+        );
+        self.inner.now()
+    }
+}
+
+#[test]
+fn callers_of_a_writer_thread_that_died_get_an_error_instead_of_waiting_forever() {
+    // Commands queued behind the one the writer thread died on are never answered, and
+    // the queue (4 requests with max_batch 1) fills up; neither waiting for an answer nor
+    // sending into the full queue may block for ever.
+    let (_m, s) = mem();
+    let deadly = Arc::new(DeadlyClock {
+        inner: clock(),
+        armed: AtomicBool::new(false),
+    });
+    let mut o = options(s, &deadly.inner);
+    o.clock = deadly.clone();
+    o.max_batch = 1;
+    let e = Arc::new(Engine::open("data", o).unwrap());
+    create(&e, "s1");
+    deadly.armed.store(true, Ordering::SeqCst);
+    let caller = {
+        let e = Arc::clone(&e);
+        std::thread::spawn(move || {
+            // `submit` never runs a batch itself: every command goes to the writer thread.
+            let pending: Vec<_> = (0..12).map(|n| e.submit(act("s1", n))).collect();
+            let answers: Vec<_> = pending.into_iter().map(|p| p.wait()).collect();
+            (answers, e.sync(), e.snapshot().map(|_| ()))
+        })
+    };
+    assert!(
+        finished_within(&caller, Duration::from_secs(20)),
+        "a caller still waits for a writer thread that died"
+    );
+    let (answers, sync, snapshot) = caller.join().unwrap();
+    for (n, a) in answers.iter().enumerate() {
+        assert!(matches!(a, Err(Error::Closed)), "command {n}: {a:?}");
+    }
+    assert!(matches!(sync, Err(Error::Closed)), "{sync:?}");
+    assert!(matches!(snapshot, Err(Error::Closed)), "{snapshot:?}");
+    let closer = {
+        let e = Arc::clone(&e);
+        std::thread::spawn(move || e.close())
+    };
+    assert!(
+        finished_within(&closer, Duration::from_secs(20)),
+        "close() waits for a writer thread that died"
+    );
+    let closed = closer.join().unwrap();
+    assert!(matches!(closed, Err(Error::Poisoned { .. })), "{closed:?}");
 }
 
 type SetOption = Box<dyn Fn(&mut session_engine::Options)>;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 
 use super::{Request, Shared};
 use crate::error::{Error, Result};
@@ -171,7 +171,18 @@ impl Subscription {
             let Some(live) = &self.live else {
                 continue;
             };
-            match live.recv_deadline(deadline) {
+            // crossbeam's blocking receive spins and calls `sched_yield` four times before
+            // it looks at the deadline, even a deadline already past: a poll (`try_recv`,
+            // as the projector's feeder calls after every batch) must not block at all.
+            let received = if Instant::now() >= deadline {
+                live.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                live.recv_deadline(deadline)
+            };
+            match received {
                 Ok(batch) => {
                     for e in batch.iter() {
                         let expected = Lsn(self.next.0 + self.buffer.len() as u64);

@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, unbounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError, unbounded,
+};
 
+use super::answer::Reply as AnswerTx;
 use super::{CommittedEvent, Durability, Request, Shared};
 use crate::backend::{FrameBuf, LogPosition, LogWriter};
 use crate::codec;
@@ -126,12 +129,11 @@ impl Drop for DoneGuard {
     }
 }
 
-type Reply = Option<Sender<Result<Committed>>>;
+type Reply = Option<AnswerTx<Result<Committed>>>;
 
 fn answer(reply: Reply, r: Result<Committed>) {
     if let Some(tx) = reply {
-        // The caller may have stopped waiting; that is its business.
-        let _ = tx.send(r);
+        tx.send(r);
     }
 }
 
@@ -139,12 +141,8 @@ fn answer(reply: Reply, r: Result<Committed>) {
 fn refuse(r: Request) {
     match r {
         Request::Command { reply, .. } => answer(reply, Err(Error::Closed)),
-        Request::Sync(t) | Request::Shutdown(t) => {
-            let _ = t.send(Err(Error::Closed));
-        }
-        Request::Snapshot(t) => {
-            let _ = t.send(Err(Error::Closed));
-        }
+        Request::Sync(t) | Request::Shutdown(t) => t.send(Err(Error::Closed)),
+        Request::Snapshot(t) => t.send(Err(Error::Closed)),
         Request::Subscribe { .. } | Request::Wake => {}
     }
 }
@@ -196,10 +194,10 @@ type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
 /// What one batch collected besides commands.
 #[derive(Default)]
 struct Extras {
-    syncs: Vec<Sender<Result<()>>>,
-    snapshots: Vec<Sender<Result<Lsn>>>,
+    syncs: Vec<AnswerTx<Result<()>>>,
+    snapshots: Vec<AnswerTx<Result<Lsn>>>,
     subscribes: Vec<(LiveSender, Sender<Lsn>)>,
-    shutdown: Option<Sender<Result<()>>>,
+    shutdown: Option<AnswerTx<Result<()>>>,
 }
 
 /// One batch being run: the state it is validated on (its frames are in
@@ -314,7 +312,7 @@ impl Writer {
             // A clean close seals the log: damage to it from now on is refused, never cut.
             let r = self.sync_log().and_then(|()| self.log.seal());
             self.stop();
-            let _ = reply.send(r);
+            reply.send(r);
             return false;
         }
         if disconnected {
@@ -330,10 +328,10 @@ impl Writer {
 
     /// Group commit across threads: when the last durable batch answered other threads
     /// than those with a command in this one, they are most likely about to send their
-    /// next command; wait for them (yielding the CPU, at most as long as one log sync
-    /// takes) so that one sync serves them too, instead of splitting the writers into two
-    /// cohorts that alternate, each paying a sync. A lone writer never waits. Returns
-    /// whether the channel was found disconnected.
+    /// next command; wait for them (asleep on the queue, taking each command as it comes,
+    /// at most as long as one log sync takes) so that one sync serves them too, instead of
+    /// splitting the writers into two cohorts that alternate, each paying a sync. A lone
+    /// writer never waits. Returns whether the channel was found disconnected.
     fn gather(&mut self, rx: &Receiver<Request>, run: &mut Run, max: usize) -> bool {
         if self.durability() != Durability::Always
             || self.recent_callers.len() < 2
@@ -348,10 +346,10 @@ impl Writer {
             && self.recent_callers.iter().any(|c| !run.callers.contains(c))
             && Instant::now() < deadline
         {
-            match rx.try_recv() {
+            match rx.recv_deadline(deadline) {
                 Ok(r) => self.take(run, r),
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
-                Err(TryRecvError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return true,
             }
         }
         false
@@ -509,7 +507,7 @@ impl Writer {
 
     /// Writes the batch with one write, syncs it as the durability mode asks, publishes its
     /// state and answers. Returns the shutdown reply if the batch asked to stop.
-    fn finish(&mut self, mut run: Run) -> Option<Sender<Result<()>>> {
+    fn finish(&mut self, mut run: Run) -> Option<AnswerTx<Result<()>>> {
         if !self.frames.is_empty() {
             let n = u64::from(self.frames.len());
             let written = self.log.append(&self.frames).and_then(|()| {
@@ -550,7 +548,7 @@ impl Writer {
                 });
         }
         for r in run.extras.syncs {
-            let _ = r.send(self.sync_log());
+            r.send(self.sync_log());
         }
         let published = self.shared.published().last_lsn;
         for (live, reply) in run.extras.subscribes {
@@ -565,18 +563,18 @@ impl Writer {
             self.start_snapshot(run.extras.snapshots);
         } else {
             for r in run.extras.snapshots {
-                let _ = r.send(Err(Error::Closed));
+                r.send(Err(Error::Closed));
             }
         }
         run.extras.shutdown
     }
 
-    fn start_snapshot(&mut self, replies: Vec<Sender<Result<Lsn>>>) {
+    fn start_snapshot(&mut self, replies: Vec<AnswerTx<Result<Lsn>>>) {
         // A snapshot must never describe records the log could still lose.
         if let Err(e) = self.sync_log() {
             self.shared.poison(&e);
             for r in replies {
-                let _ = r.send(Err(error_copy(&e)));
+                r.send(Err(error_copy(&e)));
             }
             return;
         }
@@ -592,7 +590,7 @@ impl Writer {
 struct SnapJob {
     state: Arc<State>,
     position: LogPosition,
-    replies: Vec<Sender<Result<Lsn>>>,
+    replies: Vec<AnswerTx<Result<Lsn>>>,
 }
 
 /// The snapshot thread: serialises state clones while the writer goes on appending.
@@ -630,7 +628,7 @@ impl Snapshotter {
                     }
                     b.store(false, Ordering::SeqCst);
                     for reply in job.replies {
-                        let _ = reply.send(match &r {
+                        reply.send(match &r {
                             Ok(_) => Ok(job.state.last_lsn),
                             Err(e) => Err(error_copy(e)),
                         });
@@ -656,7 +654,7 @@ impl Snapshotter {
         {
             self.busy.store(false, Ordering::SeqCst);
             for r in e.0.replies {
-                let _ = r.send(Err(Error::Closed));
+                r.send(Err(Error::Closed));
             }
         }
     }
