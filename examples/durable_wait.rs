@@ -96,6 +96,12 @@ impl Storage for Counting {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename(from, to)
     }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename_noreplace(from, to)
+    }
+    fn stat(&self, path: &Path) -> io::Result<Option<session_engine::storage::FileStat>> {
+        self.inner.stat(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
     }
