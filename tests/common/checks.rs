@@ -17,8 +17,8 @@ use session_engine::storage::{CrashMode, MemStorage, Storage};
 use session_engine::wal::FrameBuf;
 use session_engine::wal::record::{FRAME_HEADER_LEN, decode_frame, encode_seal, peek_lsn};
 use session_engine::wal::segment::{
-    SEGMENT_HEADER_LEN, SegmentEnd, decode_header, encode_header, encode_header_raw, scan_segment,
-    segment_name,
+    SEGMENT_HEADER_LEN, SegmentEnd, decode_header, decode_header_full, encode_header,
+    encode_header_raw, scan_segment, segment_name,
 };
 use session_engine::{
     AgentId, Command, Engine, Error, Event, EventBody, JsonText, Lsn, ManualClock, NewSession,
@@ -172,12 +172,27 @@ fn scan_checked(bytes: &[u8], start: usize, expected: Lsn) -> (Vec<(u64, u64)>, 
 
 fn raw_segment(bytes: &[u8]) {
     let path = Path::new("segment");
-    let header = decode_header(path, bytes);
-    if let Ok(first) = header {
-        assert!(first.0 >= 1);
-        assert_eq!(bytes[..8], encode_header(first, Lsn::ZERO)[..8]);
-        assert_eq!(bytes[12..16], encode_header(first, Lsn::ZERO)[12..16]);
+    let header = decode_header_full(path, bytes);
+    if let Ok(h) = header {
+        assert!(h.first_lsn.0 >= 1);
+        assert_eq!(decode_header(path, bytes).ok(), Some(h.first_lsn));
+        // A header that decodes re-encodes to the same bytes. (Not through `encode_header`,
+        // which is for the writer: it panics on a previous segment of 2^32 records or
+        // more, and an arbitrary first LSN with no previous one is such a case.)
+        let prev_records = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+        assert_eq!(
+            bytes[..SEGMENT_HEADER_LEN],
+            encode_header_raw(h.first_lsn, h.version, prev_records)
+        );
+        if let Some(prev) = h.prev_first_lsn {
+            assert_eq!(h.first_lsn.0 - prev.0, u64::from(prev_records));
+            assert_eq!(
+                bytes[..SEGMENT_HEADER_LEN],
+                encode_header(h.first_lsn, prev)
+            );
+        }
     }
+    let header = header.map(|h| h.first_lsn);
     if let Ok(f) = decode_frame(bytes) {
         assert!(f.len > FRAME_HEADER_LEN && f.len <= bytes.len());
         assert_eq!(f.payload.len(), f.len - FRAME_HEADER_LEN);
