@@ -91,7 +91,9 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
     // The ownership records: files the manifest holds as the engine's, the attic.
     let ownership = session_engine::projection::ownership(storage, &projection_paths).ok();
     let last_error = if behind {
-        last_projection_error(storage, &projection_paths.logs.join("toolkit.log"))
+        crate::logging::LOG_NAMES
+            .iter()
+            .find_map(|name| last_projection_error(storage, &projection_paths.logs.join(name)))
     } else {
         None
     };
@@ -123,7 +125,7 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
     }))
 }
 
-/// Most of `toolkit.log` that `stats` reads, from its end.
+/// Most of the engine's log that `stats` reads, from its end.
 const LOG_TAIL_BYTES: usize = 1 << 20;
 
 /// The error of the last projection warning in the toolkit log at `path`, if its tail has
@@ -131,6 +133,9 @@ const LOG_TAIL_BYTES: usize = 1 << 20;
 /// them logged it.
 fn last_projection_error(storage: &dyn Storage, path: &Path) -> Option<String> {
     let bytes = storage.read(path).ok()?;
+    if !crate::logging::is_own_log(&bytes) {
+        return None;
+    }
     let tail = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
     tail.split(|&b| b == b'\n').rev().find_map(|line| {
         let v: Value = serde_json::from_slice(line).ok()?;

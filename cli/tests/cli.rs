@@ -763,6 +763,62 @@ fn the_toolkit_log_is_json_lines() {
 }
 
 #[test]
+fn the_log_starts_with_the_engines_header_line() {
+    let d = dir();
+    d.ok(&["create", "--id", "s1"]);
+    let log = std::fs::read_to_string(d.data.join("logs/toolkit.log")).unwrap();
+    let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["session_engine_log"], 1, "{first}");
+    // Later runs append to the same file under the one header.
+    d.ok(&["activity", "s1", "a"]);
+    let log = std::fs::read_to_string(d.data.join("logs/toolkit.log")).unwrap();
+    assert_eq!(log.matches("session_engine_log").count(), 1);
+    assert!(log.lines().any(|l| l.contains("\"op\":\"activity\"")));
+}
+
+#[test]
+fn a_toolkit_log_another_program_wrote_is_never_appended_to() {
+    let d = dir();
+    let logs = d.data.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // What the Python toolkit's ToolkitLogger writes there: JSON lines, no header of ours.
+    let theirs =
+        "{\"timestamp\": \"2026-01-01T00:00:00\", \"level\": \"INFO\", \"message\": \"x\"}\n";
+    std::fs::write(logs.join("toolkit.log"), theirs).unwrap();
+    d.ok(&["create", "--id", "s1"]);
+    d.fails(&["activity", "nope", "x"], 3, "session not found");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("toolkit.log")).unwrap(),
+        theirs
+    );
+    let ours = std::fs::read_to_string(logs.join("session-engine.log")).unwrap();
+    assert!(
+        ours.lines()
+            .next()
+            .unwrap()
+            .contains("\"session_engine_log\":1")
+    );
+    assert!(ours.lines().any(|l| l.contains("\"op\":\"create\"")));
+    // When both names are taken by others, only stderr gets the log.
+    std::fs::remove_file(logs.join("session-engine.log")).unwrap();
+    std::fs::write(logs.join("session-engine.log"), "not ours\n").unwrap();
+    d.ok(&["activity", "s1", "b"]);
+    assert_eq!(
+        std::fs::read_to_string(logs.join("toolkit.log")).unwrap(),
+        theirs
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("session-engine.log")).unwrap(),
+        "not ours\n"
+    );
+    let names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
 fn read_only_commands_do_not_create_the_data_directory() {
     let d = dir();
     d.fails(&["show", "s1"], 3, "data directory not found");

@@ -436,7 +436,6 @@ impl SessionManager {
         if new.is_empty() {
             return Ok(report);
         }
-        let mut adopted = Vec::new();
         // A chain's projection path holding another file: the import is refused, whether
         // or not a projector runs now (one will write there).
         if !self.inner.engine.is_read_only() {
@@ -459,10 +458,11 @@ impl SessionManager {
                         let there = storage
                             .read(&target)
                             .map_err(|e| Error::io("read chain file", &target, e))?;
+                        // The same bytes there are the file being imported (the data
+                        // directory's own `chains/`): the projector adopts it.
                         if *there != *s.bytes {
                             return Err(taken());
                         }
-                        adopted.push((target.clone(), &s.bytes));
                     }
                     Some(_) => return Err(taken()),
                 }
@@ -470,7 +470,6 @@ impl SessionManager {
         }
         // The projector takes over a file at a chain's path that holds exactly what it
         // writes for the imported chain (see `projection`'s ownership rules).
-        drop(adopted);
         let c = self
             .inner
             .execute(Command::ImportChains {
