@@ -33,6 +33,12 @@ impl Report {
         for file in &found.files {
             match claude::summarize(&storage, file) {
                 Ok(info) => {
+                    tracing::info!(
+                        path = %file.display(),
+                        lines = info.lines,
+                        bad_lines = info.bad_lines,
+                        "transcript read"
+                    );
                     totals.add(&info);
                     infos.push(info);
                 }
