@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod claude;
 pub mod clock;
 pub mod codec;
 pub mod command;

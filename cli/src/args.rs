@@ -246,6 +246,33 @@ pub enum Cmd {
     RebuildProjections,
     /// A first run: create a session, record into it, and show it back.
     Demo,
+    /// Claude Code's own transcripts (~/.claude/projects/<project>/<session>.jsonl):
+    /// check and summarise them. Read-only; the data directory is not used.
+    #[command(subcommand)]
+    Claude(ClaudeCmd),
+}
+
+/// `claude` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClaudeCmd {
+    /// Check that every line of each transcript is a JSON record; report each bad line by
+    /// file and line number (exit 7), and an incomplete last line as a write in progress
+    /// (exit 0).
+    Validate {
+        /// Transcript files, or folders walked for *.jsonl (symbolic links inside them are
+        /// not followed).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Summarise each transcript: seed 003's get_session_info (session_id, file_path,
+    /// size_bytes, message_count, first_timestamp, last_timestamp), records by type, session
+    /// ids, cwd, versions, models, and token usage counted once per message.id.
+    Info {
+        /// Transcript files, or folders walked for *.jsonl (symbolic links inside them are
+        /// not followed).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,8 @@
 //! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record;
 //! 9 the data directory holds another tool's files where the projections go (nothing
 //! was changed: import them, or choose another `--data-dir`).
+//! `claude validate` and `claude info` (see `claude.rs`): 7 a transcript has a bad line,
+//! else 1 a file or folder could not be read, else 3 a named path does not exist.
 //! A closed stdout pipe ends the command quietly with status 0.
 //!
 //! The status says whether the command was committed: a projection file that cannot be
@@ -15,6 +17,7 @@
 
 mod apply;
 mod args;
+mod claude;
 mod logging;
 mod output;
 
@@ -49,7 +52,8 @@ fn main() -> ExitCode {
         }
     };
     let writes = cli.command_writes();
-    let log_dir = (writes || cli.data_dir.exists()).then(|| cli.data_dir.join("logs"));
+    let log_dir = (writes || (cli.command.uses_data_dir() && cli.data_dir.exists()))
+        .then(|| cli.data_dir.join("logs"));
     logging::init(&cli.log_level, log_dir.as_deref(), cli.file_storage());
     let mut out = Out::new();
     let result = run(&cli, &mut out).and_then(|code| {
@@ -98,6 +102,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+impl Cmd {
+    /// Whether the command touches the data directory at all (its log files included).
+    fn uses_data_dir(&self) -> bool {
+        !matches!(self, Cmd::Claude(_))
+    }
+}
+
 impl Cli {
     /// Whether the command writes to the data directory (and may create it).
     fn command_writes(&self) -> bool {
@@ -109,7 +120,8 @@ impl Cli {
             | Cmd::Export { .. }
             | Cmd::Replay { .. }
             | Cmd::Verify
-            | Cmd::Stats => false,
+            | Cmd::Stats
+            | Cmd::Claude(_) => false,
             _ => true,
         }
     }
@@ -620,6 +632,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             }
         }
         Cmd::Import { file } => return import(cli, out, file),
+        Cmd::Claude(c) => return claude::run(cli.json, out, c),
         Cmd::RebuildProjections => {
             // The directory opens in its recorded format; the rebuild changes it.
             let manager = cli.open_write_as(cli.options(), None)?;

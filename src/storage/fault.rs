@@ -216,6 +216,11 @@ impl Storage for FaultStorage {
         self.inner.kind(path)
     }
 
+    fn kind_following(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        self.check(Op::Read)?;
+        self.inner.kind_following(path)
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let op = match mode {
             OpenMode::Read | OpenMode::ReadWrite => Op::Read,

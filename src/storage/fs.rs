@@ -158,6 +158,23 @@ impl Storage for FileStorage {
         }
     }
 
+    fn kind_following(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        match fs::metadata(path) {
+            Ok(m) => {
+                let t = m.file_type();
+                Ok(Some(if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else {
+                    FileKind::Other
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let file = self
             .options(mode)

@@ -119,6 +119,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// What is at `path`, without following a symbolic link there; `None` if nothing is.
     fn kind(&self, path: &Path) -> io::Result<Option<FileKind>>;
+    /// What is at `path` after following symbolic links (a link to a directory is a
+    /// directory); `None` if nothing is there or a link there dangles. Readers of files
+    /// other programs wrote use it to look at a path the user named before opening it (a
+    /// fifo would block the open). The default follows nothing: it is [`Storage::kind`].
+    fn kind_following(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        self.kind(path)
+    }
     /// Opens a file. A mode that writes never follows a symbolic link at `path`: the open
     /// fails, naming the file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;

@@ -361,6 +361,9 @@ impl<H: Hooks> Storage for Hooked<H> {
     fn kind(&self, p: &Path) -> std::io::Result<Option<FileKind>> {
         self.inner.kind(p)
     }
+    fn kind_following(&self, p: &Path) -> std::io::Result<Option<FileKind>> {
+        self.inner.kind_following(p)
+    }
     fn open(&self, p: &Path, m: OpenMode) -> std::io::Result<Box<dyn StorageFile>> {
         self.hooks.open(p, m)?;
         Ok(self.hooks.file(self.inner.open(p, m)?))
