@@ -26,10 +26,12 @@
 //!   never write.
 
 mod answer;
+mod pending;
 mod repair;
 mod replay;
 mod subscription;
 mod verify;
+mod wake;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError, bounded};
 
-use answer::{Answer, Reply, Waited};
+use answer::{Answer, Reply};
+use pending::{WAIT_CHECK, wait_answer};
+use wake::WakerSet;
 
 use crate::backend::{self, FileLog, LogBackend, LogWriter, StartPoint, TornTail};
 use crate::clock::{Clock, SystemClock};
@@ -53,8 +57,9 @@ use crate::state::{Session, State};
 use crate::storage::{self, FileStorage, LockGuard, Storage};
 use crate::types::{Lsn, SessionId};
 
+pub use pending::Pending;
 pub use repair::{RepairReport, repair};
-pub use subscription::{CommittedEvent, SUBSCRIBER_CAPACITY, Subscription};
+pub use subscription::{CommittedEvent, Recv, SUBSCRIBER_CAPACITY, Subscription};
 pub use verify::{Damage, SnapshotCheck, VerifyReport, verify};
 
 /// When an accepted command counts as durable.
@@ -230,8 +235,8 @@ pub(crate) enum Request {
     Sync(Reply<Result<()>>),
     Snapshot(Reply<Result<Lsn>>),
     Subscribe {
-        live: Sender<Arc<Vec<CommittedEvent>>>,
-        reply: Sender<Lsn>,
+        live: subscription::LiveSender,
+        reply: Reply<Lsn>,
     },
     Shutdown(Reply<Result<()>>),
     /// Does nothing; wakes the writer thread so it sees that a caller ran the shutdown.
@@ -248,6 +253,10 @@ pub(crate) struct Shared {
     /// Set when the writer thread has exited (after its last publication), so a request
     /// it will never answer is not waited for.
     pub(crate) writer_done: AtomicBool,
+    /// The wakers of asynchronous waiters (`Pending` futures, `Subscription::poll_recv`)
+    /// that must also be woken when the writer thread ends; woken after `writer_done` is
+    /// set.
+    pub(crate) writer_gone: Arc<WakerSet>,
     /// Whether the last batch with commands answered one thread only: set by the writer,
     /// read by `execute` to skip trying `writer::lead_alone` when several threads write.
     pub(crate) lone_writer: AtomicBool,
@@ -284,61 +293,6 @@ impl Shared {
 
     pub(crate) fn log(&self) -> &dyn LogBackend {
         &*self.log
-    }
-}
-
-/// An answer that will arrive once the command is durable.
-#[must_use = "a pending command is only known to be durable once waited for"]
-pub struct Pending(PendingInner);
-
-enum PendingInner {
-    Ready(Option<Result<Committed>>),
-    Waiting(Answer<Result<Committed>>, Arc<Shared>),
-}
-
-/// How often a waiting caller checks whether the writer is gone.
-const WAIT_CHECK: Duration = Duration::from_millis(20);
-
-/// Waits for an answer. A request that reached the channel after the writer's last drain
-/// is never answered; once the writer thread is gone (it cannot run another batch then),
-/// the wait ends with [`Error::Closed`] rather than block forever.
-fn wait_answer<T>(rx: &Answer<Result<T>>, shared: &Shared) -> Result<T> {
-    loop {
-        match rx.wait_timeout(WAIT_CHECK) {
-            Waited::Ready(r) => return r,
-            Waited::Dropped => return Err(Error::Closed),
-            Waited::TimedOut => {
-                if shared.writer_done.load(Ordering::SeqCst) {
-                    return match rx.wait_timeout(Duration::ZERO) {
-                        Waited::Ready(r) => r,
-                        Waited::Dropped | Waited::TimedOut => Err(Error::Closed),
-                    };
-                }
-            }
-        }
-    }
-}
-
-impl Pending {
-    /// Whether the answer has arrived (so [`Pending::wait`] will not block).
-    pub fn is_ready(&self) -> bool {
-        match &self.0 {
-            PendingInner::Ready(_) => true,
-            PendingInner::Waiting(rx, _) => rx.is_settled(),
-        }
-    }
-
-    /// Blocks until the command is durable (or refused).
-    pub fn wait(self) -> Result<Committed> {
-        match self.0 {
-            PendingInner::Ready(r) => r.unwrap_or(Err(Error::Closed)),
-            // The caller sleeps until the writer answers, without polling first: a durable
-            // answer comes a sync (100 µs or more) after the wait starts, so polling only
-            // takes CPU time the writer, the projector and the other callers need (16
-            // writers polling 300 µs with `sched_yield` on two vCPUs made 8-16 calls per
-            // event), and a spin of even 5 µs added CPU time for no throughput.
-            PendingInner::Waiting(rx, shared) => wait_answer(&rx, &shared),
-        }
     }
 }
 
@@ -471,6 +425,7 @@ impl Engine {
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
             writer_done: AtomicBool::new(read_only),
+            writer_gone: Arc::new(WakerSet::default()),
             lone_writer: AtomicBool::new(true),
             log,
         });
@@ -547,12 +502,12 @@ impl Engine {
     /// Commands from one thread are applied in the order they were submitted.
     pub fn submit(&self, cmd: Command) -> Pending {
         if self.read_only {
-            return Pending(PendingInner::Ready(Some(Err(Error::ReadOnly))));
+            return Pending::ready(Err(Error::ReadOnly));
         }
         let (req, rx) = command_request(cmd);
         match self.send(req) {
-            Ok(()) => Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))),
-            Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),
+            Ok(()) => Pending::waiting(rx, &self.shared),
+            Err(e) => Pending::ready(Err(e)),
         }
     }
 
@@ -577,7 +532,7 @@ impl Engine {
         if let Some(req) = req {
             self.send(req)?;
         }
-        Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))).wait()
+        Pending::waiting(rx, &self.shared).wait()
     }
 
     /// Makes everything accepted so far durable, whatever the durability mode.

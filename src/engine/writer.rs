@@ -12,6 +12,7 @@ use crossbeam_channel::{
 };
 
 use super::answer::Reply as AnswerTx;
+use super::subscription::LiveSender;
 use super::{CommittedEvent, Durability, Request, Shared};
 use crate::backend::{FrameBuf, LogPosition, LogWriter};
 use crate::codec;
@@ -126,6 +127,7 @@ struct DoneGuard(Arc<Shared>);
 impl Drop for DoneGuard {
     fn drop(&mut self) {
         self.0.writer_done.store(true, Ordering::SeqCst);
+        self.0.writer_gone.wake_all();
     }
 }
 
@@ -141,8 +143,12 @@ fn answer(reply: Reply, r: Result<Committed>) {
 fn refuse(r: Request) {
     match r {
         Request::Command { reply, .. } => answer(reply, Err(Error::Closed)),
-        Request::Sync(t) | Request::Shutdown(t) => t.send(Err(Error::Closed)),
-        Request::Snapshot(t) => t.send(Err(Error::Closed)),
+        Request::Sync(t) | Request::Shutdown(t) => {
+            t.send(Err(Error::Closed));
+        }
+        Request::Snapshot(t) => {
+            t.send(Err(Error::Closed));
+        }
         Request::Subscribe { .. } | Request::Wake => {}
     }
 }
@@ -189,14 +195,12 @@ pub(crate) struct Writer {
     sync_cost: Duration,
 }
 
-type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
-
 /// What one batch collected besides commands.
 #[derive(Default)]
 struct Extras {
     syncs: Vec<AnswerTx<Result<()>>>,
     snapshots: Vec<AnswerTx<Result<Lsn>>>,
-    subscribes: Vec<(LiveSender, Sender<Lsn>)>,
+    subscribes: Vec<(LiveSender, AnswerTx<Lsn>)>,
     shutdown: Option<AnswerTx<Result<()>>>,
 }
 
@@ -542,7 +546,10 @@ impl Writer {
             let batch = Arc::new(run.events);
             self.subscribers
                 .retain(|s| match s.try_send(Arc::clone(&batch)) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        s.wake();
+                        true
+                    }
                     // A full subscriber is cut loose; it resumes from the log by itself.
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
                 });
@@ -552,7 +559,7 @@ impl Writer {
         }
         let published = self.shared.published().last_lsn;
         for (live, reply) in run.extras.subscribes {
-            if reply.send(published).is_ok() {
+            if reply.send(published) {
                 self.subscribers.push(live);
             }
         }
