@@ -153,30 +153,6 @@ fn refuse(r: Request) {
     }
 }
 
-/// A copy of an error for another recipient (`Error` holds an `io::Error`, which is not
-/// `Clone`).
-pub(crate) fn error_copy(e: &Error) -> Error {
-    match e {
-        Error::Io { op, path, source } => Error::Io {
-            op,
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => Error::Corruption {
-            file: file.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        other => Error::Poisoned {
-            cause: other.to_string(),
-        },
-    }
-}
-
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     log: Box<dyn LogWriter>,
@@ -426,7 +402,7 @@ impl Writer {
         match req {
             Request::Command { cmd, reply, .. } => {
                 if let Some(p) = &run.poisoned {
-                    answer(reply, Err(error_copy(p)));
+                    answer(reply, Err(p.clone()));
                     return;
                 }
                 let state = run
@@ -474,9 +450,9 @@ impl Writer {
                                 ),
                             };
                             self.shared.poison(&err);
-                            answer(reply, Err(error_copy(&err)));
+                            answer(reply, Err(err.clone()));
                             for (r, _) in run.pending.drain(..) {
-                                answer(r, Err(error_copy(&err)));
+                                answer(r, Err(err.clone()));
                             }
                             self.log.start_batch(&mut self.frames);
                             run.work = None;
@@ -528,7 +504,7 @@ impl Writer {
             if let Err(e) = written {
                 self.shared.poison(&e);
                 for (r, _) in run.pending.drain(..) {
-                    answer(r, Err(error_copy(&e)));
+                    answer(r, Err(e.clone()));
                 }
                 run.events.clear();
                 run.work = None;
@@ -581,7 +557,7 @@ impl Writer {
         if let Err(e) = self.sync_log() {
             self.shared.poison(&e);
             for r in replies {
-                r.send(Err(error_copy(&e)));
+                r.send(Err(e.clone()));
             }
             return;
         }
@@ -637,7 +613,7 @@ impl Snapshotter {
                     for reply in job.replies {
                         reply.send(match &r {
                             Ok(_) => Ok(job.state.last_lsn),
-                            Err(e) => Err(error_copy(e)),
+                            Err(e) => Err(e.clone()),
                         });
                     }
                 }
