@@ -8,6 +8,8 @@
 //! 9 the data directory holds another tool's files where the projections go (nothing
 //! was changed: import them, or choose another `--data-dir`).
 //! A closed stdout pipe ends the command quietly with status 0.
+//! `apply` exits 0 once every line is answered, refused lines included (each gets an
+//! `"ok":false` answer); 1 when the engine failed while applying (a write or fsync error).
 //!
 //! The status says whether the command was committed: a projection file that cannot be
 //! written after the commit is a warning on stderr (and in `stats`), never a failure, so
@@ -126,6 +128,8 @@ impl Cli {
             // A command-line process lives for one command; the watchdog would only race
             // with it. Expiry is recorded by long-running engines (`apply`, services).
             watchdog_interval: None,
+            segment_bytes: self.segment_bytes,
+            snapshot_every: self.snapshot_every,
             storage: self.storage(),
             ..Options::default()
         }

@@ -78,9 +78,11 @@ pub enum Durability {
 pub struct Options {
     /// When a command counts as durable.
     pub durability: Durability,
-    /// Size of each preallocated log segment.
+    /// Size of each preallocated log segment, [`MIN_SEGMENT_BYTES`] to
+    /// [`MAX_SEGMENT_BYTES`] (default [`DEFAULT_SEGMENT_BYTES`]).
     pub segment_bytes: u64,
-    /// Take a snapshot automatically after this many events (0: never automatically).
+    /// Take a snapshot automatically after this many events (0: never automatically;
+    /// default [`DEFAULT_SNAPSHOT_EVERY`]).
     pub snapshot_every: u64,
     /// Snapshots to keep (older ones are the fallback for a damaged newer one).
     pub keep_snapshots: usize,
@@ -106,8 +108,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             durability: Durability::Always,
-            segment_bytes: 16 << 20,
-            snapshot_every: 100_000,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             keep_snapshots: 3,
             max_batch: 4096,
             max_batch_bytes: 256 << 10,
@@ -119,6 +121,12 @@ impl Default for Options {
     }
 }
 
+/// The default `Options::segment_bytes`: 16 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// The default `Options::snapshot_every`: 100,000 events.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+/// Smallest accepted log segment (`Options::segment_bytes`): 4 KiB.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted log segment (`Options::segment_bytes`): 1 GiB.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Largest accepted batch (`Options::max_batch`).
@@ -134,11 +142,11 @@ impl Options {
     /// interval would spin, and a huge one overflow the clock); segments between 4 KiB and
     /// [`MAX_SEGMENT_BYTES`]; batches between 1 and [`MAX_BATCH`] commands.
     pub fn validate(&self) -> Result<()> {
-        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::invalid(
                 "segment size",
                 format!(
-                    "{} bytes is not between 4096 and {MAX_SEGMENT_BYTES}",
+                    "{} bytes is not between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}",
                     self.segment_bytes
                 ),
             ));
