@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 /// * [`Pending::wait`] blocks the calling thread (asleep, not spinning) until the writer
 ///   answers;
 /// * `pending.await`: `Pending` is a [`Future`] for async code. It needs no particular
-///   runtime (the engine depends on none): the writer wakes the task's [`Waker`] when the
+///   runtime (the engine depends on none): the writer wakes the task's [`Waker`](std::task::Waker) when the
 ///   answer is there, so awaiting costs no thread and no polling loop.
 ///
 /// The command was queued when [`Engine::submit`](super::Engine::submit) returned:
