@@ -100,16 +100,54 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// An event or a state that could not be encoded: the writer refuses the command (nothing
+/// is appended) and a snapshot is not written. Never a panic.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Writing the encoding out failed (a snapshot's file): the operating system's error.
+    Io(std::io::Error),
+    /// The value has no encoding (the encoder refused it).
+    Unencodable(String),
+}
+
+impl EncodeError {
+    fn from_bincode(what: &str, e: bincode::error::EncodeError) -> EncodeError {
+        match e {
+            bincode::error::EncodeError::Io { inner, .. } => EncodeError::Io(inner),
+            other => EncodeError::Unencodable(format!("cannot encode {what}: {other}")),
+        }
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::Io(e) => write!(f, "cannot write the encoding: {e}"),
+            EncodeError::Unencodable(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EncodeError::Io(e) => Some(e),
+            EncodeError::Unencodable(_) => None,
+        }
+    }
+}
+
 /// Appends the payload encoding of `event` to `out`.
-pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.push(event_schema_of(&event.body));
     bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
         .map(|_| ())
-        .map_err(|e| DecodeError(format!("cannot encode event: {e}")))
+        .map_err(|e| EncodeError::from_bincode("event", e))
 }
 
 /// The payload encoding of `event`.
-pub fn event_to_vec(event: &Event) -> Result<Vec<u8>, DecodeError> {
+pub fn event_to_vec(event: &Event) -> Result<Vec<u8>, EncodeError> {
     let mut v = Vec::with_capacity(128);
     encode_event(event, &mut v)?;
     Ok(v)
@@ -173,16 +211,15 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
 /// Writes the snapshot payload encoding of `state` into `out`: state schema 1 unless it
 /// holds an adopted session or a chain holds fields of an imported file, which only
 /// schema 2 stores.
-pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), DecodeError> {
+pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeError> {
     let version = state_schema_of(state);
-    out.write_all(&[version])
-        .map_err(|e| DecodeError(format!("cannot write snapshot: {e}")))?;
+    out.write_all(&[version]).map_err(EncodeError::Io)?;
     bincode::serde::encode_into_std_write(state, &mut *out, bincode::config::standard())
-        .map_err(|e| DecodeError(format!("cannot encode state: {e}")))?;
+        .map_err(|e| EncodeError::from_bincode("state", e))?;
     if version == 2 {
         let parts = state.chains_as_read().unwrap_or_default();
         bincode::serde::encode_into_std_write(&parts, out, bincode::config::standard())
-            .map_err(|e| DecodeError(format!("cannot encode imported chain fields: {e}")))?;
+            .map_err(|e| EncodeError::from_bincode("imported chain fields", e))?;
     }
     Ok(())
 }
@@ -256,6 +293,46 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
 mod tests {
     use super::*;
     use crate::types::{JsonText, Lsn, SessionId, Timestamp};
+
+    /// Takes `room` bytes, then fails every write with a full disk.
+    struct FullAfter {
+        room: usize,
+    }
+
+    impl Write for FullAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                ));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_while_encoding_a_state_is_an_io_encode_error_with_its_kind() {
+        let st = State::new();
+        let mut whole = Vec::new();
+        encode_state(&st, &mut whole).unwrap();
+        // At the version byte, and inside the encoder's own writes.
+        assert!(whole.len() > 2);
+        for room in [0, 1, whole.len() - 1] {
+            match encode_state(&st, &mut FullAfter { room }) {
+                Err(EncodeError::Io(io)) => {
+                    assert_eq!(io.kind(), std::io::ErrorKind::StorageFull, "room {room}")
+                }
+                other => panic!("room {room}: {other:?}"),
+            }
+        }
+        assert!(encode_state(&st, &mut FullAfter { room: whole.len() }).is_ok());
+    }
 
     #[test]
     fn events_round_trip() {

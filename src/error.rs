@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::types::Lsn;
 
@@ -15,7 +16,11 @@ use crate::types::Lsn;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the engine.
-#[derive(Debug)]
+///
+/// `Error` is `Clone`: when one failure concerns several callers (a failed write or fsync
+/// answers every command of its batch, a failed snapshot every caller that asked for it),
+/// each receives the same error, with the same variant, kind and message.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O operation failed.
@@ -24,8 +29,9 @@ pub enum Error {
         op: &'static str,
         /// The file or directory involved.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error, shared (`io::Error` is not `Clone`): its `kind()` and
+        /// message are those of the operation that failed.
+        source: Arc<io::Error>,
     },
     /// Bytes on disk break a format rule. The engine refuses to open rather than guess.
     Corruption {
@@ -148,7 +154,7 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
-            source,
+            source: Arc::new(source),
         }
     }
 
@@ -323,10 +329,64 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } => Some(&**source),
             Error::InvalidBundle { reason, .. } => Some(reason),
             Error::InvalidChainFile { reason, .. } => Some(reason),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloned_io_error_keeps_its_variant_kind_and_message() {
+        let e = Error::io(
+            "fsync segment",
+            "data/wal/x",
+            io::Error::new(io::ErrorKind::StorageFull, "no space left on device"),
+        );
+        let c = e.clone();
+        assert_eq!(c.to_string(), e.to_string());
+        match (&e, &c) {
+            (
+                Error::Io { op, path, source },
+                Error::Io {
+                    op: op2,
+                    path: path2,
+                    source: source2,
+                },
+            ) => {
+                assert_eq!((op, path), (op2, path2));
+                assert_eq!(source.kind(), io::ErrorKind::StorageFull);
+                assert_eq!(source2.kind(), io::ErrorKind::StorageFull);
+                assert_eq!(source2.to_string(), "no space left on device");
+            }
+            _ => panic!("{c:?}"),
+        }
+        let source = std::error::Error::source(&c).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("no space left on device"));
+    }
+
+    #[test]
+    fn every_variant_clones_to_an_equal_message() {
+        let errors = [
+            Error::corruption("data/wal/x", 42, "bad frame"),
+            Error::Locked {
+                path: "data/LOCK".into(),
+            },
+            Error::invalid("id", "too long"),
+            Error::not_found("session", "s1"),
+            Error::Closed,
+            Error::ForeignFiles {
+                files: vec!["a".into(), "b".into()],
+            },
+        ];
+        for e in errors {
+            let c = e.clone();
+            assert_eq!((c.kind(), c.to_string()), (e.kind(), e.to_string()));
         }
     }
 }

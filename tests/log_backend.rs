@@ -7,11 +7,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use common::workload::*;
 use common::{clock, options};
-use session_engine::backend::{LogBackend, MemLog};
+use session_engine::backend::{
+    FrameBuf, LogBackend, LogWriter, MemLog, Opened, ReadFn, RecordSink, StartPoint,
+};
 use session_engine::storage::{CrashMode, MemStorage, Storage};
 use session_engine::{Engine, Lsn, ManagerOptions, SessionManager};
 
@@ -136,4 +138,147 @@ fn readers_go_through_the_backend() {
     })
     .unwrap();
     assert_eq!(n, last.0);
+}
+
+/// A backend (a `MemLog` underneath) whose syncs wait while its gate is shut, and fail,
+/// from a chosen sync on, with an error of the backend's own (not an I/O error).
+#[derive(Clone, Debug)]
+struct LeaseLog {
+    inner: MemLog,
+    ctl: Arc<LeaseCtl>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseCtl {
+    /// (gate shut, syncs entered, fail syncs numbered above this)
+    state: Mutex<(bool, u64, u64)>,
+    cv: Condvar,
+}
+
+struct LeaseWriter {
+    inner: Box<dyn LogWriter>,
+    ctl: Arc<LeaseCtl>,
+}
+
+impl LogBackend for LeaseLog {
+    fn open(
+        &self,
+        start: StartPoint,
+        writable: bool,
+        sink: &mut dyn RecordSink,
+    ) -> session_engine::Result<Opened> {
+        let mut opened = self.inner.open(start, writable, sink)?;
+        opened.writer = opened.writer.map(|inner| {
+            Box::new(LeaseWriter {
+                inner,
+                ctl: Arc::clone(&self.ctl),
+            }) as Box<dyn LogWriter>
+        });
+        Ok(opened)
+    }
+
+    fn read(&self, from: Lsn, to: Lsn, f: &mut ReadFn<'_>) -> session_engine::Result<()> {
+        self.inner.read(from, to, f)
+    }
+}
+
+impl LogWriter for LeaseWriter {
+    fn start_batch(&mut self, batch: &mut FrameBuf) {
+        self.inner.start_batch(batch)
+    }
+    fn append(&mut self, batch: &FrameBuf) -> session_engine::Result<()> {
+        self.inner.append(batch)
+    }
+    fn sync(&mut self) -> session_engine::Result<()> {
+        let mut s = self.ctl.state.lock().unwrap();
+        s.1 += 1;
+        let n = s.1;
+        self.ctl.cv.notify_all();
+        while s.0 {
+            s = self.ctl.cv.wait(s).unwrap();
+        }
+        if n > s.2 {
+            return Err(session_engine::Error::Locked {
+                path: "nats://stream/lease".into(),
+            });
+        }
+        drop(s);
+        self.inner.sync()
+    }
+    fn seal(&mut self) -> session_engine::Result<()> {
+        self.inner.seal()
+    }
+    fn seal_after_sync(&mut self) -> session_engine::Result<bool> {
+        self.inner.seal_after_sync()
+    }
+    fn last_lsn(&self) -> Lsn {
+        self.inner.last_lsn()
+    }
+    fn position(&self) -> session_engine::backend::LogPosition {
+        self.inner.position()
+    }
+}
+
+#[test]
+fn every_command_of_a_batch_whose_sync_fails_gets_the_backends_own_error() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let ctl = Arc::new(LeaseCtl {
+        state: Mutex::new((false, 0, u64::MAX)),
+        cv: Condvar::new(),
+    });
+    let log = LeaseLog {
+        inner: MemLog::new(),
+        ctl: Arc::clone(&ctl),
+    };
+    let mut o = options(Arc::clone(&storage), &clock());
+    o.log = Some(Arc::new(log) as Arc<dyn LogBackend>);
+    let e = Arc::new(Engine::open("data", o).unwrap());
+    e.execute(create_cmd("s", 0)).unwrap();
+    // The next sync waits at the gate, with one command in its batch...
+    let entered = {
+        let mut s = ctl.state.lock().unwrap();
+        s.0 = true;
+        s.1
+    };
+    let first = {
+        let e = Arc::clone(&e);
+        std::thread::spawn(move || e.execute(activity_cmd("s", "first", 1)))
+    };
+    {
+        let mut s = ctl.state.lock().unwrap();
+        while s.1 == entered {
+            s = ctl.cv.wait(s).unwrap();
+        }
+        // ...and succeeds; the one after it fails.
+        s.2 = s.1;
+    }
+    // Four commands queue behind it: the next batch.
+    let pending: Vec<_> = (0..4)
+        .map(|i| e.submit(activity_cmd("s", &format!("w{i}"), 1)))
+        .collect();
+    {
+        let mut s = ctl.state.lock().unwrap();
+        s.0 = false;
+        ctl.cv.notify_all();
+    }
+    assert!(first.join().unwrap().is_ok());
+    let answers: Vec<String> = pending
+        .into_iter()
+        .map(|p| match p.wait() {
+            Err(err @ session_engine::Error::Locked { .. }) => err.to_string(),
+            other => panic!("not the backend's error: {other:?}"),
+        })
+        .collect();
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert!(answers[0].contains("nats://stream/lease"), "{answers:?}");
+    // The engine is poisoned by it: later commands are refused as such.
+    let later = e.execute(activity_cmd("s", "later", 1)).unwrap_err();
+    assert!(
+        matches!(later, session_engine::Error::Poisoned { .. }),
+        "{later}"
+    );
+    assert!(matches!(
+        e.poisoned(),
+        Some(session_engine::Error::Poisoned { .. })
+    ));
 }

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use session_engine::engine::{
+    DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES,
+};
 
 /// An embedded, crash-safe, event-sourced session engine for AI coding agents.
 ///
@@ -30,6 +33,25 @@ pub struct Cli {
     /// Longest delay before an fsync in --durability interval.
     #[arg(long, global = true, default_value_t = 100, value_name = "MS")]
     pub sync_interval_ms: u64,
+
+    /// Size of each write-ahead log segment file, in bytes, from 4096 (4K) to 1073741824
+    /// (1G); K, M and G (powers of 1024) are accepted. The log starts a new segment when
+    /// the next batch does not fit (a segment is made larger when one batch needs it);
+    /// segments already written keep their size. Small segments let a short run show a
+    /// multi-segment log.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = DEFAULT_SEGMENT_BYTES,
+        value_name = "BYTES",
+        value_parser = parse_segment_bytes
+    )]
+    pub segment_bytes: u64,
+
+    /// Take a snapshot automatically after this many new events (0: only when asked,
+    /// with `snapshot`). Opening replays the log from the newest snapshot on.
+    #[arg(long, global = true, default_value_t = DEFAULT_SNAPSHOT_EVERY, value_name = "N")]
+    pub snapshot_every: u64,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -330,4 +352,59 @@ pub struct ChainArgs {
     /// Reset the chain.
     #[arg(long, conflicts_with = "link")]
     pub reset: bool,
+}
+
+/// `--segment-bytes`: a number of bytes, optionally with K, M or G (powers of 1024),
+/// between the engine's smallest and largest segment.
+pub fn parse_segment_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes (like 65536, 64K or 16M)"))?;
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .filter(|b| (MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(b))
+        .ok_or_else(|| {
+            format!(
+                "{text} is not between {MIN_SEGMENT_BYTES} (4K) and {MAX_SEGMENT_BYTES} (1G) \
+                 bytes"
+            )
+        })?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_sizes_parse_with_units_and_stay_in_range() {
+        assert_eq!(parse_segment_bytes("4096"), Ok(4096));
+        assert_eq!(parse_segment_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_segment_bytes("16m"), Ok(DEFAULT_SEGMENT_BYTES));
+        assert_eq!(parse_segment_bytes("1G"), Ok(MAX_SEGMENT_BYTES));
+        for bad in [
+            "",
+            "K",
+            "4095",
+            "2G",
+            "-1",
+            "1.5M",
+            "12X",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_segment_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //! `claude validate` and `claude info` (see `claude.rs`): 7 a transcript has a bad line,
 //! else 1 a file or folder could not be read, else 3 a named path does not exist.
 //! A closed stdout pipe ends the command quietly with status 0.
+//! `apply` exits 0 once every line is answered, refused lines included (each gets an
+//! `"ok":false` answer); 1 when the engine failed while applying (a write or fsync error).
 //!
 //! The status says whether the command was committed: a projection file that cannot be
 //! written after the commit is a warning on stderr (and in `stats`), never a failure, so
@@ -138,6 +140,8 @@ impl Cli {
             // A command-line process lives for one command; the watchdog would only race
             // with it. Expiry is recorded by long-running engines (`apply`, services).
             watchdog_interval: None,
+            segment_bytes: self.segment_bytes,
+            snapshot_every: self.snapshot_every,
             storage: self.storage(),
             ..Options::default()
         }

@@ -1750,3 +1750,180 @@ fn a_repair_moves_the_files_of_the_sessions_it_took_away_aside() {
     assert!(folder.join("logs/session_s2.log").is_file());
     assert_eq!(d.json(&["stats"])["projections"]["attic_folders"], 1);
 }
+
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(ext))
+        .collect();
+    names.sort();
+    names
+}
+
+fn activity_lines(n: usize) -> String {
+    let mut input = String::from("{\"op\":\"create\",\"id\":\"s1\"}\n");
+    for i in 0..n {
+        input.push_str(&format!(
+            "{{\"op\":\"activity\",\"id\":\"s1\",\"action\":\"step {i}\"}}\n"
+        ));
+    }
+    input
+}
+
+#[test]
+fn segment_bytes_and_snapshot_every_give_a_short_run_several_segments_and_a_snapshot() {
+    let d = dir();
+    let o = d.run_stdin(
+        &["--segment-bytes", "4K", "--snapshot-every", "50", "apply"],
+        &activity_lines(100),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(out.lines().last(), Some(r#"{"ok":true,"lsn":101}"#));
+    let wal = d.data.join("wal");
+    let segments = files_with_ext(&wal, ".wal");
+    assert!(segments.len() >= 2, "{segments:?}");
+    // Each is 4 KiB, or just larger when one batch needed more (a record never spans
+    // segments); nowhere near the default 16 MiB.
+    for s in &segments {
+        let len = std::fs::metadata(wal.join(s)).unwrap().len();
+        assert!((4096..64 << 10).contains(&len), "{s}: {len}");
+    }
+    let snapshots = files_with_ext(&d.data.join("snapshots"), ".snap");
+    assert!(!snapshots.is_empty());
+    let verified = d.ok(&["verify"]);
+    assert!(
+        verified.starts_with(&format!("intact: {} segments, 101 records", segments.len())),
+        "{verified}"
+    );
+    // Later runs with the defaults read it all and write 16 MiB segments.
+    let shown = d.json(&["show", "s1"]);
+    assert_eq!(shown["activity_log"].as_array().unwrap().len(), 100);
+    d.ok(&["--segment-bytes", "16M", "activity", "s1", "more"]);
+    assert_eq!(d.json(&["stats"])["last_lsn"], 102);
+    // 0: no automatic snapshot, however many events (50 would have taken one here).
+    let more: String = (0..120)
+        .map(|i| format!("{{\"op\":\"activity\",\"id\":\"s1\",\"action\":\"m{i}\"}}\n"))
+        .collect();
+    let o = d.run_stdin(&["--snapshot-every", "0", "apply"], &more);
+    assert!(o.status.success());
+    assert_eq!(
+        files_with_ext(&d.data.join("snapshots"), ".snap"),
+        snapshots
+    );
+    // 1: one after the next batch.
+    d.ok(&["--snapshot-every", "1", "activity", "s1", "last"]);
+    let after = files_with_ext(&d.data.join("snapshots"), ".snap");
+    assert_eq!(after.len(), snapshots.len() + 1, "{after:?}");
+}
+
+#[test]
+fn a_bad_segment_size_or_snapshot_interval_is_a_usage_error_that_changes_nothing() {
+    let d = dir();
+    for (args, needle) in [
+        (
+            ["--segment-bytes", "100"],
+            "is not between 4096 (4K) and 1073741824 (1G)",
+        ),
+        (["--segment-bytes", "2G"], "is not between 4096"),
+        (["--segment-bytes", "0"], "is not between 4096"),
+        (["--segment-bytes", "lots"], "not a number of bytes"),
+        (["--segment-bytes", "12X"], "unknown unit"),
+        (
+            ["--snapshot-every", "often"],
+            "invalid value 'often' for '--snapshot-every",
+        ),
+        (["--snapshot-every", "1.5"], "invalid value"),
+    ] {
+        let err = d.fails(&[args[0], args[1], "create"], 2, needle);
+        assert!(err.contains(args[0]), "{err}");
+        assert!(!d.data.exists(), "{args:?} created the data directory");
+    }
+    d.fails(
+        &["--snapshot-every", "-3", "create"],
+        2,
+        "unexpected argument",
+    );
+    assert!(!d.data.exists());
+    // The help shows the engine's defaults.
+    let help = d.ok(&["--help"]);
+    assert!(help.contains("[default: 16777216]"), "{help}");
+    assert!(help.contains("[default: 100000]"), "{help}");
+}
+
+#[test]
+fn apply_exits_zero_when_lines_are_refused_and_six_when_the_directory_is_in_use() {
+    let d = dir();
+    let input = [
+        r#"{"op":"create","id":"s1"}"#,
+        r#"{"op":"create","id":"s1"}"#,
+        r#"{"op":"pause","id":"s1"}"#,
+        r#"{"op":"activity","id":"s1","action":"while paused"}"#,
+        r#"{"op":"activity","id":"ghost","action":"a"}"#,
+        r#"{"op":"activity","id":"../x","action":"a"}"#,
+        "{",
+        r#"{"op":"resume","id":"s1"}"#,
+    ]
+    .join("\n");
+    let o = d.run_stdin(&["apply"], &input);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or("ok"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ok",
+            "already_exists",
+            "ok",
+            "invalid_state",
+            "not_found",
+            "invalid_input",
+            "invalid_input",
+            "ok"
+        ]
+    );
+    // A second `apply` while one runs cannot open the directory: 6.
+    let mut running = d
+        .cmd(&["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = running.stdin.take().unwrap();
+    let mut stdout = BufReader::new(running.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"op":"activity","id":"s1","action":"held"}}"#).unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""ok":true"#), "{line}");
+    let o = d.run_stdin(&["apply"], r#"{"op":"pause","id":"s1"}"#);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+    drop(stdin);
+    assert!(running.wait().unwrap().success());
+    assert_eq!(d.json(&["show", "s1"])["status"], "active");
+}

@@ -21,7 +21,7 @@
 //! Contract of every backend (see `../shared/DESIGN.md`, "Log backends"): LSNs are dense
 //! from 1; `append` takes a batch whose first LSN is `last_lsn() + 1`; a batch is durable
 //! (in the backend's own sense) only once `sync` returns; `read` and `open` refuse to
-//! serve a history with a hole; damage is an error naming its place ([`Error::Corruption`]
+//! serve a history with a hole; damage is an error naming its place ([`Error::Corruption`](crate::Error::Corruption)
 //! with a file, or what stands for one, and an offset).
 
 mod file;

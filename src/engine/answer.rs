@@ -6,11 +6,15 @@
 //! wakes a caller only if it is asleep: an answer that arrives before the caller waits (a
 //! lone writer runs its own batch, `writer::lead_alone`) costs no system call.
 //!
+//! An asynchronous waiter ([`Answer::poll`], behind `Pending`'s `Future`) leaves a
+//! [`Waker`] in the slot instead of sleeping; the reply wakes it the same way.
+//!
 //! Dropping the [`Reply`] without sending wakes the waiter too: a request dropped unanswered
 //! (the writer stopped, or its thread died while the request was in a batch) is never
 //! waited for.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 struct Slot<T> {
@@ -21,6 +25,8 @@ struct Slot<T> {
     /// Whether the waiter is asleep on the condition variable (only then does the reply
     /// need to notify it).
     sleeping: bool,
+    /// The waker of an asynchronous waiter, woken when the slot settles.
+    waker: Option<Waker>,
 }
 
 struct Inner<T> {
@@ -38,9 +44,13 @@ impl<T> Inner<T> {
         s.value = value;
         s.settled = true;
         let sleeping = s.sleeping;
+        let waker = s.waker.take();
         drop(s);
         if sleeping {
             self.settled.notify_one();
+        }
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
@@ -68,6 +78,7 @@ pub(crate) fn channel<T>() -> (Reply<T>, Answer<T>) {
             value: None,
             settled: false,
             sleeping: false,
+            waker: None,
         }),
         settled: Condvar::new(),
     });
@@ -75,11 +86,16 @@ pub(crate) fn channel<T>() -> (Reply<T>, Answer<T>) {
 }
 
 impl<T> Reply<T> {
-    /// Sends the answer, waking the waiter if it sleeps. A waiter that has gone is no
-    /// concern of the writer's.
-    pub(crate) fn send(mut self, value: T) {
-        if let Some(inner) = self.0.take() {
-            inner.settle(Some(value));
+    /// Sends the answer, waking the waiter if it sleeps or awaits. A waiter that has gone
+    /// is no concern of the writer's; returns whether it was still there.
+    pub(crate) fn send(mut self, value: T) -> bool {
+        match self.0.take() {
+            Some(inner) => {
+                let waiting = Arc::strong_count(&inner) > 1;
+                inner.settle(Some(value));
+                waiting
+            }
+            None => false,
         }
     }
 }
@@ -96,6 +112,26 @@ impl<T> Answer<T> {
     /// Whether the reply was sent or dropped (so a wait will not block).
     pub(crate) fn is_settled(&self) -> bool {
         self.0.lock().settled
+    }
+
+    /// The answer if the slot has settled (`Some(None)`: the reply was dropped); otherwise
+    /// leaves `cx`'s waker to be woken when it settles.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut s = self.0.lock();
+        if s.settled {
+            return Poll::Ready(s.value.take());
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The answer if the slot has settled, without waiting or registering anything.
+    pub(crate) fn try_take(&self) -> Option<Option<T>> {
+        let mut s = self.0.lock();
+        s.settled.then(|| s.value.take())
     }
 
     /// Waits up to `timeout` for the answer.
@@ -149,6 +185,50 @@ mod tests {
         std::thread::sleep(Duration::from_millis(10));
         tx.send("done");
         assert!(matches!(h.join().unwrap(), Waited::Ready("done")));
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (Arc::clone(&c), Waker::from(c))
+    }
+
+    #[test]
+    fn a_polled_answer_wakes_its_waker_when_sent_and_not_before() {
+        let (tx, rx) = channel();
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll(&mut cx).is_pending());
+        assert!(rx.poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(tx.send(5));
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(rx.poll(&mut cx), Poll::Ready(Some(5)));
+    }
+
+    #[test]
+    fn a_dropped_reply_wakes_a_polled_answer_with_nothing() {
+        let (tx, rx) = channel::<u32>();
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(rx.poll(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn sending_to_a_dropped_answer_says_nobody_waits() {
+        let (tx, rx) = channel::<u32>();
+        drop(rx);
+        assert!(!tx.send(1));
     }
 
     #[test]

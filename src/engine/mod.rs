@@ -26,10 +26,12 @@
 //!   never write.
 
 mod answer;
+mod pending;
 mod repair;
 mod replay;
 mod subscription;
 mod verify;
+mod wake;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError, bounded};
 
-use answer::{Answer, Reply, Waited};
+use answer::{Answer, Reply};
+use pending::{WAIT_CHECK, wait_answer};
+use wake::WakerSet;
 
 use crate::backend::{self, FileLog, LogBackend, LogWriter, StartPoint, TornTail};
 use crate::clock::{Clock, SystemClock};
@@ -53,8 +57,9 @@ use crate::state::{Session, State};
 use crate::storage::{self, FileStorage, LockGuard, Storage};
 use crate::types::{Lsn, SessionId};
 
+pub use pending::Pending;
 pub use repair::{RepairReport, repair};
-pub use subscription::{CommittedEvent, SUBSCRIBER_CAPACITY, Subscription};
+pub use subscription::{CommittedEvent, Recv, SUBSCRIBER_CAPACITY, Subscription};
 pub use verify::{Damage, SnapshotCheck, VerifyReport, verify};
 
 /// When an accepted command counts as durable.
@@ -73,9 +78,11 @@ pub enum Durability {
 pub struct Options {
     /// When a command counts as durable.
     pub durability: Durability,
-    /// Size of each preallocated log segment.
+    /// Size of each preallocated log segment, [`MIN_SEGMENT_BYTES`] to
+    /// [`MAX_SEGMENT_BYTES`] (default [`DEFAULT_SEGMENT_BYTES`]).
     pub segment_bytes: u64,
-    /// Take a snapshot automatically after this many events (0: never automatically).
+    /// Take a snapshot automatically after this many events (0: never automatically;
+    /// default [`DEFAULT_SNAPSHOT_EVERY`]).
     pub snapshot_every: u64,
     /// Snapshots to keep (older ones are the fallback for a damaged newer one).
     pub keep_snapshots: usize,
@@ -101,8 +108,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             durability: Durability::Always,
-            segment_bytes: 16 << 20,
-            snapshot_every: 100_000,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             keep_snapshots: 3,
             max_batch: 4096,
             max_batch_bytes: 256 << 10,
@@ -114,6 +121,12 @@ impl Default for Options {
     }
 }
 
+/// The default `Options::segment_bytes`: 16 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// The default `Options::snapshot_every`: 100,000 events.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+/// Smallest accepted log segment (`Options::segment_bytes`): 4 KiB.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted log segment (`Options::segment_bytes`): 1 GiB.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Largest accepted batch (`Options::max_batch`).
@@ -129,11 +142,11 @@ impl Options {
     /// interval would spin, and a huge one overflow the clock); segments between 4 KiB and
     /// [`MAX_SEGMENT_BYTES`]; batches between 1 and [`MAX_BATCH`] commands.
     pub fn validate(&self) -> Result<()> {
-        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::invalid(
                 "segment size",
                 format!(
-                    "{} bytes is not between 4096 and {MAX_SEGMENT_BYTES}",
+                    "{} bytes is not between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}",
                     self.segment_bytes
                 ),
             ));
@@ -230,8 +243,8 @@ pub(crate) enum Request {
     Sync(Reply<Result<()>>),
     Snapshot(Reply<Result<Lsn>>),
     Subscribe {
-        live: Sender<Arc<Vec<CommittedEvent>>>,
-        reply: Sender<Lsn>,
+        live: subscription::LiveSender,
+        reply: Reply<Lsn>,
     },
     Shutdown(Reply<Result<()>>),
     /// Does nothing; wakes the writer thread so it sees that a caller ran the shutdown.
@@ -248,6 +261,10 @@ pub(crate) struct Shared {
     /// Set when the writer thread has exited (after its last publication), so a request
     /// it will never answer is not waited for.
     pub(crate) writer_done: AtomicBool,
+    /// The wakers of asynchronous waiters (`Pending` futures, `Subscription::poll_recv`)
+    /// that must also be woken when the writer thread ends; woken after `writer_done` is
+    /// set.
+    pub(crate) writer_gone: Arc<WakerSet>,
     /// Whether the last batch with commands answered one thread only: set by the writer,
     /// read by `execute` to skip trying `writer::lead_alone` when several threads write.
     pub(crate) lone_writer: AtomicBool,
@@ -284,61 +301,6 @@ impl Shared {
 
     pub(crate) fn log(&self) -> &dyn LogBackend {
         &*self.log
-    }
-}
-
-/// An answer that will arrive once the command is durable.
-#[must_use = "a pending command is only known to be durable once waited for"]
-pub struct Pending(PendingInner);
-
-enum PendingInner {
-    Ready(Option<Result<Committed>>),
-    Waiting(Answer<Result<Committed>>, Arc<Shared>),
-}
-
-/// How often a waiting caller checks whether the writer is gone.
-const WAIT_CHECK: Duration = Duration::from_millis(20);
-
-/// Waits for an answer. A request that reached the channel after the writer's last drain
-/// is never answered; once the writer thread is gone (it cannot run another batch then),
-/// the wait ends with [`Error::Closed`] rather than block forever.
-fn wait_answer<T>(rx: &Answer<Result<T>>, shared: &Shared) -> Result<T> {
-    loop {
-        match rx.wait_timeout(WAIT_CHECK) {
-            Waited::Ready(r) => return r,
-            Waited::Dropped => return Err(Error::Closed),
-            Waited::TimedOut => {
-                if shared.writer_done.load(Ordering::SeqCst) {
-                    return match rx.wait_timeout(Duration::ZERO) {
-                        Waited::Ready(r) => r,
-                        Waited::Dropped | Waited::TimedOut => Err(Error::Closed),
-                    };
-                }
-            }
-        }
-    }
-}
-
-impl Pending {
-    /// Whether the answer has arrived (so [`Pending::wait`] will not block).
-    pub fn is_ready(&self) -> bool {
-        match &self.0 {
-            PendingInner::Ready(_) => true,
-            PendingInner::Waiting(rx, _) => rx.is_settled(),
-        }
-    }
-
-    /// Blocks until the command is durable (or refused).
-    pub fn wait(self) -> Result<Committed> {
-        match self.0 {
-            PendingInner::Ready(r) => r.unwrap_or(Err(Error::Closed)),
-            // The caller sleeps until the writer answers, without polling first: a durable
-            // answer comes a sync (100 µs or more) after the wait starts, so polling only
-            // takes CPU time the writer, the projector and the other callers need (16
-            // writers polling 300 µs with `sched_yield` on two vCPUs made 8-16 calls per
-            // event), and a spin of even 5 µs added CPU time for no throughput.
-            PendingInner::Waiting(rx, shared) => wait_answer(&rx, &shared),
-        }
     }
 }
 
@@ -471,6 +433,7 @@ impl Engine {
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
             writer_done: AtomicBool::new(read_only),
+            writer_gone: Arc::new(WakerSet::default()),
             lone_writer: AtomicBool::new(true),
             log,
         });
@@ -547,12 +510,12 @@ impl Engine {
     /// Commands from one thread are applied in the order they were submitted.
     pub fn submit(&self, cmd: Command) -> Pending {
         if self.read_only {
-            return Pending(PendingInner::Ready(Some(Err(Error::ReadOnly))));
+            return Pending::ready(Err(Error::ReadOnly));
         }
         let (req, rx) = command_request(cmd);
         match self.send(req) {
-            Ok(()) => Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))),
-            Err(e) => Pending(PendingInner::Ready(Some(Err(e)))),
+            Ok(()) => Pending::waiting(rx, &self.shared),
+            Err(e) => Pending::ready(Err(e)),
         }
     }
 
@@ -577,7 +540,7 @@ impl Engine {
         if let Some(req) = req {
             self.send(req)?;
         }
-        Pending(PendingInner::Waiting(rx, Arc::clone(&self.shared))).wait()
+        Pending::waiting(rx, &self.shared).wait()
     }
 
     /// Makes everything accepted so far durable, whatever the durability mode.

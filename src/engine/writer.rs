@@ -12,6 +12,7 @@ use crossbeam_channel::{
 };
 
 use super::answer::Reply as AnswerTx;
+use super::subscription::LiveSender;
 use super::{CommittedEvent, Durability, Request, Shared};
 use crate::backend::{FrameBuf, LogPosition, LogWriter};
 use crate::codec;
@@ -126,6 +127,7 @@ struct DoneGuard(Arc<Shared>);
 impl Drop for DoneGuard {
     fn drop(&mut self) {
         self.0.writer_done.store(true, Ordering::SeqCst);
+        self.0.writer_gone.wake_all();
     }
 }
 
@@ -141,33 +143,13 @@ fn answer(reply: Reply, r: Result<Committed>) {
 fn refuse(r: Request) {
     match r {
         Request::Command { reply, .. } => answer(reply, Err(Error::Closed)),
-        Request::Sync(t) | Request::Shutdown(t) => t.send(Err(Error::Closed)),
-        Request::Snapshot(t) => t.send(Err(Error::Closed)),
+        Request::Sync(t) | Request::Shutdown(t) => {
+            t.send(Err(Error::Closed));
+        }
+        Request::Snapshot(t) => {
+            t.send(Err(Error::Closed));
+        }
         Request::Subscribe { .. } | Request::Wake => {}
-    }
-}
-
-/// A copy of an error for another recipient (`Error` holds an `io::Error`, which is not
-/// `Clone`).
-pub(crate) fn error_copy(e: &Error) -> Error {
-    match e {
-        Error::Io { op, path, source } => Error::Io {
-            op,
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => Error::Corruption {
-            file: file.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        other => Error::Poisoned {
-            cause: other.to_string(),
-        },
     }
 }
 
@@ -189,14 +171,12 @@ pub(crate) struct Writer {
     sync_cost: Duration,
 }
 
-type LiveSender = Sender<Arc<Vec<CommittedEvent>>>;
-
 /// What one batch collected besides commands.
 #[derive(Default)]
 struct Extras {
     syncs: Vec<AnswerTx<Result<()>>>,
     snapshots: Vec<AnswerTx<Result<Lsn>>>,
-    subscribes: Vec<(LiveSender, Sender<Lsn>)>,
+    subscribes: Vec<(LiveSender, AnswerTx<Lsn>)>,
     shutdown: Option<AnswerTx<Result<()>>>,
 }
 
@@ -422,7 +402,7 @@ impl Writer {
         match req {
             Request::Command { cmd, reply, .. } => {
                 if let Some(p) = &run.poisoned {
-                    answer(reply, Err(error_copy(p)));
+                    answer(reply, Err(p.clone()));
                     return;
                 }
                 let state = run
@@ -470,9 +450,9 @@ impl Writer {
                                 ),
                             };
                             self.shared.poison(&err);
-                            answer(reply, Err(error_copy(&err)));
+                            answer(reply, Err(err.clone()));
                             for (r, _) in run.pending.drain(..) {
-                                answer(r, Err(error_copy(&err)));
+                                answer(r, Err(err.clone()));
                             }
                             self.log.start_batch(&mut self.frames);
                             run.work = None;
@@ -524,7 +504,7 @@ impl Writer {
             if let Err(e) = written {
                 self.shared.poison(&e);
                 for (r, _) in run.pending.drain(..) {
-                    answer(r, Err(error_copy(&e)));
+                    answer(r, Err(e.clone()));
                 }
                 run.events.clear();
                 run.work = None;
@@ -542,7 +522,10 @@ impl Writer {
             let batch = Arc::new(run.events);
             self.subscribers
                 .retain(|s| match s.try_send(Arc::clone(&batch)) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        s.wake();
+                        true
+                    }
                     // A full subscriber is cut loose; it resumes from the log by itself.
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
                 });
@@ -552,7 +535,7 @@ impl Writer {
         }
         let published = self.shared.published().last_lsn;
         for (live, reply) in run.extras.subscribes {
-            if reply.send(published).is_ok() {
+            if reply.send(published) {
                 self.subscribers.push(live);
             }
         }
@@ -574,7 +557,7 @@ impl Writer {
         if let Err(e) = self.sync_log() {
             self.shared.poison(&e);
             for r in replies {
-                r.send(Err(error_copy(&e)));
+                r.send(Err(e.clone()));
             }
             return;
         }
@@ -630,7 +613,7 @@ impl Snapshotter {
                     for reply in job.replies {
                         reply.send(match &r {
                             Ok(_) => Ok(job.state.last_lsn),
-                            Err(e) => Err(error_copy(e)),
+                            Err(e) => Err(e.clone()),
                         });
                     }
                 }

@@ -211,11 +211,11 @@ impl Failure {
                 files: vec![self.path.clone()],
             };
         }
-        Error::Io {
-            op: self.op,
-            path: self.path.clone(),
-            source: std::io::Error::new(self.kind, self.message.clone()),
-        }
+        Error::io(
+            self.op,
+            self.path.clone(),
+            std::io::Error::new(self.kind, self.message.clone()),
+        )
     }
 }
 

@@ -275,8 +275,11 @@ pub fn write_snapshot(
         buf: Vec::with_capacity(1 << 20),
         unsynced: 0,
     };
-    codec::encode_state(state, &mut w)
-        .map_err(|e| Error::io("encode snapshot", &tmp, io::Error::other(e.to_string())))?;
+    codec::encode_state(state, &mut w).map_err(|e| match e {
+        // The file's own error, with its kind (a full disk stays `StorageFull`).
+        codec::EncodeError::Io(e) => Error::io("write snapshot", &tmp, e),
+        other => Error::io("encode snapshot", &tmp, io::Error::other(other.to_string())),
+    })?;
     w.flush()
         .map_err(|e| Error::io("write snapshot", &tmp, e))?;
     let payload_len = w.offset - SNAPSHOT_HEADER_LEN as u64;

@@ -75,11 +75,7 @@ pub(crate) fn spawn(projection: Projection, ctl: Receiver<Ctl>) -> Result<JoinHa
     std::thread::Builder::new()
         .name("session-engine-projector".into())
         .spawn(move || projection.run(ctl))
-        .map_err(|e| Error::Io {
-            op: "spawn projector thread",
-            path: PathBuf::new(),
-            source: e,
-        })
+        .map_err(|e| Error::io("spawn projector thread", PathBuf::new(), e))
 }
 
 fn feed(mut sub: Subscription, tx: Sender<Feed>) {
