@@ -22,6 +22,7 @@ mod args;
 mod claude;
 mod logging;
 mod output;
+mod serve;
 
 use std::io::IsTerminal;
 use std::mem::ManuallyDrop;
@@ -750,6 +751,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 out.line(&format!("snapshot at LSN {lsn}"))?;
             }
         }
+        Cmd::Serve(a) => return serve::run(cli, out, a),
         Cmd::Stats => {
             let manager = cli.open_read()?;
             out.json(&output::stats_json(manager.engine(), &*cli.storage())?)?;
