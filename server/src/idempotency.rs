@@ -74,7 +74,12 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
         }
     };
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, s.limits.max_import_body).await {
+    let limit = if parts.uri.path().ends_with("/sessions/import") {
+        s.limits.max_import_body
+    } else {
+        s.limits.max_body
+    };
+    let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return error_response(

@@ -296,9 +296,13 @@ pub async fn get(
             id: id.to_string(),
         }));
     };
-    let version = s.versions.version(&id, state.last_lsn).await?;
-    let mut resp = ok(json!({ "session": &**session, "version": version.0 }));
-    resp.headers_mut().insert(header::ETAG, etag(version));
+    // While the version tracker is still reading a long log (at start), the session is
+    // answered without a version rather than not at all.
+    let version = s.versions.version(&id, state.last_lsn).await.ok();
+    let mut resp = ok(json!({ "session": &**session, "version": version.map(|v| v.0) }));
+    if let Some(v) = version {
+        resp.headers_mut().insert(header::ETAG, etag(v));
+    }
     Ok(resp)
 }
 
