@@ -295,6 +295,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
             413,
         ),
         (
+            h.req(Method::POST, &acts)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "big")
+                .body(format!("{{\"action\": \"{}\"}}", "x".repeat(100 * 1024))),
+            413,
+        ),
+        (
             raw(
                 "/api/claude/sessions/..%2F..%2Fetc%2Fpasswd/activities",
                 "{\"action\": \"a\"}",
