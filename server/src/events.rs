@@ -40,7 +40,10 @@ pub struct EventsQuery {
     session: Option<String>,
 }
 
-struct OpenStream(AppState);
+struct OpenStream(
+    AppState,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
@@ -68,9 +71,16 @@ pub async fn stream(
         (None, Some(f)) => Lsn(f.max(1)),
         (None, None) => Lsn(s.manager.last_lsn().0 + 1),
     };
+    let Ok(permit) = Arc::clone(&s.streams).try_acquire_owned() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many event streams are open; retry later",
+        ));
+    };
     let rx = stream_events(&s.manager, from, s.limits.stream_queue);
     s.metrics.open_streams.inc();
-    let guard = Arc::new(OpenStream(s.clone()));
+    let guard = Arc::new(OpenStream(s.clone(), permit));
     let mut shutdown = s.shutdown.clone();
     let events = stream::unfold(
         (rx, filter, guard, false),

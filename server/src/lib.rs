@@ -45,6 +45,10 @@ pub struct Limits {
     /// Events an SSE connection may have queued in memory; past it the stream reads
     /// from the log instead.
     pub stream_queue: usize,
+    /// Event streams open at once (503 past it). Each holds a thread of tokio's blocking
+    /// pool (512 threads) until the engine's subscription is awaitable, so the cap keeps
+    /// threads for the engine calls of ordinary requests.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +58,7 @@ impl Default for Limits {
             max_import_body: 64 << 20,
             request_timeout: Duration::from_secs(30),
             stream_queue: 256,
+            max_streams: 128,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Becomes `true` at shutdown: streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// One permit per open event stream.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running server.
@@ -163,6 +170,7 @@ pub async fn start(manager: Arc<SessionManager>, options: ServeOptions) -> Resul
         keys: Arc::new(idempotency::Keys::default()),
         limits: options.limits,
         shutdown: shutdown.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(options.limits.max_streams)),
     };
     let app = router(state, guard::Guard::new(addr, token));
     let mut signal = shutdown;

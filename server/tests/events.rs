@@ -253,3 +253,33 @@ async fn shutdown_ends_open_streams_and_returns() {
     assert!(r.next().await.is_none(), "the stream ended");
     h.manager.close().expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_cap_are_refused_until_one_closes() {
+    let h = Harness::with(|o| o.limits.max_streams = 2).await;
+    let mut a = open(&h, "", None).await;
+    let _b = open(&h, "", None).await;
+    assert_eq!(a.next().await.expect("marker").event, "caught-up");
+    let (st, v) = h.get("/api/events").await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error_kind"], "too_many_streams");
+    // Ordinary requests still work.
+    let (st, _) = h.get("/api/claude/sessions").await;
+    assert_eq!(st, 200);
+    drop(a);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = h
+            .req(Method::GET, "/api/events")
+            .send()
+            .await
+            .expect("send");
+        if r.status().as_u16() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a closed stream frees its place");
+    h.stop().await;
+}
