@@ -137,6 +137,13 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
             }
         }
     }
+    // Dropped before the answer is kept (the client went away, or the request timed
+    // out): the key is released, so a retry runs again. A write that timed out may have
+    // committed all the same (the engine call is not cancelled); its answer is lost.
+    let pending = Pending {
+        state: s.clone(),
+        key: Some(key.clone()),
+    };
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -168,7 +175,35 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
             };
         }
     }
+    pending.done();
     Response::from_parts(rparts, Body::from(body))
+}
+
+struct Pending {
+    state: AppState,
+    key: Option<String>,
+}
+
+impl Pending {
+    fn done(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut guard = self
+                .state
+                .keys
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if matches!(guard.0.get(&key), Some(Entry::InFlight(_))) {
+                guard.0.remove(&key);
+            }
+        }
+    }
 }
 
 fn forget(s: &AppState, key: &str) {

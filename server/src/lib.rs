@@ -24,13 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use session_engine::{Error, SessionManager};
 use tokio::sync::watch;
-use tower_http::timeout::TimeoutLayer;
 
 /// Request limits.
 #[derive(Clone, Copy, Debug)]
@@ -263,10 +262,7 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .route("/health", get(resources::health))
         .route("/metrics", get(metrics::render))
         .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ));
+        .layer(from_fn_with_state(limits.request_timeout, timeout));
     Router::new()
         .route("/api/events", get(events::stream))
         .merge(api)
@@ -275,6 +271,22 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(from_fn_with_state(guard, guard::guard))
         .with_state(state)
+}
+
+/// Answers 503 in the envelope when the request takes longer than the limit.
+async fn timeout(
+    State(limit): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => api::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; a write may still have been committed",
+        ),
+    }
 }
 
 /// Serves `manager` on `options.addr` until SIGINT or SIGTERM, then answers the requests

@@ -490,3 +490,22 @@ async fn an_idempotency_key_answers_a_retry_with_the_first_answer() {
     assert_eq!(st, 400);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_releases_its_idempotency_key() {
+    let h = Harness::with(|o| o.limits.request_timeout = std::time::Duration::ZERO).await;
+    for attempt in 0..2 {
+        let (st, v) = body(
+            h.req(Method::POST, "/api/claude/sessions")
+                .header("idempotency-key", "k")
+                .json(&json!({"name": "slow"}))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(st, 503, "attempt {attempt}: not 409 in_progress: {v}");
+        assert_error(&v);
+    }
+    h.stop().await;
+}

@@ -283,3 +283,56 @@ async fn streams_past_the_cap_are_refused_until_one_closes() {
     assert!(ok, "a closed stream frees its place");
     h.stop().await;
 }
+
+/// A request whose body is still arriving when shutdown starts is answered (and
+/// committed) before the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_a_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::start().await;
+    let addr = h.server.as_ref().expect("server").local_addr();
+    let body = br#"{"id": "in-flight", "name": "late"}"#;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /api/claude/sessions HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        addr.port(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(&body[..10]).await.expect("part");
+    conn.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let server = h.server.take().expect("server");
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "shutdown waits for the request");
+    conn.write_all(&body[10..]).await.expect("rest");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n")
+            && String::from_utf8_lossy(&answer).contains("\"success\"")
+        {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown ends")
+        .expect("join")
+        .expect("shutdown");
+    assert!(h.manager.get_session("in-flight").is_ok(), "committed");
+    h.manager.close().expect("close");
+}
