@@ -3,6 +3,7 @@
 //! (If-Match, the per-session lock, ETag).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -114,8 +115,14 @@ where
     }
     // The session's version after the write (the write's LSN, or an earlier one when
     // nothing was appended), from the tracker, which is exact.
-    let version = s.versions.version(id, s.manager.last_lsn()).await?;
-    resp.headers_mut().insert(header::ETAG, etag(version));
+    // The write is committed: without a version in time, it is answered without ETag.
+    if let Ok(v) = s
+        .versions
+        .version_within(id, s.manager.last_lsn(), Duration::from_secs(2))
+        .await
+    {
+        resp.headers_mut().insert(header::ETAG, etag(v));
+    }
     Ok(resp)
 }
 
@@ -195,8 +202,11 @@ pub async fn create(
         .get("id")
         .and_then(Value::as_str)
         .and_then(|i| SessionId::new(i).ok())
+        && let Ok(v) = s
+            .versions
+            .version_within(&id, lsn, Duration::from_secs(2))
+            .await
     {
-        let v = s.versions.version(&id, lsn).await?;
         resp.headers_mut().insert(header::ETAG, etag(v));
     }
     Ok(resp)
@@ -298,7 +308,11 @@ pub async fn get(
     };
     // While the version tracker is still reading a long log (at start), the session is
     // answered without a version rather than not at all.
-    let version = s.versions.version(&id, state.last_lsn).await.ok();
+    let version = s
+        .versions
+        .version_within(&id, state.last_lsn, Duration::from_secs(1))
+        .await
+        .ok();
     let mut resp = ok(json!({ "session": &**session, "version": version.map(|v| v.0) }));
     if let Some(v) = version {
         resp.headers_mut().insert(header::ETAG, etag(v));

@@ -82,14 +82,21 @@ impl Versions {
         self.locks[i].lock().await
     }
 
-    /// The version of session `id` once the tracker has seen the log up to `upto`.
+    /// The version of session `id` once the tracker has seen the log up to `upto`
+    /// (waiting at most 10 s, then 503).
     pub async fn version(&self, id: &SessionId, upto: Lsn) -> Result<Lsn, ApiError> {
+        self.version_within(id, upto, Duration::from_secs(10)).await
+    }
+
+    /// [`Versions::version`], waiting at most `wait`.
+    pub async fn version_within(
+        &self,
+        id: &SessionId,
+        upto: Lsn,
+        wait: Duration,
+    ) -> Result<Lsn, ApiError> {
         let mut rx = self.seen.subscribe();
-        let waited = tokio::time::timeout(
-            Duration::from_secs(10),
-            rx.wait_for(|seen| seen.0 >= upto.0),
-        )
-        .await;
+        let waited = tokio::time::timeout(wait, rx.wait_for(|seen| seen.0 >= upto.0)).await;
         match waited {
             Ok(Ok(_)) => {}
             _ => {
