@@ -119,7 +119,7 @@ pub fn read_token_file(storage: &dyn Storage, path: &Path) -> session_engine::Re
     let bytes = storage.read(path).map_err(|e| session_engine::Error::Io {
         op: "read token file",
         path: path.to_owned(),
-        source: e,
+        source: std::sync::Arc::new(e),
     })?;
     let token = std::str::from_utf8(&bytes)
         .map(str::trim)
@@ -142,7 +142,7 @@ pub fn data_dir_token(storage: &dyn Storage, data_dir: &Path) -> session_engine:
     let io = |op, e| session_engine::Error::Io {
         op,
         path: path.clone(),
-        source: e,
+        source: std::sync::Arc::new(e),
     };
     match storage.kind(&path).map_err(|e| io("stat token file", e))? {
         None => {

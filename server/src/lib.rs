@@ -134,7 +134,11 @@ impl Server {
 }
 
 fn io_error(op: &'static str, path: PathBuf, source: std::io::Error) -> Error {
-    Error::Io { op, path, source }
+    Error::Io {
+        op,
+        path,
+        source: Arc::new(source),
+    }
 }
 
 /// Binds `options.addr` and serves `manager` until [`Server::shutdown`].
