@@ -1,12 +1,11 @@
 //! The one seam between the async server and the engine's blocking API.
 //!
-//! Every engine call goes through [`call`], which runs it on tokio's blocking pool, and
-//! every event stream through [`stream_events`], which drives a blocking
-//! [`session_engine::Subscription`] on a blocking thread. When the engine gains an
-//! awaitable `Pending` and `Subscription`, only this module changes.
+//! Every engine call goes through [`call`], which runs it on tokio's blocking pool (the
+//! `SessionManager` API blocks until the write is durable), and every event stream
+//! through [`stream_events`], which awaits the engine's `Subscription::recv_async`. When
+//! the manager gains awaitable calls, only this module changes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use session_engine::{CommittedEvent, Lsn, SessionManager};
 use tokio::sync::mpsc;
@@ -42,41 +41,43 @@ pub enum StreamItem {
 
 /// Streams committed events from `from` on into a bounded channel of `capacity` items.
 ///
-/// The thread blocks when the channel is full: memory stays bounded, the engine's writer
-/// never waits for it (it cuts the subscription loose), and the subscription then reads
-/// what it missed from the log. The thread ends when the receiver is dropped.
+/// A task awaits the engine's [`session_engine::Subscription`] (`recv_async`: no thread
+/// is held while it waits) and waits when the channel is full: memory stays bounded, the
+/// engine's writer never waits for it (it cuts the subscription loose), and the
+/// subscription then reads what it missed from the log. The task ends when the receiver
+/// is dropped.
 pub fn stream_events(
     manager: &Arc<SessionManager>,
     from: Lsn,
     capacity: usize,
 ) -> mpsc::Receiver<StreamItem> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let m = Arc::clone(manager);
-    tokio::task::spawn_blocking(move || {
-        let head = m.last_lsn();
-        let mut sub = m.engine().subscribe(from);
+    let head = manager.last_lsn();
+    let mut sub = manager.engine().subscribe(from);
+    tokio::spawn(async move {
         let mut caught_up = false;
         loop {
             if !caught_up && sub.next_lsn().0 > head.0 {
                 caught_up = true;
-                if tx.blocking_send(StreamItem::CaughtUp(head)).is_err() {
+                if tx.send(StreamItem::CaughtUp(head)).await.is_err() {
                     return;
                 }
             }
-            if tx.is_closed() {
-                return;
-            }
-            match sub.recv_timeout(Duration::from_millis(500)) {
-                Ok(Some(e)) => {
-                    if tx.blocking_send(StreamItem::Event(e)).is_err() {
+            // Dropping `recv_async` when the client goes away loses nothing.
+            let received = tokio::select! {
+                _ = tx.closed() => return,
+                r = sub.recv_async() => r,
+            };
+            match received {
+                Ok(e) => {
+                    if tx.send(StreamItem::Event(e)).await.is_err() {
                         return;
                     }
                 }
-                Ok(None) => {}
                 Err(session_engine::Error::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "an event stream failed");
-                    let _ = tx.blocking_send(StreamItem::Failed);
+                    let _ = tx.send(StreamItem::Failed).await;
                     return;
                 }
             }

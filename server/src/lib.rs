@@ -44,9 +44,8 @@ pub struct Limits {
     /// Events an SSE connection may have queued in memory; past it the stream reads
     /// from the log instead.
     pub stream_queue: usize,
-    /// Event streams open at once (503 past it). Each holds a thread of tokio's blocking
-    /// pool (512 threads) until the engine's subscription is awaitable, so the cap keeps
-    /// threads for the engine calls of ordinary requests.
+    /// Event streams open at once (503 past it): each holds a subscription and its
+    /// bounded queue.
     pub max_streams: usize,
 }
 
