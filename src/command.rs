@@ -185,6 +185,17 @@ pub enum Command {
     /// Adopt the sessions of an amplihack runtime directory (as `import::amplihack` reads
     /// it); refused whole when any of their ids is taken.
     AdoptAmplihack(Box<crate::event::AmplihackAdoption>),
+    /// Requests a supervised run for a session (recorded before its process exists; the
+    /// spec's secrets are redacted in the event). Answers [`Outcome::Run`].
+    RequestRun {
+        /// The session.
+        session: SessionId,
+        /// What to run.
+        spec: Box<crate::run::RunSpec>,
+    },
+    /// Records a later step of a run (started, output, exited, spawn failed,
+    /// interrupted): refused unless it fits the run's status.
+    RecordRunStep(Box<EventBody>),
 }
 
 impl Command {
@@ -211,6 +222,8 @@ impl Command {
             Command::Clone { .. } => "clone",
             Command::ImportChains { .. } => "chain_import",
             Command::AdoptAmplihack(_) => "adopt",
+            Command::RequestRun { .. } => "run",
+            Command::RecordRunStep(_) => "run_step",
         }
     }
 }
@@ -229,6 +242,8 @@ pub enum Outcome {
     Sessions(Vec<SessionId>),
     /// These agents' chains were imported.
     Chains(Vec<AgentId>),
+    /// A run was requested under this id.
+    Run(crate::run::RunId),
 }
 
 /// The answer to an accepted command.
@@ -759,6 +774,26 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Result<(Option<Eve
                 }),
                 Outcome::Session(id),
             ))
+        }
+        Command::RequestRun { session: id, spec } => {
+            let s = session(state, &id)?;
+            if s.body.status == Status::Archived {
+                return Err(refuse(&id, "run a program in", "the session is archived"));
+            }
+            crate::run::check_spec(&spec)?;
+            let run = state.next_run_id();
+            Ok((
+                Some(EventBody::RunRequested {
+                    run,
+                    session: id,
+                    spec: Box::new(spec.redacted()),
+                }),
+                Outcome::Run(run),
+            ))
+        }
+        Command::RecordRunStep(body) => {
+            crate::run::check_step(state, &body, now)?;
+            Ok((Some(*body), Outcome::Done))
         }
         Command::ImportChains { chains } => {
             check_imported_chains(state, &chains)?;

@@ -24,6 +24,7 @@ mod intern;
 pub mod manager;
 pub mod projection;
 pub mod protocol;
+pub mod run;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
