@@ -46,6 +46,50 @@ pub fn log_path(root: &Path, id: RunId) -> PathBuf {
     root.join(RUNS_DIR).join(format!("{id}.log"))
 }
 
+/// Where a request to cancel run `id` from another process is left: the supervisor
+/// that runs it looks for this file and removes it.
+pub fn cancel_path(root: &Path, id: RunId) -> PathBuf {
+    root.join(RUNS_DIR).join(format!("{id}.cancel"))
+}
+
+/// Asks whichever process supervises run `id` in data directory `root` to cancel it:
+/// creates `runs/<id>.cancel` (new, 0600, never through a link). The caller checks the
+/// run is unfinished first; a request already there is not an error.
+pub fn request_cancel(root: &Path, id: RunId) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = cancel_path(root, id);
+    let dir = root.join(RUNS_DIR);
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::not_found("run folder", dir.display()));
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("request a cancel", path, e)),
+    }
+}
+
+/// Whether a cancel of `id` was asked for, by flag or by file.
+fn cancel_asked(root: &Path, job: &Job) -> bool {
+    job.cancel.load(Ordering::SeqCst)
+        || std::fs::symlink_metadata(cancel_path(root, job.id)).is_ok_and(|m| m.is_file())
+}
+
+/// Removes a cancel request the supervisor has acted on (a regular file only: what
+/// `request_cancel` creates).
+fn clear_cancel(root: &Path, id: RunId) {
+    let path = cancel_path(root, id);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Finds `program` as `exec` would: a path with a `/` as it is, a name in `PATH`.
 /// Refuses what does not exist or is not an executable file.
 pub(crate) fn resolve_program(program: &str, cwd: Option<&Path>) -> Result<PathBuf> {
@@ -161,10 +205,10 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
                 .saturating_mul(1 << (attempt - 1).min(16));
             let delay = delay + jitter(delay / 4 + 1);
             let until = Instant::now() + Duration::from_millis(delay);
-            while Instant::now() < until && !job.cancel.load(Ordering::SeqCst) {
+            while Instant::now() < until && !cancel_asked(&root, &job) {
                 std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
             }
-            if job.cancel.load(Ordering::SeqCst) {
+            if cancel_asked(&root, &job) {
                 record(
                     engine,
                     EventBody::RunInterrupted {
@@ -180,6 +224,7 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
             let _ = writeln!(log, "\n[session-engine: attempt {attempt}]");
         }
     }
+    clear_cancel(&root, job.id);
     engine
         .state()
         .run(job.id)
@@ -398,7 +443,7 @@ fn watch(
             record(engine, body)?;
         }
         if ended_by.is_none() {
-            if job.cancel.load(Ordering::SeqCst) {
+            if cancel_asked(&engine.paths().root, job) {
                 ended_by = Some(EndedBy::Cancel);
                 stop.stop();
             } else if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -492,6 +537,7 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
                 cancelled: false,
             },
         )?;
+        clear_cancel(&engine.paths().root, run.id);
         done.push(run.id);
     }
     Ok(done)
