@@ -527,3 +527,24 @@ fn fifty_concurrent_short_runs_are_each_recorded_exactly_once() {
         );
     }
 }
+
+#[test]
+fn a_run_past_its_cpu_limit_is_ended_by_it() {
+    let (_dir, m) = setup();
+    let mut req = sh("while :; do :; done");
+    req.limits.max_cpu_secs = Some(1);
+    req.limits.timeout_ms = Some(8_000);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.ended_by, Some(EndedBy::Cpu), "{run:?}");
+    assert!(
+        matches!(run.exit, Some(ExitKind::Signal(24 | 9))),
+        "{run:?}"
+    );
+    assert!(
+        run.usage.user_us + run.usage.sys_us >= 500_000,
+        "{:?}",
+        run.usage
+    );
+    assert!(group_left(pgid_of(&m, run.id)).is_empty());
+}
