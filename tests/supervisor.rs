@@ -548,3 +548,34 @@ fn a_run_past_its_cpu_limit_is_ended_by_it() {
     );
     assert!(group_left(pgid_of(&m, run.id)).is_empty());
 }
+
+#[test]
+fn a_run_log_is_never_written_through_a_link_or_over_a_file_the_engine_did_not_create() {
+    let (dir, m) = setup();
+    // Run 1's log path holds another program's file: the run fails to start, recorded,
+    // and the file is untouched.
+    std::fs::create_dir(dir.path().join("runs")).unwrap();
+    std::fs::write(dir.path().join("runs/1.log"), b"theirs").unwrap();
+    let run = m.exec(sh("echo mine")).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(matches!(
+        events(&m, run.id).last(),
+        Some(EventBody::RunSpawnFailed { .. })
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("runs/1.log")).unwrap(),
+        b"theirs"
+    );
+    // `runs/` a link to another folder: nothing is written there.
+    std::fs::remove_file(dir.path().join("runs/1.log")).unwrap();
+    std::fs::remove_dir(dir.path().join("runs")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("runs")).unwrap();
+    let run = m.exec(sh("echo mine")).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.error.as_deref().unwrap().contains("not a folder"),
+        "{run:?}"
+    );
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}

@@ -332,7 +332,9 @@ fn run_attempt(
     };
     let pid = child.id();
     let start_time = os::proc_stat(pid).map_or(0, |s| s.start_time);
-    let (tx, rx) = crossbeam_channel::unbounded();
+    // Bounded: a program that writes faster than its output is recorded waits on its
+    // pipe, and the supervisor's memory stays bounded.
+    let (tx, rx) = crossbeam_channel::bounded(64);
     if let Some(o) = child.stdout().take() {
         reader(o, Stream::Stdout, tx.clone());
     }
