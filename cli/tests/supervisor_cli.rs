@@ -97,6 +97,13 @@ fn exec_streams_the_output_and_exits_with_the_programs_status() {
             .unwrap()
             .starts_with("1\ts1\tfailed\t1\t7\tsh")
     );
+    let o = run(&dir, &["stats"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"], 2);
+    assert_eq!(
+        v["runs_by_status"],
+        serde_json::json!({"completed": 1, "failed": 1})
+    );
 }
 
 #[test]
