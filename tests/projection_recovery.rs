@@ -964,6 +964,10 @@ struct CommitDuringRename {
     armed: std::sync::atomic::AtomicBool,
     manager: std::sync::Mutex<std::sync::Weak<SessionManager>>,
     action: fn(&SessionManager),
+    /// The power cut right after the action: before the projector's next checkpoint,
+    /// whose `sync_fs` would make the log durable too.
+    mem: Arc<MemStorage>,
+    image: std::sync::Mutex<Option<MemStorage>>,
 }
 
 impl std::fmt::Debug for CommitDuringRename {
@@ -979,6 +983,7 @@ impl Hooks for CommitDuringRename {
             && let Some(m) = self.manager.lock().unwrap().upgrade()
         {
             (self.action)(&m);
+            *self.image.lock().unwrap() = Some(self.mem.crash(0, CrashMode::DurableOnly));
         }
     }
 }
@@ -993,7 +998,8 @@ fn interval_options(
 }
 
 /// Runs one "commit during the projector's write" scenario and returns, after a power cut
-/// that loses everything unsynced and a reopen, the registry and `session_s1.json`.
+/// that loses everything unsynced right after the command (before the projector's next
+/// checkpoint, whose `sync_fs` would make it durable) and a reopen, the registry and `session_s1.json`.
 fn commit_during_projection(
     needle: &'static str,
     action: fn(&SessionManager),
@@ -1007,6 +1013,8 @@ fn commit_during_projection(
             armed: false.into(),
             manager: std::sync::Mutex::new(std::sync::Weak::new()),
             action,
+            mem: Arc::clone(&mem),
+            image: std::sync::Mutex::new(None),
         },
     });
     let storage: Arc<dyn Storage> = hook.clone();
@@ -1025,7 +1033,7 @@ fn commit_during_projection(
         !hook.armed.load(std::sync::atomic::Ordering::SeqCst),
         "the hook never fired"
     );
-    let image = mem.crash(0, CrashMode::DurableOnly);
+    let image = hook.image.lock().unwrap().take().unwrap();
     m.close().unwrap();
     let b = backend_on(Arc::new(image));
     let m = SessionManager::open(&b.dir, interval_options(&b.storage, &clock)).unwrap();

@@ -47,7 +47,7 @@
 //! | record | meaning |
 //! |---|---|
 //! | `{"new":"<path>"}` | the engine is about to create `<path>`: whatever is there is its own, content not known yet. Synced before the file is created (one sync for all the new paths of a flush), so a file the engine created is never taken for a foreign one after a crash. |
-//! | `{"put":"<path>","len":<n>,"crc":<c>,"stat":"<hex>"}` | the engine last wrote `<n>` bytes with CRC-32 `<c>` there (for a per-session log: its first `<n>` bytes, which later appends extend); `stat` is the file's [`crate::storage::FileStat::version`] after that write, as 16 hex digits (absent when the storage cannot tell). Not synced on its own: synced with the next `new` record or before the marker is written. |
+//! | `{"put":"<path>","len":<n>,"crc":<c>,"stat":"<hex>"}` | the engine last wrote `<n>` bytes with CRC-32 `<c>` there (for a per-session log: its first `<n>` bytes, which later appends extend); `stat` is the file's [`crate::storage::FileStat::version`] after that write, as 16 hex digits (absent when the storage cannot tell). Not synced on its own: synced with the next `new` record or by the checkpoint's `sync_fs` before the marker is written. |
 //! | `{"gone":"<path>"}` | the path is no longer the engine's (its file was moved into the attic, or another program's file was found there). |
 //!
 //! The file is rewritten whole (atomically, one record per path) when it holds more than
@@ -859,20 +859,30 @@ impl Projection {
         Ok(Some(dest))
     }
 
-    /// Creates `path` holding `bytes`, where the engine found nothing: reserved first,
-    /// then created without replacing, so a file another program put there meanwhile
-    /// stays (and the write fails naming it).
+    /// Creates `path` holding `bytes`, where the engine found nothing: reserved first
+    /// (durably: the manifest says the path is the engine's before the file exists, even
+    /// when the file itself is not synced), then created without replacing, so a file
+    /// another program put there meanwhile stays (and the write fails naming it). Synced
+    /// when `durable`.
     pub(super) fn create_new(
         &self,
         op: &'static str,
         path: &Path,
         bytes: &[u8],
+        durable: bool,
     ) -> Result<(), Failure> {
         self.reserve(std::slice::from_ref(&path.to_path_buf()))?;
         if self.entry(path)?.is_none() {
             return Err(foreign(path));
         }
-        match self.in_its_dir(path, || write_new_atomic(&*self.storage, path, bytes)) {
+        let write = || {
+            if durable {
+                write_new_atomic(&*self.storage, path, bytes)
+            } else {
+                write_new_atomic_unsynced(&*self.storage, path, bytes)
+            }
+        };
+        match self.in_its_dir(path, write) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 self.forget(path, true)?;
                 Err(foreign(path))

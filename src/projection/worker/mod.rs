@@ -15,7 +15,6 @@ mod rebuild;
 
 pub(crate) use rebuild::PrepareError;
 
-use files::in_parallel;
 use logs::SessionLogs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,7 +34,10 @@ use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
 use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
 use crate::error::{Error, Result};
 use crate::state::{Session, State};
-use crate::storage::{OpenMode, Storage, write_atomic, write_new_atomic};
+use crate::storage::{
+    OpenMode, Storage, write_atomic, write_atomic_unsynced, write_new_atomic,
+    write_new_atomic_unsynced,
+};
 use crate::types::{AgentId, Lsn, SessionId};
 
 /// Events the feeder hands over per message, at most.
@@ -106,18 +108,56 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
     }
 }
 
-/// The JSON files waiting to be rewritten.
+/// The JSON files waiting to be rewritten, each with the LSN of its oldest change not
+/// written yet (what the watermark, and so the marker, may not pass).
 #[derive(Default)]
-struct Dirty {
-    sessions: BTreeSet<SessionId>,
-    chains: BTreeSet<AgentId>,
-    registry: bool,
+pub(super) struct Dirty {
+    pub(super) sessions: BTreeMap<SessionId, Lsn>,
+    pub(super) chains: BTreeMap<AgentId, Lsn>,
+    pub(super) registry: Option<Lsn>,
 }
 
 impl Dirty {
+    /// Session `id`'s file changed at `lsn` (an older change still unwritten wins).
+    pub(super) fn session(&mut self, id: &SessionId, lsn: Lsn) {
+        if !self.sessions.contains_key(id) {
+            self.sessions.insert(id.clone(), lsn);
+        }
+    }
+
+    /// The chain file of `agent` changed at `lsn`.
+    pub(super) fn chain(&mut self, agent: &AgentId, lsn: Lsn) {
+        if !self.chains.contains_key(agent) {
+            self.chains.insert(agent.clone(), lsn);
+        }
+    }
+
+    /// The registry changed at `lsn`.
+    pub(super) fn registry(&mut self, lsn: Lsn) {
+        self.registry.get_or_insert(lsn);
+    }
+
+    /// The oldest change not written yet.
+    pub(super) fn oldest(&self) -> Option<Lsn> {
+        self.sessions
+            .values()
+            .chain(self.chains.values())
+            .chain(self.registry.iter())
+            .min()
+            .copied()
+    }
+
     fn clear(&mut self) {
         *self = Dirty::default();
     }
+}
+
+/// What a file of the projections is, for the cost of its last write.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum FileKey {
+    Session(SessionId),
+    Chain(AgentId),
+    Registry,
 }
 
 pub(crate) struct Projection {
@@ -142,6 +182,11 @@ pub(crate) struct Projection {
     dirty_since: Option<Instant>,
     absorbed_since_flush: usize,
     last_checkpoint: Instant,
+    /// When each big file's last write started and how long it took (see
+    /// [`Projection::gate`]); small files are not kept.
+    costs: HashMap<FileKey, (Instant, Duration)>,
+    /// The earliest a file held back by its cost may be written, when one is.
+    gated_until: Option<Instant>,
     /// A waiter wants the files to reflect this LSN as soon as possible.
     urgent: Lsn,
     retry_at: Option<Instant>,
@@ -182,6 +227,8 @@ impl Projection {
             dirty_since: None,
             absorbed_since_flush: 0,
             last_checkpoint: Instant::now(),
+            costs: HashMap::new(),
+            gated_until: None,
             urgent: Lsn::ZERO,
             retry_at: None,
             consecutive_failures: 0,
@@ -333,12 +380,33 @@ impl Projection {
         self.needs_rebuild
             || !self.dirty.sessions.is_empty()
             || !self.dirty.chains.is_empty()
+            || self.dirty.registry.is_some()
             || !self.logs.lines.is_empty()
             || !self.logs.rebuild.is_empty()
     }
 
     pub(super) fn is_clean(&self) -> bool {
-        !self.has_file_work() && !self.dirty.registry
+        !self.has_file_work()
+    }
+
+    /// The watermark: every projection file reflects at least this LSN. Each file still
+    /// to be written holds it below its oldest unwritten change; with nothing to write it
+    /// is the last event absorbed. A full rebuild or a log rebuild still to do holds it
+    /// at the marker (what they repair is not tracked per change).
+    pub(super) fn watermark(&self) -> Lsn {
+        if self.needs_rebuild || !self.logs.rebuild.is_empty() {
+            return self.marker.min(self.received);
+        }
+        let mut oldest = self.dirty.oldest();
+        for lines in self.logs.lines.values() {
+            if let Some(l) = lines.first() {
+                oldest = Some(oldest.map_or(l.key.0, |o| o.min(l.key.0)));
+            }
+        }
+        match oldest {
+            Some(o) => Lsn(o.get().saturating_sub(1)).min(self.received),
+            None => self.received,
+        }
     }
 
     pub(super) fn absorb(&mut self, batch: &[CommittedEvent]) {
@@ -353,11 +421,11 @@ impl Projection {
             self.absorbed_since_flush += 1;
             let body = &ce.event.body;
             for agent in body.agents() {
-                self.dirty.chains.insert(agent.clone());
+                self.dirty.chain(agent, ce.lsn);
             }
             for id in body.sessions() {
-                self.dirty.registry = true;
-                self.dirty.sessions.insert(id.clone());
+                self.dirty.registry(ce.lsn);
+                self.dirty.session(id, ce.lsn);
             }
             out.clear();
             // Files the event says the engine took over become its own before they are
@@ -406,7 +474,7 @@ impl Projection {
     }
 
     pub(super) fn checkpoint_wanted(&self) -> bool {
-        self.dirty.registry || self.marker < self.received
+        self.marker < self.received
     }
 
     pub(super) fn next_wake(&self) -> Option<Instant> {
@@ -417,11 +485,15 @@ impl Projection {
             return Some(Instant::now());
         }
         let files = self
-            .has_file_work()
-            .then(|| self.dirty_since.unwrap_or_else(Instant::now) + self.options.flush_interval);
+            .dirty_since
+            .map(|t| t + self.options.flush_interval)
+            .into_iter()
+            .chain(self.gated_until)
+            .min()
+            .filter(|_| self.has_file_work());
         let checkpoint = self
             .checkpoint_wanted()
-            .then(|| self.last_checkpoint + self.options.registry_interval);
+            .then(|| self.last_checkpoint + self.options.checkpoint_interval);
         match (files, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -436,14 +508,12 @@ impl Projection {
         }
         let urgent = finishing || self.urgent();
         let checkpoint_due = self.checkpoint_wanted()
-            && (urgent || now >= self.last_checkpoint + self.options.registry_interval);
-        // A checkpoint flushes the files too: under steady load they are never all clean
-        // otherwise, and `projected` (and the marker) would not move.
+            && (urgent || now >= self.last_checkpoint + self.options.checkpoint_interval);
         let files_due = self.has_file_work()
             && (urgent
-                || checkpoint_due
                 || self.retry_at.is_some()
                 || self.absorbed_since_flush >= self.options.max_batch_events
+                || self.gated_until.is_some_and(|t| now >= t)
                 || self
                     .dirty_since
                     .is_some_and(|t| now >= t + self.options.flush_interval));
@@ -455,11 +525,13 @@ impl Projection {
         let state = self.engine.state();
         let mut result = self.sync_log();
         if result.is_ok() && files_due {
-            result = self.flush_files(&state);
+            result = self.flush_files(&state, urgent);
         }
         if result.is_ok() && checkpoint_due {
-            result = self.checkpoint(&state);
+            result = self.checkpoint();
         }
+        // What was written may have moved the watermark.
+        self.projected = self.projected.max(self.watermark());
         match result {
             Ok(()) => self.succeeded(),
             Err(f) => self.failed(f),
@@ -529,6 +601,8 @@ impl Projection {
     }
 
     pub(super) fn publish(&mut self) {
+        // Absorbing events never lowers the watermark (their changes come after it), so
+        // it is computed again only once files were written; `projected` says the same.
         if self.is_clean() {
             self.projected = self.projected.max(self.received);
         }
