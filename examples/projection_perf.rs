@@ -175,7 +175,7 @@ fn many(root: &Path, durability: Durability, sessions: u64, per: u64) -> (Durati
         let bytes = std::fs::read(sessions_dir.join(format!("session_{id}.json"))).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
-            v["activities"].as_array().map(Vec::len),
+            v["activity_log"].as_array().map(Vec::len),
             Some(per as usize),
             "{id}"
         );

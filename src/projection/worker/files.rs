@@ -310,15 +310,24 @@ impl Projection {
             _ => false,
         };
         // One file after the other: without syncs, writing on several threads only makes
-        // them contend for the directory. A file stays dirty until it is written.
+        // them contend for the directory. A file stays dirty until it is written, and one
+        // that fails does not keep the others from being written (the first failure is
+        // returned once they were).
+        let mut first: Option<Failure> = None;
         let ids: Vec<SessionId> = self.dirty.sessions.keys().cloned().collect();
         for id in ids {
             let key = FileKey::Session(id.clone());
             if held(self.gate(&key)) {
                 continue;
             }
-            self.timed(key, |p| p.write_session(&state, &id))?;
-            self.dirty.sessions.remove(&id);
+            match self.timed(key, |p| p.write_session(&state, &id)) {
+                Ok(()) => {
+                    self.dirty.sessions.remove(&id);
+                }
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
         }
         let agents: Vec<AgentId> = self.dirty.chains.keys().cloned().collect();
         for agent in agents {
@@ -326,8 +335,14 @@ impl Projection {
             if held(self.gate(&key)) {
                 continue;
             }
-            self.timed(key, |p| p.write_chain(&state, &agent))?;
-            self.dirty.chains.remove(&agent);
+            match self.timed(key, |p| p.write_chain(&state, &agent)) {
+                Ok(()) => {
+                    self.dirty.chains.remove(&agent);
+                }
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
         }
         while let Some((id, lines)) = self.logs.lines.pop_first() {
             self.logs.pending_bytes = self
@@ -339,28 +354,33 @@ impl Projection {
                 // The file may have changed under us; read its tail again next time.
                 self.logs.tails.remove(&id);
                 self.logs.lines.insert(id, lines);
-                return Err(f);
+                first.get_or_insert(f);
+                break;
             }
         }
-        if !self.logs.rebuild.is_empty() {
+        if first.is_none() && !self.logs.rebuild.is_empty() {
             let which = std::mem::take(&mut self.logs.rebuild);
             match self.rebuild_logs_from_wal(Some(&which), self.received, &state) {
                 Ok(n) => self.shared.update(|p| p.status.logs_rebuilt += n),
                 Err(f) => {
                     self.logs.rebuild = which;
-                    return Err(f);
+                    first.get_or_insert(f);
                 }
             }
         }
         // The registry last: it lists the sessions written above.
         if self.dirty.registry.is_some() && !held(self.gate(&FileKey::Registry)) {
-            self.timed(FileKey::Registry, |p| p.write_registry(&state))?;
-            self.dirty.registry = None;
+            match self.timed(FileKey::Registry, |p| p.write_registry(&state)) {
+                Ok(()) => self.dirty.registry = None,
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
         }
         self.gated_until = gated;
         self.dirty_since = None;
         self.absorbed_since_flush = 0;
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Moves the marker up to the watermark, when it is past it (see

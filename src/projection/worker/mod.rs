@@ -524,11 +524,17 @@ impl Projection {
         // shows durable, while commands that commit meanwhile wait for the next step.
         let state = self.engine.state();
         let mut result = self.sync_log();
-        if result.is_ok() && files_due {
+        let synced = result.is_ok();
+        if synced && files_due {
             result = self.flush_files(&state, urgent);
         }
-        if result.is_ok() && checkpoint_due {
-            result = self.checkpoint();
+        // A file that failed stays dirty and holds the watermark below its change: the
+        // marker can still move up to it.
+        if synced && checkpoint_due {
+            let checkpointed = self.checkpoint();
+            if result.is_ok() {
+                result = checkpointed;
+            }
         }
         // What was written may have moved the watermark.
         self.projected = self.projected.max(self.watermark());
