@@ -1,20 +1,27 @@
 //! The projector thread. See the parent module for the invariants. By job:
 //! * this file: the event loop (catch-up, absorbing events, deciding when to write,
 //!   retries with backoff, progress);
-//! * [`files`]: writing the JSON files (sessions, chains, registry, marker);
+//! * [`dirty`]: which files wait to be written, since which change (the watermark);
+//! * [`files`]: writing the JSON files (sessions, chains, registry, marker), coalescing
+//!   big ones by the cost of their last write, and the checkpoint;
 //! * [`logs`]: the per-session logs (appends, torn tails, rotation, rebuilding them from
 //!   the log);
 //! * [`rebuild`]: full rebuilds and the check of the files at open;
-//! * [`manifest`]: ownership (the manifest of the files the projector created, the checks
-//!   of the write and remove primitives, the attic files are moved aside into).
+//! * [`manifest`]: the ownership manifest of the files the projector created (the rule,
+//!   its file format);
+//! * [`ownership`]: the checks of the write and remove primitives against it, and the
+//!   attic files are moved aside into.
 
+mod dirty;
 mod files;
 mod logs;
 pub(crate) mod manifest;
+mod ownership;
 mod rebuild;
 
 pub(crate) use rebuild::PrepareError;
 
+use dirty::{Dirty, FileKey};
 use logs::SessionLogs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -42,6 +49,8 @@ use crate::types::{AgentId, Lsn, SessionId};
 
 /// Events the feeder hands over per message, at most.
 const FEED_CHUNK: usize = 4096;
+/// Longest the event loop absorbs queued events before it looks at the files again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -106,58 +115,6 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
             }
         }
     }
-}
-
-/// The JSON files waiting to be rewritten, each with the LSN of its oldest change not
-/// written yet (what the watermark, and so the marker, may not pass).
-#[derive(Default)]
-pub(super) struct Dirty {
-    pub(super) sessions: BTreeMap<SessionId, Lsn>,
-    pub(super) chains: BTreeMap<AgentId, Lsn>,
-    pub(super) registry: Option<Lsn>,
-}
-
-impl Dirty {
-    /// Session `id`'s file changed at `lsn` (an older change still unwritten wins).
-    pub(super) fn session(&mut self, id: &SessionId, lsn: Lsn) {
-        if !self.sessions.contains_key(id) {
-            self.sessions.insert(id.clone(), lsn);
-        }
-    }
-
-    /// The chain file of `agent` changed at `lsn`.
-    pub(super) fn chain(&mut self, agent: &AgentId, lsn: Lsn) {
-        if !self.chains.contains_key(agent) {
-            self.chains.insert(agent.clone(), lsn);
-        }
-    }
-
-    /// The registry changed at `lsn`.
-    pub(super) fn registry(&mut self, lsn: Lsn) {
-        self.registry.get_or_insert(lsn);
-    }
-
-    /// The oldest change not written yet.
-    pub(super) fn oldest(&self) -> Option<Lsn> {
-        self.sessions
-            .values()
-            .chain(self.chains.values())
-            .chain(self.registry.iter())
-            .min()
-            .copied()
-    }
-
-    fn clear(&mut self) {
-        *self = Dirty::default();
-    }
-}
-
-/// What a file of the projections is, for the cost of its last write.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum FileKey {
-    Session(SessionId),
-    Chain(AgentId),
-    Registry,
 }
 
 pub(crate) struct Projection {
@@ -293,7 +250,14 @@ impl Projection {
                 },
                 default(timeout) => {}
             }
-            while !disconnected && self.absorbed_since_flush < self.options.max_batch_events {
+            // Everything already committed is absorbed before files are written (within a
+            // time budget): files are written from the latest state anyway, so each
+            // absorbed event is one rewrite fewer of the files it touches.
+            let drain_until = Instant::now() + DRAIN_BUDGET;
+            while !disconnected
+                && self.absorbed_since_flush < self.options.max_batch_events
+                && Instant::now() < drain_until
+            {
                 match data.try_recv() {
                     Ok(Feed::Events(v)) => self.absorb(&v),
                     Ok(Feed::Failed(e)) => self.fatal(&e),
