@@ -534,8 +534,8 @@ fn a_failed_projection_write_is_retried_until_it_succeeds() {
     assert_eq!(rebuilt(&b, m), files);
 }
 
-/// Hundreds of session files are written on several threads: the files are the same, and
-/// a failure on any thread fails the rebuild, which the next one completes.
+/// Hundreds of session files are written (one after the other): the files are the same,
+/// and a failure on any of them fails the rebuild, which the next one completes.
 #[test]
 fn a_rebuild_of_many_sessions_writes_every_file_and_reports_a_failure_on_any_thread() {
     let (b, faults) = faulty("session_s1");
@@ -959,10 +959,7 @@ fn under_a_steady_writer_the_marker_keeps_moving_with_the_watermark() {
                 let shown = b.json("sessions/session_s.json")["activity_log"]
                     .as_array()
                     .map_or(0, Vec::len) as u64;
-                assert!(
-                    shown + first.get() > st.marker.get(),
-                    "{st:?}: {shown}"
-                );
+                assert!(shown + first.get() > st.marker.get(), "{st:?}: {shown}");
             }
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -19,6 +19,9 @@
 //!   entry of its parent like any other, so it and everything in it may vanish until the
 //!   parent is synced.
 //!
+//! `Storage::sync_fs` (`syncfs`) makes every pending write and entry change durable at
+//! once.
+//!
 //! [`MemStorage::halt_after_syncs`] stops the "machine" at a chosen sync: that sync and
 //! every later mutating call fail, so a test can sweep the crash point over every sync of
 //! a workload.
