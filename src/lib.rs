@@ -22,6 +22,7 @@ pub mod event;
 pub mod export;
 pub mod import;
 mod intern;
+mod isotime;
 pub mod manager;
 pub mod projection;
 pub mod protocol;
