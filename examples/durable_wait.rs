@@ -108,6 +108,9 @@ impl Storage for Counting {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.inner.sync_dir(path)
     }
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_fs(path)
+    }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         self.inner.try_lock(path)
     }

@@ -7,9 +7,10 @@
 //!
 //! ```text
 //! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
-//!                                                      chains or an adoption
+//!                                                      chains or an adoption, 3 for a run
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
+//!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -28,6 +29,10 @@
 //!   unknown keys, exact `created_at` texts; possibly none). Written only when a state
 //!   holds either ([`state_schema_of`]); a state without them is still written as schema
 //!   1, byte for byte.
+//! * event schema 3: appends the run events (`RunRequested` to `RunInterrupted`, see
+//!   `run`); only they are written as schema 3. State schema 3 appends the runs
+//!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
+//!   has a run.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -45,12 +50,12 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 2;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 3;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
 /// The newest state schema, which this build reads; written when a state needs it.
-pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 2;
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 3;
 
 fn session_needs_2(s: &Session) -> bool {
     matches!(s.origin, Some(Origin::Adopted(_)))
@@ -59,6 +64,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
             .iter()
@@ -72,8 +78,10 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if state.sessions.values().any(|s| session_needs_2(s)) || state.has_chains_as_read() {
-        NEWEST_STATE_SCHEMA_VERSION
+    if !state.runs.is_empty() {
+        3
+    } else if state.sessions.values().any(|s| session_needs_2(s)) || state.has_chains_as_read() {
+        2
     } else {
         STATE_SCHEMA_VERSION
     }
@@ -181,8 +189,9 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1 | 2 => {
-            // Schema 2 only adds variants at the end, so both decode with today's types.
+        1..=3 => {
+            // Schemas 2 and 3 only add variants at the end, so all decode with today's
+            // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
                     .map_err(|e| DecodeError(format!("event does not decode: {e}")))?;
@@ -216,10 +225,15 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeErr
     out.write_all(&[version]).map_err(EncodeError::Io)?;
     bincode::serde::encode_into_std_write(state, &mut *out, bincode::config::standard())
         .map_err(|e| EncodeError::from_bincode("state", e))?;
-    if version == 2 {
+    if version >= 2 {
         let parts = state.chains_as_read().unwrap_or_default();
-        bincode::serde::encode_into_std_write(&parts, out, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&parts, &mut *out, bincode::config::standard())
             .map_err(|e| EncodeError::from_bincode("imported chain fields", e))?;
+    }
+    if version >= 3 {
+        let runs: Vec<&crate::run::Run> = state.runs.values().map(|r| &**r).collect();
+        bincode::serde::encode_into_std_write(&runs, out, bincode::config::standard())
+            .map_err(|e| EncodeError::from_bincode("runs", e))?;
     }
     Ok(())
 }
@@ -249,7 +263,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1 | 2 => {
+        1..=3 => {
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
@@ -258,7 +272,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             // A state repeats its action names in every activity: decoding shares them.
             let (mut state, mut used): (State, usize) = decode_bounded(body)
                 .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
-            if version == 2 {
+            if version >= 2 {
                 let rest = body.get(used..).unwrap_or_default();
                 let (parts, n): (crate::state::chain::ChainsAsRead, usize) = decode_bounded(rest)
                     .map_err(|e| {
@@ -269,6 +283,15 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     .map_err(|e| DecodeError(format!("imported chain fields: {e}")))?;
                 used += n;
             }
+            if version >= 3 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (runs, n): (Vec<crate::run::Run>, usize) = decode_bounded(rest)
+                    .map_err(|e| DecodeError(format!("runs do not decode: {e}")))?;
+                state
+                    .attach_runs(runs)
+                    .map_err(|e| DecodeError(format!("runs: {e}")))?;
+                used += n;
+            }
             if used != body.len() {
                 return Err(DecodeError(format!(
                     "snapshot payload has {} trailing bytes",
@@ -277,7 +300,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             }
             if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
-                    "an adopted session is not part of state schema {version}"
+                    "an adopted session or a run is not part of state schema {version}"
                 )));
             }
             Ok(state)
@@ -406,6 +429,82 @@ mod tests {
         let mut plain = Vec::new();
         encode_state(&State::new(), &mut plain).unwrap();
         assert_eq!(plain[0], 1);
+    }
+
+    #[test]
+    fn run_events_are_schema_3_and_a_state_with_runs_is_state_schema_3() {
+        use crate::run::{Limits, RetryPolicy, RunId, RunSpec, RunStatus, Started, Stream};
+        let mut st = State::new();
+        let at = Timestamp(1_700_000_000_000_000);
+        let create = Event {
+            at,
+            body: EventBody::ChainReset {
+                agent: crate::types::AgentId::new("a").unwrap(),
+            },
+        };
+        st.apply(Lsn(1), &create).unwrap();
+        let mut plain = Vec::new();
+        encode_state(&st, &mut plain).unwrap();
+        assert_eq!(plain[0], 1, "a state without runs stays schema 1");
+        let s = adoption();
+        st.apply(Lsn(2), &s).unwrap();
+        let spec = RunSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), "true".into()],
+            cwd: None,
+            env: vec![("API_TOKEN".into(), "hunter2".into())],
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+        };
+        let bodies = vec![
+            EventBody::RunRequested {
+                run: RunId(1),
+                session: SessionId::new("claude_session_1_0a1b2c3d").unwrap(),
+                spec: Box::new(spec.redacted()),
+            },
+            EventBody::RunStarted(Box::new(Started {
+                run: RunId(1),
+                attempt: 1,
+                pid: 42,
+                pgid: 42,
+                start_time: 7,
+                boot_id: "b".into(),
+            })),
+            EventBody::RunOutput {
+                run: RunId(1),
+                attempt: 1,
+                stream: Stream::Stdout,
+                offset: 0,
+                bytes: vec![0xff; 300],
+            },
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let e = Event { at, body };
+            let bytes = event_to_vec(&e).unwrap();
+            assert_eq!(bytes[0], 3);
+            assert_eq!(decode_event(&bytes).unwrap(), e);
+            let mut as_2 = bytes.clone();
+            as_2[0] = 2;
+            assert!(decode_event(&as_2).is_err(), "schema 2 took a run event");
+            if let EventBody::RunOutput { .. } = e.body {
+                assert!(
+                    bytes.len() < 330,
+                    "bytes are stored one byte each: {}",
+                    bytes.len()
+                );
+            }
+            st.apply(Lsn(3 + i as u64), &e).unwrap();
+        }
+        let run = st.run(RunId(1)).unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.spec.env[0].1, crate::run::REDACTED);
+        assert_eq!(run.output_kept, 300);
+        let mut snap = Vec::new();
+        encode_state(&st, &mut snap).unwrap();
+        assert_eq!(snap[0], 3);
+        assert_eq!(decode_state(&snap).unwrap(), st);
+        snap[0] = 2;
+        assert!(decode_state(&snap).is_err(), "state schema 2 took runs");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::run::{Exited, RunId, RunSpec, Started, Stream};
 use crate::state::{AmplihackDocuments, CommandRecord, Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 
@@ -249,6 +250,54 @@ pub enum EventBody {
     },
     /// Sessions were adopted from an amplihack runtime directory (event schema 2).
     SessionsAdopted(Box<AmplihackAdoption>),
+    /// A run was requested, before its process exists (event schema 3, like every run
+    /// event).
+    RunRequested {
+        /// The new run's id.
+        run: RunId,
+        /// The session it runs for.
+        session: SessionId,
+        /// What it runs, secrets redacted.
+        spec: Box<RunSpec>,
+    },
+    /// An attempt's process started.
+    RunStarted(Box<Started>),
+    /// A chunk of an attempt's output (at most `run::MAX_CHUNK` bytes).
+    RunOutput {
+        /// The run.
+        run: RunId,
+        /// The attempt.
+        attempt: u32,
+        /// Which stream.
+        stream: Stream,
+        /// Where the chunk starts in the attempt's output (both streams, in arrival order).
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// An attempt's process group ended and was reaped.
+    RunExited(Box<Exited>),
+    /// An attempt's process could not be started.
+    RunSpawnFailed {
+        /// The run.
+        run: RunId,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        error: String,
+        /// Whether another attempt follows.
+        retry: bool,
+    },
+    /// A run ended with no process of its own running: reconciled at a reopen (no
+    /// supervisor finished it), or cancelled while it waited for its next attempt.
+    RunInterrupted {
+        /// The run.
+        run: RunId,
+        /// What was found (and done).
+        reason: String,
+        /// Whether a cancel request ended it (status `cancelled`, else `interrupted`).
+        cancelled: bool,
+    },
 }
 
 /// The top-level keys seed 003's `_save_sessions` writes, in its order.
@@ -349,6 +398,12 @@ impl EventBody {
             EventBody::SessionCloned { .. } => "session_cloned",
             EventBody::ChainsImported { .. } => "chains_imported",
             EventBody::SessionsAdopted(_) => "sessions_adopted",
+            EventBody::RunRequested { .. } => "run_requested",
+            EventBody::RunStarted(_) => "run_started",
+            EventBody::RunOutput { .. } => "run_output",
+            EventBody::RunExited(_) => "run_exited",
+            EventBody::RunSpawnFailed { .. } => "run_spawn_failed",
+            EventBody::RunInterrupted { .. } => "run_interrupted",
         }
     }
 
@@ -387,6 +442,14 @@ impl EventBody {
             EventBody::ChainLinked { .. }
             | EventBody::ChainReset { .. }
             | EventBody::ChainsImported { .. } => Vec::new(),
+            // Runs belong to a session but do not change it: no session file, bundle or
+            // point-in-time view of a session holds them.
+            EventBody::RunRequested { .. }
+            | EventBody::RunStarted(_)
+            | EventBody::RunOutput { .. }
+            | EventBody::RunExited(_)
+            | EventBody::RunSpawnFailed { .. }
+            | EventBody::RunInterrupted { .. } => Vec::new(),
         }
     }
 
@@ -482,7 +545,26 @@ impl EventBody {
             EventBody::ChainLinked { .. }
             | EventBody::ChainReset { .. }
             | EventBody::ChainsImported { .. } => {}
+            EventBody::RunRequested { .. }
+            | EventBody::RunStarted(_)
+            | EventBody::RunOutput { .. }
+            | EventBody::RunExited(_)
+            | EventBody::RunSpawnFailed { .. }
+            | EventBody::RunInterrupted { .. } => {}
         }
         b
+    }
+
+    /// Whether this is a run event (event schema 3).
+    pub fn is_run(&self) -> bool {
+        matches!(
+            self,
+            EventBody::RunRequested { .. }
+                | EventBody::RunStarted(_)
+                | EventBody::RunOutput { .. }
+                | EventBody::RunExited(_)
+                | EventBody::RunSpawnFailed { .. }
+                | EventBody::RunInterrupted { .. }
+        )
     }
 }

@@ -22,12 +22,15 @@ pub mod event;
 pub mod export;
 pub mod import;
 mod intern;
+mod isotime;
 pub mod manager;
 pub mod projection;
 pub mod protocol;
+pub mod run;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod supervisor;
 pub mod types;
 pub mod wal;
 
@@ -41,8 +44,8 @@ pub use error::{Error, Result};
 pub use event::{Event, EventBody};
 pub use export::{Bundle, BundleError, parse_bundle};
 pub use manager::{
-    ChainImport, ClaudeSession, CommandRun, ListFilter, ManagerOptions, SessionManager,
-    SessionTracker,
+    ChainImport, ClaudeSession, CommandRun, ExecRequest, ListFilter, ManagerOptions, RunFilter,
+    RunHandle, SessionManager, SessionTracker,
 };
 pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};

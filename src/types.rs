@@ -84,14 +84,12 @@ impl Timestamp {
     /// ISO 8601 in UTC with second precision and a `Z` suffix, the format of seed 001's
     /// JSON files: `2025-11-08T10:30:00Z`.
     pub fn to_iso8601(self) -> String {
-        self.to_datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        crate::isotime::iso(self, false, true)
     }
 
     /// ISO 8601 in UTC with microsecond precision: `2025-11-08T10:30:00.123456Z`.
     pub fn to_iso8601_micros(self) -> String {
-        self.to_datetime()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string()
+        crate::isotime::iso(self, true, true)
     }
 }
 

@@ -275,6 +275,37 @@ pub enum Cmd {
     /// Serve seed 002's REST API, event streams and metrics over HTTP (until SIGINT or
     /// SIGTERM).
     Serve(ServeArgs),
+    /// Run a program for a session under supervision (its own process group, limits,
+    /// every step recorded); stream its output; exit with its status (128+N for a
+    /// signal, 127 when it could not start). The run's id is printed on stderr at the end.
+    Exec(ExecArgs),
+    /// List runs (id, session, status, attempts, exit, program), or one run as JSON.
+    Runs {
+        /// Only this run (printed as JSON).
+        run: Option<String>,
+        /// Only runs of this session.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Only runs with this status (pending, running, completed, failed, cancelled,
+        /// timeout, recovering, interrupted).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+    },
+    /// Cancel a run that another process supervises: SIGTERM to its process group, SIGKILL
+    /// after its grace period; waits until it is recorded and prints its status.
+    Cancel {
+        /// The run id.
+        run: String,
+    },
+    /// Print a run's output (stdout and stderr in arrival order, head and tail above
+    /// its cap).
+    Logs {
+        /// The run id.
+        run: String,
+        /// Keep printing new output until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// `claude` subcommands.
@@ -310,6 +341,37 @@ pub struct ServeArgs {
     /// non-loopback --addr uses DATA_DIR/server-token, generated (mode 0600) if missing.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `exec` flags.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The session the run belongs to.
+    pub id: String,
+    /// Wall-clock limit in seconds (fractions allowed); then the run is `timeout`.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<f64>,
+    /// Attempts after a failed first one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// Delay before the first retry, in milliseconds (doubled each time, with jitter).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub retry_delay_ms: u64,
+    /// Address-space limit of each process, in MiB (RLIMIT_AS).
+    #[arg(long, value_name = "MB")]
+    pub max_memory: Option<u64>,
+    /// CPU-time limit of each process, in seconds (RLIMIT_CPU).
+    #[arg(long, value_name = "S")]
+    pub max_cpu: Option<u64>,
+    /// Output kept in the log and the events (head and tail), in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<u64>,
+    /// Between SIGTERM and SIGKILL, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub grace_ms: Option<u64>,
+    /// The program and its arguments (after `--`).
+    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ mod args;
 mod claude;
 mod logging;
 mod output;
+mod runs;
 mod serve;
 
 use std::io::IsTerminal;
@@ -123,6 +124,9 @@ impl Cli {
             | Cmd::Export { .. }
             | Cmd::Replay { .. }
             | Cmd::Verify
+            | Cmd::Runs { .. }
+            | Cmd::Cancel { .. }
+            | Cmd::Logs { .. }
             | Cmd::Stats
             | Cmd::Claude(_) => false,
             _ => true,
@@ -380,6 +384,22 @@ fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
 
 fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     match &cli.command {
+        Cmd::Exec(a) => return runs::exec(cli, a),
+        Cmd::Runs {
+            run,
+            session,
+            status,
+        } => {
+            return runs::runs(
+                cli,
+                out,
+                run.as_deref(),
+                session.as_deref(),
+                status.as_deref(),
+            );
+        }
+        Cmd::Cancel { run } => return runs::cancel(cli, out, run),
+        Cmd::Logs { run, follow } => return runs::logs(cli, out, run, *follow),
         Cmd::Create(a) => {
             let mut metadata = Vec::new();
             for kv in &a.meta {

@@ -97,9 +97,18 @@ pub fn stats_json(engine: &Engine, storage: &dyn Storage) -> Result<Value> {
     } else {
         None
     };
+    let mut runs_by_status = serde_json::Map::new();
+    for r in state.runs.values() {
+        let n = runs_by_status
+            .entry(r.status.as_str().to_string())
+            .or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
     Ok(json!({
         "sessions": state.sessions.len(),
         "sessions_by_status": by_status,
+        "runs": state.runs.len(),
+        "runs_by_status": runs_by_status,
         "chains": state.chains.len(),
         "events": state.last_lsn.0,
         "last_lsn": state.last_lsn.0,

@@ -9,6 +9,7 @@
 mod chain;
 mod history;
 mod lifecycle;
+mod runs;
 mod transfer;
 
 use std::sync::Arc;
@@ -188,6 +189,17 @@ pub enum Command {
     /// Adopt the sessions of an amplihack runtime directory (as `import::amplihack` reads
     /// it); refused whole when any of their ids is taken.
     AdoptAmplihack(Box<crate::event::AmplihackAdoption>),
+    /// Requests a supervised run for a session (recorded before its process exists; the
+    /// spec's secrets are redacted in the event). Answers [`Outcome::Run`].
+    RequestRun {
+        /// The session.
+        session: SessionId,
+        /// What to run.
+        spec: Box<crate::run::RunSpec>,
+    },
+    /// Records a later step of a run (started, output, exited, spawn failed,
+    /// interrupted): refused unless it fits the run's status.
+    RecordRunStep(Box<EventBody>),
 }
 
 impl Command {
@@ -214,6 +226,8 @@ impl Command {
             Command::Clone { .. } => "clone",
             Command::ImportChains { .. } => "chain_import",
             Command::AdoptAmplihack(_) => "adopt",
+            Command::RequestRun { .. } => "run",
+            Command::RecordRunStep(_) => "run_step",
         }
     }
 }
@@ -232,6 +246,8 @@ pub enum Outcome {
     Sessions(Vec<SessionId>),
     /// These agents' chains were imported.
     Chains(Vec<AgentId>),
+    /// A run was requested under this id.
+    Run(crate::run::RunId),
 }
 
 /// The answer to an accepted command.
@@ -387,5 +403,7 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Decision {
         Command::AdoptAmplihack(adoption) => transfer::adopt_amplihack(state, adoption),
         Command::Clone { source, new_id } => transfer::clone_session(state, source, new_id),
         Command::ImportChains { chains } => chain::import(state, chains),
+        Command::RequestRun { session, spec } => runs::request(state, session, spec),
+        Command::RecordRunStep(body) => runs::record_step(state, body, now),
     }
 }

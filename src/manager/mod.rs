@@ -31,6 +31,7 @@
 //! # Ok::<(), session_engine::Error>(())
 //! ```
 
+mod runs;
 mod session;
 mod tracker;
 
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use runs::{ExecRequest, RunFilter, RunHandle};
 pub use session::{ClaudeSession, CommandRun};
 pub use tracker::SessionTracker;
 
@@ -175,6 +177,11 @@ impl SessionManager {
         if engine.state().sessions.values().any(|s| s.is_expired(now))
             && let Err(e) = engine.execute(Command::ExpireIdle)
         {
+            let _ = engine.close();
+            return Err(e);
+        }
+        // Runs a previous process left unfinished: none stays `running` past an open.
+        if let Err(e) = crate::supervisor::reconcile(&engine) {
             let _ = engine.close();
             return Err(e);
         }

@@ -272,6 +272,16 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("chain event in session {id}"),
             Value::Null,
         ),
+        EventBody::RunRequested { .. }
+        | EventBody::RunStarted(_)
+        | EventBody::RunOutput { .. }
+        | EventBody::RunExited(_)
+        | EventBody::RunSpawnFailed { .. }
+        | EventBody::RunInterrupted { .. } => (
+            LogLevel::Debug,
+            format!("run event in session {id}"),
+            Value::Null,
+        ),
     }
 }
 

@@ -443,7 +443,7 @@ impl Serialize for RegistryFile<'_> {
 /// seed 003's reader compares it with a naive `datetime.now()`, which raises `TypeError`
 /// for an offset-aware value; `datetime.fromisoformat` parses it on every Python version.
 pub fn chain_timestamp(t: Timestamp) -> String {
-    t.to_datetime().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    crate::isotime::iso(t, true, false)
 }
 
 /// One `sessions` entry: seed 003's six fields, `created_at` as an imported file wrote it
@@ -548,8 +548,10 @@ fn pretty(v: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Marker format (`projections.json`): which format wrote the files and the LSN they
-/// reflect. Missing, unreadable, foreign or ahead of the log means "rebuild everything".
+/// Marker format (`projections.json`): which format wrote the files and an LSN every one
+/// of them reflects at least (the watermark of the last checkpoint, written after a
+/// `sync_fs` made the files durable; files may reflect later events too). Missing,
+/// unreadable, foreign or ahead of the log means "rebuild everything".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) struct Marker {
     pub format: String,

@@ -13,6 +13,7 @@
 
 mod bounded;
 pub(crate) mod chain;
+mod runs;
 mod session;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventBody};
+use crate::run::{Run, RunId};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
 pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
@@ -53,6 +55,10 @@ pub struct State {
     /// Agent session chains, by agent id.
     #[serde(deserialize_with = "bounded::ord_map")]
     pub chains: imbl::OrdMap<AgentId, Arc<Chain>>,
+    /// Supervised runs, by id. Not part of the state's serde form: state schema 3 stores
+    /// them after it (see `codec`), so a state without runs encodes as before.
+    #[serde(skip)]
+    pub runs: imbl::OrdMap<RunId, Arc<Run>>,
 }
 
 impl State {
@@ -303,6 +309,12 @@ impl State {
                         .insert(c.agent.clone(), Arc::new(Chain::imported(c)));
                 }
             }
+            EventBody::RunRequested { .. }
+            | EventBody::RunStarted(_)
+            | EventBody::RunOutput { .. }
+            | EventBody::RunExited(_)
+            | EventBody::RunSpawnFailed { .. }
+            | EventBody::RunInterrupted { .. } => return self.apply_run(at, body),
         }
         Ok(())
     }

@@ -263,6 +263,11 @@ impl Storage for FaultStorage {
         self.inner.sync_dir(path)
     }
 
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        self.check(Op::Sync)?;
+        self.inner.sync_fs(path)
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         self.check(Op::Meta)?;
         self.inner.try_lock(path)

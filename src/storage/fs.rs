@@ -276,6 +276,35 @@ impl Storage for FileStorage {
         }
     }
 
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let dir = File::open(path)?;
+            // SAFETY: `syncfs` only reads the descriptor, which `dir` keeps open for the
+            // call.
+            #[allow(unsafe_code)]
+            let r = unsafe { libc::syncfs(dir.as_raw_fd()) };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // No `syncfs`: `sync` makes every file system durable (POSIX lets it return
+            // early, macOS and the BSDs wait).
+            let _ = path;
+            // SAFETY: `sync` takes no arguments and cannot fail.
+            #[cfg(unix)]
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::sync()
+            };
+            Ok(())
+        }
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         // The directory first: its lock cannot be undone by unlinking a name. The file
         // too, for releases that lock only the file.

@@ -19,6 +19,9 @@
 //!   entry of its parent like any other, so it and everything in it may vanish until the
 //!   parent is synced.
 //!
+//! `Storage::sync_fs` (`syncfs`) makes every pending write and entry change durable at
+//! once.
+//!
 //! [`MemStorage::halt_after_syncs`] stops the "machine" at a chosen sync: that sync and
 //! every later mutating call fail, so a test can sweep the crash point over every sync of
 //! a workload.
@@ -848,6 +851,31 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    /// Makes everything written so far durable, as `syncfs` does: every file's pending
+    /// writes and every directory's entry changes. Counts as one sync (for
+    /// [`MemStorage::halt_after_syncs`]). A file whose failed sync lost its writes
+    /// ([`MemStorage::fail_sync_losing_data`]) keeps only what it had left.
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
+        let mut fs = self.lock();
+        if !fs.is_dir(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("directory {} not found", path.display()),
+            ));
+        }
+        fs.count_sync()?;
+        for f in fs.files.values_mut() {
+            f.sync();
+        }
+        let ops = std::mem::take(&mut fs.dir_ops);
+        let fs = &mut *fs;
+        for (_, op) in ops {
+            op.apply(&mut fs.durable);
+        }
+        Ok(())
+    }
+
     /// Locks the directory holding `path` and the file at `path` (created if missing),
     /// like the real file system's `flock`s: the file's lock belongs to the file, not its
     /// name, and the directory's lock outlives a removal of the file.
@@ -1069,6 +1097,24 @@ mod tests {
         let s = MemStorage::new();
         let err = s.sync_dir(Path::new("nope")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn sync_fs_makes_every_write_and_entry_durable() {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("d/e")).unwrap();
+        crate::storage::write_atomic_unsynced(&s, Path::new("d/e/f"), b"new").unwrap();
+        let mut h = s.open(Path::new("d/g"), OpenMode::CreateNew).unwrap();
+        h.write_at(0, b"gg").unwrap();
+        drop(h);
+        // Nothing is durable yet.
+        let lost = s.crash(1, CrashMode::DurableOnly);
+        assert!(!lost.exists(Path::new("d")).unwrap());
+        s.sync_fs(Path::new("d")).unwrap();
+        let kept = s.crash(1, CrashMode::DurableOnly);
+        assert_eq!(kept.file_content(Path::new("d/e/f")).unwrap(), b"new");
+        assert_eq!(kept.file_content(Path::new("d/g")).unwrap(), b"gg");
+        assert_eq!(kept.list_dir(Path::new("d/e")).unwrap(), vec!["f"]);
     }
 
     #[test]

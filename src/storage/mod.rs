@@ -143,6 +143,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes everything written so far to the file system holding `path` durable: every
+    /// file's data and every directory's entries (`syncfs(2)` on an open descriptor of
+    /// `path`). The projector's checkpoint calls it once instead of syncing each file it
+    /// wrote (see [`write_atomic_unsynced`]); a wrapper must hand it on.
+    fn sync_fs(&self, path: &Path) -> io::Result<()>;
     /// Takes the exclusive writer lock on `path` (a lock file, created if missing) and on
     /// the directory holding it, without blocking. `Ok(None)` means another holder has
     /// either. Locking the directory too means that removing the lock file while it is
@@ -281,11 +286,41 @@ pub fn write_new_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::
     write_atomic_as(storage, path, data, true)
 }
 
+/// [`write_atomic`] without its syncs: a temporary file next to `path` (a fresh
+/// [`temp_name`], created exclusively), renamed over `path`. A reader never sees a mix of
+/// the old and new content (the rename is atomic), but a power cut before the next
+/// [`Storage::sync_fs`] may leave the old content, the new, an empty or torn file, or
+/// nothing where nothing was: the caller must be able to tell and redo it (the projector
+/// rewrites every file changed after its marker at open).
+pub fn write_atomic_unsynced(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_with(storage, path, data, false, false)
+}
+
+/// [`write_new_atomic`] without its syncs (see [`write_atomic_unsynced`]): the rename
+/// still never replaces a file that is at `path` by then.
+pub fn write_new_atomic_unsynced(
+    storage: &dyn Storage,
+    path: &Path,
+    data: &[u8],
+) -> io::Result<()> {
+    write_atomic_with(storage, path, data, true, false)
+}
+
 fn write_atomic_as(
     storage: &dyn Storage,
     path: &Path,
     data: &[u8],
     no_replace: bool,
+) -> io::Result<()> {
+    write_atomic_with(storage, path, data, no_replace, true)
+}
+
+fn write_atomic_with(
+    storage: &dyn Storage,
+    path: &Path,
+    data: &[u8],
+    no_replace: bool,
+    sync: bool,
 ) -> io::Result<()> {
     let dir = path
         .parent()
@@ -295,7 +330,9 @@ fn write_atomic_as(
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(temp_name(name));
     let mut f = storage.open(&tmp, OpenMode::CreateNew)?;
-    let written = f.write_at(0, data).and_then(|()| f.sync_all());
+    let written = f
+        .write_at(0, data)
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) });
     drop(f);
     let renamed = written.and_then(|()| {
         if no_replace {
@@ -309,7 +346,7 @@ fn write_atomic_as(
         let _ = storage.remove_file(&tmp);
         return Err(e);
     }
-    storage.sync_dir(dir)
+    if sync { storage.sync_dir(dir) } else { Ok(()) }
 }
 
 /// [`create_dir_durable`] for a data directory the caller names, which may be a symbolic

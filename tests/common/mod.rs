@@ -135,6 +135,8 @@ pub fn fast_projections() -> ProjectionOptions {
     ProjectionOptions {
         flush_interval: Duration::from_millis(1),
         registry_interval: Duration::from_millis(2),
+        checkpoint_interval: Duration::from_millis(5),
+        coalesce_factor: 10,
         max_batch_events: 8192,
         retry_delay: Duration::from_millis(2),
         max_retries: 3,
@@ -392,6 +394,9 @@ impl<H: Hooks> Storage for Hooked<H> {
     }
     fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
         self.inner.sync_dir(p)
+    }
+    fn sync_fs(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.sync_fs(p)
     }
     fn try_lock(&self, p: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
         self.inner.try_lock(p)

@@ -2,41 +2,6 @@
 
 use super::*;
 
-/// Most threads projection files are written on at once.
-const WRITE_THREADS: usize = 16;
-
-/// Fewest files worth a thread of their own.
-const FILES_PER_THREAD: usize = 32;
-
-/// Runs `write` for every item, on several threads when there are many, and returns the
-/// first failure in item order. Each write of a projection file ends in syncs, and a sync
-/// waits for the disk (and the file system's journal); run side by side, they overlap and
-/// share journal commits. A thread stops at its own first failure.
-pub(super) fn in_parallel<T: Sync>(
-    items: &[T],
-    write: impl Fn(&T) -> Result<(), Failure> + Sync,
-) -> Result<(), Failure> {
-    let threads = WRITE_THREADS.min(items.len() / FILES_PER_THREAD).max(1);
-    if threads == 1 {
-        return items.iter().try_for_each(write);
-    }
-    let write = &write;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || part.iter().try_for_each(write)))
-            .collect();
-        let results: Vec<_> = workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect();
-        results.into_iter().collect()
-    })
-}
-
 impl Projection {
     pub(super) fn ensure_dirs(&mut self) -> std::result::Result<(), Failure> {
         if !self.dirs_ready {
@@ -55,22 +20,52 @@ impl Projection {
     /// the path is reserved in the manifest and the file created without replacing; its
     /// own file that another program changed is moved aside first; a file it did not
     /// write is never touched (the failure names it). Records what it wrote.
+    ///
+    /// Not synced (a temporary file renamed over it, [`write_atomic_unsynced`]): readers
+    /// see the old or the new document, and the checkpoint's `Storage::sync_fs` makes it
+    /// durable before the marker vouches for it.
     pub(super) fn write_file(
         &self,
         op: &'static str,
         path: &Path,
         bytes: &[u8],
     ) -> Result<(), Failure> {
+        self.write_file_as(op, path, bytes, false)
+    }
+
+    /// [`Projection::write_file`], durable when it returns (the marker).
+    pub(super) fn write_file_durable(
+        &self,
+        op: &'static str,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), Failure> {
+        self.write_file_as(op, path, bytes, true)
+    }
+
+    fn write_file_as(
+        &self,
+        op: &'static str,
+        path: &Path,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<(), Failure> {
         match self.inspect(path, manifest::Accept::OrEqual(bytes))? {
             manifest::Found::Foreign => return Err(manifest::foreign(path)),
             manifest::Found::Own => self
-                .in_its_dir(path, || write_atomic(&*self.storage, path, bytes))
+                .in_its_dir(path, || {
+                    if durable {
+                        write_atomic(&*self.storage, path, bytes)
+                    } else {
+                        write_atomic_unsynced(&*self.storage, path, bytes)
+                    }
+                })
                 .map_err(failure(op, path))?,
             manifest::Found::Changed => {
                 self.move_aside(path, manifest::Why::Changed)?;
-                self.create_new(op, path, bytes)?;
+                self.create_new(op, path, bytes, durable)?;
             }
-            manifest::Found::Absent => self.create_new(op, path, bytes)?,
+            manifest::Found::Absent => self.create_new(op, path, bytes, durable)?,
         }
         self.record(path, bytes.len() as u64, crc32fast::hash(bytes))
     }
@@ -222,22 +217,66 @@ impl Projection {
         }
     }
 
+    /// Makes every projection file durable (one `Storage::sync_fs` of the data
+    /// directory's file system) and then the marker saying they reflect `lsn`.
     pub(super) fn write_marker(&mut self, lsn: Lsn) -> Result<(), Failure> {
-        // What the manifest says about the files is durable before the marker vouches for
-        // them, so after a crash it rarely lags the files it describes.
-        self.commit_manifest(true, true)?;
+        // The manifest's records are written before the sync makes them durable with the
+        // files they describe, so after a crash it rarely lags them.
+        self.commit_manifest(false, true)?;
+        let root = self.paths.root.clone();
+        self.storage
+            .sync_fs(&root)
+            .map_err(failure("sync the projection files", &root))?;
         let path = self.paths.marker.clone();
         let bytes = serde_json::to_vec(&Marker::new(lsn.get()))
             .map_err(|e| failure("render projection marker", &path)(io::Error::other(e)))?;
-        self.write_file("write projection marker", &path, &bytes)?;
+        self.write_file_durable("write projection marker", &path, &bytes)?;
         self.marker = lsn;
         // The marker's own record (not synced: a lost one only means the next write of
         // the marker compares its content).
         self.commit_manifest(false, false)
     }
 
-    /// Writes every dirty file from `state`, which must be durable.
-    pub(super) fn flush_files(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+    /// The earliest the file `key` may be written again (`None`: at once): a big file is
+    /// rewritten no more often than `coalesce_factor` times what its last write took
+    /// after that write started, so the projector spends at most about
+    /// 1/`coalesce_factor` of its time on any one file and the writes of a growing file
+    /// cost a bounded multiple of its final size; the registry also waits
+    /// `registry_interval`.
+    pub(super) fn gate(&self, key: &FileKey) -> Option<Instant> {
+        let (start, took) = self.costs.get(key)?;
+        let wait = took.saturating_mul(self.options.coalesce_factor);
+        let wait = match key {
+            FileKey::Registry => wait.max(self.options.registry_interval),
+            _ => wait,
+        };
+        Some(*start + wait)
+    }
+
+    /// Runs `write` for the file `key`, keeping what it cost when that matters for
+    /// [`Projection::gate`].
+    fn timed(
+        &mut self,
+        key: FileKey,
+        write: impl FnOnce(&Self) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let start = Instant::now();
+        let r = write(self);
+        let took = start.elapsed();
+        if key == FileKey::Registry
+            || took.saturating_mul(self.options.coalesce_factor) > self.options.flush_interval
+        {
+            self.costs.insert(key, (start, took));
+        } else {
+            self.costs.remove(&key);
+        }
+        r
+    }
+
+    /// Writes the dirty files from `state`, which must be durable: every one when `all`,
+    /// otherwise those whose [`Projection::gate`] is open (the others wait, and
+    /// `gated_until` says until when).
+    pub(super) fn flush_files(&mut self, state: &Arc<State>, all: bool) -> Result<(), Failure> {
         self.ensure_prepared()?;
         self.ensure_dirs()?;
         if self.needs_rebuild {
@@ -246,29 +285,64 @@ impl Projection {
         let state = Arc::clone(state);
         // New paths are reserved in the manifest with one sync for all of them.
         let mut fresh: Vec<PathBuf> = Vec::new();
-        for id in &self.dirty.sessions {
+        for id in self.dirty.sessions.keys() {
             if let Some(s) = state.session(id) {
                 fresh.extend(self.layout.session_file(s));
             }
         }
-        fresh.extend(self.dirty.chains.iter().map(|a| self.paths.chain_file(a)));
+        fresh.extend(self.dirty.chains.keys().map(|a| self.paths.chain_file(a)));
         fresh.extend(self.logs.lines.keys().map(|id| self.layout.log_file(id)));
         self.reserve(&fresh)?;
-        let result = self.flush_dirty(&state);
+        let result = self.flush_dirty(&state, all);
         self.commit_manifest(false, false)?;
         result
     }
 
-    fn flush_dirty(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+    fn flush_dirty(&mut self, state: &Arc<State>, all: bool) -> Result<(), Failure> {
         let state = Arc::clone(state);
-        // On a failure every session stays dirty: rewriting a file that was written is
-        // harmless.
-        let ids: Vec<&SessionId> = self.dirty.sessions.iter().collect();
-        in_parallel(&ids, |id| self.write_session(&state, id))?;
-        self.dirty.sessions.clear();
-        while let Some(agent) = self.dirty.chains.first().cloned() {
-            self.write_chain(&state, &agent)?;
-            self.dirty.chains.remove(&agent);
+        let now = Instant::now();
+        let mut gated: Option<Instant> = None;
+        let mut held = |gate: Option<Instant>| match gate {
+            Some(t) if !all && now < t => {
+                gated = Some(gated.map_or(t, |g| g.min(t)));
+                true
+            }
+            _ => false,
+        };
+        // One file after the other: without syncs, writing on several threads only makes
+        // them contend for the directory. A file stays dirty until it is written, and one
+        // that fails does not keep the others from being written (the first failure is
+        // returned once they were).
+        let mut first: Option<Failure> = None;
+        let ids: Vec<SessionId> = self.dirty.sessions.keys().cloned().collect();
+        for id in ids {
+            let key = FileKey::Session(id.clone());
+            if held(self.gate(&key)) {
+                continue;
+            }
+            match self.timed(key, |p| p.write_session(&state, &id)) {
+                Ok(()) => {
+                    self.dirty.sessions.remove(&id);
+                }
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
+        }
+        let agents: Vec<AgentId> = self.dirty.chains.keys().cloned().collect();
+        for agent in agents {
+            let key = FileKey::Chain(agent.clone());
+            if held(self.gate(&key)) {
+                continue;
+            }
+            match self.timed(key, |p| p.write_chain(&state, &agent)) {
+                Ok(()) => {
+                    self.dirty.chains.remove(&agent);
+                }
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
         }
         while let Some((id, lines)) = self.logs.lines.pop_first() {
             self.logs.pending_bytes = self
@@ -280,37 +354,43 @@ impl Projection {
                 // The file may have changed under us; read its tail again next time.
                 self.logs.tails.remove(&id);
                 self.logs.lines.insert(id, lines);
-                return Err(f);
+                first.get_or_insert(f);
+                break;
             }
         }
-        if !self.logs.rebuild.is_empty() {
+        if first.is_none() && !self.logs.rebuild.is_empty() {
             let which = std::mem::take(&mut self.logs.rebuild);
             match self.rebuild_logs_from_wal(Some(&which), self.received, &state) {
                 Ok(n) => self.shared.update(|p| p.status.logs_rebuilt += n),
                 Err(f) => {
                     self.logs.rebuild = which;
-                    return Err(f);
+                    first.get_or_insert(f);
                 }
             }
         }
+        // The registry last: it lists the sessions written above.
+        if self.dirty.registry.is_some() && !held(self.gate(&FileKey::Registry)) {
+            match self.timed(FileKey::Registry, |p| p.write_registry(&state)) {
+                Ok(()) => self.dirty.registry = None,
+                Err(f) => {
+                    first.get_or_insert(f);
+                }
+            }
+        }
+        self.gated_until = gated;
         self.dirty_since = None;
         self.absorbed_since_flush = 0;
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
-    /// Writes the registry from `state`, which must be durable, and the marker.
-    pub(super) fn checkpoint(&mut self, state: &Arc<State>) -> Result<(), Failure> {
+    /// Moves the marker up to the watermark, when it is past it (see
+    /// [`Projection::write_marker`]).
+    pub(super) fn checkpoint(&mut self) -> Result<(), Failure> {
         self.last_checkpoint = Instant::now();
         self.ensure_prepared()?;
-        if self.dirty.registry {
-            self.ensure_dirs()?;
-            let written = self.write_registry(state);
-            self.commit_manifest(false, false)?;
-            written?;
-            self.dirty.registry = false;
-        }
-        if !self.has_file_work() && self.marker < self.received {
-            self.write_marker(self.received)?;
+        let w = self.watermark();
+        if w > self.marker {
+            self.write_marker(w)?;
         }
         Ok(())
     }

@@ -204,8 +204,10 @@ impl Projection {
             None => (self.create_log(&path)?, crc32fast::Hasher::new()),
         };
         let len = f.len().map_err(failure("stat session log", &path))?;
+        // Not synced: the checkpoint's `Storage::sync_fs` makes it durable before the
+        // marker vouches for these lines, and after a crash the lines past the marker are
+        // checked (see `load_tail`).
         f.write_at(len, text.as_bytes())
-            .and_then(|()| f.sync_data())
             .map_err(failure("append to session log", &path))?;
         drop(f);
         let mut appended = crc32fast::Hasher::new();
@@ -217,8 +219,8 @@ impl Projection {
     }
 
     /// Creates the per-session log at `path`, where nothing is: reserved in the manifest
-    /// first, created exclusively (a file another program put there meanwhile fails it,
-    /// named).
+    /// first (durably), created exclusively (a file another program put there meanwhile
+    /// fails it, named). Its directory entry is made durable by the next checkpoint.
     pub(super) fn create_log(
         &self,
         path: &Path,
@@ -235,11 +237,6 @@ impl Projection {
             }
             Err(e) => return Err(failure("create session log", path)(e)),
         };
-        if let Some(dir) = path.parent() {
-            self.storage
-                .sync_dir(dir)
-                .map_err(failure("sync log directory", dir))?;
-        }
         Ok(f)
     }
 
@@ -335,11 +332,6 @@ impl Projection {
         for (id, key) in tails {
             self.logs.tails.insert(id, Tail::Key(key));
         }
-        if !started.is_empty() {
-            self.storage
-                .sync_dir(&self.paths.logs)
-                .map_err(failure("sync log directory", &self.paths.logs))?;
-        }
         Ok(started.len() as u64)
     }
 
@@ -358,7 +350,7 @@ impl Projection {
             .into_iter()
             .map(|(id, (text, key))| (started.contains_key(&id), id, text, key))
             .collect();
-        in_parallel(&appends, |(append, id, text, _)| {
+        for (append, id, text, _) in &appends {
             let path = self.layout.log_file(id);
             let mut f = if *append {
                 self.storage
@@ -380,9 +372,8 @@ impl Projection {
             };
             let len = f.len().map_err(failure("stat session log", &path))?;
             f.write_at(len, text.as_bytes())
-                .and_then(|()| f.sync_data())
-                .map_err(failure("write session log", &path))
-        })?;
+                .map_err(failure("write session log", &path))?;
+        }
         for (_, id, text, key) in appends {
             let entry = started
                 .entry(id.clone())

@@ -1,21 +1,27 @@
 //! The projector thread. See the parent module for the invariants. By job:
 //! * this file: the event loop (catch-up, absorbing events, deciding when to write,
 //!   retries with backoff, progress);
-//! * [`files`]: writing the JSON files (sessions, chains, registry, marker);
+//! * [`dirty`]: which files wait to be written, since which change (the watermark);
+//! * [`files`]: writing the JSON files (sessions, chains, registry, marker), coalescing
+//!   big ones by the cost of their last write, and the checkpoint;
 //! * [`logs`]: the per-session logs (appends, torn tails, rotation, rebuilding them from
 //!   the log);
 //! * [`rebuild`]: full rebuilds and the check of the files at open;
-//! * [`manifest`]: ownership (the manifest of the files the projector created, the checks
-//!   of the write and remove primitives, the attic files are moved aside into).
+//! * [`manifest`]: the ownership manifest of the files the projector created (the rule,
+//!   its file format);
+//! * [`ownership`]: the checks of the write and remove primitives against it, and the
+//!   attic files are moved aside into.
 
+mod dirty;
 mod files;
 mod logs;
 pub(crate) mod manifest;
+mod ownership;
 mod rebuild;
 
 pub(crate) use rebuild::PrepareError;
 
-use files::in_parallel;
+use dirty::{Dirty, FileKey};
 use logs::SessionLogs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,11 +41,16 @@ use super::{Ctl, Failure, ProjectionOptions, RebuildReport, Shared};
 use crate::engine::{CommittedEvent, Durability, Engine, Subscription};
 use crate::error::{Error, Result};
 use crate::state::{Session, State};
-use crate::storage::{OpenMode, Storage, write_atomic, write_new_atomic};
+use crate::storage::{
+    OpenMode, Storage, write_atomic, write_atomic_unsynced, write_new_atomic,
+    write_new_atomic_unsynced,
+};
 use crate::types::{AgentId, Lsn, SessionId};
 
 /// Events the feeder hands over per message, at most.
 const FEED_CHUNK: usize = 4096;
+/// Longest the event loop absorbs queued events before it looks at the files again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -102,20 +113,6 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
     }
 }
 
-/// The JSON files waiting to be rewritten.
-#[derive(Default)]
-struct Dirty {
-    sessions: BTreeSet<SessionId>,
-    chains: BTreeSet<AgentId>,
-    registry: bool,
-}
-
-impl Dirty {
-    fn clear(&mut self) {
-        *self = Dirty::default();
-    }
-}
-
 pub(crate) struct Projection {
     engine: Arc<Engine>,
     storage: Arc<dyn Storage>,
@@ -138,6 +135,11 @@ pub(crate) struct Projection {
     dirty_since: Option<Instant>,
     absorbed_since_flush: usize,
     last_checkpoint: Instant,
+    /// When each big file's last write started and how long it took (see
+    /// [`Projection::gate`]); small files are not kept.
+    costs: HashMap<FileKey, (Instant, Duration)>,
+    /// The earliest a file held back by its cost may be written, when one is.
+    gated_until: Option<Instant>,
     /// A waiter wants the files to reflect this LSN as soon as possible.
     urgent: Lsn,
     retry_at: Option<Instant>,
@@ -178,6 +180,8 @@ impl Projection {
             dirty_since: None,
             absorbed_since_flush: 0,
             last_checkpoint: Instant::now(),
+            costs: HashMap::new(),
+            gated_until: None,
             urgent: Lsn::ZERO,
             retry_at: None,
             consecutive_failures: 0,
@@ -242,7 +246,14 @@ impl Projection {
                 },
                 default(timeout) => {}
             }
-            while !disconnected && self.absorbed_since_flush < self.options.max_batch_events {
+            // Everything already committed is absorbed before files are written (within a
+            // time budget): files are written from the latest state anyway, so each
+            // absorbed event is one rewrite fewer of the files it touches.
+            let drain_until = Instant::now() + DRAIN_BUDGET;
+            while !disconnected
+                && self.absorbed_since_flush < self.options.max_batch_events
+                && Instant::now() < drain_until
+            {
                 match data.try_recv() {
                     Ok(Feed::Events(v)) => self.absorb(&v),
                     Ok(Feed::Failed(e)) => self.fatal(&e),
@@ -329,12 +340,33 @@ impl Projection {
         self.needs_rebuild
             || !self.dirty.sessions.is_empty()
             || !self.dirty.chains.is_empty()
+            || self.dirty.registry.is_some()
             || !self.logs.lines.is_empty()
             || !self.logs.rebuild.is_empty()
     }
 
     pub(super) fn is_clean(&self) -> bool {
-        !self.has_file_work() && !self.dirty.registry
+        !self.has_file_work()
+    }
+
+    /// The watermark: every projection file reflects at least this LSN. Each file still
+    /// to be written holds it below its oldest unwritten change; with nothing to write it
+    /// is the last event absorbed. A full rebuild or a log rebuild still to do holds it
+    /// at the marker (what they repair is not tracked per change).
+    pub(super) fn watermark(&self) -> Lsn {
+        if self.needs_rebuild || !self.logs.rebuild.is_empty() {
+            return self.marker.min(self.received);
+        }
+        let mut oldest = self.dirty.oldest();
+        for lines in self.logs.lines.values() {
+            if let Some(l) = lines.first() {
+                oldest = Some(oldest.map_or(l.key.0, |o| o.min(l.key.0)));
+            }
+        }
+        match oldest {
+            Some(o) => Lsn(o.get().saturating_sub(1)).min(self.received),
+            None => self.received,
+        }
     }
 
     pub(super) fn absorb(&mut self, batch: &[CommittedEvent]) {
@@ -349,11 +381,11 @@ impl Projection {
             self.absorbed_since_flush += 1;
             let body = &ce.event.body;
             for agent in body.agents() {
-                self.dirty.chains.insert(agent.clone());
+                self.dirty.chain(agent, ce.lsn);
             }
             for id in body.sessions() {
-                self.dirty.registry = true;
-                self.dirty.sessions.insert(id.clone());
+                self.dirty.registry(ce.lsn);
+                self.dirty.session(id, ce.lsn);
             }
             out.clear();
             // Files the event says the engine took over become its own before they are
@@ -402,7 +434,7 @@ impl Projection {
     }
 
     pub(super) fn checkpoint_wanted(&self) -> bool {
-        self.dirty.registry || self.marker < self.received
+        self.marker < self.received
     }
 
     pub(super) fn next_wake(&self) -> Option<Instant> {
@@ -413,11 +445,15 @@ impl Projection {
             return Some(Instant::now());
         }
         let files = self
-            .has_file_work()
-            .then(|| self.dirty_since.unwrap_or_else(Instant::now) + self.options.flush_interval);
+            .dirty_since
+            .map(|t| t + self.options.flush_interval)
+            .into_iter()
+            .chain(self.gated_until)
+            .min()
+            .filter(|_| self.has_file_work());
         let checkpoint = self
             .checkpoint_wanted()
-            .then(|| self.last_checkpoint + self.options.registry_interval);
+            .then(|| self.last_checkpoint + self.options.checkpoint_interval);
         match (files, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -432,14 +468,12 @@ impl Projection {
         }
         let urgent = finishing || self.urgent();
         let checkpoint_due = self.checkpoint_wanted()
-            && (urgent || now >= self.last_checkpoint + self.options.registry_interval);
-        // A checkpoint flushes the files too: under steady load they are never all clean
-        // otherwise, and `projected` (and the marker) would not move.
+            && (urgent || now >= self.last_checkpoint + self.options.checkpoint_interval);
         let files_due = self.has_file_work()
             && (urgent
-                || checkpoint_due
                 || self.retry_at.is_some()
                 || self.absorbed_since_flush >= self.options.max_batch_events
+                || self.gated_until.is_some_and(|t| now >= t)
                 || self
                     .dirty_since
                     .is_some_and(|t| now >= t + self.options.flush_interval));
@@ -450,12 +484,20 @@ impl Projection {
         // shows durable, while commands that commit meanwhile wait for the next step.
         let state = self.engine.state();
         let mut result = self.sync_log();
-        if result.is_ok() && files_due {
-            result = self.flush_files(&state);
+        let synced = result.is_ok();
+        if synced && files_due {
+            result = self.flush_files(&state, urgent);
         }
-        if result.is_ok() && checkpoint_due {
-            result = self.checkpoint(&state);
+        // A file that failed stays dirty and holds the watermark below its change: the
+        // marker can still move up to it.
+        if synced && checkpoint_due {
+            let checkpointed = self.checkpoint();
+            if result.is_ok() {
+                result = checkpointed;
+            }
         }
+        // What was written may have moved the watermark.
+        self.projected = self.projected.max(self.watermark());
         match result {
             Ok(()) => self.succeeded(),
             Err(f) => self.failed(f),
@@ -525,6 +567,8 @@ impl Projection {
     }
 
     pub(super) fn publish(&mut self) {
+        // Absorbing events never lowers the watermark (their changes come after it), so
+        // it is computed again only once files were written; `projected` says the same.
         if self.is_clean() {
             self.projected = self.projected.max(self.received);
         }

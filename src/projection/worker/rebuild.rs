@@ -274,8 +274,10 @@ impl Projection {
             .iter()
             .filter_map(|n| self.layout.rotated_log_of(n).map(|(id, _)| id))
             .collect();
+        // A missing file holds the watermark just after the marker until it is written.
+        let after = self.marker.next();
         if !listings.has(&*storage, &self.paths.registry)? {
-            self.dirty.registry = true;
+            self.dirty.registry(after);
         }
         for s in state.sessions.values() {
             if let Some(here) = self.layout.session_file(s) {
@@ -285,8 +287,8 @@ impl Projection {
                         self.entry(&there)?.is_some() && listings.has(&*storage, &there)?;
                 }
                 if !listings.has(&*storage, &here)? || misplaced {
-                    self.dirty.sessions.insert(s.id.clone());
-                    self.dirty.registry = true;
+                    self.dirty.session(&s.id, after);
+                    self.dirty.registry(after);
                 }
             }
             if self.wants_log(s)
@@ -298,7 +300,7 @@ impl Projection {
         }
         for c in state.chains.values() {
             if !listings.has(&*storage, &self.paths.chain_file(&c.agent_id))? {
-                self.dirty.chains.insert(c.agent_id.clone());
+                self.dirty.chain(&c.agent_id, after);
             }
         }
         Ok(())
@@ -412,7 +414,7 @@ impl Projection {
                 .exists(&marker)
                 .map_err(failure("inspect projection marker", &marker))?
         {
-            self.write_file(
+            self.write_file_durable(
                 "invalidate projection marker",
                 &marker,
                 &rebuilding_marker(),
@@ -454,9 +456,10 @@ impl Projection {
             }
         }
         self.reserve(&wanted)?;
-        let ids: Vec<&SessionId> = state.sessions.keys().collect();
-        in_parallel(&ids, |id| self.write_session(&state, id))?;
-        report.sessions += ids.len() as u64;
+        for id in state.sessions.keys() {
+            self.write_session(&state, id)?;
+            report.sessions += 1;
+        }
         for agent in state.chains.keys() {
             self.write_chain(&state, agent)?;
             report.chains += 1;

@@ -1,0 +1,235 @@
+//! The supervisor through the binary: `exec`, `runs`, `cancel`, `logs`, and a SIGKILL of
+//! the process that supervises a run.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
+
+fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(dir).args(args);
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir, args).output().unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let o = run(&dir, &["create", "--id", "s1"]);
+    assert!(o.status.success(), "{o:?}");
+    (tmp, dir)
+}
+
+fn run_json(dir: &Path, id: &str) -> serde_json::Value {
+    let o = run(dir, &["runs", id]);
+    assert!(o.status.success(), "{o:?}");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Live (not zombie) processes of group `pgid`.
+fn group_left(pgid: u32) -> Vec<u32> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f[2].parse::<u32>().unwrap() == pgid && f[0] != "Z" {
+            left.push(pid);
+        }
+    }
+    left
+}
+
+#[test]
+fn exec_streams_the_output_and_exits_with_the_programs_status() {
+    let (_tmp, dir) = setup();
+    let o = run(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo err >&2; exit 7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert_eq!(o.stdout, b"hi\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("err\n") && err.contains("run 1 failed"),
+        "{err}"
+    );
+    let r = run_json(&dir, "1");
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["exit_code"], 7);
+    assert_eq!(r["output_kept"], 7);
+    let logs = run(&dir, &["logs", "1"]);
+    assert!(logs.status.success());
+    let mut lines: Vec<&[u8]> = logs.stdout.split(|b| *b == b'\n').collect();
+    lines.sort();
+    assert_eq!(lines, vec![&b""[..], b"err", b"hi"]);
+    let o = run(&dir, &["exec", "s1", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = run(&dir, &["runs", "--status", "completed", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["id"], 2);
+    let o = run(&dir, &["runs"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("1\ts1\tfailed\t1\t7\tsh")
+    );
+    let o = run(&dir, &["stats"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"], 2);
+    assert_eq!(
+        v["runs_by_status"],
+        serde_json::json!({"completed": 1, "failed": 1})
+    );
+}
+
+#[test]
+fn exec_past_its_timeout_is_recorded_as_timeout() {
+    let (_tmp, dir) = setup();
+    let t = Instant::now();
+    let o = run(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--timeout",
+            "0.3",
+            "--",
+            "sh",
+            "-c",
+            "sleep 20",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert_eq!(o.status.code(), Some(128 + 15), "{o:?}");
+    assert_eq!(run_json(&dir, "1")["status"], "timeout");
+}
+
+#[test]
+fn cancel_from_another_process_and_logs_follow() {
+    let (_tmp, dir) = setup();
+    let mut exec = cmd(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--",
+            "sh",
+            "-c",
+            "echo go; sleep 0.3; echo more; sleep 20",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "go\n");
+    let follow = cmd(&dir, &["logs", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "more\n");
+    let o = run(&dir, &["cancel", "1"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stdout, b"cancelled\n");
+    let status = exec.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+    let followed = follow.wait_with_output().unwrap();
+    assert_eq!(followed.stdout, b"go\nmore\n");
+    let r = run_json(&dir, "1");
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(r["ended_by"], "cancel");
+    assert!(!dir.join("runs/1.cancel").exists());
+    // A finished run cannot be cancelled; an unknown one is not found.
+    assert_eq!(run(&dir, &["cancel", "1"]).status.code(), Some(5));
+    assert_eq!(run(&dir, &["cancel", "99"]).status.code(), Some(3));
+}
+
+#[test]
+fn a_sigkilled_exec_leaves_a_run_that_the_next_open_kills_and_records_interrupted() {
+    let (_tmp, dir) = setup();
+    let mut exec = cmd(
+        &dir,
+        &["exec", "s1", "--", "sh", "-c", "echo $$; sleep 30 & wait"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let leader: u32 = line.trim().parse().unwrap();
+    // The started step is durable before the output reached us.
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    assert!(
+        !group_left(leader).is_empty(),
+        "the run's processes died with the engine"
+    );
+    assert_eq!(run_json(&dir, "1")["status"], "running");
+    // The next writable open reconciles it.
+    let o = run(&dir, &["create", "--id", "s2"]);
+    assert!(o.status.success(), "{o:?}");
+    let r = run_json(&dir, "1");
+    assert_eq!(r["status"], "interrupted", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("killed"), "{r}");
+    let t = Instant::now();
+    while !group_left(leader).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "processes left: {:?}",
+            group_left(leader)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_its_status() {
+    let (_tmp, dir) = setup();
+    let code = |args: &[&str]| run(&dir, args).status.code();
+    assert_eq!(code(&["exec", "s1", "--", "/no/such/program"]), Some(3));
+    assert_eq!(code(&["exec", "nobody", "--", "true"]), Some(3));
+    assert_eq!(
+        code(&["exec", "s1", "--max-memory", "0", "--", "true"]),
+        Some(4)
+    );
+    assert_eq!(
+        code(&["exec", "s1", "--timeout", "0", "--", "true"]),
+        Some(4)
+    );
+    assert_eq!(code(&["runs", "99"]), Some(3));
+    assert_eq!(code(&["runs", "x"]), Some(4));
+    assert_eq!(code(&["logs", "7"]), Some(3));
+    let o = run(&dir, &["runs", "--json"]);
+    assert_eq!(o.stdout, b"[]\n");
+}

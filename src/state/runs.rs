@@ -1,0 +1,166 @@
+//! How run events change the state: each run's status and counters (see `run`).
+
+use std::sync::Arc;
+
+use super::{ApplyError, State, fail};
+use crate::event::EventBody;
+use crate::run::{EndedBy, ExitKind, MAX_CHUNK, Run, RunId, RunStatus};
+use crate::types::Timestamp;
+
+impl State {
+    /// A run by id.
+    pub fn run(&self, id: RunId) -> Option<&Arc<Run>> {
+        self.runs.get(&id)
+    }
+
+    /// The id the next requested run gets.
+    pub fn next_run_id(&self) -> RunId {
+        RunId(self.runs.keys().next_back().map_or(1, |r| r.0 + 1))
+    }
+
+    /// Runs no supervisor has finished (pending, running or recovering).
+    pub fn unfinished_runs(&self) -> impl Iterator<Item = &Arc<Run>> {
+        self.runs.values().filter(|r| !r.status.is_final())
+    }
+
+    fn run_mut(&mut self, id: RunId, allowed: &[RunStatus]) -> Result<&mut Run, ApplyError> {
+        let Some(r) = self.runs.get_mut(&id) else {
+            return fail(format!("run {id} does not exist"));
+        };
+        if !allowed.contains(&r.status) {
+            return fail(format!("run {id} is {}", r.status.as_str()));
+        }
+        Ok(Arc::make_mut(r))
+    }
+
+    pub(super) fn apply_run(&mut self, at: Timestamp, body: &EventBody) -> Result<(), ApplyError> {
+        use RunStatus::*;
+        match body {
+            EventBody::RunRequested { run, session, spec } => {
+                if *run != self.next_run_id() {
+                    return fail(format!("run {run} is not the next run id"));
+                }
+                if self.sessions.get(session).is_none() {
+                    return fail(format!("session {session} does not exist"));
+                }
+                self.runs.insert(
+                    *run,
+                    Arc::new(Run {
+                        id: *run,
+                        session: session.clone(),
+                        spec: (**spec).clone(),
+                        status: Pending,
+                        attempts: 0,
+                        requested_at: at,
+                        started_at: None,
+                        ended_at: None,
+                        process: None,
+                        exit: None,
+                        ended_by: None,
+                        duration_ms: 0,
+                        usage: Default::default(),
+                        output_chunks: 0,
+                        output_kept: 0,
+                        output_dropped: 0,
+                        error: None,
+                    }),
+                );
+            }
+            EventBody::RunStarted(s) => {
+                let r = self.run_mut(s.run, &[Pending, Recovering])?;
+                if s.attempt != r.attempts + 1 {
+                    return fail(format!(
+                        "run {} has no attempt {} to start",
+                        s.run, s.attempt
+                    ));
+                }
+                r.attempts = s.attempt;
+                r.status = Running;
+                r.started_at = Some(at);
+                r.process = Some((**s).clone());
+                r.exit = None;
+                r.ended_by = None;
+                r.error = None;
+            }
+            EventBody::RunOutput {
+                run,
+                attempt,
+                bytes,
+                ..
+            } => {
+                let r = self.run_mut(*run, &[Running])?;
+                if *attempt != r.attempts || bytes.len() > MAX_CHUNK {
+                    return fail(format!("run {run}: an output chunk that does not fit"));
+                }
+                r.output_chunks += 1;
+                r.output_kept += bytes.len() as u64;
+            }
+            EventBody::RunExited(e) => {
+                let r = self.run_mut(e.run, &[Running])?;
+                if e.attempt != r.attempts {
+                    return fail(format!(
+                        "run {} has no attempt {} running",
+                        e.run, e.attempt
+                    ));
+                }
+                r.status = match (e.retry, e.ended_by, e.exit) {
+                    (true, _, _) => Recovering,
+                    (false, Some(EndedBy::Timeout), _) => Timeout,
+                    (false, Some(EndedBy::Cancel), _) => Cancelled,
+                    (false, _, ExitKind::Code(0)) => Completed,
+                    (false, _, _) => Failed,
+                };
+                r.exit = Some(e.exit);
+                r.ended_by = e.ended_by;
+                r.duration_ms = e.duration_ms;
+                r.usage = e.usage;
+                r.output_dropped += e.output_dropped;
+                if r.status.is_final() {
+                    r.ended_at = Some(at);
+                }
+            }
+            EventBody::RunSpawnFailed {
+                run,
+                attempt,
+                error,
+                retry,
+            } => {
+                let r = self.run_mut(*run, &[Pending, Recovering])?;
+                if *attempt != r.attempts + 1 {
+                    return fail(format!("run {run} has no attempt {attempt} to start"));
+                }
+                r.attempts = *attempt;
+                r.status = if *retry { Recovering } else { Failed };
+                r.error = Some(error.clone());
+                if !retry {
+                    r.ended_at = Some(at);
+                }
+            }
+            EventBody::RunInterrupted {
+                run,
+                reason,
+                cancelled,
+            } => {
+                let r = self.run_mut(*run, &[Pending, Running, Recovering])?;
+                r.status = if *cancelled { Cancelled } else { Interrupted };
+                r.error = Some(reason.clone());
+                r.ended_at = Some(at);
+            }
+            other => return fail(format!("{} is not a run event", other.type_name())),
+        }
+        Ok(())
+    }
+
+    /// Puts the runs a state schema 3 snapshot stores after the state back in.
+    pub(crate) fn attach_runs(&mut self, runs: Vec<Run>) -> Result<(), ApplyError> {
+        for r in runs {
+            if self.sessions.get(&r.session).is_none() {
+                return fail(format!("run {} names no session", r.id));
+            }
+            if self.runs.insert(r.id, Arc::new(r)).is_some() {
+                return fail("a run is stored twice");
+            }
+        }
+        Ok(())
+    }
+}

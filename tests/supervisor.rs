@@ -1,0 +1,581 @@
+//! The process supervisor (issue 17) with real processes: `sh -c` scripts.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_engine::run::{EndedBy, ExitKind, RunId, RunStatus, Stream};
+use session_engine::{
+    Error, EventBody, ExecRequest, ManagerOptions, NewSession, RunFilter, SessionId, SessionManager,
+};
+
+fn open(dir: &std::path::Path) -> SessionManager {
+    SessionManager::open(dir, ManagerOptions::default()).unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, SessionManager) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path());
+    m.create_session(NewSession {
+        id: Some(SessionId::new("s1").unwrap()),
+        ..NewSession::default()
+    })
+    .unwrap();
+    (dir, m)
+}
+
+fn sh(script: &str) -> ExecRequest {
+    ExecRequest::new("s1", "sh", &["-c", script])
+}
+
+/// The run's events, in log order.
+fn all_events(m: &SessionManager) -> Vec<EventBody> {
+    let mut v = Vec::new();
+    m.engine()
+        .read_log(session_engine::Lsn(1), m.last_lsn(), |_, e| {
+            v.push(e.body);
+            Ok(true)
+        })
+        .unwrap();
+    v
+}
+
+fn events(m: &SessionManager, id: RunId) -> Vec<EventBody> {
+    all_events(m)
+        .into_iter()
+        .filter(|b| match b {
+            EventBody::RunRequested { run, .. }
+            | EventBody::RunOutput { run, .. }
+            | EventBody::RunSpawnFailed { run, .. }
+            | EventBody::RunInterrupted { run, .. } => *run == id,
+            EventBody::RunStarted(s) => s.run == id,
+            EventBody::RunExited(e) => e.run == id,
+            _ => false,
+        })
+        .collect()
+}
+
+fn output(m: &SessionManager, id: RunId) -> Vec<(Stream, u64, Vec<u8>)> {
+    events(m, id)
+        .into_iter()
+        .filter_map(|b| match b {
+            EventBody::RunOutput {
+                stream,
+                offset,
+                bytes,
+                ..
+            } => Some((stream, offset, bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn exited(m: &SessionManager, id: RunId) -> session_engine::run::Exited {
+    events(m, id)
+        .into_iter()
+        .rev()
+        .find_map(|b| match b {
+            EventBody::RunExited(e) => Some(*e),
+            _ => None,
+        })
+        .expect("no exited event")
+}
+
+/// Live processes of group `pgid`, from /proc.
+fn group_left(pgid: u32) -> Vec<u32> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f[2].parse::<u32>().unwrap() == pgid && f[0] != "Z" {
+            left.push(pid);
+        }
+    }
+    left
+}
+
+fn pgid_of(m: &SessionManager, id: RunId) -> u32 {
+    m.run(id).unwrap().process.as_ref().unwrap().pgid
+}
+
+#[test]
+fn a_run_that_succeeds_is_recorded_step_by_step_with_its_output() {
+    let (dir, m) = setup();
+    let mut req = sh("echo out; echo err >&2; exit 0");
+    req.env = vec![
+        ("API_TOKEN".into(), "hunter2".into()),
+        ("PLAIN".into(), "v".into()),
+    ];
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.exit, Some(ExitKind::Code(0)));
+    assert_eq!(run.attempts, 1);
+    assert_eq!(run.output_kept, 8);
+    assert_eq!(run.output_dropped, 0);
+    assert_eq!(
+        run.spec.env,
+        vec![
+            ("API_TOKEN".to_string(), "[redacted]".to_string()),
+            ("PLAIN".to_string(), "v".to_string())
+        ]
+    );
+    let ev = events(&m, run.id);
+    assert!(matches!(ev[0], EventBody::RunRequested { .. }));
+    assert!(
+        matches!(&ev[1], EventBody::RunStarted(s) if s.pid > 0 && s.pgid == s.pid && s.start_time > 0 && !s.boot_id.is_empty())
+    );
+    assert!(matches!(ev.last(), Some(EventBody::RunExited(_))));
+    let mut out = output(&m, run.id);
+    out.sort_by_key(|o| o.1);
+    let streams: Vec<(Stream, &[u8])> = out.iter().map(|(s, _, b)| (*s, &b[..])).collect();
+    assert!(
+        streams.contains(&(Stream::Stdout, &b"out\n"[..])),
+        "{streams:?}"
+    );
+    assert!(
+        streams.contains(&(Stream::Stderr, &b"err\n"[..])),
+        "{streams:?}"
+    );
+    let log = std::fs::read(m.run_log_path(run.id)).unwrap();
+    assert_eq!(log.len(), 8);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(m.run_log_path(run.id))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(group_left(pgid_of(&m, run.id)).is_empty());
+    // The secret is nowhere in the log.
+    let mut wal = Vec::new();
+    for f in std::fs::read_dir(dir.path().join("wal")).unwrap().flatten() {
+        wal.extend(std::fs::read(f.path()).unwrap());
+    }
+    assert!(!wal.windows(7).any(|w| w == b"hunter2"));
+    // Reopened, the run is the same.
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path());
+    assert_eq!(*m.run(run.id).unwrap(), *run);
+}
+
+#[test]
+fn a_run_that_fails_is_failed_with_its_code_and_retries_are_each_a_step() {
+    let (_dir, m) = setup();
+    let run = m.exec(sh("exit 3")).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.exit, Some(ExitKind::Code(3)));
+    let mut req = sh("echo try; exit 4");
+    req.retry.max_retries = 2;
+    req.retry.retry_delay_ms = 10;
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.attempts, 3);
+    let starts = events(&m, run.id)
+        .iter()
+        .filter(|b| matches!(b, EventBody::RunStarted(_)))
+        .count();
+    assert_eq!(starts, 3);
+}
+
+#[test]
+fn ten_mb_of_output_with_a_one_mb_cap_keeps_head_and_tail_and_counts_the_drop() {
+    let (_dir, m) = setup();
+    let mut req = sh("head -c 10485760 /dev/zero | tr '\\0' 'a'; printf END");
+    req.limits.max_output_bytes = Some(1 << 20);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    let total = 10_485_760 + 3;
+    let e = exited(&m, run.id);
+    assert_eq!(e.output_bytes, total);
+    assert_eq!(e.output_dropped, total - (1 << 20));
+    assert_eq!(run.output_kept, 1 << 20);
+    let out = output(&m, run.id);
+    assert!(
+        out.iter()
+            .all(|o| o.2.len() <= session_engine::run::MAX_CHUNK)
+    );
+    let head: u64 = out
+        .iter()
+        .filter(|o| o.1 < 512 * 1024)
+        .map(|o| o.2.len() as u64)
+        .sum();
+    assert_eq!(head, 512 * 1024);
+    let last = out.last().unwrap();
+    assert!(last.2.ends_with(b"END"));
+    assert_eq!(last.1 + last.2.len() as u64, total);
+    let log = std::fs::read(m.run_log_path(run.id)).unwrap();
+    let marker = format!("\n[session-engine: {} bytes dropped]\n", total - (1 << 20));
+    assert_eq!(log.len() as u64, (1 << 20) + marker.len() as u64);
+    assert!(log.ends_with(b"END"));
+}
+
+#[test]
+fn a_run_past_its_timeout_is_timeout_and_its_group_is_gone() {
+    let (_dir, m) = setup();
+    let mut req = sh("sleep 30");
+    req.limits.timeout_ms = Some(300);
+    let t = Instant::now();
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(run.status, RunStatus::Timeout);
+    assert_eq!(run.ended_by, Some(EndedBy::Timeout));
+    assert_eq!(run.exit, Some(ExitKind::Signal(libc_sigterm())));
+    assert!(group_left(pgid_of(&m, run.id)).is_empty());
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+#[test]
+fn a_run_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let (_dir, m) = setup();
+    let mut req = sh("trap '' TERM; echo ready; while :; do sleep 0.05; done");
+    req.limits.timeout_ms = Some(300);
+    req.limits.grace_ms = Some(300);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Timeout);
+    assert_eq!(run.exit, Some(ExitKind::Signal(9)));
+    assert!(run.duration_ms >= 600, "{}", run.duration_ms);
+    assert!(group_left(pgid_of(&m, run.id)).is_empty());
+}
+
+#[test]
+fn a_grandchild_that_outlives_its_parent_is_killed_too() {
+    let (_dir, m) = setup();
+    let mut req = sh("(trap '' TERM; sleep 20) & echo $! ; exit 0");
+    req.limits.grace_ms = Some(200);
+    let h = m.exec(req).unwrap();
+    let id = h.id();
+    let run = h.wait().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    let out = output(&m, id);
+    let gc: u32 = String::from_utf8(out[0].2.clone())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(group_left(pgid_of(&m, id)).is_empty());
+    let gone = std::fs::read_to_string(format!("/proc/{gc}/stat")).map_or(true, |s| {
+        s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z')
+    });
+    assert!(gone, "grandchild {gc} is still running");
+}
+
+#[test]
+fn a_run_past_its_memory_limit_fails() {
+    let (_dir, m) = setup();
+    // The shell holds the whole output of the substitution in memory.
+    let mut req = sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}");
+    req.limits.max_memory_bytes = Some(64 << 20);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert_ne!(run.exit, Some(ExitKind::Code(0)));
+    // The same without the limit succeeds.
+    let run = m
+        .exec(sh(
+            "x=$(head -c 20000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+}
+
+#[test]
+fn a_cancelled_run_is_cancelled_not_failed() {
+    let (_dir, m) = setup();
+    let h = m.exec(sh("echo started; sleep 30")).unwrap();
+    let id = h.id();
+    let t = Instant::now();
+    while m.run(id).unwrap().output_chunks == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(m.run(id).unwrap().status, RunStatus::Running);
+    h.cancel();
+    let run = h.wait().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.ended_by, Some(EndedBy::Cancel));
+    assert!(group_left(pgid_of(&m, id)).is_empty());
+    assert_eq!(
+        m.runs(&RunFilter {
+            status: Some(RunStatus::Cancelled),
+            ..RunFilter::default()
+        })
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn bad_input_is_a_typed_error_that_records_nothing() {
+    let (dir, m) = setup();
+    let before = m.last_lsn();
+    let e = m
+        .exec(ExecRequest::new("s1", "no-such-program-xyz", &[]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotFound {
+                kind: "program",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, b"not a program").unwrap();
+    let e = m
+        .exec(ExecRequest::new("s1", plain.to_str().unwrap(), &[]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidInput {
+                field: "program",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut req = sh("true");
+    req.cwd = Some(dir.path().join("missing"));
+    assert!(matches!(m.exec(req).unwrap_err(), Error::NotFound { .. }));
+    let mut req = sh("true");
+    req.limits.timeout_ms = Some(0);
+    assert!(matches!(
+        m.exec(req).unwrap_err(),
+        Error::InvalidInput { .. }
+    ));
+    let e = m.exec(ExecRequest::new("nobody", "sh", &[])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotFound {
+                kind: "session",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        m.run(RunId(99)).unwrap_err(),
+        Error::NotFound { kind: "run", .. }
+    ));
+    assert_eq!(m.last_lsn(), before, "a refused exec recorded something");
+    // A spawn that fails past the checks (exec of a file with no interpreter) is a
+    // recorded step.
+    let script = dir.path().join("noexec.sh");
+    std::fs::write(&script, b"\x7fELFgarbage").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = m
+        .exec(ExecRequest::new("s1", script.to_str().unwrap(), &[]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.is_some());
+    assert!(matches!(
+        events(&m, run.id).last(),
+        Some(EventBody::RunSpawnFailed { .. })
+    ));
+}
+
+#[test]
+fn a_run_left_running_by_a_dead_supervisor_is_killed_and_interrupted_at_reopen() {
+    use session_engine::Command;
+    use session_engine::run::Started;
+    let (dir, m) = setup();
+    // What a killed supervisor leaves: requested and started, a live process, no exit.
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 30"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let start_time: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let spec = session_engine::run::RunSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), "sleep 30".into()],
+        cwd: None,
+        env: vec![],
+        limits: Default::default(),
+        retry: Default::default(),
+    };
+    m.engine()
+        .execute(Command::RequestRun {
+            session: SessionId::new("s1").unwrap(),
+            spec: Box::new(spec.clone()),
+        })
+        .unwrap();
+    m.engine()
+        .execute(Command::RecordRunStep(Box::new(EventBody::RunStarted(
+            Box::new(Started {
+                run: RunId(1),
+                attempt: 1,
+                pid,
+                pgid: pid,
+                start_time,
+                boot_id: boot.trim().into(),
+            }),
+        ))))
+        .unwrap();
+    // A run whose process is gone, and one that never started.
+    m.engine()
+        .execute(Command::RequestRun {
+            session: SessionId::new("s1").unwrap(),
+            spec: Box::new(spec.clone()),
+        })
+        .unwrap();
+    m.engine()
+        .execute(Command::RecordRunStep(Box::new(EventBody::RunStarted(
+            Box::new(Started {
+                run: RunId(2),
+                attempt: 1,
+                pid,
+                pgid: pid,
+                start_time: start_time + 1,
+                boot_id: boot.trim().into(),
+            }),
+        ))))
+        .unwrap();
+    m.engine()
+        .execute(Command::RequestRun {
+            session: SessionId::new("s1").unwrap(),
+            spec: Box::new(spec),
+        })
+        .unwrap();
+    m.close().unwrap();
+    drop(m);
+    let m = open(dir.path());
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "the live run's process was not killed"
+    );
+    for id in 1..=3 {
+        let r = m.run(RunId(id)).unwrap();
+        assert_eq!(r.status, RunStatus::Interrupted, "run {id}");
+    }
+    assert!(
+        m.run(RunId(1))
+            .unwrap()
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("killed")
+    );
+    assert!(
+        m.run(RunId(2))
+            .unwrap()
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gone")
+    );
+    assert!(group_left(pid).is_empty());
+    assert_eq!(m.state().unfinished_runs().count(), 0);
+}
+
+#[test]
+fn fifty_concurrent_short_runs_are_each_recorded_exactly_once() {
+    let (_dir, m) = setup();
+    let m = Arc::new(m);
+    let handles: Vec<_> = (0..50)
+        .map(|i| m.exec(sh(&format!("echo {i}"))).unwrap())
+        .collect();
+    let mut ids: Vec<RunId> = handles.into_iter().map(|h| h.wait().unwrap().id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    let runs = m.runs(&RunFilter::default());
+    assert_eq!(runs.len(), 50);
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Completed && r.attempts == 1)
+    );
+    let log = all_events(&m);
+    for id in ids {
+        let n = |f: &dyn Fn(&EventBody) -> bool| log.iter().filter(|e| f(e)).count();
+        assert_eq!(
+            n(&|b| matches!(b, EventBody::RunRequested { run, .. } if *run == id)),
+            1
+        );
+        assert_eq!(
+            n(&|b| matches!(b, EventBody::RunStarted(s) if s.run == id)),
+            1
+        );
+        assert_eq!(
+            n(&|b| matches!(b, EventBody::RunExited(e) if e.run == id)),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_run_past_its_cpu_limit_is_ended_by_it() {
+    let (_dir, m) = setup();
+    let mut req = sh("while :; do :; done");
+    req.limits.max_cpu_secs = Some(1);
+    req.limits.timeout_ms = Some(8_000);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.ended_by, Some(EndedBy::Cpu), "{run:?}");
+    assert!(
+        matches!(run.exit, Some(ExitKind::Signal(24 | 9))),
+        "{run:?}"
+    );
+    assert!(
+        run.usage.user_us + run.usage.sys_us >= 500_000,
+        "{:?}",
+        run.usage
+    );
+    assert!(group_left(pgid_of(&m, run.id)).is_empty());
+}
+
+#[test]
+fn a_run_log_is_never_written_through_a_link_or_over_a_file_the_engine_did_not_create() {
+    let (dir, m) = setup();
+    // Run 1's log path holds another program's file: the run fails to start, recorded,
+    // and the file is untouched.
+    std::fs::create_dir(dir.path().join("runs")).unwrap();
+    std::fs::write(dir.path().join("runs/1.log"), b"theirs").unwrap();
+    let run = m.exec(sh("echo mine")).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(matches!(
+        events(&m, run.id).last(),
+        Some(EventBody::RunSpawnFailed { .. })
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("runs/1.log")).unwrap(),
+        b"theirs"
+    );
+    // `runs/` a link to another folder: nothing is written there.
+    std::fs::remove_file(dir.path().join("runs/1.log")).unwrap();
+    std::fs::remove_dir(dir.path().join("runs")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("runs")).unwrap();
+    let run = m.exec(sh("echo mine")).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.error.as_deref().unwrap().contains("not a folder"),
+        "{run:?}"
+    );
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
