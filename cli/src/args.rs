@@ -272,6 +272,9 @@ pub enum Cmd {
     /// check and summarise them. Read-only; the data directory is not used.
     #[command(subcommand)]
     Claude(ClaudeCmd),
+    /// Serve seed 002's REST API, event streams and metrics over HTTP (until SIGINT or
+    /// SIGTERM).
+    Serve(ServeArgs),
     /// Run a program for a session under supervision (its own process group, limits,
     /// every step recorded); stream its output; exit with its status (128+N for a
     /// signal, 127 when it could not start). The run's id is printed on stderr at the end.
@@ -326,6 +329,18 @@ pub enum ClaudeCmd {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on. Any address but a loopback one requires a bearer token.
+    #[arg(long, default_value = "127.0.0.1:8082", value_name = "ADDR")]
+    pub addr: std::net::SocketAddr,
+    /// A file holding the bearer token every request must carry. Without it, a
+    /// non-loopback --addr uses DATA_DIR/server-token, generated (mode 0600) if missing.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `exec` flags.

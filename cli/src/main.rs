@@ -23,6 +23,7 @@ mod claude;
 mod logging;
 mod output;
 mod runs;
+mod serve;
 
 use std::io::IsTerminal;
 use std::mem::ManuallyDrop;
@@ -770,6 +771,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 out.line(&format!("snapshot at LSN {lsn}"))?;
             }
         }
+        Cmd::Serve(a) => return serve::run(cli, out, a),
         Cmd::Stats => {
             let manager = cli.open_read()?;
             out.json(&output::stats_json(manager.engine(), &*cli.storage())?)?;

@@ -1,0 +1,161 @@
+//! `/metrics` in Prometheus text format (`prometheus-client`). Label sets are bounded:
+//! routes are the router's patterns (`/api/claude/sessions/{id}`), never raw paths.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Commands the service committed (each an appended event).
+    pub commits: Counter,
+    /// Event streams open now.
+    pub open_streams: Gauge,
+    last_lsn: Gauge,
+    projected_lsn: Gauge,
+    projection_lag: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("session_engine");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let commits = Counter::default();
+        let open_streams = Gauge::default();
+        let last_lsn = Gauge::default();
+        let projected_lsn = Gauge::default();
+        let projection_lag = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to the first byte of a stream)",
+            latency.clone(),
+        );
+        registry.register("commits", "Commands the service committed", commits.clone());
+        registry.register(
+            "open_streams",
+            "Event streams (SSE) open now",
+            open_streams.clone(),
+        );
+        registry.register("last_lsn", "The last committed LSN", last_lsn.clone());
+        registry.register(
+            "projected_lsn",
+            "Every projection file reflects the log up to this LSN",
+            projected_lsn.clone(),
+        );
+        registry.register(
+            "projection_lag",
+            "Committed events the projection files do not show yet",
+            projection_lag.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            commits,
+            open_streams,
+            last_lsn,
+            projected_lsn,
+            projection_lag,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Counts and times every request by its route pattern.
+pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let m = &s.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            method,
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&RouteLabels { route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// `GET /metrics`.
+pub async fn render(State(s): State<AppState>) -> Response {
+    let m: &Arc<Metrics> = &s.metrics;
+    let last = s.manager.last_lsn().0;
+    m.last_lsn.set(i64::try_from(last).unwrap_or(i64::MAX));
+    if let Some(p) = s.manager.projection_status() {
+        m.projected_lsn
+            .set(i64::try_from(p.projected.0).unwrap_or(i64::MAX));
+        m.projection_lag
+            .set(i64::try_from(last.saturating_sub(p.projected.0)).unwrap_or(i64::MAX));
+    }
+    let mut out = String::new();
+    if encode(&mut out, &m.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

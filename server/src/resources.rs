@@ -1,0 +1,393 @@
+//! A session's activities, metadata, checkpoints, decisions and command runs; agents'
+//! chains; analytics, system status and health.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use session_engine::{CommandRun, ListFilter, Status};
+
+use crate::AppState;
+use crate::adapter::call;
+use crate::api::{ApiError, ApiJson, error_response, ok, ok_with};
+use crate::sessions::{ApiQuery, optional_body, session_id, write};
+
+/// Paging of a session's logs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+fn page<T: serde::Serialize>(
+    items: impl ExactSizeIterator<Item = T>,
+    p: &Page,
+) -> Result<Value, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > crate::sessions::MAX_PAGE {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let total = items.len();
+    let offset = p.offset.unwrap_or(0);
+    let items: Vec<T> = items.skip(offset).take(limit).collect();
+    Ok(json!({ "items": items, "total": total, "offset": offset, "limit": limit }))
+}
+
+fn snapshot(s: &AppState, id: &str) -> Result<std::sync::Arc<session_engine::Session>, ApiError> {
+    Ok(s.manager
+        .get_session(session_id(id)?.as_str())?
+        .snapshot()?)
+}
+
+/// `POST .../activities` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityBody {
+    action: String,
+    details: Option<Value>,
+}
+
+pub async fn add_activity(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<ActivityBody>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
+        let lsn = m
+            .get_session(sid.as_str())?
+            .record_activity(&b.action, b.details)?;
+        Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
+    })
+    .await
+}
+
+pub async fn activities(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let snap = snapshot(&s, &id)?;
+    Ok(ok(page(snap.body.activity_log.iter(), &p)?))
+}
+
+pub async fn metadata(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let snap = snapshot(&s, &id)?;
+    let map: serde_json::Map<String, Value> = snap
+        .body
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_value()))
+        .collect();
+    Ok(ok(map))
+}
+
+/// `PUT .../metadata/{key}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaBody {
+    value: Value,
+}
+
+pub async fn set_metadata(
+    State(s): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<MetaBody>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::OK, move |m| {
+        let lsn = m.get_session(sid.as_str())?.set_metadata(&key, b.value)?;
+        Ok((json!({ "lsn": lsn.0, "key": key }), Some(lsn)))
+    })
+    .await
+}
+
+pub async fn remove_metadata(
+    State(s): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::OK, move |m| {
+        let session = m.get_session(sid.as_str())?;
+        if session.get_metadata(&key)?.is_none() {
+            return Err(session_engine::Error::NotFound {
+                kind: "metadata key",
+                id: key,
+            });
+        }
+        let lsn = session.remove_metadata(&key)?;
+        Ok((json!({ "lsn": lsn.0, "key": key }), Some(lsn)))
+    })
+    .await
+}
+
+/// `POST .../checkpoints` body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointBody {
+    label: Option<String>,
+}
+
+pub async fn save_checkpoint(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let b: CheckpointBody = optional_body(&body)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
+        let index = m
+            .get_session(sid.as_str())?
+            .save_checkpoint(b.label.as_deref())?;
+        Ok((json!({ "index": index }), Some(m.last_lsn())))
+    })
+    .await
+}
+
+pub async fn checkpoints(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let snap = snapshot(&s, &id)?;
+    let list: Vec<Value> = snap
+        .checkpoints
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index,
+                "label": c.label.as_deref(),
+                "created_at": c.created_at,
+                "status": c.body.status.as_str(),
+                "activity_count": c.body.activity_log.len(),
+            })
+        })
+        .collect();
+    Ok(ok(list))
+}
+
+/// `POST .../restore` body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    index: Option<u32>,
+}
+
+pub async fn restore(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let b: RestoreBody = optional_body(&body)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::OK, move |m| {
+        let index = m.get_session(sid.as_str())?.restore_checkpoint(b.index)?;
+        Ok((json!({ "index": index }), Some(m.last_lsn())))
+    })
+    .await
+}
+
+/// `POST .../decisions` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    what: String,
+    why: String,
+    alternatives: Option<String>,
+}
+
+pub async fn add_decision(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<DecisionBody>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let sid = id.clone();
+    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
+        let lsn = m.get_session(sid.as_str())?.log_decision(
+            &b.what,
+            &b.why,
+            b.alternatives.as_deref(),
+        )?;
+        Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
+    })
+    .await
+}
+
+pub async fn decisions(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let snap = snapshot(&s, &id)?;
+    Ok(ok(page(snap.body.decisions.iter(), &p)?))
+}
+
+/// `POST .../commands` body: a command run the caller made.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    command: String,
+    args: Option<Value>,
+    success: bool,
+    error: Option<String>,
+    duration_ms: u64,
+}
+
+pub async fn add_command(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<CommandBody>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let sid = id.clone();
+    let duration = Duration::from_millis(b.duration_ms);
+    let mut run = if b.success {
+        CommandRun::succeeded(b.command, duration)
+    } else {
+        CommandRun::failed(b.command, b.error.unwrap_or_default(), duration)
+    };
+    if let Some(a) = b.args {
+        run = run.with_args(a);
+    }
+    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
+        let lsn = m.get_session(sid.as_str())?.record_command(run)?;
+        Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
+    })
+    .await
+}
+
+pub async fn commands(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let snap = snapshot(&s, &id)?;
+    Ok(ok(page(snap.body.commands.iter(), &p)?))
+}
+
+pub async fn chains(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(json!({ "agents": s.manager.agents() })))
+}
+
+pub async fn chain(
+    State(s): State<AppState>,
+    Path(agent): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = s.manager.chain(&agent)?;
+    Ok(ok(json!({
+        "agent": t.agent_id(),
+        "current": t.get_current_session(),
+        "links": t.get_session_chain(),
+        "summary": t.get_chain_summary(),
+    })))
+}
+
+/// `POST /api/claude/chains/{agent}/links` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    session_id: String,
+    prompt: String,
+    response: String,
+    metadata: Option<Value>,
+}
+
+pub async fn link_chain(
+    State(s): State<AppState>,
+    Path(agent): Path<String>,
+    ApiJson(b): ApiJson<LinkBody>,
+) -> Result<Response, ApiError> {
+    let lsn = call(&s.manager, move |m| {
+        m.chain(&agent)?
+            .update_session(&b.session_id, &b.prompt, &b.response, b.metadata)
+    })
+    .await?;
+    s.metrics.commits.inc();
+    Ok(ok_with(StatusCode::CREATED, json!({ "lsn": lsn.0 })))
+}
+
+pub async fn reset_chain(
+    State(s): State<AppState>,
+    Path(agent): Path<String>,
+) -> Result<Response, ApiError> {
+    let lsn = call(&s.manager, move |m| m.chain(&agent)?.reset()).await?;
+    s.metrics.commits.inc();
+    Ok(ok(json!({ "lsn": lsn.0 })))
+}
+
+pub async fn analytics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let all = s.manager.list_sessions(ListFilter::default());
+    let mut by_status = serde_json::Map::new();
+    for st in Status::ALL {
+        let n = all.iter().filter(|x| x.body.status == st).count();
+        by_status.insert(st.as_str().to_owned(), json!(n));
+    }
+    let mut by_agent: std::collections::BTreeMap<&str, usize> = Default::default();
+    for x in &all {
+        *by_agent
+            .entry(x.agent.as_deref().unwrap_or(""))
+            .or_default() += 1;
+    }
+    let activities: usize = all.iter().map(|x| x.body.activity_log.len()).sum();
+    Ok(ok(json!({
+        "total_sessions": all.len(),
+        "by_status": by_status,
+        "by_agent": by_agent,
+        "total_activities": activities,
+    })))
+}
+
+pub async fn system_status(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let m = &s.manager;
+    let projections = m.projection_status().map(|p| {
+        json!({
+            "projected_lsn": p.projected.0,
+            "behind": p.is_behind(),
+            "failures": p.failures,
+            "ready": p.ready,
+        })
+    });
+    Ok(ok(json!({
+        "status": if m.engine().poisoned().is_some() { "degraded" } else { "ok" },
+        "last_lsn": m.last_lsn().0,
+        "sessions": m.state().sessions.len(),
+        "read_only": m.engine().is_read_only(),
+        "projections": projections,
+        "open_streams": s.metrics.open_streams.get(),
+    })))
+}
+
+pub async fn health(State(s): State<AppState>) -> Response {
+    if s.manager.engine().poisoned().is_some() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the engine refuses writes after a storage failure",
+        );
+    }
+    ok(json!({ "status": "healthy", "last_lsn": s.manager.last_lsn().0 }))
+}
+
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
