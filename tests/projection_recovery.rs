@@ -970,9 +970,12 @@ fn under_a_steady_writer_the_marker_keeps_moving_with_the_watermark() {
         m.projection_status(),
         m.last_lsn()
     );
+    // Once the writer stops, the marker reaches the end of the log: at the latest at the
+    // close, which checkpoints (a flush only waits for the files, not for the marker).
     flush(&m);
-    assert_eq!(b.json("projections.json")["lsn"], json!(m.last_lsn().get()));
+    let last = m.last_lsn();
     m.close().unwrap();
+    assert_eq!(b.json("projections.json")["lsn"], json!(last.get()));
 }
 
 /// A storage that, once armed, commits `action` through the manager right after a file
@@ -1286,8 +1289,7 @@ fn a_file_still_dirty_at_a_checkpoint_keeps_the_marker_below_its_change() {
     let m = b.open(&clock);
     m.create_session(named("a", 0)).unwrap();
     let sb = m.create_session(named("b", 0)).unwrap();
-    flush(&m);
-    let before = m.projection_status().unwrap().marker;
+    let before = flush_and_checkpoint(&m);
     assert_eq!(before, m.last_lsn());
     faults.fail_next(u64::MAX);
     let b1 = sb.record_activity("b1", None).unwrap();
@@ -1319,10 +1321,25 @@ fn a_file_still_dirty_at_a_checkpoint_keeps_the_marker_below_its_change() {
         .len();
     assert_eq!(shown, 6);
     faults.heal();
-    flush(&m);
+    flush_and_checkpoint(&m);
     let st = m.projection_status().unwrap();
     assert_eq!((st.marker, st.projected), (m.last_lsn(), m.last_lsn()));
     m.close().unwrap();
+}
+
+/// Flushes the projections, then waits (20 s at most) for the next checkpoint to bring
+/// the marker to the end of the log: a flush waits for the files only, and when they were
+/// already written its request does not hurry the checkpoint. Returns the marker.
+fn flush_and_checkpoint(m: &SessionManager) -> Lsn {
+    flush(m);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let marker = m.projection_status().unwrap().marker;
+        if marker >= m.last_lsn() || std::time::Instant::now() > deadline {
+            return marker;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Power cuts taken at many moments while the projector writes (files renamed into place
@@ -1345,9 +1362,15 @@ fn a_power_cut_while_projection_files_are_written_is_repaired_at_open() {
             m.create_session(named(&format!("hot{h}"), 0)).unwrap();
         }
         let done = std::sync::atomic::AtomicBool::new(false);
+        let cut = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
-                for i in 0..12 {
+                // At least 12 steps, and on until the cuts are taken (a fast build would
+                // otherwise finish before the cutter took its images).
+                for i in 0..400 {
+                    if i >= 12 && cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
                     step(&m, &clock, i);
                     for k in 0..20 {
                         m.get_session(&format!("hot{}", k % 3))
@@ -1368,6 +1391,7 @@ fn a_power_cut_while_projection_files_are_written_is_repaired_at_open() {
                 ));
                 n += 1;
             }
+            cut.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         m.close().unwrap();
     }
