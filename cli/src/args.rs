@@ -30,8 +30,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Always)]
     pub durability: DurabilityArg,
 
-    /// Longest delay before an fsync in --durability interval.
-    #[arg(long, global = true, default_value_t = 100, value_name = "MS")]
+    /// Longest delay before an fsync in --durability interval, from 1 ms (0 is refused:
+    /// an fsync after every write is --durability always).
+    #[arg(long, global = true, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_interval_ms: u64,
 
     /// Size of each write-ahead log segment file, in bytes, from 4096 (4K) to 1073741824

@@ -138,7 +138,7 @@ impl Cli {
             durability: match self.durability {
                 DurabilityArg::Always => Durability::Always,
                 DurabilityArg::Interval => {
-                    Durability::Interval(Duration::from_millis(self.sync_interval_ms.max(1)))
+                    Durability::Interval(Duration::from_millis(self.sync_interval_ms))
                 }
                 DurabilityArg::None => Durability::None,
             },

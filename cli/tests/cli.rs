@@ -1840,6 +1840,8 @@ fn a_bad_segment_size_or_snapshot_interval_is_a_usage_error_that_changes_nothing
             "invalid value 'often' for '--snapshot-every",
         ),
         (["--snapshot-every", "1.5"], "invalid value"),
+        // 0 was silently raised to 1 ms; it is refused instead.
+        (["--sync-interval-ms", "0"], "0 is not in 1.."),
     ] {
         let err = d.fails(&[args[0], args[1], "create"], 2, needle);
         assert!(err.contains(args[0]), "{err}");
