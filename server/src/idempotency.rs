@@ -46,7 +46,38 @@ enum Entry {
 /// The remembered keys.
 #[derive(Default)]
 pub struct Keys {
-    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    inner: Mutex<Remembered>,
+}
+
+/// The map and the order its keys came in; `order` holds exactly the map's keys, so a
+/// key released and used again is evicted by its new place, not by a stale old one.
+#[derive(Default)]
+struct Remembered {
+    map: HashMap<String, Entry>,
+    order: VecDeque<String>,
+}
+
+impl Remembered {
+    /// Marks `key` in flight, forgetting the oldest keys beyond [`CAPACITY`].
+    fn admit(&mut self, key: String, fingerprint: Fingerprint) {
+        self.map.insert(key.clone(), Entry::InFlight(fingerprint));
+        self.order.push_back(key);
+        while self.order.len() > CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets `key` (only while it is in flight, with `in_flight_only`).
+    fn release(&mut self, key: &str, in_flight_only: bool) {
+        if in_flight_only && !matches!(self.map.get(key), Some(Entry::InFlight(_))) {
+            return;
+        }
+        if self.map.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -96,8 +127,7 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
     };
     {
         let mut guard = s.keys.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
-        match map.get(&key) {
+        match guard.map.get(&key) {
             Some(Entry::InFlight(f)) | Some(Entry::Done { fingerprint: f, .. })
                 if *f != fingerprint =>
             {
@@ -126,15 +156,7 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return r;
             }
-            None => {
-                map.insert(key.clone(), Entry::InFlight(fingerprint.clone()));
-                order.push_back(key.clone());
-                while order.len() > CAPACITY {
-                    if let Some(old) = order.pop_front() {
-                        map.remove(&old);
-                    }
-                }
-            }
+            None => guard.admit(key.clone(), fingerprint.clone()),
         }
     }
     // Dropped before the answer is kept (the client went away, or the request timed
@@ -164,9 +186,8 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
         forget(&s, &key);
     } else {
         let mut guard = s.keys.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, _) = &mut *guard;
         // Forgotten meanwhile (evicted): not remembered.
-        if let Some(e) = map.get_mut(&key) {
+        if let Some(e) = guard.map.get_mut(&key) {
             *e = Entry::Done {
                 fingerprint,
                 status: rparts.status,
@@ -199,14 +220,65 @@ impl Drop for Pending {
                 .inner
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if matches!(guard.0.get(&key), Some(Entry::InFlight(_))) {
-                guard.0.remove(&key);
-            }
+            guard.release(&key, true);
         }
     }
 }
 
 fn forget(s: &AppState, key: &str) {
     let mut guard = s.keys.inner.lock().unwrap_or_else(|e| e.into_inner());
-    guard.0.remove(key);
+    guard.release(key, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(n: u64) -> Fingerprint {
+        Fingerprint {
+            method: Method::POST,
+            uri: "/api/sessions".into(),
+            body: n,
+        }
+    }
+
+    #[test]
+    fn a_key_released_and_used_again_is_kept_for_a_full_capacity() {
+        let mut r = Remembered::default();
+        r.admit("k".into(), fp(0));
+        r.release("k", true);
+        r.admit("k".into(), fp(1));
+        // CAPACITY - 1 newer keys: "k" (admitted second) is still among the newest CAPACITY.
+        for i in 0..CAPACITY - 1 {
+            r.admit(format!("other-{i}"), fp(2));
+        }
+        assert!(
+            matches!(r.map.get("k"), Some(Entry::InFlight(f)) if *f == fp(1)),
+            "a stale place of the released key evicted its new entry"
+        );
+        assert_eq!(r.order.len(), r.map.len());
+        // One more key evicts it, being the oldest.
+        r.admit("last".into(), fp(3));
+        assert!(!r.map.contains_key("k"));
+        assert_eq!(r.order.len(), CAPACITY);
+    }
+
+    #[test]
+    fn the_drop_guard_releases_only_a_key_still_in_flight() {
+        let mut r = Remembered::default();
+        r.admit("k".into(), fp(0));
+        r.map.insert(
+            "k".into(),
+            Entry::Done {
+                fingerprint: fp(0),
+                status: StatusCode::CREATED,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+            },
+        );
+        r.release("k", true);
+        assert!(r.map.contains_key("k"), "a kept answer was forgotten");
+        r.release("k", false);
+        assert!(r.map.is_empty() && r.order.is_empty());
+    }
 }
