@@ -506,9 +506,14 @@ fn fifty_concurrent_short_runs_are_each_recorded_exactly_once() {
     assert_eq!(ids.len(), 50);
     let runs = m.runs(&RunFilter::default());
     assert_eq!(runs.len(), 50);
+    let odd: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Completed || r.attempts != 1)
+        .collect();
+    // Failed once in a CI run under load (stop 14); the message names the runs.
     assert!(
-        runs.iter()
-            .all(|r| r.status == RunStatus::Completed && r.attempts == 1)
+        odd.is_empty(),
+        "runs not completed in one attempt: {odd:#?}"
     );
     let log = all_events(&m);
     for id in ids {
