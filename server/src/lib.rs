@@ -4,7 +4,7 @@
 //!
 //! Layout: `api` (envelope, errors), `guard` (token, Host/Origin), `sessions` and
 //! `resources` (the handlers), `events` (SSE, and the stream machinery `ws`, the
-//! WebSocket, shares), `versions` (ETag / If-Match),
+//! WebSocket, shares), `dashboard` (the page at `/`), `versions` (ETag / If-Match),
 //! `idempotency` (`Idempotency-Key`), `metrics`, and `adapter`, the one module that calls
 //! the engine's blocking API.
 
@@ -12,6 +12,7 @@
 
 pub mod adapter;
 pub mod api;
+mod dashboard;
 mod events;
 pub mod guard;
 pub mod idempotency;
@@ -276,6 +277,8 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
     Router::new()
         .route("/api/events", get(events::stream))
         .route("/ws/sessions", get(ws::sessions))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .merge(api)
         .fallback(resources::not_found)
         .layer(DefaultBodyLimit::max(limits.max_body))
