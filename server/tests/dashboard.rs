@@ -1,7 +1,8 @@
 //! The dashboard at `/` in a real browser: headless Chromium (Debian's `chromium`,
 //! installed by `.ci/run`), driven over the DevTools protocol with a small client on
 //! tokio-tungstenite. A screenshot of the session list is taken, and an activity, a
-//! session and a run recorded after the page loaded appear on it without a reload.
+//! session and a run recorded after the page loaded appear on it without a reload, as do
+//! the events written while its WebSocket was down (each once).
 //!
 //! Without Chromium the test is skipped, except under `CI=true`, where it fails. The
 //! browser is found as `$CHROMIUM`, or `chromium`, `chromium-browser`, `google-chrome`
@@ -350,6 +351,41 @@ async fn the_dashboard_shows_sessions_and_live_activity_without_a_reload() {
         ),
     )
     .await;
+    // The socket drops while writes go on: the page reconnects from its last LSN and
+    // shows every event once.
+    page.eval("state.socket.close(); true").await;
+    for i in 0..3 {
+        let (st, v) = h
+            .post(
+                &format!("/api/claude/sessions/{alpha}/activities"),
+                json!({ "action": format!("while-away-{i}") }),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let head = h.lsn();
+    page.wait_for(
+        "the events written while the socket was down",
+        &format!(
+            "document.getElementById('lsn').textContent === '{head}' \
+             && document.getElementById('stream').textContent === 'live' \
+             && document.getElementById('activity').innerText.includes('while-away-2')"
+        ),
+    )
+    .await;
+    let shown = page
+        .eval("[...document.querySelectorAll('#events li code:first-child')].map(e => Number(e.textContent))")
+        .await;
+    let want: Vec<u64> = (1..=head).rev().collect();
+    assert_eq!(shown, json!(want), "every event once, newest first");
+    let activity = page.text("activity").await;
+    for i in 0..3 {
+        assert_eq!(
+            activity.matches(&format!("while-away-{i}")).count(),
+            1,
+            "{activity}"
+        );
+    }
     // No reload happened: the mark is there, and the page was navigated to once.
     assert_eq!(page.eval("window.__probe").await, json!("same page"));
     assert_eq!(

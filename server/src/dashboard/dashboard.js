@@ -16,6 +16,7 @@ const state = {
   runs: new Map(), // run id -> { id, session, program, state, output }
   shownRun: null,
   retry: 500,
+  socket: null, // the WebSocket in use
 };
 
 function el(tag, text, cls) {
@@ -202,6 +203,7 @@ function connect(from) {
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (from !== null) url.searchParams.set("from", String(from));
   const ws = new WebSocket(url);
+  state.socket = ws;
   ws.onopen = () => { state.retry = 500; pill("stream", "catching up", "wait"); };
   ws.onmessage = (m) => {
     let v;
