@@ -92,6 +92,15 @@ impl Opened {
             (None, Some(f)) => Lsn(f.max(1)),
             (None, None) => Lsn(s.manager.last_lsn().0 + 1),
         };
+        let last = s.manager.last_lsn();
+        if from.0 > last.0.saturating_add(1) {
+            // A position this log never reached (another data directory, or one restored
+            // from an older copy): nothing would tell the client its events differ.
+            return Err(ApiError::bad_request(format!(
+                "from (or Last-Event-ID) is past the end of the log: the last LSN is {}",
+                last.0
+            )));
+        }
         let Ok(permit) = Arc::clone(&s.streams).try_acquire_owned() else {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,

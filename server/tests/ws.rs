@@ -226,6 +226,7 @@ async fn bad_requests_are_refused_before_the_upgrade_with_a_clear_error() {
         ("?from=-1", "from"),
         ("?frm=1", "frm"),
         ("?session=..%2Fetc", "id"),
+        ("?from=999999", "past the end of the log"),
     ] {
         let req = url(&h, query).into_client_request().expect("request");
         let (st, v) = refused(req).await;
@@ -236,6 +237,19 @@ async fn bad_requests_are_refused_before_the_upgrade_with_a_clear_error() {
             "{query}: {v}"
         );
     }
+    // The same rule for the SSE stream, whose Last-Event-ID may name it too.
+    let r = h
+        .req(reqwest::Method::GET, "/api/events")
+        .header("last-event-id", "999999")
+        .send()
+        .await
+        .expect("send");
+    let (st, v) = common::body(r).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().expect("error").contains("past the end"),
+        "{v}"
+    );
     // A plain GET, no upgrade.
     let (st, v) = h.get("/ws/sessions").await;
     assert!(st == 400 || st == 426, "{st} {v}");
