@@ -197,10 +197,21 @@ async fn resumed_clients_see_no_gap_and_no_duplicate() {
 async fn a_slow_reader_falls_back_to_the_log_and_misses_nothing() {
     let h = Harness::with(|o| o.limits.stream_queue = 2).await;
     let id = h.create("s").await;
-    let mut s = connect(&h, "").await;
+    // A small receive buffer (which also turns off its autotuning), so that the socket
+    // holds a few kilobytes, not megabytes: the server's sends stall, its queue fills and
+    // the subscription behind it is cut loose by the writer.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let addr = h.server.as_ref().expect("server").local_addr();
+    let tcp = socket.connect(addr).await.expect("connect");
+    let req = url(&h, "").into_client_request().expect("request");
+    let (mut s, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("upgrade");
     assert_eq!(next(&mut s).await.expect("marker")["type"], "caught-up");
     let start = h.lsn();
-    // More batches than the engine's live buffer (1,024) and more bytes than the
+    // More batches than the engine's live buffer (1,024), and far more bytes than the
     // socket buffers hold, while the client reads nothing.
     let session = h.manager.get_session(&id).expect("session");
     let pad = "p".repeat(2048);
