@@ -369,7 +369,8 @@ async fn the_dashboard_shows_sessions_and_live_activity_without_a_reload() {
         &format!(
             "document.getElementById('lsn').textContent === '{head}' \
              && document.getElementById('stream').textContent === 'live' \
-             && document.getElementById('activity').innerText.includes('while-away-2')"
+             && document.getElementById('activity').innerText.includes('while-away-2') \
+             && document.querySelector('#sessions tr[data-id=\"{alpha}\"]').children[4].textContent === '5'"
         ),
     )
     .await;
