@@ -211,8 +211,10 @@ async fn a_slow_reader_falls_back_to_the_log_and_misses_nothing() {
             .expect("upgrade");
     assert_eq!(next(&mut s).await.expect("marker")["type"], "caught-up");
     let start = h.lsn();
-    // More batches than the engine's live buffer (1,024), and far more bytes than the
-    // socket buffers hold, while the client reads nothing.
+    // While the client reads nothing: the server's send buffer still absorbs about 2 MB
+    // on loopback (some 900 of these events), so 3,000 leave about 2,000 batches for the
+    // engine's live buffer of 1,024: the subscription is cut loose (checked with a
+    // probe in the writer; 1,500 were not enough).
     let session = h.manager.get_session(&id).expect("session");
     let pad = "p".repeat(2048);
     for i in 0..3000 {
