@@ -1,8 +1,10 @@
 //! The session-engine local service (`session-engine serve`): seed 002's REST API over a
-//! [`SessionManager`], resumable Server-Sent Event streams, and Prometheus metrics.
+//! [`SessionManager`], resumable event streams (Server-Sent Events and a WebSocket),
+//! Prometheus metrics and a dashboard.
 //!
 //! Layout: `api` (envelope, errors), `guard` (token, Host/Origin), `sessions` and
-//! `resources` (the handlers), `events` (SSE), `versions` (ETag / If-Match),
+//! `resources` (the handlers), `events` (SSE, and the stream machinery `ws`, the
+//! WebSocket, shares), `dashboard` (the page at `/`), `versions` (ETag / If-Match),
 //! `idempotency` (`Idempotency-Key`), `metrics`, and `adapter`, the one module that calls
 //! the engine's blocking API.
 
@@ -10,6 +12,7 @@
 
 pub mod adapter;
 pub mod api;
+mod dashboard;
 mod events;
 pub mod guard;
 pub mod idempotency;
@@ -17,6 +20,7 @@ pub mod metrics;
 mod resources;
 mod sessions;
 pub mod versions;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +51,9 @@ pub struct Limits {
     /// Event streams open at once (503 past it): each holds a subscription and its
     /// bounded queue.
     pub max_streams: usize,
+    /// How often an idle event stream gets a keep-alive (an SSE comment, a WebSocket
+    /// ping).
+    pub keep_alive: Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +64,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             stream_queue: 256,
             max_streams: 128,
+            keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -268,6 +276,9 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .layer(from_fn_with_state(limits.request_timeout, timeout));
     Router::new()
         .route("/api/events", get(events::stream))
+        .route("/ws/sessions", get(ws::sessions))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .merge(api)
         .fallback(resources::not_found)
         .layer(DefaultBodyLimit::max(limits.max_body))
