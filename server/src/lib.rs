@@ -14,9 +14,11 @@ mod events;
 pub mod guard;
 pub mod idempotency;
 pub mod metrics;
+mod paths;
 mod resources;
 mod sessions;
 pub mod versions;
+mod workspace;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,6 +266,7 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .route("/api/system-status", get(resources::system_status))
         .route("/health", get(resources::health))
         .route("/metrics", get(metrics::render))
+        .merge(workspace::routes())
         .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(from_fn_with_state(limits.request_timeout, timeout));
     Router::new()
