@@ -13,8 +13,9 @@
 //! 3. It exists and is a directory.
 //! 4. Neither the path as given nor its canonical target is a restricted system path
 //!    ([`RESTRICTED`]) or inside the engine's data directory.
-//! 5. Permissions are those of the server's effective user (`faccessat(AT_EACCESS)`):
-//!    readable and searchable are required; writable only when asked for.
+//! 5. Permissions are those of the server's effective user (`faccessat(AT_EACCESS)`;
+//!    root passes them all): readable and searchable, and writable, are errors or
+//!    warnings as the caller [`Require`]s.
 //! 6. Git: the nearest enclosing directory holding `.git` (a folder, or a worktree's
 //!    `gitdir:` file), with the branch `HEAD` names. Free space: `statvfs(3)` of the
 //!    target; below [`LOW_SPACE_BYTES`] is a warning.
@@ -74,8 +75,8 @@ pub const ALLOWED_UNDER_RESTRICTED: &[&str] = &[
 pub struct Problem {
     /// A machine-readable code (`not_absolute`, `traversal`, `not_found`,
     /// `not_directory`, `restricted`, `data_directory`, `not_readable`, `not_writable`,
-    /// `unresolvable`, `not_utf8`; warnings: `symlink`, `low_disk_space`,
-    /// `not_writable`).
+    /// `unresolvable`, `not_utf8`; warnings: `symlink`, `low_disk_space`, and
+    /// `not_readable` or `not_writable` when that permission is not [`Require`]d).
     pub code: &'static str,
     /// What it means.
     pub message: String,
