@@ -241,6 +241,24 @@ async fn a_refused_start_records_nothing() {
         )
         .await;
     assert_eq!(st, 404);
+    let (st, _) = h
+        .post(
+            "/api/claude/sessions/a%2F..%2Fb/runs",
+            json!({ "program": "true", "cwd": base }),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (st, v) = common::body(
+        h.req(reqwest::Method::POST, &runs_url(&id))
+            .header("content-type", "application/json")
+            .body("{\"program\": \"true\",")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert_error(&v);
     assert_eq!(h.lsn(), before, "a refused start wrote");
     let (_, v) = h.get(&runs_url(&id)).await;
     assert_eq!(v["data"]["total"], 0, "{v}");
