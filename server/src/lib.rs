@@ -3,8 +3,9 @@
 //! Prometheus metrics and a dashboard.
 //!
 //! Layout: `api` (envelope, errors), `guard` (token, Host/Origin), `sessions` and
-//! `resources` (the handlers), `events` (SSE, and the stream machinery `ws`, the
-//! WebSocket, shares), `dashboard` (the page at `/`), `versions` (ETag / If-Match),
+//! `resources` (the handlers), `workspace` (navigate, validate-path(s), agent-types, over
+//! `paths`, the path checks), `runs` (supervised runs), `events` (SSE, and the stream
+//! machinery `ws`, the WebSocket, shares), `dashboard` (the page at `/`), `versions` (ETag / If-Match),
 //! `idempotency` (`Idempotency-Key`), `metrics`, and `adapter`, the one module that calls
 //! the engine's blocking API.
 
@@ -17,9 +18,12 @@ mod events;
 pub mod guard;
 pub mod idempotency;
 pub mod metrics;
+mod paths;
 mod resources;
+mod runs;
 mod sessions;
 pub mod versions;
+mod workspace;
 mod ws;
 
 use std::net::SocketAddr;
@@ -182,7 +186,9 @@ pub async fn start(manager: Arc<SessionManager>, options: ServeOptions) -> Resul
         shutdown: shutdown.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(options.limits.max_streams)),
     };
-    let app = router(state, guard::Guard::new(addr, token));
+    let app = router(state, guard::Guard::new(addr, token)).layer(axum::Extension(runs::Exec {
+        allowed: addr.ip().is_loopback(),
+    }));
     let mut signal = shutdown;
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -272,6 +278,8 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .route("/api/system-status", get(resources::system_status))
         .route("/health", get(resources::health))
         .route("/metrics", get(metrics::render))
+        .merge(workspace::routes())
+        .merge(runs::routes())
         .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(from_fn_with_state(limits.request_timeout, timeout));
     Router::new()
