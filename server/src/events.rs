@@ -78,7 +78,12 @@ pub async fn stream(
             "too many event streams are open; retry later",
         ));
     };
-    let rx = stream_events(&s.manager, from, s.limits.stream_queue);
+    let rx = stream_events(
+        &s.manager,
+        from,
+        s.limits.stream_queue,
+        s.metrics.stream_log_fallbacks.clone(),
+    );
     s.metrics.open_streams.inc();
     let guard = Arc::new(OpenStream(s.clone(), permit));
     let mut shutdown = s.shutdown.clone();
