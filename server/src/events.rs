@@ -33,7 +33,8 @@ use crate::api::ApiError;
 use crate::sessions::{ApiQuery, session_id};
 
 /// Query of `/api/events`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     from: Option<u64>,
@@ -51,6 +52,13 @@ impl Drop for OpenStream {
     }
 }
 
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    summary = "Committed events as Server-Sent Events: catch-up, `caught-up`, then live",
+    description = "Each event's SSE id is its LSN; `Last-Event-ID` (which wins over `from`) resumes right after it.",
+    params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The last LSN received")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = "4XX", description = "Refused, in the envelope", body = crate::openapi::Envelope),
+        (status = 503, description = "Too many streams open, in the envelope", body = crate::openapi::Envelope)))]
 pub async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -146,6 +146,9 @@ pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Metrics in Prometheus text format",
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text", body = String)))]
 pub async fn render(State(s): State<AppState>) -> Response {
     let m: &Arc<Metrics> = &s.metrics;
     let last = s.manager.last_lsn().0;
