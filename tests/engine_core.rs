@@ -482,12 +482,22 @@ fn a_lagging_subscriber_is_cut_loose_and_catches_up_from_the_log() {
     for i in 0..n {
         activity(&e, "s1", &format!("a{i}"));
     }
+    assert_eq!(sub.fallbacks(), 0);
     let mut next = 2;
     while let Some(ev) = sub.try_recv().unwrap() {
         assert_eq!(ev.lsn, Lsn(next));
         next += 1;
     }
     assert_eq!(next as usize, n + 2);
+    assert_eq!(
+        sub.fallbacks(),
+        1,
+        "the fallback to the log is counted once"
+    );
+    // The writer letting go at close is no fallback.
+    e.close().unwrap();
+    assert!(matches!(sub.recv(), Err(Error::Closed)));
+    assert_eq!(sub.fallbacks(), 1);
 }
 
 #[test]

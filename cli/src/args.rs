@@ -343,6 +343,19 @@ pub struct ServeArgs {
     /// non-loopback --addr uses DATA_DIR/server-token, generated (mode 0600) if missing.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Requests per second each client IP address may make, sustained (a token bucket);
+    /// past it, 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub rate_limit: u32,
+    /// Requests a client may make at once after an idle time (the bucket's size), from 1.
+    #[arg(long, default_value_t = 2000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Longest time for a request's line and headers to arrive, idle keep-alive time
+    /// included, in milliseconds from 1; then the connection is closed (slowloris).
+    #[arg(long, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
 }
 
 /// `exec` flags.

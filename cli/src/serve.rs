@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 use session_engine::{Options, SessionManager};
-use session_engine_server::ServeOptions;
+use session_engine_server::ratelimit::RateLimit;
+use session_engine_server::{Limits, ServeOptions};
 
 use crate::args::{Cli, ServeArgs};
 use crate::output::Out;
@@ -24,10 +25,18 @@ pub(crate) fn run(cli: &Cli, out: &mut Out, args: &ServeArgs) -> Result<u8> {
         cli.manager_options(options, cli.projection_format()),
     )?);
     crate::report_recovery(manager.engine());
+    let defaults = ServeOptions::default();
     let serve = ServeOptions {
         addr: args.addr,
         token_file: args.token_file.clone(),
-        ..ServeOptions::default()
+        limits: Limits {
+            rate_limit: (args.rate_limit > 0).then_some(RateLimit {
+                per_second: f64::from(args.rate_limit),
+                burst: args.rate_burst,
+            }),
+            header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+            ..defaults.limits
+        },
     };
     let mut printed = Ok(());
     session_engine_server::run(Arc::clone(&manager), serve, |addr, token| {

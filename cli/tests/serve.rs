@@ -140,3 +140,20 @@ fn serve_on_another_address_requires_and_generates_a_token() {
     signal(child.id(), "INT");
     assert!(child.wait().expect("wait").success());
 }
+
+#[test]
+fn serve_refuses_a_burst_or_header_timeout_of_zero_before_opening_anything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    for flags in [["--rate-burst", "0"], ["--header-timeout-ms", "0"]] {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        assert!(!data.exists(), "{flags:?} created the data directory");
+    }
+}

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use session_engine::{CommittedEvent, Lsn, SessionManager};
 use tokio::sync::mpsc;
 
@@ -44,18 +45,20 @@ pub enum StreamItem {
 /// A task awaits the engine's [`session_engine::Subscription`] (`recv_async`: no thread
 /// is held while it waits) and waits when the channel is full: memory stays bounded, the
 /// engine's writer never waits for it (it cuts the subscription loose), and the
-/// subscription then reads what it missed from the log. The task ends when the receiver
-/// is dropped.
+/// subscription then reads what it missed from the log, adding one to `fallbacks` each
+/// time. The task ends when the receiver is dropped.
 pub fn stream_events(
     manager: &Arc<SessionManager>,
     from: Lsn,
     capacity: usize,
+    fallbacks: Counter,
 ) -> mpsc::Receiver<StreamItem> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let head = manager.last_lsn();
     let mut sub = manager.engine().subscribe(from);
     tokio::spawn(async move {
         let mut caught_up = false;
+        let mut counted = 0;
         loop {
             if !caught_up && sub.next_lsn().0 > head.0 {
                 caught_up = true;
@@ -68,6 +71,11 @@ pub fn stream_events(
                 _ = tx.closed() => return,
                 r = sub.recv_async() => r,
             };
+            let fell_back = sub.fallbacks();
+            if fell_back > counted {
+                fallbacks.inc_by(fell_back - counted);
+                counted = fell_back;
+            }
             match received {
                 Ok(e) => {
                     if tx.send(StreamItem::Event(e)).await.is_err() {

@@ -34,7 +34,8 @@ use crate::api::ApiError;
 use crate::sessions::{ApiQuery, session_id};
 
 /// Query of `/api/events` and `/ws/sessions`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     from: Option<u64>,
@@ -108,7 +109,12 @@ impl Opened {
                 "too many event streams are open; retry later",
             ));
         };
-        let rx = stream_events(&s.manager, from, s.limits.stream_queue);
+        let rx = stream_events(
+            &s.manager,
+            from,
+            s.limits.stream_queue,
+            s.metrics.stream_log_fallbacks.clone(),
+        );
         s.metrics.open_streams.inc();
         Ok(Opened {
             rx,
@@ -158,6 +164,13 @@ impl Opened {
     }
 }
 
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    summary = "Committed events as Server-Sent Events: catch-up, `caught-up`, then live",
+    description = "Each event's SSE id is its LSN; `Last-Event-ID` (which wins over `from`) resumes right after it.",
+    params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The last LSN received")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = "4XX", description = "Refused, in the envelope", body = crate::openapi::Envelope),
+        (status = 503, description = "Too many streams open, in the envelope", body = crate::openapi::Envelope)))]
 pub async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,

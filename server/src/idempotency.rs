@@ -1,8 +1,11 @@
 //! `Idempotency-Key`: a write retried with the same key gets the first answer again
 //! instead of writing twice.
 //!
-//! The keys live in a bounded in-memory map (the oldest forgotten first); they do not
-//! survive a restart, so a retry after a restart writes again. A key reused for another
+//! The keys live in a bounded in-memory map (the oldest answered key forgotten first; a
+//! key whose request is still in flight is never forgotten, so its answer is kept
+//! whatever came meanwhile, and when [`CAPACITY`] requests with keys are in flight at
+//! once the next one is refused with 503 and `Retry-After`); they do not survive a
+//! restart, so a retry after a restart writes again. A key reused for another
 //! request (another method, path or body) is refused with 422; a retry while the first
 //! request is still being answered gets 409. Only answers below 500 are kept: after a
 //! server error the retry runs again.
@@ -12,7 +15,7 @@ use std::sync::Mutex;
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -51,21 +54,51 @@ pub struct Keys {
 
 /// The map and the order its keys came in; `order` holds exactly the map's keys, so a
 /// key released and used again is evicted by its new place, not by a stale old one.
+/// `in_flight` counts the [`Entry::InFlight`] entries, which are never evicted.
 #[derive(Default)]
 struct Remembered {
     map: HashMap<String, Entry>,
     order: VecDeque<String>,
+    in_flight: usize,
 }
 
+/// [`CAPACITY`] requests with keys are in flight: none can be forgotten to make room.
+#[derive(Debug, PartialEq, Eq)]
+struct Full;
+
 impl Remembered {
-    /// Marks `key` in flight, forgetting the oldest keys beyond [`CAPACITY`].
-    fn admit(&mut self, key: String, fingerprint: Fingerprint) {
+    /// Marks `key` (not in the map) in flight, forgetting the oldest answered keys beyond
+    /// [`CAPACITY`]; refused when [`CAPACITY`] keys are in flight already.
+    fn admit(&mut self, key: String, fingerprint: Fingerprint) -> Result<(), Full> {
+        if self.in_flight >= CAPACITY {
+            return Err(Full);
+        }
         self.map.insert(key.clone(), Entry::InFlight(fingerprint));
         self.order.push_back(key);
+        self.in_flight += 1;
         while self.order.len() > CAPACITY {
-            if let Some(old) = self.order.pop_front() {
+            // Some answered key exists: at most CAPACITY of the entries are in flight.
+            let Some(at) = self
+                .order
+                .iter()
+                .position(|k| matches!(self.map.get(k), Some(Entry::Done { .. })))
+            else {
+                break;
+            };
+            if let Some(old) = self.order.remove(at) {
                 self.map.remove(&old);
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the answer of `key`, in flight until now.
+    fn complete(&mut self, key: &str, done: Entry) {
+        if let Some(e) = self.map.get_mut(key)
+            && matches!(e, Entry::InFlight(_))
+        {
+            *e = done;
+            self.in_flight -= 1;
         }
     }
 
@@ -74,7 +107,10 @@ impl Remembered {
         if in_flight_only && !matches!(self.map.get(key), Some(Entry::InFlight(_))) {
             return;
         }
-        if self.map.remove(key).is_some() {
+        if let Some(e) = self.map.remove(key) {
+            if matches!(e, Entry::InFlight(_)) {
+                self.in_flight -= 1;
+            }
             self.order.retain(|k| k != key);
         }
     }
@@ -156,7 +192,18 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return r;
             }
-            None => guard.admit(key.clone(), fingerprint.clone()),
+            None => {
+                if guard.admit(key.clone(), fingerprint.clone()).is_err() {
+                    let mut r = error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "too many requests with an Idempotency-Key are in flight; retry later",
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return r;
+                }
+            }
         }
     }
     // Dropped before the answer is kept (the client went away, or the request timed
@@ -186,15 +233,15 @@ pub async fn idempotent(State(s): State<AppState>, req: Request, next: Next) -> 
         forget(&s, &key);
     } else {
         let mut guard = s.keys.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Forgotten meanwhile (evicted): not remembered.
-        if let Some(e) = guard.map.get_mut(&key) {
-            *e = Entry::Done {
+        guard.complete(
+            &key,
+            Entry::Done {
                 fingerprint,
                 status: rparts.status,
                 headers: rparts.headers.clone(),
                 body: body.clone(),
-            };
-        }
+            },
+        );
     }
     pending.done();
     Response::from_parts(rparts, Body::from(body))
@@ -242,43 +289,97 @@ mod tests {
         }
     }
 
+    fn done(n: u64) -> Entry {
+        Entry::Done {
+            fingerprint: fp(n),
+            status: StatusCode::CREATED,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Admits `key` and keeps an answer for it at once.
+    fn answered(r: &mut Remembered, key: String) {
+        r.admit(key.clone(), fp(2)).expect("room");
+        r.complete(&key, done(2));
+    }
+
     #[test]
     fn a_key_released_and_used_again_is_kept_for_a_full_capacity() {
         let mut r = Remembered::default();
-        r.admit("k".into(), fp(0));
+        r.admit("k".into(), fp(0)).expect("room");
         r.release("k", true);
-        r.admit("k".into(), fp(1));
+        r.admit("k".into(), fp(1)).expect("room");
+        r.complete("k", done(1));
         // CAPACITY - 1 newer keys: "k" (admitted second) is still among the newest CAPACITY.
         for i in 0..CAPACITY - 1 {
-            r.admit(format!("other-{i}"), fp(2));
+            answered(&mut r, format!("other-{i}"));
         }
         assert!(
-            matches!(r.map.get("k"), Some(Entry::InFlight(f)) if *f == fp(1)),
+            matches!(r.map.get("k"), Some(Entry::Done { fingerprint, .. }) if *fingerprint == fp(1)),
             "a stale place of the released key evicted its new entry"
         );
         assert_eq!(r.order.len(), r.map.len());
         // One more key evicts it, being the oldest.
-        r.admit("last".into(), fp(3));
+        answered(&mut r, "last".into());
         assert!(!r.map.contains_key("k"));
         assert_eq!(r.order.len(), CAPACITY);
+        assert_eq!(r.in_flight, 0);
+    }
+
+    #[test]
+    fn a_key_in_flight_is_not_evicted_by_newer_keys() {
+        let mut r = Remembered::default();
+        r.admit("slow".into(), fp(0)).expect("room");
+        // Far more newer keys than the table holds, all answered, while "slow" runs.
+        for i in 0..2 * CAPACITY {
+            answered(&mut r, format!("other-{i}"));
+        }
+        assert!(
+            matches!(r.map.get("slow"), Some(Entry::InFlight(_))),
+            "a key still in flight was evicted"
+        );
+        assert_eq!(r.map.len(), CAPACITY);
+        assert_eq!(r.order.len(), CAPACITY);
+        // Its answer is then kept, so a retry replays it.
+        r.complete("slow", done(0));
+        assert!(matches!(r.map.get("slow"), Some(Entry::Done { .. })));
+        // Answered now, it is the oldest and goes first.
+        answered(&mut r, "next".into());
+        assert!(!r.map.contains_key("slow"));
+    }
+
+    #[test]
+    fn a_table_full_of_keys_in_flight_refuses_more_and_stays_bounded() {
+        let mut r = Remembered::default();
+        for i in 0..CAPACITY {
+            r.admit(format!("k{i}"), fp(0)).expect("room");
+        }
+        assert_eq!(r.admit("one-more".into(), fp(0)), Err(Full));
+        assert!(!r.map.contains_key("one-more"));
+        assert_eq!(r.map.len(), CAPACITY);
+        // One answered (or released) makes room again; the answered one is evicted.
+        r.complete("k0", done(0));
+        r.admit("one-more".into(), fp(0))
+            .expect("room after an answer");
+        assert!(!r.map.contains_key("k0"));
+        assert_eq!(r.map.len(), CAPACITY);
+        r.release("k1", true);
+        r.admit("two-more".into(), fp(0))
+            .expect("room after a release");
+        assert_eq!(r.map.len(), CAPACITY);
+        assert_eq!(r.in_flight, CAPACITY);
     }
 
     #[test]
     fn the_drop_guard_releases_only_a_key_still_in_flight() {
         let mut r = Remembered::default();
-        r.admit("k".into(), fp(0));
-        r.map.insert(
-            "k".into(),
-            Entry::Done {
-                fingerprint: fp(0),
-                status: StatusCode::CREATED,
-                headers: HeaderMap::new(),
-                body: Bytes::new(),
-            },
-        );
+        r.admit("k".into(), fp(0)).expect("room");
+        r.complete("k", done(0));
         r.release("k", true);
         assert!(r.map.contains_key("k"), "a kept answer was forgotten");
         r.release("k", false);
         assert!(r.map.is_empty() && r.order.is_empty());
+        assert_eq!(r.in_flight, 0);
     }
 }

@@ -6,19 +6,23 @@
 //! `resources` (the handlers), `workspace` (navigate, validate-path(s), agent-types, over
 //! `paths`, the path checks), `runs` (supervised runs), `events` (SSE, and the stream
 //! machinery `ws`, the WebSocket, shares), `dashboard` (the page at `/`), `versions` (ETag / If-Match),
-//! `idempotency` (`Idempotency-Key`), `metrics`, and `adapter`, the one module that calls
-//! the engine's blocking API.
+//! `idempotency` (`Idempotency-Key`), `metrics`, `ratelimit` (per-client token buckets),
+//! `openapi` (`/openapi.json`), `conn` (the accept loop, header-read timeout), and
+//! `adapter`, the one module that calls the engine's blocking API.
 
 #![warn(missing_docs)]
 
 pub mod adapter;
 pub mod api;
+mod conn;
 mod dashboard;
 mod events;
 pub mod guard;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 mod paths;
+pub mod ratelimit;
 mod resources;
 mod runs;
 mod sessions;
@@ -58,6 +62,11 @@ pub struct Limits {
     /// How often an idle event stream gets a keep-alive (an SSE comment, a WebSocket
     /// ping).
     pub keep_alive: Duration,
+    /// Longest time for a request's head (line and headers) to arrive, idle keep-alive
+    /// time included; past it the connection is closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// Requests per client IP address (429 past it); `None`: no limit.
+    pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Default for Limits {
@@ -69,6 +78,8 @@ impl Default for Limits {
             stream_queue: 256,
             max_streams: 128,
             keep_alive: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(10),
+            rate_limit: Some(ratelimit::RateLimit::default()),
         }
     }
 }
@@ -177,32 +188,61 @@ pub async fn start(manager: Arc<SessionManager>, options: ServeOptions) -> Resul
         .local_addr()
         .map_err(|e| io_error("bind", PathBuf::from(options.addr.to_string()), e))?;
     let (stop, shutdown) = watch::channel(false);
-    let state = AppState {
-        versions: versions::Versions::start(&manager),
-        manager,
-        metrics: Arc::new(metrics::Metrics::new()),
-        keys: Arc::new(idempotency::Keys::default()),
-        limits: options.limits,
-        shutdown: shutdown.clone(),
-        streams: Arc::new(tokio::sync::Semaphore::new(options.limits.max_streams)),
-    };
+    let state = app_state(manager, options.limits, shutdown.clone());
+    let header_read_timeout = options.limits.header_read_timeout;
     let app = router(state, guard::Guard::new(addr, token)).layer(axum::Extension(runs::Exec {
         allowed: addr.ip().is_loopback(),
     }));
-    let mut signal = shutdown;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = signal.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let task = tokio::spawn(conn::serve(listener, app, header_read_timeout, shutdown));
     Ok(Server {
         addr,
         token_path,
         stop,
         task,
     })
+}
+
+fn app_state(
+    manager: Arc<SessionManager>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) -> AppState {
+    AppState {
+        versions: versions::Versions::start(&manager),
+        manager,
+        metrics: Arc::new(metrics::Metrics::new()),
+        keys: Arc::new(idempotency::Keys::default()),
+        limits,
+        shutdown,
+        streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
+    }
+}
+
+/// The route patterns the router serves (`/api/claude/sessions/{id}`...), for the check
+/// of `/openapi.json` against them (`server/tests/openapi.rs`). axum lists no routes, so
+/// they are read from its `Debug` form of the router; call within a tokio runtime.
+#[doc(hidden)]
+pub fn route_patterns(manager: Arc<SessionManager>) -> Vec<String> {
+    let (_stop, shutdown) = watch::channel(false);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let app = router(
+        app_state(manager, Limits::default(), shutdown),
+        guard::Guard::new(addr, None),
+    );
+    let debug = format!("{app:?}");
+    // The fallback router's own catch-all routes come after `fallback_router`.
+    let routes = debug.split("fallback_router").next().unwrap_or_default();
+    let mut out: Vec<String> = routes
+        .split("RouteId(")
+        .skip(1)
+        .filter_map(|s| {
+            let rest = s.split_once("): \"")?.1;
+            Some(rest.split_once('"')?.0.to_owned())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn router(state: AppState, guard: guard::Guard) -> Router {
@@ -275,21 +315,26 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         )
         .route(&format!("{P}/analytics"), get(resources::analytics))
         .route(&format!("{P}/system-status"), get(resources::system_status))
-        .route("/api/system-status", get(resources::system_status))
+        .route("/api/system-status", get(resources::seed_system_status))
         .route("/health", get(resources::health))
         .route("/metrics", get(metrics::render))
         .merge(workspace::routes())
         .merge(runs::routes())
         .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(from_fn_with_state(limits.request_timeout, timeout));
+    let buckets = limits
+        .rate_limit
+        .map(|l| Arc::new(ratelimit::Buckets::new(l)));
     Router::new()
         .route("/api/events", get(events::stream))
         .route("/ws/sessions", get(ws::sessions))
         .route("/", get(dashboard::page))
         .route("/dashboard.js", get(dashboard::script))
+        .route("/openapi.json", get(openapi::document))
         .merge(api)
         .fallback(resources::not_found)
         .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(from_fn_with_state(buckets, ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(from_fn_with_state(guard, guard::guard))
         .with_state(state)

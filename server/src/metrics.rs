@@ -43,6 +43,9 @@ pub struct Metrics {
     pub commits: Counter,
     /// Event streams open now.
     pub open_streams: Gauge,
+    /// Times an event stream's subscription was cut loose for lagging and read what it
+    /// missed from the log.
+    pub stream_log_fallbacks: Counter,
     last_lsn: Gauge,
     projected_lsn: Gauge,
     projection_lag: Gauge,
@@ -58,6 +61,7 @@ impl Metrics {
         );
         let commits = Counter::default();
         let open_streams = Gauge::default();
+        let stream_log_fallbacks = Counter::default();
         let last_lsn = Gauge::default();
         let projected_lsn = Gauge::default();
         let projection_lag = Gauge::default();
@@ -77,6 +81,11 @@ impl Metrics {
             "Event streams (SSE) open now",
             open_streams.clone(),
         );
+        registry.register(
+            "stream_log_fallbacks",
+            "Times an event stream fell behind the live feed and read from the log instead",
+            stream_log_fallbacks.clone(),
+        );
         registry.register("last_lsn", "The last committed LSN", last_lsn.clone());
         registry.register(
             "projected_lsn",
@@ -94,6 +103,7 @@ impl Metrics {
             latency,
             commits,
             open_streams,
+            stream_log_fallbacks,
             last_lsn,
             projected_lsn,
             projection_lag,
@@ -136,6 +146,9 @@ pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Metrics in Prometheus text format",
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text", body = String)))]
 pub async fn render(State(s): State<AppState>) -> Response {
     let m: &Arc<Metrics> = &s.metrics;
     let last = s.manager.last_lsn().0;

@@ -17,7 +17,8 @@ use crate::api::{ApiError, ApiJson, error_response, ok, ok_with};
 use crate::sessions::{ApiQuery, optional_body, session_id, write};
 
 /// Paging of a session's logs.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     offset: Option<usize>,
@@ -45,13 +46,17 @@ fn snapshot(s: &AppState, id: &str) -> Result<std::sync::Arc<session_engine::Ses
 }
 
 /// `POST .../activities` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivityBody {
     action: String,
     details: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/activities", tag = "activities", summary = "Records an activity",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = ActivityBody,
+    responses(crate::openapi::Created))]
 pub async fn add_activity(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -69,6 +74,9 @@ pub async fn add_activity(
     .await
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/activities", tag = "activities", summary = "A session's activities, paged",
+    params(("id" = String, Path, description = "A session id"), Page),
+    responses(crate::openapi::Answered))]
 pub async fn activities(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -78,6 +86,9 @@ pub async fn activities(
     Ok(ok(page(snap.body.activity_log.iter(), &p)?))
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/metadata", tag = "metadata", summary = "A session's metadata",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn metadata(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -93,12 +104,16 @@ pub async fn metadata(
 }
 
 /// `PUT .../metadata/{key}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetaBody {
     value: Value,
 }
 
+#[utoipa::path(put, path = "/api/claude/sessions/{id}/metadata/{key}", tag = "metadata", summary = "Sets a metadata key",
+    params(("id" = String, Path, description = "A session id"), ("key" = String, Path, description = "A metadata key")),
+    request_body = MetaBody,
+    responses(crate::openapi::Answered))]
 pub async fn set_metadata(
     State(s): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -114,6 +129,9 @@ pub async fn set_metadata(
     .await
 }
 
+#[utoipa::path(delete, path = "/api/claude/sessions/{id}/metadata/{key}", tag = "metadata", summary = "Removes a metadata key",
+    params(("id" = String, Path, description = "A session id"), ("key" = String, Path, description = "A metadata key")),
+    responses(crate::openapi::Answered))]
 pub async fn remove_metadata(
     State(s): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -136,12 +154,16 @@ pub async fn remove_metadata(
 }
 
 /// `POST .../checkpoints` body.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointBody {
     label: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/checkpoints", tag = "checkpoints", summary = "Saves a checkpoint (the body is optional)",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = CheckpointBody,
+    responses(crate::openapi::Created))]
 pub async fn save_checkpoint(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -160,6 +182,9 @@ pub async fn save_checkpoint(
     .await
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/checkpoints", tag = "checkpoints", summary = "A session's checkpoints",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn checkpoints(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -182,12 +207,16 @@ pub async fn checkpoints(
 }
 
 /// `POST .../restore` body.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
     index: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/restore", tag = "checkpoints", summary = "Restores a checkpoint (the latest without `index`)",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = RestoreBody,
+    responses(crate::openapi::Answered))]
 pub async fn restore(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -205,7 +234,7 @@ pub async fn restore(
 }
 
 /// `POST .../decisions` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     what: String,
@@ -213,6 +242,10 @@ pub struct DecisionBody {
     alternatives: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/decisions", tag = "decisions", summary = "Logs a decision",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = DecisionBody,
+    responses(crate::openapi::Created))]
 pub async fn add_decision(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -232,6 +265,9 @@ pub async fn add_decision(
     .await
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/decisions", tag = "decisions", summary = "A session's decisions, paged",
+    params(("id" = String, Path, description = "A session id"), Page),
+    responses(crate::openapi::Answered))]
 pub async fn decisions(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -242,7 +278,7 @@ pub async fn decisions(
 }
 
 /// `POST .../commands` body: a command run the caller made.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
     command: String,
@@ -252,6 +288,10 @@ pub struct CommandBody {
     duration_ms: u64,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/commands", tag = "commands", summary = "Records a command run",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = CommandBody,
+    responses(crate::openapi::Created))]
 pub async fn add_command(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -276,6 +316,9 @@ pub async fn add_command(
     .await
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/commands", tag = "commands", summary = "A session's command runs, paged",
+    params(("id" = String, Path, description = "A session id"), Page),
+    responses(crate::openapi::Answered))]
 pub async fn commands(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -285,10 +328,20 @@ pub async fn commands(
     Ok(ok(page(snap.body.commands.iter(), &p)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/claude/chains",
+    tag = "chains",
+    summary = "Every agent's chain",
+    responses(crate::openapi::Answered)
+)]
 pub async fn chains(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(ok(json!({ "agents": s.manager.agents() })))
 }
 
+#[utoipa::path(get, path = "/api/claude/chains/{agent}", tag = "chains", summary = "An agent's chain",
+    params(("agent" = String, Path, description = "An agent id")),
+    responses(crate::openapi::Answered))]
 pub async fn chain(
     State(s): State<AppState>,
     Path(agent): Path<String>,
@@ -303,7 +356,7 @@ pub async fn chain(
 }
 
 /// `POST /api/claude/chains/{agent}/links` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
     session_id: String,
@@ -312,6 +365,10 @@ pub struct LinkBody {
     metadata: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/api/claude/chains/{agent}/links", tag = "chains", summary = "Appends a link to an agent's chain",
+    params(("agent" = String, Path, description = "An agent id")),
+    request_body = LinkBody,
+    responses(crate::openapi::Created))]
 pub async fn link_chain(
     State(s): State<AppState>,
     Path(agent): Path<String>,
@@ -326,6 +383,9 @@ pub async fn link_chain(
     Ok(ok_with(StatusCode::CREATED, json!({ "lsn": lsn.0 })))
 }
 
+#[utoipa::path(delete, path = "/api/claude/chains/{agent}", tag = "chains", summary = "Resets an agent's chain",
+    params(("agent" = String, Path, description = "An agent id")),
+    responses(crate::openapi::Answered))]
 pub async fn reset_chain(
     State(s): State<AppState>,
     Path(agent): Path<String>,
@@ -335,6 +395,13 @@ pub async fn reset_chain(
     Ok(ok(json!({ "lsn": lsn.0 })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/claude/analytics",
+    tag = "system",
+    summary = "Analytics over every session",
+    responses(crate::openapi::Answered)
+)]
 pub async fn analytics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let all = s.manager.list_sessions(ListFilter::default());
     let mut by_status = serde_json::Map::new();
@@ -357,6 +424,13 @@ pub async fn analytics(State(s): State<AppState>) -> Result<Response, ApiError> 
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/claude/system-status",
+    tag = "system",
+    summary = "The engine's status",
+    responses(crate::openapi::Answered)
+)]
 pub async fn system_status(State(s): State<AppState>) -> Result<Response, ApiError> {
     let m = &s.manager;
     let projections = m.projection_status().map(|p| {
@@ -377,6 +451,24 @@ pub async fn system_status(State(s): State<AppState>) -> Result<Response, ApiErr
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system-status",
+    tag = "system",
+    summary = "The engine's status, at seed 002's path",
+    responses(crate::openapi::Answered)
+)]
+pub async fn seed_system_status(state: State<AppState>) -> Result<Response, ApiError> {
+    system_status(state).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "system",
+    summary = "Health (503 after a storage failure)",
+    responses(crate::openapi::Answered)
+)]
 pub async fn health(State(s): State<AppState>) -> Response {
     if s.manager.engine().poisoned().is_some() {
         return error_response(

@@ -152,7 +152,7 @@ fn to_json(meta: &Map<String, Value>) -> session_engine::Result<Vec<(String, Jso
 }
 
 /// `POST /api/claude/sessions`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     id: Option<String>,
@@ -164,6 +164,9 @@ pub struct CreateBody {
     metadata: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions", tag = "sessions", summary = "Creates a session",
+    request_body = CreateBody,
+    responses(crate::openapi::Created))]
 pub async fn create(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<CreateBody>,
@@ -213,7 +216,8 @@ pub async fn create(
 }
 
 /// `GET /api/claude/sessions` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
@@ -226,6 +230,14 @@ pub struct ListQuery {
 /// Most sessions one page holds.
 pub const MAX_PAGE: usize = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/api/claude/sessions",
+    tag = "sessions",
+    summary = "Lists sessions (filters: status, agent, name; pagination)",
+    params(ListQuery),
+    responses(crate::openapi::Answered)
+)]
 pub async fn list(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -276,12 +288,16 @@ pub async fn list(
 }
 
 /// `GET /api/claude/sessions/{id}` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AtQuery {
     at: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/claude/sessions/{id}", tag = "sessions", summary = "A session (`?at=LSN`: as it was then); its version as ETag",
+    params(("id" = String, Path, description = "A session id"), AtQuery),
+    responses(crate::openapi::Answered))]
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -323,13 +339,17 @@ pub async fn get(
 /// `PUT /api/claude/sessions/{id}`: metadata changes (a `null` value removes the key),
 /// then a status change. Each is its own event: a refusal stops there and leaves the
 /// earlier ones committed (the answer says which).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     status: Option<String>,
     metadata: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(put, path = "/api/claude/sessions/{id}", tag = "sessions", summary = "Updates metadata, then status (If-Match honoured)",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = UpdateBody,
+    responses(crate::openapi::Answered))]
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -386,6 +406,9 @@ pub async fn update(
 }
 
 /// `DELETE /api/claude/sessions/{id}`: ends the session (seed 002's terminate).
+#[utoipa::path(delete, path = "/api/claude/sessions/{id}", tag = "sessions", summary = "Terminates a session",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn terminate(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -402,12 +425,16 @@ pub async fn terminate(
 }
 
 /// `POST /api/claude/sessions/{id}/clone` body.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneBody {
     new_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/clone", tag = "sessions", summary = "Clones a session",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = CloneBody,
+    responses(crate::openapi::Created))]
 pub async fn clone(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -451,6 +478,9 @@ pub fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
 }
 
 /// `POST /api/claude/sessions/{id}/export`: the bundle, as `data`.
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/export", tag = "sessions", summary = "A session's bundle",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn export(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -463,6 +493,9 @@ pub async fn export(
 
 /// `POST /api/claude/sessions/import`: the body is a bundle as `export` gives it (the
 /// `bundle` object itself).
+#[utoipa::path(post, path = "/api/claude/sessions/import", tag = "sessions", summary = "Imports a bundle as `export` gives it",
+    request_body(content = Object, description = "A bundle"),
+    responses(crate::openapi::Created))]
 pub async fn import(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let data = call(&s.manager, move |m| {
         let session = m.import_bytes(&body)?;
@@ -474,6 +507,9 @@ pub async fn import(State(s): State<AppState>, body: Bytes) -> Result<Response, 
 }
 
 /// `GET /api/claude/sessions/{id}/status`.
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/status", tag = "sessions", summary = "A session's status",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn status(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -491,6 +527,9 @@ pub async fn status(
 }
 
 /// `GET /api/claude/sessions/{id}/metrics`: seed 000's statistics.
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/metrics", tag = "sessions", summary = "A session's statistics",
+    params(("id" = String, Path, description = "A session id")),
+    responses(crate::openapi::Answered))]
 pub async fn statistics(
     State(s): State<AppState>,
     Path(id): Path<String>,

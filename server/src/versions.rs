@@ -43,7 +43,8 @@ impl Versions {
             hasher: Default::default(),
             locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
-        let mut rx = adapter::stream_events(manager, Lsn(1), 1024);
+        // Its own fallbacks are not counted with the clients' streams.
+        let mut rx = adapter::stream_events(manager, Lsn(1), 1024, Default::default());
         let weak = Arc::downgrade(&v);
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {

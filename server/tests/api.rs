@@ -499,7 +499,8 @@ async fn a_timed_out_request_is_503_in_the_envelope_and_its_retry_runs() {
     let addr = h.server.as_ref().expect("server").local_addr();
     let body = br#"{"name": "slow"}"#;
     // A body that never finishes arriving: the request times out (503) before its key is
-    // taken (the body is read first), and its retry runs.
+    // taken (the body is read first), and its retry runs. (This does not reach the
+    // idempotency drop guard; `tests/inflight.rs` drops a request whose handler runs.)
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!(
         "POST /api/claude/sessions HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nIdempotency-Key: k\r\n\

@@ -220,13 +220,17 @@ async fn a_slow_client_falls_back_to_the_log_and_misses_nothing() {
     let id = h.create("s").await;
     let mut r = open(&h, "", None).await;
     assert_eq!(r.next().await.expect("marker").event, "caught-up");
+    let fallbacks = "session_engine_stream_log_fallbacks_total";
+    assert_eq!(h.metric(fallbacks).await, 0.0);
     let start = h.lsn();
     // Far more events than the queue, the engine's live buffer of 1,024 batches
-    // included, while the client reads nothing.
+    // included, while the client reads nothing; 8 KiB each, so that the sockets' buffers
+    // (a few MiB on loopback) fill first and the stream really waits for its client.
     let session = h.manager.get_session(&id).expect("session");
+    let pad = "x".repeat(8 << 10);
     for i in 0..3000 {
         session
-            .record_activity(&format!("a{i}"), None)
+            .record_activity(&format!("a{i}"), Some(json!({ "pad": pad })))
             .expect("activity");
     }
     let head = h.lsn();
@@ -236,6 +240,8 @@ async fn a_slow_client_falls_back_to_the_log_and_misses_nothing() {
         assert_eq!(e.id, Some(next), "{e:?}");
         next += 1;
     }
+    // The stream was cut loose from the live feed and read the rest from the log.
+    assert!(h.metric(fallbacks).await >= 1.0, "no fallback was counted");
     h.stop().await;
 }
 

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ type Batch = Arc<Vec<CommittedEvent>>;
 pub(crate) struct LiveSender {
     tx: Option<Sender<Batch>>,
     waker: Arc<WakerSlot>,
+    /// Set when the writer cuts the subscriber loose for lagging.
+    lagged: Arc<AtomicBool>,
 }
 
 impl LiveSender {
@@ -57,6 +59,11 @@ impl LiveSender {
     /// Wakes the subscriber's task, if one awaits.
     pub(crate) fn wake(&self) {
         self.waker.wake();
+    }
+
+    /// Marks the subscriber as cut loose for lagging (before the writer drops this end).
+    pub(crate) fn cut_loose(&self) {
+        self.lagged.store(true, Ordering::SeqCst);
     }
 }
 
@@ -72,6 +79,7 @@ impl Drop for LiveSender {
 struct LiveReceiver {
     rx: Receiver<Batch>,
     waker: Arc<WakerSlot>,
+    lagged: Arc<AtomicBool>,
 }
 
 /// A registration sent to the writer, not yet answered.
@@ -105,6 +113,8 @@ pub struct Subscription {
     /// after this LSN.
     end: Option<Lsn>,
     buffer: VecDeque<CommittedEvent>,
+    /// Times the writer cut this subscription loose for lagging.
+    fallbacks: u64,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -127,12 +137,29 @@ impl Subscription {
             registering: None,
             end: None,
             buffer: VecDeque::new(),
+            fallbacks: 0,
         }
     }
 
     /// The LSN of the next event this subscription will deliver.
     pub fn next_lsn(&self) -> Lsn {
         self.next
+    }
+
+    /// How many times the writer cut this subscription loose for falling more than
+    /// [`SUBSCRIBER_CAPACITY`] batches behind, after which it read what it missed from the
+    /// log (counted when the subscription notices, on its next receive).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks
+    }
+
+    /// The live channel is gone: cut loose (counted) or the writer stopped.
+    fn lose_live(&mut self) {
+        if let Some(live) = self.live.take()
+            && live.lagged.load(Ordering::SeqCst)
+        {
+            self.fallbacks += 1;
+        }
     }
 
     /// Sends a registration to the writer (blocking only while its queue is full, when
@@ -148,11 +175,13 @@ impl Subscription {
         };
         let (ltx, lrx) = bounded(SUBSCRIBER_CAPACITY);
         let waker = Arc::new(WakerSlot::default());
+        let lagged = Arc::new(AtomicBool::new(false));
         let (rtx, rrx) = answer::channel();
         let req = Request::Subscribe {
             live: LiveSender {
                 tx: Some(ltx),
                 waker: Arc::clone(&waker),
+                lagged: Arc::clone(&lagged),
             },
             reply: rtx,
         };
@@ -165,7 +194,11 @@ impl Subscription {
         sent?;
         self.registering = Some(Registering {
             reply: rrx,
-            live: LiveReceiver { rx: lrx, waker },
+            live: LiveReceiver {
+                rx: lrx,
+                waker,
+                lagged,
+            },
         });
         Ok(())
     }
@@ -353,7 +386,7 @@ impl Subscription {
                 Err(RecvTimeoutError::Disconnected) => {
                     // Cut loose for lagging, or the engine closed: read the rest from the
                     // log, then re-register (or end, if closed).
-                    self.live = None;
+                    self.lose_live();
                 }
             }
         }
@@ -422,7 +455,7 @@ impl Subscription {
             match received {
                 Ok(batch) => self.take_batch(&batch),
                 Err(TryRecvError::Empty) => return Poll::Pending,
-                Err(TryRecvError::Disconnected) => self.live = None,
+                Err(TryRecvError::Disconnected) => self.lose_live(),
             }
         }
     }

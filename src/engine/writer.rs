@@ -527,7 +527,11 @@ impl Writer {
                         true
                     }
                     // A full subscriber is cut loose; it resumes from the log by itself.
-                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+                    Err(TrySendError::Full(_)) => {
+                        s.cut_loose();
+                        false
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
                 });
         }
         for r in run.extras.syncs {

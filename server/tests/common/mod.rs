@@ -24,10 +24,16 @@ impl Harness {
     }
 
     pub async fn with(f: impl FnOnce(&mut ServeOptions)) -> Harness {
+        Harness::with_manager(ManagerOptions::default(), f).await
+    }
+
+    pub async fn with_manager(
+        manager_options: ManagerOptions,
+        f: impl FnOnce(&mut ServeOptions),
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let manager = Arc::new(
-            SessionManager::open(dir.path().join("data"), ManagerOptions::default()).expect("open"),
-        );
+        let manager =
+            Arc::new(SessionManager::open(dir.path().join("data"), manager_options).expect("open"));
         let mut options = ServeOptions {
             addr: "127.0.0.1:0".parse().expect("addr"),
             ..ServeOptions::default()
@@ -111,4 +117,21 @@ pub fn assert_error(v: &Value) {
     assert_eq!(v["success"], false, "{v}");
     assert!(v["error"].is_string(), "{v}");
     assert!(v["timestamp"].is_f64(), "{v}");
+}
+
+impl Harness {
+    /// The value of the unlabelled metric `name` at `/metrics` (panics if absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .req(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
 }
