@@ -55,7 +55,7 @@ impl ExecRequest {
 pub struct RunHandle {
     id: RunId,
     cancel: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Arc<Run>>>,
+    thread: std::thread::JoinHandle<Option<Result<Arc<Run>>>>,
 }
 
 impl std::fmt::Debug for RunHandle {
@@ -86,7 +86,9 @@ impl RunHandle {
     pub fn wait(self) -> Result<Arc<Run>> {
         self.thread
             .join()
-            .unwrap_or_else(|_| Err(Error::invalid("run", "its supervisor thread panicked")))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(Error::invalid("run", "its supervisor thread panicked")))
     }
 }
 
@@ -144,10 +146,24 @@ impl SessionManager {
             sink: req.on_output,
         };
         let inner = Arc::clone(&self.inner);
-        let thread = std::thread::Builder::new()
-            .name(format!("run-{id}"))
-            .spawn(move || supervisor::supervise(inner.engine(), job))
-            .map_err(|e| Error::io("start a supervisor thread", "", e))?;
+        let thread = match supervisor::spawn_thread(format!("run-{id}"), None, move || {
+            supervisor::supervise(inner.engine(), job)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                // No supervisor: the run must not stay pending. Its failure to start is
+                // its one step.
+                self.inner.execute(Command::RecordRunStep(Box::new(
+                    crate::event::EventBody::RunSpawnFailed {
+                        run: id,
+                        attempt: 1,
+                        error: format!("cannot start its supervisor thread: {e}"),
+                        retry: false,
+                    },
+                )))?;
+                return Err(Error::io("start a supervisor thread", "", e));
+            }
+        };
         Ok(RunHandle { id, cancel, thread })
     }
 
