@@ -53,15 +53,13 @@ pub fn cancel_path(root: &Path, id: RunId) -> PathBuf {
 }
 
 /// Asks whichever process supervises run `id` in data directory `root` to cancel it:
-/// creates `runs/<id>.cancel` (new, 0600, never through a link). The caller checks the
-/// run is unfinished first; a request already there is not an error.
+/// creates `runs/<id>.cancel` (new, 0600, never through a link; `runs/` too, 0700, when
+/// a pending run's supervisor has not made it yet). The caller checks the run is
+/// unfinished first; a request already there is not an error.
 pub fn request_cancel(root: &Path, id: RunId) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = cancel_path(root, id);
-    let dir = root.join(RUNS_DIR);
-    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-        return Err(Error::not_found("run folder", dir.display()));
-    }
+    ensure_runs_dir(root).map_err(|e| Error::io("request a cancel", root.join(RUNS_DIR), e))?;
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -120,24 +118,40 @@ pub(crate) fn resolve_program(program: &str, cwd: Option<&Path>) -> Result<PathB
         .ok_or_else(|| Error::not_found("program", program))
 }
 
+/// Creates `runs/` (0700) if it is not there; refuses one that is not a folder (a link
+/// or a file). Two processes creating it at once both succeed.
+fn ensure_runs_dir(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = root.join(RUNS_DIR);
+    let not_a_folder = || {
+        std::io::Error::other(format!(
+            "{} is not a folder (a link or a file)",
+            dir.display()
+        ))
+    };
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(not_a_folder()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match std::fs::symlink_metadata(&dir) {
+                        Ok(m) if m.is_dir() => Ok(()),
+                        _ => Err(not_a_folder()),
+                    }
+                }
+                other => other,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `runs/` (0700) if needed and the run's log file (0600, new, never through a
 /// symbolic link).
 fn create_log(root: &Path, id: RunId) -> std::io::Result<File> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = root.join(RUNS_DIR);
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} is not a folder (a link or a file)",
-                dir.display()
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        }
-        Err(e) => return Err(e),
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    ensure_runs_dir(root)?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
