@@ -20,29 +20,9 @@ fn invalid(field: &'static str, reason: String) -> anyhow::Error {
     Error::InvalidInput { field, reason }.into()
 }
 
-/// One run as JSON.
+/// One run as JSON (the protocol's form).
 pub fn run_json(r: &Run) -> Value {
-    json!({
-        "id": r.id.0,
-        "session": r.session.as_str(),
-        "status": r.status.as_str(),
-        "attempts": r.attempts,
-        "program": r.spec.program,
-        "args": r.spec.args,
-        "cwd": r.spec.cwd,
-        "exit_code": match r.exit { Some(ExitKind::Code(c)) => json!(c), _ => Value::Null },
-        "signal": match r.exit { Some(ExitKind::Signal(s)) => json!(s), _ => Value::Null },
-        "ended_by": r.ended_by.map(|e| format!("{e:?}").to_lowercase()),
-        "pid": r.process.as_ref().map(|p| p.pid),
-        "duration_ms": r.duration_ms,
-        "user_cpu_us": r.usage.user_us,
-        "sys_cpu_us": r.usage.sys_us,
-        "max_rss_kb": r.usage.max_rss_kb,
-        "output_chunks": r.output_chunks,
-        "output_kept": r.output_kept,
-        "output_dropped": r.output_dropped,
-        "error": r.error,
-    })
+    session_engine::protocol::run_json(r)
 }
 
 /// `exec`: the program's exit status, 128+N for a signal, 127 when it never started.

@@ -350,3 +350,63 @@ fn health_reports_by_status_and_a_silent_run_as_stale_after_the_threshold() {
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn apply_answers_the_run_ops_in_order() {
+    use std::io::Write;
+    let (_tmp, dir) = setup();
+    assert_eq!(
+        run(&dir, &["exec", "s1", "--", "true"]).status.code(),
+        Some(0)
+    );
+    let mut apply = cmd(&dir, &["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            concat!(
+                r#"{"op":"runs"}"#,
+                "\n",
+                r#"{"op":"runs","run":1}"#,
+                "\n",
+                r#"{"op":"health","stale_after":300}"#,
+                "\n",
+                r#"{"op":"cancel","all":true}"#,
+                "\n",
+                r#"{"op":"cancel","run":1}"#,
+                "\n",
+                r#"{"op":"cancel"}"#,
+                "\n",
+                r#"{"op":"pause","id":"s1"}"#,
+                "\n",
+                r#"{"op":"runs","id":"s1","status":"failed"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let o = apply.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let answers: Vec<serde_json::Value> = o
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(answers[0]["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(answers[0]["runs"][0]["status"], "completed");
+    assert_eq!(answers[1]["run"]["id"], 1);
+    assert_eq!(answers[2]["health"]["totalSessions"], 1);
+    assert_eq!(answers[2]["health"]["sessionsByStatus"]["completed"], 1);
+    assert_eq!(answers[3], serde_json::json!({"ok": true, "cancelled": []}));
+    assert_eq!(answers[4]["kind"], "invalid_state");
+    assert_eq!(answers[5]["kind"], "invalid_input");
+    assert_eq!(answers[6]["ok"], true);
+    assert_eq!(answers[7], serde_json::json!({"ok": true, "runs": []}));
+}
