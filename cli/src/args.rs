@@ -296,7 +296,7 @@ pub enum Cmd {
     /// Cancel a run, or with --all every unfinished run, that another process
     /// supervises: SIGTERM to its process group, SIGKILL after its grace period; waits
     /// until each is recorded as ended and prints its status (with --all, `ID<TAB>STATUS`
-    /// per run). Exits 0 only when every run it targeted ended cancelled.
+    /// per run). Exits 0 only when every run it targeted ended cancelled, 5 otherwise.
     Cancel {
         /// The run id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]

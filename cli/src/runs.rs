@@ -193,7 +193,9 @@ pub fn cancel(cli: &Cli, out: &mut Out, run: Option<&str>, all: bool, wait: f64)
         .collect();
     if !failed.is_empty() {
         out.flush()?;
-        return Err(anyhow::anyhow!("not cancelled: {}", failed.join("; ")));
+        // Refused by the runs' state (as a cancel of a finished run is): exit 5.
+        eprintln!("error: not cancelled: {}", failed.join("; "));
+        return Ok(5);
     }
     Ok(0)
 }

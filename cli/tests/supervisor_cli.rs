@@ -290,7 +290,7 @@ fn cancel_all_fails_honestly_when_no_process_supervises_the_run() {
     exec.kill().unwrap();
     exec.wait().unwrap();
     let o = run(&dir, &["cancel", "--all", "--wait", "0.2"]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "1\trunning\n");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
