@@ -11,6 +11,7 @@
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
+//!                  | [4] ++ (schema 3's parts) ++ bincode(Vec<(RunId, Timestamp)>)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -33,6 +34,10 @@
 //!   `run`); only they are written as schema 3. State schema 3 appends the runs
 //!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
 //!   has a run.
+//! * state schema 4: appends the runs' last output times (`Run::last_output_at`, which
+//!   the run's serde form skips: `(run, time)` of each run with one, in id order) after
+//!   schema 3's parts; written only when a run has one, so a state whose runs never
+//!   printed is still schema 3, byte for byte.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -55,7 +60,7 @@ pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 3;
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
 /// The newest state schema, which this build reads; written when a state needs it.
-pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 3;
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 4;
 
 fn session_needs_2(s: &Session) -> bool {
     matches!(s.origin, Some(Origin::Adopted(_)))
@@ -78,7 +83,9 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if !state.runs.is_empty() {
+    if state.runs.values().any(|r| r.last_output_at.is_some()) {
+        4
+    } else if !state.runs.is_empty() {
         3
     } else if state.sessions.values().any(|s| session_needs_2(s)) || state.has_chains_as_read() {
         2
@@ -189,7 +196,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1..=3 => {
+        1..=4 => {
             // Schemas 2 and 3 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
@@ -232,8 +239,13 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeErr
     }
     if version >= 3 {
         let runs: Vec<&crate::run::Run> = state.runs.values().map(|r| &**r).collect();
-        bincode::serde::encode_into_std_write(&runs, out, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&runs, &mut *out, bincode::config::standard())
             .map_err(|e| EncodeError::from_bincode("runs", e))?;
+    }
+    if version >= 4 {
+        let times = state.runs_last_output();
+        bincode::serde::encode_into_std_write(&times, out, bincode::config::standard())
+            .map_err(|e| EncodeError::from_bincode("runs' last output times", e))?;
     }
     Ok(())
 }
@@ -263,7 +275,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1..=3 => {
+        1..=4 => {
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
@@ -292,6 +304,17 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     .map_err(|e| DecodeError(format!("runs: {e}")))?;
                 used += n;
             }
+            if version >= 4 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (times, n): (Vec<(crate::run::RunId, crate::types::Timestamp)>, usize) =
+                    decode_bounded(rest).map_err(|e| {
+                        DecodeError(format!("runs' last output times do not decode: {e}"))
+                    })?;
+                state
+                    .attach_runs_last_output(times)
+                    .map_err(|e| DecodeError(format!("runs' last output times: {e}")))?;
+                used += n;
+            }
             if used != body.len() {
                 return Err(DecodeError(format!(
                     "snapshot payload has {} trailing bytes",
@@ -300,7 +323,8 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             }
             if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
-                    "an adopted session or a run is not part of state schema {version}"
+                    "an adopted session, a run or a run's last output time is not part of state \
+                     schema {version}"
                 )));
             }
             Ok(state)
@@ -493,18 +517,47 @@ mod tests {
                     bytes.len()
                 );
             }
+            if let EventBody::RunOutput { .. } = e.body {
+                // Before any output, the state is schema 3.
+                let mut snap = Vec::new();
+                encode_state(&st, &mut snap).unwrap();
+                assert_eq!(snap[0], 3, "a state whose runs never printed is schema 3");
+                assert_eq!(decode_state(&snap).unwrap(), st);
+                snap[0] = 2;
+                assert!(decode_state(&snap).is_err(), "state schema 2 took runs");
+            }
             st.apply(Lsn(3 + i as u64), &e).unwrap();
         }
         let run = st.run(RunId(1)).unwrap();
         assert_eq!(run.status, RunStatus::Running);
         assert_eq!(run.spec.env[0].1, crate::run::REDACTED);
         assert_eq!(run.output_kept, 300);
+        assert_eq!(run.last_output_at, Some(at));
+        // The last output time is state schema 4's part.
         let mut snap = Vec::new();
         encode_state(&st, &mut snap).unwrap();
-        assert_eq!(snap[0], 3);
-        assert_eq!(decode_state(&snap).unwrap(), st);
-        snap[0] = 2;
-        assert!(decode_state(&snap).is_err(), "state schema 2 took runs");
+        assert_eq!(snap[0], 4);
+        let back = decode_state(&snap).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.run(RunId(1)).unwrap().last_output_at, Some(at));
+        snap[0] = 3;
+        assert!(
+            decode_state(&snap).is_err(),
+            "state schema 3 took a last output time"
+        );
+        // A time naming no run is a decode error.
+        let mut bad = Vec::new();
+        encode_state(&st, &mut bad).unwrap();
+        let times =
+            bincode::serde::encode_to_vec(vec![(RunId(1), at)], bincode::config::standard())
+                .unwrap();
+        let other =
+            bincode::serde::encode_to_vec(vec![(RunId(2), at)], bincode::config::standard())
+                .unwrap();
+        assert!(bad.ends_with(&times));
+        bad.truncate(bad.len() - times.len());
+        bad.extend_from_slice(&other);
+        assert!(decode_state(&bad).is_err(), "a time for run 2 was accepted");
     }
 
     #[test]

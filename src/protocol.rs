@@ -25,7 +25,13 @@
 //! | `cleanup`    | `max_age_days`                                                           |
 //! | `clone`      | `id` (the source), `new_id`?                                             |
 //! | `expire`     | (none): record now the expiry of every session idle past its timeout     |
+//! | `runs`       | `run`? (a run id: that run only), `id`? (a session: its runs), `status`? |
+//! | `cancel`     | `run` (a run id) or `all: true`; `wait`? (seconds after the grace period, default 10) |
+//! | `health`     | `stale_after`? (seconds, default 300)                                    |
 //!
+//! The last three are the supervised runs' operations ([`parse_request`] reads them;
+//! [`parse_line`] refuses them, as they are no engine command): `runs` and `health` read,
+//! `cancel` asks the run's supervisor (see `SessionManager::cancel_runs`) and waits.
 //! Unknown fields are refused, so a typo does not silently do something else, and so is a
 //! key given twice in any object of the line, the line's own or one inside a JSON value
 //! (`details`, `value`, `args`, `meta`, `metadata`, `config`): which one was meant is not
@@ -42,6 +48,10 @@
 //! {"ok":true,"lsn":19,"index":0}           checkpoint and restore give the index
 //! {"ok":true,"lsn":20,"archived":3}        cleanup gives how many sessions it archived
 //! {"ok":false,"error":"session not found: x","kind":"not_found"}
+//! {"ok":true,"runs":[{"id":1,"status":"completed",...}]}   runs ("run":{...} for one)
+//! {"ok":true,"cancelled":[{"id":2,"status":"cancelled"}]}  cancel, every run cancelled
+//! {"ok":false,"error":"not cancelled: ...","kind":"not_cancelled","cancelled":[...]}
+//! {"ok":true,"health":{"totalSessions":3,"healthySessions":1,...}}
 //! ```
 //!
 //! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
@@ -52,6 +62,8 @@ use serde_json::{Map, Value, json};
 use crate::command::{Command, Committed, NewSession, Outcome};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::manager::CancelTarget;
+use crate::run::{ExitKind, Run, RunId, RunStatus};
 use crate::state::{LogLevel, SessionConfig};
 use crate::types::{
     AgentId, JsonText, Lsn, MAX_JSON_DEPTH, SessionId, json_input_error, parse_json_input,
@@ -99,6 +111,34 @@ impl Fields {
                 field_name(key),
                 format!("must be a number, got {}", type_name(&other)),
             )),
+        }
+    }
+
+    /// A number of seconds: finite, from 0 to `max`, as milliseconds.
+    fn seconds_ms(&mut self, key: &'static str, max: f64) -> Result<Option<u64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(s) if s.is_finite() && (0.0..=max).contains(&s) => {
+                    Ok(Some((s * 1000.0).round() as u64))
+                }
+                _ => Err(Error::invalid(
+                    field_name(key),
+                    format!("{n} is not a number of seconds from 0 to {max}"),
+                )),
+            },
+            Some(other) => Err(Error::invalid(
+                field_name(key),
+                format!("must be a number, got {}", type_name(&other)),
+            )),
+        }
+    }
+
+    fn run_id(&mut self, key: &'static str) -> Result<Option<RunId>> {
+        match self.u64(key)? {
+            None => Ok(None),
+            Some(0) => Err(Error::invalid(field_name(key), "run ids start at 1")),
+            Some(n) => Ok(Some(RunId(n))),
         }
     }
 
@@ -171,7 +211,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const OPS: [&str; 17] = [
+const OPS: [&str; 20] = [
     "create",
     "activity",
     "meta",
@@ -189,7 +229,43 @@ const OPS: [&str; 17] = [
     "cleanup",
     "clone",
     "expire",
+    "runs",
+    "cancel",
+    "health",
 ];
+
+/// The ops that are no engine command: the supervised runs' (see [`Request`]).
+const RUN_OPS: [&str; 3] = ["runs", "cancel", "health"];
+
+/// One input line: an engine command, or one of the supervised runs' operations, which a
+/// front end answers through its `SessionManager` once every line before it is answered.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Request {
+    /// Every op but the run ops.
+    Command(Command),
+    /// `runs`: one run, or the runs of a session and/or a status, in id order.
+    Runs {
+        /// Only this run.
+        run: Option<RunId>,
+        /// Only this session's runs.
+        session: Option<SessionId>,
+        /// Only runs with this status.
+        status: Option<RunStatus>,
+    },
+    /// `cancel`: see `SessionManager::cancel_runs`.
+    Cancel {
+        /// One run or all unfinished ones.
+        target: CancelTarget,
+        /// Milliseconds to wait after the longest grace period.
+        wait_ms: u64,
+    },
+    /// `health`: seed 004's metrics (see `SessionManager::run_health`).
+    Health {
+        /// A running run silent for longer than this is stale, milliseconds.
+        stale_after_ms: u64,
+    },
+}
 
 fn parse_config(v: Value) -> Result<SessionConfig> {
     let Value::Object(map) = v else {
@@ -234,8 +310,72 @@ fn parse_config(v: Value) -> Result<SessionConfig> {
 }
 
 /// Parses one input line into a command. Never panics; every problem is an
-/// [`Error::InvalidInput`] (or the id validation error) naming the field.
+/// [`Error::InvalidInput`] (or the id validation error) naming the field. The run ops
+/// (`runs`, `cancel`, `health`) are no command: refused here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
+    let f = parse_object(line)?;
+    if RUN_OPS.contains(&f.op) {
+        return Err(Error::invalid(
+            "op",
+            format!("{:?} is an operation on runs, not an engine command", f.op),
+        ));
+    }
+    command_of(f)
+}
+
+/// Parses one input line into a [`Request`]: a command (as [`parse_line`]) or a run op.
+/// Never panics; problems are typed errors naming the field.
+pub fn parse_request(line: &str) -> Result<Request> {
+    let mut f = parse_object(line)?;
+    let req = match f.op {
+        "runs" => Request::Runs {
+            run: f.run_id("run")?,
+            session: match (f.string("id")?, f.string("session_id")?) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Error::invalid(
+                        "session id",
+                        "`id` and `session_id` disagree",
+                    ));
+                }
+                (Some(s), _) | (None, Some(s)) => Some(SessionId::new(&s)?),
+                (None, None) => None,
+            },
+            status: f
+                .string("status")?
+                .map(|s| s.parse::<RunStatus>())
+                .transpose()?,
+        },
+        "cancel" => {
+            let run = f.run_id("run")?;
+            let all = f.bool("all")?.unwrap_or(false);
+            let target = match (run, all) {
+                (Some(r), false) => CancelTarget::Run(r),
+                (None, true) => CancelTarget::All,
+                _ => {
+                    return Err(Error::invalid(
+                        "run",
+                        "give `run` (a run id) or `all: true`, not both",
+                    ));
+                }
+            };
+            Request::Cancel {
+                target,
+                wait_ms: f.seconds_ms("wait", 3600.0)?.unwrap_or(10_000),
+            }
+        }
+        "health" => Request::Health {
+            stale_after_ms: f
+                .seconds_ms("stale_after", 31_536_000.0)?
+                .unwrap_or(crate::run::DEFAULT_STALE_AFTER_MS),
+        },
+        _ => return command_of(f).map(Request::Command),
+    };
+    f.finish()?;
+    Ok(req)
+}
+
+/// The line as a JSON object with a known `op`.
+fn parse_object(line: &str) -> Result<Fields> {
     if line.len() > MAX_LINE_LEN {
         return Err(Error::invalid(
             "line",
@@ -263,7 +403,11 @@ pub fn parse_line(line: &str) -> Result<Command> {
             format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),
         ));
     };
-    let mut f = Fields { op, map };
+    Ok(Fields { op, map })
+}
+
+fn command_of(mut f: Fields) -> Result<Command> {
+    let op = f.op;
     let cmd = match op {
         "create" => {
             let id = match (f.string("id")?, f.string("session_id")?) {
@@ -414,6 +558,99 @@ pub fn answer_ok(c: &Committed) -> Value {
     v
 }
 
+/// One run as JSON: what `runs` answers (and the command line prints).
+pub fn run_json(r: &Run) -> Value {
+    json!({
+        "id": r.id.0,
+        "session": r.session.as_str(),
+        "status": r.status.as_str(),
+        "attempts": r.attempts,
+        "program": r.spec.program,
+        "args": r.spec.args,
+        "cwd": r.spec.cwd,
+        "exit_code": match r.exit { Some(ExitKind::Code(c)) => json!(c), _ => Value::Null },
+        "signal": match r.exit { Some(ExitKind::Signal(s)) => json!(s), _ => Value::Null },
+        "ended_by": r.ended_by.map(|e| format!("{e:?}").to_lowercase()),
+        "pid": r.process.as_ref().map(|p| p.pid),
+        "duration_ms": r.duration_ms,
+        "user_cpu_us": r.usage.user_us,
+        "sys_cpu_us": r.usage.sys_us,
+        "max_rss_kb": r.usage.max_rss_kb,
+        "output_chunks": r.output_chunks,
+        "output_kept": r.output_kept,
+        "output_dropped": r.output_dropped,
+        "last_output_at": r.last_output_at.map(|t| t.to_iso8601_micros()),
+        "error": r.error,
+    })
+}
+
+/// Answers a run op through `manager` (the `apply` loop calls it once every line before
+/// it is answered).
+pub fn answer_run_op(manager: &crate::SessionManager, req: &Request) -> Value {
+    let answer = || -> Result<Value> {
+        Ok(match req {
+            Request::Command(_) => {
+                return Err(Error::invalid("op", "a command is no run op"));
+            }
+            Request::Runs {
+                run: Some(id),
+                session,
+                status,
+            } => {
+                let r = manager.run(*id)?;
+                if session.as_ref().is_some_and(|s| *s != r.session)
+                    || status.is_some_and(|s| s != r.status)
+                {
+                    return Err(Error::invalid(
+                        "run",
+                        "`run` with `id` or `status` that it does not match",
+                    ));
+                }
+                json!({"ok": true, "run": run_json(&r)})
+            }
+            Request::Runs {
+                run: None,
+                session,
+                status,
+            } => {
+                let runs = manager.runs(&crate::RunFilter {
+                    session: session.clone(),
+                    status: *status,
+                });
+                json!({"ok": true, "runs": runs.iter().map(|r| run_json(r)).collect::<Vec<_>>()})
+            }
+            Request::Cancel { target, wait_ms } => {
+                let got =
+                    manager.cancel_runs(*target, std::time::Duration::from_millis(*wait_ms))?;
+                let list: Vec<Value> = got
+                    .iter()
+                    .map(|c| json!({"id": c.run.0, "status": c.status.as_str()}))
+                    .collect();
+                let failed: Vec<String> = got
+                    .iter()
+                    .filter(|c| c.status != RunStatus::Cancelled)
+                    .map(|c| format!("run {} is {}", c.run, c.status.as_str()))
+                    .collect();
+                if failed.is_empty() {
+                    json!({"ok": true, "cancelled": list})
+                } else {
+                    json!({
+                        "ok": false,
+                        "error": format!("not cancelled: {}", failed.join("; ")),
+                        "kind": "not_cancelled",
+                        "cancelled": list,
+                    })
+                }
+            }
+            Request::Health { stale_after_ms } => {
+                let h = manager.run_health(std::time::Duration::from_millis(*stale_after_ms));
+                json!({"ok": true, "health": serde_json::to_value(&h).unwrap_or(Value::Null)})
+            }
+        })
+    };
+    answer().unwrap_or_else(|e| answer_err(&e))
+}
+
 /// The answer line for a refused line or a failed command.
 pub fn answer_err(e: &Error) -> Value {
     json!({"ok": false, "error": e.to_string(), "kind": e.kind()})
@@ -494,6 +731,92 @@ mod tests {
             r#"{"op":"clone","id":"s1","new_id":"s2"}"#,
         ] {
             parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn run_ops_parse_as_requests_and_are_no_commands() {
+        use crate::manager::CancelTarget;
+        let r = parse_request(r#"{"op":"runs","id":"s1","status":"running"}"#).unwrap();
+        assert!(
+            matches!(r, Request::Runs { run: None, session: Some(ref s), status: Some(RunStatus::Running) } if s.as_str() == "s1"),
+            "{r:?}"
+        );
+        let r = parse_request(r#"{"op":"runs","run":3}"#).unwrap();
+        assert!(
+            matches!(
+                r,
+                Request::Runs {
+                    run: Some(RunId(3)),
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let r = parse_request(r#"{"op":"cancel","all":true,"wait":0.5}"#).unwrap();
+        assert!(
+            matches!(
+                r,
+                Request::Cancel {
+                    target: CancelTarget::All,
+                    wait_ms: 500
+                }
+            ),
+            "{r:?}"
+        );
+        let r = parse_request(r#"{"op":"cancel","run":2}"#).unwrap();
+        assert!(
+            matches!(
+                r,
+                Request::Cancel {
+                    target: CancelTarget::Run(RunId(2)),
+                    wait_ms: 10_000
+                }
+            ),
+            "{r:?}"
+        );
+        let r = parse_request(r#"{"op":"health"}"#).unwrap();
+        assert!(
+            matches!(
+                r,
+                Request::Health {
+                    stale_after_ms: 300_000
+                }
+            ),
+            "{r:?}"
+        );
+        let r = parse_request(r#"{"op":"health","stale_after":1.5}"#).unwrap();
+        assert!(
+            matches!(
+                r,
+                Request::Health {
+                    stale_after_ms: 1500
+                }
+            ),
+            "{r:?}"
+        );
+        assert!(matches!(
+            parse_request(r#"{"op":"pause","id":"s1"}"#).unwrap(),
+            Request::Command(Command::Pause(_))
+        ));
+        for (line, needle) in [
+            (r#"{"op":"cancel"}"#, "not both"),
+            (r#"{"op":"cancel","run":1,"all":true}"#, "not both"),
+            (r#"{"op":"cancel","run":0}"#, "start at 1"),
+            (r#"{"op":"cancel","all":true,"wait":-1}"#, "seconds"),
+            (r#"{"op":"health","stale_after":"x"}"#, "must be a number"),
+            (r#"{"op":"runs","status":"dreaming"}"#, "no run status"),
+            (r#"{"op":"runs","extra":1}"#, "unknown field"),
+        ] {
+            let e = parse_request(line).unwrap_err();
+            assert!(e.to_string().contains(needle), "{line}: {e}");
+        }
+        for line in [r#"{"op":"runs"}"#, r#"{"op":"health"}"#] {
+            let e = parse_line(line).unwrap_err();
+            assert!(
+                e.to_string().contains("not an engine command"),
+                "{line}: {e}"
+            );
         }
     }
 

@@ -292,20 +292,10 @@ impl RunStatus {
 impl std::str::FromStr for RunStatus {
     type Err = crate::error::Error;
     fn from_str(s: &str) -> crate::error::Result<RunStatus> {
-        use RunStatus::*;
-        [
-            Pending,
-            Running,
-            Completed,
-            Failed,
-            Cancelled,
-            Timeout,
-            Recovering,
-            Interrupted,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-        .ok_or_else(|| crate::error::Error::invalid("status", format!("no run status {s:?}")))
+        RunStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| crate::error::Error::invalid("status", format!("no run status {s:?}")))
     }
 }
 
@@ -346,6 +336,71 @@ pub struct Run {
     pub output_dropped: u64,
     /// Why it failed to start or was interrupted.
     pub error: Option<String>,
+    /// When its last output event was recorded (any attempt), from the events' own
+    /// times. Outside the run's serde form: state schema 4 stores it after the runs.
+    #[serde(skip)]
+    pub last_output_at: Option<Timestamp>,
+}
+
+impl Run {
+    /// Its last sign of life: the later of its last attempt's start and its last output
+    /// event (`None` before any attempt started).
+    pub fn last_activity(&self) -> Option<Timestamp> {
+        self.started_at.max(self.last_output_at)
+    }
+
+    /// Whether it is running and has shown no sign of life ([`Run::last_activity`]) for
+    /// more than `stale_after_ms` at `now` (seed 004's stale session).
+    pub fn is_stale(&self, now: Timestamp, stale_after_ms: u64) -> bool {
+        self.status == RunStatus::Running
+            && self.last_activity().is_some_and(|t| {
+                now.0.saturating_sub(t.0) > (stale_after_ms as i64).saturating_mul(1000)
+            })
+    }
+}
+
+/// Default time without output after which a running run is stale: 5 minutes, as
+/// seed 004's health check.
+pub const DEFAULT_STALE_AFTER_MS: u64 = 300_000;
+
+/// Seed 004's `getSessionHealthMetrics` over the runs (a run is seed 004's session);
+/// the JSON form uses the seed's field names.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunHealth {
+    /// Every run recorded.
+    pub total_sessions: u64,
+    /// Running runs that are not stale.
+    pub healthy_sessions: u64,
+    /// Running runs with no output (nor start) for more than `stale_after_ms`.
+    pub stale_sessions: u64,
+    /// Mean peak resident set, in bytes, of the runs with a recorded end of an attempt
+    /// (`wait4`'s `ru_maxrss` of the last attempt's leader); 0 when there is none.
+    pub average_memory_usage: u64,
+    /// Runs per status, every status present (0 when none has it).
+    pub sessions_by_status: std::collections::BTreeMap<&'static str, u64>,
+    /// The stale runs' ids, in id order.
+    pub stale_runs: Vec<u64>,
+    /// The threshold used, milliseconds.
+    pub stale_after_ms: u64,
+    /// The time the health was judged at (microseconds since the epoch).
+    pub at: i64,
+    /// User and system CPU time of the runs' last attempts' leaders, microseconds.
+    pub total_cpu_us: u64,
+}
+
+impl RunStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Timeout,
+        RunStatus::Recovering,
+        RunStatus::Interrupted,
+    ];
 }
 
 /// The rules on a run's request: a program, a bounded size, usable limits.

@@ -22,6 +22,9 @@ use crate::output::Out;
 enum Item {
     Submitted(Pending),
     Refused(Error),
+    /// A run op: answered once every line before it is, then `done` lets the reader
+    /// go on, so it sees the effects of the lines before it and none after.
+    RunOp(protocol::Request, crossbeam_channel::Sender<()>),
 }
 
 /// Reads one line (without its newline) into `buf`, keeping at most `max` bytes and
@@ -60,7 +63,7 @@ fn read_line_bounded(
     }
 }
 
-fn parse(raw: &[u8], too_long: bool) -> Result<session_engine::Command, Error> {
+fn parse(raw: &[u8], too_long: bool) -> Result<protocol::Request, Error> {
     if too_long {
         return Err(Error::InvalidInput {
             field: "line",
@@ -71,7 +74,7 @@ fn parse(raw: &[u8], too_long: bool) -> Result<session_engine::Command, Error> {
         field: "line",
         reason: format!("not UTF-8: {e}"),
     })?;
-    protocol::parse_line(line)
+    protocol::parse_request(line)
 }
 
 /// Whether an error means the engine itself failed (rather than refusing one command).
@@ -94,7 +97,16 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             let mut buf = Vec::new();
             while let Some(too_long) = read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN)? {
                 let item = match parse(&buf, too_long) {
-                    Ok(cmd) => Item::Submitted(manager.engine().submit(cmd)),
+                    Ok(protocol::Request::Command(cmd)) => {
+                        Item::Submitted(manager.engine().submit(cmd))
+                    }
+                    Ok(req) => {
+                        let (done_tx, done_rx) = bounded(1);
+                        if tx.send(Item::RunOp(req, done_tx)).is_err() || done_rx.recv().is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     Err(e) => Item::Refused(e),
                 };
                 if tx.send(item).is_err() {
@@ -105,7 +117,7 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         })
     };
     let mut failure: Option<String> = None;
-    let answered = answer_all(&rx, out, &mut failure);
+    let answered = answer_all(&manager, &rx, out, &mut failure);
     drop(rx);
     if let Err(e) = answered {
         manager.close()?;
@@ -127,6 +139,7 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
 
 /// Writes the answers in input order until the reader is done.
 fn answer_all(
+    manager: &session_engine::SessionManager,
     rx: &crossbeam_channel::Receiver<Item>,
     out: &mut Out,
     failure: &mut Option<String>,
@@ -145,6 +158,14 @@ fn answer_all(
         };
         let v = match item {
             Item::Refused(e) => protocol::answer_err(&e),
+            Item::RunOp(req, done) => {
+                // Every line before it is answered (and so durable): it may take long.
+                out.flush()?;
+                let v = protocol::answer_run_op(manager, &req);
+                out.json(&v)?;
+                let _ = done.send(());
+                continue;
+            }
             Item::Submitted(p) => {
                 if !p.is_ready() {
                     out.flush()?;

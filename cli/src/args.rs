@@ -293,11 +293,32 @@ pub enum Cmd {
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
     },
-    /// Cancel a run that another process supervises: SIGTERM to its process group, SIGKILL
-    /// after its grace period; waits until it is recorded and prints its status.
+    /// Cancel a run, or with --all every unfinished run, that another process
+    /// supervises: SIGTERM to its process group, SIGKILL after its grace period; waits
+    /// until each is recorded as ended and prints its status (with --all, `ID<TAB>STATUS`
+    /// per run). Exits 0 only when every run it targeted ended cancelled, 5 otherwise.
     Cancel {
         /// The run id.
-        run: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        /// Every unfinished run (pending, running, recovering); finished ones are left
+        /// alone, and none is a success.
+        #[arg(long)]
+        all: bool,
+        /// How long to wait, after the runs' longest grace period, for them to be
+        /// recorded as ended (seconds).
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        wait: f64,
+    },
+    /// Seed 004's health metrics over the runs: total, healthy (running, not stale),
+    /// stale (running with no output for --stale-after), average peak memory, runs by
+    /// status; with --json the seed's field names (totalSessions, healthySessions,
+    /// staleSessions, averageMemoryUsage, sessionsByStatus) and staleRuns.
+    Health {
+        /// A running run with no output (nor start) for longer than this is stale
+        /// (seconds, fractions allowed; seed 004's 5 minutes by default).
+        #[arg(long, value_name = "S", default_value_t = 300.0)]
+        stale_after: f64,
     },
     /// Print a run's output (stdout and stderr in arrival order, head and tail above
     /// its cap).

@@ -126,6 +126,7 @@ impl Cli {
             | Cmd::Verify
             | Cmd::Runs { .. }
             | Cmd::Cancel { .. }
+            | Cmd::Health { .. }
             | Cmd::Logs { .. }
             | Cmd::Stats
             | Cmd::Claude(_) => false,
@@ -398,7 +399,10 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 status.as_deref(),
             );
         }
-        Cmd::Cancel { run } => return runs::cancel(cli, out, run),
+        Cmd::Cancel { run, all, wait } => {
+            return runs::cancel(cli, out, run.as_deref(), *all, *wait);
+        }
+        Cmd::Health { stale_after } => return runs::health(cli, out, *stale_after),
         Cmd::Logs { run, follow } => return runs::logs(cli, out, run, *follow),
         Cmd::Create(a) => {
             let mut metadata = Vec::new();

@@ -1,8 +1,8 @@
-//! `exec`, `runs`, `cancel`, `logs`: supervised runs (issue 17) from the command line.
+//! `exec`, `runs`, `cancel`, `health`, `logs`: supervised runs (issue 17) from the command line.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::args::{Cli, ExecArgs};
 use crate::output::Out;
 use session_engine::run::{ExitKind, Limits, RetryPolicy, Run, RunId, RunStatus, Stream};
-use session_engine::{Error, ExecRequest, RunFilter, SessionId, supervisor};
+use session_engine::{CancelTarget, Error, ExecRequest, RunFilter, SessionId, supervisor};
 
 fn run_id(s: &str) -> Result<RunId> {
     Ok(s.parse::<RunId>()?)
@@ -20,29 +20,9 @@ fn invalid(field: &'static str, reason: String) -> anyhow::Error {
     Error::InvalidInput { field, reason }.into()
 }
 
-/// One run as JSON.
+/// One run as JSON (the protocol's form).
 pub fn run_json(r: &Run) -> Value {
-    json!({
-        "id": r.id.0,
-        "session": r.session.as_str(),
-        "status": r.status.as_str(),
-        "attempts": r.attempts,
-        "program": r.spec.program,
-        "args": r.spec.args,
-        "cwd": r.spec.cwd,
-        "exit_code": match r.exit { Some(ExitKind::Code(c)) => json!(c), _ => Value::Null },
-        "signal": match r.exit { Some(ExitKind::Signal(s)) => json!(s), _ => Value::Null },
-        "ended_by": r.ended_by.map(|e| format!("{e:?}").to_lowercase()),
-        "pid": r.process.as_ref().map(|p| p.pid),
-        "duration_ms": r.duration_ms,
-        "user_cpu_us": r.usage.user_us,
-        "sys_cpu_us": r.usage.sys_us,
-        "max_rss_kb": r.usage.max_rss_kb,
-        "output_chunks": r.output_chunks,
-        "output_kept": r.output_kept,
-        "output_dropped": r.output_dropped,
-        "error": r.error,
-    })
+    session_engine::protocol::run_json(r)
 }
 
 /// `exec`: the program's exit status, 128+N for a signal, 127 when it never started.
@@ -154,38 +134,106 @@ pub fn runs(
     Ok(0)
 }
 
-/// `cancel`: asks the supervising process, then waits for the run to be recorded as
-/// ended (at most its grace period and 10 s more).
-pub fn cancel(cli: &Cli, out: &mut Out, run: &str) -> Result<u8> {
-    let id = run_id(run)?;
+/// Seconds from the command line as a duration: finite, from 0 to `max`.
+fn seconds(field: &'static str, s: f64, max: f64) -> Result<Duration> {
+    if s.is_finite() && (0.0..=max).contains(&s) {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(invalid(
+            field,
+            format!("{s} is not a number of seconds from 0 to {max}"),
+        ))
+    }
+}
+
+/// `cancel RUN | --all`: asks the supervising process (see
+/// `SessionManager::cancel_runs`), then waits for each run to be recorded as ended (its
+/// grace period and `wait` seconds more). Exits 0 only when every targeted run ended
+/// cancelled; `--all` with no unfinished run is a success that says so.
+pub fn cancel(cli: &Cli, out: &mut Out, run: Option<&str>, all: bool, wait: f64) -> Result<u8> {
+    let wait = seconds("wait", wait, 3600.0)?;
+    let target = match (run, all) {
+        (Some(r), false) => CancelTarget::Run(run_id(r)?),
+        (None, true) => CancelTarget::All,
+        _ => return Err(invalid("run", "give a run id or --all, not both".into())),
+    };
     let manager = cli.open_read()?;
-    let r = manager.run(id)?;
-    if r.status.is_final() {
-        return Err(Error::InvalidState {
-            session: format!("run {id}"),
-            op: "cancel",
-            reason: format!("it is {}", r.status.as_str()),
+    let got = manager.cancel_runs(target, wait)?;
+    if cli.json {
+        out.json(&Value::Array(
+            got.iter()
+                .map(|c| json!({"id": c.run.0, "status": c.status.as_str()}))
+                .collect(),
+        ))?;
+    } else if all && got.is_empty() {
+        out.line("no unfinished run to cancel")?;
+    } else {
+        for c in &got {
+            if all {
+                out.line(&format!("{}\t{}", c.run, c.status.as_str()))?;
+            } else {
+                out.line(c.status.as_str())?;
+            }
         }
-        .into());
     }
-    supervisor::request_cancel(&cli.data_dir, id)?;
-    let until =
-        Instant::now() + Duration::from_millis(r.spec.limits.grace_ms()) + Duration::from_secs(10);
-    drop(manager);
-    loop {
-        let r = cli.open_read()?.run(id)?;
-        if r.status.is_final() {
-            out.line(r.status.as_str())?;
-            return Ok(0);
-        }
-        if Instant::now() > until {
-            return Err(anyhow::anyhow!(
-                "run {id} is still {} (is its supervisor running?)",
-                r.status.as_str()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let failed: Vec<String> = got
+        .iter()
+        .filter(|c| c.status != RunStatus::Cancelled)
+        .map(|c| {
+            if c.status.is_final() {
+                format!("run {} ended {} first", c.run, c.status.as_str())
+            } else {
+                format!(
+                    "run {} is still {} (is its supervisor running?)",
+                    c.run,
+                    c.status.as_str()
+                )
+            }
+        })
+        .collect();
+    if !failed.is_empty() {
+        out.flush()?;
+        // Refused by the runs' state (as a cancel of a finished run is): exit 5.
+        eprintln!("error: not cancelled: {}", failed.join("; "));
+        return Ok(5);
     }
+    Ok(0)
+}
+
+/// `health`: seed 004's metrics over the runs, by this machine's clock.
+pub fn health(cli: &Cli, out: &mut Out, stale_after: f64) -> Result<u8> {
+    let stale_after = seconds("stale-after", stale_after, 31_536_000.0)?;
+    let manager = cli.open_read()?;
+    let h = manager.run_health(stale_after);
+    if cli.json {
+        out.json(&serde_json::to_value(&h)?)?;
+        return Ok(0);
+    }
+    let stale = if h.stale_runs.is_empty() {
+        String::new()
+    } else {
+        let ids: Vec<String> = h.stale_runs.iter().map(u64::to_string).collect();
+        format!(" (runs {})", ids.join(", "))
+    };
+    out.line(&format!("runs: {}", h.total_sessions))?;
+    out.line(&format!("healthy: {}", h.healthy_sessions))?;
+    out.line(&format!(
+        "stale: {}{stale} (no output for {} s)",
+        h.stale_sessions,
+        h.stale_after_ms as f64 / 1000.0
+    ))?;
+    out.line(&format!(
+        "average peak memory: {:.1} MiB",
+        h.average_memory_usage as f64 / (1u64 << 20) as f64
+    ))?;
+    let by: Vec<String> = h
+        .sessions_by_status
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    out.line(&format!("by status: {}", by.join(", ")))?;
+    Ok(0)
 }
 
 /// `logs`: the run's log file; with `follow`, new bytes until the run has ended.

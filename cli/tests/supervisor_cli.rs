@@ -233,3 +233,180 @@ fn bad_input_is_refused_with_its_status() {
     let o = run(&dir, &["runs", "--json"]);
     assert_eq!(o.stdout, b"[]\n");
 }
+
+/// Starts `exec s1 -- sh -c SCRIPT` in the background and returns it once its first
+/// output line (read here) has come, so the run is recorded as started.
+fn exec_in_background(dir: &Path, script: &str) -> (std::process::Child, String) {
+    let mut exec = cmd(dir, &["exec", "s1", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (exec, line)
+}
+
+#[test]
+fn cancel_all_cancels_the_unfinished_runs_and_says_when_there_is_none() {
+    let (_tmp, dir) = setup();
+    assert_eq!(
+        run(&dir, &["exec", "s1", "--", "true"]).status.code(),
+        Some(0)
+    );
+    let (mut exec, line) = exec_in_background(&dir, "echo go; sleep 30");
+    assert_eq!(line, "go\n");
+    let o = run(&dir, &["cancel", "--all"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2\tcancelled\n");
+    assert_eq!(exec.wait().unwrap().code(), Some(128 + 15));
+    assert_eq!(run_json(&dir, "1")["status"], "completed");
+    assert_eq!(run_json(&dir, "2")["status"], "cancelled");
+    assert!(group_left(run_json(&dir, "2")["pid"].as_u64().unwrap() as u32).is_empty());
+    // Nothing unfinished: a success that says so.
+    let o = run(&dir, &["cancel", "--all"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stdout, b"no unfinished run to cancel\n");
+    let o = run(&dir, &["--json", "cancel", "--all"]);
+    assert_eq!(o.stdout, b"[]\n");
+    // A run id and --all together, or neither, is a usage error.
+    assert_eq!(run(&dir, &["cancel", "1", "--all"]).status.code(), Some(2));
+    assert_eq!(run(&dir, &["cancel"]).status.code(), Some(2));
+    assert_eq!(
+        run(&dir, &["cancel", "--all", "--wait", "inf"])
+            .status
+            .code(),
+        Some(4)
+    );
+}
+
+#[test]
+fn cancel_all_fails_honestly_when_no_process_supervises_the_run() {
+    let (_tmp, dir) = setup();
+    let (mut exec, line) = exec_in_background(&dir, "echo $$; sleep 30 & wait");
+    let leader: u32 = line.trim().parse().unwrap();
+    // The supervisor dies; its run stays recorded as running until a writable open.
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let o = run(&dir, &["cancel", "--all", "--wait", "0.2"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\trunning\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("run 1 is still running (is its supervisor running?)"),
+        "{err}"
+    );
+    // The next writable open reconciles it (and kills what was left).
+    assert!(run(&dir, &["create", "--id", "s2"]).status.success());
+    assert_eq!(run_json(&dir, "1")["status"], "interrupted");
+    let t = Instant::now();
+    while !group_left(leader).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.join("runs/1.cancel").exists());
+}
+
+#[test]
+fn health_reports_by_status_and_a_silent_run_as_stale_after_the_threshold() {
+    let (_tmp, dir) = setup();
+    assert_eq!(
+        run(&dir, &["exec", "s1", "--", "true"]).status.code(),
+        Some(0)
+    );
+    let (mut exec, _) = exec_in_background(&dir, "echo go; sleep 30");
+    let health = |stale_after: &str| {
+        let o = run(&dir, &["--json", "health", "--stale-after", stale_after]);
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let h = health("300");
+    assert_eq!(h["totalSessions"], 2);
+    assert_eq!(h["healthySessions"], 1);
+    assert_eq!(h["staleSessions"], 0);
+    assert_eq!(h["sessionsByStatus"]["running"], 1);
+    assert_eq!(h["sessionsByStatus"]["completed"], 1);
+    assert!(h["averageMemoryUsage"].as_u64().unwrap() > 0, "{h}");
+    // More than half a second without output: stale at 0.5 s.
+    std::thread::sleep(Duration::from_millis(800));
+    let h = health("0.5");
+    assert_eq!(h["staleSessions"], 1, "{h}");
+    assert_eq!(h["healthySessions"], 0, "{h}");
+    assert_eq!(h["staleRuns"], serde_json::json!([2]));
+    let o = run(&dir, &["health", "--stale-after", "0.5"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("stale: 1 (runs 2)"), "{text}");
+    assert!(text.contains("by status: completed 1, running 1"), "{text}");
+    assert_eq!(
+        run(&dir, &["health", "--stale-after", "nan"]).status.code(),
+        Some(4)
+    );
+    assert!(run(&dir, &["cancel", "--all"]).status.success());
+    exec.wait().unwrap();
+    let h = health("0.5");
+    assert_eq!(
+        (h["staleSessions"].as_u64(), h["healthySessions"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn apply_answers_the_run_ops_in_order() {
+    use std::io::Write;
+    let (_tmp, dir) = setup();
+    assert_eq!(
+        run(&dir, &["exec", "s1", "--", "true"]).status.code(),
+        Some(0)
+    );
+    let mut apply = cmd(&dir, &["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            concat!(
+                r#"{"op":"runs"}"#,
+                "\n",
+                r#"{"op":"runs","run":1}"#,
+                "\n",
+                r#"{"op":"health","stale_after":300}"#,
+                "\n",
+                r#"{"op":"cancel","all":true}"#,
+                "\n",
+                r#"{"op":"cancel","run":1}"#,
+                "\n",
+                r#"{"op":"cancel"}"#,
+                "\n",
+                r#"{"op":"pause","id":"s1"}"#,
+                "\n",
+                r#"{"op":"runs","id":"s1","status":"failed"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let o = apply.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let answers: Vec<serde_json::Value> = o
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(answers[0]["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(answers[0]["runs"][0]["status"], "completed");
+    assert_eq!(answers[1]["run"]["id"], 1);
+    assert_eq!(answers[2]["health"]["totalSessions"], 1);
+    assert_eq!(answers[2]["health"]["sessionsByStatus"]["completed"], 1);
+    assert_eq!(answers[3], serde_json::json!({"ok": true, "cancelled": []}));
+    assert_eq!(answers[4]["kind"], "invalid_state");
+    assert_eq!(answers[5]["kind"], "invalid_input");
+    assert_eq!(answers[6]["ok"], true);
+    assert_eq!(answers[7], serde_json::json!({"ok": true, "runs": []}));
+}

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use runs::{ExecRequest, RunFilter, RunHandle};
+pub use runs::{CancelTarget, Cancelled, ExecRequest, RunFilter, RunHandle};
 pub use session::{ClaudeSession, CommandRun};
 pub use tracker::SessionTracker;
 

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::SessionManager;
 use crate::command::{Command, Outcome};
 use crate::error::{Error, Result};
-use crate::run::{Limits, RetryPolicy, Run, RunId, RunSpec, RunStatus};
+use crate::run::{Limits, RetryPolicy, Run, RunHealth, RunId, RunSpec, RunStatus};
+use crate::state::State;
 use crate::supervisor::{self, Job, OutputSink};
 use crate::types::SessionId;
 
@@ -55,7 +57,7 @@ impl ExecRequest {
 pub struct RunHandle {
     id: RunId,
     cancel: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Arc<Run>>>,
+    thread: std::thread::JoinHandle<Option<Result<Arc<Run>>>>,
 }
 
 impl std::fmt::Debug for RunHandle {
@@ -86,8 +88,30 @@ impl RunHandle {
     pub fn wait(self) -> Result<Arc<Run>> {
         self.thread
             .join()
-            .unwrap_or_else(|_| Err(Error::invalid("run", "its supervisor thread panicked")))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(Error::invalid("run", "its supervisor thread panicked")))
     }
+}
+
+/// Which runs [`SessionManager::cancel_runs`] cancels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelTarget {
+    /// This run, which must be unfinished.
+    Run(RunId),
+    /// Every unfinished run (pending, running or recovering) at the time of the call.
+    All,
+}
+
+/// A run [`SessionManager::cancel_runs`] asked to cancel, as it was when the wait ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The run.
+    pub run: RunId,
+    /// Its status then: `Cancelled` when the cancel took effect; another final status
+    /// when the run ended otherwise first; an unfinished one when the wait ran out (no
+    /// process supervises it, or it is still being stopped).
+    pub status: RunStatus,
 }
 
 /// Which runs [`SessionManager::runs`] returns.
@@ -144,10 +168,24 @@ impl SessionManager {
             sink: req.on_output,
         };
         let inner = Arc::clone(&self.inner);
-        let thread = std::thread::Builder::new()
-            .name(format!("run-{id}"))
-            .spawn(move || supervisor::supervise(inner.engine(), job))
-            .map_err(|e| Error::io("start a supervisor thread", "", e))?;
+        let thread = match supervisor::spawn_thread(format!("run-{id}"), None, move || {
+            supervisor::supervise(inner.engine(), job)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                // No supervisor: the run must not stay pending. Its failure to start is
+                // its one step.
+                self.inner.execute(Command::RecordRunStep(Box::new(
+                    crate::event::EventBody::RunSpawnFailed {
+                        run: id,
+                        attempt: 1,
+                        error: format!("cannot start its supervisor thread: {e}"),
+                        retry: false,
+                    },
+                )))?;
+                return Err(Error::io("start a supervisor thread", "", e));
+            }
+        };
         Ok(RunHandle { id, cancel, thread })
     }
 
@@ -168,6 +206,77 @@ impl SessionManager {
             .run(id)
             .cloned()
             .ok_or_else(|| Error::not_found("run", id))
+    }
+
+    /// Cancels runs, wherever they are supervised (this process or another): leaves a
+    /// cancel request for each (`runs/<id>.cancel`, which the supervisor acts on within
+    /// a tick: SIGTERM to the run's group, its grace period, SIGKILL), then waits until
+    /// each is recorded as ended, for at most the longest grace period of them and
+    /// `wait` more. Returns the targeted runs in id order with their status at the end.
+    /// `CancelTarget::Run` of an unknown run is [`Error::NotFound`], of a finished one
+    /// [`Error::InvalidState`]; `CancelTarget::All` skips finished runs and returns an
+    /// empty list when none is unfinished. A read-only manager reopens the data
+    /// directory to see the runs' progress.
+    pub fn cancel_runs(&self, target: CancelTarget, wait: Duration) -> Result<Vec<Cancelled>> {
+        let state = self.state();
+        let targets: Vec<Arc<Run>> = match target {
+            CancelTarget::Run(id) => {
+                let r = state.run(id).ok_or_else(|| Error::not_found("run", id))?;
+                if r.status.is_final() {
+                    return Err(Error::InvalidState {
+                        session: format!("run {id}"),
+                        op: "cancel",
+                        reason: format!("it is {}", r.status.as_str()),
+                    });
+                }
+                vec![Arc::clone(r)]
+            }
+            CancelTarget::All => state.unfinished_runs().cloned().collect(),
+        };
+        drop(state);
+        for r in &targets {
+            supervisor::request_cancel(self.data_dir(), r.id)?;
+        }
+        let grace = targets
+            .iter()
+            .map(|r| r.spec.limits.grace_ms())
+            .max()
+            .unwrap_or(0);
+        let until = Instant::now() + Duration::from_millis(grace) + wait;
+        loop {
+            let now = self.fresh_state()?;
+            let status: Vec<Cancelled> = targets
+                .iter()
+                .map(|r| Cancelled {
+                    run: r.id,
+                    status: now.run(r.id).map_or(r.status, |r| r.status),
+                })
+                .collect();
+            if status.iter().all(|c| c.status.is_final()) || Instant::now() >= until {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Seed 004's `getSessionHealthMetrics` over the runs, now by the manager's clock:
+    /// a running run is stale when neither its start nor an output event was recorded
+    /// in the last `stale_after` (seed 004: 5 minutes,
+    /// [`crate::run::DEFAULT_STALE_AFTER_MS`]). An output of a run above its cap is
+    /// recorded at its end, so a run writing only past its head counts as silent.
+    pub fn run_health(&self, stale_after: Duration) -> RunHealth {
+        let ms = u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX);
+        self.state().run_health(self.now(), ms)
+    }
+
+    /// The state as it is now: this manager's when it writes (its runs are recorded
+    /// through it), a fresh read-only open's otherwise.
+    fn fresh_state(&self) -> Result<Arc<State>> {
+        if !self.engine().is_read_only() {
+            return Ok(self.state());
+        }
+        let m = SessionManager::open_read_only(self.data_dir(), self.engine().options().clone())?;
+        Ok(m.state())
     }
 
     /// Where run `id`'s log file is (stdout and stderr in arrival order, head and tail

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{ApplyError, State, fail};
 use crate::event::EventBody;
-use crate::run::{EndedBy, ExitKind, MAX_CHUNK, Run, RunId, RunStatus};
+use crate::run::{EndedBy, ExitKind, MAX_CHUNK, Run, RunHealth, RunId, RunStatus};
 use crate::types::Timestamp;
 
 impl State {
@@ -21,6 +21,68 @@ impl State {
     /// Runs no supervisor has finished (pending, running or recovering).
     pub fn unfinished_runs(&self) -> impl Iterator<Item = &Arc<Run>> {
         self.runs.values().filter(|r| !r.status.is_final())
+    }
+
+    /// Seed 004's health metrics over the runs at `now`: a running run is stale when it
+    /// has shown no sign of life (start or output event) for more than `stale_after_ms`.
+    /// Pure: the time is the caller's.
+    pub fn run_health(&self, now: Timestamp, stale_after_ms: u64) -> RunHealth {
+        let mut by_status: std::collections::BTreeMap<&'static str, u64> =
+            RunStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let (mut healthy, mut stale_runs) = (0, Vec::new());
+        let (mut rss_sum, mut rss_n, mut cpu) = (0u64, 0u64, 0u64);
+        for r in self.runs.values() {
+            *by_status.entry(r.status.as_str()).or_insert(0) += 1;
+            if r.is_stale(now, stale_after_ms) {
+                stale_runs.push(r.id.0);
+            } else if r.status == RunStatus::Running {
+                healthy += 1;
+            }
+            if r.exit.is_some() {
+                rss_sum = rss_sum.saturating_add(r.usage.max_rss_kb.saturating_mul(1024));
+                rss_n += 1;
+            }
+            cpu = cpu.saturating_add(r.usage.user_us.saturating_add(r.usage.sys_us));
+        }
+        RunHealth {
+            total_sessions: self.runs.len() as u64,
+            healthy_sessions: healthy,
+            stale_sessions: stale_runs.len() as u64,
+            average_memory_usage: rss_sum.checked_div(rss_n).unwrap_or(0),
+            sessions_by_status: by_status,
+            stale_runs,
+            stale_after_ms,
+            at: now.0,
+            total_cpu_us: cpu,
+        }
+    }
+
+    /// The last output times state schema 4 stores: `(run, time)` of every run with one,
+    /// in id order.
+    pub(crate) fn runs_last_output(&self) -> Vec<(RunId, Timestamp)> {
+        self.runs
+            .values()
+            .filter_map(|r| r.last_output_at.map(|t| (r.id, t)))
+            .collect()
+    }
+
+    /// Puts back the last output times a state schema 4 snapshot stores.
+    pub(crate) fn attach_runs_last_output(
+        &mut self,
+        times: Vec<(RunId, Timestamp)>,
+    ) -> Result<(), ApplyError> {
+        let mut prev = None;
+        for (id, t) in times {
+            if prev.is_some_and(|p| p >= id) {
+                return fail("last output times out of run id order");
+            }
+            prev = Some(id);
+            let Some(r) = self.runs.get_mut(&id) else {
+                return fail(format!("a last output time names no run ({id})"));
+            };
+            Arc::make_mut(r).last_output_at = Some(t);
+        }
+        Ok(())
     }
 
     fn run_mut(&mut self, id: RunId, allowed: &[RunStatus]) -> Result<&mut Run, ApplyError> {
@@ -63,6 +125,7 @@ impl State {
                         output_kept: 0,
                         output_dropped: 0,
                         error: None,
+                        last_output_at: None,
                     }),
                 );
             }
@@ -94,6 +157,7 @@ impl State {
                 }
                 r.output_chunks += 1;
                 r.output_kept += bytes.len() as u64;
+                r.last_output_at = Some(at);
             }
             EventBody::RunExited(e) => {
                 let r = self.run_mut(e.run, &[Running])?;

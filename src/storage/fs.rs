@@ -99,11 +99,70 @@ struct RealFile(File);
 /// The writer lock: `flock`s on the data directory and on its lock file.
 #[derive(Debug)]
 struct RealLock {
+    path: std::path::PathBuf,
     _dir: File,
     _file: File,
 }
 
 impl LockGuard for RealLock {}
+
+impl Drop for RealLock {
+    fn drop(&mut self) {
+        // The descriptors close after this; see `RELEASED`.
+        let mut r = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|(p, t)| p != &self.path && t.elapsed() < RELEASED_FOR);
+        r.push((self.path.clone(), std::time::Instant::now()));
+    }
+}
+
+/// Lock files this process released lately, and when. A `flock` lives as long as any
+/// descriptor of its open file: a child another thread of this process forks at the
+/// moment of the release (a supervised run's start, say) holds a copy of the lock's
+/// descriptors until it `exec`s, which closes them. Taking such a lock again is tried
+/// for a while before it counts as held by someone else.
+static RELEASED: std::sync::Mutex<Vec<(std::path::PathBuf, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+/// How long after a release a refused lock is tried again.
+const RELEASED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long it is tried again at most.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn released_lately(path: &Path) -> bool {
+    RELEASED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(p, t)| p == path && t.elapsed() < RELEASED_FOR)
+}
+
+impl FileStorage {
+    fn try_lock_once(&self, path: &Path) -> io::Result<Option<RealLock>> {
+        // The directory first: its lock cannot be undone by unlinking a name. The file
+        // too, for releases that lock only the file.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = File::open(dir)?;
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let mut o = self.options(OpenMode::ReadWrite);
+        o.create(true).truncate(false);
+        let file = o.open(path).map_err(|e| open_error(path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RealLock {
+                path: path.to_path_buf(),
+                _dir: dir,
+                _file: file,
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
 
 impl Storage for FileStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -306,28 +365,17 @@ impl Storage for FileStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        // The directory first: its lock cannot be undone by unlinking a name. The file
-        // too, for releases that lock only the file.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let dir = File::open(dir)?;
-        match dir.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
-        let mut o = self.options(OpenMode::ReadWrite);
-        o.create(true).truncate(false);
-        let file = o.open(path).map_err(|e| open_error(path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(RealLock {
-                _dir: dir,
-                _file: file,
-            }))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e),
+        let until = std::time::Instant::now() + RETRY_FOR;
+        loop {
+            if let Some(g) = self.try_lock_once(path)? {
+                return Ok(Some(Box::new(g)));
+            }
+            // Refused: if this process let it go lately, a child forked then may still
+            // hold it until its `exec` (see `RELEASED`).
+            if !released_lately(path) || std::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -498,6 +546,41 @@ mod tests {
             std::os::unix::fs::symlink(&c, &link).unwrap();
             assert_eq!(s.stat(&link).unwrap().unwrap().kind, FileKind::Symlink);
         }
+    }
+
+    /// A lock this process released while a forked child still held a copy of its
+    /// descriptors (until its `exec`) is taken once the copy closes, not refused; one
+    /// held by a live guard is refused.
+    #[test]
+    fn a_lock_released_while_a_fork_holds_its_copy_is_taken_once_the_copy_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("LOCK");
+        let s = FileStorage::new();
+        let g = s.try_lock_once(&lock).unwrap().unwrap();
+        assert!(
+            s.try_lock(&lock).unwrap().is_none(),
+            "a held lock was taken"
+        );
+        // What a fork does: copies of the descriptors (`dup`), the same open files.
+        let copies = (g._dir.try_clone().unwrap(), g._file.try_clone().unwrap());
+        drop(g);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(copies);
+        });
+        let again = s.try_lock(&lock).unwrap();
+        assert!(again.is_some(), "refused while the copy was about to close");
+        closer.join().unwrap();
+        // Released, but held elsewhere for good: refused after the retries.
+        drop(again);
+        let other = s.try_lock_once(&lock).unwrap().unwrap();
+        let copies = (
+            other._dir.try_clone().unwrap(),
+            other._file.try_clone().unwrap(),
+        );
+        drop(other);
+        assert!(s.try_lock(&lock).unwrap().is_none());
+        drop(copies);
     }
 
     #[test]

@@ -53,15 +53,13 @@ pub fn cancel_path(root: &Path, id: RunId) -> PathBuf {
 }
 
 /// Asks whichever process supervises run `id` in data directory `root` to cancel it:
-/// creates `runs/<id>.cancel` (new, 0600, never through a link). The caller checks the
-/// run is unfinished first; a request already there is not an error.
+/// creates `runs/<id>.cancel` (new, 0600, never through a link; `runs/` too, 0700, when
+/// a pending run's supervisor has not made it yet). The caller checks the run is
+/// unfinished first; a request already there is not an error.
 pub fn request_cancel(root: &Path, id: RunId) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = cancel_path(root, id);
-    let dir = root.join(RUNS_DIR);
-    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-        return Err(Error::not_found("run folder", dir.display()));
-    }
+    ensure_runs_dir(root).map_err(|e| Error::io("request a cancel", root.join(RUNS_DIR), e))?;
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -120,24 +118,40 @@ pub(crate) fn resolve_program(program: &str, cwd: Option<&Path>) -> Result<PathB
         .ok_or_else(|| Error::not_found("program", program))
 }
 
+/// Creates `runs/` (0700) if it is not there; refuses one that is not a folder (a link
+/// or a file). Two processes creating it at once both succeed.
+fn ensure_runs_dir(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = root.join(RUNS_DIR);
+    let not_a_folder = || {
+        std::io::Error::other(format!(
+            "{} is not a folder (a link or a file)",
+            dir.display()
+        ))
+    };
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(not_a_folder()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match std::fs::symlink_metadata(&dir) {
+                        Ok(m) if m.is_dir() => Ok(()),
+                        _ => Err(not_a_folder()),
+                    }
+                }
+                other => other,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `runs/` (0700) if needed and the run's log file (0600, new, never through a
 /// symbolic link).
 fn create_log(root: &Path, id: RunId) -> std::io::Result<File> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = root.join(RUNS_DIR);
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} is not a folder (a link or a file)",
-                dir.display()
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        }
-        Err(e) => return Err(e),
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    ensure_runs_dir(root)?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -232,6 +246,68 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
         .ok_or_else(|| Error::not_found("run", job.id))
 }
 
+/// Whether a failure of `fork`, `pipe`, `clone` or `exec` is for want of a resource that
+/// other processes or threads give back when they end (EAGAIN: the process or thread
+/// limit; ENOMEM; EMFILE, ENFILE: the descriptor limits; EINTR), so trying again shortly
+/// may succeed, as a shell retries a `fork`.
+pub(crate) fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EINTR)
+    )
+}
+
+/// The pauses between tries of an operation that failed for want of a resource:
+/// about 2 s in all.
+pub(crate) const RESOURCE_RETRY_MS: [u64; 10] = [5, 10, 20, 40, 80, 160, 320, 500, 500, 500];
+
+/// Runs `op` until it succeeds, fails otherwise than [`transient`]ly, or has failed
+/// transiently [`RESOURCE_RETRY_MS`]`.len() + 1` times, calling `pause` between tries.
+pub(crate) fn retry_transient<T>(
+    mut op: impl FnMut() -> std::io::Result<T>,
+    mut pause: impl FnMut(Duration),
+) -> std::io::Result<T> {
+    let mut delays = RESOURCE_RETRY_MS.iter();
+    loop {
+        match op() {
+            Err(e) if transient(&e) => match delays.next() {
+                Some(ms) => pause(Duration::from_millis(*ms)),
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
+/// Starts a thread running `f`, trying again (see [`retry_transient`]) while the thread
+/// limit refuses it. `stack` is its stack size (`None`: the default).
+pub(crate) fn spawn_thread<T: Send + 'static>(
+    name: String,
+    stack: Option<usize>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<Option<T>>> {
+    use std::sync::{Mutex, PoisonError};
+    // A refused spawn drops the closure it was given: keep `f` outside it.
+    let slot = Arc::new(Mutex::new(Some(f)));
+    retry_transient(
+        || {
+            let slot = Arc::clone(&slot);
+            let mut b = std::thread::Builder::new().name(name.clone());
+            if let Some(size) = stack {
+                b = b.stack_size(size);
+            }
+            b.spawn(move || {
+                let f = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                f.map(|f| f())
+            })
+        },
+        std::thread::sleep,
+    )
+}
+
+/// Stack of the reader and waiter threads: they hold nothing big on it.
+const SMALL_STACK: usize = 128 * 1024;
+
 fn spawn(spec: &RunSpec) -> std::io::Result<Box<dyn ChildWrapper>> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -252,8 +328,13 @@ fn spawn(spec: &RunSpec) -> std::io::Result<Box<dyn ChildWrapper>> {
     w.spawn()
 }
 
-fn reader(mut r: impl Read + Send + 'static, stream: Stream, tx: Sender<Msg>) {
-    std::thread::spawn(move || {
+fn reader(
+    id: RunId,
+    mut r: impl Read + Send + 'static,
+    stream: Stream,
+    tx: Sender<Msg>,
+) -> std::io::Result<()> {
+    spawn_thread(format!("run-{id}-out"), Some(SMALL_STACK), move || {
         let mut buf = vec![0u8; crate::run::MAX_CHUNK];
         loop {
             match r.read(&mut buf) {
@@ -268,7 +349,8 @@ fn reader(mut r: impl Read + Send + 'static, stream: Stream, tx: Sender<Msg>) {
             }
         }
         let _ = tx.send(Msg::Eof);
-    });
+    })
+    .map(drop)
 }
 
 /// Terminates group `pgid`: SIGTERM now, SIGKILL once `grace` has passed.
@@ -315,7 +397,7 @@ fn run_attempt(
 ) -> Result<bool> {
     let spec = &job.spec;
     let begun = Instant::now();
-    let mut child = match spawn(spec) {
+    let mut child = match retry_transient(|| spawn(spec), std::thread::sleep) {
         Ok(c) => c,
         Err(e) => {
             record(
@@ -335,19 +417,28 @@ fn run_attempt(
     // Bounded: a program that writes faster than its output is recorded waits on its
     // pipe, and the supervisor's memory stays bounded.
     let (tx, rx) = crossbeam_channel::bounded(64);
-    if let Some(o) = child.stdout().take() {
-        reader(o, Stream::Stdout, tx.clone());
+    let threads = start_threads(job.id, &mut *child, pid, tx);
+    if let Err(e) = threads {
+        // Not supervised, so not started: the attempt's process goes, then the failure
+        // is recorded as the attempt's step.
+        os::signal_group(pid, libc::SIGKILL);
+        let _ = os::wait4(pid);
+        let until = Instant::now() + Duration::from_secs(5);
+        while !os::group_members(pid).is_empty() && Instant::now() < until {
+            os::signal_group(pid, libc::SIGKILL);
+            std::thread::sleep(TICK);
+        }
+        record(
+            engine,
+            EventBody::RunSpawnFailed {
+                run: job.id,
+                attempt,
+                error: format!("cannot start a thread to supervise it: {e}"),
+                retry: may_retry,
+            },
+        )?;
+        return Ok(may_retry);
     }
-    if let Some(e) = child.stderr().take() {
-        reader(e, Stream::Stderr, tx.clone());
-    }
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(Msg::Exit(os::wait4(pid)));
-        });
-    }
-    drop(tx);
     let mut stop = Stopper {
         pgid: pid,
         grace: Duration::from_millis(spec.limits.grace_ms()),
@@ -398,6 +489,26 @@ fn run_attempt(
             Err(e)
         }
     }
+}
+
+/// Starts the two output readers, then the waiter (last, so that when one cannot be
+/// started the caller is still the only one to reap `pid`).
+fn start_threads(
+    id: RunId,
+    child: &mut dyn ChildWrapper,
+    pid: u32,
+    tx: Sender<Msg>,
+) -> std::io::Result<()> {
+    if let Some(o) = child.stdout().take() {
+        reader(id, o, Stream::Stdout, tx.clone())?;
+    }
+    if let Some(e) = child.stderr().take() {
+        reader(id, e, Stream::Stderr, tx.clone())?;
+    }
+    spawn_thread(format!("run-{id}-wait"), Some(SMALL_STACK), move || {
+        let _ = tx.send(Msg::Exit(os::wait4(pid)));
+    })
+    .map(drop)
 }
 
 type Watched = (ExitKind, Usage, Option<EndedBy>, u64, u64);
@@ -543,4 +654,59 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
         done.push(run.id);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os_error(code: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(code)
+    }
+
+    /// A fork or thread refused for want of a resource (the 50-run burst's failure under
+    /// load) is tried again; any other failure is final at once.
+    #[test]
+    fn a_spawn_refused_for_want_of_a_resource_is_tried_again_and_others_are_not() {
+        let mut tries = 0;
+        let mut paused = Vec::new();
+        let r = retry_transient(
+            || {
+                tries += 1;
+                if tries < 4 {
+                    Err(os_error(libc::EAGAIN))
+                } else {
+                    Ok(7)
+                }
+            },
+            |d| paused.push(d),
+        );
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(tries, 4);
+        assert_eq!(paused, [5, 10, 20].map(Duration::from_millis));
+        for code in [libc::ENOMEM, libc::EMFILE, libc::ENFILE] {
+            let mut tries = 0;
+            let r: std::io::Result<()> = retry_transient(
+                || {
+                    tries += 1;
+                    Err(os_error(code))
+                },
+                |_| {},
+            );
+            assert_eq!(r.unwrap_err().raw_os_error(), Some(code));
+            assert_eq!(tries, RESOURCE_RETRY_MS.len() + 1);
+        }
+        for code in [libc::ENOENT, libc::EACCES, libc::ENOEXEC] {
+            let mut tries = 0;
+            let r: std::io::Result<()> = retry_transient(
+                || {
+                    tries += 1;
+                    Err(os_error(code))
+                },
+                |_| panic!("paused for a final error"),
+            );
+            assert!(r.is_err());
+            assert_eq!(tries, 1, "errno {code} was tried again");
+        }
+    }
 }

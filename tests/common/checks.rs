@@ -882,14 +882,22 @@ pub fn bundle(data: &[u8]) {
 }
 
 /// Target `apply_line`: the `apply` command parser. Any line (lossily decoded as UTF-8)
-/// parses to a command or a typed `InvalidInput`-like refusal, never a panic; a command
+/// parses to a request (a command or a run op) or a typed `InvalidInput`-like refusal,
+/// never a panic, and `parse_line` takes exactly the lines that are commands; a command
 /// that parses runs against an engine and is either accepted or refused, never an engine
 /// failure.
 pub fn apply_line(data: &[u8]) {
+    use session_engine::protocol::{Request, parse_line, parse_request};
     let line = String::from_utf8_lossy(data);
-    match session_engine::protocol::parse_line(&line) {
+    let req = parse_request(&line);
+    assert_eq!(
+        parse_line(&line).is_ok(),
+        matches!(req, Ok(Request::Command(_))),
+        "parse_line and parse_request disagree on {line:?}"
+    );
+    match req {
         Err(e) => assert!(e.is_refusal(), "a bad line is not a refusal: {e:?}"),
-        Ok(cmd) => shared_engine(|e| {
+        Ok(Request::Command(cmd)) => shared_engine(|e| {
             if let Err(err) = e.execute(cmd) {
                 assert!(
                     err.is_refusal(),
@@ -897,6 +905,8 @@ pub fn apply_line(data: &[u8]) {
                 );
             }
         }),
+        // A run op: answering it needs a manager (cli/tests/supervisor_cli.rs).
+        Ok(_) => {}
     }
 }
 
