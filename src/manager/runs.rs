@@ -106,6 +106,15 @@ impl SessionManager {
     /// session is refused with nothing recorded; a spawn that fails after that is
     /// recorded (`run_spawn_failed`, status `failed`).
     pub fn exec(&self, req: ExecRequest) -> Result<RunHandle> {
+        self.exec_with(req, None)
+    }
+
+    /// [`SessionManager::exec`] with a hook called before each attempt.
+    pub(crate) fn exec_with(
+        &self,
+        req: ExecRequest,
+        on_attempt: Option<Arc<dyn Fn(u32) + Send + Sync>>,
+    ) -> Result<RunHandle> {
         let session = SessionId::new(&req.session)?;
         if let Some(dir) = &req.cwd
             && !dir.is_dir()
@@ -142,6 +151,7 @@ impl SessionManager {
             spec,
             cancel: Arc::clone(&cancel),
             sink: req.on_output,
+            on_attempt,
         };
         let inner = Arc::clone(&self.inner);
         let thread = std::thread::Builder::new()

@@ -152,6 +152,9 @@ pub(crate) struct Job {
     pub spec: RunSpec,
     pub cancel: Arc<AtomicBool>,
     pub sink: Option<OutputSink>,
+    /// Called with the attempt number before each attempt's process is spawned (so a
+    /// caller that reads the output, as `exec_claude` does, keeps only the last one's).
+    pub on_attempt: Option<Arc<dyn Fn(u32) + Send + Sync>>,
 }
 
 enum Msg {
@@ -196,6 +199,9 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
         let mut attempt = 1;
         loop {
             let more = attempt <= retry.max_retries;
+            if let Some(f) = &job.on_attempt {
+                f(attempt);
+            }
             let again = run_attempt(engine, &job, attempt, more, log)?;
             if !again {
                 break;
