@@ -33,6 +33,9 @@
 //!   `run`); only they are written as schema 3. State schema 3 appends the runs
 //!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
 //!   has a run.
+//! * event schema 4: appends `RunContained` (how an attempt is contained: its cgroup v2,
+//!   or the fallback to its process group and why); only it is written as schema 4. It
+//!   changes no state, so there is no state schema 4.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -50,7 +53,7 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 3;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 4;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
@@ -64,6 +67,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        EventBody::RunContained { .. } => 4,
         b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
@@ -189,8 +193,8 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1..=3 => {
-            // Schemas 2 and 3 only add variants at the end, so all decode with today's
+        1..=NEWEST_EVENT_SCHEMA_VERSION => {
+            // Schemas 2 to 4 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
@@ -505,6 +509,35 @@ mod tests {
         assert_eq!(decode_state(&snap).unwrap(), st);
         snap[0] = 2;
         assert!(decode_state(&snap).is_err(), "state schema 2 took runs");
+    }
+
+    #[test]
+    fn run_contained_alone_is_event_schema_4_and_changes_no_state() {
+        use crate::run::RunId;
+        let e = Event {
+            at: Timestamp(7),
+            body: EventBody::RunContained {
+                run: RunId(1),
+                attempt: 1,
+                cgroup: Some("/sys/fs/cgroup/x".into()),
+                memory_max: false,
+                fallback: Some("memory.max is not available".into()),
+            },
+        };
+        let bytes = event_to_vec(&e).unwrap();
+        assert_eq!(bytes[0], 4);
+        assert_eq!(decode_event(&bytes).unwrap(), e);
+        let mut as_3 = bytes.clone();
+        as_3[0] = 3;
+        let err = decode_event(&as_3).unwrap_err();
+        assert!(err.0.contains("schema 4 added it"), "{err:?}");
+        // The other run events stay schema 3.
+        let exited = EventBody::RunInterrupted {
+            run: RunId(1),
+            reason: "r".into(),
+            cancelled: false,
+        };
+        assert_eq!(event_schema_of(&exited), 3);
     }
 
     #[test]

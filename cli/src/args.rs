@@ -381,6 +381,9 @@ pub struct ExecArgs {
     /// With --claude: the program (default: $SESSION_ENGINE_CLAUDE, else `claude` in PATH).
     #[arg(long, value_name = "PATH", requires = "claude")]
     pub claude_program: Option<String>,
+    /// No cgroup v2 per attempt (by default each gets one where it can be created).
+    #[arg(long)]
+    pub no_cgroup: bool,
     /// The program and its arguments (after `--`).
     #[arg(
         required_unless_present = "claude",

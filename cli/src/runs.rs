@@ -129,6 +129,7 @@ pub fn exec(cli: &Cli, out: &mut Out, a: &ExecArgs) -> Result<u8> {
         limits,
         retry,
         on_output: Some(sink),
+        cgroup: !a.no_cgroup,
     };
     let handle = manager.exec(req)?;
     let id = handle.id();
@@ -153,6 +154,7 @@ fn exec_claude(cli: &Cli, out: &mut Out, a: &ExecArgs, prompt: &str) -> Result<u
         limits,
         retry,
         on_stderr: Some(stderr),
+        cgroup: !a.no_cgroup,
         ..ClaudeRequest::new(&a.id, prompt)
     };
     let handle = manager.exec_claude(req)?;

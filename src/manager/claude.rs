@@ -48,6 +48,8 @@ pub struct ClaudeRequest {
     pub retry: RetryPolicy,
     /// Receives the program's stderr live (stdout is the answer, kept for parsing).
     pub on_stderr: Option<OutputSink>,
+    /// A cgroup v2 per attempt where possible (see [`ExecRequest::cgroup`]).
+    pub cgroup: bool,
 }
 
 impl ClaudeRequest {
@@ -63,6 +65,7 @@ impl ClaudeRequest {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             on_stderr: None,
+            cgroup: true,
         }
     }
 }
@@ -296,6 +299,7 @@ impl SessionManager {
             limits: req.limits,
             retry: req.retry,
             on_output: Some(sink),
+            cgroup: req.cgroup,
         };
         let run = self.exec_with(exec, Some(reset))?;
         Ok(ClaudeHandle {

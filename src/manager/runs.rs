@@ -31,6 +31,10 @@ pub struct ExecRequest {
     pub retry: RetryPolicy,
     /// Receives the output live, if given.
     pub on_output: Option<OutputSink>,
+    /// Each attempt in a cgroup v2 of its own where this process may create one (default
+    /// true; where it cannot, the fallback to the process group alone is recorded, as
+    /// `run_contained`). False records no `run_contained` step.
+    pub cgroup: bool,
 }
 
 impl ExecRequest {
@@ -46,6 +50,7 @@ impl ExecRequest {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             on_output: None,
+            cgroup: true,
         }
     }
 }
@@ -152,6 +157,7 @@ impl SessionManager {
             cancel: Arc::clone(&cancel),
             sink: req.on_output,
             on_attempt,
+            cgroup: req.cgroup,
         };
         let inner = Arc::clone(&self.inner);
         let thread = std::thread::Builder::new()
