@@ -34,6 +34,9 @@
 //!   `run`); only they are written as schema 3. State schema 3 appends the runs
 //!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
 //!   has a run.
+//! * event schema 4: appends `RunContained` (how an attempt is contained: its cgroup v2,
+//!   or the fallback to its process group and why); only it is written as schema 4. It
+//!   changes no state.
 //! * state schema 4: appends the runs' last output times (`Run::last_output_at`, which
 //!   the run's serde form skips: `(run, time)` of each run with one, in id order) after
 //!   schema 3's parts; written only when a run has one, so a state whose runs never
@@ -55,7 +58,7 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 3;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 4;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
@@ -69,6 +72,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        EventBody::RunContained { .. } => 4,
         b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
@@ -196,8 +200,8 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1..=4 => {
-            // Schemas 2 and 3 only add variants at the end, so all decode with today's
+        1..=NEWEST_EVENT_SCHEMA_VERSION => {
+            // Schemas 2 to 4 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
@@ -558,6 +562,35 @@ mod tests {
         bad.truncate(bad.len() - times.len());
         bad.extend_from_slice(&other);
         assert!(decode_state(&bad).is_err(), "a time for run 2 was accepted");
+    }
+
+    #[test]
+    fn run_contained_alone_is_event_schema_4_and_changes_no_state() {
+        use crate::run::RunId;
+        let e = Event {
+            at: Timestamp(7),
+            body: EventBody::RunContained {
+                run: RunId(1),
+                attempt: 1,
+                cgroup: Some("/sys/fs/cgroup/x".into()),
+                memory_max: false,
+                fallback: Some("memory.max is not available".into()),
+            },
+        };
+        let bytes = event_to_vec(&e).unwrap();
+        assert_eq!(bytes[0], 4);
+        assert_eq!(decode_event(&bytes).unwrap(), e);
+        let mut as_3 = bytes.clone();
+        as_3[0] = 3;
+        let err = decode_event(&as_3).unwrap_err();
+        assert!(err.0.contains("schema 4 added it"), "{err:?}");
+        // The other run events stay schema 3.
+        let exited = EventBody::RunInterrupted {
+            run: RunId(1),
+            reason: "r".into(),
+            cancelled: false,
+        };
+        assert_eq!(event_schema_of(&exited), 3);
     }
 
     #[test]

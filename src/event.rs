@@ -298,6 +298,21 @@ pub enum EventBody {
         /// Whether a cancel request ended it (status `cancelled`, else `interrupted`).
         cancelled: bool,
     },
+    /// How an attempt is contained, recorded after its process was spawned and before
+    /// `RunStarted` when a cgroup was asked for (event schema 4): in a cgroup v2 of its
+    /// own, or in its process group alone, and why.
+    RunContained {
+        /// The run.
+        run: RunId,
+        /// The attempt.
+        attempt: u32,
+        /// The attempt's cgroup directory, when it is in one.
+        cgroup: Option<String>,
+        /// Whether the memory limit is the cgroup's `memory.max` (else RLIMIT_AS).
+        memory_max: bool,
+        /// Why it is in no cgroup, or why `memory.max` is not used for its memory limit.
+        fallback: Option<String>,
+    },
 }
 
 /// The top-level keys seed 003's `_save_sessions` writes, in its order.
@@ -404,6 +419,7 @@ impl EventBody {
             EventBody::RunExited(_) => "run_exited",
             EventBody::RunSpawnFailed { .. } => "run_spawn_failed",
             EventBody::RunInterrupted { .. } => "run_interrupted",
+            EventBody::RunContained { .. } => "run_contained",
         }
     }
 
@@ -449,7 +465,8 @@ impl EventBody {
             | EventBody::RunOutput { .. }
             | EventBody::RunExited(_)
             | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. } => Vec::new(),
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunContained { .. } => Vec::new(),
         }
     }
 
@@ -550,12 +567,13 @@ impl EventBody {
             | EventBody::RunOutput { .. }
             | EventBody::RunExited(_)
             | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. } => {}
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunContained { .. } => {}
         }
         b
     }
 
-    /// Whether this is a run event (event schema 3).
+    /// Whether this is a run event (event schema 3, `RunContained` 4).
     pub fn is_run(&self) -> bool {
         matches!(
             self,
@@ -565,6 +583,7 @@ impl EventBody {
                 | EventBody::RunExited(_)
                 | EventBody::RunSpawnFailed { .. }
                 | EventBody::RunInterrupted { .. }
+                | EventBody::RunContained { .. }
         )
     }
 }

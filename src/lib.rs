@@ -44,8 +44,9 @@ pub use error::{Error, Result};
 pub use event::{Event, EventBody};
 pub use export::{Bundle, BundleError, parse_bundle};
 pub use manager::{
-    CancelTarget, Cancelled, ChainImport, ClaudeSession, CommandRun, ExecRequest, ListFilter,
-    ManagerOptions, RunFilter, RunHandle, SessionManager, SessionTracker,
+    CancelTarget, Cancelled, ChainImport, ClaudeHandle, ClaudeRequest, ClaudeSession, ClaudeTurn,
+    CommandRun, ExecRequest, ListFilter, ManagerOptions, RunFilter, RunHandle, SessionManager,
+    SessionTracker,
 };
 pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};

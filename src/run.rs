@@ -458,7 +458,8 @@ pub(crate) fn check_step(
         EventBody::RunExited(e) => e.run,
         EventBody::RunOutput { run, .. }
         | EventBody::RunSpawnFailed { run, .. }
-        | EventBody::RunInterrupted { run, .. } => *run,
+        | EventBody::RunInterrupted { run, .. }
+        | EventBody::RunContained { run, .. } => *run,
         _ => {
             return Err(Error::invalid(
                 "run step",

@@ -378,17 +378,27 @@ fn bad_input_is_a_typed_error_that_records_nothing() {
     std::fs::write(&script, b"\x7fELFgarbage").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = m
-        .exec(ExecRequest::new("s1", script.to_str().unwrap(), &[]))
-        .unwrap()
-        .wait()
-        .unwrap();
+    // No cgroup: its join is a `pre_exec` hook, which puts std on its fork + execvp
+    // path, and glibc's execvp runs a file it cannot execute with /bin/sh, as POSIX
+    // shells do (the same holds with a memory or CPU limit, whose rlimits are one too).
+    let mut req = ExecRequest::new("s1", script.to_str().unwrap(), &[]);
+    req.cgroup = false;
+    let run = m.exec(req).unwrap().wait().unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.is_some());
     assert!(matches!(
         events(&m, run.id).last(),
         Some(EventBody::RunSpawnFailed { .. })
     ));
+    let mut req = ExecRequest::new("s1", script.to_str().unwrap(), &[]);
+    req.limits.max_cpu_secs = Some(10);
+    let run = m.exec(req).unwrap().wait().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(
+        run.exit,
+        Some(session_engine::run::ExitKind::Code(127)),
+        "{run:?}"
+    );
 }
 
 #[test]

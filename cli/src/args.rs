@@ -405,8 +405,25 @@ pub struct ExecArgs {
     /// Between SIGTERM and SIGKILL, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub grace_ms: Option<u64>,
+    /// Run Claude Code instead of a PROGRAM: `claude -p --output-format json PROMPT`;
+    /// print its answer's text, link its session id into the session's agent's chain.
+    #[arg(long, value_name = "PROMPT", conflicts_with = "command")]
+    pub claude: Option<String>,
+    /// With --claude: `--resume` the agent's current chain link (an error if none).
+    #[arg(long, requires = "claude")]
+    pub resume: bool,
+    /// With --claude: the program (default: $SESSION_ENGINE_CLAUDE, else `claude` in PATH).
+    #[arg(long, value_name = "PATH", requires = "claude")]
+    pub claude_program: Option<String>,
+    /// No cgroup v2 per attempt (by default each gets one where it can be created).
+    #[arg(long)]
+    pub no_cgroup: bool,
     /// The program and its arguments (after `--`).
-    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    #[arg(
+        required_unless_present = "claude",
+        last = true,
+        value_name = "PROGRAM"
+    )]
     pub command: Vec<String>,
 }
 

@@ -385,7 +385,7 @@ fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
 
 fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     match &cli.command {
-        Cmd::Exec(a) => return runs::exec(cli, a),
+        Cmd::Exec(a) => return runs::exec(cli, out, a),
         Cmd::Runs {
             run,
             session,

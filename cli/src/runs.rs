@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use crate::args::{Cli, ExecArgs};
 use crate::output::Out;
 use session_engine::run::{ExitKind, Limits, RetryPolicy, Run, RunId, RunStatus, Stream};
-use session_engine::{CancelTarget, Error, ExecRequest, RunFilter, SessionId, supervisor};
+use session_engine::{
+    CancelTarget, ClaudeRequest, Error, ExecRequest, RunFilter, SessionId, supervisor,
+};
 
 fn run_id(s: &str) -> Result<RunId> {
     Ok(s.parse::<RunId>()?)
@@ -25,8 +27,8 @@ pub fn run_json(r: &Run) -> Value {
     session_engine::protocol::run_json(r)
 }
 
-/// `exec`: the program's exit status, 128+N for a signal, 127 when it never started.
-pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
+/// The limits and retry policy `exec`'s flags give.
+fn limits(a: &ExecArgs) -> Result<(Limits, RetryPolicy)> {
     let timeout_ms = match a.timeout {
         None => None,
         Some(t) if t.is_finite() && t > 0.0 && t <= 31_536_000.0 => {
@@ -46,6 +48,46 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
                 .ok_or_else(|| invalid("max-memory", format!("{mb} MiB is too large")))?,
         ),
     };
+    let limits = Limits {
+        timeout_ms,
+        max_memory_bytes,
+        max_cpu_secs: a.max_cpu,
+        max_output_bytes: a.max_output,
+        grace_ms: a.grace_ms,
+    };
+    let retry = RetryPolicy {
+        max_retries: a.retries,
+        retry_delay_ms: a.retry_delay_ms,
+        safe_to_repeat: false,
+    };
+    Ok((limits, retry))
+}
+
+/// The exit status of a run: its program's, 128+N for a signal, 127 when it never started.
+fn exit_status(run: &Run) -> u8 {
+    match run.exit {
+        Some(ExitKind::Code(c)) => c.clamp(0, 255) as u8,
+        Some(ExitKind::Signal(s)) => (128 + s).clamp(0, 255) as u8,
+        None => 127,
+    }
+}
+
+/// `exec`: the program's exit status, 128+N for a signal, 127 when it never started.
+pub fn exec(cli: &Cli, out: &mut Out, a: &ExecArgs) -> Result<u8> {
+    if a.claude.is_none() && (a.resume || a.claude_program.is_some()) {
+        // clap does not apply `requires` here (the program is a trailing list).
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--resume and --claude-program require --claude PROMPT",
+            )
+            .exit();
+    }
+    if let Some(prompt) = &a.claude {
+        return exec_claude(cli, out, a, prompt);
+    }
+    let (limits, retry) = limits(a)?;
     let (program, args) = a
         .command
         .split_first()
@@ -66,29 +108,79 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
         args: args.to_vec(),
         cwd: None,
         env: Vec::new(),
-        limits: Limits {
-            timeout_ms,
-            max_memory_bytes,
-            max_cpu_secs: a.max_cpu,
-            max_output_bytes: a.max_output,
-            grace_ms: a.grace_ms,
-        },
-        retry: RetryPolicy {
-            max_retries: a.retries,
-            retry_delay_ms: a.retry_delay_ms,
-            safe_to_repeat: false,
-        },
+        limits,
+        retry,
         on_output: Some(sink),
+        cgroup: !a.no_cgroup,
     };
     let handle = manager.exec(req)?;
     let id = handle.id();
     eprintln!("session-engine: run {id} started");
     let run = handle.wait()?;
     eprintln!("session-engine: run {id} {}", run.status.as_str());
-    Ok(match run.exit {
-        Some(ExitKind::Code(c)) => c.clamp(0, 255) as u8,
-        Some(ExitKind::Signal(s)) => (128 + s).clamp(0, 255) as u8,
-        None => 127,
+    Ok(exit_status(&run))
+}
+
+/// `exec --claude`: one Claude Code turn. Prints the answer's text (with `--json`, the
+/// whole turn as one object); the exit status is the program's, and 1 when it exited 0
+/// but no link could be recorded (its answer was malformed or an error).
+fn exec_claude(cli: &Cli, out: &mut Out, a: &ExecArgs, prompt: &str) -> Result<u8> {
+    let (limits, retry) = limits(a)?;
+    let manager = cli.open_write()?;
+    let stderr: supervisor::OutputSink = Arc::new(|_, bytes| {
+        let _ = std::io::stderr().lock().write_all(bytes);
+    });
+    let req = ClaudeRequest {
+        program: a.claude_program.clone(),
+        resume: a.resume,
+        limits,
+        retry,
+        on_stderr: Some(stderr),
+        cgroup: !a.no_cgroup,
+        ..ClaudeRequest::new(&a.id, prompt)
+    };
+    let handle = manager.exec_claude(req)?;
+    let id = handle.run().id();
+    eprintln!("session-engine: run {id} started");
+    let turn = handle.wait()?;
+    let run = &turn.run;
+    eprintln!("session-engine: run {id} {}", run.status.as_str());
+    match (&turn.linked, &turn.no_link) {
+        (Some(n), _) => eprintln!(
+            "session-engine: linked {} into agent {}'s chain (interaction {n})",
+            turn.answer.as_ref().map_or("", |a| a.session_id.as_str()),
+            turn.agent
+        ),
+        (None, Some(why)) => eprintln!("session-engine: no link recorded: {why}"),
+        (None, None) => {}
+    }
+    if cli.json {
+        let answer = turn.answer.as_ref();
+        out.json(&json!({
+            "run": run_json(run),
+            "agent": turn.agent.as_str(),
+            "resumed": turn.resumed,
+            "linked": turn.linked.is_some(),
+            "interaction_count": turn.linked,
+            "no_link": turn.no_link,
+            "session_id": answer.map(|a| a.session_id.as_str()),
+            "subtype": answer.map(|a| a.subtype.as_str()),
+            "is_error": answer.map(|a| a.is_error),
+            "result": answer.and_then(|a| a.result.as_deref()),
+            "total_cost_usd": answer.and_then(|a| a.total_cost_usd),
+            "num_turns": answer.and_then(|a| a.num_turns),
+            "duration_ms": answer.and_then(|a| a.duration_ms),
+        }))?;
+    } else if let Some(text) = turn.answer.as_ref().and_then(|a| a.result.as_deref()) {
+        if text.ends_with('\n') {
+            out.line(text.strip_suffix('\n').unwrap_or(text))?;
+        } else {
+            out.line(text)?;
+        }
+    }
+    Ok(match exit_status(run) {
+        0 if turn.linked.is_none() => 1,
+        n => n,
     })
 }
 

@@ -31,6 +31,7 @@ mod cli;
 mod peers;
 mod projections;
 mod raw;
+mod runs;
 mod systems;
 mod workload;
 
@@ -81,6 +82,8 @@ impl Config {
 enum Unit {
     /// Events per second.
     Rate,
+    /// Runs per second.
+    Runs,
     /// A duration in milliseconds.
     Ms,
     /// A duration in microseconds.
@@ -97,6 +100,7 @@ impl Unit {
     fn fmt(self, v: f64) -> String {
         match self {
             Unit::Rate => format!("{} ev/s", group(v)),
+            Unit::Runs => format!("{} runs/s", group(v)),
             Unit::Ms => format!("{v:.2} ms"),
             Unit::Us => format!("{v:.1} µs"),
             Unit::Secs => format!("{v:.2} s"),
@@ -358,14 +362,14 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...] [--cli PATH] [--deadline SECS]\n\
-                     Runs workloads W1..W12 on the engine, raw system-call loops and its peers,\n\
+                     Runs workloads W1..W13 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
                      PATH (default target/compare-data), which should be on the disk to measure.\n\n\
                      W8..W10 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\
                      else `session-engine` next to this program (build it first with\n\
                      `cargo build --release --bin session-engine`). A run of it that takes longer\n\
                      than --deadline SECS (default 60) is stopped and counted as a bound.\n\
-                     --only also takes the workloads' names: {}.\n\n\
+                     --only also takes the workloads' names: {}, runs (W13).\n\n\
                      Profiling helpers: --build-log DIR SESSIONS PER_SESSION writes a log of\n\
                      activities; --open DIR [TIMES] opens it and prints the open time.",
                     projections::NAMES
@@ -430,6 +434,12 @@ fn main() {
         sections.push(s);
     }
     for s in projections::run(&cfg) {
+        sections.push(s);
+    }
+    if cfg.wants_named("W13", "runs") {
+        workload::settle();
+        let s = runs::w13(&cfg);
+        s.print();
         sections.push(s);
     }
 

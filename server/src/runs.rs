@@ -361,6 +361,7 @@ async fn start(
         },
         retry: Default::default(),
         on_output: None,
+        cgroup: true,
     };
     let run = call(&s.manager, move |m| {
         // The handle is dropped: the run stays supervised to its end.

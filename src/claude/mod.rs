@@ -7,16 +7,20 @@
 //! * [`summary`]: [`TranscriptInfo`], seed 003's `validate_session_file` and
 //!   `get_session_info` with more (records by type, ids, models, token usage counted
 //!   once per message), and [`Totals`] over several files;
-//! * [`find_transcripts`]: the `*.jsonl` files under the paths a user names.
+//! * [`find_transcripts`]: the `*.jsonl` files under the paths a user names;
+//! * [`answer`]: [`parse_answer`], the result message `claude -p --output-format json`
+//!   prints, which `SessionManager::exec_claude` reads.
 //!
 //! Everything here only reads, through [`Storage`], and never follows a symbolic link
 //! inside a directory it walks.
 
+pub mod answer;
 pub mod reader;
 pub mod summary;
 
 use std::path::{Path, PathBuf};
 
+pub use answer::{AnswerError, ClaudeAnswer, MAX_ANSWER_BYTES, parse_answer};
 pub use reader::{
     CHUNK_BYTES, Entry, LineProblem, MAX_LINE_BYTES, ProblemKind, Record, RecordKind,
     TranscriptReader,

@@ -31,6 +31,7 @@
 //! # Ok::<(), session_engine::Error>(())
 //! ```
 
+mod claude;
 mod runs;
 mod session;
 mod tracker;
@@ -39,6 +40,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use claude::{
+    CLAUDE_PROGRAM_ENV, ClaudeHandle, ClaudeRequest, ClaudeTurn, claude_args,
+    default_claude_program,
+};
 pub use runs::{CancelTarget, Cancelled, ExecRequest, RunFilter, RunHandle};
 pub use session::{ClaudeSession, CommandRun};
 pub use tracker::SessionTracker;

@@ -33,6 +33,10 @@ pub struct ExecRequest {
     pub retry: RetryPolicy,
     /// Receives the output live, if given.
     pub on_output: Option<OutputSink>,
+    /// Each attempt in a cgroup v2 of its own where this process may create one (default
+    /// true; where it cannot, the fallback to the process group alone is recorded, as
+    /// `run_contained`). False records no `run_contained` step.
+    pub cgroup: bool,
 }
 
 impl ExecRequest {
@@ -48,6 +52,7 @@ impl ExecRequest {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             on_output: None,
+            cgroup: true,
         }
     }
 }
@@ -130,6 +135,15 @@ impl SessionManager {
     /// session is refused with nothing recorded; a spawn that fails after that is
     /// recorded (`run_spawn_failed`, status `failed`).
     pub fn exec(&self, req: ExecRequest) -> Result<RunHandle> {
+        self.exec_with(req, None)
+    }
+
+    /// [`SessionManager::exec`] with a hook called before each attempt.
+    pub(crate) fn exec_with(
+        &self,
+        req: ExecRequest,
+        on_attempt: Option<Arc<dyn Fn(u32) + Send + Sync>>,
+    ) -> Result<RunHandle> {
         let session = SessionId::new(&req.session)?;
         if let Some(dir) = &req.cwd
             && !dir.is_dir()
@@ -166,6 +180,8 @@ impl SessionManager {
             spec,
             cancel: Arc::clone(&cancel),
             sink: req.on_output,
+            on_attempt,
+            cgroup: req.cgroup,
         };
         let inner = Arc::clone(&self.inner);
         let thread = match supervisor::spawn_thread(format!("run-{id}"), None, move || {

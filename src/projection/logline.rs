@@ -277,7 +277,8 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
         | EventBody::RunOutput { .. }
         | EventBody::RunExited(_)
         | EventBody::RunSpawnFailed { .. }
-        | EventBody::RunInterrupted { .. } => (
+        | EventBody::RunInterrupted { .. }
+        | EventBody::RunContained { .. } => (
             LogLevel::Debug,
             format!("run event in session {id}"),
             Value::Null,

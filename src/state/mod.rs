@@ -314,7 +314,8 @@ impl State {
             | EventBody::RunOutput { .. }
             | EventBody::RunExited(_)
             | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. } => return self.apply_run(at, body),
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunContained { .. } => return self.apply_run(at, body),
         }
         Ok(())
     }

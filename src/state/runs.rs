@@ -210,6 +210,14 @@ impl State {
                 r.error = Some(reason.clone());
                 r.ended_at = Some(at);
             }
+            EventBody::RunContained { run, attempt, .. } => {
+                // Recorded between the spawn and `RunStarted`: the state keeps no more
+                // of it than the check (the log has it).
+                let r = self.run_mut(*run, &[Pending, Recovering])?;
+                if *attempt != r.attempts + 1 {
+                    return fail(format!("run {run} has no attempt {attempt} starting"));
+                }
+            }
             other => return fail(format!("{} is not a run event", other.type_name())),
         }
         Ok(())

@@ -12,6 +12,7 @@
 //! one recorded (same pid, start time and boot id) and recorded as interrupted.
 
 mod capture;
+mod cgroup;
 pub(crate) mod os;
 
 use std::fs::File;
@@ -166,6 +167,11 @@ pub(crate) struct Job {
     pub spec: RunSpec,
     pub cancel: Arc<AtomicBool>,
     pub sink: Option<OutputSink>,
+    /// Called with the attempt number before each attempt's process is spawned (so a
+    /// caller that reads the output, as `exec_claude` does, keeps only the last one's).
+    pub on_attempt: Option<Arc<dyn Fn(u32) + Send + Sync>>,
+    /// Whether each attempt gets a cgroup v2 of its own where one can be made.
+    pub cgroup: bool,
 }
 
 enum Msg {
@@ -210,6 +216,9 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
         let mut attempt = 1;
         loop {
             let more = attempt <= retry.max_retries;
+            if let Some(f) = &job.on_attempt {
+                f(attempt);
+            }
             let again = run_attempt(engine, &job, attempt, more, log)?;
             if !again {
                 break;
@@ -308,7 +317,7 @@ pub(crate) fn spawn_thread<T: Send + 'static>(
 /// Stack of the reader and waiter threads: they hold nothing big on it.
 const SMALL_STACK: usize = 128 * 1024;
 
-fn spawn(spec: &RunSpec) -> std::io::Result<Box<dyn ChildWrapper>> {
+fn spawn(spec: &RunSpec, cg: Option<&cgroup::Cgroup>) -> std::io::Result<Box<dyn ChildWrapper>> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .stdin(std::process::Stdio::null())
@@ -322,9 +331,18 @@ fn spawn(spec: &RunSpec) -> std::io::Result<Box<dyn ChildWrapper>> {
     }
     let mut w = CommandWrap::from(cmd);
     w.wrap(ProcessGroup::leader()).wrap(os::Rlimits {
-        memory: spec.limits.max_memory_bytes,
+        // memory.max holds the limit when the cgroup has it.
+        memory: spec
+            .limits
+            .max_memory_bytes
+            .filter(|_| !cg.is_some_and(|c| c.memory_max)),
         cpu: spec.limits.max_cpu_secs,
     });
+    if let Some(c) = cg {
+        let procs = std::ffi::CString::new(c.procs_path().into_os_string().into_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        w.wrap(os::JoinCgroup { procs });
+    }
     w.spawn()
 }
 
@@ -353,18 +371,34 @@ fn reader(
     .map(drop)
 }
 
-/// Terminates group `pgid`: SIGTERM now, SIGKILL once `grace` has passed.
+/// Terminates group `pgid` (and the attempt's cgroup, if it has one): SIGTERM now,
+/// SIGKILL (`cgroup.kill`) once `grace` has passed.
 struct Stopper {
     pgid: u32,
     grace: Duration,
     term_at: Option<Instant>,
     killed: bool,
+    cgroup: Option<cgroup::Cgroup>,
 }
 
 impl Stopper {
+    fn new(pgid: u32, grace: Duration, cgroup: Option<cgroup::Cgroup>) -> Stopper {
+        Stopper {
+            pgid,
+            grace,
+            term_at: None,
+            killed: false,
+            cgroup,
+        }
+    }
+
     fn stop(&mut self) {
         if self.term_at.is_none() {
             os::signal_group(self.pgid, libc::SIGTERM);
+            if let Some(c) = &self.cgroup {
+                c.signal(libc::SIGTERM);
+                c.signal(libc::SIGCONT);
+            }
             // A stopped process acts on SIGTERM only once continued.
             os::signal_group(self.pgid, libc::SIGCONT);
             self.term_at = Some(Instant::now());
@@ -376,14 +410,52 @@ impl Stopper {
             && !self.killed
             && t.elapsed() >= self.grace
         {
-            os::signal_group(self.pgid, libc::SIGKILL);
-            self.killed = true;
+            self.kill_now();
         }
     }
 
     fn kill_now(&mut self) {
         os::signal_group(self.pgid, libc::SIGKILL);
+        if let Some(c) = &self.cgroup {
+            c.kill();
+        }
         self.killed = true;
+    }
+
+    /// Whether no live process of the group, nor any in the cgroup, is left.
+    fn empty(&self) -> bool {
+        os::group_members(self.pgid).is_empty()
+            && self.cgroup.as_ref().is_none_or(|c| c.members().is_empty())
+    }
+
+    /// Removes the attempt's cgroup (once its processes are gone).
+    fn release(&mut self) {
+        if let Some(c) = self.cgroup.take() {
+            if !c.members().is_empty() {
+                c.kill();
+            }
+            c.remove();
+        }
+    }
+}
+
+/// The attempt's cgroup, when asked for and one can be made; else why not.
+fn attempt_cgroup(
+    engine: &Engine,
+    job: &Job,
+    attempt: u32,
+) -> (Option<cgroup::Cgroup>, Option<String>) {
+    if !job.cgroup {
+        return (None, None);
+    }
+    match cgroup::create(
+        &engine.paths().root,
+        job.id.0,
+        attempt,
+        job.spec.limits.max_memory_bytes,
+    ) {
+        Ok(c) => (Some(c), None),
+        Err(why) => (None, Some(why)),
     }
 }
 
@@ -397,7 +469,20 @@ fn run_attempt(
 ) -> Result<bool> {
     let spec = &job.spec;
     let begun = Instant::now();
-    let mut child = match retry_transient(|| spawn(spec), std::thread::sleep) {
+    let (mut cg, mut fallback) = attempt_cgroup(engine, job, attempt);
+    let mut spawned = retry_transient(|| spawn(spec, cg.as_ref()), std::thread::sleep);
+    if let Err(e) = &spawned
+        && let Some(c) = cg.take()
+    {
+        // Perhaps the child could not join the cgroup: once more without it.
+        c.remove();
+        fallback = Some(format!(
+            "the process could not be started in cgroup {} ({e})",
+            c.dir.display()
+        ));
+        spawned = retry_transient(|| spawn(spec, None), std::thread::sleep);
+    }
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             record(
@@ -414,6 +499,30 @@ fn run_attempt(
     };
     let pid = child.id();
     let start_time = os::proc_stat(pid).map_or(0, |s| s.start_time);
+    if job.cgroup {
+        let memory_max = cg.as_ref().is_some_and(|c| c.memory_max);
+        if fallback.is_none() && spec.limits.max_memory_bytes.is_some() && !memory_max {
+            fallback = Some(
+                "memory.max is not available in the run's cgroup (the memory controller is \
+                 not enabled for it): RLIMIT_AS holds the memory limit"
+                    .into(),
+            );
+        }
+        let contained = record(
+            engine,
+            EventBody::RunContained {
+                run: job.id,
+                attempt,
+                cgroup: cg.as_ref().map(|c| c.dir.display().to_string()),
+                memory_max,
+                fallback,
+            },
+        );
+        if let Err(e) = contained {
+            Stopper::new(pid, Duration::ZERO, cg).kill_now();
+            return Err(e);
+        }
+    }
     // Bounded: a program that writes faster than its output is recorded waits on its
     // pipe, and the supervisor's memory stays bounded.
     let (tx, rx) = crossbeam_channel::bounded(64);
@@ -421,13 +530,15 @@ fn run_attempt(
     if let Err(e) = threads {
         // Not supervised, so not started: the attempt's process goes, then the failure
         // is recorded as the attempt's step.
-        os::signal_group(pid, libc::SIGKILL);
+        let mut stop = Stopper::new(pid, Duration::ZERO, cg);
+        stop.kill_now();
         let _ = os::wait4(pid);
         let until = Instant::now() + Duration::from_secs(5);
-        while !os::group_members(pid).is_empty() && Instant::now() < until {
-            os::signal_group(pid, libc::SIGKILL);
+        while !stop.empty() && Instant::now() < until {
+            stop.kill_now();
             std::thread::sleep(TICK);
         }
+        stop.release();
         record(
             engine,
             EventBody::RunSpawnFailed {
@@ -439,12 +550,7 @@ fn run_attempt(
         )?;
         return Ok(may_retry);
     }
-    let mut stop = Stopper {
-        pgid: pid,
-        grace: Duration::from_millis(spec.limits.grace_ms()),
-        term_at: None,
-        killed: false,
-    };
+    let mut stop = Stopper::new(pid, Duration::from_millis(spec.limits.grace_ms()), cg);
     let started = record(
         engine,
         EventBody::RunStarted(Box::new(Started {
@@ -460,7 +566,13 @@ fn run_attempt(
         stop.kill_now();
         return Err(e);
     }
-    match watch(engine, job, attempt, log, &rx, &mut stop, begun) {
+    let watched = watch(engine, job, attempt, log, &rx, &mut stop, begun);
+    if watched.is_err() {
+        // Nothing more can be recorded: leave no process behind.
+        stop.kill_now();
+    }
+    stop.release();
+    match watched {
         Ok((exit, usage, ended_by, total, dropped)) => {
             let failed = ended_by.is_some() || exit != ExitKind::Code(0);
             let retry = may_retry
@@ -483,11 +595,7 @@ fn run_attempt(
             drop(child);
             Ok(retry)
         }
-        Err(e) => {
-            // Nothing more can be recorded: leave no process behind.
-            stop.kill_now();
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 
@@ -567,7 +675,7 @@ fn watch(
         stop.tick();
         if exit.is_some() {
             // The leader is reaped; what is left of its group goes the same way.
-            if os::group_members(stop.pgid).is_empty() {
+            if stop.empty() {
                 let at = *group_empty_at.get_or_insert_with(Instant::now);
                 // Output still in the pipes comes now; a process outside the group that
                 // holds them open is not waited for long.
@@ -615,12 +723,11 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
                     .collect();
                 let leader_foreign = leader.is_some() && !ours;
                 if ours || (!leader_foreign && !members.is_empty()) {
-                    let mut stop = Stopper {
-                        pgid: p.pgid,
-                        grace: Duration::from_millis(run.spec.limits.grace_ms().min(5_000)),
-                        term_at: None,
-                        killed: false,
-                    };
+                    let mut stop = Stopper::new(
+                        p.pgid,
+                        Duration::from_millis(run.spec.limits.grace_ms().min(5_000)),
+                        None,
+                    );
                     stop.stop();
                     let until = Instant::now() + stop.grace + Duration::from_secs(5);
                     while !os::group_members(p.pgid).is_empty() && Instant::now() < until {
@@ -641,6 +748,13 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
                 p.pid
             ),
             _ => "its supervisor stopped before the next attempt started".to_string(),
+        };
+        // Processes that left the group but not the run's cgroup go too.
+        let left = cgroup::clean_up_run(&engine.paths().root, run.id.0);
+        let reason = if left > 0 {
+            format!("{reason}; {left} process(es) left in its cgroup were killed")
+        } else {
+            reason
         };
         record(
             engine,

@@ -2,8 +2,9 @@
 //! before `exec`, `wait4` with resource use, process-group signals and membership, a
 //! process's identity (`/proc/<pid>/stat` start time and the boot id).
 //!
-//! The only `unsafe` of the supervisor is here: `pre_exec` (whose closure calls nothing
-//! but `setrlimit`, which is async-signal-safe), `wait4` and `kill`.
+//! The only `unsafe` of the supervisor is here: `pre_exec` (whose closures call nothing
+//! but `setrlimit`, and `open`/`write`/`close` to join a cgroup, all async-signal-safe),
+//! `wait4` and `kill`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -57,6 +58,52 @@ impl CommandWrapper for Rlimits {
         }
         Ok(())
     }
+}
+
+/// Moves the child into a cgroup between `fork` and `exec`: writes `0` to the cgroup's
+/// `cgroup.procs`. A failure fails the spawn (nothing ran); the supervisor then spawns
+/// again without the cgroup and records the fallback.
+#[derive(Debug)]
+pub(crate) struct JoinCgroup {
+    /// The cgroup's `cgroup.procs`.
+    pub procs: std::ffi::CString,
+}
+
+impl CommandWrapper for JoinCgroup {
+    fn pre_spawn(&mut self, command: &mut Command, _core: &CommandWrap) -> io::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let path = self.procs.clone();
+        // SAFETY: the closure runs in the forked child and calls only `open`, `write` and
+        // `close` (async-signal-safe) on a path allocated before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sends `sig` to process `pid` (never to a group, never to pid 0 or 1).
+pub(crate) fn signal_pid(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill takes plain values.
+    unsafe { libc::kill(pid, sig) == 0 }
 }
 
 /// Waits for process `pid` (a child of this process) and reaps it, with its resource use.
