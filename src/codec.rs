@@ -50,12 +50,12 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 3;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 4;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
 /// The newest state schema, which this build reads; written when a state needs it.
-pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 3;
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 4;
 
 fn session_needs_2(s: &Session) -> bool {
     matches!(s.origin, Some(Origin::Adopted(_)))
@@ -64,6 +64,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        EventBody::ClaudeTranscript(_) => 4,
         b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
@@ -78,7 +79,9 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if !state.runs.is_empty() {
+    if !state.claude.is_empty() {
+        4
+    } else if !state.runs.is_empty() {
         3
     } else if state.sessions.values().any(|s| session_needs_2(s)) || state.has_chains_as_read() {
         2
@@ -189,8 +192,8 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError("empty event payload".into()));
     };
     match version {
-        1..=3 => {
-            // Schemas 2 and 3 only add variants at the end, so all decode with today's
+        1..=4 => {
+            // Schemas 2, 3 and 4 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
@@ -232,8 +235,14 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeErr
     }
     if version >= 3 {
         let runs: Vec<&crate::run::Run> = state.runs.values().map(|r| &**r).collect();
-        bincode::serde::encode_into_std_write(&runs, out, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&runs, &mut *out, bincode::config::standard())
             .map_err(|e| EncodeError::from_bincode("runs", e))?;
+    }
+    if version >= 4 {
+        let transcripts: Vec<(&crate::types::SessionId, &crate::state::Transcript)> =
+            state.claude.iter().map(|(id, t)| (id, &**t)).collect();
+        bincode::serde::encode_into_std_write(&transcripts, out, bincode::config::standard())
+            .map_err(|e| EncodeError::from_bincode("transcripts", e))?;
     }
     Ok(())
 }
@@ -263,7 +272,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1..=3 => {
+        1..=4 => {
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
@@ -292,6 +301,18 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     .map_err(|e| DecodeError(format!("runs: {e}")))?;
                 used += n;
             }
+            if version >= 4 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (transcripts, n): (
+                    Vec<(crate::types::SessionId, crate::state::Transcript)>,
+                    usize,
+                ) = decode_bounded(rest)
+                    .map_err(|e| DecodeError(format!("transcripts do not decode: {e}")))?;
+                state
+                    .attach_transcripts(transcripts)
+                    .map_err(|e| DecodeError(format!("transcripts: {e}")))?;
+                used += n;
+            }
             if used != body.len() {
                 return Err(DecodeError(format!(
                     "snapshot payload has {} trailing bytes",
@@ -300,7 +321,7 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             }
             if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
-                    "an adopted session or a run is not part of state schema {version}"
+                    "an adopted session, a run or a transcript is not part of state schema {version}"
                 )));
             }
             Ok(state)
