@@ -66,19 +66,34 @@ fn every_fixture_exports_back_byte_for_byte_and_a_second_import_adds_nothing() {
             f.display()
         );
         assert_eq!(r.imported_to, complete_prefix(&original).len() as u64);
-        assert_eq!(r.incomplete_bytes as usize, original.len() - r.imported_to as usize);
+        assert_eq!(
+            r.incomplete_bytes as usize,
+            original.len() - r.imported_to as usize
+        );
     }
     let last = engine.last_lsn();
     for f in &files {
         let r = import(&engine, f);
-        assert_eq!((r.bytes, r.lines, r.opened), (0, 0, false), "{}", f.display());
+        assert_eq!(
+            (r.bytes, r.lines, r.opened),
+            (0, 0, false),
+            "{}",
+            f.display()
+        );
     }
     assert_eq!(engine.last_lsn(), last, "a second import appended events");
     // Every record type, unknown ones included, bad lines kept as bytes.
     let st = engine.state();
-    let unknown = st.transcript(&SessionId::new("unknown_type").unwrap()).unwrap();
-    assert_eq!((unknown.lines, unknown.records, unknown.bad_lines), (8, 8, 0));
-    let bad = st.transcript(&SessionId::new("bad_middle").unwrap()).unwrap();
+    let unknown = st
+        .transcript(&SessionId::new("unknown_type").unwrap())
+        .unwrap();
+    assert_eq!(
+        (unknown.lines, unknown.records, unknown.bad_lines),
+        (8, 8, 0)
+    );
+    let bad = st
+        .transcript(&SessionId::new("bad_middle").unwrap())
+        .unwrap();
     assert_eq!((bad.lines, bad.records, bad.bad_lines), (5, 4, 1));
     let utf8 = import(&engine, &fixture("generated/invalid_utf8.jsonl"));
     assert_eq!(utf8.bad_line_count, 0, "nothing new, nothing reported");
@@ -92,19 +107,29 @@ fn bad_lines_are_reported_by_line_and_kept() {
     assert_eq!(r.bad_line_count, 1);
     assert_eq!(r.bad_lines[0].line, 3);
     assert_eq!(r.bad_lines[0].offset, 440);
-    assert!(r.bad_lines[0].reason.contains("invalid JSON"), "{:?}", r.bad_lines);
+    assert!(
+        r.bad_lines[0].reason.contains("invalid JSON"),
+        "{:?}",
+        r.bad_lines
+    );
     assert_eq!(r.lines, 5);
 }
 
 #[test]
 fn an_appended_file_imports_only_its_new_complete_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("11111111-2222-4333-8444-555555555555.jsonl");
+    let path = dir
+        .path()
+        .join("11111111-2222-4333-8444-555555555555.jsonl");
     let line = |i: u32| {
         format!(
             "{{\"type\":\"user\",\"uuid\":\"u{i}\",\"parentUuid\":{},\"sessionId\":\"s\",\
              \"message\":{{\"content\":\"line {i}\"}}}}\n",
-            if i == 0 { "null".to_string() } else { format!("\"u{}\"", i - 1) }
+            if i == 0 {
+                "null".to_string()
+            } else {
+                format!("\"u{}\"", i - 1)
+            }
         )
     };
     let mut data: Vec<u8> = (0..3).flat_map(|i| line(i).into_bytes()).collect();
@@ -122,7 +147,11 @@ fn an_appended_file_imports_only_its_new_complete_lines() {
     let before = engine.last_lsn();
     let r = import(&engine, &path);
     assert_eq!((r.lines, r.opened, r.incomplete_bytes), (2, false, 10));
-    assert_eq!(engine.last_lsn().get(), before.get() + 2, "one event per line");
+    assert_eq!(
+        engine.last_lsn().get(),
+        before.get() + 2,
+        "one event per line"
+    );
     data.extend_from_slice(&five.as_bytes()[10..]);
     std::fs::write(&path, &data).unwrap();
     let r = import(&engine, &path);
@@ -151,21 +180,34 @@ fn a_rewritten_or_truncated_file_becomes_a_new_version_and_the_old_one_stays() {
     let r = import(&engine, &path);
     assert_eq!(r.session.as_str(), "sess.v2");
     assert_eq!(r.replaces.as_ref().map(|s| s.as_str()), Some("sess"));
-    assert!(r.new_version.as_deref().unwrap().contains("rewritten"), "{r:?}");
-    assert_eq!(exported(&engine, "sess"), original, "the first version stays");
+    assert!(
+        r.new_version.as_deref().unwrap().contains("rewritten"),
+        "{r:?}"
+    );
+    assert_eq!(
+        exported(&engine, "sess"),
+        original,
+        "the first version stays"
+    );
     assert_eq!(exported(&engine, "sess.v2"), changed);
     // Truncated: a third version.
     std::fs::write(&path, &changed[..27]).unwrap();
     let r = import(&engine, &path);
     assert_eq!(r.session.as_str(), "sess.v3");
-    assert!(r.new_version.as_deref().unwrap().contains("truncated"), "{r:?}");
+    assert!(
+        r.new_version.as_deref().unwrap().contains("truncated"),
+        "{r:?}"
+    );
     assert_eq!(exported(&engine, "sess.v3"), &changed[..27]);
     // Appending to the newest version goes on in it.
     let mut more = changed[..27].to_vec();
     more.extend_from_slice(b"{\"type\":\"user\"}\n");
     std::fs::write(&path, &more).unwrap();
     let r = import(&engine, &path);
-    assert_eq!((r.session.as_str(), r.lines, r.new_version.is_none()), ("sess.v3", 1, true));
+    assert_eq!(
+        (r.session.as_str(), r.lines, r.new_version.is_none()),
+        ("sess.v3", 1, true)
+    );
     let st = engine.state();
     let links = st.transcript_links(&SessionId::new("sess.v3").unwrap());
     assert_eq!(links[0].kind, "replaces");
@@ -189,7 +231,8 @@ fn the_quick_check_sees_a_changed_last_line() {
 fn a_line_longer_than_a_piece_is_cut_and_exported_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("long.jsonl");
-    let mut data = b"{\"type\":\"user\",\"uuid\":\"a\"}\n{\"type\":\"assistant\",\"text\":\"".to_vec();
+    let mut data =
+        b"{\"type\":\"user\",\"uuid\":\"a\"}\n{\"type\":\"assistant\",\"text\":\"".to_vec();
     data.resize(data.len() + 2 * PIECE_BYTES + 100, b'z');
     data.extend_from_slice(b"\"}\n{\"type\":\"user\",\"uuid\":\"c\"}\n");
     std::fs::write(&path, &data).unwrap();
@@ -221,7 +264,9 @@ fn a_piece_that_does_not_continue_its_transcript_is_refused_and_changes_nothing(
             problem: None,
         };
         let e = engine
-            .execute(Command::Claude(Box::new(ClaudeEvent::Piece(Box::new(piece)))))
+            .execute(Command::Claude(Box::new(ClaudeEvent::Piece(Box::new(
+                piece,
+            )))))
             .unwrap_err();
         assert!(matches!(e, Error::InvalidState { .. }), "{e}");
     }
@@ -285,8 +330,14 @@ fn links_follow_resumed_sessions_summaries_compactions_and_subagents() {
             ("session_id", "aaaa".into(), a.clone()),
         ]
     );
-    assert_eq!(links("agent-x1"), vec![("subagent_of", "aaaa".into(), a.clone())]);
-    assert_eq!(links("aaaa.agent-y2"), vec![("subagent_of", "aaaa".into(), a.clone())]);
+    assert_eq!(
+        links("agent-x1"),
+        vec![("subagent_of", "aaaa".into(), a.clone())]
+    );
+    assert_eq!(
+        links("aaaa.agent-y2"),
+        vec![("subagent_of", "aaaa".into(), a.clone())]
+    );
     assert!(links("aaaa").is_empty());
     let t = st.transcript(&SessionId::new("aaaa").unwrap()).unwrap();
     assert_eq!(t.branch_points, 1, "a1 has two children (a rewind)");
@@ -323,7 +374,10 @@ fn transcripts_survive_a_snapshot_and_a_power_cut_without_loss_or_duplicates() {
         assert_eq!(st.claude.len(), full.claude.len());
         for (id, t) in full.claude.iter() {
             assert_eq!(st.transcript(id).unwrap().hash, t.hash, "{id}");
-            assert_eq!(exported(&reopened, id.as_str()), exported(&engine, id.as_str()));
+            assert_eq!(
+                exported(&reopened, id.as_str()),
+                exported(&engine, id.as_str())
+            );
         }
         reopened.close().unwrap();
     }
@@ -340,12 +394,74 @@ fn session_ids_follow_claude_codes_layout() {
         let (id, layout, parent) = import::session_id_for(Path::new(p)).unwrap();
         (id.to_string(), format!("{layout:?}"), parent)
     };
-    assert_eq!(id("/p/-home-a/0d3b22c1-ba90.jsonl"), ("0d3b22c1-ba90".into(), "Session".into(), None));
-    assert_eq!(id("/p/-home-a/agent-a43.jsonl"), ("agent-a43".into(), "AgentBeside".into(), None));
+    assert_eq!(
+        id("/p/-home-a/0d3b22c1-ba90.jsonl"),
+        ("0d3b22c1-ba90".into(), "Session".into(), None)
+    );
+    assert_eq!(
+        id("/p/-home-a/agent-a43.jsonl"),
+        ("agent-a43".into(), "AgentBeside".into(), None)
+    );
     assert_eq!(
         id("/p/-home-a/ae4a/subagents/agent-b1.jsonl"),
-        ("ae4a.agent-b1".into(), "AgentNested".into(), Some("ae4a".into()))
+        (
+            "ae4a.agent-b1".into(),
+            "AgentNested".into(),
+            Some("ae4a".into())
+        )
     );
     assert!(import::session_id_for(Path::new("/p/x/.hidden.jsonl")).is_err());
     assert!(import::session_id_for(Path::new("/p/x/a b.jsonl")).is_err());
+}
+
+#[test]
+fn only_transcript_events_and_states_with_transcripts_use_schema_4() {
+    use session_engine::codec;
+    let (_m, s) = common::mem();
+    let engine = common::open(&s, &common::clock());
+    common::create(&engine, "plain");
+    let plain_state = engine.state();
+    let mut bytes = Vec::new();
+    codec::encode_state(&plain_state, &mut bytes).unwrap();
+    assert_eq!(
+        bytes[0], 1,
+        "a state without transcripts is written as before"
+    );
+    import(&engine, &fixture("generated/summary.jsonl"));
+    let mut schemas = Vec::new();
+    engine
+        .read_log(Lsn(1), engine.last_lsn(), |_, e| {
+            let payload = codec::event_to_vec(&e).unwrap();
+            assert_eq!(codec::decode_event(&payload).unwrap(), e);
+            schemas.push((e.body.type_name(), payload[0]));
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(schemas[0], ("session_created", 1));
+    assert_eq!(schemas[1], ("claude_opened", 4));
+    assert!(
+        schemas[2..].iter().all(|s| *s == ("claude_piece", 4)),
+        "{schemas:?}"
+    );
+    // A schema 3 payload holding a transcript event is refused, not misread.
+    let mut payload = Vec::new();
+    engine
+        .read_log(Lsn(2), Lsn(2), |_, e| {
+            payload = codec::event_to_vec(&e).unwrap();
+            Ok(true)
+        })
+        .unwrap();
+    payload[0] = 3;
+    assert!(codec::decode_event(&payload).is_err());
+    let st = engine.state();
+    let mut bytes = Vec::new();
+    codec::encode_state(&st, &mut bytes).unwrap();
+    assert_eq!(bytes[0], 4);
+    let back = codec::decode_state(&bytes).unwrap();
+    assert_eq!(back.claude, st.claude);
+    bytes[0] = 3;
+    assert!(
+        codec::decode_state(&bytes).is_err(),
+        "schema 3 has no transcripts"
+    );
 }
