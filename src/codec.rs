@@ -7,10 +7,12 @@
 //!
 //! ```text
 //! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
-//!                                                      chains or an adoption, 3 for a run
+//!                                                      chains or an adoption, 3 for a run,
+//!                                                      4 for a Claude Code transcript
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
+//!                  | [4] ++ ... as 3 ... ++ bincode(Vec<(SessionId, Transcript)>)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -33,6 +35,10 @@
 //!   `run`); only they are written as schema 3. State schema 3 appends the runs
 //!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
 //!   has a run.
+//! * event schema 4: appends `EventBody::ClaudeTranscript` (an imported Claude Code
+//!   transcript: a file opened as a session, or its next bytes); only it is written as
+//!   schema 4. State schema 4 appends the transcripts (`Vec<(SessionId, Transcript)>` in
+//!   id order) after schema 3's parts; written only when the state holds one.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge

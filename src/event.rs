@@ -556,7 +556,7 @@ impl EventBody {
             }
             EventBody::ClaudeTranscript(e) => {
                 if e.session() == from {
-                    *e = Box::new(e.readdressed(to));
+                    **e = e.readdressed(to);
                 }
             }
             EventBody::ChainLinked { .. }

@@ -271,7 +271,8 @@ pub enum Cmd {
     /// A first run: create a session, record into it, and show it back.
     Demo,
     /// Claude Code's own transcripts (~/.claude/projects/<project>/<session>.jsonl):
-    /// check and summarise them. Read-only; the data directory is not used.
+    /// check and summarise them (validate, info: read-only, the data directory is not
+    /// used), import and follow them into the data directory, export them back.
     #[command(subcommand)]
     Claude(ClaudeCmd),
     /// Serve seed 002's REST API, event streams and metrics over HTTP (until SIGINT or

@@ -284,7 +284,7 @@ fn follow_killed_with_sigkill_again_and_again_loses_and_doubles_nothing() {
                 std::thread::sleep(Duration::from_micros(rng.below(3000)));
                 f.write_all(&line.as_bytes()[cut..]).unwrap();
                 f.flush().unwrap();
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     std::thread::sleep(Duration::from_millis(rng.below(100)));
                 }
                 i += 1;
@@ -318,7 +318,7 @@ fn follow_killed_with_sigkill_again_and_again_loses_and_doubles_nothing() {
                 }
             }
         });
-        if rounds % 2 == 1 {
+        if !rounds.is_multiple_of(2) {
             let _ = rx.recv_timeout(Duration::from_secs(20));
             std::thread::sleep(Duration::from_millis(rng.below(40)));
         } else {

@@ -152,10 +152,10 @@ impl Pieces {
             self.scanned = window;
             if window == PIECE_BYTES + 1 {
                 // A long line: cut it, once its end is known to be in the file.
-                if self.long_line_end.is_none() {
-                    if let Some(i) = memchr::memchr(b'\n', &self.buf[start + window..]) {
-                        self.long_line_end = Some(self.pos + (window + i) as u64);
-                    }
+                if self.long_line_end.is_none()
+                    && let Some(i) = memchr::memchr(b'\n', &self.buf[start + window..])
+                {
+                    self.long_line_end = Some(self.pos + (window + i) as u64);
                 }
                 if self.long_line_end.is_none() {
                     let from = self.buf_off + self.buf.len() as u64;
