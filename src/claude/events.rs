@@ -93,6 +93,9 @@ pub struct ClaudePiece {
     /// The file offset of the piece's first byte: the transcript's imported length.
     pub offset: u64,
     /// The bytes, exactly as in the file (`\n` included when the piece ends a line).
+    /// Encoded as bytes (`serde_bytes`: a length and the raw bytes in bincode), not as a
+    /// sequence of numbers.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     /// What the line holds, on the piece that ends a line which parsed as a JSON object.
     pub refs: Option<Box<RecordRefs>>,
