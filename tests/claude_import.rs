@@ -465,3 +465,28 @@ fn only_transcript_events_and_states_with_transcripts_use_schema_4() {
         "schema 3 has no transcripts"
     );
 }
+
+#[test]
+fn a_transcript_session_exports_as_a_bundle_and_imports_again_under_a_new_id() {
+    let (_m, s) = common::mem();
+    let clock = common::clock();
+    let manager =
+        session_engine::SessionManager::open("data", common::manager_options(&s, &clock)).unwrap();
+    let r = import(manager.engine(), &fixture("generated/streamed.jsonl"));
+    let bundle = manager.export_bundle(r.session.as_str()).unwrap();
+    let copy = manager.import_bundle(bundle).unwrap();
+    let new_id = copy.session_id().clone();
+    assert_ne!(
+        new_id, r.session,
+        "the id is taken, so the copy gets a new one"
+    );
+    let st = manager.state();
+    let t = st.transcript(&new_id).unwrap();
+    assert_eq!(t.hash, st.transcript(&r.session).unwrap().hash);
+    assert!(
+        exported(manager.engine(), new_id.as_str())
+            == std::fs::read(fixture("generated/streamed.jsonl")).unwrap(),
+        "the copy does not export the transcript"
+    );
+    manager.close().unwrap();
+}

@@ -444,10 +444,7 @@ pub fn export(
     let want = t.offset;
     let mut written = 0u64;
     engine.read_log(crate::types::Lsn(1), state.last_lsn, |_, event| {
-        if let crate::event::EventBody::ClaudeTranscript(e) = &event.body
-            && let ClaudeEvent::Piece(p) = &**e
-            && p.session == *session
-        {
+        each_piece(&event.body, session, &mut |p| {
             if p.offset != written {
                 return Err(Error::corruption(
                     Path::new(session.as_str()),
@@ -457,10 +454,37 @@ pub fn export(
             }
             out(&p.bytes)?;
             written += p.bytes.len() as u64;
-        }
+            Ok(())
+        })?;
         Ok(written < want)
     })?;
     Ok(written)
+}
+
+/// Calls `f` with each piece of session `id` that `body` holds: its own, or those of an
+/// imported bundle's events that became `id` (nested at most `MAX_IMPORT_DEPTH` levels).
+fn each_piece(
+    body: &crate::event::EventBody,
+    id: &SessionId,
+    f: &mut dyn FnMut(&ClaudePiece) -> Result<()>,
+) -> Result<()> {
+    match body {
+        crate::event::EventBody::ClaudeTranscript(e) => match &**e {
+            ClaudeEvent::Piece(p) if p.session == *id => f(p),
+            _ => Ok(()),
+        },
+        crate::event::EventBody::SessionImported {
+            session,
+            original,
+            events,
+        } if session == id => {
+            for e in events {
+                each_piece(&e.body, original, f)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What importing several paths did.
