@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
-//!                                                      chains or an adoption, 3 for a run
+//!                                                      chains or an adoption, 3 for a run,
+//!                                                      4 for a Claude Code transcript
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
 //!                  | [4] ++ (schema 3's parts) ++ bincode(Vec<(RunId, Timestamp)>)
+//!                        ++ bincode(Vec<(SessionId, Transcript)>)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -35,12 +37,14 @@
 //!   (`Vec<run::Run>` in id order) after schema 2's parts; written only when the state
 //!   has a run.
 //! * event schema 4: appends `RunContained` (how an attempt is contained: its cgroup v2,
-//!   or the fallback to its process group and why); only it is written as schema 4. It
-//!   changes no state.
-//! * state schema 4: appends the runs' last output times (`Run::last_output_at`, which
-//!   the run's serde form skips: `(run, time)` of each run with one, in id order) after
-//!   schema 3's parts; written only when a run has one, so a state whose runs never
-//!   printed is still schema 3, byte for byte.
+//!   or the fallback to its process group and why) and `EventBody::ClaudeTranscript` (an
+//!   imported Claude Code transcript: a file opened as a session, or its next bytes);
+//!   only they are written as schema 4.
+//! * state schema 4: appends, after schema 3's parts, the runs' last output times
+//!   (`Run::last_output_at`, which the run's serde form skips: `(run, time)` of each run
+//!   with one, in id order) and the transcripts (`Vec<(SessionId, Transcript)>` in id
+//!   order); written only when a run has a last output time or the state holds a
+//!   transcript, so any other state is still schema 3 or lower, byte for byte.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -72,7 +76,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
-        EventBody::RunContained { .. } => 4,
+        EventBody::RunContained { .. } | EventBody::ClaudeTranscript(_) => 4,
         b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
@@ -87,7 +91,7 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if state.runs.values().any(|r| r.last_output_at.is_some()) {
+    if state.runs.values().any(|r| r.last_output_at.is_some()) || !state.claude.is_empty() {
         4
     } else if !state.runs.is_empty() {
         3
@@ -248,8 +252,12 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeErr
     }
     if version >= 4 {
         let times = state.runs_last_output();
-        bincode::serde::encode_into_std_write(&times, out, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&times, &mut *out, bincode::config::standard())
             .map_err(|e| EncodeError::from_bincode("runs' last output times", e))?;
+        let transcripts: Vec<(&crate::types::SessionId, &crate::state::Transcript)> =
+            state.claude.iter().map(|(id, t)| (id, &**t)).collect();
+        bincode::serde::encode_into_std_write(&transcripts, out, bincode::config::standard())
+            .map_err(|e| EncodeError::from_bincode("transcripts", e))?;
     }
     Ok(())
 }
@@ -318,6 +326,16 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                     .attach_runs_last_output(times)
                     .map_err(|e| DecodeError(format!("runs' last output times: {e}")))?;
                 used += n;
+                let rest = body.get(used..).unwrap_or_default();
+                let (transcripts, n): (
+                    Vec<(crate::types::SessionId, crate::state::Transcript)>,
+                    usize,
+                ) = decode_bounded(rest)
+                    .map_err(|e| DecodeError(format!("transcripts do not decode: {e}")))?;
+                state
+                    .attach_transcripts(transcripts)
+                    .map_err(|e| DecodeError(format!("transcripts: {e}")))?;
+                used += n;
             }
             if used != body.len() {
                 return Err(DecodeError(format!(
@@ -327,8 +345,8 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             }
             if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
-                    "an adopted session, a run or a run's last output time is not part of state \
-                     schema {version}"
+                    "an adopted session, a run, a run's last output time or a transcript is not \
+                     part of state schema {version}"
                 )));
             }
             Ok(state)

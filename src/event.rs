@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claude::events::ClaudeEvent;
 use crate::run::{Exited, RunId, RunSpec, Started, Stream};
 use crate::state::{AmplihackDocuments, CommandRecord, Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
@@ -313,6 +314,9 @@ pub enum EventBody {
         /// Why it is in no cgroup, or why `memory.max` is not used for its memory limit.
         fallback: Option<String>,
     },
+    /// A step of importing a Claude Code transcript: the file becomes a session, or its
+    /// next bytes (event schema 4; see `claude::events`).
+    ClaudeTranscript(Box<ClaudeEvent>),
 }
 
 /// The top-level keys seed 003's `_save_sessions` writes, in its order.
@@ -420,6 +424,10 @@ impl EventBody {
             EventBody::RunSpawnFailed { .. } => "run_spawn_failed",
             EventBody::RunInterrupted { .. } => "run_interrupted",
             EventBody::RunContained { .. } => "run_contained",
+            EventBody::ClaudeTranscript(e) => match **e {
+                ClaudeEvent::Opened(_) => "claude_opened",
+                ClaudeEvent::Piece(_) => "claude_piece",
+            },
         }
     }
 
@@ -432,6 +440,9 @@ impl EventBody {
             | EventBody::SessionCloned { session, .. } => session == id,
             EventBody::SessionsAdopted(a) => {
                 matches!(a.sessions.as_slice(), [one] if one.session == *id)
+            }
+            EventBody::ClaudeTranscript(e) => {
+                matches!(&**e, ClaudeEvent::Opened(o) if o.session == *id)
             }
             _ => false,
         }
@@ -455,6 +466,7 @@ impl EventBody {
                 sessions.iter().collect()
             }
             EventBody::SessionsAdopted(a) => a.sessions.iter().map(|s| &s.session).collect(),
+            EventBody::ClaudeTranscript(e) => vec![e.session()],
             EventBody::ChainLinked { .. }
             | EventBody::ChainReset { .. }
             | EventBody::ChainsImported { .. } => Vec::new(),
@@ -557,6 +569,11 @@ impl EventBody {
             EventBody::SessionsAdopted(a) => {
                 for s in a.sessions.iter_mut() {
                     s.session = swap(&s.session);
+                }
+            }
+            EventBody::ClaudeTranscript(e) => {
+                if e.session() == from {
+                    **e = e.readdressed(to);
                 }
             }
             EventBody::ChainLinked { .. }

@@ -271,7 +271,8 @@ pub enum Cmd {
     /// A first run: create a session, record into it, and show it back.
     Demo,
     /// Claude Code's own transcripts (~/.claude/projects/<project>/<session>.jsonl):
-    /// check and summarise them. Read-only; the data directory is not used.
+    /// check and summarise them (validate, info: read-only, the data directory is not
+    /// used), import and follow them into the data directory, export them back.
     #[command(subcommand)]
     Claude(ClaudeCmd),
     /// Serve seed 002's REST API, event streams and metrics over HTTP (until SIGINT or
@@ -351,6 +352,50 @@ pub enum ClaudeCmd {
         /// not followed).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Import transcripts into the data directory: each file one session (its Claude Code
+    /// session id; agent-<id> for a subagent beside it, <session>.agent-<id> under
+    /// <session>/subagents/), each line one event holding its exact bytes. Only what is
+    /// new since the last import is read; a file that no longer starts with what was
+    /// imported is reported and imported as a new version <id>.v<n> (exit 10); a line
+    /// that is not a record is reported and kept as bytes (exit 7); an incomplete last
+    /// line is left for the next import.
+    Import {
+        /// Transcript files, or folders walked for *.jsonl (default: ~/.claude/projects).
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Write an imported transcript back, byte for byte as imported (to stdout without a
+    /// file).
+    Export {
+        /// The session it was imported as.
+        session: String,
+        /// The file to write (it must not exist).
+        #[arg(value_name = "FILE", conflicts_with = "output")]
+        file: Option<PathBuf>,
+        /// The file to write (it must not exist).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Import transcripts as Claude Code appends to them (as `claude import`, again every
+    /// --interval-ms), until interrupted. Safe to kill at any moment: the next run goes on
+    /// where the last committed line ends.
+    Follow {
+        /// Transcript files, or folders walked for *.jsonl (default: ~/.claude/projects).
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// How often to look for new lines, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 500,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+    },
+    /// Print an imported transcript's state as JSON: its file, how much is imported, its
+    /// Claude Code session ids, the leaf it ends on, branch points, and its links to other
+    /// transcripts (resumed sessions, summaries, compactions, subagents), resolved to the
+    /// sessions that hold them.
+    Show {
+        /// The session it was imported as.
+        session: String,
     },
 }
 
@@ -482,6 +527,14 @@ pub struct ChainArgs {
     /// Reset the chain.
     #[arg(long, conflicts_with = "link")]
     pub reset: bool,
+    /// Print seed 003's get_chain_summary (agent_id, total_sessions, total_interactions,
+    /// first_session, current_session, session_ids).
+    #[arg(long, conflicts_with_all = ["link", "reset"])]
+    pub summary: bool,
+    /// With --link: Claude Code's projects folder (~/.claude/projects); the transcript
+    /// <DIR>/<project>/<EXTERNAL_ID>.jsonl must exist and be valid, else nothing is linked.
+    #[arg(long, value_name = "DIR", env = "SESSION_ENGINE_CLAUDE_PROJECTS")]
+    pub projects: Option<PathBuf>,
 }
 
 /// `--segment-bytes`: a number of bytes, optionally with K, M or G (powers of 1024),

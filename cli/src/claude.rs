@@ -132,6 +132,8 @@ pub fn run(json_out: bool, out: &mut Out, cmd: &ClaudeCmd) -> Result<u8> {
     match cmd {
         ClaudeCmd::Validate { paths } => validate(json_out, out, paths),
         ClaudeCmd::Info { paths } => info(json_out, out, paths),
+        // Run by `main` with the data directory open.
+        _ => unreachable!("claude import, export, follow and show are not read-only"),
     }
 }
 

@@ -20,6 +20,7 @@
 mod apply;
 mod args;
 mod claude;
+mod claude_import;
 mod logging;
 mod output;
 mod runs;
@@ -36,7 +37,7 @@ use anyhow::{Result, anyhow};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use args::{Cli, Cmd, DurabilityArg, ProjectionsArg, StatusArg};
+use args::{ClaudeCmd, Cli, Cmd, DurabilityArg, ProjectionsArg, StatusArg};
 use output::{Out, is_broken_pipe};
 use session_engine::import::seed003::ChainFileError;
 use session_engine::projection::{ChainFile, ProjectionFormat, ProjectionOptions, SessionFile};
@@ -109,7 +110,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 impl Cmd {
     /// Whether the command touches the data directory at all (its log files included).
     fn uses_data_dir(&self) -> bool {
-        !matches!(self, Cmd::Claude(_))
+        !matches!(
+            self,
+            Cmd::Claude(ClaudeCmd::Validate { .. } | ClaudeCmd::Info { .. })
+        )
     }
 }
 
@@ -119,6 +123,7 @@ impl Cli {
         match &self.command {
             Cmd::Meta { value, remove, .. } => value.is_some() || *remove,
             Cmd::Chain(c) => c.link.is_some() || c.reset,
+            Cmd::Claude(c) => matches!(c, ClaudeCmd::Import { .. } | ClaudeCmd::Follow { .. }),
             Cmd::Show { .. }
             | Cmd::List { .. }
             | Cmd::Export { .. }
@@ -128,8 +133,7 @@ impl Cli {
             | Cmd::Cancel { .. }
             | Cmd::Health { .. }
             | Cmd::Logs { .. }
-            | Cmd::Stats
-            | Cmd::Claude(_) => false,
+            | Cmd::Stats => false,
             _ => true,
         }
     }
@@ -560,6 +564,13 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             if a.reset {
                 write(cli, Command::ResetChain(agent))?;
             } else if let Some(link) = &a.link {
+                if let Some(projects) = &a.projects {
+                    session_engine::claude::find_valid_transcript(
+                        &FileStorage::new(),
+                        projects,
+                        link,
+                    )?;
+                }
                 write(
                     cli,
                     Command::LinkChain {
@@ -581,7 +592,11 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                     .and_then(|s| s.chain(&agent).cloned())
                     .map(|c| (*c).clone())
                     .unwrap_or_else(|| session_engine::Chain::new(agent.clone()));
-                out.json(&serde_json::to_value(ChainFile::of(&chain))?)?;
+                if a.summary {
+                    out.json(&serde_json::to_value(chain.summary())?)?;
+                } else {
+                    out.json(&serde_json::to_value(ChainFile::of(&chain))?)?;
+                }
             }
         }
         Cmd::Show { id, at } => {
@@ -661,7 +676,45 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             }
         }
         Cmd::Import { file } => return import(cli, out, file),
-        Cmd::Claude(c) => return claude::run(cli.json, out, c),
+        Cmd::Claude(c) => match c {
+            ClaudeCmd::Validate { .. } | ClaudeCmd::Info { .. } => {
+                return claude::run(cli.json, out, c);
+            }
+            ClaudeCmd::Import { paths } => {
+                let manager = cli.open_write()?;
+                let code = claude_import::import(cli.json, out, &manager, paths)?;
+                manager.close()?;
+                return Ok(code);
+            }
+            ClaudeCmd::Follow { paths, interval_ms } => {
+                let manager = cli.open_write()?;
+                let r = claude_import::follow(
+                    cli.json,
+                    out,
+                    &manager,
+                    paths,
+                    Duration::from_millis(*interval_ms),
+                );
+                manager.close()?;
+                return r;
+            }
+            ClaudeCmd::Export {
+                session,
+                file,
+                output,
+            } => {
+                let manager = cli.open_read()?;
+                return claude_import::export(
+                    &manager,
+                    session,
+                    file.as_deref().or(output.as_deref()),
+                );
+            }
+            ClaudeCmd::Show { session } => {
+                let manager = cli.open_read()?;
+                return claude_import::show(out, &manager, session);
+            }
+        },
         Cmd::RebuildProjections => {
             // The directory opens in its recorded format; the rebuild changes it.
             let manager = cli.open_write_as(cli.options(), None)?;

@@ -15,6 +15,9 @@
 //! inside a directory it walks.
 
 pub mod answer;
+pub mod events;
+pub mod import;
+pub mod pieces;
 pub mod reader;
 pub mod summary;
 
@@ -184,4 +187,56 @@ fn walk(storage: &dyn Storage, root: &Path, found: &mut Found) {
             stack.push((d, depth + 1));
         }
     }
+}
+
+/// The transcript of Claude Code session `session_id` under `projects` (`~/.claude/projects`):
+/// `<projects>/<project>/<session_id>.jsonl` in some project folder (links inside
+/// `projects` are not followed), checked to be valid (every line a record; an incomplete
+/// last line, a write in progress, is fine). `NotFound` when there is none, `InvalidInput`
+/// when the id is not a file name or the transcript has a bad line. `chain --link` uses it.
+pub fn find_valid_transcript(
+    storage: &dyn Storage,
+    projects: &Path,
+    session_id: &str,
+) -> crate::error::Result<PathBuf> {
+    if crate::types::SessionId::new(session_id).is_err() {
+        return Err(Error::invalid(
+            "link",
+            format!("{session_id:?} is not a Claude Code session id (a file name)"),
+        ));
+    }
+    let names = storage
+        .list_dir(projects)
+        .map_err(|e| Error::io("list the projects folder", projects, e))?;
+    let file = format!("{session_id}.jsonl");
+    let path = names
+        .iter()
+        .map(|n| projects.join(n))
+        .filter(|d| matches!(storage.kind(d), Ok(Some(FileKind::Dir))))
+        .map(|d| d.join(&file))
+        .find(|p| matches!(storage.kind(p), Ok(Some(FileKind::File))))
+        .ok_or_else(|| Error::NotFound {
+            kind: "Claude Code transcript",
+            id: format!(
+                "{session_id} (no {file} in a project folder of {})",
+                projects.display()
+            ),
+        })?;
+    let info = summarize(storage, &path)?;
+    if !info.valid {
+        let first = info
+            .problems
+            .first()
+            .map(|p| format!("line {}: {p}", p.line))
+            .unwrap_or_default();
+        return Err(Error::invalid(
+            "link",
+            format!(
+                "the transcript {} has {} bad lines ({first})",
+                path.display(),
+                info.bad_lines
+            ),
+        ));
+    }
+    Ok(path)
 }

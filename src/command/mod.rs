@@ -7,6 +7,7 @@
 //! decided against; the writer asserts it.
 
 mod chain;
+mod claude;
 mod history;
 mod lifecycle;
 mod runs;
@@ -200,6 +201,10 @@ pub enum Command {
     /// Records a later step of a run (started, output, exited, spawn failed,
     /// interrupted): refused unless it fits the run's status.
     RecordRunStep(Box<EventBody>),
+    /// A step of importing a Claude Code transcript (see `claude::import`): open a
+    /// transcript as a new session, or append its next piece, which must start where the
+    /// transcript's imported bytes end.
+    Claude(Box<crate::claude::events::ClaudeEvent>),
 }
 
 impl Command {
@@ -228,6 +233,7 @@ impl Command {
             Command::AdoptAmplihack(_) => "adopt",
             Command::RequestRun { .. } => "run",
             Command::RecordRunStep(_) => "run_step",
+            Command::Claude(_) => "claude",
         }
     }
 }
@@ -405,5 +411,6 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Decision {
         Command::ImportChains { chains } => chain::import(state, chains),
         Command::RequestRun { session, spec } => runs::request(state, session, spec),
         Command::RecordRunStep(body) => runs::record_step(state, body, now),
+        Command::Claude(e) => claude::decide(state, e),
     }
 }

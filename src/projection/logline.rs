@@ -39,6 +39,8 @@
 //! | `session_imported`    | `{original, events}` (`events`: how many events the import carried; their lines follow, with `sub`) |
 //! | `session_cloned`      | `{source}` |
 //! | `sessions_adopted`    | `{from: "amplihack", source, status, commands}` (`source`: the directory read; `commands`: how many it brought) |
+//! | `claude_opened`       | `{source, cwd, version, replaces, reason}`: a Claude Code transcript became the session |
+//! | `claude_piece`        | `{offset, bytes, type, uuid, problem}` (at `DEBUG`: the next bytes of the transcript) |
 //!
 //! Seed 001's logger methods map onto lines: `log_session_event` is `activity_recorded`,
 //! `log_error` is a `command_recorded` line at `ERROR` with the error text, and
@@ -87,6 +89,7 @@ use serde_json::{Value, json};
 
 use super::format::ProjectionFormat;
 use super::pyjson;
+use crate::claude::events::ClaudeEvent;
 use crate::event::{Event, EventBody};
 use crate::state::{LogLevel, State, Status};
 use crate::types::{Lsn, SessionId, Timestamp};
@@ -283,6 +286,30 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("run event in session {id}"),
             Value::Null,
         ),
+        EventBody::ClaudeTranscript(e) => match &**e {
+            ClaudeEvent::Opened(o) => (
+                LogLevel::Info,
+                format!("Claude Code transcript opened: {}", o.source),
+                json!({
+                    "source": o.source,
+                    "cwd": o.cwd,
+                    "version": o.version,
+                    "replaces": o.replaces.as_ref().map(|r| r.as_str()),
+                    "reason": o.reason,
+                }),
+            ),
+            ClaudeEvent::Piece(p) => (
+                LogLevel::Debug,
+                format!("transcript bytes at offset {}", p.offset),
+                json!({
+                    "offset": p.offset,
+                    "bytes": p.bytes.len(),
+                    "type": p.refs.as_ref().and_then(|r| r.kind.as_deref()),
+                    "uuid": p.refs.as_ref().and_then(|r| r.uuid.as_deref()),
+                    "problem": p.problem,
+                }),
+            ),
+        },
     }
 }
 
@@ -316,7 +343,7 @@ fn starts_log(body: &EventBody) -> bool {
             | EventBody::SessionImported { .. }
             | EventBody::SessionCloned { .. }
             | EventBody::SessionsAdopted(_)
-    )
+    ) || matches!(body, EventBody::ClaudeTranscript(e) if matches!(**e, ClaudeEvent::Opened(_)))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -13,6 +13,7 @@
 
 mod bounded;
 pub(crate) mod chain;
+mod claude;
 mod runs;
 mod session;
 
@@ -25,6 +26,7 @@ use crate::run::{Run, RunId};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
 pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
+pub use claude::{EMPTY_PREFIX_HASH, MAX_REFS, RefKind, Transcript, TranscriptLink, chain_hash};
 pub use session::{
     Activity, Adoption, AmplihackDocuments, Checkpoint, CommandRecord, Decision, LogLevel, Origin,
     Session, SessionBody, SessionConfig, Statistics, Status,
@@ -59,6 +61,10 @@ pub struct State {
     /// them after it (see `codec`), so a state without runs encodes as before.
     #[serde(skip)]
     pub runs: imbl::OrdMap<RunId, Arc<Run>>,
+    /// Imported Claude Code transcripts, by engine session. Not part of the state's serde
+    /// form: state schema 4 stores them after the runs (see `codec`).
+    #[serde(skip)]
+    pub claude: imbl::OrdMap<SessionId, Arc<Transcript>>,
 }
 
 impl State {
@@ -316,6 +322,7 @@ impl State {
             | EventBody::RunSpawnFailed { .. }
             | EventBody::RunInterrupted { .. }
             | EventBody::RunContained { .. } => return self.apply_run(at, body),
+            EventBody::ClaudeTranscript(e) => return self.apply_claude(at, e),
         }
         Ok(())
     }

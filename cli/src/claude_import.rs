@@ -1,0 +1,253 @@
+//! `claude import`, `claude follow`, `claude export` and `claude show`: Claude Code's
+//! transcripts in the data directory, through `session_engine::claude::import`.
+//!
+//! Exit status of `import` (and of `follow` when it stops on an error): 0 every file's new
+//! complete lines imported (an incomplete last line is left for the next run); 1 a file
+//! could not be read or imported (the others were; what was committed of it stays); else
+//! 10 a file no longer started with what was imported of it and was imported as a new
+//! version; else 7 a line is not a record (its bytes were imported all the same); else 3 a
+//! named path does not exist.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use session_engine::claude::import::{self, FileImport, Follower, ImportRun};
+use session_engine::{Error, FileStorage, SessionId, SessionManager};
+
+use crate::output::Out;
+
+/// The paths named, or `~/.claude/projects`.
+pub fn default_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if !paths.is_empty() {
+        return Ok(paths.to_vec());
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("no PATH given and HOME is not set (the default is ~/.claude/projects)")?;
+    Ok(vec![PathBuf::from(home).join(".claude").join("projects")])
+}
+
+fn exit_code(run: &ImportRun) -> u8 {
+    let missing = |u: &session_engine::claude::Unreadable| {
+        u.named
+            && matches!(&u.error, Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound)
+    };
+    if !run.failed.is_empty() || run.found.unreadable.iter().any(|u| !missing(u)) {
+        1
+    } else if run.files.iter().any(|f| f.new_version.is_some()) {
+        10
+    } else if run.files.iter().any(|f| f.bad_line_count > 0) {
+        7
+    } else if !run.found.unreadable.is_empty() {
+        3
+    } else {
+        0
+    }
+}
+
+fn warn(run: &ImportRun) {
+    for s in &run.found.skipped {
+        eprintln!("warning: {}: {}", s.path.display(), s.reason);
+    }
+    for u in &run.found.unreadable {
+        eprintln!("error: {}", u.error);
+    }
+    for (path, e) in &run.failed {
+        eprintln!("error: {}: {e}", path.display());
+    }
+    for f in &run.files {
+        let path = f.path.display();
+        if let (Some(reason), Some(prev)) = (&f.new_version, &f.replaces) {
+            eprintln!(
+                "warning: {path}: {reason}: imported as a new version, session {} (the \
+                 earlier one, {prev}, is kept as it was)",
+                f.session
+            );
+        }
+        for b in &f.bad_lines {
+            eprintln!(
+                "warning: {path}:{}: {} (byte offset {}): kept as bytes, not a record",
+                b.line, b.reason, b.offset
+            );
+        }
+        let more = f.bad_line_count.saturating_sub(f.bad_lines.len() as u64);
+        if more > 0 {
+            eprintln!("warning: {path}: ... and {more} more lines that are not records");
+        }
+    }
+}
+
+fn file_json(f: &FileImport) -> Value {
+    json!({
+        "path": f.path.to_string_lossy(),
+        "session": f.session.as_str(),
+        "opened": f.opened,
+        "new_version": f.new_version,
+        "replaces": f.replaces.as_ref().map(|r| r.as_str()),
+        "bytes": f.bytes,
+        "lines": f.lines,
+        "imported_to": f.imported_to,
+        "bad_line_count": f.bad_line_count,
+        "bad_lines": f.bad_lines,
+        "incomplete_bytes": f.incomplete_bytes,
+    })
+}
+
+fn print(json_out: bool, out: &mut Out, run: &ImportRun, quiet_unchanged: bool) -> Result<()> {
+    if json_out {
+        out.json(&json!({
+            "files": run.files.iter().map(file_json).collect::<Vec<_>>(),
+            "failed": run.failed.iter().map(|(p, e)| json!({
+                "path": p.to_string_lossy(), "error": e.to_string(),
+            })).collect::<Vec<_>>(),
+            "skipped": run.found.skipped.iter().map(|s| json!({
+                "path": s.path.to_string_lossy(), "reason": s.reason,
+            })).collect::<Vec<_>>(),
+            "unreadable": run.found.unreadable.iter().map(|u| json!({
+                "path": u.path.to_string_lossy(), "error": u.error.to_string(),
+            })).collect::<Vec<_>>(),
+        }))?;
+        return Ok(());
+    }
+    for f in &run.files {
+        if quiet_unchanged && f.bytes == 0 && !f.opened {
+            continue;
+        }
+        let mut line = format!(
+            "{} -> {}: {} lines ({} bytes) imported, {} bytes in all",
+            f.path.display(),
+            f.session,
+            f.lines,
+            f.bytes,
+            f.imported_to
+        );
+        if f.bad_line_count > 0 {
+            line.push_str(&format!(", {} not records", f.bad_line_count));
+        }
+        if f.incomplete_bytes > 0 {
+            line.push_str(&format!(
+                ", an incomplete last line of {} bytes left for later",
+                f.incomplete_bytes
+            ));
+        }
+        out.line(&line)?;
+    }
+    out.flush()
+}
+
+/// `claude import PATH...`.
+pub fn import(
+    json_out: bool,
+    out: &mut Out,
+    manager: &SessionManager,
+    paths: &[PathBuf],
+) -> Result<u8> {
+    let paths = default_paths(paths)?;
+    let run = import::import_paths(manager.engine(), &FileStorage::new(), &paths);
+    warn(&run);
+    print(json_out, out, &run, false)?;
+    Ok(exit_code(&run))
+}
+
+/// `claude follow PATH...`: polls until killed (or a failed write poisons the engine).
+pub fn follow(
+    json_out: bool,
+    out: &mut Out,
+    manager: &SessionManager,
+    paths: &[PathBuf],
+    interval: Duration,
+) -> Result<u8> {
+    let paths = default_paths(paths)?;
+    let storage = FileStorage::new();
+    let mut follower = Follower::new();
+    loop {
+        let run = follower.poll(manager.engine(), &storage, &paths);
+        warn(&run);
+        if json_out {
+            if run.files.iter().any(|f| f.bytes > 0 || f.opened) || !run.failed.is_empty() {
+                print(true, out, &run, true)?;
+                out.flush()?;
+            }
+        } else {
+            print(false, out, &run, true)?;
+        }
+        if let Some(e) = manager.engine().poisoned() {
+            return Err(e.into());
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// `claude export SESSION [FILE]`: the transcript's imported bytes, to FILE (created; it
+/// must not exist) or stdout.
+pub fn export(manager: &SessionManager, session: &str, file: Option<&Path>) -> Result<u8> {
+    let id = SessionId::new(session)?;
+    match file {
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            import::export(manager.engine(), &id, |b| {
+                w.write_all(b).map_err(|e| Error::Io {
+                    op: "write transcript",
+                    path: PathBuf::from("<stdout>"),
+                    source: std::sync::Arc::new(e),
+                })
+            })?;
+            w.flush()?;
+        }
+        Some(path) => {
+            let mut bytes = Vec::new();
+            import::export(manager.engine(), &id, |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            })?;
+            session_engine::storage::write_new_atomic(&FileStorage::new(), path, &bytes).map_err(
+                |e| Error::Io {
+                    op: "write transcript",
+                    path: path.to_path_buf(),
+                    source: std::sync::Arc::new(e),
+                },
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+/// `claude show SESSION`.
+pub fn show(out: &mut Out, manager: &SessionManager, session: &str) -> Result<u8> {
+    let id = SessionId::new(session)?;
+    let state = manager.state();
+    let t = state.transcript(&id).ok_or_else(|| Error::NotFound {
+        kind: "transcript",
+        id: id.to_string(),
+    })?;
+    let links = state.transcript_links(&id);
+    let ts = |t: Option<session_engine::Timestamp>| t.map(|t| t.to_iso8601_micros());
+    out.json(&json!({
+        "session": id.as_str(),
+        "source": t.opened.source,
+        "layout": format!("{:?}", t.opened.layout),
+        "cwd": t.opened.cwd,
+        "version": t.opened.version,
+        "replaces": t.opened.replaces.as_ref().map(|r| r.as_str()),
+        "replaced_by": t.replaced_by.as_ref().map(|r| r.as_str()),
+        "reason": t.opened.reason,
+        "imported_bytes": t.offset,
+        "lines": t.lines,
+        "records": t.records,
+        "bad_lines": t.bad_lines,
+        "prefix_hash": format!("{:016x}", t.hash),
+        "claude_session_id": t.claude_session,
+        "leaf_uuid": t.leaf,
+        "branch_points": t.branch_points,
+        "first_timestamp": ts(t.first_timestamp),
+        "last_timestamp": ts(t.last_timestamp),
+        "links": serde_json::to_value(&links)?,
+        "links_dropped": t.refs_dropped,
+    }))?;
+    Ok(0)
+}

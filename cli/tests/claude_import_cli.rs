@@ -1,0 +1,384 @@
+//! `session-engine claude import`, `export`, `follow` and `show`, and `chain --link
+//! --projects` / `chain --summary`, run as a user runs them (the library's side is in
+//! `tests/claude_import.rs`).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/claude")
+        .join(rel)
+}
+
+fn cmd(data: &Path) -> Process {
+    let mut p = Process::new(BIN);
+    p.arg("--data-dir")
+        .arg(data)
+        .env_remove("SESSION_ENGINE_DIR")
+        .env_remove("SESSION_ENGINE_CLAUDE_PROJECTS");
+    p
+}
+
+fn run(data: &Path, args: &[&str]) -> Output {
+    cmd(data).args(args).output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn show(data: &Path, id: &str) -> Value {
+    let o = run(data, &["claude", "show", id]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn complete_prefix(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &[],
+    }
+}
+
+#[test]
+fn import_then_export_gives_every_fixture_back_and_says_what_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let paths = [fixture("real"), fixture("generated")];
+    let o = cmd(&data)
+        .args(["--json", "claude", "import"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    // bad_middle.jsonl and invalid_utf8.jsonl hold lines that are not records.
+    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("bad_middle.jsonl:3: invalid JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid_utf8.jsonl:2: invalid UTF-8"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    assert!(files.len() >= 15);
+    for f in files {
+        let path = PathBuf::from(f["path"].as_str().unwrap());
+        let session = f["session"].as_str().unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let out = run(&data, &["claude", "export", session]);
+        assert_eq!(code(&out), 0);
+        assert!(
+            out.stdout == complete_prefix(&original),
+            "{} does not export back as imported",
+            path.display()
+        );
+        if original.ends_with(b"\n") || original.is_empty() {
+            // Written to a file with -o, too.
+            let file = dir.path().join(format!("{session}.out"));
+            let o = run(
+                &data,
+                &["claude", "export", session, "-o", file.to_str().unwrap()],
+            );
+            assert_eq!(code(&o), 0);
+            assert_eq!(std::fs::read(&file).unwrap(), original);
+            let again = run(
+                &data,
+                &["claude", "export", session, file.to_str().unwrap()],
+            );
+            assert_ne!(code(&again), 0, "an existing file is never replaced");
+            assert_eq!(std::fs::read(&file).unwrap(), original);
+        }
+    }
+    // A second import finds nothing new: exit 0 would need no bad lines, and none is new.
+    let o = cmd(&data)
+        .args(["--json", "claude", "import"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let again: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        again["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["bytes"] == 0 && f["lines"] == 0)
+    );
+    let s = show(&data, "agent-a434715");
+    assert_eq!(s["links"][0]["kind"], "subagent_of");
+    assert_eq!(
+        s["links"][0]["session"],
+        "b3edadab-bca0-4054-9b41-f7ffa6941260"
+    );
+    // Not a transcript: not found.
+    assert_eq!(code(&run(&data, &["claude", "export", "nope"])), 3);
+}
+
+#[test]
+fn a_rewritten_file_exits_10_and_is_imported_as_a_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("s1.jsonl");
+    std::fs::write(&file, b"{\"type\":\"user\",\"uuid\":\"a\"}\n").unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(code(&run(&data, &["claude", "import", f])), 0);
+    std::fs::write(&file, b"{\"type\":\"user\",\"uuid\":\"b\"}\n").unwrap();
+    let o = run(&data, &["claude", "import", f]);
+    assert_eq!(code(&o), 10, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("new version, session s1.v2"));
+    assert_eq!(
+        run(&data, &["claude", "export", "s1"]).stdout,
+        b"{\"type\":\"user\",\"uuid\":\"a\"}\n"
+    );
+    assert_eq!(
+        run(&data, &["claude", "export", "s1.v2"]).stdout,
+        b"{\"type\":\"user\",\"uuid\":\"b\"}\n"
+    );
+    assert_eq!(show(&data, "s1")["replaced_by"], "s1.v2");
+    // A path that does not exist: 3, nothing else happens.
+    assert_eq!(
+        code(&run(&data, &["claude", "import", "/nonexistent/x.jsonl"])),
+        3
+    );
+}
+
+#[test]
+fn chain_link_checks_the_transcript_when_a_projects_folder_is_given_and_summary_prints_seed_003s_fields()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let projects = dir.path().join("projects");
+    std::fs::create_dir_all(projects.join("-home-dev-proj")).unwrap();
+    std::fs::write(
+        projects.join("-home-dev-proj/good.jsonl"),
+        b"{\"type\":\"user\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        projects.join("-home-dev-proj/bad.jsonl"),
+        b"{\"type\":\n{}\n",
+    )
+    .unwrap();
+    let p = projects.to_str().unwrap();
+    let link = |id: &str, with: bool| {
+        let mut a = vec![
+            "chain",
+            "ag",
+            "--link",
+            id,
+            "--prompt",
+            "p",
+            "--response",
+            "r",
+        ];
+        if with {
+            a.extend(["--projects", p]);
+        }
+        run(&data, &a)
+    };
+    assert_eq!(code(&link("missing", true)), 3, "no transcript: not linked");
+    let bad = link("bad", true);
+    assert_eq!(code(&bad), 4, "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad lines"));
+    assert_eq!(code(&link("../x", true)), 4);
+    let summary = |data: &Path| -> Value {
+        let o = run(data, &["chain", "ag", "--summary"]);
+        assert_eq!(code(&o), 0);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(
+        summary(&data),
+        serde_json::json!({"agent_id": "ag", "total_sessions": 0, "total_interactions": 0})
+    );
+    assert_eq!(code(&link("good", true)), 0);
+    assert_eq!(
+        code(&link("unchecked", false)),
+        0,
+        "without a projects folder, as before"
+    );
+    assert_eq!(
+        summary(&data),
+        serde_json::json!({
+            "agent_id": "ag", "total_sessions": 2, "total_interactions": 2,
+            "first_session": "good", "current_session": "unchecked",
+            "session_ids": ["good", "unchecked"],
+        })
+    );
+    // Given by the environment too.
+    let o = cmd(&data)
+        .env("SESSION_ENGINE_CLAUDE_PROJECTS", &projects)
+        .args([
+            "chain",
+            "ag",
+            "--link",
+            "missing2",
+            "--prompt",
+            "p",
+            "--response",
+            "r",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 3);
+    assert_eq!(summary(&data)["total_sessions"], 2);
+}
+
+/// A tiny deterministic generator (no timing depends on it being random).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn follow_killed_with_sigkill_again_and_again_loses_and_doubles_nothing() {
+    const ROUNDS: u32 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let project = dir.path().join("projects/-home-dev-proj");
+    std::fs::create_dir_all(&project).unwrap();
+    let file = project.join("0d3b22c1-ba90-4fd3-b8d2-056ffc626725.jsonl");
+    std::fs::write(&file, b"").unwrap();
+    // The writer appends lines as Claude Code does, each in two writes (so the follower
+    // sees half lines), with pauses.
+    // It goes on until the kill loop has had its rounds (so every round kills a follower
+    // while lines are coming), and says how many lines it wrote.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let file = file.clone();
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut rng = Lcg(7);
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .unwrap();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let line = format!(
+                    "{{\"type\":\"user\",\"uuid\":\"u{i}\",\"sessionId\":\"0d3b22c1\",\"message\":{{\"content\":\"{}\"}}}}\n",
+                    "x".repeat(rng.below(400) as usize)
+                );
+                let cut = 1 + rng.below(line.len() as u64 - 1) as usize;
+                f.write_all(&line.as_bytes()[..cut]).unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_micros(rng.below(3000)));
+                f.write_all(&line.as_bytes()[cut..]).unwrap();
+                f.flush().unwrap();
+                if i.is_multiple_of(10) {
+                    std::thread::sleep(Duration::from_millis(rng.below(100)));
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    let mut rng = Lcg(42);
+    let mut rounds = 0;
+    let mut last_imported = 0u64;
+    let mut advanced = 0;
+    while rounds < ROUNDS {
+        let mut child = cmd(&data)
+            .args(["claude", "follow", "--interval-ms", "10"])
+            .arg(dir.path().join("projects"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Every other round, while lines are still coming, wait until this follower has
+        // imported something (it prints a line per file with new lines), then kill it a
+        // little later, most likely in the middle of its next batch; the other rounds kill
+        // at a random moment, often before it has done anything.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        if !rounds.is_multiple_of(2) {
+            let _ = rx.recv_timeout(Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(rng.below(40)));
+        } else {
+            std::thread::sleep(Duration::from_millis(30 + rng.below(400)));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        rounds += 1;
+        let o = run(
+            &data,
+            &["claude", "show", "0d3b22c1-ba90-4fd3-b8d2-056ffc626725"],
+        );
+        if code(&o) == 0 {
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            let now = s["imported_bytes"].as_u64().unwrap();
+            assert!(now >= last_imported, "imported bytes went back");
+            // What is imported is always a prefix of the file, in whole lines.
+            let on_disk = std::fs::read(&file).unwrap();
+            let exported = run(
+                &data,
+                &["claude", "export", "0d3b22c1-ba90-4fd3-b8d2-056ffc626725"],
+            );
+            assert_eq!(exported.stdout.len() as u64, now);
+            assert!(
+                on_disk.starts_with(&exported.stdout),
+                "round {rounds}: not a prefix"
+            );
+            assert!(exported.stdout.is_empty() || exported.stdout.ends_with(b"\n"));
+            if now > last_imported {
+                advanced += 1;
+            }
+            last_imported = now;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lines = writer.join().unwrap();
+    // One last import picks up what the last follower did not get to.
+    let o = run(
+        &data,
+        &[
+            "claude",
+            "import",
+            dir.path().join("projects").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let exported = run(
+        &data,
+        &["claude", "export", "0d3b22c1-ba90-4fd3-b8d2-056ffc626725"],
+    );
+    assert!(
+        exported.stdout == std::fs::read(&file).unwrap(),
+        "lost or doubled lines"
+    );
+    let s = show(&data, "0d3b22c1-ba90-4fd3-b8d2-056ffc626725");
+    assert_eq!(s["lines"], lines);
+    assert_eq!(s["records"], lines);
+    assert_eq!(s["version"], 1, "never taken for a rewritten file");
+    assert!(advanced >= 1, "no follower ever imported anything");
+    eprintln!(
+        "follow kill loop: {rounds} SIGKILLs, {advanced} rounds imported new lines, {lines} lines"
+    );
+}
