@@ -5,7 +5,7 @@
 //! data set "ds" ── stream SE_ds, subjects se.ds.> (file storage, R replicas)
 //! record LSN n  ── one message, stream sequence n, on se.ds.s.<session> (an event of one
 //!                  session) or se.ds.x (any other event), with the headers
-//!                  Nats-Msg-Id: ds:n                          (a retry is deduplicated)
+//!                  Nats-Msg-Id: ds:n:<writer>                 (a retry is deduplicated)
 //!                  Nats-Expected-Last-Sequence: n-1           (the log stays dense; a second
 //!                                                              writer is refused)
 //!                  Nats-Expected-Last-Subject-Sequence: the session's previous record
@@ -356,7 +356,8 @@ impl NatsLog {
                 .as_ref()
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .map(|v| v.as_str().to_string());
-            if id.as_deref() != Some(writer::msg_id(&o.data_set, seq).as_str()) {
+            let ours = writer::msg_id(&o.data_set, seq, "");
+            if !id.as_deref().is_some_and(|id| id.starts_with(&ours)) {
                 return Err(Error::Corruption {
                     file: self.shared.place.clone(),
                     offset: seq,

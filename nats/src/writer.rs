@@ -13,10 +13,27 @@ use session_engine::{Error, Lsn, Result};
 
 use crate::{NatsLog, attempt_timeout};
 
-/// The deterministic message id of record `lsn` of `data_set`: a publish retried after a
-/// lost acknowledgement is stored once (within the stream's two-minute duplicate window).
-pub(crate) fn msg_id(data_set: &str, lsn: u64) -> String {
-    format!("{data_set}:{lsn}")
+/// The message id of record `lsn` of `data_set` written by the writer `writer`:
+/// deterministic for that writer, so a publish it retries after a lost acknowledgement is
+/// stored once (within the stream's two-minute duplicate window), and different for
+/// another writer, so that writer's record with the same LSN is never taken for a
+/// duplicate of this one.
+pub(crate) fn msg_id(data_set: &str, lsn: u64, writer: &str) -> String {
+    format!("{data_set}:{lsn}:{writer}")
+}
+
+/// A random id for a writer, 16 hex digits.
+fn writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// The subject of a record: its session's (`.` of an id written `~`, which ids never
@@ -49,6 +66,8 @@ pub(crate) struct NatsWriter {
     js: jetstream::Context,
     stream: stream::Stream,
     prefix: String,
+    /// This writer's part of its message ids.
+    id: String,
     last: Lsn,
     /// The last record of each subject, as far as this writer knows.
     subjects: HashMap<String, u64>,
@@ -72,6 +91,7 @@ impl NatsWriter {
             js,
             stream,
             prefix,
+            id: writer_id(),
             last,
             subjects,
             complete,
@@ -107,7 +127,7 @@ impl NatsWriter {
     fn message(&self, r: &InFlight) -> PublishMessage {
         PublishMessage::build()
             .payload(r.payload.clone())
-            .message_id(msg_id(&self.log.options().data_set, r.lsn.0))
+            .message_id(msg_id(&self.log.options().data_set, r.lsn.0, &self.id))
             .expected_last_sequence(r.lsn.0 - 1)
             .expected_last_subject_sequence(r.subject_prev)
     }
@@ -123,6 +143,26 @@ impl NatsWriter {
                 .map(|a| a.sequence)
                 .map_err(classify)
         })
+    }
+
+    /// Whether the stream's message `r.lsn` is this writer's record `r`.
+    fn stored_as_ours(&self, r: &InFlight) -> Result<bool> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
+        match self.log.block_on(self.stream.get_raw_message(r.lsn.0)) {
+            Ok(m) => Ok(m
+                .headers
+                .get("Nats-Msg-Id")
+                .is_some_and(|v| v.as_str() == self.message_id(r))
+                && m.payload == r.payload),
+            Err(e) if e.kind() == K::NoMessageFound => Ok(false),
+            Err(e) => Err(self
+                .log
+                .unavailable(format!("cannot read message {}: {e}", r.lsn))),
+        }
+    }
+
+    fn message_id(&self, r: &InFlight) -> String {
+        msg_id(&self.log.options().data_set, r.lsn.0, &self.id)
     }
 
     fn conflict(&self, r: &InFlight, what: impl std::fmt::Display) -> Error {
@@ -156,7 +196,14 @@ impl NatsWriter {
                     Ok(seq) => {
                         return Err(self.conflict(&r, format!("stored as message {seq}")));
                     }
-                    Err(Failure::Conflict(e)) => return Err(self.conflict(&r, e)),
+                    Err(Failure::Conflict(e)) => {
+                        // A retry of a record whose first publish was stored (its
+                        // acknowledgement lost) finds the log already past it.
+                        if self.stored_as_ours(&r)? {
+                            break;
+                        }
+                        return Err(self.conflict(&r, e));
+                    }
                     Err(Failure::Retry(e)) => {
                         // Later records were published behind this one: once it has to be
                         // sent again, so do they, in order.
