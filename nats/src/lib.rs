@@ -138,6 +138,8 @@ struct Shared {
     place: PathBuf,
     runtime: tokio::runtime::Runtime,
     conn: Mutex<Option<jetstream::Context>>,
+    /// Publishes sent again after a lost acknowledgement.
+    retries: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for NatsLog {
@@ -171,6 +173,7 @@ impl NatsLog {
                 place,
                 runtime,
                 conn: Mutex::new(None),
+                retries: Default::default(),
             }),
         })
     }
@@ -178,6 +181,20 @@ impl NatsLog {
     /// The options it was made with.
     pub fn options(&self) -> &NatsOptions {
         &self.shared.options
+    }
+
+    /// How many publishes were sent again (with the same message id) after their
+    /// acknowledgement was lost (a server gone, a leader being elected).
+    pub fn retries(&self) -> u64 {
+        self.shared
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_retry(&self) {
+        self.shared
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `nats://servers/data set`, the place errors name.
@@ -248,8 +265,27 @@ impl NatsLog {
     }
 
     /// The stream and its last sequence, creating the stream when `create` and it does
-    /// not exist.
+    /// not exist. What may pass (no server answering, a leader being elected) is tried
+    /// again until the time limit.
     fn stream(&self, js: &jetstream::Context, create: bool) -> Result<(stream::Stream, u64)> {
+        let deadline = std::time::Instant::now() + self.shared.options.timeout;
+        loop {
+            match self.try_stream(js, create) {
+                Ok(found) => return Ok(found),
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(e)) if std::time::Instant::now() >= deadline => {
+                    return Err(self.unavailable(e));
+                }
+                Err(Attempt::Retry(_)) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn try_stream(
+        &self,
+        js: &jetstream::Context,
+        create: bool,
+    ) -> std::result::Result<(stream::Stream, u64), Attempt> {
         let o = &self.shared.options;
         let name = o.stream_name();
         let mut stream = match self.block_on(js.get_stream(&name)) {
@@ -259,9 +295,9 @@ impl NatsLog {
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
                 if !create {
-                    return Err(self.unavailable(format!(
+                    return Err(Attempt::Fail(self.unavailable(format!(
                         "the stream {name} does not exist (a writable open creates it)"
-                    )));
+                    ))));
                 }
                 let config = stream::Config {
                     name: name.clone(),
@@ -273,16 +309,16 @@ impl NatsLog {
                     ..Default::default()
                 };
                 self.block_on(js.create_stream(config))
-                    .map_err(|e| self.unavailable(format!("cannot create stream {name}: {e}")))?
+                    .map_err(|e| Attempt::Retry(format!("cannot create stream {name}: {e}")))?
             }
-            Err(e) => return Err(self.unavailable(format!("cannot read stream {name}: {e}"))),
+            Err(e) => return Err(Attempt::Retry(format!("cannot read stream {name}: {e}"))),
         };
         let info = self
             .block_on(stream.info())
-            .map_err(|e| self.unavailable(format!("cannot read stream {name}: {e}")))?;
+            .map_err(|e| Attempt::Retry(format!("cannot read stream {name}: {e}")))?;
         let s = &info.state;
         if s.messages != s.last_sequence || (s.messages > 0 && s.first_sequence != 1) {
-            return Err(Error::Corruption {
+            return Err(Attempt::Fail(Error::Corruption {
                 file: self.shared.place.clone(),
                 offset: s.first_sequence,
                 reason: format!(
@@ -290,7 +326,7 @@ impl NatsLog {
                      deleted or purged, so the log has a hole",
                     s.messages, s.first_sequence, s.last_sequence
                 ),
-            });
+            }));
         }
         let last = s.last_sequence;
         Ok((stream, last))
@@ -374,6 +410,14 @@ impl NatsLog {
         }
         Ok(())
     }
+}
+
+/// Why an attempt failed.
+enum Attempt {
+    /// For good.
+    Fail(Error),
+    /// Perhaps for a moment.
+    Retry(String),
 }
 
 /// What [`NatsLog::replay`] calls for each message: `(sequence, subject, payload)`.

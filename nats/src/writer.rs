@@ -224,6 +224,7 @@ impl NatsWriter {
                                     .min(std::time::Duration::from_millis(200)),
                             );
                         }
+                        self.log.count_retry();
                         outcome = self.publish_and_wait(&r);
                     }
                 }
