@@ -21,7 +21,10 @@
 //! library stays free of async runtimes: this crate keeps a small tokio runtime of its
 //! own, and the engine's threads block on it.
 
+mod node;
 mod writer;
+
+pub use node::{MAX_ATTEMPTS, Node};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -195,6 +198,12 @@ impl NatsLog {
         self.shared
             .retries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The stream's last sequence now (the LSN of its last record).
+    pub fn last_sequence(&self) -> Result<u64> {
+        let js = self.context()?;
+        self.stream(&js, false).map(|(_, last)| last)
     }
 
     /// `nats://servers/data set`, the place errors name.

