@@ -147,6 +147,24 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A remote log backend refused an append because another writer appended first (its
+    /// expected last sequence did not hold): nothing of the refused batch was stored.
+    LogConflict {
+        /// The log (`nats://...` and the stream).
+        log: String,
+        /// What the log reported.
+        reason: String,
+    },
+    /// A remote log backend could not be reached, or could not store a write, within its
+    /// time limit (no server answering, no quorum of replicas, the stream missing, a server
+    /// too old). A batch that got this error was not acknowledged; it may or may not be in
+    /// the log, and a reopen reads what is.
+    LogUnavailable {
+        /// The log (`nats://...` and the stream).
+        log: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -204,6 +222,8 @@ impl Error {
             Error::ProjectionFormatMismatch { .. } => "projection_format_mismatch",
             Error::InvalidImport { .. } => "invalid_import",
             Error::ForeignFiles { .. } => "foreign_files",
+            Error::LogConflict { .. } => "log_conflict",
+            Error::LogUnavailable { .. } => "log_unavailable",
         }
     }
 
@@ -302,6 +322,14 @@ impl fmt::Display for Error {
                 "cannot import {}: {reason}; nothing was imported",
                 path.display()
             ),
+            Error::LogConflict { log, reason } => write!(
+                f,
+                "another writer appended to the log {log} first ({reason}); nothing of this \
+                 batch was stored; reopen to read what the log holds"
+            ),
+            Error::LogUnavailable { log, reason } => {
+                write!(f, "the log {log} is unavailable: {reason}")
+            }
             Error::ForeignFiles { files } => {
                 const SHOWN: usize = 5;
                 let names: Vec<String> = files
@@ -382,6 +410,14 @@ mod tests {
             Error::Closed,
             Error::ForeignFiles {
                 files: vec!["a".into(), "b".into()],
+            },
+            Error::LogConflict {
+                log: "nats://x".into(),
+                reason: "wrong last sequence".into(),
+            },
+            Error::LogUnavailable {
+                log: "nats://x".into(),
+                reason: "no quorum".into(),
             },
         ];
         for e in errors {

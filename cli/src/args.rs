@@ -78,12 +78,35 @@ pub struct Cli {
     )]
     pub projections: Option<ProjectionsArg>,
 
+    /// Where the engine's log lives: the write-ahead log in the data directory (the
+    /// default), or a NATS JetStream stream, `nats://HOST:PORT[,HOST:PORT...][/DATA_SET]
+    /// [?replicas=N]` (data set `default`; replicas 3 when three or more servers are named,
+    /// else 1; the servers must run with `sync_interval: always`). Snapshots, projections
+    /// and the lock stay in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSION_ENGINE_LOG",
+        value_name = "URL",
+        value_parser = parse_log
+    )]
+    pub log: Option<session_engine_nats::NatsLog>,
+
     /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
 
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// `--log`: a NATS JetStream backend (its connection is made at the first open).
+fn parse_log(url: &str) -> Result<session_engine_nats::NatsLog, String> {
+    let mut o = session_engine_nats::NatsOptions::parse(url).map_err(|e| e.to_string())?;
+    if !url.contains("replicas=") && o.servers.len() >= 3 {
+        o.replicas = 3;
+    }
+    session_engine_nats::NatsLog::new(o).map_err(|e| e.to_string())
 }
 
 /// `--durability` values.

@@ -4,7 +4,7 @@
 //! 4 invalid input (including a refused bundle or seed 003 tracker file); 5 refused in the
 //! current state (including `import` of a chain the engine has otherwise, or onto a chain
 //! file path holding another file); 6 data directory locked by another
-//! process; 7 damaged data (verify: damage found); 8 (verify only) a torn final record;
+//! process (or, with `--log nats://`, another writer appended to the stream first); 7 damaged data (verify: damage found); 8 (verify only) a torn final record;
 //! 9 the data directory holds another tool's files where the projections go (nothing
 //! was changed: import them, or choose another `--data-dir`).
 //! `claude validate` and `claude info` (see `claude.rs`): 7 a transcript has a bad line,
@@ -100,7 +100,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             | Error::LsnOutOfRange { .. }
             | Error::ProjectionFormatMismatch { .. },
         ) => 5,
-        Some(Error::Locked { .. }) => 6,
+        Some(Error::Locked { .. } | Error::LogConflict { .. }) => 6,
         Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => 7,
         Some(Error::ForeignFiles { .. }) => 9,
         _ => 1,
@@ -153,6 +153,10 @@ impl Cli {
             segment_bytes: self.segment_bytes,
             snapshot_every: self.snapshot_every,
             storage: self.storage(),
+            log: self
+                .log
+                .as_ref()
+                .map(|l| Arc::new(l.clone()) as Arc<dyn session_engine::backend::LogBackend>),
             ..Options::default()
         }
     }
@@ -388,6 +392,15 @@ fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
 }
 
 fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
+    if cli.log.is_some() && matches!(cli.command, Cmd::Verify | Cmd::Repair) {
+        // They check and mend the file log's segments; a stream has its own replication.
+        return Err(Error::InvalidInput {
+            field: "log",
+            reason: "verify and repair work on the data directory's write-ahead log;                      run them without --log"
+                .into(),
+        }
+        .into());
+    }
     match &cli.command {
         Cmd::Exec(a) => return runs::exec(cli, out, a),
         Cmd::Runs {
