@@ -19,6 +19,9 @@
 //! as `serve` opens it (projections on). The client and the server share the machine:
 //! the figures are the pair's, not the server's alone.
 //!
+//! The server runs without its per-IP rate limit (`Limits::rate_limit` = `None`): all
+//! the clients share 127.0.0.1, and the limit would measure 429s.
+//!
 //! `cargo bench -p session-engine-server --bench http_load`; `SESSION_ENGINE_BENCH_QUICK=1`
 //! (as `.ci/bench-quick` sets it) runs a few requests only, whose figures mean nothing.
 #![allow(clippy::unwrap_used)]
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use session_engine::{ManagerOptions, Options, SessionManager};
-use session_engine_server::ServeOptions;
+use session_engine_server::{Limits, ServeOptions};
 
 const CONNECTIONS: usize = 64;
 
@@ -153,8 +156,14 @@ fn main() {
     let (server, ceiling_addr) = server_rt.block_on(async {
         let server = session_engine_server::start(
             Arc::clone(&manager),
+            // No per-IP rate limit: every client here is 127.0.0.1, and the limit
+            // (1,000/s by default) would turn the load into 429s.
             ServeOptions {
                 addr: "127.0.0.1:0".parse().unwrap(),
+                limits: Limits {
+                    rate_limit: None,
+                    ..Limits::default()
+                },
                 ..ServeOptions::default()
             },
         )

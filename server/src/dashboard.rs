@@ -37,10 +37,18 @@ fn serve(body: &'static str, content_type: &'static str) -> Response {
     r
 }
 
+/// `GET /`.
+#[utoipa::path(get, path = "/", tag = "dashboard", summary = "The dashboard page",
+    responses((status = 200, description = "The page (its script is `/dashboard.js`)",
+        content_type = "text/html", body = String)))]
 pub async fn page() -> Response {
     serve(PAGE, "text/html; charset=utf-8")
 }
 
+/// `GET /dashboard.js`.
+#[utoipa::path(get, path = "/dashboard.js", tag = "dashboard", summary = "The dashboard's script",
+    responses((status = 200, description = "The script", content_type = "text/javascript",
+        body = String)))]
 pub async fn script() -> Response {
     serve(SCRIPT, "text/javascript; charset=utf-8")
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use crate::{events, metrics, resources, sessions};
+use crate::{dashboard, events, metrics, resources, runs, sessions, workspace, ws};
 
 /// Seed 002's envelope: every answer but streams, metrics and this document.
 #[derive(ToSchema)]
@@ -52,6 +52,39 @@ pub enum Created {
     #[response(status = 201)]
     Created(#[to_schema] Envelope),
     /// Refused, in the envelope (see [`Answered`]).
+    #[response(status = "4XX")]
+    Refused(Envelope),
+    /// Failed or unavailable, in the envelope.
+    #[response(status = "5XX")]
+    Failed(Envelope),
+}
+
+/// The answers of `POST .../runs` (a run starts in the background).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Started {
+    /// The run was requested, in the envelope.
+    #[response(status = 202)]
+    Accepted(#[to_schema] Envelope),
+    /// Refused (403 when the server is not bound to a loopback address), in the envelope.
+    #[response(status = "4XX")]
+    Refused(Envelope),
+    /// Failed or unavailable, in the envelope.
+    #[response(status = "5XX")]
+    Failed(Envelope),
+}
+
+/// The answers of a run's cancel.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Cancelled {
+    /// The run ended, in the envelope.
+    #[response(status = 200)]
+    Ended(#[to_schema] Envelope),
+    /// Cancel requested, the run has not ended yet, in the envelope.
+    #[response(status = 202)]
+    Requested(Envelope),
+    /// Refused (a finished run is 409), in the envelope.
     #[response(status = "4XX")]
     Refused(Envelope),
     /// Failed or unavailable, in the envelope.
@@ -114,7 +147,19 @@ impl Modify for Bearer {
         resources::system_status,
         resources::seed_system_status,
         resources::health,
+        workspace::navigate,
+        workspace::validate_path,
+        workspace::validate_paths,
+        workspace::agent_types,
+        runs::list,
+        runs::start,
+        runs::one,
+        runs::output,
+        runs::cancel,
         events::stream,
+        ws::sessions,
+        dashboard::page,
+        dashboard::script,
         metrics::render,
         document,
     )

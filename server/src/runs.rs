@@ -112,13 +112,18 @@ fn session_run(
 }
 
 /// `GET .../runs` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/runs", tag = "runs",
+    summary = "A session's supervised runs (`?status=`: those in that state)",
+    params(("id" = String, Path, description = "A session id"), ListQuery),
+    responses(crate::openapi::Answered))]
+pub async fn list(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -137,7 +142,11 @@ async fn list(
     Ok(ok(json!({ "total": runs.len(), "runs": runs })))
 }
 
-async fn one(
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/runs/{run}", tag = "runs",
+    summary = "One run of a session",
+    params(("id" = String, Path, description = "A session id"), ("run" = String, Path, description = "A run id")),
+    responses(crate::openapi::Answered))]
+pub async fn one(
     State(s): State<AppState>,
     UrlPath((id, run)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -146,7 +155,8 @@ async fn one(
 }
 
 /// `GET .../output` query: a byte range of the run's log.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutputQuery {
     offset: Option<u64>,
@@ -212,7 +222,13 @@ fn read_log(root: &Path, id: RunId, offset: u64, length: u64) -> io::Result<Read
     Ok(Read::Bytes { total, bytes })
 }
 
-async fn output(
+#[utoipa::path(get, path = "/api/claude/sessions/{id}/runs/{run}/output", tag = "runs",
+    summary = "A byte range of a run's output (`offset`, `length` up to 1 MiB, default 64 KiB)",
+    description = "The output is text when it is UTF-8 (`encoding` = `utf-8`), else base64. \
+        An `offset` past the end is a 416 in the envelope.",
+    params(("id" = String, Path, description = "A session id"), ("run" = String, Path, description = "A run id"), OutputQuery),
+    responses(crate::openapi::Answered))]
+pub async fn output(
     State(s): State<AppState>,
     UrlPath((id, run)): UrlPath<(String, String)>,
     ApiQuery(q): ApiQuery<OutputQuery>,
@@ -266,7 +282,11 @@ async fn output(
     })))
 }
 
-async fn cancel(
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/runs/{run}/cancel", tag = "runs",
+    summary = "Cancels a run: 200 once it ended, 202 if it is still ending",
+    params(("id" = String, Path, description = "A session id"), ("run" = String, Path, description = "A run id")),
+    responses(crate::openapi::Cancelled))]
+pub async fn cancel(
     State(s): State<AppState>,
     UrlPath((id, run)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -302,7 +322,7 @@ async fn cancel(
 }
 
 /// `POST .../runs` body: a program and its arguments (no shell), and limits.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
     program: String,
@@ -315,7 +335,14 @@ pub struct StartBody {
     grace_ms: Option<u64>,
 }
 
-async fn start(
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/runs", tag = "runs",
+    summary = "Starts a run: a program and its arguments, never a shell (loopback only)",
+    description = "Served only when the server is bound to a loopback address (403 otherwise). \
+        `cwd` passes `navigate`'s checks and defaults to the session's working directory.",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = StartBody,
+    responses(crate::openapi::Started))]
+pub async fn start(
     State(s): State<AppState>,
     Extension(exec): Extension<Exec>,
     UrlPath(id): UrlPath<String>,

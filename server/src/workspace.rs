@@ -120,7 +120,7 @@ pub fn refused(report: Report) -> Response {
 }
 
 /// `POST /api/claude/sessions/{id}/navigate` body (seed 002's fields).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NavigateBody {
     path: String,
@@ -131,7 +131,16 @@ pub struct NavigateBody {
     update_git_state: Option<bool>,
 }
 
-async fn navigate(
+#[utoipa::path(post, path = "/api/claude/sessions/{id}/navigate", tag = "workspace",
+    summary = "Changes a session's working directory (metadata `working_directory`, and `git`)",
+    description = "The path must be absolute, exist, be a directory outside the restricted \
+        system paths and (unless `validate_permissions` is false) be readable, searchable and \
+        writable. A refused path is a 400 `invalid_path` whose `data.validation` is the report. \
+        If-Match and Idempotency-Key are honoured.",
+    params(("id" = String, Path, description = "A session id")),
+    request_body = NavigateBody,
+    responses(crate::openapi::Answered))]
+pub async fn navigate(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
@@ -183,7 +192,7 @@ async fn navigate(
 }
 
 /// `POST /api/claude/validate-path` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatePathBody {
     path: String,
@@ -198,7 +207,11 @@ fn require(writable: Option<bool>) -> Require {
     }
 }
 
-async fn validate_path(
+#[utoipa::path(post, path = "/api/claude/validate-path", tag = "workspace",
+    summary = "Checks a path (existence, kind, permissions, restricted paths, git, disk)",
+    request_body = ValidatePathBody,
+    responses(crate::openapi::Answered))]
+pub async fn validate_path(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<ValidatePathBody>,
 ) -> Result<Response, ApiError> {
@@ -208,14 +221,18 @@ async fn validate_path(
 }
 
 /// `POST /api/claude/validate-paths` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatePathsBody {
     paths: Vec<String>,
     require_writable: Option<bool>,
 }
 
-async fn validate_paths(
+#[utoipa::path(post, path = "/api/claude/validate-paths", tag = "workspace",
+    summary = "Checks up to 100 paths",
+    request_body = ValidatePathsBody,
+    responses(crate::openapi::Answered))]
+pub async fn validate_paths(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<ValidatePathsBody>,
 ) -> Result<Response, ApiError> {
@@ -237,7 +254,14 @@ async fn validate_paths(
     })))
 }
 
-async fn agent_types() -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/claude/agent-types",
+    tag = "workspace",
+    summary = "Seed 002's agent types and their capabilities",
+    responses(crate::openapi::Answered)
+)]
+pub async fn agent_types() -> Response {
     let types: Vec<Value> = AGENT_TYPES
         .iter()
         .map(|(name, caps)| json!({ "type": name, "capabilities": caps }))

@@ -33,6 +33,19 @@ use crate::sessions::ApiQuery;
 /// Largest message a client may send (it only ever needs `{"type": "ping"}`).
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
+/// `GET /ws/sessions`: the upgrade.
+#[utoipa::path(get, path = "/ws/sessions", tag = "events",
+    summary = "Committed events over a WebSocket: catch-up, `caught-up`, then live",
+    description = "Each text message is one JSON object whose `type` is the SSE event's name \
+        (an event with its `lsn`, `caught-up`, `pong`, `error`). Reconnecting with `from` = \
+        the last LSN seen + 1 misses nothing and repeats nothing; `Last-Event-ID` wins over \
+        `from`. A client may send `{\"type\": \"ping\"}`.",
+    params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The last LSN received")),
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade (`websocket_required`) or a bad query, in the envelope",
+            body = crate::openapi::Envelope),
+        (status = "4XX", description = "Refused, in the envelope", body = crate::openapi::Envelope),
+        (status = 503, description = "Too many streams open, in the envelope", body = crate::openapi::Envelope)))]
 pub async fn sessions(
     State(s): State<AppState>,
     headers: HeaderMap,
