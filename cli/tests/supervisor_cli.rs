@@ -491,3 +491,21 @@ fn apply_execs_programs_in_line_order_and_answers_logs() {
     let o = run(&dir, &["logs", "2"]);
     assert_eq!(o.stdout, b"first\noops\n");
 }
+
+#[test]
+fn logs_never_prints_a_log_through_a_link() {
+    let (tmp, dir) = setup();
+    assert!(
+        run(&dir, &["exec", "s1", "--", "echo", "mine"])
+            .status
+            .success()
+    );
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "not the run's\n").unwrap();
+    let log = dir.join("runs").join("1.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let o = run(&dir, &["logs", "1"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+}
