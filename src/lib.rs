@@ -45,8 +45,8 @@ pub use event::{Event, EventBody};
 pub use export::{Bundle, BundleError, parse_bundle};
 pub use manager::{
     CancelTarget, Cancelled, ChainImport, ClaudeHandle, ClaudeRequest, ClaudeSession, ClaudeTurn,
-    CommandRun, ExecRequest, ListFilter, ManagerOptions, RunFilter, RunHandle, SessionManager,
-    SessionTracker,
+    CommandRun, ExecRequest, ListFilter, ManagerOptions, RunFilter, RunHandle, RunOutput,
+    SessionManager, SessionTracker,
 };
 pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};

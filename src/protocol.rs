@@ -28,10 +28,16 @@
 //! | `runs`       | `run`? (a run id: that run only), `id`? (a session: its runs), `status`? |
 //! | `cancel`     | `run` (a run id) or `all: true`; `wait`? (seconds after the grace period, default 10) |
 //! | `health`     | `stale_after`? (seconds, default 300)                                    |
+//! | `exec`       | `id`, `program`, `args`? (array of strings), `cwd`?, `env`? (object of strings), `timeout_ms`?, `retries`?, `retry_delay_ms`? (default 1000), `max_memory_mb`?, `max_cpu_secs`?, `max_output_bytes`?, `grace_ms`?, `safe_to_repeat`?, `cgroup`? (default true) |
+//! | `logs`       | `run`, `offset`? (bytes, default 0), `limit`? (bytes, default 64 KiB, at most 1 MiB) |
 //!
-//! The last three are the supervised runs' operations ([`parse_request`] reads them;
-//! [`parse_line`] refuses them, as they are no engine command): `runs` and `health` read,
-//! `cancel` asks the run's supervisor (see `SessionManager::cancel_runs`) and waits.
+//! The last five are the supervised runs' operations ([`parse_request`] reads them;
+//! [`parse_line`] refuses them, as they are no engine command): `runs`, `health` and
+//! `logs` read, `cancel` asks the run's supervisor (see `SessionManager::cancel_runs`) and
+//! waits, `exec` runs a program (no shell: `program` is a path or a name looked up in
+//! `PATH`, `args` its arguments) as `SessionManager::exec` does and answers once the run
+//! has ended; its output goes to the run's log (read it with `logs`), not to the answers.
+//! The limits are checked as the library checks them (each from 1 to its maximum).
 //! Unknown fields are refused, so a typo does not silently do something else, and so is a
 //! key given twice in any object of the line, the line's own or one inside a JSON value
 //! (`details`, `value`, `args`, `meta`, `metadata`, `config`): which one was meant is not
@@ -52,10 +58,15 @@
 //! {"ok":true,"cancelled":[{"id":2,"status":"cancelled"}]}  cancel, every run cancelled
 //! {"ok":false,"error":"not cancelled: ...","kind":"not_cancelled","cancelled":[...]}
 //! {"ok":true,"health":{"totalSessions":3,"healthySessions":1,...}}
+//! {"ok":true,"run":{"id":3,"status":"failed","exit_code":1,...}}  exec, once the run ended
+//! {"ok":true,"run":3,"offset":0,"length":6,"next_offset":6,"total_bytes":6,
+//!  "complete":true,"encoding":"utf-8","output":"hello\n"}    logs ("base64" if not UTF-8)
 //! ```
 //!
 //! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
 //! archived nothing) answers with the last LSN at the time and `"appended":false`.
+
+mod run_ops;
 
 use serde_json::{Map, Value, json};
 
@@ -211,7 +222,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const OPS: [&str; 20] = [
+const OPS: [&str; 22] = [
     "create",
     "activity",
     "meta",
@@ -232,10 +243,12 @@ const OPS: [&str; 20] = [
     "runs",
     "cancel",
     "health",
+    "exec",
+    "logs",
 ];
 
 /// The ops that are no engine command: the supervised runs' (see [`Request`]).
-const RUN_OPS: [&str; 3] = ["runs", "cancel", "health"];
+const RUN_OPS: [&str; 5] = ["runs", "cancel", "health", "exec", "logs"];
 
 /// One input line: an engine command, or one of the supervised runs' operations, which a
 /// front end answers through its `SessionManager` once every line before it is answered.
@@ -264,6 +277,17 @@ pub enum Request {
     Health {
         /// A running run silent for longer than this is stale, milliseconds.
         stale_after_ms: u64,
+    },
+    /// `exec`: runs a program as `SessionManager::exec` does; answered once it has ended.
+    Exec(Box<crate::ExecRequest>),
+    /// `logs`: a byte range of a run's log (see `SessionManager::run_output`).
+    Logs {
+        /// The run.
+        run: RunId,
+        /// Where the range starts, bytes.
+        offset: u64,
+        /// How many bytes at most.
+        limit: u64,
     },
 }
 
@@ -311,7 +335,7 @@ fn parse_config(v: Value) -> Result<SessionConfig> {
 
 /// Parses one input line into a command. Never panics; every problem is an
 /// [`Error::InvalidInput`] (or the id validation error) naming the field. The run ops
-/// (`runs`, `cancel`, `health`) are no command: refused here, read by [`parse_request`].
+/// (`runs`, `cancel`, `health`, `exec`, `logs`) are no command: refused here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
     let f = parse_object(line)?;
     if RUN_OPS.contains(&f.op) {
@@ -368,6 +392,8 @@ pub fn parse_request(line: &str) -> Result<Request> {
                 .seconds_ms("stale_after", 31_536_000.0)?
                 .unwrap_or(crate::run::DEFAULT_STALE_AFTER_MS),
         },
+        "exec" => run_ops::parse_exec(&mut f)?,
+        "logs" => run_ops::parse_logs(&mut f)?,
         _ => return command_of(f).map(Request::Command),
     };
     f.finish()?;
@@ -585,70 +611,77 @@ pub fn run_json(r: &Run) -> Value {
 }
 
 /// Answers a run op through `manager` (the `apply` loop calls it once every line before
-/// it is answered).
+/// it is answered): [`run_op`], an error as its answer line.
 pub fn answer_run_op(manager: &crate::SessionManager, req: &Request) -> Value {
-    let answer = || -> Result<Value> {
-        Ok(match req {
-            Request::Command(_) => {
-                return Err(Error::invalid("op", "a command is no run op"));
+    run_op(manager, req).unwrap_or_else(|e| answer_err(&e))
+}
+
+/// Answers a run op through `manager`; an error is the op's failure (a refusal, or, as
+/// `Error::is_refusal` tells, the engine's own: a step of an `exec` that could not be
+/// recorded). `exec` returns only once its run has ended.
+pub fn run_op(manager: &crate::SessionManager, req: &Request) -> Result<Value> {
+    Ok(match req {
+        Request::Command(_) => {
+            return Err(Error::invalid("op", "a command is no run op"));
+        }
+        Request::Runs {
+            run: Some(id),
+            session,
+            status,
+        } => {
+            let r = manager.run(*id)?;
+            if session.as_ref().is_some_and(|s| *s != r.session)
+                || status.is_some_and(|s| s != r.status)
+            {
+                return Err(Error::invalid(
+                    "run",
+                    "`run` with `id` or `status` that it does not match",
+                ));
             }
-            Request::Runs {
-                run: Some(id),
-                session,
-                status,
-            } => {
-                let r = manager.run(*id)?;
-                if session.as_ref().is_some_and(|s| *s != r.session)
-                    || status.is_some_and(|s| s != r.status)
-                {
-                    return Err(Error::invalid(
-                        "run",
-                        "`run` with `id` or `status` that it does not match",
-                    ));
-                }
-                json!({"ok": true, "run": run_json(&r)})
+            json!({"ok": true, "run": run_json(&r)})
+        }
+        Request::Runs {
+            run: None,
+            session,
+            status,
+        } => {
+            let runs = manager.runs(&crate::RunFilter {
+                session: session.clone(),
+                status: *status,
+            });
+            json!({"ok": true, "runs": runs.iter().map(|r| run_json(r)).collect::<Vec<_>>()})
+        }
+        Request::Cancel { target, wait_ms } => {
+            let got = manager.cancel_runs(*target, std::time::Duration::from_millis(*wait_ms))?;
+            let list: Vec<Value> = got
+                .iter()
+                .map(|c| json!({"id": c.run.0, "status": c.status.as_str()}))
+                .collect();
+            let failed: Vec<String> = got
+                .iter()
+                .filter(|c| c.status != RunStatus::Cancelled)
+                .map(|c| format!("run {} is {}", c.run, c.status.as_str()))
+                .collect();
+            if failed.is_empty() {
+                json!({"ok": true, "cancelled": list})
+            } else {
+                json!({
+                    "ok": false,
+                    "error": format!("not cancelled: {}", failed.join("; ")),
+                    "kind": "not_cancelled",
+                    "cancelled": list,
+                })
             }
-            Request::Runs {
-                run: None,
-                session,
-                status,
-            } => {
-                let runs = manager.runs(&crate::RunFilter {
-                    session: session.clone(),
-                    status: *status,
-                });
-                json!({"ok": true, "runs": runs.iter().map(|r| run_json(r)).collect::<Vec<_>>()})
-            }
-            Request::Cancel { target, wait_ms } => {
-                let got =
-                    manager.cancel_runs(*target, std::time::Duration::from_millis(*wait_ms))?;
-                let list: Vec<Value> = got
-                    .iter()
-                    .map(|c| json!({"id": c.run.0, "status": c.status.as_str()}))
-                    .collect();
-                let failed: Vec<String> = got
-                    .iter()
-                    .filter(|c| c.status != RunStatus::Cancelled)
-                    .map(|c| format!("run {} is {}", c.run, c.status.as_str()))
-                    .collect();
-                if failed.is_empty() {
-                    json!({"ok": true, "cancelled": list})
-                } else {
-                    json!({
-                        "ok": false,
-                        "error": format!("not cancelled: {}", failed.join("; ")),
-                        "kind": "not_cancelled",
-                        "cancelled": list,
-                    })
-                }
-            }
-            Request::Health { stale_after_ms } => {
-                let h = manager.run_health(std::time::Duration::from_millis(*stale_after_ms));
-                json!({"ok": true, "health": serde_json::to_value(&h).unwrap_or(Value::Null)})
-            }
-        })
-    };
-    answer().unwrap_or_else(|e| answer_err(&e))
+        }
+        Request::Health { stale_after_ms } => {
+            let h = manager.run_health(std::time::Duration::from_millis(*stale_after_ms));
+            json!({"ok": true, "health": serde_json::to_value(&h).unwrap_or(Value::Null)})
+        }
+        Request::Exec(req) => run_ops::answer_exec(manager, req)?,
+        Request::Logs { run, offset, limit } => {
+            run_ops::answer_logs(manager, *run, *offset, *limit)?
+        }
+    })
 }
 
 /// The answer line for a refused line or a failed command.
@@ -811,7 +844,12 @@ mod tests {
             let e = parse_request(line).unwrap_err();
             assert!(e.to_string().contains(needle), "{line}: {e}");
         }
-        for line in [r#"{"op":"runs"}"#, r#"{"op":"health"}"#] {
+        for line in [
+            r#"{"op":"runs"}"#,
+            r#"{"op":"health"}"#,
+            r#"{"op":"logs","run":1}"#,
+            r#"{"op":"exec","id":"s1","program":"true"}"#,
+        ] {
             let e = parse_line(line).unwrap_err();
             assert!(
                 e.to_string().contains("not an engine command"),

@@ -309,3 +309,280 @@ fn a_run_printing_100_mb_keeps_head_and_tail_and_records_exactly_what_was_droppe
     assert!(log.ends_with(b"END"));
     assert!(group_left(pgid_of(&m, run.id)).is_empty());
 }
+
+/// The protocol's `exec` and `logs` lines (issue 17: the CLI's commands as protocol ops).
+#[test]
+fn exec_and_logs_lines_parse_into_the_librarys_requests_and_bad_ones_are_refused() {
+    use session_engine::protocol::{Request, parse_line, parse_request};
+    let r = parse_request(
+        r#"{"op":"exec","id":"s1","program":"sh","args":["-c","echo hi"],"cwd":"/tmp",
+            "env":{"A":"1","TOKEN":"x"},"timeout_ms":1500,"retries":2,"retry_delay_ms":10,
+            "max_memory_mb":64,"max_cpu_secs":3,"max_output_bytes":4096,"grace_ms":100,
+            "safe_to_repeat":true,"cgroup":false}"#,
+    )
+    .unwrap();
+    let Request::Exec(x) = r else { panic!("{r:?}") };
+    assert_eq!(
+        (x.session.as_str(), x.program.as_str(), x.args.clone()),
+        ("s1", "sh", vec!["-c".to_string(), "echo hi".to_string()])
+    );
+    assert_eq!(x.cwd.as_deref(), Some(std::path::Path::new("/tmp")));
+    assert_eq!(
+        x.env,
+        vec![("A".into(), "1".into()), ("TOKEN".into(), "x".into())]
+    );
+    assert_eq!(
+        x.limits,
+        session_engine::run::Limits {
+            timeout_ms: Some(1500),
+            max_memory_bytes: Some(64 << 20),
+            max_cpu_secs: Some(3),
+            max_output_bytes: Some(4096),
+            grace_ms: Some(100),
+        }
+    );
+    assert_eq!(
+        (
+            x.retry.max_retries,
+            x.retry.retry_delay_ms,
+            x.retry.safe_to_repeat
+        ),
+        (2, 10, true)
+    );
+    assert!(!x.cgroup && x.on_output.is_none());
+    // The defaults: the command line's.
+    let Request::Exec(x) =
+        parse_request(r#"{"op":"exec","session_id":"s1","program":"true"}"#).unwrap()
+    else {
+        panic!()
+    };
+    assert!(x.args.is_empty() && x.cwd.is_none() && x.env.is_empty() && x.cgroup);
+    assert_eq!(x.limits, Default::default());
+    assert_eq!((x.retry.max_retries, x.retry.retry_delay_ms), (0, 1000));
+
+    let r = parse_request(r#"{"op":"logs","run":4}"#).unwrap();
+    assert!(
+        matches!(
+            r,
+            Request::Logs {
+                run: RunId(4),
+                offset: 0,
+                limit: 65536
+            }
+        ),
+        "{r:?}"
+    );
+    let r = parse_request(r#"{"op":"logs","run":4,"offset":10,"limit":5}"#).unwrap();
+    assert!(
+        matches!(
+            r,
+            Request::Logs {
+                run: RunId(4),
+                offset: 10,
+                limit: 5
+            }
+        ),
+        "{r:?}"
+    );
+
+    for (line, needle) in [
+        (r#"{"op":"exec","id":"s1"}"#, "program: missing"),
+        (r#"{"op":"exec","program":"true"}"#, "session id"),
+        (
+            r#"{"op":"exec","id":"s1","program":""}"#,
+            "must not be empty",
+        ),
+        (r#"{"op":"exec","id":"s1","program":7}"#, "must be a string"),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","args":"-c"}"#,
+            "array of strings",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","args":["-c",1]}"#,
+            "item 1 must be a string",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","args":["a\u0000b"]}"#,
+            "NUL",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","env":{"A=B":"1"}}"#,
+            "no variable name",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","env":{"A":1}}"#,
+            "must be a string",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","timeout_ms":0}"#,
+            "timeout (ms) must be from 1",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","timeout_ms":-5}"#,
+            "non-negative",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","max_cpu_secs":0}"#,
+            "CPU limit",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","max_memory_mb":18446744073709551615}"#,
+            "too large",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","max_memory_mb":1073741825}"#,
+            "memory limit",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","retries":4294967296}"#,
+            "retries: is too large",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"sh","shell":true}"#,
+            "unknown field \"shell\"",
+        ),
+        (r#"{"op":"logs"}"#, "run: missing"),
+        (r#"{"op":"logs","run":0}"#, "start at 1"),
+        (r#"{"op":"logs","run":1,"follow":true}"#, "unknown field"),
+    ] {
+        let e = parse_request(line).unwrap_err();
+        assert!(e.is_refusal(), "{line}: {e:?}");
+        assert!(e.to_string().contains(needle), "{line}: {e}");
+    }
+    for line in [
+        r#"{"op":"exec","id":"s1","program":"true"}"#,
+        r#"{"op":"logs","run":1}"#,
+    ] {
+        let e = parse_line(line).unwrap_err();
+        assert!(
+            e.to_string().contains("not an engine command"),
+            "{line}: {e}"
+        );
+    }
+}
+
+fn op(m: &SessionManager, line: &str) -> serde_json::Value {
+    let req = session_engine::protocol::parse_request(line).unwrap();
+    session_engine::protocol::answer_run_op(m, &req)
+}
+
+#[test]
+fn exec_and_logs_ops_run_through_the_manager_and_bad_ones_record_nothing() {
+    let (dir, m) = setup(None);
+    let a = op(
+        &m,
+        r#"{"op":"exec","id":"s1","program":"sh","args":["-c","printf 'hello\nworld\n'; exit 3"]}"#,
+    );
+    assert_eq!(a["ok"], true, "{a}");
+    // Answered once the run has ended: its final status and exit code.
+    assert_eq!(
+        (&a["run"]["id"], &a["run"]["status"], &a["run"]["exit_code"]),
+        (&1.into(), &"failed".into(), &3.into()),
+        "{a}"
+    );
+    assert_eq!(m.run(RunId(1)).unwrap().status, RunStatus::Failed);
+    let l = op(&m, r#"{"op":"logs","run":1}"#);
+    assert_eq!(
+        l,
+        serde_json::json!({"ok": true, "run": 1, "offset": 0, "length": 12, "next_offset": 12,
+            "total_bytes": 12, "complete": true, "encoding": "utf-8", "output": "hello\nworld\n"})
+    );
+    let l = op(&m, r#"{"op":"logs","run":1,"offset":6,"limit":3}"#);
+    assert_eq!(
+        (&l["output"], &l["next_offset"], &l["complete"]),
+        (&"wor".into(), &9.into(), &false.into()),
+        "{l}"
+    );
+    let l = op(&m, r#"{"op":"logs","run":1,"offset":12}"#);
+    assert_eq!((&l["output"], &l["complete"]), (&"".into(), &true.into()));
+    let l = op(&m, r#"{"op":"logs","run":1,"offset":13}"#);
+    assert_eq!(l["kind"], "invalid_input", "{l}");
+    assert!(l["error"].as_str().unwrap().contains("past the end"), "{l}");
+    assert_eq!(
+        op(&m, r#"{"op":"logs","run":1,"limit":0}"#)["kind"],
+        "invalid_input"
+    );
+    assert_eq!(op(&m, r#"{"op":"logs","run":9}"#)["kind"], "not_found");
+
+    // Output that is not UTF-8 comes as base64; a timeout, the environment and cwd.
+    let a = op(
+        &m,
+        r#"{"op":"exec","id":"s1","program":"sh","args":["-c","printf '\\377\\376'"]}"#,
+    );
+    assert_eq!(a["run"]["status"], "completed", "{a}");
+    let l = op(&m, r#"{"op":"logs","run":2}"#);
+    assert_eq!(
+        (&l["encoding"], &l["output"]),
+        (&"base64".into(), &"//4=".into())
+    );
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let line = serde_json::json!({"op": "exec", "id": "s1", "program": "sh",
+        "args": ["-c", "echo \"$GREETING\"; pwd"], "cwd": sub, "env": {"GREETING": "hej"}});
+    assert_eq!(op(&m, &line.to_string())["run"]["status"], "completed");
+    let l = op(&m, r#"{"op":"logs","run":3}"#);
+    assert_eq!(
+        l["output"],
+        format!("hej\n{}\n", sub.canonicalize().unwrap().display())
+    );
+    let a = op(
+        &m,
+        r#"{"op":"exec","id":"s1","program":"sh","args":["-c","sleep 30"],"timeout_ms":200}"#,
+    );
+    assert_eq!(
+        (&a["run"]["status"], &a["run"]["ended_by"]),
+        (&"timeout".into(), &"timeout".into()),
+        "{a}"
+    );
+    assert!(group_left(pgid_of(&m, RunId(4))).is_empty());
+
+    // Refused with nothing recorded: unknown session, missing program or directory.
+    let before = (m.last_lsn(), m.runs(&RunFilter::default()).len());
+    for (line, kind) in [
+        (
+            r#"{"op":"exec","id":"nobody","program":"true"}"#,
+            "not_found",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"/no/such/program"}"#,
+            "not_found",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"no-such-program-h17c"}"#,
+            "not_found",
+        ),
+        (
+            r#"{"op":"exec","id":"s1","program":"true","cwd":"/no/such/dir"}"#,
+            "not_found",
+        ),
+    ] {
+        let a = op(&m, line);
+        assert_eq!(
+            (&a["ok"], &a["kind"]),
+            (&false.into(), &kind.into()),
+            "{line}: {a}"
+        );
+    }
+    assert_eq!((m.last_lsn(), m.runs(&RunFilter::default()).len()), before);
+}
+
+#[test]
+fn logs_never_reads_a_log_through_a_link() {
+    let (dir, m) = setup(None);
+    let a = op(
+        &m,
+        r#"{"op":"exec","id":"s1","program":"sh","args":["-c","echo mine"]}"#,
+    );
+    assert_eq!(a["run"]["status"], "completed", "{a}");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not the run's\n").unwrap();
+    let log = dir.path().join("runs").join("1.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let l = op(&m, r#"{"op":"logs","run":1}"#);
+    assert_eq!((&l["ok"], &l["kind"]), (&false.into(), &"io".into()), "{l}");
+    assert!(matches!(
+        m.run_output(RunId(1), 0, 10),
+        Err(Error::Io { .. })
+    ));
+}

@@ -159,9 +159,16 @@ fn answer_all(
         let v = match item {
             Item::Refused(e) => protocol::answer_err(&e),
             Item::RunOp(req, done) => {
-                // Every line before it is answered (and so durable): it may take long.
+                // Every line before it is answered (and so durable): it may take long
+                // (`exec` answers once its run has ended; the reader waits for `done`, so
+                // the lines after it are read only then).
                 out.flush()?;
-                let v = protocol::answer_run_op(manager, &req);
+                let v = protocol::run_op(manager, &req).unwrap_or_else(|e| {
+                    if engine_failed(&e) && failure.is_none() {
+                        *failure = Some(e.to_string());
+                    }
+                    protocol::answer_err(&e)
+                });
                 out.json(&v)?;
                 let _ = done.send(());
                 continue;

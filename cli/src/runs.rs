@@ -338,11 +338,20 @@ pub fn logs(cli: &Cli, out: &mut Out, run: &str, follow: bool) -> Result<u8> {
     out.flush()?;
     let mut pos = 0u64;
     let print_new = |pos: &mut u64| -> Result<()> {
-        let mut f = match std::fs::File::open(&path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never through a link, regular files only (as `SessionManager::run_output`).
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        if !f.metadata()?.is_file() {
+            return Err(anyhow::anyhow!("{} is not a regular file", path.display()));
+        }
         f.seek(SeekFrom::Start(*pos))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;

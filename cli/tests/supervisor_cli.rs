@@ -410,3 +410,102 @@ fn apply_answers_the_run_ops_in_order() {
     assert_eq!(answers[6]["ok"], true);
     assert_eq!(answers[7], serde_json::json!({"ok": true, "runs": []}));
 }
+
+/// `exec` and `logs` as apply lines: each exec is answered once its run has ended, in
+/// line order (the second program sees what the first wrote), with real `sh -c` programs.
+#[test]
+fn apply_execs_programs_in_line_order_and_answers_logs() {
+    use std::io::Write;
+    let (tmp, dir) = setup();
+    let mark = tmp.path().join("mark");
+    let lines = [
+        serde_json::json!({"op": "exec", "id": "s1", "program": "sh",
+            "args": ["-c", "echo first > \"$1\"; echo wrote", "sh", mark]}),
+        serde_json::json!({"op": "exec", "id": "s1", "program": "sh",
+            "args": ["-c", "cat \"$1\"; echo oops >&2; exit 4", "sh", mark]}),
+        serde_json::json!({"op": "logs", "run": 2}),
+        serde_json::json!({"op": "exec", "id": "s1", "program": "sh",
+            "args": ["-c", "sleep 30"], "timeout_ms": 300, "grace_ms": 100}),
+        serde_json::json!({"op": "exec", "id": "s1", "program": "sh", "timeout_ms": 0}),
+        serde_json::json!({"op": "exec", "id": "nobody", "program": "true"}),
+        serde_json::json!({"op": "exec", "id": "s1", "program": "sh", "shell": true}),
+        serde_json::json!({"op": "logs", "run": 7}),
+        serde_json::json!({"op": "runs"}),
+    ];
+    let mut apply = cmd(&dir, &["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = apply.stdin.take().unwrap();
+    for l in &lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let o = apply.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let answers: Vec<serde_json::Value> = o
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), lines.len(), "{answers:?}");
+    let ran = |i: usize| &answers[i]["run"];
+    assert_eq!(
+        (&ran(0)["id"], &ran(0)["status"], &ran(0)["exit_code"]),
+        (&1.into(), &"completed".into(), &0.into()),
+        "{answers:?}"
+    );
+    assert_eq!(
+        (&ran(1)["id"], &ran(1)["status"], &ran(1)["exit_code"]),
+        (&2.into(), &"failed".into(), &4.into()),
+        "{answers:?}"
+    );
+    // Run 2 ran after run 1 had ended: it read what run 1 wrote. Both streams, in order.
+    assert_eq!(answers[2]["output"], "first\noops\n", "{answers:?}");
+    assert_eq!(answers[2]["complete"], true);
+    assert_eq!(
+        (&ran(3)["status"], &ran(3)["ended_by"]),
+        (&"timeout".into(), &"timeout".into()),
+        "{answers:?}"
+    );
+    let pid = ran(3)["pid"].as_u64().unwrap() as u32;
+    assert!(
+        group_left(pid).is_empty(),
+        "the timed-out run left processes"
+    );
+    assert_eq!(answers[4]["kind"], "invalid_input", "{answers:?}");
+    assert_eq!(answers[5]["kind"], "not_found", "{answers:?}");
+    assert_eq!(answers[6]["kind"], "invalid_input", "{answers:?}");
+    assert_eq!(answers[7]["kind"], "not_found", "{answers:?}");
+    // The refused lines recorded no run.
+    let ids: Vec<_> = answers[8]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    // The same as the command line's `logs`.
+    let o = run(&dir, &["logs", "2"]);
+    assert_eq!(o.stdout, b"first\noops\n");
+}
+
+#[test]
+fn logs_never_prints_a_log_through_a_link() {
+    let (tmp, dir) = setup();
+    assert!(
+        run(&dir, &["exec", "s1", "--", "echo", "mine"])
+            .status
+            .success()
+    );
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "not the run's\n").unwrap();
+    let log = dir.join("runs").join("1.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let o = run(&dir, &["logs", "1"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+}

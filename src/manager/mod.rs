@@ -44,7 +44,10 @@ pub use claude::{
     CLAUDE_PROGRAM_ENV, ClaudeHandle, ClaudeRequest, ClaudeTurn, claude_args,
     default_claude_program,
 };
-pub use runs::{CancelTarget, Cancelled, ExecRequest, RunFilter, RunHandle};
+pub use runs::{
+    CancelTarget, Cancelled, DEFAULT_OUTPUT_READ, ExecRequest, MAX_OUTPUT_READ, RunFilter,
+    RunHandle, RunOutput,
+};
 pub use session::{ClaudeSession, CommandRun};
 pub use tracker::SessionTracker;
 

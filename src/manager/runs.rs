@@ -39,6 +39,25 @@ pub struct ExecRequest {
     pub cgroup: bool,
 }
 
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("session", &self.session)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field(
+                "env_names",
+                &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .field("on_output", &self.on_output.is_some())
+            .field("cgroup", &self.cgroup)
+            .finish()
+    }
+}
+
 impl ExecRequest {
     /// A request to run `program args` for `session`, no limits but the default output
     /// cap, no retries.
@@ -117,6 +136,35 @@ pub struct Cancelled {
     /// when the run ended otherwise first; an unfinished one when the wait ran out (no
     /// process supervises it, or it is still being stopped).
     pub status: RunStatus,
+}
+
+/// What [`SessionManager::run_output`] reads when no length is given: 64 KiB.
+pub const DEFAULT_OUTPUT_READ: u64 = 64 << 10;
+
+/// The most [`SessionManager::run_output`] reads at once: 1 MiB.
+pub const MAX_OUTPUT_READ: u64 = 1 << 20;
+
+/// A byte range of a run's log file, as [`SessionManager::run_output`] read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutput {
+    /// The run.
+    pub run: RunId,
+    /// Where the range starts in the log.
+    pub offset: u64,
+    /// The bytes read (fewer than asked for at the end of the log).
+    pub bytes: Vec<u8>,
+    /// The log's length at the time of the read.
+    pub total_bytes: u64,
+    /// Whether the run had ended before the read and the range reaches the log's end:
+    /// there is nothing more to read.
+    pub complete: bool,
+}
+
+impl RunOutput {
+    /// The offset just past the range: where the next read starts.
+    pub fn next_offset(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
 }
 
 /// Which runs [`SessionManager::runs`] returns.
@@ -295,9 +343,119 @@ impl SessionManager {
         Ok(m.state())
     }
 
+    /// Reads `length` bytes (at most [`MAX_OUTPUT_READ`]) at `offset` of run `id`'s log
+    /// file (what `logs RUN` prints: stdout and stderr in arrival order). A log not written
+    /// yet is empty. An unknown run is [`Error::NotFound`]; a length of 0 or above the
+    /// maximum, or an offset past the log's end, [`Error::InvalidInput`]. The log is never
+    /// read through a symbolic link, and only when it is a regular file in a real `runs`
+    /// folder (else an [`Error::Io`]).
+    pub fn run_output(&self, id: RunId, offset: u64, length: u64) -> Result<RunOutput> {
+        if length == 0 || length > MAX_OUTPUT_READ {
+            return Err(Error::invalid(
+                "limit",
+                format!("{length} bytes is not from 1 to {MAX_OUTPUT_READ}"),
+            ));
+        }
+        // The status before the read: a run final then has its whole log written.
+        let finished = self
+            .fresh_state()?
+            .run(id)
+            .ok_or_else(|| Error::not_found("run", id))?
+            .status
+            .is_final();
+        let path = supervisor::log_path(self.data_dir(), id);
+        let (total_bytes, bytes) =
+            read_range(self.data_dir(), &path, offset, length).map_err(|e| match e {
+                ReadError::PastEnd(total) => Error::invalid(
+                    "offset",
+                    format!("{offset} is past the end of the output ({total} bytes)"),
+                ),
+                ReadError::Io(e) => Error::io("read a run log", &path, e),
+            })?;
+        let complete = finished && offset + bytes.len() as u64 == total_bytes;
+        Ok(RunOutput {
+            run: id,
+            offset,
+            bytes,
+            total_bytes,
+            complete,
+        })
+    }
+
     /// Where run `id`'s log file is (stdout and stderr in arrival order, head and tail
     /// above the cap, with a line saying how many bytes were dropped).
     pub fn run_log_path(&self, id: RunId) -> PathBuf {
         supervisor::log_path(self.data_dir(), id)
     }
+}
+
+enum ReadError {
+    PastEnd(u64),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+/// The log's length and `length` bytes of it at `offset`; `(0, [])` when there is no log
+/// (or no `runs` folder) yet. Never through a link; regular files only.
+fn read_range(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    offset: u64,
+    length: u64,
+) -> std::result::Result<(u64, Vec<u8>), ReadError> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    match std::fs::symlink_metadata(root.join(supervisor::RUNS_DIR)) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(std::io::Error::other("the runs folder is not a directory").into()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return if offset == 0 {
+                Ok((0, Vec::new()))
+            } else {
+                Err(ReadError::PastEnd(0))
+            };
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return if offset == 0 {
+                Ok((0, Vec::new()))
+            } else {
+                Err(ReadError::PastEnd(0))
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("the run log is not a regular file").into());
+    }
+    let total = meta.len();
+    if offset > total {
+        return Err(ReadError::PastEnd(total));
+    }
+    let want = usize::try_from(length.min(total - offset)).unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut bytes[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bytes.truncate(got);
+    Ok((total, bytes))
 }
