@@ -14,6 +14,7 @@
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
 //!                  | [4] ++ (schema 3's parts) ++ bincode(Vec<(RunId, Timestamp)>)
 //!                        ++ bincode(Vec<(SessionId, Transcript)>)
+//!                        ++ bincode(Vec<(SessionId, Vec<(String, Agent)>)>)
 //! ```
 //!
 //! Version history (kept in step with `docs/format.md`):
@@ -38,13 +39,16 @@
 //!   has a run.
 //! * event schema 4: appends `RunContained` (how an attempt is contained: its cgroup v2,
 //!   or the fallback to its process group and why) and `EventBody::ClaudeTranscript` (an
-//!   imported Claude Code transcript: a file opened as a session, or its next bytes);
-//!   only they are written as schema 4.
+//!   imported Claude Code transcript: a file opened as a session, or its next bytes)
+//!   and `EventBody::AgentChanged` (seed 002's agent of a session activated, deactivated
+//!   or restarted); only they are written as schema 4.
 //! * state schema 4: appends, after schema 3's parts, the runs' last output times
 //!   (`Run::last_output_at`, which the run's serde form skips: `(run, time)` of each run
-//!   with one, in id order) and the transcripts (`Vec<(SessionId, Transcript)>` in id
+//!   with one, in id order), the transcripts (`Vec<(SessionId, Transcript)>` in id
+//!   order) and the sessions' agents (`Vec<(SessionId, Vec<(type, Agent)>)>`, both in
 //!   order); written only when a run has a last output time or the state holds a
-//!   transcript, so any other state is still schema 3 or lower, byte for byte.
+//!   transcript or an agent, so any other state is still schema 3 or lower, byte for
+//!   byte.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -76,7 +80,9 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
-        EventBody::RunContained { .. } | EventBody::ClaudeTranscript(_) => 4,
+        EventBody::RunContained { .. }
+        | EventBody::ClaudeTranscript(_)
+        | EventBody::AgentChanged { .. } => 4,
         b if b.is_run() => 3,
         EventBody::ChainsImported { .. } | EventBody::SessionsAdopted(_) => 2,
         EventBody::SessionImported { events, .. } => events
@@ -91,7 +97,10 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if state.runs.values().any(|r| r.last_output_at.is_some()) || !state.claude.is_empty() {
+    if state.runs.values().any(|r| r.last_output_at.is_some())
+        || !state.claude.is_empty()
+        || !state.agents.is_empty()
+    {
         4
     } else if !state.runs.is_empty() {
         3
@@ -256,8 +265,11 @@ pub fn encode_state(state: &State, out: &mut impl Write) -> Result<(), EncodeErr
             .map_err(|e| EncodeError::from_bincode("runs' last output times", e))?;
         let transcripts: Vec<(&crate::types::SessionId, &crate::state::Transcript)> =
             state.claude.iter().map(|(id, t)| (id, &**t)).collect();
-        bincode::serde::encode_into_std_write(&transcripts, out, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&transcripts, &mut *out, bincode::config::standard())
             .map_err(|e| EncodeError::from_bincode("transcripts", e))?;
+        let agents = state.agents_part();
+        bincode::serde::encode_into_std_write(&agents, out, bincode::config::standard())
+            .map_err(|e| EncodeError::from_bincode("agents", e))?;
     }
     Ok(())
 }
@@ -335,6 +347,13 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
                 state
                     .attach_transcripts(transcripts)
                     .map_err(|e| DecodeError(format!("transcripts: {e}")))?;
+                used += n;
+                let rest = body.get(used..).unwrap_or_default();
+                let (agents, n): (crate::state::AgentsPart, usize) = decode_bounded(rest)
+                    .map_err(|e| DecodeError(format!("agents do not decode: {e}")))?;
+                state
+                    .attach_agents(agents)
+                    .map_err(|e| DecodeError(format!("agents: {e}")))?;
                 used += n;
             }
             if used != body.len() {
@@ -576,9 +595,14 @@ mod tests {
         let other =
             bincode::serde::encode_to_vec(vec![(RunId(2), at)], bincode::config::standard())
                 .unwrap();
+        // After the times come the transcripts and the agents: two empty lists.
+        let tail = [0u8, 0u8];
+        assert!(bad.ends_with(&tail));
+        bad.truncate(bad.len() - tail.len());
         assert!(bad.ends_with(&times));
         bad.truncate(bad.len() - times.len());
         bad.extend_from_slice(&other);
+        bad.extend_from_slice(&tail);
         assert!(decode_state(&bad).is_err(), "a time for run 2 was accepted");
     }
 

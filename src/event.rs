@@ -317,6 +317,41 @@ pub enum EventBody {
     /// A step of importing a Claude Code transcript: the file becomes a session, or its
     /// next bytes (event schema 4; see `claude::events`).
     ClaudeTranscript(Box<ClaudeEvent>),
+    /// One of seed 002's agent types was activated, deactivated or restarted in a session
+    /// (event schema 4; see `state::agents`).
+    AgentChanged {
+        /// The session.
+        session: SessionId,
+        /// The agent type, one of [`crate::state::AGENT_TYPES`] (upper case).
+        agent_type: String,
+        /// What happened to it.
+        action: AgentAction,
+        /// The configuration given with an activation or a restart (JSON), if any.
+        config: Option<JsonText>,
+    },
+}
+
+/// What an [`EventBody::AgentChanged`] did to a session's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    /// It became active.
+    Activated,
+    /// It became inactive.
+    Deactivated,
+    /// An active agent was restarted (it stays active).
+    Restarted,
+}
+
+impl AgentAction {
+    /// The action's name (`"activated"`, `"deactivated"`, `"restarted"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentAction::Activated => "activated",
+            AgentAction::Deactivated => "deactivated",
+            AgentAction::Restarted => "restarted",
+        }
+    }
 }
 
 /// The top-level keys seed 003's `_save_sessions` writes, in its order.
@@ -428,6 +463,7 @@ impl EventBody {
                 ClaudeEvent::Opened(_) => "claude_opened",
                 ClaudeEvent::Piece(_) => "claude_piece",
             },
+            EventBody::AgentChanged { .. } => "agent_changed",
         }
     }
 
@@ -461,7 +497,8 @@ impl EventBody {
             | EventBody::CheckpointRestored { session, .. }
             | EventBody::DecisionLogged { session, .. }
             | EventBody::SessionImported { session, .. }
-            | EventBody::SessionCloned { session, .. } => vec![session],
+            | EventBody::SessionCloned { session, .. }
+            | EventBody::AgentChanged { session, .. } => vec![session],
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 sessions.iter().collect()
             }
@@ -560,7 +597,8 @@ impl EventBody {
             | EventBody::CheckpointRestored { session, .. }
             | EventBody::DecisionLogged { session, .. }
             | EventBody::SessionImported { session, .. }
-            | EventBody::SessionCloned { session, .. } => *session = swap(session),
+            | EventBody::SessionCloned { session, .. }
+            | EventBody::AgentChanged { session, .. } => *session = swap(session),
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 for s in sessions.iter_mut() {
                     *s = swap(s);

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+mod agents;
 pub mod api;
 mod conn;
 mod dashboard;
@@ -319,6 +320,7 @@ fn router(state: AppState, guard: guard::Guard) -> Router {
         .route("/health", get(resources::health))
         .route("/metrics", get(metrics::render))
         .merge(workspace::routes())
+        .merge(agents::routes())
         .merge(runs::routes())
         .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(from_fn_with_state(limits.request_timeout, timeout));

@@ -117,6 +117,10 @@ impl Modify for Bearer {
     modifiers(&Bearer),
     security((), ("bearer" = [])),
     paths(
+        crate::agents::list,
+        crate::agents::activate,
+        crate::agents::deactivate,
+        crate::agents::restart,
         sessions::create,
         sessions::list,
         sessions::import,

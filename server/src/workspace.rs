@@ -30,30 +30,9 @@ pub const GIT_KEY: &str = "git";
 /// Most paths one `validate-paths` request may hold.
 pub const MAX_PATHS: usize = 100;
 
-/// Seed 002's twelve agent types, in its order, with the capabilities it lists.
-pub const AGENT_TYPES: [(&str, &[&str]); 12] = [
-    (
-        "ORCHESTRATOR",
-        &["master-orchestrator", "smart-orchestrator"],
-    ),
-    ("FRONTEND", &["frontend-architecture", "UI/UX design"]),
-    ("BACKEND", &["backend-services", "API development"]),
-    ("DATABASE", &["database-architect", "schema design"]),
-    ("API", &["api-integration-specialist", "external services"]),
-    (
-        "MIDDLEWARE",
-        &["middleware-specialist", "integration patterns"],
-    ),
-    ("DEVOPS", &["devops-deployment", "CI/CD automation"]),
-    (
-        "SECURITY",
-        &["security-architecture", "vulnerability scanning"],
-    ),
-    ("PERFORMANCE", &["performance-optimization", "monitoring"]),
-    ("QUALITY", &["quality-assurance", "testing frameworks"]),
-    ("DOCUMENTATION", &["technical-documentation", "API docs"]),
-    ("MONITORING", &["monitoring-observability", "alerting"]),
-];
+/// Seed 002's twelve agent types, in its order, with the capabilities it lists (the
+/// library's list, which the agents of a session are checked against).
+pub use session_engine::state::AGENT_TYPES;
 
 /// This module's routes (merged into the API router).
 pub fn routes() -> Router<AppState> {

@@ -6,6 +6,7 @@
 //! nothing. Every event `decide` returns is guaranteed to apply to the state it was
 //! decided against; the writer asserts it.
 
+mod agents;
 mod chain;
 mod claude;
 mod history;
@@ -205,6 +206,19 @@ pub enum Command {
     /// transcript as a new session, or append its next piece, which must start where the
     /// transcript's imported bytes end.
     Claude(Box<crate::claude::events::ClaudeEvent>),
+    /// Activate, deactivate or restart one of seed 002's agent types in a session (not
+    /// ended, archived or timed out). Activating an active agent, or deactivating or
+    /// restarting one that is not active, is refused. Answers [`Outcome::Session`].
+    ChangeAgent {
+        /// The session.
+        session: SessionId,
+        /// The agent type (any case; see [`crate::state::AGENT_TYPES`]).
+        agent_type: String,
+        /// What to do.
+        action: crate::event::AgentAction,
+        /// A configuration for an activation or a restart.
+        config: Option<JsonText>,
+    },
 }
 
 impl Command {
@@ -234,6 +248,7 @@ impl Command {
             Command::RequestRun { .. } => "run",
             Command::RecordRunStep(_) => "run_step",
             Command::Claude(_) => "claude",
+            Command::ChangeAgent { .. } => "agent",
         }
     }
 }
@@ -412,5 +427,11 @@ pub fn decide(state: &State, cmd: Command, now: Timestamp) -> Decision {
         Command::RequestRun { session, spec } => runs::request(state, session, spec),
         Command::RecordRunStep(body) => runs::record_step(state, body, now),
         Command::Claude(e) => claude::decide(state, e),
+        Command::ChangeAgent {
+            session,
+            agent_type,
+            action,
+            config,
+        } => agents::change(state, session, agent_type, action, config),
     }
 }

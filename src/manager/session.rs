@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::Inner;
 use crate::command::{Command, Outcome};
 use crate::error::{Error, Result};
-use crate::state::{CommandRecord, Session, Statistics, Status};
+use crate::event::AgentAction;
+use crate::state::{Agent, CommandRecord, Session, Statistics, Status};
 use crate::types::{JsonText, Lsn, SessionId, Timestamp};
 
 /// A command the caller ran, to record in a session's history (seed 000's
@@ -124,6 +125,51 @@ impl ClaudeSession {
     pub fn is_active(&self) -> bool {
         let now = self.inner.engine().now();
         self.snapshot().is_ok_and(|s| s.is_active(now))
+    }
+
+    /// Seed 002's agents of the session, by agent type: those activated at least once
+    /// (active or not). Empty when none was.
+    pub fn agents(&self) -> Result<Vec<(String, Agent)>> {
+        self.snapshot()?;
+        Ok(self
+            .inner
+            .state()
+            .agents_of(&self.id)
+            .map(|a| a.iter().map(|(t, a)| (t.clone(), a.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn change_agent(
+        &self,
+        agent_type: &str,
+        action: AgentAction,
+        config: Option<&Value>,
+    ) -> Result<Lsn> {
+        let config = config.map(json).transpose()?;
+        self.run(Command::ChangeAgent {
+            session: self.id.clone(),
+            agent_type: agent_type.to_owned(),
+            action,
+            config,
+        })
+    }
+
+    /// Activates one of seed 002's agent types (any case) in the session, with an optional
+    /// configuration: [`Error::NotFound`] for an unknown type, [`Error::InvalidState`] when
+    /// it is active already or the session is ended, archived or timed out.
+    pub fn activate_agent(&self, agent_type: &str, config: Option<&Value>) -> Result<Lsn> {
+        self.change_agent(agent_type, AgentAction::Activated, config)
+    }
+
+    /// Deactivates an active agent ([`Error::InvalidState`] when it is not active).
+    pub fn deactivate_agent(&self, agent_type: &str) -> Result<Lsn> {
+        self.change_agent(agent_type, AgentAction::Deactivated, None)
+    }
+
+    /// Restarts an active agent, with a new configuration if given
+    /// ([`Error::InvalidState`] when it is not active).
+    pub fn restart_agent(&self, agent_type: &str, config: Option<&Value>) -> Result<Lsn> {
+        self.change_agent(agent_type, AgentAction::Restarted, config)
     }
 
     /// Seed 001 `record_activity(action, details)`: refused with [`Error::InvalidState`]

@@ -310,6 +310,20 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
                 }),
             ),
         },
+        EventBody::AgentChanged {
+            agent_type,
+            action,
+            config,
+            ..
+        } => (
+            LogLevel::Info,
+            format!("agent {agent_type} {}", action.name()),
+            json!({
+                "agent_type": agent_type,
+                "action": action.name(),
+                "config": json_or_null(config),
+            }),
+        ),
     }
 }
 

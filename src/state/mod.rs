@@ -11,6 +11,7 @@
 //!   writer validates a batch on a clone and publishes it only once the batch is durable,
 //!   and a snapshot serialises a clone while appends go on.
 
+pub(crate) mod agents;
 mod bounded;
 pub(crate) mod chain;
 mod claude;
@@ -25,6 +26,7 @@ use crate::event::{Event, EventBody};
 use crate::run::{Run, RunId};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
+pub use agents::{AGENT_TYPES, Agent, Agents, AgentsPart, agent_type};
 pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
 pub use claude::{EMPTY_PREFIX_HASH, MAX_REFS, RefKind, Transcript, TranscriptLink, chain_hash};
 pub use session::{
@@ -65,6 +67,10 @@ pub struct State {
     /// form: state schema 4 stores them after the runs (see `codec`).
     #[serde(skip)]
     pub claude: imbl::OrdMap<SessionId, Arc<Transcript>>,
+    /// Seed 002's agents of each session that had one activated. Not part of the state's
+    /// serde form: state schema 4 stores them after the transcripts (see `codec`).
+    #[serde(skip)]
+    pub agents: imbl::OrdMap<SessionId, Arc<Agents>>,
 }
 
 impl State {
@@ -323,6 +329,12 @@ impl State {
             | EventBody::RunInterrupted { .. }
             | EventBody::RunContained { .. } => return self.apply_run(at, body),
             EventBody::ClaudeTranscript(e) => return self.apply_claude(at, e),
+            EventBody::AgentChanged {
+                session,
+                agent_type,
+                action,
+                config,
+            } => return self.apply_agent(at, session, agent_type, *action, config),
         }
         Ok(())
     }
