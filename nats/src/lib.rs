@@ -362,12 +362,22 @@ impl NatsLog {
             },
             ..Default::default()
         };
-        let mut messages = self
-            .block_on(async {
-                let c = stream.create_consumer(config).await?;
-                c.messages().await.map_err(Into::into)
-            })
-            .map_err(|e: async_nats::Error| self.unavailable(format!("cannot replay: {e}")))?;
+        // Creating the consumer is a request to the stream's leader, which may be moving
+        // (a node just died): tried again, as opening the stream is, until the time limit.
+        let deadline = std::time::Instant::now() + o.timeout;
+        let mut messages = loop {
+            let created = self.block_on(async {
+                let c = stream.create_consumer(config.clone()).await?;
+                c.messages().await.map_err(Into::<async_nats::Error>::into)
+            });
+            match created {
+                Ok(m) => break m,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(self.unavailable(format!("cannot replay: {e}")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         let mut next = from;
         while next <= to {
             // The end is the stream's last sequence read before: a missing message is an
