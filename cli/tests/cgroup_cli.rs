@@ -99,9 +99,13 @@ fn in_cgroup(e: &Value) -> bool {
 fn a_process_that_left_the_group_ends_with_the_run_when_it_has_a_cgroup() {
     let (tmp, dir) = setup();
     let pidfile = tmp.path().join("escaped");
+    // The leader exits only once the escapee has called setsid (it writes its pid after
+    // that): under load a child that had not yet left the group was ended with the
+    // group, which made the second half below fail and the first half prove nothing.
     let script = format!(
-        "cat /proc/self/cgroup; setsid sleep 300 & echo $! > {}; exit 0",
-        pidfile.display()
+        "cat /proc/self/cgroup; rm -f {p}; setsid sh -c 'echo $$ > {p}.tmp && mv {p}.tmp {p}; \
+         exec sleep 300' & while [ ! -s {p} ]; do sleep 0.01; done; exit 0",
+        p = pidfile.display()
     );
     let o = run(&dir, &["exec", "s1", "--", "sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
