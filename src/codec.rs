@@ -666,7 +666,12 @@ mod tests {
         let err = decode_event(&as_4).unwrap_err();
         assert!(err.0.contains("schema 5 added it"), "{err:?}");
         // Every other end of a run is still schema 3, byte for byte.
-        for other in [None, Some(EndedBy::Cpu), Some(EndedBy::Timeout), Some(EndedBy::Cancel)] {
+        for other in [
+            None,
+            Some(EndedBy::Cpu),
+            Some(EndedBy::Timeout),
+            Some(EndedBy::Cancel),
+        ] {
             let e = exited(other);
             let b = event_to_vec(&e).unwrap();
             assert_eq!(b[0], 3, "{other:?}");

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::run::{EndedBy, ExitKind, RunId, RunStatus, Stream};
-use session_engine::{
-    Error, EventBody, ExecRequest, RunFilter, SessionId, SessionManager,
-};
+use session_engine::{Error, EventBody, ExecRequest, RunFilter, SessionId, SessionManager};
 
 mod common;
 use common::runs::{group_left, pgid_of, sh};
@@ -667,7 +665,10 @@ fn a_runs_process_holds_no_descriptor_of_the_data_directory() {
     let lock = dir.path().canonicalize().unwrap().join("LOCK");
     assert!(ours.contains(&lock), "{ours:?}");
     let held = common::runs::fds_under(pid, dir.path());
-    assert!(held.is_empty(), "the run holds the engine's files: {held:?}");
+    assert!(
+        held.is_empty(),
+        "the run holds the engine's files: {held:?}"
+    );
     first.cancel();
     second.cancel();
     assert_eq!(first.wait().unwrap().status, RunStatus::Cancelled);

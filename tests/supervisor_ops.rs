@@ -12,7 +12,9 @@ use session_engine::{
 };
 
 mod common;
-use common::runs::{group_left, open_manager as open_with, pgid_of, setup_manager as setup, sh, until};
+use common::runs::{
+    group_left, open_manager as open_with, pgid_of, setup_manager as setup, sh, until,
+};
 
 fn cancel_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir.join("runs"))

@@ -221,7 +221,10 @@ fn a_run_that_outlives_its_engine_does_not_keep_the_data_directorys_lock() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let held = common::runs::fds_under(pid, &dir);
-    assert!(held.is_empty(), "the run holds the engine's files: {held:?}");
+    assert!(
+        held.is_empty(),
+        "the run holds the engine's files: {held:?}"
+    );
     exec.kill().unwrap();
     exec.wait().unwrap();
     assert!(common::runs::alive(pid), "the run died with its engine");
@@ -233,7 +236,10 @@ fn a_run_that_outlives_its_engine_does_not_keep_the_data_directorys_lock() {
         m.run("1".parse().unwrap()).unwrap().status,
         session_engine::run::RunStatus::Interrupted
     );
-    assert!(common::runs::gone(pid), "process {pid} outlived the reconcile");
+    assert!(
+        common::runs::gone(pid),
+        "process {pid} outlived the reconcile"
+    );
 }
 
 #[test]

@@ -63,9 +63,7 @@ async fn a_run_started_over_http_is_listed_read_and_its_output_served_by_range()
         session_engine::Options::default(),
     )
     .expect("read-only open");
-    let mine = ro
-        .run(session_engine::run::RunId(run))
-        .expect("the run");
+    let mine = ro.run(session_engine::run::RunId(run)).expect("the run");
     let Value::Object(mut http) = r.clone() else {
         panic!("{r}")
     };

@@ -230,7 +230,11 @@ mod tests {
         assert_eq!(cg.oom_kills(), None, "no memory.events");
         let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 0\noom_group_kill 0\n";
         std::fs::write(tmp.path().join("memory.events"), events).unwrap();
-        assert_eq!(cg.oom_kills(), Some(0), "the limit was reached, nothing killed");
+        assert_eq!(
+            cg.oom_kills(),
+            Some(0),
+            "the limit was reached, nothing killed"
+        );
         std::fs::write(
             tmp.path().join("memory.events"),
             events.replace("oom_kill 0", "oom_kill 2"),

@@ -833,7 +833,10 @@ mod tests {
             Some(EndedBy::Memory)
         );
         // An attempt that succeeded anyway was not ended by the limit.
-        assert_eq!(limit_that_ended(ExitKind::Code(0), &memory, Some(&cg(true))), None);
+        assert_eq!(
+            limit_that_ended(ExitKind::Code(0), &memory, Some(&cg(true))),
+            None
+        );
         // No kill counted, no memory.max of the run's, or no cgroup: not memory.
         events(0);
         assert_eq!(limit_that_ended(killed, &memory, Some(&cg(true))), None);

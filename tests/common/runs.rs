@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::run::{Run, RunId};
-use session_engine::{ExecRequest, ManagerOptions, ManualClock, NewSession, SessionId, SessionManager};
+use session_engine::{
+    ExecRequest, ManagerOptions, ManualClock, NewSession, SessionId, SessionManager,
+};
 
 /// State (`/proc/<pid>/stat` field 3) and process group (field 5) of `pid`, if it exists.
 pub fn proc_state(pid: u32) -> Option<(char, u32)> {
