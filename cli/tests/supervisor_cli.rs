@@ -243,6 +243,35 @@ fn a_run_that_outlives_its_engine_does_not_keep_the_data_directorys_lock() {
 }
 
 #[test]
+fn exec_says_which_resource_limit_ended_the_run() {
+    let (_tmp, dir) = setup();
+    let o = run(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--max-cpu",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("run 1 failed (ended by its CPU limit)"),
+        "{err}"
+    );
+    assert_eq!(run_json(&dir, "1")["ended_by"], "cpu");
+    // A run no limit ended says nothing more.
+    let o = run(&dir, &["exec", "s1", "--", "sh", "-c", "exit 3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run 2 failed\n"), "{err}");
+}
+
+#[test]
 fn bad_input_is_refused_with_its_status() {
     let (_tmp, dir) = setup();
     let code = |args: &[&str]| run(&dir, args).status.code();
