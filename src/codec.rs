@@ -8,7 +8,8 @@
 //! ```text
 //! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
 //!                                                      chains or an adoption, 3 for a run,
-//!                                                      4 for a Claude Code transcript
+//!                                                      4 for a Claude Code transcript,
+//!                                                      5 for a run ended by memory.max
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
@@ -42,6 +43,9 @@
 //!   imported Claude Code transcript: a file opened as a session, or its next bytes)
 //!   and `EventBody::AgentChanged` (seed 002's agent of a session activated, deactivated
 //!   or restarted); only they are written as schema 4.
+//! * event schema 5: appends `run::EndedBy::Memory` (an attempt ended by its cgroup's
+//!   `memory.max`); only a `RunExited` holding it is written as schema 5, every other
+//!   event as before, byte for byte. A schema 1 to 4 payload holding it is refused.
 //! * state schema 4: appends, after schema 3's parts, the runs' last output times
 //!   (`Run::last_output_at`, which the run's serde form skips: `(run, time)` of each run
 //!   with one, in id order), the transcripts (`Vec<(SessionId, Transcript)>` in id
@@ -66,7 +70,7 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 4;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 5;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
@@ -80,6 +84,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        EventBody::RunExited(e) if e.ended_by == Some(crate::run::EndedBy::Memory) => 5,
         EventBody::RunContained { .. }
         | EventBody::ClaudeTranscript(_)
         | EventBody::AgentChanged { .. } => 4,
@@ -214,7 +219,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     };
     match version {
         1..=NEWEST_EVENT_SCHEMA_VERSION => {
-            // Schemas 2 to 4 only add variants at the end, so all decode with today's
+            // Schemas 2 to 5 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())
@@ -633,6 +638,45 @@ mod tests {
             cancelled: false,
         };
         assert_eq!(event_schema_of(&exited), 3);
+    }
+
+    #[test]
+    fn only_a_run_ended_by_memory_is_event_schema_5() {
+        use crate::run::{EndedBy, ExitKind, Exited, RunId, Usage};
+        let exited = |ended_by| Event {
+            at: Timestamp(9),
+            body: EventBody::RunExited(Box::new(Exited {
+                run: RunId(1),
+                attempt: 1,
+                exit: ExitKind::Signal(9),
+                ended_by,
+                duration_ms: 3,
+                usage: Usage::default(),
+                output_bytes: 0,
+                output_dropped: 0,
+                retry: false,
+            })),
+        };
+        let memory = exited(Some(EndedBy::Memory));
+        let bytes = event_to_vec(&memory).unwrap();
+        assert_eq!(bytes[0], 5);
+        assert_eq!(decode_event(&bytes).unwrap(), memory);
+        let mut as_4 = bytes.clone();
+        as_4[0] = 4;
+        let err = decode_event(&as_4).unwrap_err();
+        assert!(err.0.contains("schema 5 added it"), "{err:?}");
+        // Every other end of a run is still schema 3, byte for byte.
+        for other in [
+            None,
+            Some(EndedBy::Cpu),
+            Some(EndedBy::Timeout),
+            Some(EndedBy::Cancel),
+        ] {
+            let e = exited(other);
+            let b = event_to_vec(&e).unwrap();
+            assert_eq!(b[0], 3, "{other:?}");
+            assert_eq!(decode_event(&b).unwrap(), e);
+        }
     }
 
     #[test]

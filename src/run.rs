@@ -8,8 +8,8 @@
 //! keeps each run's status and counters, never its output bytes (those are in the
 //! per-run log file `runs/<id>.log` and in the output events).
 //!
-//! Encoded as event schema 3 and state schema 3 (see `codec`): variants and fields are
-//! only ever appended.
+//! Encoded as event schema 3 and state schema 3 (see `codec`; `EndedBy::Memory` is event
+//! schema 5): variants and fields are only ever appended.
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +191,13 @@ pub enum EndedBy {
     Cancel,
     /// RLIMIT_CPU (SIGXCPU, or SIGKILL at the hard limit).
     Cpu,
+    /// The memory limit held by the attempt's cgroup v2 `memory.max`: the kernel's OOM
+    /// killer killed a process of the cgroup (its `memory.events` counts an `oom_kill`)
+    /// and the attempt failed. Event schema 5 (a `RunExited` holding it is written as
+    /// schema 5). Under RLIMIT_AS (no cgroup, or no memory controller) an allocation
+    /// past the limit fails inside the program, which ends as it chooses: that is not
+    /// attributable, and such a run has no `ended_by`.
+    Memory,
 }
 
 /// Resource use of the leader process, from `wait4`.

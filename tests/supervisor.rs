@@ -6,27 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::run::{EndedBy, ExitKind, RunId, RunStatus, Stream};
-use session_engine::{
-    Error, EventBody, ExecRequest, ManagerOptions, NewSession, RunFilter, SessionId, SessionManager,
-};
+use session_engine::{Error, EventBody, ExecRequest, RunFilter, SessionId, SessionManager};
+
+mod common;
+use common::runs::{group_left, pgid_of, sh};
 
 fn open(dir: &std::path::Path) -> SessionManager {
-    SessionManager::open(dir, ManagerOptions::default()).unwrap()
+    common::runs::open_manager(dir, None)
 }
 
 fn setup() -> (tempfile::TempDir, SessionManager) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = open(dir.path());
-    m.create_session(NewSession {
-        id: Some(SessionId::new("s1").unwrap()),
-        ..NewSession::default()
-    })
-    .unwrap();
-    (dir, m)
-}
-
-fn sh(script: &str) -> ExecRequest {
-    ExecRequest::new("s1", "sh", &["-c", script])
+    common::runs::setup_manager(None)
 }
 
 /// The run's events, in log order.
@@ -80,29 +70,6 @@ fn exited(m: &SessionManager, id: RunId) -> session_engine::run::Exited {
             _ => None,
         })
         .expect("no exited event")
-}
-
-/// Live processes of group `pgid`, from /proc.
-fn group_left(pgid: u32) -> Vec<u32> {
-    let mut left = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let rest = &stat[stat.rfind(')').unwrap() + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f[2].parse::<u32>().unwrap() == pgid && f[0] != "Z" {
-            left.push(pid);
-        }
-    }
-    left
-}
-
-fn pgid_of(m: &SessionManager, id: RunId) -> u32 {
-    m.run(id).unwrap().process.as_ref().unwrap().pgid
 }
 
 #[test]
@@ -278,6 +245,31 @@ fn a_run_past_its_memory_limit_fails() {
     let run = m.exec(req).unwrap().wait().unwrap();
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert_ne!(run.exit, Some(ExitKind::Code(0)));
+    // Which limit ended it: memory.max names itself (the OOM killer, counted in the
+    // cgroup's memory.events); RLIMIT_AS makes an allocation fail, which is not.
+    let memory_max = all_events(&m).into_iter().find_map(|b| match b {
+        EventBody::RunContained {
+            run: r,
+            memory_max,
+            fallback,
+            ..
+        } if r == run.id => Some((memory_max, fallback)),
+        _ => None,
+    });
+    match memory_max {
+        Some((true, _)) => {
+            eprintln!("memory.max held the limit: the OOM kill is checked");
+            assert_eq!(run.ended_by, Some(EndedBy::Memory), "{run:?}");
+            assert_eq!(exited(&m, run.id).ended_by, Some(EndedBy::Memory));
+        }
+        other => {
+            eprintln!(
+                "SKIP the OOM kill half: RLIMIT_AS held the limit here ({other:?}); \
+                 ended_by is not attributed"
+            );
+            assert_eq!(run.ended_by, None, "{run:?}");
+        }
+    }
     // The same without the limit succeeds.
     let run = m
         .exec(sh(
@@ -643,4 +635,42 @@ fn a_run_log_is_never_written_through_a_link_or_over_a_file_the_engine_did_not_c
         "{run:?}"
     );
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+/// A run's process inherits none of the engine's descriptors (its writer lock and the
+/// directory's, WAL segments, another run's log that is open at the fork): they are all
+/// close-on-exec.
+#[test]
+fn a_runs_process_holds_no_descriptor_of_the_data_directory() {
+    let (dir, m) = setup();
+    let first = m.exec(sh("sleep 300")).unwrap();
+    common::runs::until(&m, first.id(), |r| r.status == RunStatus::Running);
+    let pidfile = dir.path().join("pid");
+    let second = m
+        .exec(sh(&format!(
+            "echo $$ > {}; exec sleep 300",
+            pidfile.display()
+        )))
+        .unwrap();
+    let pid = common::runs::read_pid(&pidfile);
+    let t = Instant::now();
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|e| !e.to_string_lossy().contains("sleep"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "no exec of sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The engine (this process) holds them: the lock file among them.
+    let ours = common::runs::fds_under(std::process::id(), dir.path());
+    let lock = dir.path().canonicalize().unwrap().join("LOCK");
+    assert!(ours.contains(&lock), "{ours:?}");
+    let held = common::runs::fds_under(pid, dir.path());
+    assert!(
+        held.is_empty(),
+        "the run holds the engine's files: {held:?}"
+    );
+    first.cancel();
+    second.cancel();
+    assert_eq!(first.wait().unwrap().status, RunStatus::Cancelled);
+    assert_eq!(second.wait().unwrap().status, RunStatus::Cancelled);
 }

@@ -4,73 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_engine::run::{DEFAULT_STALE_AFTER_MS, RunId, RunStatus};
 use session_engine::{
-    CancelTarget, Error, EventBody, ExecRequest, ManagerOptions, ManualClock, NewSession,
-    RunFilter, SessionId, SessionManager, Timestamp,
+    CancelTarget, Error, EventBody, ManualClock, RunFilter, SessionManager, Timestamp,
 };
 
-fn open_with(dir: &std::path::Path, clock: Option<&ManualClock>) -> SessionManager {
-    let mut o = ManagerOptions::default();
-    if let Some(c) = clock {
-        o.engine.clock = Arc::new(c.clone());
-    }
-    SessionManager::open(dir, o).unwrap()
-}
-
-fn setup(clock: Option<&ManualClock>) -> (tempfile::TempDir, SessionManager) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = open_with(dir.path(), clock);
-    m.create_session(NewSession {
-        id: Some(SessionId::new("s1").unwrap()),
-        ..NewSession::default()
-    })
-    .unwrap();
-    (dir, m)
-}
-
-fn sh(script: &str) -> ExecRequest {
-    ExecRequest::new("s1", "sh", &["-c", script])
-}
-
-/// Live processes of group `pgid`, from /proc.
-fn group_left(pgid: u32) -> Vec<u32> {
-    let mut left = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let rest = &stat[stat.rfind(')').unwrap() + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f[2].parse::<u32>().unwrap() == pgid && f[0] != "Z" {
-            left.push(pid);
-        }
-    }
-    left
-}
-
-fn pgid_of(m: &SessionManager, id: RunId) -> u32 {
-    m.run(id).unwrap().process.as_ref().unwrap().pgid
-}
-
-/// Waits (at most 10 s) until run `id` satisfies `f`.
-fn until(m: &SessionManager, id: RunId, f: impl Fn(&session_engine::run::Run) -> bool) {
-    let t = Instant::now();
-    while !f(&m.run(id).unwrap()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "run {id}: {:?}",
-            m.run(id).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod common;
+use common::runs::{
+    group_left, open_manager as open_with, pgid_of, setup_manager as setup, sh, until,
+};
 
 fn cancel_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir.join("runs"))

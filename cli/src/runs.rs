@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::args::{Cli, ExecArgs};
 use crate::output::Out;
-use session_engine::run::{ExitKind, Limits, RetryPolicy, Run, RunId, RunStatus, Stream};
+use session_engine::run::{EndedBy, ExitKind, Limits, RetryPolicy, Run, RunId, RunStatus, Stream};
 use session_engine::{
     CancelTarget, ClaudeRequest, Error, ExecRequest, RunFilter, SessionId, supervisor,
 };
@@ -117,7 +117,13 @@ pub fn exec(cli: &Cli, out: &mut Out, a: &ExecArgs) -> Result<u8> {
     let id = handle.id();
     eprintln!("session-engine: run {id} started");
     let run = handle.wait()?;
-    eprintln!("session-engine: run {id} {}", run.status.as_str());
+    // The status names a timeout or a cancel; a resource limit is said on its own.
+    let limit = match run.ended_by {
+        Some(EndedBy::Memory) => " (ended by its memory limit)",
+        Some(EndedBy::Cpu) => " (ended by its CPU limit)",
+        _ => "",
+    };
+    eprintln!("session-engine: run {id} {}{limit}", run.status.as_str());
     Ok(exit_status(&run))
 }
 

@@ -12,21 +12,16 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::runs::{alive, gone, kill, read_pid};
+
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    common::runs::cli(BIN, dir, args)
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let o = run(&dir, &["create", "--id", "s1"]);
-    assert!(o.status.success(), "{o:?}");
-    (tmp, dir)
+    common::runs::cli_setup(BIN)
 }
 
 /// The `run_contained` events of the log.
@@ -39,38 +34,6 @@ fn contained(dir: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|e| e["type"] == "run_contained")
         .collect()
-}
-
-/// Whether process `pid` is alive (not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        let rest = &s[s.rfind(')').unwrap() + 1..];
-        rest.split_whitespace().next() != Some("Z")
-    })
-}
-
-/// Waits up to 5 s for `pid` to be gone (its new parent may take a moment to reap it).
-fn gone(pid: u32) -> bool {
-    let until = Instant::now() + Duration::from_secs(5);
-    while alive(pid) {
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-fn kill(pid: u32) {
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-}
-
-fn read_pid(path: &Path) -> u32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Whether the run's attempt was in a cgroup (else the fallback's reason is recorded).

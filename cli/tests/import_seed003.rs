@@ -963,12 +963,15 @@ fn only_an_import_is_written_in_the_new_schemas() {
     });
     assert_eq!(codec::event_to_vec(&reset).unwrap()[0], 1);
     let mut future = codec::event_to_vec(&reset).unwrap();
-    future[0] = 5;
+    future[0] = codec::NEWEST_EVENT_SCHEMA_VERSION + 1;
     assert!(
         codec::decode_event(&future)
             .unwrap_err()
             .to_string()
-            .contains("reads up to 4")
+            .contains(&format!(
+                "reads up to {}",
+                codec::NEWEST_EVENT_SCHEMA_VERSION
+            ))
     );
 
     // State schema 2 only when a chain holds what only it stores.

@@ -15,41 +15,22 @@ fn cmd(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::runs::group_left;
+
 fn run(dir: &Path, args: &[&str]) -> Output {
-    cmd(dir, args).output().unwrap()
+    common::runs::cli(BIN, dir, args)
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let o = run(&dir, &["create", "--id", "s1"]);
-    assert!(o.status.success(), "{o:?}");
-    (tmp, dir)
+    common::runs::cli_setup(BIN)
 }
 
 fn run_json(dir: &Path, id: &str) -> serde_json::Value {
     let o = run(dir, &["runs", id]);
     assert!(o.status.success(), "{o:?}");
     serde_json::from_slice(&o.stdout).unwrap()
-}
-
-/// Live (not zombie) processes of group `pgid`.
-fn group_left(pgid: u32) -> Vec<u32> {
-    let mut left = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let rest = &stat[stat.rfind(')').unwrap() + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f[2].parse::<u32>().unwrap() == pgid && f[0] != "Z" {
-            left.push(pid);
-        }
-    }
-    left
 }
 
 #[test]
@@ -211,6 +192,83 @@ fn a_sigkilled_exec_leaves_a_run_that_the_next_open_kills_and_records_interrupte
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A run's processes hold no descriptor of the data directory (its writer lock, the
+/// directory, the WAL, run logs): a run that outlives the engine that started it does not
+/// keep the lock, so the next writer opens while the run's process still lives.
+#[test]
+fn a_run_that_outlives_its_engine_does_not_keep_the_data_directorys_lock() {
+    let (tmp, dir) = setup();
+    let pidfile = tmp.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
+    let mut exec = cmd(
+        &dir,
+        &["exec", "s1", "--grace-ms", "200", "--", "sh", "-c", &script],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = common::runs::read_pid(&pidfile);
+    // `exec sleep` keeps the pid: wait for the exec, after which nothing of the shell
+    // (nor of the fork before it) is left in the process.
+    let t = Instant::now();
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|e| !e.to_string_lossy().contains("sleep"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "no exec of sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = common::runs::fds_under(pid, &dir);
+    assert!(
+        held.is_empty(),
+        "the run holds the engine's files: {held:?}"
+    );
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    assert!(common::runs::alive(pid), "the run died with its engine");
+    // A second writer, in this process: not refused as locked.
+    let m = session_engine::SessionManager::open(&dir, session_engine::ManagerOptions::default())
+        .unwrap_or_else(|e| panic!("the second writer was refused while run {pid} lives: {e}"));
+    // Its open reconciled the run: killed and recorded.
+    assert_eq!(
+        m.run("1".parse().unwrap()).unwrap().status,
+        session_engine::run::RunStatus::Interrupted
+    );
+    assert!(
+        common::runs::gone(pid),
+        "process {pid} outlived the reconcile"
+    );
+}
+
+#[test]
+fn exec_says_which_resource_limit_ended_the_run() {
+    let (_tmp, dir) = setup();
+    let o = run(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--max-cpu",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("run 1 failed (ended by its CPU limit)"),
+        "{err}"
+    );
+    assert_eq!(run_json(&dir, "1")["ended_by"], "cpu");
+    // A run no limit ended says nothing more.
+    let o = run(&dir, &["exec", "s1", "--", "sh", "-c", "exit 3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run 2 failed\n"), "{err}");
 }
 
 #[test]

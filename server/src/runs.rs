@@ -5,13 +5,12 @@
 //! it is served only when the server is bound to a loopback address ([`Exec`]), since
 //! whoever may call it runs programs as the server's user. Its working directory passes
 //! the checks of `navigate` (canonical, an existing directory, not a restricted system
-//! path, readable); it defaults to the session's working directory. Output is read from
-//! `runs/<id>.log` in the data directory (never through a link, regular files only).
+//! path, readable); it defaults to the session's working directory. Output is read by
+//! `SessionManager::run_output` (`runs/<id>.log`, never through a link, regular files
+//! only) and a cancel is `SessionManager::cancel_runs`, as the command line and the
+//! protocol's ops do; a run is the protocol's `run_json` with its times added.
 
-use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -21,8 +20,8 @@ use axum::{Extension, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use session_engine::run::{ExitKind, Limits, Run, RunId, RunStatus};
-use session_engine::{Error, ExecRequest, RunFilter, SessionId, supervisor};
+use session_engine::run::{Limits, Run, RunId, RunStatus};
+use session_engine::{CancelTarget, Error, ExecRequest, RunFilter, SessionId};
 
 use crate::AppState;
 use crate::adapter::call;
@@ -37,12 +36,13 @@ pub struct Exec {
     pub allowed: bool,
 }
 
-/// Default and largest `length` of an output read.
-pub const DEFAULT_READ: u64 = 64 << 10;
+/// Default `length` of an output read.
+pub const DEFAULT_READ: u64 = session_engine::manager::DEFAULT_OUTPUT_READ;
 /// Largest `length` of an output read.
-pub const MAX_READ: u64 = 1 << 20;
-/// Longest a cancel waits for the run's end before answering 202.
-pub const MAX_CANCEL_WAIT: Duration = Duration::from_secs(20);
+pub const MAX_READ: u64 = session_engine::manager::MAX_OUTPUT_READ;
+/// How long a cancel waits, after the run's grace period, for the run's end before
+/// answering 202.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// This module's routes (merged into the API router).
 pub fn routes() -> Router<AppState> {
@@ -54,32 +54,17 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{S}/{{run}}/cancel"), post(cancel))
 }
 
-/// One run as JSON (the command line's `runs --json` fields, and its times).
+/// One run as JSON: the protocol's and the command line's `runs --json` object
+/// (`session_engine::protocol::run_json`), and its times, which only HTTP gives:
+/// `requested_at`, `started_at`, `ended_at` (microseconds since the epoch, or null).
 pub fn run_json(r: &Run) -> Value {
-    json!({
-        "id": r.id.0,
-        "session": r.session.as_str(),
-        "status": r.status.as_str(),
-        "attempts": r.attempts,
-        "program": r.spec.program,
-        "args": r.spec.args,
-        "cwd": r.spec.cwd,
-        "requested_at": r.requested_at,
-        "started_at": r.started_at,
-        "ended_at": r.ended_at,
-        "exit_code": match r.exit { Some(ExitKind::Code(c)) => json!(c), _ => Value::Null },
-        "signal": match r.exit { Some(ExitKind::Signal(s)) => json!(s), _ => Value::Null },
-        "ended_by": r.ended_by.map(|e| format!("{e:?}").to_lowercase()),
-        "pid": r.process.as_ref().map(|p| p.pid),
-        "duration_ms": r.duration_ms,
-        "user_cpu_us": r.usage.user_us,
-        "sys_cpu_us": r.usage.sys_us,
-        "max_rss_kb": r.usage.max_rss_kb,
-        "output_chunks": r.output_chunks,
-        "output_kept": r.output_kept,
-        "output_dropped": r.output_dropped,
-        "error": r.error,
-    })
+    let mut v = session_engine::protocol::run_json(r);
+    if let Value::Object(m) = &mut v {
+        m.insert("requested_at".into(), json!(r.requested_at.micros()));
+        m.insert("started_at".into(), json!(r.started_at.map(|t| t.micros())));
+        m.insert("ended_at".into(), json!(r.ended_at.map(|t| t.micros())));
+    }
+    v
 }
 
 fn not_found(kind: &'static str, id: impl ToString) -> ApiError {
@@ -163,65 +148,6 @@ pub struct OutputQuery {
     length: Option<u64>,
 }
 
-/// What a read of the log found.
-enum Read {
-    Bytes { total: u64, bytes: Vec<u8> },
-    PastEnd { total: u64 },
-}
-
-/// Reads `length` bytes at `offset` of run `id`'s log in `root`; a log not written yet is
-/// empty. Refuses a `runs` folder or a log that is a link or not a regular file.
-fn read_log(root: &Path, id: RunId, offset: u64, length: u64) -> io::Result<Read> {
-    let dir = root.join(supervisor::RUNS_DIR);
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(io::Error::other("the runs folder is not a directory")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Read::Bytes {
-                total: 0,
-                bytes: Vec::new(),
-            });
-        }
-        Err(e) => return Err(e),
-    }
-    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(supervisor::log_path(root, id))
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Read::Bytes {
-                total: 0,
-                bytes: Vec::new(),
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("the run log is not a regular file"));
-    }
-    let total = meta.len();
-    if offset > total {
-        return Ok(Read::PastEnd { total });
-    }
-    let want = length.min(total - offset) as usize;
-    let mut bytes = vec![0u8; want];
-    let mut got = 0;
-    while got < want {
-        match f.read_at(&mut bytes[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(got);
-    Ok(Read::Bytes { total, bytes })
-}
-
 #[utoipa::path(get, path = "/api/claude/sessions/{id}/runs/{run}/output", tag = "runs",
     summary = "A byte range of a run's output (`offset`, `length` up to 1 MiB, default 64 KiB)",
     description = "The output is text when it is UTF-8 (`encoding` = `utf-8`), else base64. \
@@ -241,29 +167,25 @@ pub async fn output(
             "length must be 1 to {MAX_READ}"
         )));
     }
-    // The status before the read: a run final then has its whole log written.
-    let finished = r.status.is_final();
-    let root = s.manager.data_dir().to_owned();
     let run = r.id;
-    let read = tokio::task::spawn_blocking(move || read_log(&root, run, offset, length))
+    let m = std::sync::Arc::clone(&s.manager);
+    let out = tokio::task::spawn_blocking(move || m.run_output(run, offset, length))
         .await
         .map_err(|_| ApiError::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "a run log could not be read");
-            ApiError::internal()
-        })?;
-    let (total, bytes) = match read {
-        Read::Bytes { total, bytes } => (total, bytes),
-        Read::PastEnd { total } => {
-            return Err(ApiError::new(
+        .map_err(|e| match e {
+            // The one refusal left once the length is checked: an offset past the end.
+            Error::InvalidInput {
+                field: "offset",
+                reason,
+            } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range_not_satisfiable",
-                format!("offset {offset} is past the end of the output ({total} bytes)"),
-            ));
-        }
-    };
-    let next = offset + bytes.len() as u64;
-    let (encoding, text) = match String::from_utf8(bytes) {
+                format!("offset {reason}"),
+            ),
+            e => ApiError::from(e),
+        })?;
+    let next = out.next_offset();
+    let (encoding, text) = match String::from_utf8(out.bytes) {
         Ok(t) => ("utf-8", t),
         Err(e) => (
             "base64",
@@ -275,8 +197,8 @@ pub async fn output(
         "offset": offset,
         "length": next - offset,
         "next_offset": next,
-        "total_bytes": total,
-        "complete": finished && next == total,
+        "total_bytes": out.total_bytes,
+        "complete": out.complete,
         "encoding": encoding,
         "output": text,
     })))
@@ -291,33 +213,21 @@ pub async fn cancel(
     UrlPath((id, run)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (_, r) = session_run(&s, &id, &run)?;
-    if r.status.is_final() {
-        return Err(ApiError::from(Error::InvalidState {
-            session: format!("run {}", r.id),
-            op: "cancel",
-            reason: format!("it is {}", r.status.as_str()),
-        }));
-    }
     let run = r.id;
-    let root = s.manager.data_dir().to_owned();
-    tokio::task::spawn_blocking(move || supervisor::request_cancel(&root, run))
-        .await
-        .map_err(|_| ApiError::internal())??;
-    let wait = (Duration::from_millis(r.spec.limits.grace_ms()) + Duration::from_secs(5))
-        .min(MAX_CANCEL_WAIT);
-    let until = Instant::now() + wait;
-    loop {
-        let now = s.manager.run(run)?;
-        if now.status.is_final() {
-            return Ok(ok(json!({ "run": run_json(&now) })));
-        }
-        if Instant::now() >= until {
-            return Ok(ok_with(
-                StatusCode::ACCEPTED,
-                json!({ "run": run_json(&now), "cancel_requested": true }),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Leaves the cancel request wherever the run is supervised, then waits for its end
+    // for its grace period and CANCEL_WAIT more (a run already final is a 409).
+    let now = call(&s.manager, move |m| {
+        m.cancel_runs(CancelTarget::Run(run), CANCEL_WAIT)?;
+        m.run(run)
+    })
+    .await?;
+    if now.status.is_final() {
+        Ok(ok(json!({ "run": run_json(&now) })))
+    } else {
+        Ok(ok_with(
+            StatusCode::ACCEPTED,
+            json!({ "run": run_json(&now), "cancel_requested": true }),
+        ))
     }
 }
 

@@ -56,6 +56,29 @@ async fn a_run_started_over_http_is_listed_read_and_its_output_served_by_range()
     assert_eq!(r["program"], "printf");
     assert_eq!(r["args"], json!(["hello-%s", "world"]));
     assert_eq!(r["cwd"], cwd.to_str().expect("utf8"));
+    // The same object as the protocol's and the command line's `runs --json`, plus the
+    // times only HTTP gives.
+    let ro = session_engine::SessionManager::open_read_only(
+        h.data_dir(),
+        session_engine::Options::default(),
+    )
+    .expect("read-only open");
+    let mine = ro.run(session_engine::run::RunId(run)).expect("the run");
+    let Value::Object(mut http) = r.clone() else {
+        panic!("{r}")
+    };
+    for (k, t) in [
+        ("requested_at", Some(mine.requested_at)),
+        ("started_at", mine.started_at),
+        ("ended_at", mine.ended_at),
+    ] {
+        assert_eq!(http.remove(k), Some(json!(t.map(|t| t.micros()))), "{k}");
+    }
+    assert_eq!(
+        Value::Object(http),
+        session_engine::protocol::run_json(&mine),
+        "HTTP and the protocol disagree on run {run}"
+    );
 
     let out = format!("{}/{run}/output", runs_url(&id));
     let (st, v) = h.get(&out).await;

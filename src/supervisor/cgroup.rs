@@ -140,6 +140,12 @@ impl Cgroup {
         let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
     }
 
+    /// How many processes of it the kernel's OOM killer killed: the `oom_kill` counter
+    /// of its `memory.events` (`None` when the file or the counter is missing).
+    pub fn oom_kills(&self) -> Option<u64> {
+        oom_kills_in(&std::fs::read_to_string(self.dir.join("memory.events")).ok()?)
+    }
+
     /// Removes it once it is empty (waiting up to a second for the kernel to let go).
     pub fn remove(&self) {
         let until = Instant::now() + Duration::from_secs(1);
@@ -151,6 +157,14 @@ impl Cgroup {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The `oom_kill` counter of a `memory.events` text (`key value` lines).
+fn oom_kills_in(events: &str) -> Option<u64> {
+    events.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == "oom_kill").then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 /// Kills and removes what is left of run `run`'s cgroups (at a reopen); returns how many
@@ -202,6 +216,35 @@ mod tests {
             !tmp.path().join("x").exists(),
             "the folder it made is removed"
         );
+    }
+
+    /// The OOM decision reads `memory.events` of the attempt's cgroup: a fake one here
+    /// (this machine may have no memory controller delegated).
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = Cgroup {
+            dir: tmp.path().to_path_buf(),
+            memory_max: true,
+        };
+        assert_eq!(cg.oom_kills(), None, "no memory.events");
+        let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 0\noom_group_kill 0\n";
+        std::fs::write(tmp.path().join("memory.events"), events).unwrap();
+        assert_eq!(
+            cg.oom_kills(),
+            Some(0),
+            "the limit was reached, nothing killed"
+        );
+        std::fs::write(
+            tmp.path().join("memory.events"),
+            events.replace("oom_kill 0", "oom_kill 2"),
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills(), Some(2));
+        // `oom_group_kill` is not `oom_kill`; garbage is no count.
+        assert_eq!(oom_kills_in("oom_group_kill 3\n"), None);
+        assert_eq!(oom_kills_in("oom_kill x\n"), None);
+        assert_eq!(oom_kills_in(""), None);
     }
 
     #[test]

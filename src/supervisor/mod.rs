@@ -688,17 +688,43 @@ fn watch(
         }
     }
     let (exit, usage) = exit.unwrap_or((ExitKind::Signal(libc::SIGKILL), Usage::default()));
-    if ended_by.is_none()
-        && spec.limits.max_cpu_secs.is_some()
-        && matches!(exit, ExitKind::Signal(s) if s == libc::SIGXCPU || s == libc::SIGKILL)
-    {
-        ended_by = Some(EndedBy::Cpu);
+    if ended_by.is_none() {
+        // The group is reaped: the cgroup's counters are final.
+        ended_by = limit_that_ended(exit, &spec.limits, stop.cgroup.as_ref());
     }
     let (total, dropped) = capture.finish(log).map_err(io_err)?;
     for body in capture.ready.drain(..) {
         record(engine, body)?;
     }
     Ok((exit, usage, ended_by, total, dropped))
+}
+
+/// The limit that ended an attempt the supervisor did not stop itself, once its group
+/// is reaped: the cgroup's `memory.max` when the attempt failed and the OOM killer
+/// killed a process of the cgroup (`memory.events` `oom_kill`; only a cgroup whose
+/// `memory.max` holds the run's limit counts, an OOM kill by an outer limit is not the
+/// run's); else RLIMIT_CPU when the run has a CPU limit and the leader died of SIGXCPU
+/// or SIGKILL (the hard limit). RLIMIT_AS is never named: a refused allocation ends the
+/// program as it chooses, which tells nothing certain.
+fn limit_that_ended(
+    exit: ExitKind,
+    limits: &crate::run::Limits,
+    cgroup: Option<&cgroup::Cgroup>,
+) -> Option<EndedBy> {
+    let failed = exit != ExitKind::Code(0);
+    let oom_kills = cgroup
+        .filter(|c| c.memory_max)
+        .and_then(cgroup::Cgroup::oom_kills)
+        .unwrap_or(0);
+    if failed && oom_kills > 0 {
+        Some(EndedBy::Memory)
+    } else if limits.max_cpu_secs.is_some()
+        && matches!(exit, ExitKind::Signal(s) if s == libc::SIGXCPU || s == libc::SIGKILL)
+    {
+        Some(EndedBy::Cpu)
+    } else {
+        None
+    }
 }
 
 /// Finishes, at a writable open, every run no supervisor finished: a process still the
@@ -773,6 +799,68 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decision on what ended an attempt, from a fake cgroup directory's
+    /// `memory.events` (this machine may have no memory controller delegated).
+    #[test]
+    fn an_oom_kill_counted_by_the_runs_cgroup_ends_a_failed_attempt_by_memory() {
+        use crate::run::Limits;
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = |memory_max| cgroup::Cgroup {
+            dir: tmp.path().to_path_buf(),
+            memory_max,
+        };
+        let events = |kills: u32| {
+            std::fs::write(
+                tmp.path().join("memory.events"),
+                format!("low 0\nhigh 0\nmax 3\noom 1\noom_kill {kills}\n"),
+            )
+            .unwrap();
+        };
+        let killed = ExitKind::Signal(libc::SIGKILL);
+        let memory = Limits {
+            max_memory_bytes: Some(1 << 20),
+            ..Limits::default()
+        };
+        events(1);
+        assert_eq!(
+            limit_that_ended(killed, &memory, Some(&cg(true))),
+            Some(EndedBy::Memory)
+        );
+        // A leader that exits non-zero after a child of it was killed: memory too.
+        assert_eq!(
+            limit_that_ended(ExitKind::Code(137), &memory, Some(&cg(true))),
+            Some(EndedBy::Memory)
+        );
+        // An attempt that succeeded anyway was not ended by the limit.
+        assert_eq!(
+            limit_that_ended(ExitKind::Code(0), &memory, Some(&cg(true))),
+            None
+        );
+        // No kill counted, no memory.max of the run's, or no cgroup: not memory.
+        events(0);
+        assert_eq!(limit_that_ended(killed, &memory, Some(&cg(true))), None);
+        events(4);
+        assert_eq!(limit_that_ended(killed, &memory, Some(&cg(false))), None);
+        assert_eq!(limit_that_ended(killed, &memory, None), None);
+        std::fs::remove_file(tmp.path().join("memory.events")).unwrap();
+        assert_eq!(limit_that_ended(killed, &memory, Some(&cg(true))), None);
+        // An OOM kill outranks the CPU limit's guess from a SIGKILL.
+        let both = Limits {
+            max_cpu_secs: Some(1),
+            ..memory.clone()
+        };
+        assert_eq!(limit_that_ended(killed, &both, None), Some(EndedBy::Cpu));
+        events(1);
+        assert_eq!(
+            limit_that_ended(killed, &both, Some(&cg(true))),
+            Some(EndedBy::Memory)
+        );
+        assert_eq!(
+            limit_that_ended(ExitKind::Signal(libc::SIGXCPU), &both, None),
+            Some(EndedBy::Cpu)
+        );
+    }
 
     fn os_error(code: i32) -> std::io::Error {
         std::io::Error::from_raw_os_error(code)

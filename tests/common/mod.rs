@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod model;
+pub mod runs;
 pub mod workload;
 
 use std::path::Path;
