@@ -63,6 +63,10 @@ pub struct Limits {
     /// How often an idle event stream gets a keep-alive (an SSE comment, a WebSocket
     /// ping).
     pub keep_alive: Duration,
+    /// How long a WebSocket client has to answer the server's ping (any frame counts),
+    /// and the longest a send to it may stay blocked; past it the client is taken for
+    /// dead and its socket closed (it may reconnect from its last LSN).
+    pub ws_dead_timeout: Duration,
     /// Longest time for a request's head (line and headers) to arrive, idle keep-alive
     /// time included; past it the connection is closed (slowloris).
     pub header_read_timeout: Duration,
@@ -79,6 +83,7 @@ impl Default for Limits {
             stream_queue: 256,
             max_streams: 128,
             keep_alive: Duration::from_secs(15),
+            ws_dead_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             rate_limit: Some(ratelimit::RateLimit::default()),
         }
