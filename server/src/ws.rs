@@ -65,6 +65,7 @@ pub async fn sessions(
     })?;
     let opened = Opened::open(&s, &headers, q)?;
     Ok(upgrade
+        .protocols([crate::guard::WS_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| serve(socket, opened, s)))
