@@ -180,7 +180,9 @@ async fn a_clone_over_http_carries_the_active_agents_of_its_source() {
         let (st, v) = h.post(&format!("{base}/{t}/activate"), body).await;
         assert_eq!(st, 200, "{v}");
     }
-    let (st, v) = h.post(&format!("{base}/quality/deactivate"), json!({})).await;
+    let (st, v) = h
+        .post(&format!("{base}/quality/deactivate"), json!({}))
+        .await;
     assert_eq!(st, 200, "{v}");
     let before = h.lsn();
     let (st, v) = h

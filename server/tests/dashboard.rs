@@ -443,15 +443,16 @@ async fn with_a_token_the_dashboard_asks_for_it_once_and_works_live() {
     let ws_url = format!("{}/ws/sessions", h.base.replacen("http://", "ws://", 1));
     let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
     for (offered, want) in [
-        (format!("session-engine, bearer.{}", b64("wrong-token-000000")), 401),
+        (
+            format!("session-engine, bearer.{}", b64("wrong-token-000000")),
+            401,
+        ),
         (format!("session-engine, bearer.{secret}"), 401),
         (format!("session-engine, bearer.{}", b64(secret)), 101),
     ] {
         let mut req = ws_url.as_str().into_client_request().expect("request");
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            offered.parse().expect("header"),
-        );
+        req.headers_mut()
+            .insert("sec-websocket-protocol", offered.parse().expect("header"));
         match tokio_tungstenite::connect_async(req).await {
             Ok((_, resp)) => {
                 assert_eq!(want, 101, "{offered}");
@@ -523,7 +524,8 @@ async fn with_a_token_the_dashboard_asks_for_it_once_and_works_live() {
     .await;
     // Asked once; kept for this tab only, and never in the page's URL.
     assert_eq!(
-        page.eval("sessionStorage.getItem('session-engine-token')").await,
+        page.eval("sessionStorage.getItem('session-engine-token')")
+            .await,
         json!(secret)
     );
     assert_eq!(page.eval("localStorage.length").await, json!(0));
@@ -535,9 +537,16 @@ async fn with_a_token_the_dashboard_asks_for_it_once_and_works_live() {
     // else may be.
     let problems: Vec<Value> = std::mem::take(&mut page.problems)
         .into_iter()
-        .filter(|p| !p["entry"]["text"].as_str().is_some_and(|t| t.contains("401")))
+        .filter(|p| {
+            !p["entry"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("401"))
+        })
         .collect();
-    assert!(problems.is_empty(), "the page reported errors: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "the page reported errors: {problems:?}"
+    );
     drop(page);
     drop(browser);
     h.stop().await;

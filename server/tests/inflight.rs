@@ -265,7 +265,10 @@ async fn keyed_writes_past_the_in_flight_capacity_are_503_busy_and_write_nothing
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(gate.reached.load(Ordering::SeqCst), "k1 never reached the log");
+    assert!(
+        gate.reached.load(Ordering::SeqCst),
+        "k1 never reached the log"
+    );
     // Two identical requests with k2: one is admitted (and waits for the disk), the other
     // is told at once that k2 is in flight; so two keys are in flight now.
     let mut a = send("k2", "two");
