@@ -236,3 +236,62 @@ fn a_state_with_agents_is_state_schema_4_and_round_trips_one_without_is_unchange
     assert!(decode_state(&cut).is_err());
     m.close().unwrap();
 }
+
+#[test]
+fn a_clone_carries_the_active_agents_of_its_source_as_agent_events() {
+    for b in Backend::both() {
+        let clock = clock();
+        let m = b.open(&clock);
+        let s = m.create_session(named("src")).unwrap();
+        s.activate_agent("backend", Some(&json!({"max_memory_mb": 512})))
+            .unwrap();
+        s.restart_agent("backend", None).unwrap();
+        s.activate_agent("security", None).unwrap();
+        s.activate_agent("quality", None).unwrap();
+        s.deactivate_agent("quality").unwrap();
+        let before = agent_events(&m).len();
+        let source_agents = s.agents().unwrap();
+
+        let c = m.clone_session("src", Some("copy")).unwrap();
+        // The active agents, each one activation (with its configuration) in the copy;
+        // the inactive one is not copied, and the source is unchanged.
+        let agents = c.agents().unwrap();
+        let names: Vec<&str> = agents.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["BACKEND", "SECURITY"], "{}", b.name);
+        for (_, a) in &agents {
+            assert!(a.active);
+            assert_eq!((a.activations, a.restarts), (1, 0));
+        }
+        assert_eq!(
+            agents[0].1.config.as_ref().unwrap().as_str(),
+            r#"{"max_memory_mb":512}"#
+        );
+        assert_eq!(agents[1].1.config, None);
+        assert_eq!(s.agents().unwrap(), source_agents);
+        assert_eq!(
+            agent_events(&m)[before..],
+            [
+                ("BACKEND".to_owned(), AgentAction::Activated),
+                ("SECURITY".to_owned(), AgentAction::Activated),
+            ]
+        );
+        // The copy's agents are its own.
+        c.deactivate_agent("security").unwrap();
+        let source_now = s.agents().unwrap();
+        assert!(source_now.iter().any(|(t, a)| t == "SECURITY" && a.active));
+
+        // A source without agents: the clone is its one event.
+        m.create_session(named("bare")).unwrap();
+        let lsn = m.last_lsn();
+        let bare = m.clone_session("bare", Some("bare-copy")).unwrap();
+        assert_eq!(m.last_lsn(), lsn.next());
+        assert!(bare.agents().unwrap().is_empty());
+
+        // Replay gives the same state.
+        let live = m.state();
+        m.close().unwrap();
+        let m = b.open(&clock);
+        assert_eq!(*m.state(), *live, "{}", b.name);
+        m.close().unwrap();
+    }
+}

@@ -1,7 +1,8 @@
 //! `GET /`: the dashboard, one HTML page and one script (`/dashboard.js`) compiled into
 //! the binary, no build step. The page lists the sessions with their status, shows the
 //! service's health, the selected session's activity and the supervised runs as they
-//! happen. It reads the API like any client: `/health`, `/api/claude/sessions`, a
+//! happen. On a server with a token it asks for it once (kept in `sessionStorage`, sent
+//! as `Authorization` and as the WebSocket subprotocol, never in a URL). It reads the API like any client: `/health`, `/api/claude/sessions`, a
 //! session's `activities`, and the WebSocket `/ws/sessions`, opened on the last few
 //! hundred events of the log (the recent activity and runs) and resumed with
 //! `from` = last LSN + 1 when it drops, so it misses nothing.

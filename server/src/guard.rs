@@ -6,20 +6,33 @@
 //!   attacker pointed at 127.0.0.1, sends its own host name and is refused (403).
 //! * With a token (always, when bound to another address), every request must carry
 //!   `Authorization: Bearer <token>`, compared in constant time (401 otherwise); `/health`
-//!   included. Host and Origin are then not checked: the token is the proof.
+//!   included. Host and Origin are then not checked: the token is the proof. Two
+//!   exceptions, for the dashboard in a browser: its static page and script (`GET /`,
+//!   `GET /dashboard.js`, which hold no data) are served without it, and the WebSocket
+//!   upgrade (`/ws/sessions`), which a browser cannot give an `Authorization` header,
+//!   may carry it as a subprotocol instead: `bearer.<the token in unpadded base64url>`
+//!   beside [`WS_PROTOCOL`] (the one the server selects, so the token is never echoed).
+//!   Neither puts the token in a URL.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use session_engine::storage::{FileKind, Storage, write_new_atomic};
 use subtle::ConstantTimeEq;
 
 use crate::api::error_response;
+
+/// The WebSocket subprotocol the server selects (the dashboard offers it beside its
+/// `bearer.` credential).
+pub const WS_PROTOCOL: &str = "session-engine";
+
+/// The prefix of the WebSocket subprotocol that carries the token.
+const WS_BEARER: &str = "bearer.";
 
 /// The token file the service generates in the data directory.
 pub const TOKEN_FILE: &str = "server-token";
@@ -45,7 +58,7 @@ impl Guard {
         self.token.is_some()
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
         if let Some(token) = &self.token {
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -56,6 +69,10 @@ impl Guard {
             // `ct_eq` on slices of different lengths is false without comparing bytes;
             // the length of the token is not a secret (64 hex digits when generated).
             if bool::from(given.ct_eq(token)) {
+                return Ok(());
+            }
+            let static_page = *method == Method::GET && matches!(path, "/" | "/dashboard.js");
+            if static_page || (path == "/ws/sessions" && ws_token_matches(headers, token)) {
                 return Ok(());
             }
             let mut r = error_response(
@@ -105,9 +122,29 @@ impl Guard {
     }
 }
 
+/// Whether a `Sec-WebSocket-Protocol` value is `bearer.` and `token` in unpadded
+/// base64url (compared in constant time).
+fn ws_token_matches(headers: &HeaderMap, token: &[u8]) -> bool {
+    use base64::Engine as _;
+    let mut found = false;
+    for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(v) = v.to_str() else { continue };
+        for p in v.split(',').map(str::trim) {
+            let Some(b64) = p.strip_prefix(WS_BEARER) else {
+                continue;
+            };
+            let Ok(given) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64) else {
+                continue;
+            };
+            found |= bool::from(given.as_slice().ct_eq(token));
+        }
+    }
+    found
+}
+
 /// The middleware applying the [`Guard`].
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    match g.check(req.headers()) {
+    match g.check(req.method(), req.uri().path(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(r) => *r,
     }

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::api::error_response;
 
-/// Keys remembered.
+/// Keys remembered by default ([`crate::Limits::idempotency_keys`]).
 pub const CAPACITY: usize = 4096;
 /// Longest key accepted.
 pub const MAX_KEY: usize = 255;
@@ -52,14 +52,37 @@ pub struct Keys {
     inner: Mutex<Remembered>,
 }
 
+impl Keys {
+    /// Room for `capacity` keys (at least one), answered or in flight.
+    pub fn with_capacity(capacity: usize) -> Keys {
+        Keys {
+            inner: Mutex::new(Remembered {
+                capacity: capacity.max(1),
+                ..Remembered::default()
+            }),
+        }
+    }
+}
+
 /// The map and the order its keys came in; `order` holds exactly the map's keys, so a
 /// key released and used again is evicted by its new place, not by a stale old one.
 /// `in_flight` counts the [`Entry::InFlight`] entries, which are never evicted.
-#[derive(Default)]
 struct Remembered {
     map: HashMap<String, Entry>,
     order: VecDeque<String>,
     in_flight: usize,
+    capacity: usize,
+}
+
+impl Default for Remembered {
+    fn default() -> Self {
+        Remembered {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            in_flight: 0,
+            capacity: CAPACITY,
+        }
+    }
 }
 
 /// [`CAPACITY`] requests with keys are in flight: none can be forgotten to make room.
@@ -70,14 +93,14 @@ impl Remembered {
     /// Marks `key` (not in the map) in flight, forgetting the oldest answered keys beyond
     /// [`CAPACITY`]; refused when [`CAPACITY`] keys are in flight already.
     fn admit(&mut self, key: String, fingerprint: Fingerprint) -> Result<(), Full> {
-        if self.in_flight >= CAPACITY {
+        if self.in_flight >= self.capacity {
             return Err(Full);
         }
         self.map.insert(key.clone(), Entry::InFlight(fingerprint));
         self.order.push_back(key);
         self.in_flight += 1;
-        while self.order.len() > CAPACITY {
-            // Some answered key exists: at most CAPACITY of the entries are in flight.
+        while self.order.len() > self.capacity {
+            // Some answered key exists: at most `capacity` of the entries are in flight.
             let Some(at) = self
                 .order
                 .iter()

@@ -63,9 +63,16 @@ pub struct Limits {
     /// How often an idle event stream gets a keep-alive (an SSE comment, a WebSocket
     /// ping).
     pub keep_alive: Duration,
+    /// How long a WebSocket client has to answer the server's ping (any frame counts),
+    /// and the longest a send to it may stay blocked; past it the client is taken for
+    /// dead and its socket closed (it may reconnect from its last LSN).
+    pub ws_dead_timeout: Duration,
     /// Longest time for a request's head (line and headers) to arrive, idle keep-alive
     /// time included; past it the connection is closed (slowloris).
     pub header_read_timeout: Duration,
+    /// Idempotency keys remembered (the oldest answered one forgotten first); when this
+    /// many keyed requests are in flight, the next is refused with 503 `busy`.
+    pub idempotency_keys: usize,
     /// Requests per client IP address (429 past it); `None`: no limit.
     pub rate_limit: Option<ratelimit::RateLimit>,
 }
@@ -79,6 +86,8 @@ impl Default for Limits {
             stream_queue: 256,
             max_streams: 128,
             keep_alive: Duration::from_secs(15),
+            ws_dead_timeout: Duration::from_secs(30),
+            idempotency_keys: idempotency::CAPACITY,
             header_read_timeout: Duration::from_secs(10),
             rate_limit: Some(ratelimit::RateLimit::default()),
         }
@@ -212,7 +221,7 @@ fn app_state(
         versions: versions::Versions::start(&manager),
         manager,
         metrics: Arc::new(metrics::Metrics::new()),
-        keys: Arc::new(idempotency::Keys::default()),
+        keys: Arc::new(idempotency::Keys::with_capacity(limits.idempotency_keys)),
         limits,
         shutdown,
         streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),

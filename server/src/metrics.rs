@@ -39,6 +39,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Time a write to a session took in the engine, to its durable commit (writes that
+    /// appended an event only).
+    pub write_latency: Histogram,
     /// Commands the service committed (each an appended event).
     pub commits: Counter,
     /// Event streams open now.
@@ -60,6 +63,7 @@ impl Metrics {
             latency_histogram,
         );
         let commits = Counter::default();
+        let write_latency = latency_histogram();
         let open_streams = Gauge::default();
         let stream_log_fallbacks = Counter::default();
         let last_lsn = Gauge::default();
@@ -76,6 +80,12 @@ impl Metrics {
             latency.clone(),
         );
         registry.register("commits", "Commands the service committed", commits.clone());
+        registry.register(
+            "write_duration_seconds",
+            "Time a write to a session (an activity, metadata, a checkpoint, a decision, a \
+             command, an agent change, an update) took in the engine until durable",
+            write_latency.clone(),
+        );
         registry.register(
             "open_streams",
             "Event streams (SSE) open now",
@@ -102,6 +112,7 @@ impl Metrics {
             requests,
             latency,
             commits,
+            write_latency,
             open_streams,
             stream_log_fallbacks,
             last_lsn,

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use session_engine::{CommandRun, ListFilter, Status};
+use session_engine::{
+    ClaudeSession, CommandRun, ListFilter, Lsn, SessionId, SessionManager, Status,
+};
 
 use crate::AppState;
 use crate::adapter::call;
@@ -39,6 +41,27 @@ fn page<T: serde::Serialize>(
     Ok(json!({ "items": items, "total": total, "offset": offset, "limit": limit }))
 }
 
+/// A write to session `id` (checked already): If-Match, the per-session lock and the
+/// idempotency of [`write`], then `f` with the manager and the session's handle.
+async fn session_write<F>(
+    s: &AppState,
+    id: SessionId,
+    headers: &HeaderMap,
+    status: StatusCode,
+    f: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(&SessionManager, ClaudeSession) -> session_engine::Result<(Value, Option<Lsn>)>
+        + Send
+        + 'static,
+{
+    let sid = id.clone();
+    write(s, &id, headers, status, move |m| {
+        f(m, m.get_session(sid.as_str())?)
+    })
+    .await
+}
+
 fn snapshot(s: &AppState, id: &str) -> Result<std::sync::Arc<session_engine::Session>, ApiError> {
     Ok(s.manager
         .get_session(session_id(id)?.as_str())?
@@ -64,11 +87,8 @@ pub async fn add_activity(
     ApiJson(b): ApiJson<ActivityBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
-        let lsn = m
-            .get_session(sid.as_str())?
-            .record_activity(&b.action, b.details)?;
+    session_write(&s, id, &headers, StatusCode::CREATED, move |_, session| {
+        let lsn = session.record_activity(&b.action, b.details)?;
         Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
     })
     .await
@@ -121,9 +141,8 @@ pub async fn set_metadata(
     ApiJson(b): ApiJson<MetaBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::OK, move |m| {
-        let lsn = m.get_session(sid.as_str())?.set_metadata(&key, b.value)?;
+    session_write(&s, id, &headers, StatusCode::OK, move |_, session| {
+        let lsn = session.set_metadata(&key, b.value)?;
         Ok((json!({ "lsn": lsn.0, "key": key }), Some(lsn)))
     })
     .await
@@ -138,9 +157,7 @@ pub async fn remove_metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::OK, move |m| {
-        let session = m.get_session(sid.as_str())?;
+    session_write(&s, id, &headers, StatusCode::OK, move |_, session| {
         if session.get_metadata(&key)?.is_none() {
             return Err(session_engine::Error::NotFound {
                 kind: "metadata key",
@@ -172,11 +189,8 @@ pub async fn save_checkpoint(
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
     let b: CheckpointBody = optional_body(&body)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
-        let index = m
-            .get_session(sid.as_str())?
-            .save_checkpoint(b.label.as_deref())?;
+    session_write(&s, id, &headers, StatusCode::CREATED, move |m, session| {
+        let index = session.save_checkpoint(b.label.as_deref())?;
         Ok((json!({ "index": index }), Some(m.last_lsn())))
     })
     .await
@@ -225,9 +239,8 @@ pub async fn restore(
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
     let b: RestoreBody = optional_body(&body)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::OK, move |m| {
-        let index = m.get_session(sid.as_str())?.restore_checkpoint(b.index)?;
+    session_write(&s, id, &headers, StatusCode::OK, move |m, session| {
+        let index = session.restore_checkpoint(b.index)?;
         Ok((json!({ "index": index }), Some(m.last_lsn())))
     })
     .await
@@ -253,13 +266,8 @@ pub async fn add_decision(
     ApiJson(b): ApiJson<DecisionBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    let sid = id.clone();
-    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
-        let lsn = m.get_session(sid.as_str())?.log_decision(
-            &b.what,
-            &b.why,
-            b.alternatives.as_deref(),
-        )?;
+    session_write(&s, id, &headers, StatusCode::CREATED, move |_, session| {
+        let lsn = session.log_decision(&b.what, &b.why, b.alternatives.as_deref())?;
         Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
     })
     .await
@@ -299,7 +307,6 @@ pub async fn add_command(
     ApiJson(b): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
-    let sid = id.clone();
     let duration = Duration::from_millis(b.duration_ms);
     let mut run = if b.success {
         CommandRun::succeeded(b.command, duration)
@@ -309,8 +316,8 @@ pub async fn add_command(
     if let Some(a) = b.args {
         run = run.with_args(a);
     }
-    write(&s, &id, &headers, StatusCode::CREATED, move |m| {
-        let lsn = m.get_session(sid.as_str())?.record_command(run)?;
+    session_write(&s, id, &headers, StatusCode::CREATED, move |_, session| {
+        let lsn = session.record_command(run)?;
         Ok((json!({ "lsn": lsn.0 }), Some(lsn)))
     })
     .await

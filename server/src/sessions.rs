@@ -108,10 +108,14 @@ where
             ));
         }
     }
+    let started = std::time::Instant::now();
     let (data, lsn) = call(&s.manager, f).await?;
     let mut resp = ok_with(status, data);
     if lsn.is_some() {
         s.metrics.commits.inc();
+        s.metrics
+            .write_latency
+            .observe(started.elapsed().as_secs_f64());
     }
     // The session's version after the write (the write's LSN, or an earlier one when
     // nothing was appended), from the tracker, which is exact.

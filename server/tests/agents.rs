@@ -166,3 +166,47 @@ async fn bad_agent_requests_get_their_status_and_write_nothing() {
     assert_eq!(h.lsn(), before);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_over_http_carries_the_active_agents_of_its_source() {
+    let h = Harness::start().await;
+    let id = h.create("source").await;
+    let base = format!("/api/claude/sessions/{id}/agents");
+    for (t, body) in [
+        ("devops", json!({ "config": { "retry_attempts": 3 } })),
+        ("monitoring", json!({})),
+        ("quality", json!({})),
+    ] {
+        let (st, v) = h.post(&format!("{base}/{t}/activate"), body).await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (st, v) = h
+        .post(&format!("{base}/quality/deactivate"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let before = h.lsn();
+    let (st, v) = h
+        .post(
+            &format!("/api/claude/sessions/{id}/clone"),
+            json!({ "new_id": "copy" }),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["session"]["id"], "copy");
+    // The clone's event and one activation per active agent.
+    assert_eq!(h.lsn(), before + 3);
+    let (st, v) = h.get("/api/claude/sessions/copy/agents").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["active"], 2, "{v}");
+    let d = agent(&v, "DEVOPS");
+    assert_eq!(d["status"], "active");
+    assert_eq!(d["activations"], 1);
+    assert_eq!(d["config"], json!({ "retry_attempts": 3 }));
+    assert_eq!(agent(&v, "MONITORING")["status"], "active");
+    assert_eq!(agent(&v, "QUALITY")["status"], "inactive");
+    // The source keeps its own.
+    let (_, v) = h.get(&base).await;
+    assert_eq!(v["data"]["active"], 2, "{v}");
+    assert_eq!(agent(&v, "QUALITY")["activations"], 1);
+    h.stop().await;
+}

@@ -251,6 +251,13 @@ async fn activities_checkpoints_decisions_commands_chains() {
         "{text}"
     );
     assert!(text.contains("session_engine_commits_total"), "{text}");
+    // The two activities' durable writes, timed.
+    assert!(
+        h.metric("session_engine_write_duration_seconds_count")
+            .await
+            >= 2.0,
+        "{text}"
+    );
     assert!(text.contains("session_engine_projection_lag"), "{text}");
     assert!(text.contains("session_engine_open_streams 0"), "{text}");
     let (st, v) = h.get("/nope").await;

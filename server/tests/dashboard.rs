@@ -404,3 +404,150 @@ async fn the_dashboard_shows_sessions_and_live_activity_without_a_reload() {
     drop(browser);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_dashboard_asks_for_it_once_and_works_live() {
+    let Some(chromium) = find_chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no Chromium: .ci/run must install Debian's `chromium`"
+        );
+        eprintln!("skipped: no chromium in PATH (set CHROMIUM or install Debian's chromium)");
+        return;
+    };
+    // A token with characters a WebSocket subprotocol may not hold as such.
+    let secret = "a-long/enough+secret=token";
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{secret}\n")).expect("write");
+    let h = Harness::with(move |o| o.token_file = Some(token_file)).await;
+    assert_eq!(h.token.as_deref(), Some(secret));
+    let alpha = h.create("alpha-session").await;
+    // Without the token: the page and its script (no data), nothing else.
+    let plain = reqwest::Client::new();
+    for (path, want) in [
+        ("/", 200),
+        ("/dashboard.js", 200),
+        ("/health", 401),
+        ("/api/claude/sessions", 401),
+    ] {
+        let r = plain
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), want, "{path}");
+    }
+    // The WebSocket takes the token as a subprotocol (base64url), and only the right one.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = format!("{}/ws/sessions", h.base.replacen("http://", "ws://", 1));
+    let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+    for (offered, want) in [
+        (
+            format!("session-engine, bearer.{}", b64("wrong-token-000000")),
+            401,
+        ),
+        (format!("session-engine, bearer.{secret}"), 401),
+        (format!("session-engine, bearer.{}", b64(secret)), 101),
+    ] {
+        let mut req = ws_url.as_str().into_client_request().expect("request");
+        req.headers_mut()
+            .insert("sec-websocket-protocol", offered.parse().expect("header"));
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((_, resp)) => {
+                assert_eq!(want, 101, "{offered}");
+                // The server selects its own protocol: the token is not echoed.
+                assert_eq!(resp.headers()["sec-websocket-protocol"], "session-engine");
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), want, "{offered}");
+            }
+            Err(e) => panic!("{offered}: {e}"),
+        }
+    }
+
+    let browser = Browser::launch(&chromium);
+    let mut page = Page::open(&browser).await;
+    page.call("Page.navigate", json!({ "url": format!("{}/", h.base) }))
+        .await;
+    page.wait_for(
+        "the token form",
+        "document.getElementById('login').hidden === false",
+    )
+    .await;
+    // A wrong token is refused and asked for again.
+    page.eval(
+        "document.getElementById('token').value = 'not-the-token-at-all'; \
+         document.querySelector('#login button').click(); true",
+    )
+    .await;
+    page.wait_for(
+        "the refusal",
+        "document.getElementById('login').hidden === false \
+         && document.getElementById('login-message').textContent === 'the token was refused'",
+    )
+    .await;
+    page.eval(&format!(
+        "document.getElementById('token').value = {}; \
+         document.querySelector('#login button').click(); true",
+        json!(secret)
+    ))
+    .await;
+    page.wait_for(
+        "the session, a healthy service and a live stream",
+        "document.querySelectorAll('#sessions tr').length === 1 \
+         && document.getElementById('health').textContent === 'healthy' \
+         && document.getElementById('stream').textContent === 'live' \
+         && document.getElementById('login').hidden === true",
+    )
+    .await;
+    assert!(page.text("sessions").await.contains("alpha-session"));
+    page.eval(&format!(
+        "document.querySelector('#sessions tr[data-id=\"{alpha}\"]').click(); true"
+    ))
+    .await;
+    let (st, v) = h
+        .post(
+            &format!("/api/claude/sessions/{alpha}/activities"),
+            json!({"action": "recorded-with-a-token"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let lsn = h.lsn();
+    page.wait_for(
+        "the activity, live over the authenticated socket",
+        &format!(
+            "document.getElementById('activity').innerText.includes('recorded-with-a-token') \
+             && document.getElementById('lsn').textContent === '{lsn}'"
+        ),
+    )
+    .await;
+    // Asked once; kept for this tab only, and never in the page's URL.
+    assert_eq!(
+        page.eval("sessionStorage.getItem('session-engine-token')")
+            .await,
+        json!(secret)
+    );
+    assert_eq!(page.eval("localStorage.length").await, json!(0));
+    let href = page.eval("location.href").await;
+    assert_eq!(href, json!(format!("{}/", h.base)));
+    page.screenshot(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-token.png"))
+        .await;
+    // The 401s of the first attempts are logged by the browser as failed loads; nothing
+    // else may be.
+    let problems: Vec<Value> = std::mem::take(&mut page.problems)
+        .into_iter()
+        .filter(|p| {
+            !p["entry"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("401"))
+        })
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "the page reported errors: {problems:?}"
+    );
+    drop(page);
+    drop(browser);
+    h.stop().await;
+}

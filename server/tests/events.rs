@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Harness;
@@ -152,24 +152,7 @@ async fn catch_up_then_marker_then_live() {
 async fn killed_and_resumed_clients_see_no_gap_and_no_duplicate() {
     let h = Arc::new(Harness::with(|o| o.limits.stream_queue = 4).await);
     let id = h.create("busy").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (h, stop, id) = (Arc::clone(&h), Arc::clone(&stop), id.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let (st, v) = h
-                    .post(
-                        &format!("/api/claude/sessions/{id}/activities"),
-                        json!({"action": format!("a{n}")}),
-                    )
-                    .await;
-                assert_eq!(st, 201, "{v}");
-                n += 1;
-            }
-            n
-        })
-    };
+    let (stop, writer) = common::spawn_writer(&h, &id);
     let mut got: Vec<u64> = Vec::new();
     let mut last: Option<u64> = None;
     for round in 0..40u64 {

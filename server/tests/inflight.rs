@@ -221,3 +221,94 @@ async fn a_request_dropped_while_its_handler_runs_releases_its_key() {
     let h = Arc::try_unwrap(h).ok().expect("one owner");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_writes_past_the_in_flight_capacity_are_503_busy_and_write_nothing() {
+    let gate = Arc::new(Gate::default());
+    let storage = Arc::new(GatedStorage {
+        inner: FileStorage::new(),
+        gate: Arc::clone(&gate),
+    });
+    let options = ManagerOptions {
+        engine: Options {
+            storage,
+            ..Options::default()
+        },
+        ..ManagerOptions::default()
+    };
+    let h = Arc::new(
+        Harness::with_manager(options, |o| {
+            o.limits.idempotency_keys = 2;
+            o.limits.request_timeout = Duration::from_secs(120);
+        })
+        .await,
+    );
+    let send = |key: &'static str, name: &'static str| {
+        let h = Arc::clone(&h);
+        tokio::spawn(async move {
+            let r = h
+                .req(Method::POST, "/api/claude/sessions")
+                .header("idempotency-key", key)
+                .json(&json!({ "name": name }))
+                .send()
+                .await
+                .expect("send");
+            let retry_after = r.headers().get("retry-after").cloned();
+            (body(r).await, retry_after)
+        })
+    };
+    gate.set(true);
+    let first = send("k1", "one");
+    for _ in 0..3000 {
+        if gate.reached.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        gate.reached.load(Ordering::SeqCst),
+        "k1 never reached the log"
+    );
+    // Two identical requests with k2: one is admitted (and waits for the disk), the other
+    // is told at once that k2 is in flight; so two keys are in flight now.
+    let mut a = send("k2", "two");
+    let mut b = send("k2", "two");
+    let (told, admitted) = tokio::select! {
+        r = &mut a => (r.expect("a"), b),
+        r = &mut b => (r.expect("b"), a),
+    };
+    assert_eq!(told.0.0, 409, "{}", told.0.1);
+    assert_eq!(told.0.1["error_kind"], "in_progress");
+    // A third key: no room, and nothing runs.
+    let ((st, v), retry_after) = send("k3", "three").await.expect("k3");
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error_kind"], "busy", "{v}");
+    assert_eq!(v["success"], false);
+    assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    // Reads go on meanwhile.
+    let (st, _) = h.get("/health").await;
+    assert_eq!(st, 200);
+    // The disk comes back: the two admitted writes are answered; k3 wrote nothing.
+    gate.set(false);
+    let ((st, v), _) = first.await.expect("k1");
+    assert_eq!(st, 201, "{v}");
+    let ((st, v), _) = admitted.await.expect("k2");
+    assert_eq!(st, 201, "{v}");
+    let names = |h: &Harness| {
+        let mut n: Vec<String> = h
+            .manager
+            .list_sessions(Default::default())
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&h), ["one", "two"]);
+    // Its retry, with room again, runs.
+    let ((st, v), _) = send("k3", "three").await.expect("k3 again");
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(names(&h), ["one", "three", "two"]);
+    let h = Arc::try_unwrap(h).ok().expect("one owner");
+    h.stop().await;
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Harness;
@@ -134,24 +134,7 @@ async fn catch_up_then_marker_then_live() {
 async fn resumed_clients_see_no_gap_and_no_duplicate() {
     let h = Arc::new(Harness::with(|o| o.limits.stream_queue = 4).await);
     let id = h.create("busy").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (h, stop, id) = (Arc::clone(&h), Arc::clone(&stop), id.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let (st, v) = h
-                    .post(
-                        &format!("/api/claude/sessions/{id}/activities"),
-                        json!({"action": format!("a{n}")}),
-                    )
-                    .await;
-                assert_eq!(st, 201, "{v}");
-                n += 1;
-            }
-            n
-        })
-    };
+    let (stop, writer) = common::spawn_writer(&h, &id);
     let mut got: Vec<u64> = Vec::new();
     let mut last: u64 = 0;
     for round in 0..40u64 {
@@ -195,7 +178,13 @@ async fn resumed_clients_see_no_gap_and_no_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_falls_back_to_the_log_and_misses_nothing() {
-    let h = Harness::with(|o| o.limits.stream_queue = 2).await;
+    // The reader stalls on purpose while thousands of writes go on (however long they
+    // take on a loaded machine): it is not to be taken for dead meanwhile.
+    let h = Harness::with(|o| {
+        o.limits.stream_queue = 2;
+        o.limits.ws_dead_timeout = Duration::from_secs(3600);
+    })
+    .await;
     let id = h.create("s").await;
     // A small receive buffer (which also turns off its autotuning), so that the socket
     // holds a few kilobytes, not megabytes: the server's sends stall, its queue fills and
@@ -363,4 +352,74 @@ async fn pings_client_messages_the_stream_cap_and_shutdown() {
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001), "going away");
     h.manager.close().expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_is_closed_and_one_that_answers_stays() {
+    let h = Harness::with(|o| {
+        o.limits.keep_alive = Duration::from_millis(200);
+        o.limits.ws_dead_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let streams = "session_engine_open_streams";
+    // The dead one: reads the marker, then never polls its socket again, so it answers
+    // no ping.
+    let mut dead = connect(&h, "").await;
+    assert_eq!(next(&mut dead).await.expect("marker")["type"], "caught-up");
+    // The live one reads all along (tungstenite answers pings as it reads).
+    let mut live = connect(&h, "").await;
+    assert_eq!(next(&mut live).await.expect("marker")["type"], "caught-up");
+    let reader = tokio::spawn(async move {
+        let mut pings = 0u32;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(120), live.next())
+                .await
+                .expect("a message")
+                .expect("open")
+                .expect("read");
+            match m {
+                Message::Ping(_) => pings += 1,
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    if v["type"] == "session_created" {
+                        return (pings, live);
+                    }
+                }
+                Message::Close(f) => panic!("the answering client was closed: {f:?}"),
+                _ => {}
+            }
+        }
+    });
+    assert_eq!(h.metric(streams).await, 2.0);
+    // The server gives up on the dead one: its place among the streams is freed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while h.metric(streams).await != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent client was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The live one is still served.
+    h.create("after").await;
+    let (pings, live) = reader.await.expect("reader");
+    assert!(pings > 0, "the live client saw no ping");
+    // The dead one, read at last: its socket ends (with the close frame, 1008, unless
+    // answering a queued ping already found the connection gone).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), dead.next())
+            .await
+            .expect("the end of the socket")
+        {
+            Some(Ok(Message::Close(f))) => {
+                assert_eq!(f.map(|f| u16::from(f.code)), Some(1008), "policy");
+                break;
+            }
+            Some(Ok(Message::Text(t))) => panic!("a message after the close: {t}"),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    drop(live);
+    h.stop().await;
 }

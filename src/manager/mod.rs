@@ -520,17 +520,46 @@ impl SessionManager {
     }
 
     /// Copies session `id` into a new active session (id generated when `new_id` is
-    /// `None`), keeping its metadata, logs and checkpoints.
+    /// `None`), keeping its metadata, logs and checkpoints, and the agents active in the
+    /// source when the call begins (seed 002's "agent copying"): each is activated in the
+    /// copy with its configuration, one `AgentChanged` event each, after the clone's
+    /// event (submitted together, so they usually share its batch). The copy's agent
+    /// counters start afresh. The call returns once all are durable; if one is refused
+    /// (the copy was ended meanwhile) its error is returned and the copy stays.
     pub fn clone_session(&self, id: &str, new_id: Option<&str>) -> Result<ClaudeSession> {
         let new_id = new_id.map(session_id).transpose()?;
-        let c = self.inner.execute(Command::Clone {
-            source: session_id(id)?,
-            new_id,
-        })?;
-        match c.outcome {
-            Outcome::Session(id) => Ok(self.handle(id)),
-            other => Err(unexpected(other)),
+        let source = session_id(id)?;
+        let agents: Vec<(String, Option<crate::types::JsonText>)> = self
+            .inner
+            .state()
+            .agents_of(&source)
+            .map(|a| {
+                a.iter()
+                    .filter(|(_, a)| a.active)
+                    .map(|(t, a)| (t.clone(), a.config.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let c = self.inner.execute(Command::Clone { source, new_id })?;
+        let id = match c.outcome {
+            Outcome::Session(id) => id,
+            other => return Err(unexpected(other)),
+        };
+        let pending: Vec<_> = agents
+            .into_iter()
+            .map(|(agent_type, config)| {
+                self.inner.engine().submit(Command::ChangeAgent {
+                    session: id.clone(),
+                    agent_type,
+                    action: crate::event::AgentAction::Activated,
+                    config,
+                })
+            })
+            .collect();
+        for p in pending {
+            p.wait()?;
         }
+        Ok(self.handle(id))
     }
 
     /// The session chain tracker of `agent` (seed 003 `SessionTracker`); an agent without

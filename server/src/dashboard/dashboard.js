@@ -2,6 +2,9 @@
 // list, a session's activities, and the WebSocket /ws/sessions, opened on the last
 // RECENT events of the log and resumed with from = last LSN + 1 when it drops.
 // Everything from the API is shown as text (textContent), never as HTML.
+// A server with a token answers 401: the page asks for the token once, keeps it in
+// sessionStorage (this tab only), and sends it as Authorization on every fetch and as a
+// WebSocket subprotocol ("bearer." + base64url), never in a URL.
 "use strict";
 
 const RECENT = 500; // events of the log replayed at load (recent activity and runs)
@@ -35,12 +38,52 @@ function trim(list) {
   while (list.children.length > KEEP) list.lastElementChild.remove();
 }
 
+const TOKEN_KEY = "session-engine-token";
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+let asking = null; // the promise of the token the user is asked for
+
+function askToken(message) {
+  if (asking) return asking;
+  $("login-message").textContent = message;
+  $("login").hidden = false;
+  $("token").focus();
+  asking = new Promise((resolve) => {
+    $("login").onsubmit = (e) => {
+      e.preventDefault();
+      const t = $("token").value.trim();
+      if (!t) return;
+      sessionStorage.setItem(TOKEN_KEY, t);
+      $("token").value = "";
+      $("login").hidden = true;
+      asking = null;
+      resolve();
+    };
+  });
+  return asking;
+}
+
+function b64url(text) {
+  let bin = "";
+  for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
-  let v = null;
-  try { v = await r.json(); } catch (_) { /* not JSON */ }
-  if (!v || !v.success) throw new Error((v && v.error) || "HTTP " + r.status);
-  return v.data;
+  for (;;) {
+    const headers = { Accept: "application/json" };
+    const t = token();
+    if (t) headers.Authorization = "Bearer " + t;
+    const r = await fetch(path, { headers });
+    if (r.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      await askToken(t ? "the token was refused" : "");
+      continue;
+    }
+    let v = null;
+    try { v = await r.json(); } catch (_) { /* not JSON */ }
+    if (!v || !v.success) throw new Error((v && v.error) || "HTTP " + r.status);
+    return v.data;
+  }
 }
 
 async function health() {
@@ -202,7 +245,8 @@ function connect(from) {
   const url = new URL("/ws/sessions", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (from !== null) url.searchParams.set("from", String(from));
-  const ws = new WebSocket(url);
+  const t = token();
+  const ws = t ? new WebSocket(url, ["session-engine", "bearer." + b64url(t)]) : new WebSocket(url);
   state.socket = ws;
   ws.onopen = () => { state.retry = 500; pill("stream", "catching up", "wait"); };
   ws.onmessage = (m) => {

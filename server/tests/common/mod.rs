@@ -135,3 +135,33 @@ impl Harness {
             .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
     }
 }
+
+/// A task recording activities in session `id` through the API, one request after the
+/// other, until `stop` is set; it returns how many it wrote. (The writes that go on while
+/// the stream tests kill and resume their clients.)
+pub fn spawn_writer(
+    h: &Arc<Harness>,
+    id: &str,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, flag, id) = (Arc::clone(h), Arc::clone(&stop), id.to_owned());
+    let task = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !flag.load(Ordering::SeqCst) {
+            let (st, v) = h
+                .post(
+                    &format!("/api/claude/sessions/{id}/activities"),
+                    serde_json::json!({ "action": format!("a{n}") }),
+                )
+                .await;
+            assert_eq!(st, 201, "{v}");
+            n += 1;
+        }
+        n
+    });
+    (stop, task)
+}
