@@ -347,7 +347,10 @@ pub fn parse_line(line: &str) -> Result<Command> {
     if RUN_OPS.contains(&f.op) || claude_ops::OPS.contains(&f.op) {
         return Err(Error::invalid(
             "op",
-            format!("{:?} is an operation on runs or transcripts, not an engine command", f.op),
+            format!(
+                "{:?} is an operation on runs or transcripts, not an engine command",
+                f.op
+            ),
         ));
     }
     command_of(f)
@@ -430,7 +433,12 @@ fn parse_object(line: &str) -> Result<Fields> {
         Some(_) => return Err(Error::invalid("op", "must be a string")),
         None => return Err(Error::invalid("op", "missing")),
     };
-    let Some(op) = OPS.iter().chain(&claude_ops::OPS).copied().find(|o| *o == op) else {
+    let Some(op) = OPS
+        .iter()
+        .chain(&claude_ops::OPS)
+        .copied()
+        .find(|o| *o == op)
+    else {
         return Err(Error::invalid(
             "op",
             format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),

@@ -219,7 +219,8 @@ fn search_reads_the_real_fixtures_and_agrees_with_a_plain_scan() {
         .unwrap();
         // A record matches when a text string holds the word: counted with serde_json.
         let mut expected = 0u64;
-        let found = session_engine::claude::find_transcripts(&FileStorage::new(), &[fixture("real")]);
+        let found =
+            session_engine::claude::find_transcripts(&FileStorage::new(), &[fixture("real")]);
         for f in found.files {
             for line in std::fs::read_to_string(&f).unwrap().lines() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -249,8 +250,15 @@ fn collect(v: Option<&serde_json::Value>, out: &mut Vec<String>) {
         Some(serde_json::Value::Object(m)) => m
             .iter()
             .filter(|(k, _)| {
-                !["type", "id", "tool_use_id", "signature", "media_type", "source"]
-                    .contains(&k.as_str())
+                ![
+                    "type",
+                    "id",
+                    "tool_use_id",
+                    "signature",
+                    "media_type",
+                    "source",
+                ]
+                .contains(&k.as_str())
             })
             .for_each(|(_, x)| collect(Some(x), out)),
         _ => {}
@@ -261,7 +269,12 @@ fn chain(engine: &Engine, agent: &str) -> Vec<String> {
     engine
         .state()
         .chain(&AgentId::new(agent).unwrap())
-        .map(|c| c.sessions.iter().map(|l| l.session_id.to_string()).collect())
+        .map(|c| {
+            c.sessions
+                .iter()
+                .map(|l| l.session_id.to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -270,7 +283,7 @@ fn resumed_sessions_become_chain_links_once() {
     let dir = tempfile::tempdir().unwrap();
     let root = resumed_project(dir.path());
     let (m, engine) = engine();
-    let run = import::import_paths(&engine, &FileStorage::new(), &[root.clone()]);
+    let run = import::import_paths(&engine, &FileStorage::new(), std::slice::from_ref(&root));
     assert!(run.chain_error.is_none(), "{:?}", run.chain_error);
     assert_eq!(
         chain(&engine, "claude-aaaa"),
@@ -298,7 +311,7 @@ fn resumed_sessions_become_chain_links_once() {
     drop(st);
     // Importing again, and a new line, links nothing twice.
     let lsn = engine.last_lsn();
-    let again = import::import_paths(&engine, &FileStorage::new(), &[root.clone()]);
+    let again = import::import_paths(&engine, &FileStorage::new(), std::slice::from_ref(&root));
     assert!(again.chained.is_empty());
     assert_eq!(engine.last_lsn(), lsn, "nothing new, nothing written");
     let p = root.join("-home-dev-proj/cccc.jsonl");
@@ -306,7 +319,7 @@ fn resumed_sessions_become_chain_links_once() {
     text.push_str(r#"{"type":"user","uuid":"c2","parentUuid":"c1","sessionId":"cccc"}"#);
     text.push('\n');
     std::fs::write(&p, text).unwrap();
-    let more = import::import_paths(&engine, &FileStorage::new(), &[root.clone()]);
+    let more = import::import_paths(&engine, &FileStorage::new(), std::slice::from_ref(&root));
     assert!(more.chained.is_empty());
     assert_eq!(chain(&engine, "claude-aaaa"), ["aaaa", "bbbb", "cccc"]);
     // The links replay from the log as ChainLinked events.
@@ -334,14 +347,19 @@ fn a_resumed_session_joins_the_chain_that_already_holds_the_earlier_one() {
     let run = import::import_paths(
         &engine,
         &FileStorage::new(),
-        &[root.join("-home-dev-proj/aaaa.jsonl"), root.join("-home-dev-proj/bbbb.jsonl")],
+        &[
+            root.join("-home-dev-proj/aaaa.jsonl"),
+            root.join("-home-dev-proj/bbbb.jsonl"),
+        ],
     );
     assert!(run.chain_error.is_none());
     assert_eq!(chain(&engine, "architect"), ["aaaa", "bbbb"]);
-    assert!(engine
-        .state()
-        .chain(&AgentId::new("claude-aaaa").unwrap())
-        .is_none());
+    assert!(
+        engine
+            .state()
+            .chain(&AgentId::new("claude-aaaa").unwrap())
+            .is_none()
+    );
 }
 
 #[test]
@@ -472,7 +490,12 @@ fn follow_sees_a_rewrite_of_the_same_length_with_the_same_last_line() {
     let rewritten = rewrite_keeping_length_and_last_line(&path);
     let run = f.poll(&engine, &fs, &paths);
     assert_eq!(run.files.len(), 1);
-    assert_eq!(run.files[0].session.as_str(), "ffff.v2", "{:?}", run.files[0]);
+    assert_eq!(
+        run.files[0].session.as_str(),
+        "ffff.v2",
+        "{:?}",
+        run.files[0]
+    );
     assert!(run.files[0].new_version.is_some());
     assert_eq!(exported(&engine, "ffff.v2"), rewritten);
 }

@@ -441,7 +441,14 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
     let o = run(
         &data,
         &[
-            "--json", "claude", "search", "needle", "--session", "aaaa", "--type", "user",
+            "--json",
+            "claude",
+            "search",
+            "needle",
+            "--session",
+            "aaaa",
+            "--type",
+            "user",
         ],
     );
     assert_eq!(code(&o), 0);
@@ -483,7 +490,12 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
         )
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
