@@ -66,7 +66,10 @@
 //! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
 //! archived nothing) answers with the last LSN at the time and `"appended":false`.
 
+mod claude_ops;
 mod run_ops;
+
+pub use claude_ops::{ClaudeOp, hits_json};
 
 use serde_json::{Map, Value, json};
 
@@ -278,6 +281,9 @@ pub enum Request {
         /// A running run silent for longer than this is stale, milliseconds.
         stale_after_ms: u64,
     },
+    /// `claude_import`, `claude_show`, `claude_search`: Claude Code transcripts (see
+    /// `protocol/claude_ops.rs`).
+    Claude(ClaudeOp),
     /// `exec`: runs a program as `SessionManager::exec` does; answered once it has ended.
     Exec(Box<crate::ExecRequest>),
     /// `logs`: a byte range of a run's log (see `SessionManager::run_output`).
@@ -338,10 +344,13 @@ fn parse_config(v: Value) -> Result<SessionConfig> {
 /// (`runs`, `cancel`, `health`, `exec`, `logs`) are no command: refused here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
     let f = parse_object(line)?;
-    if RUN_OPS.contains(&f.op) {
+    if RUN_OPS.contains(&f.op) || claude_ops::OPS.contains(&f.op) {
         return Err(Error::invalid(
             "op",
-            format!("{:?} is an operation on runs, not an engine command", f.op),
+            format!(
+                "{:?} is an operation on runs or transcripts, not an engine command",
+                f.op
+            ),
         ));
     }
     command_of(f)
@@ -394,6 +403,7 @@ pub fn parse_request(line: &str) -> Result<Request> {
         },
         "exec" => run_ops::parse_exec(&mut f)?,
         "logs" => run_ops::parse_logs(&mut f)?,
+        op if claude_ops::OPS.contains(&op) => Request::Claude(claude_ops::parse(&mut f)?),
         _ => return command_of(f).map(Request::Command),
     };
     f.finish()?;
@@ -423,7 +433,12 @@ fn parse_object(line: &str) -> Result<Fields> {
         Some(_) => return Err(Error::invalid("op", "must be a string")),
         None => return Err(Error::invalid("op", "missing")),
     };
-    let Some(op) = OPS.iter().copied().find(|o| *o == op) else {
+    let Some(op) = OPS
+        .iter()
+        .chain(&claude_ops::OPS)
+        .copied()
+        .find(|o| *o == op)
+    else {
         return Err(Error::invalid(
             "op",
             format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),
@@ -678,6 +693,7 @@ pub fn run_op(manager: &crate::SessionManager, req: &Request) -> Result<Value> {
             json!({"ok": true, "health": serde_json::to_value(&h).unwrap_or(Value::Null)})
         }
         Request::Exec(req) => run_ops::answer_exec(manager, req)?,
+        Request::Claude(op) => claude_ops::answer(manager, op)?,
         Request::Logs { run, offset, limit } => {
             run_ops::answer_logs(manager, *run, *offset, *limit)?
         }

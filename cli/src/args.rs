@@ -420,6 +420,31 @@ pub enum ClaudeCmd {
         /// The session it was imported as.
         session: String,
     },
+    /// Search the text of imported transcripts (prompts, answers, thinking, tool inputs
+    /// and results, summaries): records whose text holds QUERY, case-insensitively, as a
+    /// substring. Prints each hit's session, line, uuid, timestamp, type and a snippet,
+    /// newest first. Reads the log (no index): its cost grows with what is imported.
+    Search {
+        /// The text to look for.
+        query: String,
+        /// Only this project: a cwd (/home/a/proj) or its folder name (-home-a-proj).
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// Only this session: an engine session id or a Claude Code session id (with its
+        /// subagents).
+        #[arg(long, value_name = "S")]
+        session: Option<String>,
+        /// Only records of this type (user, assistant, summary, system, ...); repeatable.
+        #[arg(long = "type", value_name = "TYPE")]
+        kinds: Vec<String>,
+        /// Only records written at or after T (RFC 3339, or a day YYYY-MM-DD).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Most hits printed.
+        #[arg(long, value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+    },
 }
 
 /// `serve` flags.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use session_engine::claude::import::{self, FileImport, Follower, ImportRun};
+use session_engine::claude::search;
 use session_engine::{Error, FileStorage, SessionId, SessionManager};
 
 use crate::output::Out;
@@ -36,7 +37,10 @@ fn exit_code(run: &ImportRun) -> u8 {
             && matches!(&u.error, Error::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound)
     };
-    if !run.failed.is_empty() || run.found.unreadable.iter().any(|u| !missing(u)) {
+    if !run.failed.is_empty()
+        || run.chain_error.is_some()
+        || run.found.unreadable.iter().any(|u| !missing(u))
+    {
         1
     } else if run.files.iter().any(|f| f.new_version.is_some()) {
         10
@@ -50,6 +54,9 @@ fn exit_code(run: &ImportRun) -> u8 {
 }
 
 fn warn(run: &ImportRun) {
+    if let Some(e) = &run.chain_error {
+        eprintln!("error: linking resumed sessions into chains: {e}");
+    }
     for s in &run.found.skipped {
         eprintln!("warning: {}: {}", s.path.display(), s.reason);
     }
@@ -110,8 +117,19 @@ fn print(json_out: bool, out: &mut Out, run: &ImportRun, quiet_unchanged: bool) 
             "unreadable": run.found.unreadable.iter().map(|u| json!({
                 "path": u.path.to_string_lossy(), "error": u.error.to_string(),
             })).collect::<Vec<_>>(),
+            "chained": run.chained,
         }))?;
         return Ok(());
+    }
+    for c in &run.chained {
+        let line = match &c.continues {
+            Some(prev) => format!(
+                "chain {}: {} continues {prev} (resumed)",
+                c.agent, c.session_id
+            ),
+            None => format!("chain {}: {} starts it", c.agent, c.session_id),
+        };
+        out.line(&line)?;
     }
     for f in &run.files {
         if quiet_unchanged && f.bytes == 0 && !f.opened {
@@ -168,7 +186,10 @@ pub fn follow(
         let run = follower.poll(manager.engine(), &storage, &paths);
         warn(&run);
         if json_out {
-            if run.files.iter().any(|f| f.bytes > 0 || f.opened) || !run.failed.is_empty() {
+            if run.files.iter().any(|f| f.bytes > 0 || f.opened)
+                || !run.failed.is_empty()
+                || !run.chained.is_empty()
+            {
                 print(true, out, &run, true)?;
                 out.flush()?;
             }
@@ -220,34 +241,63 @@ pub fn export(manager: &SessionManager, session: &str, file: Option<&Path>) -> R
 /// `claude show SESSION`.
 pub fn show(out: &mut Out, manager: &SessionManager, session: &str) -> Result<u8> {
     let id = SessionId::new(session)?;
-    let state = manager.state();
-    let t = state.transcript(&id).ok_or_else(|| Error::NotFound {
-        kind: "transcript",
-        id: id.to_string(),
-    })?;
-    let links = state.transcript_links(&id);
-    let ts = |t: Option<session_engine::Timestamp>| t.map(|t| t.to_iso8601_micros());
-    out.json(&json!({
-        "session": id.as_str(),
-        "source": t.opened.source,
-        "layout": format!("{:?}", t.opened.layout),
-        "cwd": t.opened.cwd,
-        "version": t.opened.version,
-        "replaces": t.opened.replaces.as_ref().map(|r| r.as_str()),
-        "replaced_by": t.replaced_by.as_ref().map(|r| r.as_str()),
-        "reason": t.opened.reason,
-        "imported_bytes": t.offset,
-        "lines": t.lines,
-        "records": t.records,
-        "bad_lines": t.bad_lines,
-        "prefix_hash": format!("{:016x}", t.hash),
-        "claude_session_id": t.claude_session,
-        "leaf_uuid": t.leaf,
-        "branch_points": t.branch_points,
-        "first_timestamp": ts(t.first_timestamp),
-        "last_timestamp": ts(t.last_timestamp),
-        "links": serde_json::to_value(&links)?,
-        "links_dropped": t.refs_dropped,
-    }))?;
+    out.json(&import::describe(&manager.state(), &id)?)?;
     Ok(0)
+}
+
+/// `claude search`'s arguments as a query.
+pub fn search_query(
+    query: &str,
+    project: &Option<String>,
+    session: &Option<String>,
+    kinds: &[String],
+    since: &Option<String>,
+    limit: u64,
+) -> Result<search::SearchQuery> {
+    Ok(search::SearchQuery {
+        text: query.to_string(),
+        project: project.clone(),
+        session: session.clone(),
+        kinds: kinds.to_vec(),
+        since: since.as_deref().map(search::parse_since).transpose()?,
+        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+    })
+}
+
+/// `claude search QUERY`: exit 0 with hits, 3 (not found) without.
+pub fn search(
+    json_out: bool,
+    out: &mut Out,
+    manager: &SessionManager,
+    q: &search::SearchQuery,
+) -> Result<u8> {
+    let r = search::search(manager.engine(), q)?;
+    if json_out {
+        out.json(&json!({
+            "total": r.total,
+            "hits": session_engine::protocol::hits_json(&r),
+        }))?;
+    } else {
+        for h in &r.hits {
+            out.line(&format!(
+                "{}:{} {} {} {}: {}",
+                h.session,
+                h.line,
+                h.timestamp
+                    .map(|t| t.to_iso8601_micros())
+                    .unwrap_or_else(|| "-".into()),
+                h.kind.as_deref().unwrap_or("-"),
+                h.uuid.as_deref().unwrap_or("-"),
+                h.snippet
+            ))?;
+        }
+        if r.total > r.hits.len() as u64 {
+            out.line(&format!(
+                "({} matches in all; --limit to see more)",
+                r.total
+            ))?;
+        }
+    }
+    out.flush()?;
+    Ok(if r.total == 0 { 3 } else { 0 })
 }

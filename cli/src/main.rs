@@ -727,6 +727,18 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 let manager = cli.open_read()?;
                 return claude_import::show(out, &manager, session);
             }
+            ClaudeCmd::Search {
+                query,
+                project,
+                session,
+                kinds,
+                since,
+                limit,
+            } => {
+                let manager = cli.open_read()?;
+                let q = claude_import::search_query(query, project, session, kinds, since, *limit)?;
+                return claude_import::search(cli.json, out, &manager, &q);
+            }
         },
         Cmd::RebuildProjections => {
             // The directory opens in its recorded format; the rebuild changes it.

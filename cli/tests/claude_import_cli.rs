@@ -382,3 +382,127 @@ fn follow_killed_with_sigkill_again_and_again_loses_and_doubles_nothing() {
         "follow kill loop: {rounds} SIGKILLs, {advanced} rounds imported new lines, {lines} lines"
     );
 }
+
+/// Two sessions of one project, the second resumed from the first.
+fn resumed(projects: &Path) {
+    let p = projects.join("-home-dev-proj");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("aaaa.jsonl"),
+        concat!(
+            r#"{"type":"user","uuid":"a1","parentUuid":null,"sessionId":"aaaa","cwd":"/home/dev/proj","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"Where is the Needle?"}}"#,
+            "\n",
+            r#"{"type":"assistant","uuid":"a2","parentUuid":"a1","sessionId":"aaaa","timestamp":"2026-01-01T10:00:05Z","message":{"role":"assistant","content":[{"type":"text","text":"In the haystack, needle\tand all."}]}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("bbbb.jsonl"),
+        concat!(
+            r#"{"type":"user","uuid":"b1","parentUuid":"a2","sessionId":"bbbb","cwd":"/home/dev/proj","timestamp":"2026-01-02T10:00:00Z","message":{"role":"user","content":"more needles"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let projects = dir.path().join("projects");
+    resumed(&projects);
+    let o = run(&data, &["claude", "import", projects.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("chain claude-aaaa: bbbb continues aaaa (resumed)"),
+        "{stdout}"
+    );
+    let o = run(&data, &["chain", "claude-aaaa", "--summary"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["session_ids"], serde_json::json!(["aaaa", "bbbb"]));
+    assert_eq!(summary["current_session"], "bbbb");
+    // Search, plain text: newest first, one line per hit.
+    let o = run(&data, &["claude", "search", "NEEDLE"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "bbbb:1 2026-01-02T10:00:00.000000Z user b1: more needles",
+            "aaaa:2 2026-01-01T10:00:05.000000Z assistant a2: In the haystack, needle and all.",
+            "aaaa:1 2026-01-01T10:00:00.000000Z user a1: Where is the Needle?",
+        ]
+    );
+    let o = run(
+        &data,
+        &[
+            "--json",
+            "claude",
+            "search",
+            "needle",
+            "--session",
+            "aaaa",
+            "--type",
+            "user",
+        ],
+    );
+    assert_eq!(code(&o), 0);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["hits"][0]["uuid"], "a1");
+    assert_eq!(v["hits"][0]["line"], 1);
+    assert_eq!(v["hits"][0]["session"], "aaaa");
+    let o = run(&data, &["claude", "search", "needle", "--limit", "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(3 matches in all"));
+    // Nothing found: 3; a bad --since: 4.
+    assert_eq!(code(&run(&data, &["claude", "search", "absent words"])), 3);
+    assert_eq!(
+        code(&run(&data, &["claude", "search", "x", "--since", "later"])),
+        4
+    );
+    // The same through apply.
+    let mut child = cmd(&data)
+        .arg("apply")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            concat!(
+                r#"{"op":"claude_search","query":"needle","since":"2026-01-02"}"#,
+                "\n",
+                r#"{"op":"claude_show","id":"bbbb"}"#,
+                "\n",
+                r#"{"op":"claude_search","query":""}"#,
+                "\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0]["total"], 1, "{}", answers[0]);
+    assert_eq!(answers[0]["hits"][0]["uuid"], "b1");
+    assert_eq!(answers[1]["transcript"]["continues"], "aaaa");
+    assert_eq!(answers[2]["kind"], "invalid_input");
+}

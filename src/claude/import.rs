@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::events::{ClaudeEvent, ClaudeOpened, ClaudePiece, Layout};
 use super::pieces::{Pieces, RawPiece, parse_line};
+pub use super::resume::{ChainedLink, link_resumed};
 use crate::command::Command;
 use crate::engine::{Engine, Pending};
 use crate::error::{Error, Result};
@@ -487,6 +488,30 @@ fn each_piece(
     }
 }
 
+/// Calls `f` with each transcript piece `body` holds and the engine session it is a piece
+/// of: a transcript event's own, or those of an imported bundle's events (which became
+/// the bundle's session), nested at most `MAX_IMPORT_DEPTH` levels.
+pub(crate) fn each_piece_addressed(
+    body: &crate::event::EventBody,
+    f: &mut dyn FnMut(&ClaudePiece, &SessionId) -> Result<()>,
+) -> Result<()> {
+    match body {
+        crate::event::EventBody::ClaudeTranscript(e) => match &**e {
+            ClaudeEvent::Piece(p) => f(p, &p.session),
+            _ => Ok(()),
+        },
+        crate::event::EventBody::SessionImported {
+            session, events, ..
+        } => {
+            for e in events {
+                each_piece_addressed(&e.body, &mut |p, _| f(p, session))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What importing several paths did.
 #[derive(Debug, Default)]
 pub struct ImportRun {
@@ -496,24 +521,74 @@ pub struct ImportRun {
     pub failed: Vec<(PathBuf, Error)>,
     /// What the walk skipped or could not read (see [`super::find_transcripts`]).
     pub found: super::Found,
+    /// The chain links made for resumed sessions ([`link_resumed`]).
+    pub chained: Vec<ChainedLink>,
+    /// Why linking resumed sessions failed, if it did (the files were imported).
+    pub chain_error: Option<Error>,
 }
+
+/// How long a file's stat version must have stayed the same before a full check that
+/// finds nothing new lets [`Follower`] skip the file while its stat stays the same (longer
+/// than any file system's timestamp granularity: FAT's is 2 s, ext4's a clock tick).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Keeps what is needed to import the same paths again and again cheaply (`claude
 /// follow`): a file whose stat version did not change is not opened, and a file checked
-/// in full once is checked quickly afterwards ([`Check::Quick`]).
-#[derive(Debug, Default)]
+/// in full once is checked quickly afterwards ([`Check::Quick`]), while it grows.
+///
+/// A quick check looks only at the last imported line, so a file that changed without
+/// growing is checked in full: when its stat version changed while its length did not
+/// grow (a rewrite of the same length that kept its last line), and once more when the
+/// version has stayed the same for [`SETTLE`] after it last changed. That second check is
+/// for a write in the same tick of the file system's clock as the stat before it, which
+/// leaves the modification time, and so the version, unchanged (git's "racily clean"
+/// files): a check that starts [`SETTLE`] after the version was first seen reads every
+/// such write, and any later write moves the modification time. Only then is the file
+/// skipped while its stat stays the same. A storage that knows no stat version gets a
+/// check every poll (quick while the file grows, else full).
+#[derive(Debug)]
 pub struct Follower {
-    seen: std::collections::HashMap<PathBuf, (Option<u64>, u64)>,
+    seen: std::collections::HashMap<PathBuf, Seen>,
+    settle: std::time::Duration,
+}
+
+impl Default for Follower {
+    fn default() -> Follower {
+        Follower::new()
+    }
+}
+
+/// What a [`Follower`] knows of a file since it last looked.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The stat version and length of the file when it was last looked at.
+    version: Option<u64>,
+    len: u64,
+    /// When that version (and length) was first seen.
+    since: std::time::Instant,
+    /// Whether a full check that started [`SETTLE`] after `since` found nothing new.
+    settled: bool,
 }
 
 impl Follower {
     /// A follower that has seen nothing.
     pub fn new() -> Follower {
-        Follower::default()
+        Follower::with_settle(SETTLE)
     }
 
-    /// Imports what is new under `paths` (every file, the first time; afterwards only
-    /// those whose stat changed).
+    /// A follower that waits `settle` instead of [`SETTLE`] (a storage whose stat
+    /// versions change with every write, or a test).
+    pub fn with_settle(settle: std::time::Duration) -> Follower {
+        Follower {
+            seen: std::collections::HashMap::new(),
+            settle,
+        }
+    }
+
+    /// Imports what is new under `paths` (every file, the first time; afterwards those
+    /// whose stat changed, and the unsettled ones as the type's documentation says).
+    /// Then links resumed sessions into chains ([`link_resumed`]) when a file was
+    /// imported.
     pub fn poll(&mut self, engine: &Engine, storage: &dyn Storage, paths: &[PathBuf]) -> ImportRun {
         let mut found = super::find_transcripts(storage, paths);
         let files = std::mem::take(&mut found.files);
@@ -524,17 +599,42 @@ impl Follower {
         for path in files {
             let stat = storage.stat(&path).ok().flatten();
             let now = stat.as_ref().map(|s| (s.version, s.len));
-            let check = match (self.seen.get(&path), now) {
-                // Unchanged since the last look (a version the storage cannot tell is
-                // never taken as unchanged).
-                (Some(&(Some(v), len)), Some((Some(w), l))) if v == w && len == l => continue,
-                (Some(_), _) => Check::Quick,
-                (None, _) => Check::Full,
+            let started = std::time::Instant::now();
+            let prev = self.seen.get(&path).copied();
+            let same = matches!((prev, now), (Some(p), Some((Some(v), l)))
+                if p.version == Some(v) && p.len == l);
+            let check = match (prev, now) {
+                (Some(p), _) if same && p.settled => continue,
+                // Not settled yet: wait until the version is old enough.
+                (Some(p), _) if same && started.duration_since(p.since) < self.settle => {
+                    continue;
+                }
+                // Grown: appended to, the last imported line is enough to check.
+                (Some(p), Some((_, l))) if l > p.len => Check::Quick,
+                // Changed without growing, or settling: only the whole prefix tells.
+                _ => Check::Full,
             };
             match import_file(engine, storage, &path, check) {
                 Ok(r) => {
-                    if let Some(now) = now {
-                        self.seen.insert(path, now);
+                    if let Some((version, len)) = now {
+                        let since = match prev {
+                            Some(p) if same => p.since,
+                            _ => started,
+                        };
+                        let settled = same
+                            && check == Check::Full
+                            && r.bytes == 0
+                            && !r.opened
+                            && started.duration_since(since) >= self.settle;
+                        self.seen.insert(
+                            path,
+                            Seen {
+                                version,
+                                len,
+                                since,
+                                settled,
+                            },
+                        );
                     }
                     run.files.push(r);
                 }
@@ -544,6 +644,12 @@ impl Follower {
                 }
             }
         }
+        if run.files.iter().any(|f| f.bytes > 0 || f.opened) {
+            match link_resumed(engine) {
+                Ok(links) => run.chained = links,
+                Err(e) => run.chain_error = Some(e),
+            }
+        }
         run
     }
 }
@@ -551,4 +657,39 @@ impl Follower {
 /// Imports what is new in every transcript under `paths`, checking each in full.
 pub fn import_paths(engine: &Engine, storage: &dyn Storage, paths: &[PathBuf]) -> ImportRun {
     Follower::new().poll(engine, storage, paths)
+}
+
+/// What the state knows of the transcript imported as `id`, as `claude show` and the
+/// protocol's `claude_show` give it: its source, layout, cwd, version, how much is
+/// imported (bytes, lines, records, bad lines, the prefix hash), its Claude Code session
+/// id, the leaf it ends on, branch points, timestamps and its links to other transcripts.
+pub fn describe(state: &crate::state::State, id: &SessionId) -> Result<serde_json::Value> {
+    let t = state
+        .transcript(id)
+        .ok_or_else(|| Error::not_found("transcript", id))?;
+    let links = state.transcript_links(id);
+    let ts = |t: Option<crate::types::Timestamp>| t.map(|t| t.to_iso8601_micros());
+    Ok(serde_json::json!({
+        "session": id.as_str(),
+        "source": t.opened.source,
+        "layout": format!("{:?}", t.opened.layout),
+        "cwd": t.opened.cwd,
+        "version": t.opened.version,
+        "replaces": t.opened.replaces.as_ref().map(|r| r.as_str()),
+        "replaced_by": t.replaced_by.as_ref().map(|r| r.as_str()),
+        "reason": t.opened.reason,
+        "imported_bytes": t.offset,
+        "lines": t.lines,
+        "records": t.records,
+        "bad_lines": t.bad_lines,
+        "prefix_hash": format!("{:016x}", t.hash),
+        "claude_session_id": t.claude_session,
+        "leaf_uuid": t.leaf,
+        "branch_points": t.branch_points,
+        "first_timestamp": ts(t.first_timestamp),
+        "last_timestamp": ts(t.last_timestamp),
+        "continues": super::resume::continues(state, t),
+        "links": serde_json::to_value(&links).map_err(|e| Error::invalid("links", e.to_string()))?,
+        "links_dropped": t.refs_dropped,
+    }))
 }

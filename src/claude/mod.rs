@@ -19,6 +19,8 @@ pub mod events;
 pub mod import;
 pub mod pieces;
 pub mod reader;
+pub mod resume;
+pub mod search;
 pub mod summary;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,173 @@
+//! The protocol's Claude Code transcript ops: their fields and their answers.
+//!
+//! | `op`            | fields                                                            |
+//! |-----------------|-------------------------------------------------------------------|
+//! | `claude_import` | `paths` (array of strings: transcript files or folders walked for `*.jsonl`) |
+//! | `claude_show`   | `id` (the engine session of a transcript)                         |
+//! | `claude_search` | `query`, `project`?, `session`?, `type`? (a string or an array of them), `since`? (RFC 3339 or `YYYY-MM-DD`), `limit`? (default 20) |
+//!
+//! ```text
+//! {"ok":true,"files":[{"path":..,"session":..,"lines":3,...}],"failed":[],"skipped":[],
+//!  "unreadable":[],"chained":[{"agent":"claude-aaaa","session_id":"bbbb",...}]}
+//! {"ok":true,"transcript":{"session":..,"imported_bytes":..,"links":[...],...}}
+//! {"ok":true,"total":2,"hits":[{"session":..,"line":4,"uuid":..,"timestamp":..,
+//!  "type":"user","snippet":"..."}]}
+//! ```
+//!
+//! `claude_import` is `claude::import::import_paths` (the files that could not be read
+//! are listed in `failed` and `unreadable`, the others imported; the answer is an error
+//! only when the engine itself failed), `claude_show` is `claude::import::describe`,
+//! `claude_search` is `claude::search::search`. They are answered as the run ops are,
+//! once every line before them is.
+
+use serde_json::{Value, json};
+
+use super::{Fields, type_name};
+use crate::claude::import::{self, ImportRun};
+use crate::claude::search::{self, SearchQuery};
+use crate::error::{Error, Result};
+use crate::storage::FileStorage;
+use crate::types::SessionId;
+
+/// The ops of this module.
+pub(super) const OPS: [&str; 3] = ["claude_import", "claude_show", "claude_search"];
+
+/// A transcript op.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClaudeOp {
+    /// `claude_import`.
+    Import {
+        /// Files or folders.
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// `claude_show`.
+    Show(SessionId),
+    /// `claude_search`.
+    Search(SearchQuery),
+}
+
+/// A string or an array of strings (none: empty).
+fn one_or_many(f: &mut Fields, key: &'static str) -> Result<Vec<String>> {
+    let items = match f.take(key) {
+        None => return Ok(Vec::new()),
+        Some(Value::String(s)) => return Ok(vec![s]),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "must be a string or an array of strings, got {}",
+                    type_name(&other)
+                ),
+            ));
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) if !s.contains('\0') => Ok(s),
+            Value::String(_) => Err(Error::invalid(key, format!("item {i} holds a NUL byte"))),
+            other => Err(Error::invalid(
+                key,
+                format!("item {i} must be a string, got {}", type_name(&other)),
+            )),
+        })
+        .collect()
+}
+
+/// The fields of a transcript op (`f.op` is one of [`OPS`]).
+pub(super) fn parse(f: &mut Fields) -> Result<ClaudeOp> {
+    Ok(match f.op {
+        "claude_import" => {
+            let paths = one_or_many(f, "paths")?;
+            if paths.is_empty() {
+                return Err(Error::invalid(
+                    "paths",
+                    "missing: name the transcript files or folders to import",
+                ));
+            }
+            ClaudeOp::Import {
+                paths: paths.into_iter().map(Into::into).collect(),
+            }
+        }
+        "claude_show" => ClaudeOp::Show(f.session()?),
+        _ => {
+            let text = f.required_string("query")?;
+            let limit = match f.u64("limit")? {
+                None => 0,
+                Some(0) => return Err(Error::invalid("limit", "must be at least 1")),
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            ClaudeOp::Search(SearchQuery {
+                text,
+                project: f.string("project")?,
+                session: f.string("session")?,
+                kinds: one_or_many(f, "type")?,
+                since: f
+                    .string("since")?
+                    .map(|s| search::parse_since(&s))
+                    .transpose()?,
+                limit,
+            })
+        }
+    })
+}
+
+fn run_json(run: &ImportRun) -> Value {
+    json!({
+        "ok": true,
+        "files": run.files,
+        "failed": run.failed.iter().map(|(p, e)| json!({
+            "path": p.to_string_lossy(), "error": e.to_string(), "kind": e.kind(),
+        })).collect::<Vec<_>>(),
+        "skipped": run.found.skipped.iter().map(|s| json!({
+            "path": s.path.to_string_lossy(), "reason": s.reason,
+        })).collect::<Vec<_>>(),
+        "unreadable": run.found.unreadable.iter().map(|u| json!({
+            "path": u.path.to_string_lossy(), "error": u.error.to_string(),
+        })).collect::<Vec<_>>(),
+        "chained": run.chained,
+        "chain_error": run.chain_error.as_ref().map(|e| e.to_string()),
+    })
+}
+
+/// The JSON form of a search's hits.
+pub fn hits_json(r: &search::SearchResult) -> Vec<Value> {
+    r.hits
+        .iter()
+        .map(|h| {
+            json!({
+                "session": h.session.as_str(),
+                "claude_session": h.claude_session,
+                "line": h.line,
+                "offset": h.offset,
+                "uuid": h.uuid,
+                "timestamp": h.timestamp.map(|t| t.to_iso8601_micros()),
+                "type": h.kind,
+                "snippet": h.snippet,
+            })
+        })
+        .collect()
+}
+
+/// The op's answer.
+pub(super) fn answer(manager: &crate::SessionManager, op: &ClaudeOp) -> Result<Value> {
+    Ok(match op {
+        ClaudeOp::Import { paths } => {
+            let run = import::import_paths(manager.engine(), &FileStorage::new(), paths);
+            if let Some(e) = manager.engine().poisoned() {
+                return Err(e);
+            }
+            run_json(&run)
+        }
+        ClaudeOp::Show(id) => {
+            json!({"ok": true, "transcript": import::describe(&manager.state(), id)?})
+        }
+        ClaudeOp::Search(q) => {
+            let r = search::search(manager.engine(), q)?;
+            json!({"ok": true, "total": r.total, "hits": hits_json(&r)})
+        }
+    })
+}
