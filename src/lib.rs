@@ -50,5 +50,7 @@ pub use manager::{
 };
 pub use projection::{ProjectionOptions, ProjectionStatus, Projector, RebuildReport};
 pub use state::{Chain, Session, SessionConfig, State, Status};
-pub use storage::{FileStorage, MemStorage, Storage};
+#[cfg(any(test, feature = "test-util"))]
+pub use storage::MemStorage;
+pub use storage::{FileStorage, Storage};
 pub use types::{AgentId, JsonText, Lsn, SessionId, Timestamp};
