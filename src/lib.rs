@@ -13,11 +13,11 @@
 
 pub mod backend;
 pub mod claude;
-pub mod clock;
+mod clock;
 pub mod codec;
 pub mod command;
 pub mod engine;
-pub mod error;
+mod error;
 pub mod event;
 pub mod export;
 pub mod import;
