@@ -508,6 +508,39 @@ impl Engine {
 
     /// Queues a command and returns at once; [`Pending::wait`] returns once it is durable.
     /// Commands from one thread are applied in the order they were submitted.
+    ///
+    /// Many commands in flight share one sync (group commit). A [`Pending`] is also a
+    /// [`Future`](std::future::Future), for an async caller that must not block its
+    /// thread; here it is waited on.
+    ///
+    /// ```
+    /// use session_engine::{Command, Engine, NewSession, Options, SessionId};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// let id = SessionId::new("s1")?;
+    /// let new = NewSession { id: Some(id.clone()), ..NewSession::default() };
+    /// engine.execute(Command::CreateSession(Box::new(new)))?;
+    /// let pending: Vec<_> = (0..10)
+    ///     .map(|i| {
+    ///         engine.submit(Command::RecordActivity {
+    ///             session: id.clone(),
+    ///             action: format!("step {i}"),
+    ///             details: None,
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let lsns: Vec<u64> = pending
+    ///     .into_iter()
+    ///     .map(|p| p.wait().map(|c| c.lsn.0))
+    ///     .collect::<session_engine::Result<_>>()?;
+    /// assert_eq!(lsns, (2..=11).collect::<Vec<_>>()); // in submission order
+    /// assert_eq!(engine.state().session(&id).unwrap().body.activity_log.len(), 10);
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn submit(&self, cmd: Command) -> Pending {
         if self.read_only {
             return Pending::ready(Err(Error::ReadOnly));
@@ -520,6 +553,39 @@ impl Engine {
     }
 
     /// Runs a command and waits until it is durable.
+    ///
+    /// A command that fails validation appends nothing and returns a typed error.
+    ///
+    /// ```
+    /// use session_engine::{Command, Engine, Error, JsonText, NewSession, Options, Outcome};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// let created = engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// let Outcome::Session(id) = created.outcome else { panic!("a new session") };
+    /// let done = engine.execute(Command::RecordActivity {
+    ///     session: id.clone(),
+    ///     action: "user_input".into(),
+    ///     details: Some(JsonText::parse(r#"{"message":"Hello"}"#)?),
+    /// })?;
+    /// assert!(done.appended);
+    /// assert_eq!(engine.last_lsn(), done.lsn);
+    ///
+    /// // Refused: the session is ended, so no activity is recorded and nothing is appended.
+    /// engine.execute(Command::End(id.clone()))?;
+    /// let before = engine.last_lsn();
+    /// let refused = engine.execute(Command::RecordActivity {
+    ///     session: id.clone(),
+    ///     action: "late".into(),
+    ///     details: None,
+    /// });
+    /// assert!(matches!(refused, Err(Error::InvalidState { .. })));
+    /// assert_eq!(engine.last_lsn(), before);
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// A lone writer's command does not pass through the queue: the calling thread runs
     /// its batch itself (`writer::lead_alone`). With several writers, the writer thread
@@ -560,6 +626,31 @@ impl Engine {
     /// Committed events from `from` on: first those already in the log (catch-up), then
     /// new ones as they commit (live). A read-only engine's subscription ends at the end
     /// of the log.
+    ///
+    /// Every committed event comes once, in LSN order, with no gap; [`Subscription::recv`]
+    /// blocks, [`Subscription::recv_timeout`] and [`Subscription::try_recv`] do not, and
+    /// [`Subscription::recv_async`] is a future for an async caller.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_engine::{Command, Engine, EventBody, Lsn, NewSession, Options};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// let mut events = engine.subscribe(Lsn(1)); // from the start: the catch-up comes first
+    /// engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// for lsn in 1..=2 {
+    ///     let e = events.recv_timeout(Duration::from_secs(60))?.expect("an event");
+    ///     assert_eq!(e.lsn, Lsn(lsn));
+    ///     assert!(matches!(e.event.body, EventBody::SessionCreated { .. }));
+    /// }
+    /// assert!(events.try_recv()?.is_none()); // nothing more yet
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscribe(&self, from: Lsn) -> Subscription {
         Subscription::new(Arc::clone(&self.shared), self.tx.clone(), from)
     }
