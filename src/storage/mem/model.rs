@@ -247,6 +247,17 @@ pub(super) fn halted_error() -> io::Error {
 }
 
 impl MemFs {
+    /// `NotFound` unless `path` is a directory (the root always is).
+    pub(super) fn dir_must_exist(&self, path: &Path) -> io::Result<()> {
+        if self.is_dir(path) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("directory {} not found", path.display()),
+        ))
+    }
+
     pub(super) fn check_alive(&self) -> io::Result<()> {
         if self.halted {
             Err(halted_error())

@@ -274,12 +274,7 @@ impl Storage for MemStorage {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let path = norm(path);
         let mut fs = self.lock();
-        if !fs.is_dir(&path) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("directory {} not found", path.display()),
-            ));
-        }
+        fs.dir_must_exist(&path)?;
         fs.count_sync()?;
         let ops = std::mem::take(&mut fs.dir_ops);
         for (dir, op) in ops {
@@ -299,12 +294,7 @@ impl Storage for MemStorage {
     fn sync_fs(&self, path: &Path) -> io::Result<()> {
         let path = norm(path);
         let mut fs = self.lock();
-        if !fs.is_dir(&path) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("directory {} not found", path.display()),
-            ));
-        }
+        fs.dir_must_exist(&path)?;
         fs.count_sync()?;
         for f in fs.files.values_mut() {
             f.sync();
