@@ -26,7 +26,9 @@
 //!   never write.
 
 mod answer;
+mod options;
 mod pending;
+mod recover;
 mod repair;
 mod replay;
 mod subscription;
@@ -34,11 +36,10 @@ mod verify;
 mod wake;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError, bounded};
 
@@ -46,192 +47,27 @@ use answer::{Answer, Reply};
 use pending::{WAIT_CHECK, wait_answer};
 use wake::WakerSet;
 
-use crate::backend::{self, FileLog, LogBackend, LogWriter, StartPoint, TornTail};
-use crate::clock::{Clock, SystemClock};
+use crate::backend::{self, FileLog, LogBackend};
+
 use crate::codec;
 use crate::command::{Command, Committed};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::snapshot::{self, SkippedSnapshot};
+use crate::snapshot::{self};
 use crate::state::{Session, State};
-use crate::storage::{self, FileStorage, LockGuard, Storage};
+use crate::storage::{self, LockGuard};
 use crate::types::{Lsn, SessionId};
 
+pub use options::{
+    DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY, Durability, MAX_BATCH, MAX_BATCH_BYTES,
+    MAX_INTERVAL, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Options, Paths, RecoveryReport,
+};
 pub use pending::Pending;
+pub(crate) use recover::replay_record;
+use recover::{apply_record, decode_record, recover_state};
 pub use repair::{RepairReport, repair};
 pub use subscription::{CommittedEvent, Recv, SUBSCRIBER_CAPACITY, Subscription};
 pub use verify::{Damage, SnapshotCheck, VerifyReport, verify};
-
-/// When an accepted command counts as durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Answer only after `fdatasync`. Concurrent callers share fsyncs (group commit).
-    Always,
-    /// Answer after the write reaches the OS; sync at most this long after it.
-    Interval(Duration),
-    /// Answer after the write reaches the OS; sync only at rollover and close.
-    None,
-}
-
-/// Engine settings.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// When a command counts as durable.
-    pub durability: Durability,
-    /// Size of each preallocated log segment, [`MIN_SEGMENT_BYTES`] to
-    /// [`MAX_SEGMENT_BYTES`] (default [`DEFAULT_SEGMENT_BYTES`]).
-    pub segment_bytes: u64,
-    /// Take a snapshot automatically after this many events (0: never automatically;
-    /// default [`DEFAULT_SNAPSHOT_EVERY`]).
-    pub snapshot_every: u64,
-    /// Snapshots to keep (older ones are the fallback for a damaged newer one).
-    pub keep_snapshots: usize,
-    /// Most commands the writer takes into one batch.
-    pub max_batch: usize,
-    /// A batch takes no more commands once its records reach this many bytes. With
-    /// `max_batch`, it bounds what a torn write can cut from an `Always` log after a crash:
-    /// the last batch, at most `max_batch` records and `max_batch_bytes` plus one record.
-    pub max_batch_bytes: usize,
-    /// How often the watchdog records the expiry of idle sessions (`None`: never).
-    pub watchdog_interval: Option<Duration>,
-    /// The file system.
-    pub storage: Arc<dyn Storage>,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// The log. `None`: the write-ahead log in the data directory's `wal/`
-    /// ([`FileLog`]), the default; another [`LogBackend`] (such as [`crate::backend::MemLog`])
-    /// takes its place without any other change.
-    pub log: Option<Arc<dyn LogBackend>>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            durability: Durability::Always,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
-            keep_snapshots: 3,
-            max_batch: 4096,
-            max_batch_bytes: 256 << 10,
-            watchdog_interval: Some(Duration::from_secs(1)),
-            storage: Arc::new(FileStorage::new()),
-            clock: Arc::new(SystemClock),
-            log: None,
-        }
-    }
-}
-
-/// The default `Options::segment_bytes`: 16 MiB.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
-/// The default `Options::snapshot_every`: 100,000 events.
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
-/// Smallest accepted log segment (`Options::segment_bytes`): 4 KiB.
-pub const MIN_SEGMENT_BYTES: u64 = 4096;
-/// Largest accepted log segment (`Options::segment_bytes`): 1 GiB.
-pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
-/// Largest accepted batch (`Options::max_batch`).
-pub const MAX_BATCH: usize = 1 << 20;
-/// Largest accepted `Options::max_batch_bytes` (64 MiB).
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
-
-/// Longest accepted sync interval or watchdog interval.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-
-impl Options {
-    /// Checks the settings: intervals must lie between 1 ms and [`MAX_INTERVAL`] (a zero
-    /// interval would spin, and a huge one overflow the clock); segments between 4 KiB and
-    /// [`MAX_SEGMENT_BYTES`]; batches between 1 and [`MAX_BATCH`] commands.
-    pub fn validate(&self) -> Result<()> {
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return Err(Error::invalid(
-                "segment size",
-                format!(
-                    "{} bytes is not between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}",
-                    self.segment_bytes
-                ),
-            ));
-        }
-        if !(1..=MAX_BATCH_BYTES).contains(&self.max_batch_bytes) {
-            return Err(Error::invalid(
-                "batch bytes",
-                format!(
-                    "{} is not between 1 and {MAX_BATCH_BYTES}",
-                    self.max_batch_bytes
-                ),
-            ));
-        }
-        if !(1..=MAX_BATCH).contains(&self.max_batch) {
-            return Err(Error::invalid(
-                "batch size",
-                format!("{} is not between 1 and {MAX_BATCH}", self.max_batch),
-            ));
-        }
-        let check = |field: &'static str, d: Duration| {
-            if d < Duration::from_millis(1) || d > MAX_INTERVAL {
-                Err(Error::invalid(
-                    field,
-                    format!("{d:?} is not between 1 ms and {MAX_INTERVAL:?}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        if let Durability::Interval(d) = self.durability {
-            check("durability interval", d)?;
-        }
-        if let Some(w) = self.watchdog_interval {
-            check("watchdog interval", w)?;
-        }
-        Ok(())
-    }
-}
-
-/// The files of a data directory.
-#[derive(Clone, Debug)]
-pub struct Paths {
-    /// The data directory.
-    pub root: PathBuf,
-    /// Log segments.
-    pub wal: PathBuf,
-    /// Snapshots.
-    pub snapshots: PathBuf,
-    /// Damaged bytes moved aside by recovery and repair.
-    pub quarantine: PathBuf,
-    /// The writer lock file.
-    pub lock: PathBuf,
-}
-
-impl Paths {
-    /// The layout under `root`.
-    pub fn new(root: &Path) -> Paths {
-        Paths {
-            root: root.to_path_buf(),
-            wal: root.join("wal"),
-            snapshots: root.join("snapshots"),
-            quarantine: root.join("quarantine"),
-            lock: root.join("LOCK"),
-        }
-    }
-}
-
-/// What opening the directory found and did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct RecoveryReport {
-    /// LSN of the snapshot the state was loaded from.
-    pub snapshot_lsn: Option<Lsn>,
-    /// Its file.
-    pub snapshot_file: Option<PathBuf>,
-    /// Snapshots that were damaged or unusable and skipped.
-    pub skipped_snapshots: Vec<SkippedSnapshot>,
-    /// Records replayed after the snapshot.
-    pub replayed: u64,
-    /// LSN of the last record.
-    pub last_lsn: Lsn,
-    /// Number of log segments.
-    pub segments: usize,
-    /// The torn tail that was cut (or, read-only, found), if any.
-    pub torn_tail: Option<TornTail>,
-}
 
 pub(crate) enum Request {
     Command {
@@ -508,6 +344,39 @@ impl Engine {
 
     /// Queues a command and returns at once; [`Pending::wait`] returns once it is durable.
     /// Commands from one thread are applied in the order they were submitted.
+    ///
+    /// Many commands in flight share one sync (group commit). A [`Pending`] is also a
+    /// [`Future`](std::future::Future), for an async caller that must not block its
+    /// thread; here it is waited on.
+    ///
+    /// ```
+    /// use session_engine::{Command, Engine, NewSession, Options, SessionId};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// let id = SessionId::new("s1")?;
+    /// let new = NewSession { id: Some(id.clone()), ..NewSession::default() };
+    /// engine.execute(Command::CreateSession(Box::new(new)))?;
+    /// let pending: Vec<_> = (0..10)
+    ///     .map(|i| {
+    ///         engine.submit(Command::RecordActivity {
+    ///             session: id.clone(),
+    ///             action: format!("step {i}"),
+    ///             details: None,
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let lsns: Vec<u64> = pending
+    ///     .into_iter()
+    ///     .map(|p| p.wait().map(|c| c.lsn.0))
+    ///     .collect::<session_engine::Result<_>>()?;
+    /// assert_eq!(lsns, (2..=11).collect::<Vec<_>>()); // in submission order
+    /// assert_eq!(engine.state().session(&id).unwrap().body.activity_log.len(), 10);
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn submit(&self, cmd: Command) -> Pending {
         if self.read_only {
             return Pending::ready(Err(Error::ReadOnly));
@@ -520,6 +389,39 @@ impl Engine {
     }
 
     /// Runs a command and waits until it is durable.
+    ///
+    /// A command that fails validation appends nothing and returns a typed error.
+    ///
+    /// ```
+    /// use session_engine::{Command, Engine, Error, JsonText, NewSession, Options, Outcome};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// let created = engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// let Outcome::Session(id) = created.outcome else { panic!("a new session") };
+    /// let done = engine.execute(Command::RecordActivity {
+    ///     session: id.clone(),
+    ///     action: "user_input".into(),
+    ///     details: Some(JsonText::parse(r#"{"message":"Hello"}"#)?),
+    /// })?;
+    /// assert!(done.appended);
+    /// assert_eq!(engine.last_lsn(), done.lsn);
+    ///
+    /// // Refused: the session is ended, so no activity is recorded and nothing is appended.
+    /// engine.execute(Command::End(id.clone()))?;
+    /// let before = engine.last_lsn();
+    /// let refused = engine.execute(Command::RecordActivity {
+    ///     session: id.clone(),
+    ///     action: "late".into(),
+    ///     details: None,
+    /// });
+    /// assert!(matches!(refused, Err(Error::InvalidState { .. })));
+    /// assert_eq!(engine.last_lsn(), before);
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// A lone writer's command does not pass through the queue: the calling thread runs
     /// its batch itself (`writer::lead_alone`). With several writers, the writer thread
@@ -560,6 +462,31 @@ impl Engine {
     /// Committed events from `from` on: first those already in the log (catch-up), then
     /// new ones as they commit (live). A read-only engine's subscription ends at the end
     /// of the log.
+    ///
+    /// Every committed event comes once, in LSN order, with no gap; [`Subscription::recv`]
+    /// blocks, [`Subscription::recv_timeout`] and [`Subscription::try_recv`] do not, and
+    /// [`Subscription::recv_async`] is a future for an async caller.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_engine::{Command, Engine, EventBody, Lsn, NewSession, Options};
+    ///
+    /// # fn main() -> session_engine::Result<()> {
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let engine = Engine::open(dir.path(), Options::default())?;
+    /// engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// let mut events = engine.subscribe(Lsn(1)); // from the start: the catch-up comes first
+    /// engine.execute(Command::CreateSession(Box::new(NewSession::default())))?;
+    /// for lsn in 1..=2 {
+    ///     let e = events.recv_timeout(Duration::from_secs(60))?.expect("an event");
+    ///     assert_eq!(e.lsn, Lsn(lsn));
+    ///     assert!(matches!(e.event.body, EventBody::SessionCreated { .. }));
+    /// }
+    /// assert!(events.try_recv()?.is_none()); // nothing more yet
+    /// engine.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscribe(&self, from: Lsn) -> Subscription {
         Subscription::new(Arc::clone(&self.shared), self.tx.clone(), from)
     }
@@ -667,87 +594,4 @@ pub fn read_log(
         )),
     };
     codec::sharing_strings(|| backend::read_events(&*log, from, to, f))
-}
-
-/// Decodes the record `lsn` found at `offset` of `path` and applies it to `state`; a record
-/// that does not decode or apply is corruption at that place (open, verify and repair
-/// all replay this way; open decodes and applies on two threads, see [`replay`]).
-pub(crate) fn replay_record(
-    state: &mut State,
-    path: &Path,
-    offset: u64,
-    lsn: Lsn,
-    payload: &[u8],
-) -> Result<()> {
-    let event = decode_record(path, offset, lsn, payload)?;
-    apply_record(state, path, offset, lsn, &event)
-}
-
-/// [`replay_record`]'s first half: the event of record `lsn`.
-fn decode_record(path: &Path, offset: u64, lsn: Lsn, payload: &[u8]) -> Result<Event> {
-    codec::decode_record(path, offset, lsn, payload)
-}
-
-/// [`replay_record`]'s second half: applies the event of record `lsn` to `state`.
-fn apply_record(
-    state: &mut State,
-    path: &Path,
-    offset: u64,
-    lsn: Lsn,
-    event: &Event,
-) -> Result<()> {
-    state.apply(lsn, event).map_err(|e| {
-        Error::corruption(
-            path,
-            offset,
-            format!("record {lsn} does not apply to the state: {e}"),
-        )
-    })
-}
-
-/// The state recovery rebuilt, what it found, and the log's writer (writable opens).
-type Recovered = (State, RecoveryReport, Option<Box<dyn LogWriter>>);
-
-/// Loads the newest usable snapshot and replays the log after it; a writable open gets
-/// the log's writer.
-fn recover_state(
-    storage: &dyn Storage,
-    log: &dyn LogBackend,
-    paths: &Paths,
-    read_only: bool,
-) -> Result<Recovered> {
-    // A snapshot's log position is only a hint: recovery checks it and walks the log when
-    // it is wrong, and finds a log that ends before the snapshot either way.
-    let (snap, skipped) = snapshot::load_newest(storage, &paths.snapshots)?;
-    for s in &skipped {
-        tracing::warn!(file = %s.file.display(), reason = %s.reason, "skipped a snapshot");
-    }
-    let (state, start, snapshot_lsn, snapshot_file) = match snap {
-        Some((h, st, path)) => (
-            st,
-            StartPoint {
-                lsn: h.lsn,
-                position: Some(h.position),
-            },
-            Some(h.lsn),
-            Some(path),
-        ),
-        None => (State::new(), StartPoint::default(), None, None),
-    };
-    let (state, opened) = std::thread::scope(|scope| {
-        let mut replay = replay::Replay::new(scope, state);
-        let read = log.open(start, !read_only, &mut replay);
-        replay.finish(read)
-    })?;
-    let r = opened.recovery;
-    let report = RecoveryReport {
-        snapshot_lsn,
-        snapshot_file,
-        skipped_snapshots: skipped,
-        replayed: r.replayed,
-        last_lsn: r.last_lsn,
-        segments: r.files,
-        torn_tail: r.torn,
-    };
-    Ok((state, report, opened.writer))
 }

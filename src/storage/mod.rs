@@ -1,9 +1,11 @@
 //! The single I/O seam: every byte the engine reads or writes goes through [`Storage`].
 //!
-//! Two implementations ship with the crate: [`FileStorage`] on the real file system, and
-//! [`MemStorage`], an in-memory file system that keeps a *live* and a *durable* image of
-//! every file and directory so tests can simulate a power cut at any point
-//! ([`MemStorage::crash`]) and inject I/O errors ([`FaultStorage`]).
+//! [`FileStorage`] is the real file system. With the `test-util` feature (the crate's own
+//! tests, benches, `compare` and fuzz turn it on; an embedding crate need not) come the
+//! test doubles: `MemStorage`, an in-memory file system that keeps a *live* and a
+//! *durable* image of every file and directory so tests can simulate a power cut at any
+//! point (`MemStorage::crash`), `FaultStorage`, which injects I/O errors, and
+//! `SplitMix64`, the seeded RNG they draw from.
 //!
 //! Architecture invariant: no other module touches `std::fs`, except the binary's log
 //! files. Paths are always absolute or relative to the data directory the engine was opened
@@ -28,8 +30,10 @@
 //!   runs does not let a second one in, and releases that lock only `LOCK` still exclude
 //!   a new one (and the other way round).
 
+#[cfg(any(test, feature = "test-util"))]
 mod fault;
 mod fs;
+#[cfg(any(test, feature = "test-util"))]
 mod mem;
 
 use std::ffi::{OsStr, OsString};
@@ -38,8 +42,10 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+#[cfg(any(test, feature = "test-util"))]
 pub use fault::{FaultKind, FaultPlan, FaultStorage};
 pub use fs::FileStorage;
+#[cfg(any(test, feature = "test-util"))]
 pub use mem::{CrashMode, MemStorage};
 
 /// How to open a file.
@@ -395,9 +401,12 @@ pub fn create_dir_durable(storage: &dyn Storage, path: &Path) -> io::Result<()> 
 
 /// A small deterministic pseudo-random generator (SplitMix64) for crash simulation and
 /// tests, so the library needs no `rand` dependency and every run is reproducible by seed.
+/// With the `test-util` feature only.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
 
+#[cfg(any(test, feature = "test-util"))]
 impl SplitMix64 {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> SplitMix64 {
