@@ -83,8 +83,8 @@ pub mod wal;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Committed, NewSession, Outcome};
 pub use engine::{
-    CommittedEvent, Durability, Engine, Options, Paths, Pending, RecoveryReport, RepairReport,
-    Subscription, VerifyReport, read_log, repair, verify,
+    CommittedEvent, Durability, Engine, EngineStats, Options, Paths, Pending, RecoveryReport,
+    RepairReport, Subscription, VerifyReport, read_log, repair, verify,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventBody};

@@ -406,6 +406,7 @@ fn concurrent_writers_share_one_fsync_per_batch() {
         g.0 = false;
         g.1
     };
+    let stats_before = e.stats();
     // The first writer's fsync blocks at the gate...
     let first = {
         let e = Arc::clone(&e);
@@ -440,6 +441,18 @@ fn concurrent_writers_share_one_fsync_per_batch() {
     assert_eq!(lsns, (3..18).map(Lsn).collect::<Vec<_>>());
     let syncs = m.lock().unwrap().1 - syncs_before;
     assert_eq!(syncs, 2, "16 commands should need exactly two fsyncs");
+    // The engine's own counters saw the same: two appends of 1 and 15 records, two syncs,
+    // after the create's append of one.
+    let st = e.stats();
+    assert_eq!(st.records - stats_before.records, 16);
+    assert_eq!(st.appends - stats_before.appends, 2);
+    assert_eq!(st.syncs - stats_before.syncs, 2);
+    let mut sizes = vec![0; session_engine::engine::BATCH_BOUNDS.len() + 1];
+    sizes[0] = 2; // the create, then "first"
+    sizes[4] = 1; // the 15 queued behind it (8 < 15 <= 16)
+    assert_eq!(st.batch_size.counts, sizes);
+    assert_eq!(st.batch_size.sum, st.records);
+    assert_eq!(st.append_latency_us.count(), st.appends);
 }
 
 #[test]

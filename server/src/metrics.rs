@@ -1,22 +1,109 @@
 //! `/metrics` in Prometheus text format (`prometheus-client`). Label sets are bounded:
 //! routes are the router's patterns (`/api/claude/sessions/{id}`), never raw paths.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use session_engine::EngineStats;
+use session_engine::engine::Histogram as EngineHistogram;
+
 use crate::AppState;
+
+/// The engine's own counters (its writer's), read at each scrape from
+/// `Engine::stats` and encoded as they are: `render` stores the latest reading here.
+#[derive(Debug, Default)]
+struct EngineCollector(Mutex<Option<EngineStats>>);
+
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &EngineHistogram,
+    scale: f64,
+) -> Result<(), std::fmt::Error> {
+    let buckets: Vec<(f64, u64)> = h
+        .bounds
+        .iter()
+        .map(|b| *b as f64 * scale)
+        .chain([f64::MAX])
+        .zip(h.counts.iter().copied())
+        .collect();
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    m.encode_histogram::<NoLabelSet>(h.sum as f64 * scale, h.count(), &buckets, None)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(());
+        };
+        for (name, help, v) in [
+            (
+                "engine_records",
+                "Records (events) the engine appended to its log since it opened",
+                s.records,
+            ),
+            (
+                "engine_appends",
+                "Appends to the log (one per group commit) since the engine opened",
+                s.appends,
+            ),
+            (
+                "engine_log_syncs",
+                "Syncs of the log (fdatasync on the file log) since the engine opened",
+                s.syncs,
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        encode_histogram(
+            &mut encoder,
+            "engine_group_commit_size",
+            "Records per append (group-commit size)",
+            &s.batch_size,
+            1.0,
+        )?;
+        encode_histogram(
+            &mut encoder,
+            "engine_append_duration_seconds",
+            "Time from the start of an append until its records are durable as the \
+             durability mode asks (write and fdatasync with durability always)",
+            &s.append_latency_us,
+            1e-6,
+        )?;
+        let g = ConstGauge::new(s.open_time.as_secs_f64());
+        g.encode(encoder.encode_descriptor(
+            "engine_open_duration_seconds",
+            "How long the engine's open took, recovery (snapshot load and replay) included",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(i64::try_from(s.replayed).unwrap_or(i64::MAX));
+        g.encode(encoder.encode_descriptor(
+            "engine_replayed_records",
+            "Records the open replayed after its snapshot",
+            None,
+            g.metric_type(),
+        )?)
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -50,6 +137,7 @@ pub struct Metrics {
     /// missed from the log.
     pub stream_log_fallbacks: Counter,
     last_lsn: Gauge,
+    engine: Arc<EngineCollector>,
     projected_lsn: Gauge,
     projection_lag: Gauge,
 }
@@ -97,6 +185,8 @@ impl Metrics {
             stream_log_fallbacks.clone(),
         );
         registry.register("last_lsn", "The last committed LSN", last_lsn.clone());
+        let engine = Arc::new(EngineCollector::default());
+        registry.register_collector(Box::new(Arc::clone(&engine)));
         registry.register(
             "projected_lsn",
             "Every projection file reflects the log up to this LSN",
@@ -116,6 +206,7 @@ impl Metrics {
             open_streams,
             stream_log_fallbacks,
             last_lsn,
+            engine,
             projected_lsn,
             projection_lag,
         }
@@ -164,6 +255,7 @@ pub async fn render(State(s): State<AppState>) -> Response {
     let m: &Arc<Metrics> = &s.metrics;
     let last = s.manager.last_lsn().0;
     m.last_lsn.set(i64::try_from(last).unwrap_or(i64::MAX));
+    *m.engine.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.manager.engine().stats());
     if let Some(p) = s.manager.projection_status() {
         m.projected_lsn
             .set(i64::try_from(p.projected.0).unwrap_or(i64::MAX));

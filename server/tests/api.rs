@@ -259,6 +259,32 @@ async fn activities_checkpoints_decisions_commands_chains() {
         "{text}"
     );
     assert!(text.contains("session_engine_projection_lag"), "{text}");
+    // The engine's writer counters: every record since the open (this test's directory
+    // was new), each append timed and sized.
+    let records = h.metric("session_engine_engine_records_total").await;
+    assert_eq!(records, h.lsn() as f64, "{text}");
+    let appends = h.metric("session_engine_engine_appends_total").await;
+    assert!(appends >= 1.0 && appends <= records, "{text}");
+    assert!(
+        h.metric("session_engine_engine_log_syncs_total").await >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        h.metric("session_engine_engine_append_duration_seconds_count")
+            .await,
+        appends,
+        "{text}"
+    );
+    assert_eq!(
+        h.metric("session_engine_engine_group_commit_size_sum")
+            .await,
+        records,
+        "{text}"
+    );
+    assert!(
+        text.contains("session_engine_engine_open_duration_seconds "),
+        "{text}"
+    );
     assert!(text.contains("session_engine_open_streams 0"), "{text}");
     let (st, v) = h.get("/nope").await;
     assert_eq!(st, 404);

@@ -31,6 +31,7 @@ mod pending;
 mod recover;
 mod repair;
 mod replay;
+mod stats;
 mod subscription;
 mod verify;
 mod wake;
@@ -66,6 +67,7 @@ pub use pending::Pending;
 pub(crate) use recover::replay_record;
 use recover::{apply_record, decode_record, recover_state};
 pub use repair::{RepairReport, repair};
+pub use stats::{APPEND_BOUNDS_US, BATCH_BOUNDS, EngineStats, Histogram};
 pub use subscription::{CommittedEvent, Recv, SUBSCRIBER_CAPACITY, Subscription};
 pub use verify::{Damage, SnapshotCheck, VerifyReport, verify};
 
@@ -106,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) lone_writer: AtomicBool,
     /// The log backend.
     log: Arc<dyn LogBackend>,
+    /// The writer's counters ([`Engine::stats`]).
+    pub(crate) stats: stats::StatsCell,
 }
 
 impl Shared {
@@ -209,6 +213,7 @@ impl Engine {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Engine> {
+        let began = std::time::Instant::now();
         options.validate()?;
         let storage = Arc::clone(&options.storage);
         let paths = Paths::new(dir);
@@ -272,7 +277,9 @@ impl Engine {
             writer_gone: Arc::new(WakerSet::default()),
             lone_writer: AtomicBool::new(true),
             log,
+            stats: stats::StatsCell::new(),
         });
+        shared.stats.opened(began.elapsed(), report.replayed);
         let (tx, core, writer) = match log_writer {
             None => (None, None, None),
             Some(log_writer) => {
@@ -327,6 +334,12 @@ impl Engine {
     /// LSN of the last published record.
     pub fn last_lsn(&self) -> Lsn {
         self.shared.published().last_lsn
+    }
+
+    /// The writer's counters since this engine opened: records, appends (group commits),
+    /// log syncs, the group-commit size, each append's time until durable, the open's time.
+    pub fn stats(&self) -> EngineStats {
+        self.shared.stats.read()
     }
 
     /// The error that poisoned the engine, if it is poisoned.

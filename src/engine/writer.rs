@@ -360,6 +360,7 @@ impl Writer {
         }
         if self.log_dirty {
             self.log.sync()?;
+            self.shared.stats.synced();
             self.log_dirty = false;
             // A buffered mode's sync (the interval timer, an explicit sync) is followed by a
             // seal, so damage to what it made durable is refused, never cut; the seal is
@@ -490,12 +491,14 @@ impl Writer {
     fn finish(&mut self, mut run: Run) -> Option<AnswerTx<Result<()>>> {
         if !self.frames.is_empty() {
             let n = u64::from(self.frames.len());
+            let began = Instant::now();
             let written = self.log.append(&self.frames).and_then(|()| {
                 self.log_dirty = true;
                 if self.durability() == Durability::Always {
                     let t = Instant::now();
                     self.log.sync()?;
                     self.sync_cost = t.elapsed();
+                    self.shared.stats.synced();
                     self.log_dirty = false;
                     self.last_sync = Instant::now();
                 }
@@ -510,6 +513,7 @@ impl Writer {
                 run.work = None;
             } else {
                 self.since_snapshot += n;
+                self.shared.stats.appended(n, began.elapsed());
             }
             if let Some(state) = run.work.take() {
                 self.shared.publish(state);
