@@ -525,7 +525,10 @@ fn a_failed_projection_write_is_retried_until_it_succeeds() {
     workload(&m, &clock, 3);
     flush(&m);
     let st = m.projection_status().unwrap();
-    assert_eq!(st.failures, 2);
+    // Both injected failures were hit and retried past. How many passes they failed is
+    // timing: one pass that writes two session files can meet both.
+    assert_eq!(faults.injected.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!((1..=2).contains(&st.failures), "{st:?}");
     assert_eq!(st.consecutive_failures, 0);
     assert_eq!(st.last_error, None);
     m.close().unwrap();
