@@ -66,6 +66,7 @@
 //! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
 //! archived nothing) answers with the last LSN at the time and `"appended":false`.
 
+mod fast;
 mod run_ops;
 
 use serde_json::{Map, Value, json};
@@ -337,6 +338,14 @@ fn parse_config(v: Value) -> Result<SessionConfig> {
 /// [`Error::InvalidInput`] (or the id validation error) naming the field. The run ops
 /// (`runs`, `cancel`, `health`, `exec`, `logs`) are no command: refused here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
+    match fast::activity(line) {
+        Some(cmd) => Ok(cmd),
+        None => parse_line_general(line),
+    }
+}
+
+/// [`parse_line`] without its fast path.
+fn parse_line_general(line: &str) -> Result<Command> {
     let f = parse_object(line)?;
     if RUN_OPS.contains(&f.op) {
         return Err(Error::invalid(
@@ -350,6 +359,14 @@ pub fn parse_line(line: &str) -> Result<Command> {
 /// Parses one input line into a [`Request`]: a command (as [`parse_line`]) or a run op.
 /// Never panics; problems are typed errors naming the field.
 pub fn parse_request(line: &str) -> Result<Request> {
+    match fast::activity(line) {
+        Some(cmd) => Ok(Request::Command(cmd)),
+        None => parse_request_general(line),
+    }
+}
+
+/// [`parse_request`] without its fast path.
+fn parse_request_general(line: &str) -> Result<Request> {
     let mut f = parse_object(line)?;
     let req = match f.op {
         "runs" => Request::Runs {
