@@ -601,6 +601,19 @@ pub fn answer_ok(c: &Committed) -> Value {
     v
 }
 
+/// [`answer_ok`]'s line (without its newline) appended to `out`: the same text as
+/// `answer_ok(c)` serialised, written directly for the answer a bulk load gets most
+/// (`{"ok":true,"lsn":N}`), without building a JSON value.
+pub fn write_answer_ok(c: &Committed, out: &mut String) {
+    use std::fmt::Write as _;
+    match (&c.outcome, c.appended) {
+        (Outcome::Done | Outcome::Chains(_) | Outcome::Run(_), true) => {
+            let _ = write!(out, "{{\"ok\":true,\"lsn\":{}}}", c.lsn.0);
+        }
+        _ => out.push_str(&answer_ok(c).to_string()),
+    }
+}
+
 /// One run as JSON: what `runs` answers (and the command line prints).
 pub fn run_json(r: &Run) -> Value {
     json!({
@@ -755,6 +768,33 @@ pub fn event_json(lsn: Lsn, event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_answer_is_answer_ok_serialised() {
+        let id = SessionId::new("s1").unwrap();
+        let outcomes = [
+            Outcome::Done,
+            Outcome::Session(id.clone()),
+            Outcome::Checkpoint(3),
+            Outcome::Sessions(vec![id.clone(), SessionId::new("s2").unwrap()]),
+            Outcome::Chains(vec![AgentId::new("a").unwrap()]),
+            Outcome::Run(RunId(4)),
+        ];
+        for outcome in outcomes {
+            for appended in [true, false] {
+                for lsn in [0, 1, 17, u64::MAX] {
+                    let c = Committed {
+                        lsn: Lsn(lsn),
+                        appended,
+                        outcome: outcome.clone(),
+                    };
+                    let mut text = String::from("before ");
+                    write_answer_ok(&c, &mut text);
+                    assert_eq!(text, format!("before {}", answer_ok(&c)), "{c:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_op_parses() {
