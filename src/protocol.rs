@@ -67,6 +67,7 @@
 //! archived nothing) answers with the last LSN at the time and `"appended":false`.
 
 mod claude_ops;
+mod fast;
 mod run_ops;
 
 pub use claude_ops::{ClaudeOp, hits_json};
@@ -343,6 +344,14 @@ fn parse_config(v: Value) -> Result<SessionConfig> {
 /// [`Error::InvalidInput`] (or the id validation error) naming the field. The run ops
 /// (`runs`, `cancel`, `health`, `exec`, `logs`) are no command: refused here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
+    match fast::activity(line) {
+        Some(cmd) => Ok(cmd),
+        None => parse_line_general(line),
+    }
+}
+
+/// [`parse_line`] without its fast path.
+fn parse_line_general(line: &str) -> Result<Command> {
     let f = parse_object(line)?;
     if RUN_OPS.contains(&f.op) || claude_ops::OPS.contains(&f.op) {
         return Err(Error::invalid(
@@ -359,6 +368,14 @@ pub fn parse_line(line: &str) -> Result<Command> {
 /// Parses one input line into a [`Request`]: a command (as [`parse_line`]) or a run op.
 /// Never panics; problems are typed errors naming the field.
 pub fn parse_request(line: &str) -> Result<Request> {
+    match fast::activity(line) {
+        Some(cmd) => Ok(Request::Command(cmd)),
+        None => parse_request_general(line),
+    }
+}
+
+/// [`parse_request`] without its fast path.
+fn parse_request_general(line: &str) -> Result<Request> {
     let mut f = parse_object(line)?;
     let req = match f.op {
         "runs" => Request::Runs {
@@ -599,6 +616,19 @@ pub fn answer_ok(c: &Committed) -> Value {
     v
 }
 
+/// [`answer_ok`]'s line (without its newline) appended to `out`: the same text as
+/// `answer_ok(c)` serialised, written directly for the answer a bulk load gets most
+/// (`{"ok":true,"lsn":N}`), without building a JSON value.
+pub fn write_answer_ok(c: &Committed, out: &mut String) {
+    use std::fmt::Write as _;
+    match (&c.outcome, c.appended) {
+        (Outcome::Done | Outcome::Chains(_) | Outcome::Run(_), true) => {
+            let _ = write!(out, "{{\"ok\":true,\"lsn\":{}}}", c.lsn.0);
+        }
+        _ => out.push_str(&answer_ok(c).to_string()),
+    }
+}
+
 /// One run as JSON: what `runs` answers (and the command line prints).
 pub fn run_json(r: &Run) -> Value {
     json!({
@@ -754,6 +784,33 @@ pub fn event_json(lsn: Lsn, event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_answer_is_answer_ok_serialised() {
+        let id = SessionId::new("s1").unwrap();
+        let outcomes = [
+            Outcome::Done,
+            Outcome::Session(id.clone()),
+            Outcome::Checkpoint(3),
+            Outcome::Sessions(vec![id.clone(), SessionId::new("s2").unwrap()]),
+            Outcome::Chains(vec![AgentId::new("a").unwrap()]),
+            Outcome::Run(RunId(4)),
+        ];
+        for outcome in outcomes {
+            for appended in [true, false] {
+                for lsn in [0, 1, 17, u64::MAX] {
+                    let c = Committed {
+                        lsn: Lsn(lsn),
+                        appended,
+                        outcome: outcome.clone(),
+                    };
+                    let mut text = String::from("before ");
+                    write_answer_ok(&c, &mut text);
+                    assert_eq!(text, format!("before {}", answer_ok(&c)), "{c:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_op_parses() {

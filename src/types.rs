@@ -459,6 +459,12 @@ impl JsonText {
         JsonText::from_value(&serde_json::Value::String(s.to_owned()))
     }
 
+    /// `text` as it is: the caller (the protocol's fast path) made it the compact form
+    /// of a value within the limits, exactly as [`JsonText::from_value`] would write it.
+    pub(crate) fn from_compact(text: String) -> JsonText {
+        JsonText(Arc::from(text))
+    }
+
     /// The compact JSON text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -21,6 +21,8 @@ use crate::output::Out;
 
 enum Item {
     Submitted(Pending),
+    /// A command run on the reader's thread, with its answer.
+    Done(session_engine::Result<session_engine::Committed>),
     Refused(Error),
     /// A run op: answered once every line before it is, then `done` lets the reader
     /// go on, so it sees the effects of the lines before it and none after.
@@ -97,6 +99,14 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
             let mut buf = Vec::new();
             while let Some(too_long) = read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN)? {
                 let item = match parse(&buf, too_long) {
+                    // Nothing more has arrived: the line is run on this thread (a lone
+                    // writer's command runs its own batch, `Engine::execute`), which
+                    // saves waking the writer thread for a caller that writes one line
+                    // and waits for its answer. Lines that arrived together are
+                    // submitted, so they share one sync.
+                    Ok(protocol::Request::Command(cmd)) if r.buffer().is_empty() => {
+                        Item::Done(manager.engine().execute(cmd))
+                    }
                     Ok(protocol::Request::Command(cmd)) => {
                         Item::Submitted(manager.engine().submit(cmd))
                     }
@@ -144,6 +154,7 @@ fn answer_all(
     out: &mut Out,
     failure: &mut Option<String>,
 ) -> Result<()> {
+    let mut line = String::with_capacity(64);
     loop {
         let item = match rx.try_recv() {
             Ok(i) => i,
@@ -156,17 +167,15 @@ fn answer_all(
             }
             Err(TryRecvError::Disconnected) => return Ok(()),
         };
-        let v = match item {
-            Item::Refused(e) => protocol::answer_err(&e),
+        let answer = match item {
+            Item::Refused(e) => Err(e),
             Item::RunOp(req, done) => {
                 // Every line before it is answered (and so durable): it may take long
                 // (`exec` answers once its run has ended; the reader waits for `done`, so
                 // the lines after it are read only then).
                 out.flush()?;
                 let v = protocol::run_op(manager, &req).unwrap_or_else(|e| {
-                    if engine_failed(&e) && failure.is_none() {
-                        *failure = Some(e.to_string());
-                    }
+                    note_failure(&e, failure);
                     protocol::answer_err(&e)
                 });
                 out.json(&v)?;
@@ -177,17 +186,28 @@ fn answer_all(
                 if !p.is_ready() {
                     out.flush()?;
                 }
-                match p.wait() {
-                    Ok(c) => protocol::answer_ok(&c),
-                    Err(e) => {
-                        if engine_failed(&e) && failure.is_none() {
-                            *failure = Some(e.to_string());
-                        }
-                        protocol::answer_err(&e)
-                    }
-                }
+                p.wait()
             }
+            Item::Done(r) => r,
         };
-        out.json(&v)?;
+        match answer {
+            Ok(c) => {
+                // The common answer, written without building a JSON value.
+                line.clear();
+                protocol::write_answer_ok(&c, &mut line);
+                out.line(&line)?;
+            }
+            Err(e) => {
+                note_failure(&e, failure);
+                out.json(&protocol::answer_err(&e))?;
+            }
+        }
+    }
+}
+
+/// Keeps the first error that means the engine itself failed.
+fn note_failure(e: &Error, failure: &mut Option<String>) {
+    if engine_failed(e) && failure.is_none() {
+        *failure = Some(e.to_string());
     }
 }

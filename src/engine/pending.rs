@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 ///
 /// Wait for it in one of two ways:
 ///
-/// * [`Pending::wait`] blocks the calling thread (asleep, not spinning) until the writer
-///   answers;
+/// * [`Pending::wait`] blocks the calling thread until the writer answers: asleep on a
+///   condition variable, after a bounded check of at most `WAIT_SPIN` (chosen by
+///   measurement, see docs/benchmarks.md);
 /// * `pending.await`: `Pending` is a [`Future`] for async code. It needs no particular
 ///   runtime (the engine depends on none): the writer wakes the task's [`Waker`](std::task::Waker) when the
 ///   answer is there, so awaiting costs no thread and no polling loop.
@@ -165,7 +166,39 @@ impl Pending {
             // The caller sleeps until the writer answers, without polling first: a durable
             // answer comes a sync (100 µs or more) after the wait starts, so polling only
             // takes CPU time the writer, the projector and the other callers need.
-            PendingInner::Waiting(rx, _, shared) => wait_answer(&rx, &shared),
+            PendingInner::Waiting(rx, _, shared) => {
+                spin_until_settled(&rx, wait_spin());
+                wait_answer(&rx, &shared)
+            }
+        }
+    }
+}
+
+/// How long [`Pending::wait`] checks for the answer before it sleeps: [`WAIT_SPIN`], or
+/// `SESSION_ENGINE_WAIT_SPIN_US` microseconds (at most 1,000) where that is set, to measure
+/// another choice without a build (see docs/benchmarks.md, "Waiting for an answer").
+fn wait_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var("SESSION_ENGINE_WAIT_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(WAIT_SPIN, |us| Duration::from_micros(us.min(1_000)))
+    })
+}
+
+/// The bounded spin of [`Pending::wait`], chosen by measurement (docs/benchmarks.md).
+pub(super) const WAIT_SPIN: Duration = Duration::ZERO;
+
+/// Checks `rx` for up to `spin`, returning as soon as it has settled.
+fn spin_until_settled<T>(rx: &Answer<T>, spin: Duration) {
+    if spin.is_zero() {
+        return;
+    }
+    let until = std::time::Instant::now() + spin;
+    while !rx.is_settled() && std::time::Instant::now() < until {
+        for _ in 0..32 {
+            std::hint::spin_loop();
         }
     }
 }
