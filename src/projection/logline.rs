@@ -181,7 +181,7 @@ fn seed_activity_line(
         lsn: key.0.get(),
         sub: (key.1 > 0).then_some(key.1),
         details: ActivityDetails {
-            action: &**action,
+            action,
             details: raw,
         },
     })
