@@ -150,10 +150,19 @@ const W8_SCALING: f64 = 1.5;
 
 fn w8(cfg: &Config, bin: &Path) -> Section {
     const ID: &str = "bench-w8";
-    let sizes: Vec<u64> = if cfg.quick {
-        vec![1_000, 4_000]
-    } else {
-        vec![10_000, 100_000, 1_000_000]
+    // `COMPARE_W8_SIZES=10000,100000` runs only those sizes (while iterating; the targets
+    // are about 10k to 1M).
+    let sizes: Vec<u64> = match std::env::var("COMPARE_W8_SIZES") {
+        Ok(v) if !v.trim().is_empty() => v
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("COMPARE_W8_SIZES: numbers, comma-separated")
+            })
+            .collect(),
+        _ if cfg.quick => vec![1_000, 4_000],
+        _ => vec![10_000, 100_000, 1_000_000],
     };
     let root = &cfg.dir;
     let mut sec = Section::new(

@@ -130,7 +130,7 @@ fn level_name(l: LogLevel) -> &'static str {
 }
 
 #[derive(Serialize)]
-struct LineOut<'a> {
+struct LineOut<'a, D: Serialize = Value> {
     timestamp: String,
     level: &'static str,
     logger: &'static str,
@@ -140,7 +140,52 @@ struct LineOut<'a> {
     lsn: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<u32>,
-    details: Value,
+    details: D,
+}
+
+/// An activity's `details` in the seed format, its JSON kept as the compact text the
+/// event holds: the same bytes as parsing it into a `Value` and serialising that again
+/// (the text was made that way, keys in their order), without building the tree. The
+/// activity is the one event written at bulk rates.
+#[derive(Serialize)]
+struct ActivityDetails<'a> {
+    action: &'a str,
+    details: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The seed-format line of an activity, when its details are well-formed JSON text (they
+/// always are when they come from the log; otherwise the general path renders them).
+fn seed_activity_line(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+) -> Option<String> {
+    let EventBody::ActivityRecorded {
+        action, details, ..
+    } = body
+    else {
+        return None;
+    };
+    let raw = match details {
+        Some(j) => Some(serde_json::value::RawValue::from_string(j.as_str().to_owned()).ok()?),
+        None => None,
+    };
+    serde_json::to_string(&LineOut {
+        timestamp: at.to_iso8601_micros(),
+        level: level_name(LogLevel::Info),
+        logger: LOGGER_NAME,
+        session_id: id.as_str(),
+        event: body.type_name(),
+        message: format!("activity {action}"),
+        lsn: key.0.get(),
+        sub: (key.1 > 0).then_some(key.1),
+        details: ActivityDetails {
+            action,
+            details: raw,
+        },
+    })
+    .ok()
 }
 
 fn json_or_null(j: &Option<crate::types::JsonText>) -> Value {
@@ -370,6 +415,15 @@ fn render(
     threshold: LogLevel,
     out: &mut Vec<(SessionId, LogLine)>,
 ) {
+    if format == ProjectionFormat::Seed
+        && rank(LogLevel::Info) >= rank(threshold)
+        && let Some(mut text) = seed_activity_line(id, at, body, key)
+    {
+        text.push('\n');
+        let starts = key.1 == 0 && starts_log(body);
+        out.push((id.clone(), LogLine { key, starts, text }));
+        return;
+    }
     let (level, message, details) = details(id, body);
     let starts = key.1 == 0 && starts_log(body);
     if !starts && rank(level) < rank(threshold) {
@@ -533,5 +587,59 @@ mod tests {
             None
         );
         assert_eq!(parse_key(b"not json"), None);
+    }
+
+    /// The general path of a seed line (the details as a `Value` tree), which the
+    /// activity fast path must match byte for byte.
+    fn general_seed_line(
+        id: &SessionId,
+        at: Timestamp,
+        body: &EventBody,
+        key: (Lsn, u32),
+    ) -> String {
+        let (level, message, details) = details(id, body);
+        serde_json::to_string(&LineOut {
+            timestamp: at.to_iso8601_micros(),
+            level: level_name(level),
+            logger: LOGGER_NAME,
+            session_id: id.as_str(),
+            event: body.type_name(),
+            message,
+            lsn: key.0.get(),
+            sub: (key.1 > 0).then_some(key.1),
+            details,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn seed_activity_lines_match_the_general_rendering() {
+        let id = SessionId::new("s-1").unwrap();
+        let at = Timestamp::from_secs(1_700_000_000);
+        let texts = [
+            None,
+            Some(
+                r#"{"z":1,"a":[1.5,-0.0,1e300,12345678901234567890],"m":{"k":"é\u0001\"\\"},"n":null}"#,
+            ),
+            Some(r#""just a string""#),
+            Some("3.0"),
+            Some(r#"[true,false,{"b":2,"a":1}]"#),
+        ];
+        for (i, t) in texts.iter().enumerate() {
+            let details = t.map(|t| crate::types::JsonText::parse(t).unwrap());
+            let body = EventBody::ActivityRecorded {
+                session: id.clone(),
+                action: "tool \"use\"".into(),
+                details,
+            };
+            for key in [(Lsn(i as u64 + 1), 0), (Lsn(9), 3)] {
+                let fast = seed_activity_line(&id, at, &body, key).expect("well-formed details");
+                assert_eq!(
+                    fast,
+                    general_seed_line(&id, at, &body, key),
+                    "details {t:?}"
+                );
+            }
+        }
     }
 }
