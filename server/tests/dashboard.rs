@@ -191,7 +191,12 @@ impl Page {
     /// a failing run).
     async fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.eval(expression).await != json!(true) {
+        // An expression that throws (the page has not built its elements yet, or a new
+        // navigation is still loading) is "not yet", not a failure.
+        let guarded = format!(
+            "(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
+        );
+        while self.eval(&guarded).await != json!(true) {
             if Instant::now() > deadline {
                 let text = self.eval("document.body.innerText").await;
                 panic!("the page never showed {what}; it shows:\n{text}");
