@@ -124,9 +124,9 @@ fn serve_on_another_address_requires_and_generates_a_token() {
         .spawn()
         .expect("spawn");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
+    // Kept open until the server has exited: a closed pipe would fail its last writes.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("ready line");
     let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
     let token_file = ready["token_file"].as_str().expect("token file").to_owned();
     assert_eq!(std::path::Path::new(&token_file), data.join("server-token"));
@@ -138,7 +138,9 @@ fn serve_on_another_address_requires_and_generates_a_token() {
     let (st, _) = http(&format!("127.0.0.1:{port}"), "GET", "/health", "");
     assert_eq!(st, 401);
     signal(child.id(), "INT");
-    assert!(child.wait().expect("wait").success());
+    let status = child.wait().expect("wait");
+    drop(stdout);
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
