@@ -7,8 +7,9 @@
 //! for its answer is never kept waiting. The line protocol is documented in
 //! `session_engine::protocol`.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -89,14 +90,21 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
     options.watchdog_interval = Some(Duration::from_secs(1));
     let manager = Arc::new(cli.open_write_with(options)?);
     let (tx, rx) = bounded::<Item>(manager.engine().options().max_batch.max(1) * 4);
+    // How many items the main thread has answered and flushed to stdout, stored when it
+    // goes idle: while it equals the number the reader has sent, the main thread has
+    // nothing left to write and writes nothing until the reader sends more.
+    let flushed = Arc::new(AtomicU64::new(0));
     // Detached, so that a closed stdout can end the command even while the reader is
     // blocked on an idle stdin.
     let reader = {
         let manager = Arc::clone(&manager);
+        let flushed = Arc::clone(&flushed);
         std::thread::spawn(move || -> io::Result<()> {
             let stdin = io::stdin();
             let mut r = io::BufReader::with_capacity(1 << 16, stdin.lock());
             let mut buf = Vec::new();
+            let mut answer = String::with_capacity(64);
+            let mut sent: u64 = 0;
             while let Some(too_long) = read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN)? {
                 let item = match parse(&buf, too_long) {
                     // Nothing more has arrived: the line is run on this thread (a lone
@@ -105,7 +113,20 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                     // and waits for its answer. Lines that arrived together are
                     // submitted, so they share one sync.
                     Ok(protocol::Request::Command(cmd)) if r.buffer().is_empty() => {
-                        Item::Done(manager.engine().execute(cmd))
+                        match manager.engine().execute(cmd) {
+                            // Every earlier answer is out: this thread writes this one
+                            // itself, saving the caller a wake of the main thread.
+                            Ok(c) if flushed.load(Ordering::Acquire) == sent => {
+                                answer.clear();
+                                protocol::write_answer_ok(&c, &mut answer);
+                                answer.push('\n');
+                                let mut stdout = io::stdout().lock();
+                                stdout.write_all(answer.as_bytes())?;
+                                stdout.flush()?;
+                                continue;
+                            }
+                            done => Item::Done(done),
+                        }
                     }
                     Ok(protocol::Request::Command(cmd)) => {
                         Item::Submitted(manager.engine().submit(cmd))
@@ -115,6 +136,7 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                         if tx.send(Item::RunOp(req, done_tx)).is_err() || done_rx.recv().is_err() {
                             break;
                         }
+                        sent += 1;
                         continue;
                     }
                     Err(e) => Item::Refused(e),
@@ -122,19 +144,21 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
                 if tx.send(item).is_err() {
                     break;
                 }
+                sent += 1;
             }
             Ok(())
         })
     };
     let mut failure: Option<String> = None;
-    let answered = answer_all(&manager, &rx, out, &mut failure);
+    let answered = answer_all(&manager, &rx, &flushed, out, &mut failure);
     drop(rx);
     if let Err(e) = answered {
         manager.close()?;
         return Err(e);
     }
     match reader.join() {
-        Ok(r) => r.map_err(|e| anyhow!("reading stdin: {e}"))?,
+        // Kept as the `io::Error` itself, so that a closed stdout is still recognised.
+        Ok(r) => r.map_err(|e| anyhow::Error::from(e).context("apply's stdin reader"))?,
         Err(_) => return Err(anyhow!("the stdin reader panicked")),
     }
     out.flush()?;
@@ -151,15 +175,18 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
 fn answer_all(
     manager: &session_engine::SessionManager,
     rx: &crossbeam_channel::Receiver<Item>,
+    flushed: &AtomicU64,
     out: &mut Out,
     failure: &mut Option<String>,
 ) -> Result<()> {
     let mut line = String::with_capacity(64);
+    let mut answered: u64 = 0;
     loop {
         let item = match rx.try_recv() {
             Ok(i) => i,
             Err(TryRecvError::Empty) => {
                 out.flush()?;
+                flushed.store(answered, Ordering::Release);
                 match rx.recv() {
                     Ok(i) => i,
                     Err(_) => return Ok(()),
@@ -167,6 +194,7 @@ fn answer_all(
             }
             Err(TryRecvError::Disconnected) => return Ok(()),
         };
+        answered += 1;
         let answer = match item {
             Item::Refused(e) => Err(e),
             Item::RunOp(req, done) => {

@@ -51,6 +51,10 @@ use crate::types::{AgentId, Lsn, SessionId};
 const FEED_CHUNK: usize = 4096;
 /// Longest the event loop absorbs queued events before it looks at the files again.
 const DRAIN_BUDGET: Duration = Duration::from_millis(100);
+
+/// Longest the feeder waits, after handing over events that ran the subscription dry,
+/// before it takes more (see [`feed`]); a quarter of `flush_interval` when that is less.
+const FEED_PACE: Duration = Duration::from_millis(5);
 /// Longest delay between retries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -114,7 +118,15 @@ fn lower_priority() {
     }
 }
 
-fn feed(mut sub: Subscription, tx: Sender<Feed>) {
+/// Hands the subscription's events to the projector in chunks. Once a chunk has taken
+/// every event committed so far, it waits up to `pace` (or until the projector `kick`s it
+/// for a waiter) before it takes more: commits that come one at a time (a caller that
+/// writes one durable event and waits for it) are then gathered into one hand-over per
+/// `pace`, instead of waking this thread and the projector's once per commit, which on a
+/// machine of two CPUs took CPU from the very commits being waited for (W10 ran at 0.65×
+/// a raw `fdatasync` loop with a wake per commit and 0.95× with no projector at all).
+/// The files are written `flush_interval` after a change anyway.
+fn feed(mut sub: Subscription, tx: Sender<Feed>, kick: Receiver<()>, pace: Duration) {
     loop {
         match sub.recv() {
             Ok(first) => {
@@ -125,8 +137,12 @@ fn feed(mut sub: Subscription, tx: Sender<Feed>) {
                         _ => break,
                     }
                 }
+                let dry = events.len() < FEED_CHUNK;
                 if tx.send(Feed::Events(events)).is_err() {
                     return;
+                }
+                if dry && !pace.is_zero() {
+                    let _ = kick.recv_timeout(pace);
                 }
             }
             Err(Error::Closed) => return,
@@ -224,10 +240,12 @@ impl Projection {
     fn run(mut self, ctl: Receiver<Ctl>) {
         let from = self.catch_up();
         let (tx, data) = bounded::<Feed>(16);
+        let (kick_tx, kick) = bounded::<()>(1);
+        let pace = FEED_PACE.min(self.options.flush_interval / 4);
         let sub = self.engine.subscribe(from);
         let feeder = std::thread::Builder::new()
             .name("session-engine-projector-feed".into())
-            .spawn(move || feed(sub, tx));
+            .spawn(move || feed(sub, tx, kick, pace));
         let feeder = match feeder {
             Ok(h) => h,
             Err(e) => {
@@ -259,6 +277,8 @@ impl Projection {
                         // A waiter for an LSN not committed yet must not turn batching off
                         // until it is.
                         self.urgent = self.urgent.max(lsn.min(self.engine.last_lsn()));
+                        // Its events are handed over now, not after the feeder's pause.
+                        let _ = kick_tx.try_send(());
                         // A waiter gets a fresh attempt rather than the end of a backoff.
                         if self.retry_at.is_some() {
                             self.retry_at = Some(Instant::now());
