@@ -948,7 +948,7 @@ fn the_schemas_golden_holds_every_event_schema_and_every_event_type() {
     let tmp = golden_copy(SCHEMAS);
     let clock = clock();
     let e = Engine::open_read_only(
-        &tmp.path().join("data"),
+        tmp.path().join("data"),
         options(Arc::new(FileStorage::new()), &clock),
     )
     .unwrap();
