@@ -18,7 +18,59 @@ use session_engine::claude::import::{self, FileImport, Follower, ImportRun};
 use session_engine::claude::search;
 use session_engine::{Error, FileStorage, SessionId, SessionManager};
 
+use crate::Cli;
+use crate::args::ClaudeCmd;
 use crate::output::Out;
+
+/// `claude ...`: `validate` and `info` read transcripts only (`crate::claude`); the others
+/// work on the data directory.
+pub(crate) fn run(cli: &Cli, out: &mut Out, c: &ClaudeCmd) -> Result<u8> {
+    match c {
+        ClaudeCmd::Validate { .. } | ClaudeCmd::Info { .. } => crate::claude::run(cli.json, out, c),
+        ClaudeCmd::Import { paths } => {
+            let manager = cli.open_write()?;
+            let code = import(cli.json, out, &manager, paths)?;
+            manager.close()?;
+            Ok(code)
+        }
+        ClaudeCmd::Follow { paths, interval_ms } => {
+            let manager = cli.open_write()?;
+            let r = follow(
+                cli.json,
+                out,
+                &manager,
+                paths,
+                Duration::from_millis(*interval_ms),
+            );
+            manager.close()?;
+            r
+        }
+        ClaudeCmd::Export {
+            session,
+            file,
+            output,
+        } => {
+            let manager = cli.open_read()?;
+            export(&manager, session, file.as_deref().or(output.as_deref()))
+        }
+        ClaudeCmd::Show { session } => {
+            let manager = cli.open_read()?;
+            show(out, &manager, session)
+        }
+        ClaudeCmd::Search {
+            query,
+            project,
+            session,
+            kinds,
+            since,
+            limit,
+        } => {
+            let manager = cli.open_read()?;
+            let q = search_query(query, project, session, kinds, since, *limit)?;
+            search(cli.json, out, &manager, &q)
+        }
+    }
+}
 
 /// The paths named, or `~/.claude/projects`.
 pub fn default_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
