@@ -1,5 +1,5 @@
 //! The fuzz targets' committed inputs, replayed as ordinary tests through the same checks
-//! the targets run (`tests/common/checks.rs`): every minimized crash input under
+//! the targets run (`testkit/src/checks.rs`): every minimized crash input under
 //! `fuzz/regressions/<target>/` and every seed under `fuzz/corpus/<target>/`.
 //!
 //! `cargo test --release --test fuzz_regressions -- --ignored write_seed_corpora`

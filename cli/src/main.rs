@@ -226,9 +226,8 @@ impl Cli {
 /// The data directory, open for the rest of this process. Dropping it closes it as
 /// dropping a [`SessionManager`] does (the log synced, the projections complete, the lock
 /// released), but leaves the state's memory to the operating system: the process ends
-/// soon after, and freeing a large state one allocation at a time is slow (a state of a
-/// million activities took 44-56 ms to free; not freeing it made `show` on such a
-/// directory 15% faster: `docs/benchmarks.md`).
+/// soon after, and freeing a large state one allocation at a time is slow (measured in
+/// `docs/benchmarks.md`, *Notes on the results*).
 pub(crate) struct Opened(ManuallyDrop<SessionManager>, AtomicBool);
 
 impl std::ops::Deref for Opened {

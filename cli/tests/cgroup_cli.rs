@@ -12,9 +12,8 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-engine");
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 use common::runs::{alive, gone, kill, read_pid};
+use session_engine_testkit as common;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     common::runs::cli(BIN, dir, args)

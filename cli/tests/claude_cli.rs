@@ -2,9 +2,6 @@
 //! fixtures in `tests/fixtures/claude/` (see `tests/claude_reader.rs` for the reader).
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output};
 

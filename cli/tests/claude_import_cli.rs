@@ -3,9 +3,6 @@
 //! `tests/claude_import.rs`).
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};

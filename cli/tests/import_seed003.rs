@@ -9,8 +9,7 @@
 //! exactly the tracker's format, which always run.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use session_engine_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;

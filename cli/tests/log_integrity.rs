@@ -4,8 +4,7 @@
 //! record (7), and the temporary file of a failed segment creation left on a full disk (9).
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use session_engine_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};

@@ -15,9 +15,8 @@ fn cmd(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 use common::runs::group_left;
+use session_engine_testkit as common;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     common::runs::cli(BIN, dir, args)

@@ -1,4 +1,4 @@
-//! Fuzz target `apply_line`: see `checks::apply_line` in `tests/common/checks.rs`.
+//! Fuzz target `apply_line`: see `checks::apply_line` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! Fuzz target `bundle`: see `checks::bundle` in `tests/common/checks.rs`.
+//! Fuzz target `bundle`: see `checks::bundle` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

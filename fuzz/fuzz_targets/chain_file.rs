@@ -1,4 +1,4 @@
-//! Fuzz target `chain_file`: see `checks::chain_file` in `tests/common/checks.rs`.
+//! Fuzz target `chain_file`: see `checks::chain_file` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

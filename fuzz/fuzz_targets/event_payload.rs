@@ -1,4 +1,4 @@
-//! Fuzz target `event_payload`: see `checks::event_payload` in `tests/common/checks.rs`.
+//! Fuzz target `event_payload`: see `checks::event_payload` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

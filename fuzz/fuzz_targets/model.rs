@@ -1,4 +1,4 @@
-//! Fuzz target `model`: see `checks::model` in `tests/common/checks.rs`.
+//! Fuzz target `model`: see `checks::model` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! Fuzz target `recovery`: see `checks::recovery` in `tests/common/checks.rs`.
+//! Fuzz target `recovery`: see `checks::recovery` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! Fuzz target `snapshot_file`: see `checks::snapshot_file` in `tests/common/checks.rs`.
+//! Fuzz target `snapshot_file`: see `checks::snapshot_file` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

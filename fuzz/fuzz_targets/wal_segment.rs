@@ -1,4 +1,4 @@
-//! Fuzz target `wal_segment`: see `checks::wal_segment` in `tests/common/checks.rs`.
+//! Fuzz target `wal_segment`: see `checks::wal_segment` in `testkit/src/checks.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,11 +1,6 @@
-//! Support for the fuzz targets: the checks they run live in the main crate's test
-//! helpers (`tests/common/`), so that `tests/fuzz_regressions.rs` replays committed inputs
+//! Support for the fuzz targets: the checks they run live in the test scaffolding
+//! (`testkit/`, package `session-engine-testkit`), so that `tests/fuzz_regressions.rs` replays committed inputs
 //! through exactly the same code.
 #![allow(dead_code)]
 
-#[path = "../../tests/common/checks.rs"]
-pub mod checks;
-#[path = "../../tests/common/model.rs"]
-pub mod model;
-#[path = "../../tests/common/workload.rs"]
-pub mod workload;
+pub use session_engine_testkit::{checks, model, workload};
