@@ -1,4 +1,7 @@
+use super::attempt::limit_that_ended;
+use super::spawn::{RESOURCE_RETRY_MS, retry_transient};
 use super::*;
+use crate::run::EndedBy;
 
 /// The decision on what ended an attempt, from a fake cgroup directory's
 /// `memory.events` (this machine may have no memory controller delegated).
