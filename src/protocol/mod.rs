@@ -42,7 +42,8 @@
 //! key given twice in any object of the line, the line's own or one inside a JSON value
 //! (`details`, `value`, `args`, `meta`, `metadata`, `config`): which one was meant is not
 //! known, and a JSON value would silently keep only the last. JSON values obey the engine's
-//! limits (at most [`MAX_JSON_DEPTH`](crate::types::MAX_JSON_DEPTH) levels of arrays and objects, `MAX_JSON_LEN` bytes).
+//! limits (at most [`MAX_JSON_DEPTH`](crate::types::MAX_JSON_DEPTH) levels of arrays and
+//! objects, `MAX_JSON_LEN` bytes).
 //! A refused line is answered like any bad line (`"kind":"invalid_input"`) and the next
 //! line is read.
 //!
