@@ -413,4 +413,3 @@ pub struct ImportedLink {
     /// The entry's keys beyond seed 003's six, in file order.
     pub extra: Vec<(String, JsonText)>,
 }
-

@@ -5,6 +5,37 @@ use super::{AmplihackAdoption, EventBody, MAX_IMPORT_DEPTH};
 use crate::claude::events::ClaudeEvent;
 use crate::types::{AgentId, SessionId};
 
+/// The pattern of every event about one session named by its `session` field, binding
+/// that field to `$s` (by reference or by mutable reference, as the match needs).
+macro_rules! one_session {
+    ($s:ident) => {
+        EventBody::ActivityRecorded { session: $s, .. }
+            | EventBody::MetadataSet { session: $s, .. }
+            | EventBody::MetadataRemoved { session: $s, .. }
+            | EventBody::StatusChanged { session: $s, .. }
+            | EventBody::CommandRecorded { session: $s, .. }
+            | EventBody::CheckpointSaved { session: $s, .. }
+            | EventBody::CheckpointRestored { session: $s, .. }
+            | EventBody::DecisionLogged { session: $s, .. }
+            | EventBody::SessionImported { session: $s, .. }
+            | EventBody::SessionCloned { session: $s, .. }
+            | EventBody::AgentChanged { session: $s, .. }
+    };
+}
+
+/// The pattern of every run event (event schema 3, `RunContained` 4).
+macro_rules! run_event {
+    () => {
+        EventBody::RunRequested { .. }
+            | EventBody::RunStarted(_)
+            | EventBody::RunOutput { .. }
+            | EventBody::RunExited(_)
+            | EventBody::RunSpawnFailed { .. }
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunContained { .. }
+    };
+}
+
 impl EventBody {
     /// How many levels of imports the event holds (0 for everything but an import),
     /// counting no further than `MAX_IMPORT_DEPTH + 1`.
@@ -81,17 +112,7 @@ impl EventBody {
     pub fn sessions(&self) -> Vec<&SessionId> {
         match self {
             EventBody::SessionCreated(c) => vec![&c.session],
-            EventBody::ActivityRecorded { session, .. }
-            | EventBody::MetadataSet { session, .. }
-            | EventBody::MetadataRemoved { session, .. }
-            | EventBody::StatusChanged { session, .. }
-            | EventBody::CommandRecorded { session, .. }
-            | EventBody::CheckpointSaved { session, .. }
-            | EventBody::CheckpointRestored { session, .. }
-            | EventBody::DecisionLogged { session, .. }
-            | EventBody::SessionImported { session, .. }
-            | EventBody::SessionCloned { session, .. }
-            | EventBody::AgentChanged { session, .. } => vec![session],
+            one_session!(session) => vec![session],
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 sessions.iter().collect()
             }
@@ -102,13 +123,7 @@ impl EventBody {
             | EventBody::ChainsImported { .. } => Vec::new(),
             // Runs belong to a session but do not change it: no session file, bundle or
             // point-in-time view of a session holds them.
-            EventBody::RunRequested { .. }
-            | EventBody::RunStarted(_)
-            | EventBody::RunOutput { .. }
-            | EventBody::RunExited(_)
-            | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. }
-            | EventBody::RunContained { .. } => Vec::new(),
+            run_event!() => Vec::new(),
         }
     }
 
@@ -181,17 +196,7 @@ impl EventBody {
         let mut b = self.clone();
         match &mut b {
             EventBody::SessionCreated(c) => c.session = swap(&c.session),
-            EventBody::ActivityRecorded { session, .. }
-            | EventBody::MetadataSet { session, .. }
-            | EventBody::MetadataRemoved { session, .. }
-            | EventBody::StatusChanged { session, .. }
-            | EventBody::CommandRecorded { session, .. }
-            | EventBody::CheckpointSaved { session, .. }
-            | EventBody::CheckpointRestored { session, .. }
-            | EventBody::DecisionLogged { session, .. }
-            | EventBody::SessionImported { session, .. }
-            | EventBody::SessionCloned { session, .. }
-            | EventBody::AgentChanged { session, .. } => *session = swap(session),
+            one_session!(session) => *session = swap(session),
             EventBody::SessionsExpired { sessions } | EventBody::SessionsArchived { sessions } => {
                 for s in sessions.iter_mut() {
                     *s = swap(s);
@@ -210,28 +215,13 @@ impl EventBody {
             EventBody::ChainLinked { .. }
             | EventBody::ChainReset { .. }
             | EventBody::ChainsImported { .. } => {}
-            EventBody::RunRequested { .. }
-            | EventBody::RunStarted(_)
-            | EventBody::RunOutput { .. }
-            | EventBody::RunExited(_)
-            | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. }
-            | EventBody::RunContained { .. } => {}
+            run_event!() => {}
         }
         b
     }
 
     /// Whether this is a run event (event schema 3, `RunContained` 4).
     pub fn is_run(&self) -> bool {
-        matches!(
-            self,
-            EventBody::RunRequested { .. }
-                | EventBody::RunStarted(_)
-                | EventBody::RunOutput { .. }
-                | EventBody::RunExited(_)
-                | EventBody::RunSpawnFailed { .. }
-                | EventBody::RunInterrupted { .. }
-                | EventBody::RunContained { .. }
-        )
+        matches!(self, run_event!())
     }
 }
