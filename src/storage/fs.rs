@@ -199,39 +199,12 @@ impl Storage for FileStorage {
     }
 
     fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
-        match fs::symlink_metadata(path) {
-            Ok(m) => {
-                let t = m.file_type();
-                Ok(Some(if t.is_symlink() {
-                    FileKind::Symlink
-                } else if t.is_dir() {
-                    FileKind::Dir
-                } else if t.is_file() {
-                    FileKind::File
-                } else {
-                    FileKind::Other
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        kind_of(fs::symlink_metadata(path))
     }
 
     fn kind_following(&self, path: &Path) -> io::Result<Option<FileKind>> {
-        match fs::metadata(path) {
-            Ok(m) => {
-                let t = m.file_type();
-                Ok(Some(if t.is_dir() {
-                    FileKind::Dir
-                } else if t.is_file() {
-                    FileKind::File
-                } else {
-                    FileKind::Other
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        // A link is followed, so the metadata is never a link's.
+        kind_of(fs::metadata(path))
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
@@ -506,6 +479,26 @@ impl StorageFile for RealFile {
 
     fn sync_all(&mut self) -> io::Result<()> {
         self.0.sync_all()
+    }
+}
+
+/// The kind of file `meta` describes; `None` when there is none.
+fn kind_of(meta: io::Result<fs::Metadata>) -> io::Result<Option<FileKind>> {
+    match meta {
+        Ok(m) => {
+            let t = m.file_type();
+            Ok(Some(if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_file() {
+                FileKind::File
+            } else {
+                FileKind::Other
+            }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
