@@ -54,13 +54,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::codec::{NEWEST_EVENT_SCHEMA_VERSION, event_schema_of};
-use crate::command::{MAX_IMPORT_EVENTS, MAX_LONG_TEXT, MAX_SHORT_TEXT, MAX_TIMEOUT_SECS};
+use crate::command::{MAX_IMPORT_EVENTS, MAX_TIMEOUT_SECS, long, short, validate_config};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, MAX_IMPORT_DEPTH};
 use crate::state::{Session, SessionConfig, State};
 use crate::storage::{FileKind, Storage, write_atomic};
-use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId, validate_text};
+use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId};
 
 /// The value of a bundle's `format` field.
 pub const BUNDLE_FORMAT: &str = "session-engine-bundle";
@@ -468,32 +468,11 @@ fn check_events(id: &SessionId, events: &[Event]) -> Result<(), BundleError> {
     Ok(())
 }
 
-fn short(field: &'static str, s: &str) -> Result<()> {
-    validate_text(field, s, MAX_SHORT_TEXT)
-}
-
-fn long(field: &'static str, s: &str) -> Result<()> {
-    validate_text(field, s, MAX_LONG_TEXT)
-}
-
 fn check_config(c: &SessionConfig, timeout_secs: u64) -> Result<()> {
     if timeout_secs > MAX_TIMEOUT_SECS {
         return Err(Error::invalid("timeout", "is over the limit"));
     }
-    for (field, v) in [
-        ("config.timeout", c.timeout),
-        ("config.retry_delay", c.retry_delay),
-        ("config.heartbeat_interval", c.heartbeat_interval),
-        ("config.auto_save_interval", c.auto_save_interval),
-    ] {
-        if !v.is_finite() || v < 0.0 || v > MAX_TIMEOUT_SECS as f64 {
-            return Err(Error::invalid(field, format!("{v} is out of range")));
-        }
-    }
-    if c.max_retries > 1000 {
-        return Err(Error::invalid("config.max_retries", "must be at most 1000"));
-    }
-    Ok(())
+    validate_config(c)
 }
 
 /// The text and range limits commands enforce, applied to an event from outside.
