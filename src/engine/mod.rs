@@ -218,12 +218,7 @@ impl Engine {
         let storage = Arc::clone(&options.storage);
         let paths = Paths::new(dir);
         let lock = if read_only {
-            let exists = storage
-                .exists(&paths.root)
-                .map_err(|e| Error::io("check data directory", &paths.root, e))?;
-            if !exists {
-                return Err(Error::not_found("data directory", paths.root.display()));
-            }
+            paths.check_exists(&*storage)?;
             None
         } else {
             storage::create_root_durable(&*storage, &paths.root)

@@ -153,12 +153,7 @@ fn cut_log(
 /// [`Error::Locked`] while an engine has the directory open.
 pub fn repair(dir: &Path, storage: Arc<dyn Storage>) -> Result<RepairReport> {
     let paths = Paths::new(dir);
-    let exists = storage
-        .exists(&paths.root)
-        .map_err(|e| Error::io("check data directory", &paths.root, e))?;
-    if !exists {
-        return Err(Error::not_found("data directory", paths.root.display()));
-    }
+    paths.check_exists(&*storage)?;
     let _lock = match storage
         .try_lock(&paths.lock)
         .map_err(|e| Error::io("lock data directory", &paths.lock, e))?
