@@ -92,18 +92,23 @@ impl Fields {
     }
 
     pub(super) fn session(&mut self) -> Result<SessionId> {
-        let a = self.string("id")?;
-        let b = self.string("session_id")?;
-        match (a, b) {
+        self.optional_session()?.ok_or_else(|| {
+            Error::invalid(
+                "session id",
+                format!("missing (`id` or `session_id`) for op {:?}", self.op),
+            )
+        })
+    }
+
+    /// The session named by `id` or `session_id` (both may be given if they agree), if any.
+    pub(super) fn optional_session(&mut self) -> Result<Option<SessionId>> {
+        match (self.string("id")?, self.string("session_id")?) {
             (Some(a), Some(b)) if a != b => Err(Error::invalid(
                 "session id",
                 "`id` and `session_id` disagree",
             )),
-            (Some(s), _) | (None, Some(s)) => SessionId::new(&s),
-            (None, None) => Err(Error::invalid(
-                "session id",
-                format!("missing (`id` or `session_id`) for op {:?}", self.op),
-            )),
+            (Some(s), _) | (None, Some(s)) => Ok(Some(SessionId::new(&s)?)),
+            (None, None) => Ok(None),
         }
     }
 

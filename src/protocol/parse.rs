@@ -121,16 +121,7 @@ pub(super) fn parse_request_general(line: &str) -> Result<Request> {
     let req = match f.op {
         "runs" => Request::Runs {
             run: f.run_id("run")?,
-            session: match (f.string("id")?, f.string("session_id")?) {
-                (Some(a), Some(b)) if a != b => {
-                    return Err(Error::invalid(
-                        "session id",
-                        "`id` and `session_id` disagree",
-                    ));
-                }
-                (Some(s), _) | (None, Some(s)) => Some(SessionId::new(&s)?),
-                (None, None) => None,
-            },
+            session: f.optional_session()?,
             status: f
                 .string("status")?
                 .map(|s| s.parse::<RunStatus>())
@@ -209,16 +200,7 @@ pub(super) fn command_of(mut f: Fields) -> Result<Command> {
     let op = f.op;
     let cmd = match op {
         "create" => {
-            let id = match (f.string("id")?, f.string("session_id")?) {
-                (Some(a), Some(b)) if a != b => {
-                    return Err(Error::invalid(
-                        "session id",
-                        "`id` and `session_id` disagree",
-                    ));
-                }
-                (Some(s), _) | (None, Some(s)) => Some(SessionId::new(&s)?),
-                (None, None) => None,
-            };
+            let id = f.optional_session()?;
             let mut metadata = Vec::new();
             match f.take("meta").or_else(|| f.take("metadata")) {
                 None => {}
