@@ -405,6 +405,28 @@ fn starts_log(body: &EventBody) -> bool {
     ) || matches!(body, EventBody::ClaudeTranscript(e) if matches!(**e, ClaudeEvent::Opened(_)))
 }
 
+/// The seed line of `body` in session `id`, from its level, message and details (the
+/// general path, the details as a `Value` tree), without the newline.
+fn seed_line(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+    (level, message, details): (LogLevel, String, Value),
+) -> serde_json::Result<String> {
+    serde_json::to_string(&LineOut {
+        timestamp: at.to_iso8601_micros(),
+        level: level_name(level),
+        logger: LOGGER_NAME,
+        session_id: id.as_str(),
+        event: body.type_name(),
+        message,
+        lsn: key.0.get(),
+        sub: (key.1 > 0).then_some(key.1),
+        details,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render(
     format: ProjectionFormat,
@@ -433,17 +455,7 @@ fn render(
     let sub = (key.1 > 0).then_some(key.1);
     // Serialising a tree of plain JSON values and strings cannot fail.
     let mut text = match format {
-        ProjectionFormat::Seed => serde_json::to_string(&LineOut {
-            timestamp: at.to_iso8601_micros(),
-            level: level_name(level),
-            logger: LOGGER_NAME,
-            session_id: id.as_str(),
-            event: body.type_name(),
-            message,
-            lsn,
-            sub,
-            details,
-        }),
+        ProjectionFormat::Seed => seed_line(id, at, body, key, (level, message, details)),
         ProjectionFormat::Amplihack => {
             let (duration, error) = match body {
                 EventBody::CommandRecorded {

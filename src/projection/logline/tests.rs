@@ -25,19 +25,7 @@ fn positions_are_read_from_our_lines_only() {
 /// The general path of a seed line (the details as a `Value` tree), which the
 /// activity fast path must match byte for byte.
 fn general_seed_line(id: &SessionId, at: Timestamp, body: &EventBody, key: (Lsn, u32)) -> String {
-    let (level, message, details) = details(id, body);
-    serde_json::to_string(&LineOut {
-        timestamp: at.to_iso8601_micros(),
-        level: level_name(level),
-        logger: LOGGER_NAME,
-        session_id: id.as_str(),
-        event: body.type_name(),
-        message,
-        lsn: key.0.get(),
-        sub: (key.1 > 0).then_some(key.1),
-        details,
-    })
-    .unwrap()
+    seed_line(id, at, body, key, details(id, body)).unwrap()
 }
 
 #[test]
