@@ -19,6 +19,21 @@ use crate::run::{Exited, RunId, RunSpec, Started, Stream};
 use crate::state::{AmplihackDocuments, CommandRecord, Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 
+/// The pattern of every run event (event schema 3, `RunContained` 4), for the matches
+/// that treat them all alike.
+macro_rules! run_event {
+    () => {
+        $crate::event::EventBody::RunRequested { .. }
+            | $crate::event::EventBody::RunStarted(_)
+            | $crate::event::EventBody::RunOutput { .. }
+            | $crate::event::EventBody::RunExited(_)
+            | $crate::event::EventBody::RunSpawnFailed { .. }
+            | $crate::event::EventBody::RunInterrupted { .. }
+            | $crate::event::EventBody::RunContained { .. }
+    };
+}
+pub(crate) use run_event;
+
 /// Most levels of imports one event may hold (an import of an exported import of ...).
 /// Decoding refuses deeper nesting, so crafted input can neither exhaust the stack nor make
 /// replay copy a large history once per level; the import command refuses to create it.

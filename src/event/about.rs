@@ -1,7 +1,7 @@
 //! What an event is about: its type name, the sessions and agent chains it changes, and
 //! the same event narrowed to or re-addressed for one session.
 
-use super::{AmplihackAdoption, EventBody, MAX_IMPORT_DEPTH};
+use super::{AmplihackAdoption, EventBody, MAX_IMPORT_DEPTH, run_event};
 use crate::claude::events::ClaudeEvent;
 use crate::types::{AgentId, SessionId};
 
@@ -20,19 +20,6 @@ macro_rules! one_session {
             | EventBody::SessionImported { session: $s, .. }
             | EventBody::SessionCloned { session: $s, .. }
             | EventBody::AgentChanged { session: $s, .. }
-    };
-}
-
-/// The pattern of every run event (event schema 3, `RunContained` 4).
-macro_rules! run_event {
-    () => {
-        EventBody::RunRequested { .. }
-            | EventBody::RunStarted(_)
-            | EventBody::RunOutput { .. }
-            | EventBody::RunExited(_)
-            | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. }
-            | EventBody::RunContained { .. }
     };
 }
 

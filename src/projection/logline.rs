@@ -90,7 +90,7 @@ use serde_json::{Value, json};
 use super::format::ProjectionFormat;
 use super::pyjson;
 use crate::claude::events::ClaudeEvent;
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, run_event};
 use crate::state::{LogLevel, State, Status};
 use crate::types::{Lsn, SessionId, Timestamp};
 
@@ -320,13 +320,7 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("chain event in session {id}"),
             Value::Null,
         ),
-        EventBody::RunRequested { .. }
-        | EventBody::RunStarted(_)
-        | EventBody::RunOutput { .. }
-        | EventBody::RunExited(_)
-        | EventBody::RunSpawnFailed { .. }
-        | EventBody::RunInterrupted { .. }
-        | EventBody::RunContained { .. } => (
+        run_event!() => (
             LogLevel::Debug,
             format!("run event in session {id}"),
             Value::Null,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, run_event};
 use crate::run::{Run, RunId};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
@@ -321,13 +321,7 @@ impl State {
                         .insert(c.agent.clone(), Arc::new(Chain::imported(c)));
                 }
             }
-            EventBody::RunRequested { .. }
-            | EventBody::RunStarted(_)
-            | EventBody::RunOutput { .. }
-            | EventBody::RunExited(_)
-            | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. }
-            | EventBody::RunContained { .. } => return self.apply_run(at, body),
+            run_event!() => return self.apply_run(at, body),
             EventBody::ClaudeTranscript(e) => return self.apply_claude(at, e),
             EventBody::AgentChanged {
                 session,
