@@ -267,16 +267,7 @@ impl Storage for FileStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let t = m.file_type();
-        let kind = if t.is_symlink() {
-            FileKind::Symlink
-        } else if t.is_dir() {
-            FileKind::Dir
-        } else if t.is_file() {
-            FileKind::File
-        } else {
-            FileKind::Other
-        };
+        let kind = kind_from(m.file_type());
         let len = if kind == FileKind::File { m.len() } else { 0 };
         #[cfg(unix)]
         let version = {
@@ -482,21 +473,23 @@ impl StorageFile for RealFile {
     }
 }
 
+/// The kind of file `t` is.
+fn kind_from(t: fs::FileType) -> FileKind {
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
 /// The kind of file `meta` describes; `None` when there is none.
 fn kind_of(meta: io::Result<fs::Metadata>) -> io::Result<Option<FileKind>> {
     match meta {
-        Ok(m) => {
-            let t = m.file_type();
-            Ok(Some(if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_dir() {
-                FileKind::Dir
-            } else if t.is_file() {
-                FileKind::File
-            } else {
-                FileKind::Other
-            }))
-        }
+        Ok(m) => Ok(Some(kind_from(m.file_type()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
