@@ -38,6 +38,22 @@ impl Lsn {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// `<the LSN in 20 digits>.<ext>`: the name of a file named by an LSN (a log segment by
+    /// its first record, a snapshot by its state's).
+    pub(crate) fn file_name(self, ext: &str) -> String {
+        format!("{:020}.{ext}", self.0)
+    }
+
+    /// The LSN of a file named as [`Lsn::file_name`] names it with `ext`; `None` for any
+    /// other name.
+    pub(crate) fn from_file_name(name: &str, ext: &str) -> Option<Lsn> {
+        let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        stem.parse().ok().map(Lsn)
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -547,6 +563,20 @@ pub(crate) fn validate_text(field: &'static str, s: &str, max: usize) -> Result<
         return Err(Error::invalid(field, "must not contain control characters"));
     }
     Ok(())
+}
+
+/// The little-endian `u32` at `b[at..at + 4]` (of a header or frame already length-checked).
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// The little-endian `u64` at `b[at..at + 8]` (of a header or frame already length-checked).
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]
