@@ -345,3 +345,13 @@ fn states_round_trip_through_every_decoding_limit() {
         assert_eq!(decode_state(&bytes).unwrap(), st);
     }
 }
+
+#[test]
+fn json_text_serialises_raw_in_json_and_as_a_string_in_bincode() {
+    let j = JsonText::parse(r#"{"k":1}"#).unwrap();
+    assert_eq!(serde_json::to_string(&j).unwrap(), r#"{"k":1}"#);
+    let bytes = bincode::serde::encode_to_vec(&j, bincode::config::standard()).unwrap();
+    let (back, _): (JsonText, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+    assert_eq!(back, j);
+}
