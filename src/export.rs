@@ -54,13 +54,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::codec::{NEWEST_EVENT_SCHEMA_VERSION, event_schema_of};
-use crate::command::{MAX_IMPORT_EVENTS, MAX_LONG_TEXT, MAX_SHORT_TEXT, MAX_TIMEOUT_SECS};
+use crate::command::{MAX_IMPORT_EVENTS, MAX_TIMEOUT_SECS, long, short, validate_config};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, MAX_IMPORT_DEPTH};
 use crate::state::{Session, SessionConfig, State};
 use crate::storage::{FileKind, Storage, write_atomic};
-use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId, validate_text};
+use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId};
 
 /// The value of a bundle's `format` field.
 pub const BUNDLE_FORMAT: &str = "session-engine-bundle";
@@ -468,32 +468,11 @@ fn check_events(id: &SessionId, events: &[Event]) -> Result<(), BundleError> {
     Ok(())
 }
 
-fn short(field: &'static str, s: &str) -> Result<()> {
-    validate_text(field, s, MAX_SHORT_TEXT)
-}
-
-fn long(field: &'static str, s: &str) -> Result<()> {
-    validate_text(field, s, MAX_LONG_TEXT)
-}
-
 fn check_config(c: &SessionConfig, timeout_secs: u64) -> Result<()> {
     if timeout_secs > MAX_TIMEOUT_SECS {
         return Err(Error::invalid("timeout", "is over the limit"));
     }
-    for (field, v) in [
-        ("config.timeout", c.timeout),
-        ("config.retry_delay", c.retry_delay),
-        ("config.heartbeat_interval", c.heartbeat_interval),
-        ("config.auto_save_interval", c.auto_save_interval),
-    ] {
-        if !v.is_finite() || v < 0.0 || v > MAX_TIMEOUT_SECS as f64 {
-            return Err(Error::invalid(field, format!("{v} is out of range")));
-        }
-    }
-    if c.max_retries > 1000 {
-        return Err(Error::invalid("config.max_retries", "must be at most 1000"));
-    }
-    Ok(())
+    validate_config(c)
 }
 
 /// The text and range limits commands enforce, applied to an event from outside.
@@ -592,56 +571,4 @@ fn check_session(s: &Session) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arbitrary_bytes_give_errors_not_panics() {
-        let mut rng = crate::storage::SplitMix64::new(7);
-        for len in [0usize, 1, 2, 7, 64, 300] {
-            for _ in 0..200 {
-                let mut buf = vec![0u8; len];
-                rng.fill(&mut buf);
-                assert!(parse_bundle(&buf).is_err());
-            }
-        }
-        for text in [
-            "",
-            "[]",
-            "null",
-            "{}",
-            "{\"format\":1}",
-            "{\"format\":\"session-engine-bundle\"}",
-            "{\"format\":\"session-engine-bundle\",\"version\":\"1\"}",
-            "{\"format\":\"session-engine-bundle\",\"version\":2}",
-            "{\"format\":\"session-engine-bundle\",\"version\":1,\"event_schema\":1,\
-             \"events\":[],\"checksum\":\"crc32:00000000\"}",
-        ] {
-            assert!(parse_bundle(text.as_bytes()).is_err(), "{text:?} accepted");
-        }
-    }
-
-    #[test]
-    fn foreign_and_future_files_are_told_apart() {
-        assert!(matches!(
-            parse_bundle(b"[1,2]"),
-            Err(BundleError::Foreign { found: None })
-        ));
-        assert!(matches!(
-            parse_bundle(br#"{"sessions":{}}"#),
-            Err(BundleError::Foreign { found: None })
-        ));
-        assert!(matches!(
-            parse_bundle(br#"{"format":"other"}"#),
-            Err(BundleError::Foreign { found: Some(f) }) if f == "other"
-        ));
-        assert!(matches!(
-            parse_bundle(br#"{"format":"session-engine-bundle","version":9}"#),
-            Err(BundleError::UnsupportedVersion { found: 9 })
-        ));
-        assert!(matches!(
-            parse_bundle(b"{\"format\""),
-            Err(BundleError::NotJson { .. })
-        ));
-    }
-}
+mod tests;

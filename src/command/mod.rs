@@ -322,7 +322,7 @@ fn require_not_archived(s: &Session, op: &'static str) -> Result<()> {
     }
 }
 
-fn short(field: &'static str, s: &str) -> Result<()> {
+pub(crate) fn short(field: &'static str, s: &str) -> Result<()> {
     validate_text(field, s, MAX_SHORT_TEXT)
 }
 
@@ -333,11 +333,13 @@ fn non_empty_short(field: &'static str, s: &str) -> Result<()> {
     short(field, s)
 }
 
-fn long(field: &'static str, s: &str) -> Result<()> {
+pub(crate) fn long(field: &'static str, s: &str) -> Result<()> {
     validate_text(field, s, MAX_LONG_TEXT)
 }
 
-fn validate_config(c: &SessionConfig) -> Result<()> {
+/// The limits on a session's config: every interval a number of seconds within
+/// `MAX_TIMEOUT_SECS`, at most 1000 retries.
+pub(crate) fn validate_config(c: &SessionConfig) -> Result<()> {
     for (field, v) in [
         ("config.timeout", c.timeout),
         ("config.retry_delay", c.retry_delay),

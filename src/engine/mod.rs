@@ -28,6 +28,7 @@
 mod answer;
 mod options;
 mod pending;
+mod read;
 mod recover;
 mod repair;
 mod replay;
@@ -48,22 +49,21 @@ use answer::{Answer, Reply};
 use pending::{WAIT_CHECK, wait_answer};
 use wake::WakerSet;
 
-use crate::backend::{self, FileLog, LogBackend};
+use crate::backend::{FileLog, LogBackend};
 
-use crate::codec;
 use crate::command::{Command, Committed};
 use crate::error::{Error, Result};
-use crate::event::Event;
 use crate::snapshot::{self};
-use crate::state::{Session, State};
+use crate::state::State;
 use crate::storage::{self, LockGuard};
-use crate::types::{Lsn, SessionId};
+use crate::types::Lsn;
 
 pub use options::{
     DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY, Durability, MAX_BATCH, MAX_BATCH_BYTES,
     MAX_INTERVAL, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Options, Paths, RecoveryReport,
 };
 pub use pending::Pending;
+pub use read::read_log;
 pub(crate) use recover::replay_record;
 use recover::{apply_record, decode_record, recover_state};
 pub use repair::{RepairReport, repair};
@@ -218,12 +218,7 @@ impl Engine {
         let storage = Arc::clone(&options.storage);
         let paths = Paths::new(dir);
         let lock = if read_only {
-            let exists = storage
-                .exists(&paths.root)
-                .map_err(|e| Error::io("check data directory", &paths.root, e))?;
-            if !exists {
-                return Err(Error::not_found("data directory", paths.root.display()));
-            }
+            paths.check_exists(&*storage)?;
             None
         } else {
             storage::create_root_durable(&*storage, &paths.root)
@@ -504,44 +499,6 @@ impl Engine {
         Subscription::new(Arc::clone(&self.shared), self.tx.clone(), from)
     }
 
-    /// Calls `f` for each record with `from <= lsn <= to`, decoded, in order, until it
-    /// returns `Ok(false)`.
-    pub fn read_log(
-        &self,
-        from: Lsn,
-        to: Lsn,
-        mut f: impl FnMut(Lsn, Event) -> Result<bool>,
-    ) -> Result<()> {
-        codec::sharing_strings(|| backend::read_events(self.shared.log(), from, to, &mut f))
-    }
-
-    /// The session as it was right after record `lsn` (point-in-time, for audits): replays
-    /// the events that concern it. `None` if it did not exist yet.
-    pub fn session_at(&self, id: &SessionId, lsn: Lsn) -> Result<Option<Session>> {
-        let last = self.last_lsn();
-        if lsn > last {
-            return Err(Error::LsnOutOfRange {
-                requested: lsn,
-                last,
-            });
-        }
-        let mut st = State::new();
-        let mut n = Lsn::ZERO;
-        self.read_log(Lsn(1), lsn, |_, event| {
-            // A cleanup or watchdog event names other sessions too, which the scratch state
-            // does not hold: apply it as it concerns this session only.
-            if let Some(body) = event.body.narrowed_to(id) {
-                n = n.next();
-                let wal = &self.shared.paths.wal;
-                let event = Event { at: event.at, body };
-                st.apply(n, &event)
-                    .map_err(|e| Error::corruption(wal, 0, e.to_string()))?;
-            }
-            Ok(true)
-        })?;
-        Ok(st.session(id).map(|s| (**s).clone()))
-    }
-
     /// Stops the writer after the commands already queued, syncs the log and releases the
     /// lock. Idempotent; also done on drop (errors are then only logged).
     pub fn close(&self) -> Result<()> {
@@ -581,30 +538,4 @@ impl Drop for Engine {
             tracing::error!(error = %e, "closing the engine failed");
         }
     }
-}
-
-/// Reads the events of the data directory `dir`'s log, without opening an engine: no lock,
-/// no replay, nothing written, so it works while another process writes (the CLI's
-/// `replay`, audits). Calls `f(lsn, event)` for each record with `from <= lsn <= to`, in
-/// order, until it returns `Ok(false)`; damage, a hole, or a record that does not decode
-/// is an error naming its place. Reads `options.log` when set, else the directory's
-/// write-ahead log.
-pub fn read_log(
-    dir: impl AsRef<Path>,
-    options: &Options,
-    from: Lsn,
-    to: Lsn,
-    f: impl FnMut(Lsn, Event) -> Result<bool>,
-) -> Result<()> {
-    let paths = Paths::new(dir.as_ref());
-    let log: Arc<dyn LogBackend> = match &options.log {
-        Some(log) => Arc::clone(log),
-        None => Arc::new(FileLog::new(
-            Arc::clone(&options.storage),
-            &paths.wal,
-            &paths.quarantine,
-            options.segment_bytes,
-        )),
-    };
-    codec::sharing_strings(|| backend::read_events(&*log, from, to, f))
 }

@@ -162,6 +162,18 @@ impl Paths {
             lock: root.join("LOCK"),
         }
     }
+
+    /// Fails with [`Error::NotFound`] when nothing is at `root` (for what only reads or
+    /// repairs a data directory, which must not create one).
+    pub(crate) fn check_exists(&self, storage: &dyn Storage) -> Result<()> {
+        let exists = storage
+            .exists(&self.root)
+            .map_err(|e| Error::io("check data directory", &self.root, e))?;
+        if !exists {
+            return Err(Error::not_found("data directory", self.root.display()));
+        }
+        Ok(())
+    }
 }
 
 /// What opening the directory found and did.

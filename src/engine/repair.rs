@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::snapshot;
 use crate::state::State;
-use crate::storage::{OpenMode, Storage};
+use crate::storage::Storage;
 use crate::types::Lsn;
 use crate::wal::{self, StartPoint, segment::SEGMENT_HEADER_LEN, segment::nonzero_end};
 
@@ -108,17 +108,16 @@ fn cut_log(
         let start = (offset as usize).min(bytes.len());
         let end = start + nonzero_end(&bytes[start..]);
         if end > start {
-            let saved_to =
-                wal::save_aside(storage, &paths.quarantine, file, offset, &bytes[start..end])?;
-            let zeros = vec![0u8; end - start];
-            drop(bytes);
-            let mut f = storage
-                .open(file, OpenMode::ReadWrite)
-                .map_err(|e| Error::io("open segment", file, e))?;
-            f.write_at(offset, &zeros)
-                .map_err(|e| Error::io("zero damaged bytes", file, e))?;
-            f.sync_data()
-                .map_err(|e| Error::io("sync segment", file, e))?;
+            // `start` is `offset` here: the damage starts inside the file.
+            let saved_to = wal::zero_aside(
+                storage,
+                &paths.quarantine,
+                file,
+                bytes,
+                offset,
+                end as u64,
+                "zero damaged bytes",
+            )?;
             report.moved.push(Moved {
                 file: file.to_path_buf(),
                 offset,
@@ -153,12 +152,7 @@ fn cut_log(
 /// [`Error::Locked`] while an engine has the directory open.
 pub fn repair(dir: &Path, storage: Arc<dyn Storage>) -> Result<RepairReport> {
     let paths = Paths::new(dir);
-    let exists = storage
-        .exists(&paths.root)
-        .map_err(|e| Error::io("check data directory", &paths.root, e))?;
-    if !exists {
-        return Err(Error::not_found("data directory", paths.root.display()));
-    }
+    paths.check_exists(&*storage)?;
     let _lock = match storage
         .try_lock(&paths.lock)
         .map_err(|e| Error::io("lock data directory", &paths.lock, e))?

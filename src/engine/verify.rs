@@ -75,12 +75,7 @@ pub fn verify(
     mut progress: impl FnMut(Lsn),
 ) -> Result<VerifyReport> {
     let paths = Paths::new(dir);
-    let exists = storage
-        .exists(&paths.root)
-        .map_err(|e| Error::io("check data directory", &paths.root, e))?;
-    if !exists {
-        return Err(Error::not_found("data directory", paths.root.display()));
-    }
+    paths.check_exists(storage)?;
     let mut report = VerifyReport::default();
 
     // Decode every snapshot first; those that decode are compared with the replay.

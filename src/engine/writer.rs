@@ -2,27 +2,27 @@
 //! feeds. It sits behind a mutex; the writer thread runs it when requests are queued or a
 //! timer is due, and a lone caller of `Engine::execute` runs its own (`lead_alone`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod snapshotter;
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{
-    Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError, unbounded,
-};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError, TrySendError};
 
 use super::answer::Reply as AnswerTx;
 use super::subscription::LiveSender;
 use super::{CommittedEvent, Durability, Request, Shared};
-use crate::backend::{FrameBuf, LogPosition, LogWriter};
+use crate::backend::{FrameBuf, LogWriter};
 use crate::codec;
 use crate::command::{Command, Committed, decide};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::snapshot;
 use crate::state::State;
 use crate::types::Lsn;
 use crate::wal::MAX_PAYLOAD_LEN;
+use snapshotter::{SnapJob, Snapshotter};
 
 /// The writer, shared by the writer thread and callers of [`super::Engine::execute`]:
 /// whoever holds the lock runs the next batch.
@@ -575,86 +575,5 @@ impl Writer {
             position: self.log.position(),
             replies,
         });
-    }
-}
-
-struct SnapJob {
-    state: Arc<State>,
-    position: LogPosition,
-    replies: Vec<AnswerTx<Result<Lsn>>>,
-}
-
-/// The snapshot thread: serialises state clones while the writer goes on appending.
-struct Snapshotter {
-    tx: Option<Sender<SnapJob>>,
-    busy: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Snapshotter {
-    fn spawn(shared: Arc<Shared>) -> Result<Snapshotter> {
-        let (tx, rx) = unbounded::<SnapJob>();
-        let busy = Arc::new(AtomicBool::new(false));
-        let b = Arc::clone(&busy);
-        let handle = std::thread::Builder::new()
-            .name("session-engine-snapshot".into())
-            .spawn(move || {
-                for job in rx {
-                    let storage = &*shared.options.storage;
-                    let dir = &shared.paths.snapshots;
-                    let started = Instant::now();
-                    let r = snapshot::write_snapshot(storage, dir, &job.state, job.position)
-                        .and_then(|path| {
-                            snapshot::prune(storage, dir, shared.options.keep_snapshots)?;
-                            Ok(path)
-                        });
-                    match &r {
-                        Ok(path) => tracing::info!(
-                            lsn = %job.state.last_lsn,
-                            file = %path.display(),
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "snapshot written"
-                        ),
-                        Err(e) => tracing::error!(error = %e, "snapshot failed"),
-                    }
-                    b.store(false, Ordering::SeqCst);
-                    for reply in job.replies {
-                        reply.send(match &r {
-                            Ok(_) => Ok(job.state.last_lsn),
-                            Err(e) => Err(e.clone()),
-                        });
-                    }
-                }
-            })
-            .map_err(|e| Error::io("spawn snapshot thread", "", e))?;
-        Ok(Snapshotter {
-            tx: Some(tx),
-            busy,
-            handle: Some(handle),
-        })
-    }
-
-    fn busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst)
-    }
-
-    fn submit(&mut self, job: SnapJob) {
-        self.busy.store(true, Ordering::SeqCst);
-        if let Some(tx) = &self.tx
-            && let Err(e) = tx.send(job)
-        {
-            self.busy.store(false, Ordering::SeqCst);
-            for r in e.0.replies {
-                r.send(Err(Error::Closed));
-            }
-        }
-    }
-
-    /// Finishes queued snapshots and stops the thread.
-    fn stop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }

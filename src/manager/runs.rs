@@ -410,16 +410,18 @@ fn read_range(
 ) -> std::result::Result<(u64, Vec<u8>), ReadError> {
     use std::io::ErrorKind;
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    // No log yet (the run has not started, or wrote nothing): an empty range at 0.
+    let nothing_yet = || {
+        if offset == 0 {
+            Ok((0, Vec::new()))
+        } else {
+            Err(ReadError::PastEnd(0))
+        }
+    };
     match std::fs::symlink_metadata(root.join(supervisor::RUNS_DIR)) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(std::io::Error::other("the runs folder is not a directory").into()),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return if offset == 0 {
-                Ok((0, Vec::new()))
-            } else {
-                Err(ReadError::PastEnd(0))
-            };
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => return nothing_yet(),
         Err(e) => return Err(e.into()),
     }
     let f = match std::fs::OpenOptions::new()
@@ -428,13 +430,7 @@ fn read_range(
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return if offset == 0 {
-                Ok((0, Vec::new()))
-            } else {
-                Err(ReadError::PastEnd(0))
-            };
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => return nothing_yet(),
         Err(e) => return Err(e.into()),
     };
     let meta = f.metadata()?;

@@ -90,7 +90,7 @@ use serde_json::{Value, json};
 use super::format::ProjectionFormat;
 use super::pyjson;
 use crate::claude::events::ClaudeEvent;
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, run_event};
 use crate::state::{LogLevel, State, Status};
 use crate::types::{Lsn, SessionId, Timestamp};
 
@@ -320,13 +320,7 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
             format!("chain event in session {id}"),
             Value::Null,
         ),
-        EventBody::RunRequested { .. }
-        | EventBody::RunStarted(_)
-        | EventBody::RunOutput { .. }
-        | EventBody::RunExited(_)
-        | EventBody::RunSpawnFailed { .. }
-        | EventBody::RunInterrupted { .. }
-        | EventBody::RunContained { .. } => (
+        run_event!() => (
             LogLevel::Debug,
             format!("run event in session {id}"),
             Value::Null,
@@ -405,6 +399,28 @@ fn starts_log(body: &EventBody) -> bool {
     ) || matches!(body, EventBody::ClaudeTranscript(e) if matches!(**e, ClaudeEvent::Opened(_)))
 }
 
+/// The seed line of `body` in session `id`, from its level, message and details (the
+/// general path, the details as a `Value` tree), without the newline.
+fn seed_line(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+    (level, message, details): (LogLevel, String, Value),
+) -> serde_json::Result<String> {
+    serde_json::to_string(&LineOut {
+        timestamp: at.to_iso8601_micros(),
+        level: level_name(level),
+        logger: LOGGER_NAME,
+        session_id: id.as_str(),
+        event: body.type_name(),
+        message,
+        lsn: key.0.get(),
+        sub: (key.1 > 0).then_some(key.1),
+        details,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render(
     format: ProjectionFormat,
@@ -433,17 +449,7 @@ fn render(
     let sub = (key.1 > 0).then_some(key.1);
     // Serialising a tree of plain JSON values and strings cannot fail.
     let mut text = match format {
-        ProjectionFormat::Seed => serde_json::to_string(&LineOut {
-            timestamp: at.to_iso8601_micros(),
-            level: level_name(level),
-            logger: LOGGER_NAME,
-            session_id: id.as_str(),
-            event: body.type_name(),
-            message,
-            lsn,
-            sub,
-            details,
-        }),
+        ProjectionFormat::Seed => seed_line(id, at, body, key, (level, message, details)),
         ProjectionFormat::Amplihack => {
             let (duration, error) = match body {
                 EventBody::CommandRecorded {
@@ -562,84 +568,4 @@ pub(crate) fn parse_key(line: &[u8]) -> Option<(Lsn, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_are_read_from_our_lines_only() {
-        assert_eq!(
-            parse_key(br#"{"lsn":7,"sub":2,"event":"x"}"#),
-            Some((Lsn(7), 2))
-        );
-        assert_eq!(
-            parse_key(br#"{"timestamp": 1.0, "component": "session_engine", "metadata": {"lsn": 9, "details": {}}}"#),
-            Some((Lsn(9), 0))
-        );
-        // An adopted line of amplihack's own, whatever its metadata says.
-        assert_eq!(
-            parse_key(
-                br#"{"timestamp": 1.0, "component": "session_toolkit", "metadata": {"lsn": 9}}"#
-            ),
-            None
-        );
-        assert_eq!(
-            parse_key(br#"{"component": "session_engine", "metadata": {}}"#),
-            None
-        );
-        assert_eq!(parse_key(b"not json"), None);
-    }
-
-    /// The general path of a seed line (the details as a `Value` tree), which the
-    /// activity fast path must match byte for byte.
-    fn general_seed_line(
-        id: &SessionId,
-        at: Timestamp,
-        body: &EventBody,
-        key: (Lsn, u32),
-    ) -> String {
-        let (level, message, details) = details(id, body);
-        serde_json::to_string(&LineOut {
-            timestamp: at.to_iso8601_micros(),
-            level: level_name(level),
-            logger: LOGGER_NAME,
-            session_id: id.as_str(),
-            event: body.type_name(),
-            message,
-            lsn: key.0.get(),
-            sub: (key.1 > 0).then_some(key.1),
-            details,
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn seed_activity_lines_match_the_general_rendering() {
-        let id = SessionId::new("s-1").unwrap();
-        let at = Timestamp::from_secs(1_700_000_000);
-        let texts = [
-            None,
-            Some(
-                r#"{"z":1,"a":[1.5,-0.0,1e300,12345678901234567890],"m":{"k":"é\u0001\"\\"},"n":null}"#,
-            ),
-            Some(r#""just a string""#),
-            Some("3.0"),
-            Some(r#"[true,false,{"b":2,"a":1}]"#),
-        ];
-        for (i, t) in texts.iter().enumerate() {
-            let details = t.map(|t| crate::types::JsonText::parse(t).unwrap());
-            let body = EventBody::ActivityRecorded {
-                session: id.clone(),
-                action: "tool \"use\"".into(),
-                details,
-            };
-            for key in [(Lsn(i as u64 + 1), 0), (Lsn(9), 3)] {
-                let fast = seed_activity_line(&id, at, &body, key).expect("well-formed details");
-                assert_eq!(
-                    fast,
-                    general_seed_line(&id, at, &body, key),
-                    "details {t:?}"
-                );
-            }
-        }
-    }
-}
+mod tests;

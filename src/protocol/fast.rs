@@ -296,7 +296,7 @@ mod tests {
     fn fast(line: &str) -> Option<Command> {
         let got = activity(line);
         if let Some(cmd) = &got {
-            let general = super::super::parse_line_general(line)
+            let general = super::super::parse::parse_line_general(line)
                 .unwrap_or_else(|e| panic!("fast path took {line:?}, the general parser: {e}"));
             assert_eq!(cmd, &general, "{line}");
         }

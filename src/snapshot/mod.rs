@@ -30,7 +30,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::state::State;
 use crate::storage::{OpenMode, Storage, StorageFile};
-use crate::types::Lsn;
+use crate::types::{Lsn, u32_at, u64_at};
 use crate::wal::LogPosition;
 
 /// Snapshot magic bytes.
@@ -44,16 +44,12 @@ const _: () = assert!(SNAPSHOT_HEADER_LEN == 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4 + 8 +
 
 /// The file name of the snapshot at `lsn`.
 pub fn snapshot_name(lsn: Lsn) -> String {
-    format!("{:020}.snap", lsn.0)
+    lsn.file_name("snap")
 }
 
 /// Parses a snapshot file name.
 pub fn parse_snapshot_name(name: &str) -> Option<Lsn> {
-    let stem = name.strip_suffix(".snap")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok().map(Lsn)
+    Lsn::from_file_name(name, "snap")
 }
 
 /// A snapshot's header fields.
@@ -82,18 +78,6 @@ fn encode_header(h: &SnapshotHeader) -> [u8; SNAPSHOT_HEADER_LEN] {
     let c = crc32fast::hash(&b[0..60]);
     b[60..64].copy_from_slice(&c.to_le_bytes());
     b
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
 }
 
 /// Checks and decodes a snapshot file's bytes. Errors name `path` and the offset.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, run_event};
 use crate::run::{Run, RunId};
 use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 
@@ -89,6 +89,14 @@ impl State {
         self.chains.get(agent)
     }
 
+    /// Fails unless no session `id` exists (for the events that bring one into being).
+    fn absent(&self, id: &SessionId) -> Result<(), ApplyError> {
+        if self.sessions.contains_key(id) {
+            return fail(format!("session {id} already exists"));
+        }
+        Ok(())
+    }
+
     /// A session about to be changed. An adopted session stops being pristine: every
     /// caller changes it (an event that then does not fit fails, and its state is dropped).
     fn session_mut(&mut self, id: &SessionId) -> Result<&mut Session, ApplyError> {
@@ -121,9 +129,7 @@ impl State {
     fn apply_body(&mut self, at: Timestamp, body: &EventBody) -> Result<(), ApplyError> {
         match body {
             EventBody::SessionCreated(c) => {
-                if self.sessions.contains_key(&c.session) {
-                    return fail(format!("session {} already exists", c.session));
-                }
+                self.absent(&c.session)?;
                 let session = Session::created(c, at);
                 self.sessions.insert(c.session.clone(), Arc::new(session));
             }
@@ -258,9 +264,7 @@ impl State {
                 original,
                 events,
             } => {
-                if self.sessions.contains_key(session) {
-                    return fail(format!("session {session} already exists"));
-                }
+                self.absent(session)?;
                 let Some(first) = events.first() else {
                     return fail("an import carries no events");
                 };
@@ -283,9 +287,7 @@ impl State {
             }
             EventBody::SessionsAdopted(adoption) => {
                 for a in &adoption.sessions {
-                    if self.sessions.contains_key(&a.session) {
-                        return fail(format!("session {} already exists", a.session));
-                    }
+                    self.absent(&a.session)?;
                     let session = Session::adopted(a, at);
                     self.sessions.insert(a.session.clone(), Arc::new(session));
                 }
@@ -295,9 +297,7 @@ impl State {
                 source,
                 data,
             } => {
-                if self.sessions.contains_key(session) {
-                    return fail(format!("session {session} already exists"));
-                }
+                self.absent(session)?;
                 let mut s = (**data).clone();
                 s.id = session.clone();
                 s.created_at = at;
@@ -321,13 +321,7 @@ impl State {
                         .insert(c.agent.clone(), Arc::new(Chain::imported(c)));
                 }
             }
-            EventBody::RunRequested { .. }
-            | EventBody::RunStarted(_)
-            | EventBody::RunOutput { .. }
-            | EventBody::RunExited(_)
-            | EventBody::RunSpawnFailed { .. }
-            | EventBody::RunInterrupted { .. }
-            | EventBody::RunContained { .. } => return self.apply_run(at, body),
+            run_event!() => return self.apply_run(at, body),
             EventBody::ClaudeTranscript(e) => return self.apply_claude(at, e),
             EventBody::AgentChanged {
                 session,

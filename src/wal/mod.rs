@@ -28,6 +28,7 @@ use crate::types::Lsn;
 pub use reader::LogReader;
 use reader::scan_file;
 pub use record::{FrameBuf, MAX_PAYLOAD_LEN};
+pub(crate) use recovery::zero_aside;
 pub use recovery::{RecordSink, StartPoint, recover, recover_into, save_aside};
 use segment::{SEGMENT_HEADER_LEN, decode_header_full, parse_segment_name, segment_name};
 pub use writer::{Wal, WalOptions};

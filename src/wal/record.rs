@@ -24,7 +24,7 @@
 //! ([`Lsn::MAX`]), `batch_index < lsn`, and the CRC matches. The checksum covers every byte of the frame
 //! except itself, so the LSN and batch field are as trustworthy as the payload.
 
-use crate::types::Lsn;
+use crate::types::{Lsn, u32_at, u64_at};
 
 /// Bytes before the payload.
 pub const FRAME_HEADER_LEN: usize = 20;
@@ -124,18 +124,6 @@ fn crc(header: &[u8], payload: &[u8]) -> u32 {
     h.update(&header[8..FRAME_HEADER_LEN]);
     h.update(payload);
     h.finalize()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The LSN field of the frame that would start at the beginning of `bytes`, without any

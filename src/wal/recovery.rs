@@ -339,7 +339,30 @@ fn cut_torn_tail(
     offset: u64,
     damaged_end: u64,
 ) -> Result<PathBuf> {
-    let damaged = &bytes[offset as usize..damaged_end as usize];
+    zero_aside(
+        storage,
+        quarantine_dir,
+        path,
+        bytes,
+        offset,
+        damaged_end,
+        "cut torn tail",
+    )
+}
+
+/// Saves the bytes `offset..end` of the segment at `path` (its content `bytes`) aside in
+/// `quarantine_dir`, then zeroes and syncs them in the segment (`op` names that write in
+/// an error). Returns where they were saved.
+pub(crate) fn zero_aside(
+    storage: &dyn Storage,
+    quarantine_dir: &Path,
+    path: &Path,
+    bytes: crate::storage::Bytes,
+    offset: u64,
+    end: u64,
+    op: &'static str,
+) -> Result<PathBuf> {
+    let damaged = &bytes[offset as usize..end as usize];
     let saved = save_aside(storage, quarantine_dir, path, offset, damaged)?;
     let zeros = vec![0u8; damaged.len()];
     drop(bytes);
@@ -347,7 +370,7 @@ fn cut_torn_tail(
         .open(path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open segment", path, e))?;
     f.write_at(offset, &zeros)
-        .map_err(|e| Error::io("cut torn tail", path, e))?;
+        .map_err(|e| Error::io(op, path, e))?;
     f.sync_data()
         .map_err(|e| Error::io("sync segment", path, e))?;
     Ok(saved)

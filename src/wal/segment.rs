@@ -39,16 +39,12 @@ const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 4 + 4 + 8 + 4 + 4);
 
 /// The file name of the segment starting at `first`.
 pub fn segment_name(first: Lsn) -> String {
-    format!("{:020}.{SEGMENT_EXT}", first.0)
+    first.file_name(SEGMENT_EXT)
 }
 
 /// Parses a segment file name; `None` for anything else.
 pub fn parse_segment_name(name: &str) -> Option<Lsn> {
-    let stem = name.strip_suffix(".wal")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok().map(Lsn)
+    Lsn::from_file_name(name, SEGMENT_EXT)
 }
 
 /// A decoded segment header.

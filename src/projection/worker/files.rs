@@ -180,18 +180,7 @@ impl Projection {
                 fresh.push(self.rel(p)?);
             }
         }
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        let mpath = self.manifest_path();
-        let storage = Arc::clone(&self.storage);
-        self.with_manifest(|m| {
-            for rel in &fresh {
-                m.set(rel, Some(manifest::Entry::Reserved));
-            }
-            m.commit(&*storage, true)
-                .map_err(failure("sync projection manifest", &mpath))
-        })
+        self.reserve_rel(&fresh)
     }
 
     pub(super) fn write_chain(&self, state: &State, agent: &AgentId) -> Result<(), Failure> {

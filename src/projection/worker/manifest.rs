@@ -76,7 +76,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::*;
-use crate::storage::{StorageFile, temp_name};
+use crate::storage::StorageFile;
 
 /// The manifest's file name, in the data directory.
 pub(crate) const MANIFEST_FILE: &str = "projections.manifest";
@@ -313,28 +313,11 @@ pub(super) fn parse(bytes: &[u8], valid: &dyn Fn(&str) -> bool) -> Result<Parsed
 /// temporary file, synced, renamed into place (without replacing, if `new`), the
 /// directory synced.
 fn write_durable(storage: &dyn Storage, path: &Path, bytes: &[u8], new: bool) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(temp_name(name));
-    let mut f = storage.open(&tmp, OpenMode::CreateNew)?;
-    let written = f.write_at(0, bytes).and_then(|()| f.sync_all());
-    drop(f);
-    let renamed = written.and_then(|()| {
-        if new {
-            storage.rename_noreplace(&tmp, path)
-        } else {
-            storage.rename(&tmp, path)
-        }
-    });
-    if let Err(e) = renamed {
-        let _ = storage.remove_file(&tmp);
-        return Err(e);
+    if new {
+        crate::storage::write_new_atomic(storage, path, bytes)
+    } else {
+        crate::storage::write_atomic(storage, path, bytes)
     }
-    storage.sync_dir(dir)
 }
 
 impl Manifest {
@@ -489,7 +472,8 @@ impl Manifest {
 }
 
 /// The target of one of the engine's own temporary file names, `<name>.<16 hex>.tmp`
-/// ([`temp_name`]); `None` for any other name (another program's `x.tmp` is not ours).
+/// ([`temp_name`](crate::storage::temp_name)); `None` for any other name (another
+/// program's `x.tmp` is not ours).
 pub(super) fn own_temp_target(name: &str) -> Option<&str> {
     let (base, hex) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
     let is_hex = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));

@@ -1,5 +1,6 @@
 //! The manifest's format: parsing, damage, versions, compaction.
 use super::*;
+use crate::storage::temp_name;
 
 fn image(records: &[(&str, Option<Entry>)]) -> Vec<u8> {
     let mut out = Vec::new();

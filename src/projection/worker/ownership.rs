@@ -175,13 +175,19 @@ impl Projection {
                 fresh.push(rel);
             }
         }
+        self.reserve_rel(&fresh)
+    }
+
+    /// Records the relative paths `fresh` in the manifest as reserved for the engine,
+    /// durably, with one sync (nothing when there are none).
+    pub(super) fn reserve_rel(&self, fresh: &[String]) -> Result<(), Failure> {
         if fresh.is_empty() {
             return Ok(());
         }
         let path = self.manifest_path();
         let storage = Arc::clone(&self.storage);
         self.with_manifest(|m| {
-            for rel in &fresh {
+            for rel in fresh {
                 m.set(rel, Some(Entry::Reserved));
             }
             m.commit(&*storage, true)
