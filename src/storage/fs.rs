@@ -99,40 +99,22 @@ struct RealFile(File);
 /// The writer lock: `flock`s on the data directory and on its lock file.
 #[derive(Debug)]
 struct RealLock {
-    path: std::path::PathBuf,
-    _dir: File,
-    _file: File,
+    dir: File,
+    file: File,
 }
 
 impl LockGuard for RealLock {}
 
 impl Drop for RealLock {
     fn drop(&mut self) {
-        // The descriptors close after this; see `RELEASED`.
-        let mut r = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-        r.retain(|(p, t)| p != &self.path && t.elapsed() < RELEASED_FOR);
-        r.push((self.path.clone(), std::time::Instant::now()));
+        // Unlocked here, not by closing the descriptors: a `flock` belongs to the open
+        // file, which a child that another thread of this process forks (a supervised run
+        // starting) shares until its `exec`. Closed alone, ours would leave the lock held
+        // by that copy, and the next open of the directory refused for that moment;
+        // `LOCK_UN` on any copy releases it for all of them.
+        let _ = self.file.unlock();
+        let _ = self.dir.unlock();
     }
-}
-
-/// Lock files this process released lately, and when. A `flock` lives as long as any
-/// descriptor of its open file: a child another thread of this process forks at the
-/// moment of the release (a supervised run's start, say) holds a copy of the lock's
-/// descriptors until it `exec`s, which closes them. Taking such a lock again is tried
-/// for a while before it counts as held by someone else.
-static RELEASED: std::sync::Mutex<Vec<(std::path::PathBuf, std::time::Instant)>> =
-    std::sync::Mutex::new(Vec::new());
-/// How long after a release a refused lock is tried again.
-const RELEASED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long it is tried again at most.
-const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn released_lately(path: &Path) -> bool {
-    RELEASED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|(p, t)| p == path && t.elapsed() < RELEASED_FOR)
 }
 
 impl FileStorage {
@@ -153,11 +135,7 @@ impl FileStorage {
         o.create(true).truncate(false);
         let file = o.open(path).map_err(|e| open_error(path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(RealLock {
-                path: path.to_path_buf(),
-                _dir: dir,
-                _file: file,
-            })),
+            Ok(()) => Ok(Some(RealLock { dir, file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -329,18 +307,9 @@ impl Storage for FileStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let until = std::time::Instant::now() + RETRY_FOR;
-        loop {
-            if let Some(g) = self.try_lock_once(path)? {
-                return Ok(Some(Box::new(g)));
-            }
-            // Refused: if this process let it go lately, a child forked then may still
-            // hold it until its `exec` (see `RELEASED`).
-            if !released_lately(path) || std::time::Instant::now() >= until {
-                return Ok(None);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        Ok(self
+            .try_lock_once(path)?
+            .map(|g| Box::new(g) as Box<dyn LockGuard>))
     }
 
     fn is_locked(&self, path: &Path) -> io::Result<bool> {

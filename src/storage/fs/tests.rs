@@ -39,7 +39,7 @@ fn a_no_replace_rename_leaves_what_is_there_and_stat_versions_follow_changes() {
 /// descriptors (until its `exec`) is taken once the copy closes, not refused; one
 /// held by a live guard is refused.
 #[test]
-fn a_lock_released_while_a_fork_holds_its_copy_is_taken_once_the_copy_closes() {
+fn a_lock_released_while_a_fork_holds_a_copy_of_its_descriptors_is_free_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("LOCK");
     let s = FileStorage::new();
@@ -48,26 +48,27 @@ fn a_lock_released_while_a_fork_holds_its_copy_is_taken_once_the_copy_closes() {
         s.try_lock(&lock).unwrap().is_none(),
         "a held lock was taken"
     );
-    // What a fork does: copies of the descriptors (`dup`), the same open files.
-    let copies = (g._dir.try_clone().unwrap(), g._file.try_clone().unwrap());
+    // What a fork does: copies of the descriptors (`dup`), the same open files, kept by
+    // the child until its `exec`.
+    let copies = (g.dir.try_clone().unwrap(), g.file.try_clone().unwrap());
     drop(g);
-    let closer = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        drop(copies);
-    });
     let again = s.try_lock(&lock).unwrap();
-    assert!(again.is_some(), "refused while the copy was about to close");
-    closer.join().unwrap();
-    // Released, but held elsewhere for good: refused after the retries.
-    drop(again);
-    let other = s.try_lock_once(&lock).unwrap().unwrap();
-    let copies = (
-        other._dir.try_clone().unwrap(),
-        other._file.try_clone().unwrap(),
+    assert!(
+        again.is_some(),
+        "a released lock was refused while a copy of its descriptors was open"
     );
-    drop(other);
-    assert!(s.try_lock(&lock).unwrap().is_none());
+    assert!(
+        s.try_lock(&lock).unwrap().is_none(),
+        "the new holder's lock was taken"
+    );
+    // The child's copies closing (its `exec`) does not touch the new holder's lock.
     drop(copies);
+    assert!(
+        s.try_lock(&lock).unwrap().is_none(),
+        "closing the old copies released the new holder's lock"
+    );
+    drop(again);
+    assert!(s.try_lock(&lock).unwrap().is_some());
 }
 
 #[test]
