@@ -581,3 +581,60 @@ fn protocol_transcript_ops_import_show_and_search() {
     assert!(protocol::parse_line(r#"{"op":"claude_show","id":"bbbb"}"#).is_err());
     manager.close().unwrap();
 }
+
+/// A folder whose name is not UTF-8 (a file system allows any bytes) among the projects:
+/// reported as skipped, by its path written lossily, never passed over in silence; the
+/// rest is imported. The op and the CLI's `--json` report are the same JSON
+/// (`ImportRun::to_json`, one builder for both).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_folder_whose_name_is_not_utf8_is_reported_as_skipped_and_the_rest_imported() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"-home-dev-caf\xe9"));
+    let line = r#"{"type":"user","uuid":"d1","parentUuid":null,"sessionId":"dddd","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"hello"}}"#;
+    write(&odd.join("dddd.jsonl"), &[line]);
+    write(
+        &dir.path().join("-home-dev-cafe").join("eeee.jsonl"),
+        &[line],
+    );
+    let manager = common::Backend::mem().open(&common::clock());
+    let req = serde_json::json!({"op": "claude_import", "paths": [dir.path().to_string_lossy()]});
+    let a = match protocol::parse_request(&req.to_string()) {
+        Ok(req @ Request::Claude(_)) => protocol::answer_run_op(&manager, &req),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(a["ok"], true, "{a}");
+    let files = a["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{a}");
+    assert!(
+        files[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("-home-dev-cafe/eeee.jsonl")
+    );
+    let skipped = a["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{a}");
+    assert!(
+        skipped[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("-home-dev-caf\u{fffd}"),
+        "{a}"
+    );
+    assert!(skipped[0]["reason"].as_str().unwrap().contains("not UTF-8"));
+    // The library's report is the op's answer without "ok".
+    let run = import::import_paths(
+        manager.engine(),
+        &FileStorage::new(),
+        &[dir.path().to_path_buf()],
+    );
+    let again = run.to_json();
+    assert_eq!(again["skipped"], a["skipped"]);
+    assert_eq!(again["files"][0]["path"], files[0]["path"]);
+    assert_eq!(again["files"][0]["bytes"], 0, "imported twice: {again}");
+    assert!(again.get("ok").is_none());
+    manager.close().unwrap();
+}

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
-use session_engine::claude::import::{self, FileImport, Follower, ImportRun};
+use serde_json::json;
+use session_engine::claude::import::{self, Follower, ImportRun};
 use session_engine::claude::search;
 use session_engine::{Error, FileStorage, SessionId, SessionManager};
 
@@ -140,37 +140,9 @@ fn warn(run: &ImportRun) {
     }
 }
 
-fn file_json(f: &FileImport) -> Value {
-    json!({
-        "path": f.path.to_string_lossy(),
-        "session": f.session.as_str(),
-        "opened": f.opened,
-        "new_version": f.new_version,
-        "replaces": f.replaces.as_ref().map(|r| r.as_str()),
-        "bytes": f.bytes,
-        "lines": f.lines,
-        "imported_to": f.imported_to,
-        "bad_line_count": f.bad_line_count,
-        "bad_lines": f.bad_lines,
-        "incomplete_bytes": f.incomplete_bytes,
-    })
-}
-
 fn print(json_out: bool, out: &mut Out, run: &ImportRun, quiet_unchanged: bool) -> Result<()> {
     if json_out {
-        out.json(&json!({
-            "files": run.files.iter().map(file_json).collect::<Vec<_>>(),
-            "failed": run.failed.iter().map(|(p, e)| json!({
-                "path": p.to_string_lossy(), "error": e.to_string(),
-            })).collect::<Vec<_>>(),
-            "skipped": run.found.skipped.iter().map(|s| json!({
-                "path": s.path.to_string_lossy(), "reason": s.reason,
-            })).collect::<Vec<_>>(),
-            "unreadable": run.found.unreadable.iter().map(|u| json!({
-                "path": u.path.to_string_lossy(), "error": u.error.to_string(),
-            })).collect::<Vec<_>>(),
-            "chained": run.chained,
-        }))?;
+        out.json(&run.to_json())?;
         return Ok(());
     }
     for c in &run.chained {

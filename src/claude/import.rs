@@ -138,6 +138,28 @@ pub struct FileImport {
     pub incomplete_bytes: u64,
 }
 
+impl FileImport {
+    /// The JSON form of the report, as `claude import --json` and the `claude_import`
+    /// op print it (paths as text, lossily where they are not UTF-8).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "path": self.path.to_string_lossy(),
+            "session": self.session.as_str(),
+            "opened": self.opened,
+            "new_version": self.new_version,
+            "replaces": self.replaces.as_ref().map(|r| r.as_str()),
+            "bytes": self.bytes,
+            "lines": self.lines,
+            "imported_to": self.imported_to,
+            "bad_line_count": self.bad_line_count,
+            "bad_lines": self.bad_lines.iter().map(|b| serde_json::json!({
+                "line": b.line, "offset": b.offset, "reason": b.reason,
+            })).collect::<Vec<_>>(),
+            "incomplete_bytes": self.incomplete_bytes,
+        })
+    }
+}
+
 /// Why a file does not start with what was imported of it, if it does not.
 fn prefix_mismatch(
     storage: &dyn Storage,
@@ -528,6 +550,34 @@ pub struct ImportRun {
     pub chained: Vec<ChainedLink>,
     /// Why linking resumed sessions failed, if it did (the files were imported).
     pub chain_error: Option<Error>,
+}
+
+impl ImportRun {
+    /// The JSON form of the run, the one both `claude import --json` and the
+    /// `claude_import` op answer with: every file's report, the files that failed (with
+    /// the error's kind), those skipped or unreadable while searching, the chain links
+    /// made, and the error that stopped the linking, if any.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "files": self.files.iter().map(FileImport::to_json).collect::<Vec<_>>(),
+            "failed": self.failed.iter().map(|(p, e)| serde_json::json!({
+                "path": p.to_string_lossy(), "error": e.to_string(), "kind": e.kind(),
+            })).collect::<Vec<_>>(),
+            "skipped": self.found.skipped.iter().map(|s| serde_json::json!({
+                "path": s.path.to_string_lossy(), "reason": s.reason,
+            })).collect::<Vec<_>>(),
+            "unreadable": self.found.unreadable.iter().map(|u| serde_json::json!({
+                "path": u.path.to_string_lossy(), "error": u.error.to_string(),
+            })).collect::<Vec<_>>(),
+            "chained": self.chained.iter().map(|c| serde_json::json!({
+                "agent": c.agent.as_str(),
+                "session_id": c.session_id,
+                "continues": c.continues,
+                "transcript": c.transcript.as_ref().map(|t| t.as_str()),
+            })).collect::<Vec<_>>(),
+            "chain_error": self.chain_error.as_ref().map(|e| e.to_string()),
+        })
+    }
 }
 
 /// What the state knows of the transcript imported as `id`, as `claude show` and the

@@ -184,6 +184,18 @@ fn walk(storage: &dyn Storage, root: &Path, found: &mut Found) {
                 }),
             }
         }
+        // Not one of Claude Code's names (those are text), and no session id: reported.
+        match storage.list_dir_not_utf8(&dir) {
+            Ok(odd) => found.skipped.extend(odd.into_iter().map(|name| Skipped {
+                path: dir.join(name),
+                reason: "its name is not UTF-8: not read (rename it to import it)".into(),
+            })),
+            Err(e) => found.unreadable.push(Unreadable {
+                error: Error::io("list transcript directory", &dir, e),
+                path: dir.clone(),
+                named: false,
+            }),
+        }
         // Files of this folder first, then its folders in name order.
         for d in subdirs.into_iter().rev() {
             stack.push((d, depth + 1));

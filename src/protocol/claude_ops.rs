@@ -115,22 +115,14 @@ pub(super) fn parse(f: &mut Fields) -> Result<ClaudeOp> {
     })
 }
 
+/// `{"ok":true, ...}` and the run's JSON form ([`ImportRun::to_json`]).
 fn run_json(run: &ImportRun) -> Value {
-    json!({
-        "ok": true,
-        "files": run.files,
-        "failed": run.failed.iter().map(|(p, e)| json!({
-            "path": p.to_string_lossy(), "error": e.to_string(), "kind": e.kind(),
-        })).collect::<Vec<_>>(),
-        "skipped": run.found.skipped.iter().map(|s| json!({
-            "path": s.path.to_string_lossy(), "reason": s.reason,
-        })).collect::<Vec<_>>(),
-        "unreadable": run.found.unreadable.iter().map(|u| json!({
-            "path": u.path.to_string_lossy(), "error": u.error.to_string(),
-        })).collect::<Vec<_>>(),
-        "chained": run.chained,
-        "chain_error": run.chain_error.as_ref().map(|e| e.to_string()),
-    })
+    let mut m = serde_json::Map::new();
+    m.insert("ok".into(), Value::Bool(true));
+    if let Value::Object(report) = run.to_json() {
+        m.extend(report);
+    }
+    Value::Object(m)
 }
 
 /// The JSON form of a search's hits.

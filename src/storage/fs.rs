@@ -172,6 +172,18 @@ impl Storage for FileStorage {
         Ok(names)
     }
 
+    fn list_dir_not_utf8(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let name = entry?.file_name();
+            if name.to_str().is_none() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
     }

@@ -119,8 +119,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// that is a symbolic link (even to a directory): nothing the engine writes under a
     /// folder it created is reached through a link (see the module documentation).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// The names of the entries in directory `path`, sorted. Missing directory: `NotFound`.
+    /// The names of the entries in directory `path`, sorted, leaving out names that are
+    /// not UTF-8 (no file the engine writes has one; [`Storage::list_dir_not_utf8`] gives
+    /// them to a caller that reports them). Missing directory: `NotFound`.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// The names in directory `path` that are not UTF-8, which [`Storage::list_dir`]
+    /// leaves out (none where every name is text, as in the test doubles).
+    fn list_dir_not_utf8(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        let _ = path;
+        Ok(Vec::new())
+    }
     /// Whether `path` exists (file or directory).
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// What is at `path`, without following a symbolic link there; `None` if nothing is.
