@@ -38,15 +38,14 @@ pub(crate) fn lock(core: &Core) -> MutexGuard<'_, Writer> {
 /// through the queue: a caller that waits for its own answer anyway can as well write and
 /// sync the batch itself. Queueing it would wake the writer thread (an idle vCPU here)
 /// and the answer would wake the caller back, two thread wake-ups that cost tens of
-/// microseconds each, a large share of a 100-200 µs durable commit. Takes the request out
+/// microseconds each, a large share of a durable commit. Takes the request out
 /// of `req` only when it leads: no batch is running, nothing is queued (so none of the
 /// caller's own earlier submissions can come after it), and the last batch answered one
 /// thread at most.
 ///
 /// With several writers the writer thread runs every batch. Callers used to run a batch
-/// whenever they found the writer idle; leaving it to the writer thread gave 26%, 31%,
-/// 28% and 63% more durable events per second with 2, 4, 16 and 64 writers (7 alternating
-/// pairs each, `docs/benchmarks.md`). A caller that leads cannot send its next command
+/// whenever they found the writer idle; leaving it to the writer thread gave more durable
+/// events per second with 2 to 64 writers (`docs/benchmarks.md`). A caller that leads cannot send its next command
 /// until the whole batch is done, and the writer thread, woken by the queued commands,
 /// then blocked on the lock the caller held.
 pub(crate) fn lead_alone(core: &Core, req: &mut Option<Request>) {

@@ -74,7 +74,8 @@
 //!   is longer than `flush_interval`), so when thousands of small files change round
 //!   after round each collects the changes of that time into one rewrite; with it the
 //!   bound is about `flush_interval + coalesce_factor × p + p`, `p` the longest pass
-//!   (about 1 ms per session file changed in it on ext4).
+//!   (which grows with the session files changed in it: a replace-by-rename costs
+//!   about a millisecond on ext4, `docs/benchmarks.md`).
 //! * Files are written one after the other on the projector thread: with no syncs to
 //!   overlap, more threads only contend on the directory. The thread runs at nice +10
 //!   (Linux), so on a machine with few CPUs its rendering yields to the writer and the

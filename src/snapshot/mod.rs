@@ -181,8 +181,8 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotHeader, Sta
 ///
 /// A snapshot of 100,000 sessions is a few hundred MiB. Written whole and synced once, all
 /// of it sits in the device queue at the final fsync, and a log fdatasync issued then
-/// waits behind it: appends stalled for 20-50 ms while a snapshot was taken (benches/
-/// snapshot_stall.rs). Syncing every few MiB keeps at most that much ahead of the log.
+/// waits behind it: appends stalled while a snapshot was taken (`benches/snapshot_stall.rs`;
+/// figures in `docs/benchmarks.md`). Syncing every few MiB keeps at most that much ahead of the log.
 const SNAPSHOT_SYNC_EVERY: u64 = 4 << 20;
 
 /// Streams bytes into a storage file at increasing offsets, computing their CRC.

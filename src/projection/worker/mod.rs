@@ -124,8 +124,8 @@ fn lower_priority() {
 /// for a waiter) before it takes more: commits that come one at a time (a caller that
 /// writes one durable event and waits for it) are then gathered into one hand-over per
 /// `pace`, instead of waking this thread and the projector's once per commit, which on a
-/// machine of two CPUs took CPU from the very commits being waited for (W10 ran at 0.65×
-/// a raw `fdatasync` loop with a wake per commit and 0.95× with no projector at all).
+/// machine of two CPUs took CPU from the very commits being waited for (W10 in
+/// `docs/benchmarks.md`, *Issue 13's targets*).
 /// The files are written `flush_interval` after a change anyway.
 fn feed(mut sub: Subscription, tx: Sender<Feed>, kick: Receiver<()>, pace: Duration) {
     loop {
