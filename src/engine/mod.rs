@@ -22,7 +22,7 @@
 //! * After a failed write or fsync the engine is poisoned: every later command is refused
 //!   with [`Error::Poisoned`]. Reopening the directory recovers from the log.
 //! * The writer lock (on the data directory and its `LOCK` file, see
-//!   [`Storage::try_lock`]) is held from open to close; read-only engines take no lock and
+//!   [`crate::storage::Storage::try_lock`]) is held from open to close; read-only engines take no lock and
 //!   never write.
 
 mod answer;
@@ -354,7 +354,7 @@ impl Engine {
     /// Commands from one thread are applied in the order they were submitted.
     ///
     /// Many commands in flight share one sync (group commit). A [`Pending`] is also a
-    /// [`Future`](std::future::Future), for an async caller that must not block its
+    /// [`Future`], for an async caller that must not block its
     /// thread; here it is waited on.
     ///
     /// ```

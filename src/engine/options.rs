@@ -49,7 +49,7 @@ pub struct Options {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The log. `None`: the write-ahead log in the data directory's `wal/`
-    /// ([`FileLog`]), the default; another [`LogBackend`] (such as [`crate::backend::MemLog`])
+    /// ([`crate::backend::FileLog`]), the default; another [`LogBackend`] (such as [`crate::backend::MemLog`])
     /// takes its place without any other change.
     pub log: Option<Arc<dyn LogBackend>>,
 }

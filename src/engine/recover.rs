@@ -16,7 +16,7 @@ use super::{Paths, RecoveryReport};
 
 /// Decodes the record `lsn` found at `offset` of `path` and applies it to `state`; a record
 /// that does not decode or apply is corruption at that place (open, verify and repair
-/// all replay this way; open decodes and applies on two threads, see [`replay`]).
+/// all replay this way; open decodes and applies on two threads, see [`super::replay`]).
 pub(crate) fn replay_record(
     state: &mut State,
     path: &Path,

@@ -103,7 +103,7 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens the writer after [`recover`] (which must have run writable on the same
+    /// Opens the writer after [`super::recover`] (which must have run writable on the same
     /// directory). Creates the first segment of an empty log.
     pub fn open(
         storage: Arc<dyn Storage>,
