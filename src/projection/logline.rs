@@ -368,7 +368,7 @@ pub(crate) fn details(id: &SessionId, body: &EventBody) -> (LogLevel, String, Va
 
 /// A line as amplihack's `LogEntry` (see the module documentation).
 #[derive(Serialize)]
-struct EntryOut<'a> {
+struct EntryOut<'a, D: Serialize> {
     timestamp: f64,
     level: &'static str,
     message: String,
@@ -376,17 +376,73 @@ struct EntryOut<'a> {
     component: &'static str,
     operation: &'static str,
     duration: Option<f64>,
-    metadata: EntryMetadata,
+    metadata: EntryMetadata<D>,
     error: Option<&'a str>,
     traceback: Option<()>,
 }
 
 #[derive(Serialize)]
-struct EntryMetadata {
+struct EntryMetadata<D: Serialize> {
     lsn: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<u32>,
-    details: Value,
+    details: D,
+}
+
+/// An activity's `details` in the amplihack format: the compact JSON text the event holds,
+/// streamed from its parser into Python's `json.dumps` form (`pyjson`'s formatter) without
+/// building a `Value` tree: the same calls on the serializer as parsing it into a `Value`
+/// and serialising that (document order, the same number kinds), so the same bytes.
+#[derive(Serialize)]
+struct AmplihackActivity<'a> {
+    action: &'a str,
+    details: Option<PyText<'a>>,
+}
+
+/// JSON text serialised by transcoding it (`serde_transcode`).
+struct PyText<'a>(&'a str);
+
+impl Serialize for PyText<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut de = serde_json::Deserializer::from_str(self.0);
+        serde_transcode::transcode(&mut de, s)
+    }
+}
+
+/// The amplihack-format line of an activity (the one event written at bulk rates), or
+/// `None` for any other event.
+fn amplihack_activity_line(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+) -> Option<String> {
+    let EventBody::ActivityRecorded {
+        action, details, ..
+    } = body
+    else {
+        return None;
+    };
+    pyjson::to_line(&EntryOut {
+        timestamp: super::schema::amplihack::secs(at),
+        level: level_name(LogLevel::Info),
+        message: format!("activity {action}"),
+        session_id: id.as_str(),
+        component: AMPLIHACK_COMPONENT,
+        operation: body.type_name(),
+        duration: None,
+        metadata: EntryMetadata {
+            lsn: key.0.get(),
+            sub: (key.1 > 0).then_some(key.1),
+            details: AmplihackActivity {
+                action,
+                details: details.as_ref().map(|j| PyText(j.as_str())),
+            },
+        },
+        error: None,
+        traceback: None,
+    })
+    .ok()
 }
 
 fn starts_log(body: &EventBody) -> bool {
@@ -431,9 +487,12 @@ fn render(
     threshold: LogLevel,
     out: &mut Vec<(SessionId, LogLine)>,
 ) {
-    if format == ProjectionFormat::Seed
-        && rank(LogLevel::Info) >= rank(threshold)
-        && let Some(mut text) = seed_activity_line(id, at, body, key)
+    let fast = match format {
+        ProjectionFormat::Seed => seed_activity_line,
+        ProjectionFormat::Amplihack => amplihack_activity_line,
+    };
+    if rank(LogLevel::Info) >= rank(threshold)
+        && let Some(mut text) = fast(id, at, body, key)
     {
         text.push('\n');
         let starts = key.1 == 0 && starts_log(body);
@@ -445,41 +504,52 @@ fn render(
     if !starts && rank(level) < rank(threshold) {
         return;
     }
-    let lsn = key.0.get();
-    let sub = (key.1 > 0).then_some(key.1);
     // Serialising a tree of plain JSON values and strings cannot fail.
     let mut text = match format {
         ProjectionFormat::Seed => seed_line(id, at, body, key, (level, message, details)),
-        ProjectionFormat::Amplihack => {
-            let (duration, error) = match body {
-                EventBody::CommandRecorded {
-                    duration_ms,
-                    success,
-                    error,
-                    ..
-                } => (
-                    Some(*duration_ms as f64 / 1000.0),
-                    error.as_deref().filter(|_| !success),
-                ),
-                _ => (None, None),
-            };
-            pyjson::to_line(&EntryOut {
-                timestamp: super::schema::amplihack::secs(at),
-                level: level_name(level),
-                message,
-                session_id: id.as_str(),
-                component: AMPLIHACK_COMPONENT,
-                operation: body.type_name(),
-                duration,
-                metadata: EntryMetadata { lsn, sub, details },
-                error,
-                traceback: None,
-            })
-        }
+        ProjectionFormat::Amplihack => amplihack_line(id, at, body, key, (level, message, details)),
     }
     .unwrap_or_default();
     text.push('\n');
     out.push((id.clone(), LogLine { key, starts, text }));
+}
+
+/// The amplihack-format line of any event, from its level, message and `details`.
+fn amplihack_line(
+    id: &SessionId,
+    at: Timestamp,
+    body: &EventBody,
+    key: (Lsn, u32),
+    (level, message, details): (LogLevel, String, Value),
+) -> serde_json::Result<String> {
+    let (duration, error) = match body {
+        EventBody::CommandRecorded {
+            duration_ms,
+            success,
+            error,
+            ..
+        } => (
+            Some(*duration_ms as f64 / 1000.0),
+            error.as_deref().filter(|_| !success),
+        ),
+        _ => (None, None),
+    };
+    pyjson::to_line(&EntryOut {
+        timestamp: super::schema::amplihack::secs(at),
+        level: level_name(level),
+        message,
+        session_id: id.as_str(),
+        component: AMPLIHACK_COMPONENT,
+        operation: body.type_name(),
+        duration,
+        metadata: EntryMetadata {
+            lsn: key.0.get(),
+            sub: (key.1 > 0).then_some(key.1),
+            details,
+        },
+        error,
+        traceback: None,
+    })
 }
 
 /// Appends to `out` the log lines event `lsn` produces in `format`, per session, following
