@@ -665,3 +665,24 @@ fn log_rotation_works_if_configured() {
         m.close().unwrap();
     }
 }
+
+/// `ManagerOptions::default()`, as the library's example opens a directory: the seed
+/// format's files are written, as the tools the engine replaces expect.
+#[test]
+fn the_default_manager_options_write_the_projection_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let m =
+        session_engine::SessionManager::open(dir.path(), session_engine::ManagerOptions::default())
+            .unwrap();
+    let s = m
+        .create_session(session_engine::NewSession::default())
+        .unwrap();
+    s.record_activity("user_input", Some(json!({"message": "Hello"})))
+        .unwrap();
+    let id = s.session_id().to_string();
+    m.close().unwrap();
+    let file = dir.path().join(format!("sessions/session_{id}.json"));
+    let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(v["activity_log"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(dir.path().join("sessions/registry.json").exists());
+}

@@ -65,13 +65,21 @@ use crate::types::{AgentId, Lsn, SessionId, Timestamp};
 /// The seeds' default data directory.
 pub const DEFAULT_DATA_DIR: &str = ".claude/runtime";
 
-/// How to open a data directory.
-#[derive(Clone, Debug, Default)]
+/// How to open a data directory. The default is the engine's default options with the
+/// default projections (seed 001's files, or the format the directory records), as the
+/// tools it replaces expect to find them.
+#[derive(Clone, Debug)]
 pub struct ManagerOptions {
     /// The engine's options (durability, storage, clock, watchdog...).
     pub engine: Options,
     /// Projection settings; `None` writes no projection files.
     pub projections: Option<ProjectionOptions>,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> ManagerOptions {
+        ManagerOptions::with_engine(Options::default())
+    }
 }
 
 impl ManagerOptions {
