@@ -289,9 +289,10 @@ const TRACKER_FILE: &str = r#"{
 
 /// The start of a Claude Code transcript: a record, one that names it as its parent, a
 /// line that is not JSON, JSON that is not an object, a summary that links out of the
-/// file, and an incomplete last line (not imported yet). One `uuid` only: the transcript
-/// keeps its uuids in hashed sets, whose order in a snapshot is not deterministic, so the
-/// snapshot holds no transcript with two.
+/// file, and an incomplete last line (not imported yet). One `uuid` only: when this golden
+/// was made, a transcript's hashed sets were written in the hasher's order, which is not
+/// deterministic, so the snapshot holds no transcript with two (they are written sorted
+/// since: `state::claude`'s `sorted_set`).
 const TRANSCRIPT: &str = concat!(
     r#"{"type":"user","uuid":"u1","sessionId":"c0ffee00-0000-4000-8000-000000000001","timestamp":"2025-11-08T10:30:00.000Z","cwd":"/project","message":{"role":"user","content":"hello"}}"#,
     "\n",

@@ -69,9 +69,13 @@ pub struct Transcript {
     pub last_timestamp: Option<Timestamp>,
     /// Records with two or more children (a rewind or fork made a branch there).
     pub branch_points: u64,
-    /// Every `uuid` of its records.
+    /// Every `uuid` of its records. Serialised in sorted order, so that a snapshot of a
+    /// state is the same bytes whatever the hasher's seed (decoding takes any order).
+    #[serde(serialize_with = "sorted_set")]
     pub uuids: imbl::HashSet<Arc<str>>,
-    /// How many records name each uuid as their `parentUuid` (to find branch points).
+    /// How many records name each uuid as their `parentUuid` (to find branch points);
+    /// serialised in sorted order, as `uuids`.
+    #[serde(serialize_with = "sorted_map")]
     pub children: imbl::HashMap<Arc<str>, u32>,
     /// References to records outside it, and other session ids, in order, first of each.
     pub refs: Vec<(RefKind, String)>,
@@ -79,6 +83,27 @@ pub struct Transcript {
     pub refs_dropped: u64,
     /// The version that replaced it (its file was rewritten).
     pub replaced_by: Option<SessionId>,
+}
+
+/// A hashed set serialised as a sequence in sorted order (the same layout as its own
+/// `Serialize`, which follows the hasher's order).
+fn sorted_set<S: serde::Serializer>(
+    set: &imbl::HashSet<Arc<str>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut v: Vec<&Arc<str>> = set.iter().collect();
+    v.sort_unstable();
+    s.collect_seq(v)
+}
+
+/// A hashed map serialised as a map in key order (see [`sorted_set`]).
+fn sorted_map<S: serde::Serializer>(
+    map: &imbl::HashMap<Arc<str>, u32>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut v: Vec<(&Arc<str>, &u32)> = map.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(v)
 }
 
 impl Transcript {
@@ -365,5 +390,56 @@ impl State {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript(uuids: impl Iterator<Item = u32>) -> Transcript {
+        let mut t = Transcript::new(&ClaudeOpened {
+            session: SessionId::new("t").unwrap(),
+            source: "/p/t.jsonl".into(),
+            layout: Layout::Session,
+            parent: None,
+            cwd: None,
+            version: 1,
+            replaces: None,
+            reason: None,
+        });
+        for i in uuids {
+            let u: Arc<str> = format!("uuid-{i:04}").into();
+            t.uuids.insert(Arc::clone(&u));
+            t.children.insert(u, i % 3);
+        }
+        t
+    }
+
+    /// Two transcripts holding the same uuids, built in opposite orders (and so with
+    /// hashed sets of their own seeds), serialise to the same bytes: a snapshot of a
+    /// state does not depend on the hasher.
+    #[test]
+    fn a_transcripts_hashed_sets_serialise_in_sorted_order() {
+        let a = transcript(0..200);
+        let b = transcript((0..200).rev());
+        assert_eq!(a, b);
+        let (ja, jb) = (
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap(),
+        );
+        assert_eq!(ja, jb);
+        let v: serde_json::Value = serde_json::from_str(&ja).unwrap();
+        let uuids: Vec<&str> = v["uuids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        let mut sorted = uuids.clone();
+        sorted.sort_unstable();
+        assert_eq!(uuids, sorted);
+        let back: Transcript = serde_json::from_str(&ja).unwrap();
+        assert_eq!(back, a);
     }
 }
