@@ -574,6 +574,55 @@ fn a_rebuild_of_many_sessions_writes_every_file_and_reports_a_failure_on_any_thr
     assert_eq!(projection_files(&b), before);
 }
 
+/// The full rebuild an open without a marker owes is owed until it is done: when the
+/// first step of it fails (the manifest cannot be created, at the open's check and again
+/// in the projector), the retries write every file.
+#[test]
+fn a_rebuild_that_fails_at_its_first_step_is_retried_until_it_is_done() {
+    let (b, faults) = faulty("projections.manifest");
+    let clock = clock();
+    let m = b.open(&clock);
+    workload(&m, &clock, 6);
+    m.close().unwrap();
+    let before = projection_files(&b);
+    assert!(before.len() > 10, "{:?}", before.keys());
+    for dir in ["sessions", "logs", "chains"] {
+        b.remove_tree(dir);
+    }
+    b.remove("projections.json");
+    b.remove("projections.manifest");
+    faults.fail_next(2);
+    let m = b.open(&clock);
+    flush(&m);
+    assert_eq!(faults.injected.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(m.projection_status().unwrap().last_error, None);
+    m.close().unwrap();
+    assert_eq!(projection_files(&b), before);
+}
+
+/// A format switch whose record cannot be written keeps the old format, and the files
+/// of it that the switch had moved aside already are written again; the close returns.
+#[test]
+fn a_format_switch_that_fails_leaves_the_old_format_whole() {
+    let (b, faults) = faulty("projection-format.json");
+    let clock = clock();
+    let m = b.open(&clock);
+    workload(&m, &clock, 4);
+    flush(&m);
+    let before = projection_files(&b);
+    faults.fail_next(1);
+    m.rebuild_projections_as(session_engine::projection::ProjectionFormat::Amplihack)
+        .unwrap_err();
+    flush(&m);
+    assert_eq!(projection_files(&b), before);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(m.close()));
+    // Generous: this close takes milliseconds.
+    let closed = rx.recv_timeout(Duration::from_secs(60));
+    assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+    assert_eq!(projection_files(&b), before);
+}
+
 #[test]
 fn persistent_projection_failures_are_reported_and_commands_go_on() {
     let (b, faults) = faulty("logs");

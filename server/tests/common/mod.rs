@@ -10,12 +10,14 @@ use session_engine::{ManagerOptions, SessionManager};
 use session_engine_server::{ServeOptions, Server};
 
 pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub manager: Arc<SessionManager>,
     pub server: Option<Server>,
+    pub manager: Arc<SessionManager>,
     pub base: String,
     pub client: Client,
     pub token: Option<String>,
+    /// Last, so that a test that does not stop the harness drops the server and the
+    /// manager before their data directory is deleted.
+    pub dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -47,12 +49,12 @@ impl Harness {
             .token_path()
             .map(|p| std::fs::read_to_string(p).expect("token").trim().to_owned());
         Harness {
-            dir,
-            manager,
             server: Some(server),
+            manager,
             base,
             client: Client::new(),
             token,
+            dir,
         }
     }
 

@@ -323,6 +323,9 @@ impl Projection {
                 Ok(r)
             }
             Err(f) => {
+                // Files may be gone already (moved aside): nothing is projected past the
+                // marker until the retry completes.
+                self.projected = self.watermark();
                 let err = f.to_error();
                 self.failed(f);
                 self.publish();
@@ -334,6 +337,8 @@ impl Projection {
     /// A full rebuild from the current state, made durable first.
     pub(super) fn rebuild_inner(&mut self) -> Result<RebuildReport, Failure> {
         let state = self.engine.state();
+        // Owed even when the log cannot be synced first (see `rebuild_from`).
+        self.needs_rebuild = true;
         self.sync_log()?;
         self.rebuild_from(&state)
     }
@@ -365,6 +370,10 @@ impl Projection {
         let moved = match switched {
             Ok(n) => n,
             Err(f) => {
+                // The old format stays, and some of its files may be in the attic already:
+                // they are all written again, by the retries.
+                self.needs_rebuild = true;
+                self.projected = self.watermark();
                 let err = f.to_error();
                 self.failed(f);
                 self.publish();
@@ -426,11 +435,13 @@ impl Projection {
 
     /// A full rebuild from `state`, which must be durable.
     pub(super) fn rebuild_from(&mut self, state: &Arc<State>) -> Result<RebuildReport, Failure> {
-        self.ensure_prepared()?;
+        // Owed from here until it completes: a failure at any step, the first included,
+        // leaves it to the retries rather than dropping it.
         self.needs_rebuild = true;
         if self.dirty_since.is_none() {
             self.dirty_since = Some(Instant::now());
         }
+        self.ensure_prepared()?;
         // Without a valid marker a crash during the rebuild leads to another full rebuild.
         self.invalidate_marker()?;
         self.dirs_ready = false;

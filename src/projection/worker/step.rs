@@ -184,7 +184,10 @@ impl Projection {
     pub(super) fn finish(&mut self) {
         loop {
             self.step(true);
-            if self.consecutive_failures == 0 && self.is_clean() && self.marker >= self.received {
+            // Nothing left to write ends it, even after a failure that left nothing owed
+            // (a format switch that could not be recorded): a pass would do nothing and
+            // never clear the failure.
+            if self.is_clean() && self.marker >= self.received {
                 break;
             }
             // A foreign file stays until somebody moves it: the next open tries again.
