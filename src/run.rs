@@ -466,7 +466,8 @@ pub(crate) fn check_step(
         EventBody::RunOutput { run, .. }
         | EventBody::RunSpawnFailed { run, .. }
         | EventBody::RunInterrupted { run, .. }
-        | EventBody::RunContained { run, .. } => *run,
+        | EventBody::RunContained { run, .. }
+        | EventBody::RunRecovering { run, .. } => *run,
         _ => {
             return Err(Error::invalid(
                 "run step",
