@@ -9,7 +9,9 @@
 //! process of the group is left (a process still in the group after the leader exits is
 //! terminated the same way). `reconcile` runs at every writable open of a
 //! `SessionManager`: a run no supervisor finished is killed if its process is still the
-//! one recorded (same pid, start time and boot id) and recorded as interrupted.
+//! one recorded (same pid, start time and boot id) and recorded as interrupted, or as
+//! recovering when it is safe to repeat (`SessionManager::resume_runs` then supervises it
+//! from its next attempt).
 
 mod attempt;
 mod capture;

@@ -34,10 +34,10 @@ pub(crate) fn cancel_requested(root: &std::path::Path, id: RunId) -> bool {
 
 /// Finishes, at a writable open, every run no supervisor finished: a process still the
 /// one recorded (same pid, start time and boot id) is killed with its group (SIGTERM,
-/// the run's grace period, SIGKILL); then the run is recorded as cancelled when a
-/// cancel was asked for it, as recovering (`RunRecovering`: it waits for its next
-/// attempt, see `SessionManager::resume_runs`) when it may be repeated
-/// ([`not_repeatable`]), else as interrupted. Returns the runs left recovering, in id
+/// the run's grace period, SIGKILL); then the run is recorded as interrupted unless it
+/// may be repeated ([`not_repeatable`]): then as cancelled when a cancel was asked for
+/// it, else as recovering (`RunRecovering`: it waits for its next attempt, see
+/// `SessionManager::resume_runs`). Returns the runs left recovering, in id
 /// order.
 pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
     let state = engine.state();
@@ -91,17 +91,18 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
         } else {
             reason
         };
-        let body = if cancel_requested(&root, run.id) {
-            EventBody::RunInterrupted {
-                run: run.id,
-                reason: format!("{reason}; a cancel was asked for it: it is not repeated"),
-                cancelled: true,
-            }
-        } else if let Some(why) = not_repeatable(run) {
+        let body = if let Some(why) = not_repeatable(run) {
             EventBody::RunInterrupted {
                 run: run.id,
                 reason: format!("{reason}; it is not repeated: {why}"),
                 cancelled: false,
+            }
+        } else if cancel_requested(&root, run.id) {
+            // It could have been repeated: the cancel is what ends it.
+            EventBody::RunInterrupted {
+                run: run.id,
+                reason: format!("{reason}; a cancel was asked for it: it is not repeated"),
+                cancelled: true,
             }
         } else {
             recovering.push(run.id);
