@@ -764,7 +764,9 @@ fn schema6_workload(storage: Arc<dyn Storage>) -> State {
             run(Command::RecordActivity {
                 session: id("alpha"),
                 action: format!("step_{i}"),
-                details: Some(JsonText::parse(r#"{"padding":"0123456789abcdef0123456789abcdef"}"#).unwrap()),
+                details: Some(
+                    JsonText::parse(r#"{"padding":"0123456789abcdef0123456789abcdef"}"#).unwrap(),
+                ),
             });
         }
     };

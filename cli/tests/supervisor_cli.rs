@@ -603,8 +603,7 @@ fn safe_exec_killed(dir: &Path, script: &str) {
 }
 
 #[test]
-fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits_by_their_ends()
-{
+fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits_by_their_ends() {
     let (tmp, dir) = setup();
     let marker = |n: &str| tmp.path().join(n).display().to_string();
     // The first attempt leaves a marker and sleeps; the repeated one sees it and ends.
@@ -621,7 +620,16 @@ fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits
     // And an exec without the flag, killed too: never repeated.
     let mut plain = cmd(
         &dir,
-        &["exec", "s1", "--retries", "1", "--", "sh", "-c", "echo first; exec sleep 30"],
+        &[
+            "exec",
+            "s1",
+            "--retries",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo first; exec sleep 30",
+        ],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -641,14 +649,29 @@ fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits
         "{o:?}"
     );
     let r = run_json(&dir, "1");
-    assert_eq!((&r["status"], &r["attempts"]), (&"completed".into(), &2.into()), "{r}");
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"completed".into(), &2.into()),
+        "{r}"
+    );
     let r = run_json(&dir, "2");
-    assert_eq!((&r["status"], &r["exit_code"]), (&"failed".into(), &3.into()), "{r}");
+    assert_eq!(
+        (&r["status"], &r["exit_code"]),
+        (&"failed".into(), &3.into()),
+        "{r}"
+    );
     let r = run_json(&dir, "3");
-    assert_eq!((&r["status"], &r["attempts"]), (&"interrupted".into(), &1.into()), "{r}");
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"interrupted".into(), &1.into()),
+        "{r}"
+    );
     let o = run(&dir, &["logs", "1"]);
     let log = String::from_utf8_lossy(&o.stdout);
-    assert!(log.starts_with("first\n") && log.ends_with("second\n"), "{log:?}");
+    assert!(
+        log.starts_with("first\n") && log.ends_with("second\n"),
+        "{log:?}"
+    );
     // Nothing is resumed twice: exit 0, no line.
     let o = run(&dir, &["runs", "--resume"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
@@ -657,5 +680,9 @@ fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits
     safe_exec_killed(&dir, &script(&marker("m4"), 0));
     let o = run(&dir, &["runs", "--resume"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "4\tcompleted\n", "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "4\tcompleted\n",
+        "{o:?}"
+    );
 }

@@ -278,24 +278,14 @@ impl SessionManager {
         if self.engine().is_read_only() {
             return Err(Error::ReadOnly);
         }
-        let waiting = std::mem::take(
-            &mut *self
-                .inner
-                .waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let waiting =
+            std::mem::take(&mut *self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner()));
         let mut handles = Vec::new();
-        let mut left = waiting.into_iter();
-        while let Some(id) = left.next() {
-            if let Err(e) = self.resume_one(id, &mut handles) {
+        for (i, id) in waiting.iter().enumerate() {
+            if let Err(e) = self.resume_one(*id, &mut handles) {
                 // The runs not reached wait for the next call.
-                let mut w = self
-                    .inner
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                w.extend(left);
+                let mut w = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.extend(&waiting[i + 1..]);
                 w.sort();
                 return Err(e);
             }
@@ -403,11 +393,7 @@ impl SessionManager {
         // to act on a request: it ends cancelled here and now.
         let mut unsupervised = Vec::new();
         {
-            let mut waiting = self
-                .inner
-                .waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
             waiting.retain(|id| {
                 let ours = targets.iter().any(|r| r.id == *id);
                 if ours {
@@ -425,11 +411,7 @@ impl SessionManager {
                 },
             )));
             if let Err(e) = done {
-                let mut waiting = self
-                    .inner
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
                 waiting.extend(&unsupervised[i..]);
                 waiting.sort();
                 return Err(e);

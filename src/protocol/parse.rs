@@ -38,14 +38,7 @@ pub(super) const OPS: [&str; 23] = [
 ];
 
 /// The ops that are no engine command: the supervised runs' (see [`Request`]).
-pub(super) const RUN_OPS: [&str; 6] = [
-    "runs",
-    "cancel",
-    "health",
-    "exec",
-    "logs",
-    "resume_runs",
-];
+pub(super) const RUN_OPS: [&str; 6] = ["runs", "cancel", "health", "exec", "logs", "resume_runs"];
 
 pub(super) fn parse_config(v: Value) -> Result<SessionConfig> {
     let Value::Object(map) = v else {

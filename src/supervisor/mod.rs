@@ -249,7 +249,8 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
     if let Some(log) = log.as_mut() {
         let retry = &job.spec.retry;
         let mut attempt = first;
-        if job.resumed {
+        if job.resumed && log.metadata().is_ok_and(|m| m.len() > 0) {
+            // After what the earlier attempts wrote, as between retries.
             use std::io::Write;
             let _ = writeln!(
                 log,
