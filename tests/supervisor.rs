@@ -801,7 +801,11 @@ fn a_run_safe_to_repeat_left_unfinished_is_recovering_at_reopen_and_resumed_once
     let ids: Vec<RunId> = handles.iter().map(|h| h.id()).collect();
     assert_eq!(ids, vec![killed, pending]);
     // At once, while they are being started: nothing is started twice.
-    assert_eq!(m.resume_runs().unwrap(), Vec::<RunId>::new(), "resumed twice");
+    assert_eq!(
+        m.resume_runs().unwrap(),
+        Vec::<RunId>::new(),
+        "resumed twice"
+    );
     for h in handles {
         let r = h.wait().unwrap();
         assert_eq!(r.status, RunStatus::Completed, "{r:?}");

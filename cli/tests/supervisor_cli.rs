@@ -686,3 +686,41 @@ fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits
         "{o:?}"
     );
 }
+
+#[test]
+fn serve_resumes_the_runs_a_restart_left_recovering_when_it_starts() {
+    let (tmp, dir) = setup();
+    let m = tmp.path().join("m").display().to_string();
+    safe_exec_killed(
+        &dir,
+        &format!("if [ -e {m} ]; then echo second; exit 0; fi; : > {m}; echo first; exec sleep 30"),
+    );
+    let mut serve = cmd(&dir, &["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let t = Instant::now();
+    let r = loop {
+        let r = run_json(&dir, "1");
+        if r["status"] == "completed" || t.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(serve.id().to_string())
+        .status();
+    assert!(serve.wait().unwrap().success());
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"completed".into(), &2.into()),
+        "{r}"
+    );
+}
