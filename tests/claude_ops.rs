@@ -582,6 +582,100 @@ fn protocol_transcript_ops_import_show_and_search() {
     manager.close().unwrap();
 }
 
+/// `claude_validate`, `claude_info`, `claude_export` and `chain_summary` through the
+/// protocol: the answers are what the CLI's `--json` prints (one builder), the export is
+/// the file byte for byte and never replaces a file, bad lines are typed errors.
+#[test]
+fn protocol_transcript_ops_validate_info_export_and_chain_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = resumed_project(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bad = elsewhere.path().join("bad/eeee.jsonl");
+    write(
+        &bad,
+        &["{\"type\":\"user\"}", "not json", "{\"type\":\"user\"}"],
+    );
+    let manager = common::Backend::mem().open(&common::clock());
+    let answer = |line: &str| -> serde_json::Value {
+        match protocol::parse_request(line) {
+            Ok(req @ Request::Claude(_)) => protocol::answer_run_op(&manager, &req),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(e) => protocol::answer_err(&e),
+        }
+    };
+    let aaaa = root.join("-home-dev-proj/aaaa.jsonl");
+    let line = serde_json::json!({"op": "claude_validate", "paths": aaaa.to_string_lossy()});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["valid"], true, "{a}");
+    assert_eq!(a["files"][0]["session_id"], "aaaa");
+    assert_eq!(a["files"][0]["message_count"], 2);
+    assert_eq!(
+        a["files"][0]["size_bytes"],
+        std::fs::metadata(&aaaa).unwrap().len()
+    );
+    // A transcript with a bad line: the op worked, the file is not valid, by line.
+    let line = serde_json::json!({"op": "claude_validate", "paths": [bad.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    assert_eq!(
+        (a["ok"].clone(), a["valid"].clone()),
+        (true.into(), false.into()),
+        "{a}"
+    );
+    assert_eq!(a["files"][0]["bad_lines"], 1, "{a}");
+    assert_eq!(a["files"][0]["problems"][0]["line"], 2, "{a}");
+    let line = serde_json::json!({"op": "claude_info", "paths": [root.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    assert_eq!(a["totals"]["files"], 5, "{a}");
+    assert_eq!(a["files"][1]["session_id"], "aaaa", "{a}");
+    assert_eq!(a["files"][1]["first_timestamp"], "2026-01-01T10:00:00Z");
+    assert!(a["files"][0]["records_by_type"].is_object(), "{a}");
+    // Nothing was imported by those.
+    assert!(manager.state().sessions.is_empty());
+
+    let line = serde_json::json!({"op": "claude_import", "paths": [root.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    let agent = a["chained"][0]["agent"].as_str().unwrap().to_owned();
+    let out = dir.path().join("out.jsonl");
+    let line =
+        serde_json::json!({"op": "claude_export", "id": "aaaa", "path": out.to_string_lossy()});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&aaaa).unwrap());
+    assert_eq!(a["bytes"], std::fs::read(&aaaa).unwrap().len());
+    // A second export to the same path is refused and the file is left as it is.
+    std::fs::write(&out, b"mine").unwrap();
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], false, "{a}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"mine");
+    let line = serde_json::json!({"op": "chain_summary", "agent": agent});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["summary"]["total_sessions"], 3, "{a}");
+    assert_eq!(a["summary"]["first_session"], "aaaa", "{a}");
+    assert_eq!(a["summary"]["current_session"], "cccc", "{a}");
+
+    let lsn = manager.last_lsn();
+    for bad in [
+        r#"{"op":"claude_validate"}"#,
+        r#"{"op":"claude_info","paths":[]}"#,
+        r#"{"op":"claude_export","id":"aaaa"}"#,
+        r#"{"op":"claude_export","path":"/tmp/x"}"#,
+        r#"{"op":"claude_export","id":"aaaa","path":""}"#,
+        r#"{"op":"chain_summary"}"#,
+        r#"{"op":"chain_summary","agent":""}"#,
+        r#"{"op":"claude_validate","paths":["a"],"typo":1}"#,
+    ] {
+        let a = answer(bad);
+        assert_eq!(a["kind"], "invalid_input", "{bad}: {a}");
+    }
+    let line = serde_json::json!({"op": "claude_export", "id": "nope", "path": dir.path().join("n").to_string_lossy()});
+    assert_eq!(answer(&line.to_string())["kind"], "not_found");
+    assert!(!dir.path().join("n").exists());
+    assert_eq!(manager.last_lsn(), lsn);
+    manager.close().unwrap();
+}
+
 /// A folder whose name is not UTF-8 (a file system allows any bytes) among the projects:
 /// reported as skipped, by its path written lossily, never passed over in silence; the
 /// rest is imported. The op and the CLI's `--json` report are the same JSON

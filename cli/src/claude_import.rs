@@ -245,18 +245,7 @@ pub fn export(manager: &SessionManager, session: &str, file: Option<&Path>) -> R
             w.flush()?;
         }
         Some(path) => {
-            let mut bytes = Vec::new();
-            import::export(manager.engine(), &id, |b| {
-                bytes.extend_from_slice(b);
-                Ok(())
-            })?;
-            session_engine::storage::write_new_atomic(&FileStorage::new(), path, &bytes).map_err(
-                |e| Error::Io {
-                    op: "write transcript",
-                    path: path.to_path_buf(),
-                    source: std::sync::Arc::new(e),
-                },
-            )?;
+            import::export_new_file(manager.engine(), &id, &FileStorage::new(), path)?;
         }
     }
     Ok(0)
