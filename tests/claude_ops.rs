@@ -573,6 +573,7 @@ fn protocol_transcript_ops_import_show_and_search() {
     assert_eq!(a["total"], 1, "{a}");
     assert_eq!(a["hits"][0]["uuid"], "a2");
     assert_eq!(a["hits"][0]["type"], "assistant");
+    assert!(a["hits"][0]["score"].as_f64().unwrap() > 0.0, "{a}");
     assert_eq!(a["hits"][0]["line"], 2);
     assert_eq!(a["hits"][0]["timestamp"], "2026-01-01T10:00:05.000000Z");
     // Bad lines: typed errors, nothing done.

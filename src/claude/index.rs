@@ -429,8 +429,11 @@ fn catch_up(
                     return Ok(());
                 }
                 if fail_after.is_some_and(|f| done.records >= f) {
-                    sql_error = Some(rusqlite::Error::ExecuteReturnedResults);
-                    return Ok(());
+                    return Err(Error::io(
+                        "catch up the search index",
+                        INDEX_FILE,
+                        io::Error::other("the test hook stopped it before its commit"),
+                    ));
                 }
                 let r = put_record
                     .execute(params![

@@ -201,13 +201,15 @@ fn strings(v: &Value, depth: usize, f: &mut dyn FnMut(&str)) {
     }
 }
 
-/// The user's words as an FTS5 query: each whitespace-separated word one quoted FTS5
+/// The user's words as an FTS5 query: each word (separated by whitespace or control
+/// characters) one quoted FTS5
 /// string (a `"` doubled), all required. FTS5's syntax (`*`, `NEAR(`, `-`, `:`, `^`,
 /// `AND`, parentheses) is only ever inside a string, so it is text; a word is tokenized
 /// as the index is (`a-b` is the phrase `a b`). `None` when no word has a letter or digit.
 pub fn fts_query(text: &str) -> Option<String> {
     let words: Vec<String> = text
-        .split_whitespace()
+        // A control character (NUL ends SQLite's reading of a string) separates words.
+        .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| w.chars().any(char::is_alphanumeric))
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
         .collect();
