@@ -44,7 +44,11 @@ fn assistant(sid: &str, uuid: &str, ts: &str, text: &str) -> String {
 
 fn long_text(word: &str) -> String {
     let filler: Vec<String> = (0..120).map(|i| format!("filler{i}")).collect();
-    format!("{} {word} {}", filler[..60].join(" "), filler[60..].join(" "))
+    format!(
+        "{} {word} {}",
+        filler[..60].join(" "),
+        filler[60..].join(" ")
+    )
 }
 
 /// Two transcripts of project `-home-dev-proj`: `aaaa` and `bbbb`.
@@ -53,7 +57,12 @@ fn project(root: &Path) -> PathBuf {
     write(
         &p.join("aaaa.jsonl"),
         &[
-            user("aaaa", "a1", "2026-01-01T10:00:00Z", "deploy deploy deploy now"),
+            user(
+                "aaaa",
+                "a1",
+                "2026-01-01T10:00:00Z",
+                "deploy deploy deploy now",
+            ),
             assistant("aaaa", "a2", "2026-01-01T10:00:05Z", "Über alles: the café"),
         ],
     );
@@ -87,7 +96,14 @@ fn find(engine: &Engine, text: &str) -> SearchResult {
 fn keys(r: &SearchResult) -> Vec<String> {
     r.hits
         .iter()
-        .map(|h| format!("{}:{} {}", h.session, h.line, h.uuid.as_deref().unwrap_or("-")))
+        .map(|h| {
+            format!(
+                "{}:{} {}",
+                h.session,
+                h.line,
+                h.uuid.as_deref().unwrap_or("-")
+            )
+        })
         .collect()
 }
 
@@ -106,7 +122,11 @@ fn the_word_often_in_a_short_text_ranks_above_it_once_in_a_long_one() {
     assert_eq!(keys(&r), ["aaaa:1 a1", "bbbb:1 b1"], "{:#?}", r.hits);
     assert!(r.hits[0].score > r.hits[1].score, "{:#?}", r.hits);
     assert_eq!(r.hits[0].snippet, "deploy deploy deploy now");
-    assert!(r.hits[1].snippet.contains("deploy"), "{}", r.hits[1].snippet);
+    assert!(
+        r.hits[1].snippet.contains("deploy"),
+        "{}",
+        r.hits[1].snippet
+    );
     assert!(r.hits[1].snippet.chars().count() <= search::SNIPPET_CHARS);
     assert!(index_file(data.path()).exists(), "the index is a file");
     // Every word is required.
@@ -153,7 +173,12 @@ fn filters_match_exactly_and_an_earlier_version_only_when_named() {
     // Rewrite aaaa: a new version, aaaa.v2; the first is searched only when named.
     write(
         &root.join("-home-dev-proj/aaaa.jsonl"),
-        &[user("aaaa", "x1", "2026-01-05T10:00:00Z", "deploy rewritten")],
+        &[user(
+            "aaaa",
+            "x1",
+            "2026-01-05T10:00:00Z",
+            "deploy rewritten",
+        )],
     );
     import::import_paths(&engine, &FileStorage::new(), std::slice::from_ref(&root));
     assert_eq!(
@@ -200,7 +225,11 @@ fn the_index_is_caught_up_from_the_new_events_only() {
     let new_events = engine.last_lsn().0 - lsn.0;
     let r = find(&engine, "deploy");
     assert_eq!(r.rebuilt, None);
-    assert_eq!((r.indexed, r.events), (3, new_events), "only the new events");
+    assert_eq!(
+        (r.indexed, r.events),
+        (3, new_events),
+        "only the new events"
+    );
     assert!(new_events < engine.last_lsn().0);
     assert_eq!(r.total, 4);
     let mut got = keys(&r);
@@ -244,7 +273,10 @@ fn a_deleted_damaged_old_or_foreign_log_index_is_rebuilt_with_the_same_results()
         c.execute("UPDATE meta SET version = 99", []).unwrap();
     }
     let r = find(&engine, "deploy");
-    assert!(r.rebuilt.as_deref().unwrap().contains("version 99"), "{r:?}");
+    assert!(
+        r.rebuilt.as_deref().unwrap().contains("version 99"),
+        "{r:?}"
+    );
     assert_eq!(r.hits, before.hits);
     // Ahead of the log: an index of another, longer log copied here.
     {
@@ -262,7 +294,10 @@ fn a_deleted_damaged_old_or_foreign_log_index_is_rebuilt_with_the_same_results()
             .unwrap();
     }
     let r = find(&engine, "deploy");
-    assert!(r.rebuilt.as_deref().unwrap().contains("not of this log"), "{r:?}");
+    assert!(
+        r.rebuilt.as_deref().unwrap().contains("not of this log"),
+        "{r:?}"
+    );
     assert_eq!(r.hits, before.hits);
     assert_eq!(find(&engine, "deploy").rebuilt, None, "then kept");
 }
@@ -297,9 +332,31 @@ fn fts_syntax_in_a_query_is_text_and_words_fold_case_and_accents() {
     let engine = open(data.path());
     import::import_paths(&engine, &FileStorage::new(), &[project(src.path())]);
     for text in [
-        "\"", "\"deploy", "deploy\"", "*", "deploy*", "NEAR(", "NEAR(deploy", "-", "-deploy",
-        ":", "text:deploy", "^deploy", "deploy AND", "OR", "NOT deploy", "(", ")", "{text}",
-        "deploy + now", "'", ";", "\\", "\u{93e}", "a\u{0}b", "deploy\"); DROP TABLE records;--",
+        "\"",
+        "\"deploy",
+        "deploy\"",
+        "*",
+        "deploy*",
+        "NEAR(",
+        "NEAR(deploy",
+        "-",
+        "-deploy",
+        ":",
+        "text:deploy",
+        "^deploy",
+        "deploy AND",
+        "OR",
+        "NOT deploy",
+        "(",
+        ")",
+        "{text}",
+        "deploy + now",
+        "'",
+        ";",
+        "\\",
+        "\u{93e}",
+        "a\u{0}b",
+        "deploy\"); DROP TABLE records;--",
     ] {
         let r = search::search(&engine, &q(text));
         assert!(r.is_ok(), "{text:?}: {r:?}");
@@ -356,7 +413,13 @@ fn a_catch_up_stopped_before_its_commit_loses_and_doubles_nothing() {
     got.sort();
     assert_eq!(
         got,
-        ["aaaa:1 a1", "bbbb:1 b1", "bbbb:3 b3", "bbbb:4 b4", "bbbb:5 b5"]
+        [
+            "aaaa:1 a1",
+            "bbbb:1 b1",
+            "bbbb:3 b3",
+            "bbbb:4 b4",
+            "bbbb:5 b5"
+        ]
     );
     std::fs::remove_file(index_file(data.path())).unwrap();
     assert_eq!(find(&engine, "deploy").hits, r.hits, "as a fresh index");

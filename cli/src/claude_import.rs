@@ -65,7 +65,9 @@ pub(crate) fn run(cli: &Cli, out: &mut Out, c: &ClaudeCmd) -> Result<u8> {
 /// writes only its index).
 pub(crate) fn run_search(cli: &Cli, out: &mut Out, a: &SearchArgs) -> Result<u8> {
     let manager = cli.open_read()?;
-    let q = search_query(&a.query, &a.project, &a.session, &a.kinds, &a.since, a.limit)?;
+    let q = search_query(
+        &a.query, &a.project, &a.session, &a.kinds, &a.since, a.limit,
+    )?;
     search(cli.json, out, &manager, &q)
 }
 

@@ -109,7 +109,11 @@ fn lsn_i64(l: Lsn) -> i64 {
 pub(crate) fn open_current(engine: &Engine, to: Lsn) -> Result<(Index, CatchUp)> {
     let storage = &*engine.options().storage;
     if !storage.is_local_files() {
-        return in_memory(engine, to, "the storage is not the file system: built in memory");
+        return in_memory(
+            engine,
+            to,
+            "the storage is not the file system: built in memory",
+        );
     }
     let dir = engine.paths().root.join(INDEX_DIR);
     let mut index = match open_file(storage, &dir) {
@@ -395,66 +399,63 @@ fn catch_up(
         let read = engine.read_log(last.next(), to, |lsn, event| {
             done.events += 1;
             last_at = event.at.0;
-            let mut each = |p: &super::events::ClaudePiece,
-                            session: &crate::types::SessionId|
-             -> Result<()> {
-                if sql_error.is_some() || !p.ends_line() {
-                    return Ok(());
-                }
-                let n = match lines.get_mut(session.as_str()) {
-                    Some(n) => n,
-                    None => {
-                        let n: Option<i64> = match get_line
-                            .query_row([session.as_str()], |r| r.get(0))
-                            .optional()
-                        {
-                            Ok(n) => n,
-                            Err(e) => {
-                                sql_error = Some(e);
-                                return Ok(());
-                            }
-                        };
-                        let n = n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                        lines.entry(session.as_str().to_string()).or_insert(n)
+            let mut each =
+                |p: &super::events::ClaudePiece, session: &crate::types::SessionId| -> Result<()> {
+                    if sql_error.is_some() || !p.ends_line() {
+                        return Ok(());
                     }
+                    let n = match lines.get_mut(session.as_str()) {
+                        Some(n) => n,
+                        None => {
+                            let n: Option<i64> = match get_line
+                                .query_row([session.as_str()], |r| r.get(0))
+                                .optional()
+                            {
+                                Ok(n) => n,
+                                Err(e) => {
+                                    sql_error = Some(e);
+                                    return Ok(());
+                                }
+                            };
+                            let n = n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                            lines.entry(session.as_str().to_string()).or_insert(n)
+                        }
+                    };
+                    *n += 1;
+                    let line = *n;
+                    let Some(refs) = &p.refs else { return Ok(()) };
+                    let Ok(record) = serde_json::from_slice::<Value>(&p.bytes) else {
+                        return Ok(());
+                    };
+                    let text = super::search::record_text(&record);
+                    if text.is_empty() {
+                        return Ok(());
+                    }
+                    if fail_after.is_some_and(|f| done.records >= f) {
+                        return Err(Error::io(
+                            "catch up the search index",
+                            INDEX_FILE,
+                            io::Error::other("the test hook stopped it before its commit"),
+                        ));
+                    }
+                    let r = put_record
+                        .execute(params![
+                            session.as_str(),
+                            refs.session_id,
+                            i64::try_from(line).unwrap_or(i64::MAX),
+                            i64::try_from(p.offset).unwrap_or(i64::MAX),
+                            refs.uuid,
+                            refs.timestamp.map(|t| t.0),
+                            refs.kind,
+                            lsn_i64(lsn),
+                        ])
+                        .and_then(|_| put_text.execute(params![tx.last_insert_rowid(), text]));
+                    match r {
+                        Ok(_) => done.records += 1,
+                        Err(e) => sql_error = Some(e),
+                    }
+                    Ok(())
                 };
-                *n += 1;
-                let line = *n;
-                let Some(refs) = &p.refs else { return Ok(()) };
-                let Ok(record) = serde_json::from_slice::<Value>(&p.bytes) else {
-                    return Ok(());
-                };
-                let text = super::search::record_text(&record);
-                if text.is_empty() {
-                    return Ok(());
-                }
-                if fail_after.is_some_and(|f| done.records >= f) {
-                    return Err(Error::io(
-                        "catch up the search index",
-                        INDEX_FILE,
-                        io::Error::other("the test hook stopped it before its commit"),
-                    ));
-                }
-                let r = put_record
-                    .execute(params![
-                        session.as_str(),
-                        refs.session_id,
-                        i64::try_from(line).unwrap_or(i64::MAX),
-                        i64::try_from(p.offset).unwrap_or(i64::MAX),
-                        refs.uuid,
-                        refs.timestamp.map(|t| t.0),
-                        refs.kind,
-                        lsn_i64(lsn),
-                    ])
-                    .and_then(|_| {
-                        put_text.execute(params![tx.last_insert_rowid(), text])
-                    });
-                match r {
-                    Ok(_) => done.records += 1,
-                    Err(e) => sql_error = Some(e),
-                }
-                Ok(())
-            };
             super::import::each_piece_addressed(&event.body, &mut each)?;
             Ok(sql_error.is_none())
         });
