@@ -313,7 +313,7 @@ fn a_file_the_engine_did_not_create_at_the_index_path_is_refused_and_untouched()
     std::fs::write(&file, b"another tool's database").unwrap();
     let e = search::search(&engine, &q("deploy")).unwrap_err();
     match &e {
-        Error::ForeignFiles { files } => assert_eq!(files, &[file.clone()]),
+        Error::ForeignFiles { files } => assert_eq!(files, std::slice::from_ref(&file)),
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"another tool's database");

@@ -94,10 +94,16 @@ pub(crate) struct CatchUp {
 }
 
 fn sql_err(path: &Option<PathBuf>, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let kind = match e.sqlite_error_code() {
+        Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => io::ErrorKind::PermissionDenied,
+        Some(C::DatabaseBusy | C::DatabaseLocked) => io::ErrorKind::WouldBlock,
+        _ => io::ErrorKind::Other,
+    };
     Error::io(
         "use the search index",
         path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
-        io::Error::other(e.to_string()),
+        io::Error::new(kind, e.to_string()),
     )
 }
 
@@ -115,30 +121,52 @@ pub(crate) fn open_current(engine: &Engine, to: Lsn) -> Result<(Index, CatchUp)>
             "the storage is not the file system: built in memory",
         );
     }
-    let dir = engine.paths().root.join(INDEX_DIR);
-    let mut index = match open_file(storage, &dir) {
-        Ok(i) => i,
+    match on_file(engine, storage, to) {
         Err(Error::Io { source, .. })
             if matches!(
                 source.kind(),
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
             ) =>
         {
-            return in_memory(
+            in_memory(
                 engine,
                 to,
                 "the data directory cannot be written: built in memory",
-            );
+            )
         }
-        Err(e) => return Err(e),
-    };
+        r => r,
+    }
+}
+
+/// What an SQLite error says of the file.
+fn damaged(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        // Another connection holds it, or it cannot be written: not damage.
+        Some(
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::ReadOnly
+            | C::CannotOpen
+            | C::PermissionDenied
+            | C::OutOfMemory
+            | C::DiskFull
+            | C::SystemIoFailure,
+        ) => false,
+        _ => true,
+    }
+}
+
+fn on_file(engine: &Engine, storage: &dyn Storage, to: Lsn) -> Result<(Index, CatchUp)> {
+    let dir = engine.paths().root.join(INDEX_DIR);
+    let mut index = open_file(storage, &dir)?;
     let path = index.path.clone();
     // A current index of this format, not ahead of the log, ending on the log's event
     // (a new, empty file gets its tables first).
     let why = match create_schema(&mut index.conn).and_then(|()| check(&index.conn, engine, to)) {
-        Ok(None) => None,
-        Ok(Some(why)) => Some(why),
-        Err(e) => Some(format!("damaged ({e})")),
+        Ok(why) => why,
+        Err(e) if damaged(&e) => Some(format!("damaged ({e})")),
+        Err(e) => return Err(sql_err(&path, e)),
     };
     if let Some(why) = why {
         drop(index);
@@ -147,7 +175,7 @@ pub(crate) fn open_current(engine: &Engine, to: Lsn) -> Result<(Index, CatchUp)>
     match catch_up(&mut index.conn, engine, to) {
         Ok(c) => Ok((index, c)),
         Err(CatchUpError::Engine(e)) => Err(e),
-        Err(CatchUpError::Sql(e)) => {
+        Err(CatchUpError::Sql(e)) if damaged(&e) => {
             // The file failed while being read or written: it is a projection, so it is
             // rebuilt (once; a second failure is the answer).
             let why = format!("damaged ({e})");
@@ -159,6 +187,7 @@ pub(crate) fn open_current(engine: &Engine, to: Lsn) -> Result<(Index, CatchUp)>
             })?;
             Ok((index, c))
         }
+        Err(CatchUpError::Sql(e)) => Err(sql_err(&path, e)),
     }
 }
 
