@@ -561,3 +561,91 @@ fn top_level_search_ranks_with_scores_and_keeps_its_index_in_the_data_directory(
     assert_eq!(code(&o), 9, "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&file).unwrap(), b"not ours");
 }
+
+#[test]
+fn search_killed_with_sigkill_mid_catch_up_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("projects/-home-dev-proj/kkkk.jsonl");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut records = 0u64;
+    let mut add = |n: u64| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
+        for _ in 0..n {
+            records += 1;
+            let line = serde_json::json!({
+                "type": "user", "uuid": format!("u{records}"), "sessionId": "kkkk",
+                "timestamp": "2026-01-01T10:00:00Z",
+                "message": {"role": "user", "content": format!("alpha beta {records} gamma")},
+            });
+            writeln!(f, "{line}").unwrap();
+        }
+        records
+    };
+    let import = |data: &Path| {
+        let o = run(
+            data,
+            &[
+                "--durability",
+                "none",
+                "claude",
+                "import",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let search = |data: &Path| -> Value {
+        let o = run(data, &["--json", "search", "alpha", "--limit", "5"]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    add(500);
+    import(&data);
+    assert_eq!(search(&data)["indexed"], 500);
+    // Each round: more records in the log than in the index, a search killed after a
+    // growing delay (before, during or after its catch-up), then a search that must find
+    // every record once.
+    let mut before = 500;
+    // (A debug build opens the engine in about half a second, then indexes.)
+    for (round, delay_ms) in [0u64, 350, 500, 650, 800, 1000, 1300]
+        .into_iter()
+        .enumerate()
+    {
+        let total = add(3000);
+        import(&data);
+        let mut child = cmd(&data)
+            .args(["--json", "search", "alpha"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let journal = data.join("index/claude-search.sqlite-journal").exists();
+        let v = search(&data);
+        eprintln!(
+            "round {round}: journal left {journal}, then indexed {}",
+            v["indexed"]
+        );
+        assert_eq!(v["total"], total, "round {round}: {v}");
+        let indexed = v["indexed"].as_u64().unwrap();
+        assert!(
+            indexed == 0 || indexed == total - before || v["rebuilt"].is_string(),
+            "round {round}: all of the new records or none: {v}"
+        );
+        before = total;
+    }
+    // The same hits as an index built from nothing.
+    let kept = search(&data);
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+    let fresh = search(&data);
+    assert!(fresh["rebuilt"].is_string());
+    assert_eq!(fresh["hits"], kept["hits"]);
+    assert_eq!(fresh["total"], kept["total"]);
+}
