@@ -43,7 +43,8 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 /// What to search for.
 #[derive(Clone, Debug, Default)]
 pub struct SearchQuery {
-    /// The text (matched case-insensitively as a substring; not empty).
+    /// The words (each required, case and accents folded; see the module documentation;
+    /// not empty).
     pub text: String,
     /// Only transcripts of this project: a `cwd` (`/home/a/proj`) or its folder under
     /// `~/.claude/projects` (`-home-a-proj`); compared as Claude Code names folders.
@@ -76,8 +77,9 @@ pub struct Hit {
     pub timestamp: Option<Timestamp>,
     /// Its `type`.
     pub kind: Option<String>,
-    /// Up to [`SNIPPET_CHARS`] characters of the matching text around the match,
-    /// whitespace runs as one space, `…` where it is cut.
+    /// Up to [`SNIPPET_CHARS`] characters of the record's text around the match
+    /// (FTS5's `snippet()`, about 24 words), whitespace runs as one space, `…` where it
+    /// is cut.
     pub snippet: String,
     /// The LSN of the event holding the line.
     pub lsn: Lsn,
