@@ -19,6 +19,7 @@
 pub mod answer;
 pub mod events;
 pub mod import;
+pub mod index;
 pub mod pieces;
 pub mod reader;
 pub mod report;

@@ -13,8 +13,8 @@
 //! {"ok":true,"files":[{"path":..,"session":..,"lines":3,...}],"failed":[],"skipped":[],
 //!  "unreadable":[],"chained":[{"agent":"claude-aaaa","session_id":"bbbb",...}]}
 //! {"ok":true,"transcript":{"session":..,"imported_bytes":..,"links":[...],...}}
-//! {"ok":true,"total":2,"hits":[{"session":..,"line":4,"uuid":..,"timestamp":..,
-//!  "type":"user","snippet":"..."}]}
+//! {"ok":true,"total":2,"indexed":0,"hits":[{"session":..,"line":4,"uuid":..,
+//!  "timestamp":..,"type":"user","snippet":"...","score":1.25}]}
 //! {"ok":true,"valid":true,"files":[{"file_path":..,"session_id":..,...}],"totals":{..},
 //!  "skipped":[],"unreadable":[]}                                  claude_validate, claude_info
 //! {"ok":true,"path":"/tmp/a.jsonl","bytes":5120}                 claude_export
@@ -28,7 +28,8 @@
 //! `claude_import` is `claude::import::import_paths` (the files that could not be read
 //! are listed in `failed` and `unreadable`, the others imported; the answer is an error
 //! only when the engine itself failed), `claude_show` is `claude::import::describe`,
-//! `claude_search` is `claude::search::search`. They are answered as the run ops are,
+//! `claude_search` is `claude::search::search` (hits best first; `indexed` the records
+//! it added to the full-text index, `rebuilt` why it built the index again, if it did). They are answered as the run ops are,
 //! once every line before them is.
 
 use serde_json::{Value, json};
@@ -201,6 +202,7 @@ pub fn hits_json(r: &search::SearchResult) -> Vec<Value> {
                 "timestamp": h.timestamp.map(|t| t.to_iso8601_micros()),
                 "type": h.kind,
                 "snippet": h.snippet,
+                "score": h.score,
             })
         })
         .collect()
@@ -221,7 +223,8 @@ pub(super) fn answer(manager: &crate::SessionManager, op: &ClaudeOp) -> Result<V
         }
         ClaudeOp::Search(q) => {
             let r = search::search(manager.engine(), q)?;
-            json!({"ok": true, "total": r.total, "hits": hits_json(&r)})
+            json!({"ok": true, "total": r.total, "indexed": r.indexed, "rebuilt": r.rebuilt,
+                   "hits": hits_json(&r)})
         }
         ClaudeOp::Read { paths, detail } => {
             let mut m = serde_json::Map::new();
