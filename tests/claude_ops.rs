@@ -92,7 +92,7 @@ fn hits(engine: &Engine, query: &SearchQuery) -> Vec<(String, u64, Option<String
 }
 
 #[test]
-fn search_finds_text_in_every_session_case_insensitively_newest_first() {
+fn search_finds_words_in_every_session_case_insensitively_ranked() {
     let dir = tempfile::tempdir().unwrap();
     let root = resumed_project(dir.path());
     let (_m, engine) = engine();
@@ -111,26 +111,33 @@ fn search_finds_text_in_every_session_case_insensitively_newest_first() {
         vec![
             ("dddd", 1, Some("user")),
             ("aaaa.agent-s1", 1, Some("user")),
-            ("aaaa", 2, Some("assistant")),
-            ("aaaa", 1, Some("user")),
             ("bbbb", 1, Some("summary")),
+            ("aaaa", 1, Some("user")),
+            ("aaaa", 2, Some("assistant")),
         ],
-        "newest first, a record without timestamp last"
+        "best first (bm25: the shorter text ranks higher), ties newest first"
     );
-    let a2 = &r.hits[2];
+    assert!(r.hits.windows(2).all(|p| p[0].score >= p[1].score));
+    assert!(r.hits[0].score > r.hits[4].score);
+    let a2 = &r.hits[4];
     assert_eq!(a2.uuid.as_deref(), Some("a2"));
     assert_eq!(a2.claude_session.as_deref(), Some("aaaa"));
     assert_eq!(
         a2.timestamp.unwrap().to_iso8601_micros(),
         "2026-01-01T10:00:05.000000Z"
     );
-    assert_eq!(a2.snippet, "The flaky test is test_login.");
+    // FTS5's snippet of the record's text (its strings, whitespace runs one space).
+    assert_eq!(
+        a2.snippet,
+        "The flaky test is test_login. Read /home/dev/proj/ci.yml"
+    );
     // Non-ASCII, folded: "über" finds "Über"; a tool result is text.
     assert_eq!(
         hits(&engine, &q("über 3")),
         vec![("bbbb".into(), 2, Some("b1".into()))]
     );
-    assert_eq!(hits(&engine, &q("TËST_LOGIN")).len(), 1);
+    // Diacritics are folded too: "tëst_login" and "test_login".
+    assert_eq!(hits(&engine, &q("TËST_LOGIN")).len(), 2);
     // Keys, ids and paths inside non-text fields are not text.
     assert!(hits(&engine, &q("parentUuid")).is_empty());
     assert!(hits(&engine, &q("flaky-id")).is_empty());
@@ -163,7 +170,7 @@ fn search_filters_by_project_session_type_since_and_limit() {
     );
     assert_eq!(
         with(&|x| x.session = Some("aaaa".into())),
-        ["aaaa.agent-s1:1", "aaaa:2", "aaaa:1"],
+        ["aaaa.agent-s1:1", "aaaa:1", "aaaa:2"],
         "a Claude Code session id takes its subagents"
     );
     assert_eq!(
@@ -172,7 +179,7 @@ fn search_filters_by_project_session_type_since_and_limit() {
     );
     assert_eq!(
         with(&|x| x.kinds = vec!["assistant".into(), "summary".into()]),
-        ["aaaa:2", "bbbb:1"]
+        ["bbbb:1", "aaaa:2"]
     );
     assert_eq!(
         with(&|x| x.since = Some(search::parse_since("2026-01-01T10:00:30Z").unwrap())),
@@ -182,7 +189,7 @@ fn search_filters_by_project_session_type_since_and_limit() {
     assert_eq!(
         with(&|x| x.limit = 2),
         ["dddd:1", "aaaa.agent-s1:1"],
-        "the newest two"
+        "the best two"
     );
     let r = search::search(
         &engine,
@@ -203,8 +210,8 @@ fn search_filters_by_project_session_type_since_and_limit() {
 
 #[test]
 fn search_reads_the_real_fixtures_and_agrees_with_a_plain_scan() {
-    // Every line of the real transcripts, searched with the raw-byte shortcut, agrees with
-    // parsing every line (the query is ASCII, so the shortcut applies).
+    // Every line of the real transcripts, searched through the index, agrees with parsing
+    // every line and looking for the word.
     let (_m, engine) = engine();
     import::import_paths(&engine, &FileStorage::new(), &[fixture("real")]);
     let mut matched = 0;
@@ -230,14 +237,21 @@ fn search_reads_the_real_fixtures_and_agrees_with_a_plain_scan() {
                 collect(v.pointer("/message/content"), &mut texts);
                 collect(v.get("summary"), &mut texts);
                 collect(v.get("content"), &mut texts);
-                let w = word.to_lowercase();
-                if texts.iter().any(|t| t.to_lowercase().contains(&w)) {
+                // A word of the text: a run of letters and digits, case folded.
+                let w = word.trim().to_lowercase();
+                if texts.iter().any(|t| {
+                    t.split(|c: char| !c.is_alphanumeric())
+                        .any(|x| x.to_lowercase() == w)
+                }) {
                     expected += 1;
                 }
             }
         }
         assert_eq!(r.total, expected, "{word:?}");
-        assert!(r.parsed <= r.records);
+        assert!(
+            r.hits.windows(2).all(|p| p[0].score >= p[1].score),
+            "best first"
+        );
         matched += expected;
     }
     assert!(matched > 100, "the words are in the fixtures: {matched}");
@@ -559,6 +573,7 @@ fn protocol_transcript_ops_import_show_and_search() {
     assert_eq!(a["total"], 1, "{a}");
     assert_eq!(a["hits"][0]["uuid"], "a2");
     assert_eq!(a["hits"][0]["type"], "assistant");
+    assert!(a["hits"][0]["score"].as_f64().unwrap() > 0.0, "{a}");
     assert_eq!(a["hits"][0]["line"], 2);
     assert_eq!(a["hits"][0]["timestamp"], "2026-01-01T10:00:05.000000Z");
     // Bad lines: typed errors, nothing done.
@@ -579,6 +594,100 @@ fn protocol_transcript_ops_import_show_and_search() {
         "not_found"
     );
     assert!(protocol::parse_line(r#"{"op":"claude_show","id":"bbbb"}"#).is_err());
+    manager.close().unwrap();
+}
+
+/// `claude_validate`, `claude_info`, `claude_export` and `chain_summary` through the
+/// protocol: the answers are what the CLI's `--json` prints (one builder), the export is
+/// the file byte for byte and never replaces a file, bad lines are typed errors.
+#[test]
+fn protocol_transcript_ops_validate_info_export_and_chain_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = resumed_project(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bad = elsewhere.path().join("bad/eeee.jsonl");
+    write(
+        &bad,
+        &["{\"type\":\"user\"}", "not json", "{\"type\":\"user\"}"],
+    );
+    let manager = common::Backend::mem().open(&common::clock());
+    let answer = |line: &str| -> serde_json::Value {
+        match protocol::parse_request(line) {
+            Ok(req @ Request::Claude(_)) => protocol::answer_run_op(&manager, &req),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(e) => protocol::answer_err(&e),
+        }
+    };
+    let aaaa = root.join("-home-dev-proj/aaaa.jsonl");
+    let line = serde_json::json!({"op": "claude_validate", "paths": aaaa.to_string_lossy()});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["valid"], true, "{a}");
+    assert_eq!(a["files"][0]["session_id"], "aaaa");
+    assert_eq!(a["files"][0]["message_count"], 2);
+    assert_eq!(
+        a["files"][0]["size_bytes"],
+        std::fs::metadata(&aaaa).unwrap().len()
+    );
+    // A transcript with a bad line: the op worked, the file is not valid, by line.
+    let line = serde_json::json!({"op": "claude_validate", "paths": [bad.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    assert_eq!(
+        (a["ok"].clone(), a["valid"].clone()),
+        (true.into(), false.into()),
+        "{a}"
+    );
+    assert_eq!(a["files"][0]["bad_lines"], 1, "{a}");
+    assert_eq!(a["files"][0]["problems"][0]["line"], 2, "{a}");
+    let line = serde_json::json!({"op": "claude_info", "paths": [root.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    assert_eq!(a["totals"]["files"], 5, "{a}");
+    assert_eq!(a["files"][1]["session_id"], "aaaa", "{a}");
+    assert_eq!(a["files"][1]["first_timestamp"], "2026-01-01T10:00:00Z");
+    assert!(a["files"][0]["records_by_type"].is_object(), "{a}");
+    // Nothing was imported by those.
+    assert!(manager.state().sessions.is_empty());
+
+    let line = serde_json::json!({"op": "claude_import", "paths": [root.to_string_lossy()]});
+    let a = answer(&line.to_string());
+    let agent = a["chained"][0]["agent"].as_str().unwrap().to_owned();
+    let out = dir.path().join("out.jsonl");
+    let line =
+        serde_json::json!({"op": "claude_export", "id": "aaaa", "path": out.to_string_lossy()});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&aaaa).unwrap());
+    assert_eq!(a["bytes"], std::fs::read(&aaaa).unwrap().len());
+    // A second export to the same path is refused and the file is left as it is.
+    std::fs::write(&out, b"mine").unwrap();
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], false, "{a}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"mine");
+    let line = serde_json::json!({"op": "chain_summary", "agent": agent});
+    let a = answer(&line.to_string());
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["summary"]["total_sessions"], 3, "{a}");
+    assert_eq!(a["summary"]["first_session"], "aaaa", "{a}");
+    assert_eq!(a["summary"]["current_session"], "cccc", "{a}");
+
+    let lsn = manager.last_lsn();
+    for bad in [
+        r#"{"op":"claude_validate"}"#,
+        r#"{"op":"claude_info","paths":[]}"#,
+        r#"{"op":"claude_export","id":"aaaa"}"#,
+        r#"{"op":"claude_export","path":"/tmp/x"}"#,
+        r#"{"op":"claude_export","id":"aaaa","path":""}"#,
+        r#"{"op":"chain_summary"}"#,
+        r#"{"op":"chain_summary","agent":""}"#,
+        r#"{"op":"claude_validate","paths":["a"],"typo":1}"#,
+    ] {
+        let a = answer(bad);
+        assert_eq!(a["kind"], "invalid_input", "{bad}: {a}");
+    }
+    let line = serde_json::json!({"op": "claude_export", "id": "nope", "path": dir.path().join("n").to_string_lossy()});
+    assert_eq!(answer(&line.to_string())["kind"], "not_found");
+    assert!(!dir.path().join("n").exists());
+    assert_eq!(manager.last_lsn(), lsn);
     manager.close().unwrap();
 }
 

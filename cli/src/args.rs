@@ -293,6 +293,9 @@ pub enum Cmd {
     RebuildProjections,
     /// A first run: create a session, record into it, and show it back.
     Demo,
+    /// `claude search`: search the text of imported Claude Code transcripts, ranked (the
+    /// same command and flags).
+    Search(SearchArgs),
     /// Claude Code's own transcripts (~/.claude/projects/<project>/<session>.jsonl):
     /// check and summarise them (validate, info: read-only, the data directory is not
     /// used), import and follow them into the data directory, export them back.
@@ -430,30 +433,36 @@ pub enum ClaudeCmd {
         session: String,
     },
     /// Search the text of imported transcripts (prompts, answers, thinking, tool inputs
-    /// and results, summaries): records whose text holds QUERY, case-insensitively, as a
-    /// substring. Prints each hit's session, line, uuid, timestamp, type and a snippet,
-    /// newest first. Reads the log (no index): its cost grows with what is imported.
-    Search {
-        /// The text to look for.
-        query: String,
-        /// Only this project: a cwd (/home/a/proj) or its folder name (-home-a-proj).
-        #[arg(long, value_name = "P")]
-        project: Option<String>,
-        /// Only this session: an engine session id or a Claude Code session id (with its
-        /// subagents).
-        #[arg(long, value_name = "S")]
-        session: Option<String>,
-        /// Only records of this type (user, assistant, summary, system, ...); repeatable.
-        #[arg(long = "type", value_name = "TYPE")]
-        kinds: Vec<String>,
-        /// Only records written at or after T (RFC 3339, or a day YYYY-MM-DD).
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Most hits printed.
-        #[arg(long, value_name = "N", default_value_t = 20,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        limit: u64,
-    },
+    /// and results, summaries): records holding every word of QUERY (case and accents
+    /// folded), ranked by relevance (BM25). Prints each hit's session, line, uuid,
+    /// timestamp, type and a snippet, best first. Uses the full-text index
+    /// DATA_DIR/index/claude-search.sqlite, brought up to date with the log first (built
+    /// from the log when missing or damaged).
+    Search(SearchArgs),
+}
+
+/// `search` and `claude search` flags.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The words to look for (every one required; FTS5 syntax is taken as text).
+    pub query: String,
+    /// Only this project: a cwd (/home/a/proj) or its folder name (-home-a-proj).
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    /// Only this session: an engine session id or a Claude Code session id (with its
+    /// subagents).
+    #[arg(long, value_name = "S")]
+    pub session: Option<String>,
+    /// Only records of this type (user, assistant, summary, system, ...); repeatable.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kinds: Vec<String>,
+    /// Only records written at or after T (RFC 3339, or a day YYYY-MM-DD).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Most hits printed.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
 }
 
 /// `serve` flags.

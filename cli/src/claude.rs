@@ -10,121 +10,20 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde_json::{Value, json};
-use session_engine::claude::{self, Found, Totals, TranscriptInfo, Unreadable};
-use session_engine::{Error, FileStorage};
+use session_engine::FileStorage;
+use session_engine::claude::{self, Detail, Report, TranscriptInfo};
 
 use crate::args::ClaudeCmd;
 use crate::output::Out;
 
-/// Everything read: a summary per file, and what could not be.
-struct Report {
-    infos: Vec<TranscriptInfo>,
-    found: Found,
-    totals: Totals,
-}
-
-impl Report {
-    fn read(paths: &[PathBuf]) -> Report {
-        let storage = FileStorage::new();
-        let mut found = claude::find_transcripts(&storage, paths);
-        let mut infos = Vec::with_capacity(found.files.len());
-        let mut totals = Totals::default();
-        for file in &found.files {
-            match claude::summarize(&storage, file) {
-                Ok(info) => {
-                    tracing::info!(
-                        path = %file.display(),
-                        lines = info.lines,
-                        bad_lines = info.bad_lines,
-                        "transcript read"
-                    );
-                    totals.add(&info);
-                    infos.push(info);
-                }
-                Err(error) => found.unreadable.push(Unreadable {
-                    path: file.clone(),
-                    error,
-                    named: paths.contains(file),
-                }),
-            }
-        }
-        Report {
-            infos,
-            found,
-            totals,
-        }
+/// The command line's own lines of a report: what was skipped or could not be read, on
+/// stderr.
+fn warn(report: &Report) {
+    for s in &report.found.skipped {
+        eprintln!("warning: {}: {}", s.path.display(), s.reason);
     }
-
-    fn missing(u: &Unreadable) -> bool {
-        u.named
-            && matches!(&u.error, Error::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound)
-    }
-
-    fn exit_code(&self) -> u8 {
-        if self.infos.iter().any(|i| !i.valid) {
-            7
-        } else if self.found.unreadable.iter().any(|u| !Report::missing(u)) {
-            1
-        } else if !self.found.unreadable.is_empty() {
-            3
-        } else {
-            0
-        }
-    }
-
-    /// Reports on stderr what was skipped or could not be read.
-    fn warn(&self) {
-        for s in &self.found.skipped {
-            eprintln!("warning: {}: {}", s.path.display(), s.reason);
-        }
-        for u in &self.found.unreadable {
-            eprintln!("error: {}", u.error);
-        }
-    }
-
-    fn json_common(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::new();
-        m.insert("valid".into(), json!(self.exit_code() == 0));
-        m.insert(
-            "skipped".into(),
-            self.found
-                .skipped
-                .iter()
-                .map(|s| json!({"path": s.path.to_string_lossy(), "reason": s.reason}))
-                .collect(),
-        );
-        m.insert(
-            "unreadable".into(),
-            self.found
-                .unreadable
-                .iter()
-                .map(|u| {
-                    json!({
-                        "path": u.path.to_string_lossy(),
-                        "error": u.error.to_string(),
-                        "not_found": Report::missing(u),
-                    })
-                })
-                .collect(),
-        );
-        m
-    }
-
-    fn summary_line(&self) -> String {
-        let t = &self.totals;
-        format!(
-            "{} files: {} valid, {} with bad lines ({} bad lines), {} being written, {} \
-             unreadable, {} skipped",
-            t.files,
-            t.valid_files,
-            t.files - t.valid_files,
-            t.bad_lines,
-            t.in_progress,
-            self.found.unreadable.len(),
-            self.found.skipped.len()
-        )
+    for u in &report.found.unreadable {
+        eprintln!("error: {}", u.error);
     }
 }
 
@@ -135,22 +34,6 @@ pub fn run(json_out: bool, out: &mut Out, cmd: &ClaudeCmd) -> Result<u8> {
         // Run by `main` with the data directory open.
         _ => unreachable!("claude import, export, follow and show are not read-only"),
     }
-}
-
-/// The fields `validate --json` shows of a file: seed 003's `validate_session_file`
-/// (valid, and the first problem) with every problem.
-fn validation_json(i: &TranscriptInfo) -> Value {
-    json!({
-        "file_path": i.file_path.to_string_lossy(),
-        "session_id": i.session_id,
-        "size_bytes": i.size_bytes,
-        "valid": i.valid,
-        "lines": i.lines,
-        "message_count": i.message_count,
-        "bad_lines": i.bad_lines,
-        "problems": i.problems,
-        "in_progress": i.in_progress,
-    })
 }
 
 fn print_problems(out: &mut Out, i: &TranscriptInfo) -> Result<()> {
@@ -175,16 +58,10 @@ fn print_problems(out: &mut Out, i: &TranscriptInfo) -> Result<()> {
 }
 
 fn validate(json_out: bool, out: &mut Out, paths: &[PathBuf]) -> Result<u8> {
-    let report = Report::read(paths);
-    report.warn();
+    let report = Report::read(&FileStorage::new(), paths);
+    warn(&report);
     if json_out {
-        let mut m = report.json_common();
-        m.insert(
-            "files".into(),
-            report.infos.iter().map(validation_json).collect(),
-        );
-        m.insert("totals".into(), serde_json::to_value(&report.totals)?);
-        out.json(&Value::Object(m))?;
+        out.json(&report.to_json(Detail::Validation))?;
     } else {
         for i in &report.infos {
             if i.valid {
@@ -236,13 +113,10 @@ fn usage_line(u: &claude::TokenUsage, messages: u64) -> String {
 }
 
 fn info(json_out: bool, out: &mut Out, paths: &[PathBuf]) -> Result<u8> {
-    let report = Report::read(paths);
-    report.warn();
+    let report = Report::read(&FileStorage::new(), paths);
+    warn(&report);
     if json_out {
-        let mut m = report.json_common();
-        m.insert("files".into(), serde_json::to_value(&report.infos)?);
-        m.insert("totals".into(), serde_json::to_value(&report.totals)?);
-        out.json(&Value::Object(m))?;
+        out.json(&report.to_json(Detail::Info))?;
         return Ok(report.exit_code());
     }
     for i in &report.infos {

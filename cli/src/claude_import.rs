@@ -19,7 +19,7 @@ use session_engine::claude::search;
 use session_engine::{Error, FileStorage, SessionId, SessionManager};
 
 use crate::Cli;
-use crate::args::ClaudeCmd;
+use crate::args::{ClaudeCmd, SearchArgs};
 use crate::output::Out;
 
 /// `claude ...`: `validate` and `info` read transcripts only (`crate::claude`); the others
@@ -57,19 +57,18 @@ pub(crate) fn run(cli: &Cli, out: &mut Out, c: &ClaudeCmd) -> Result<u8> {
             let manager = cli.open_read()?;
             show(out, &manager, session)
         }
-        ClaudeCmd::Search {
-            query,
-            project,
-            session,
-            kinds,
-            since,
-            limit,
-        } => {
-            let manager = cli.open_read()?;
-            let q = search_query(query, project, session, kinds, since, *limit)?;
-            search(cli.json, out, &manager, &q)
-        }
+        ClaudeCmd::Search(a) => run_search(cli, out, a),
     }
+}
+
+/// `search ...` and `claude search ...`: the data directory opened read-only (the search
+/// writes only its index).
+pub(crate) fn run_search(cli: &Cli, out: &mut Out, a: &SearchArgs) -> Result<u8> {
+    let manager = cli.open_read()?;
+    let q = search_query(
+        &a.query, &a.project, &a.session, &a.kinds, &a.since, a.limit,
+    )?;
+    search(cli.json, out, &manager, &q)
 }
 
 /// The paths named, or `~/.claude/projects`.
@@ -245,18 +244,7 @@ pub fn export(manager: &SessionManager, session: &str, file: Option<&Path>) -> R
             w.flush()?;
         }
         Some(path) => {
-            let mut bytes = Vec::new();
-            import::export(manager.engine(), &id, |b| {
-                bytes.extend_from_slice(b);
-                Ok(())
-            })?;
-            session_engine::storage::write_new_atomic(&FileStorage::new(), path, &bytes).map_err(
-                |e| Error::Io {
-                    op: "write transcript",
-                    path: path.to_path_buf(),
-                    source: std::sync::Arc::new(e),
-                },
-            )?;
+            import::export_new_file(manager.engine(), &id, &FileStorage::new(), path)?;
         }
     }
     Ok(0)
@@ -288,7 +276,8 @@ pub fn search_query(
     })
 }
 
-/// `claude search QUERY`: exit 0 with hits, 3 (not found) without.
+/// `claude search QUERY` (and `search QUERY`): the hits best first; exit 0 with hits, 3
+/// (not found) without.
 pub fn search(
     json_out: bool,
     out: &mut Out,
@@ -299,6 +288,8 @@ pub fn search(
     if json_out {
         out.json(&json!({
             "total": r.total,
+            "indexed": r.indexed,
+            "rebuilt": r.rebuilt,
             "hits": session_engine::protocol::hits_json(&r),
         }))?;
     } else {

@@ -135,6 +135,7 @@ impl Cli {
             | Cmd::Cancel { .. }
             | Cmd::Health { .. }
             | Cmd::Logs { .. }
+            | Cmd::Search(_)
             | Cmd::Stats => false,
             _ => true,
         }
@@ -443,6 +444,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::RebuildProjections => maintain::rebuild_projections(cli, out),
         Cmd::Demo => maintain::demo(cli, out),
         Cmd::Claude(c) => claude_import::run(cli, out, c),
+        Cmd::Search(a) => claude_import::run_search(cli, out, a),
         Cmd::Apply => apply::run(cli, out),
         Cmd::Serve(a) => serve::run(cli, out, a),
         Cmd::Exec(a) => runs::exec(cli, out, a),

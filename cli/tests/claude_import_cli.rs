@@ -422,7 +422,8 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["session_ids"], serde_json::json!(["aaaa", "bbbb"]));
     assert_eq!(summary["current_session"], "bbbb");
-    // Search, plain text: newest first, one line per hit.
+    // Search, plain text: best first (the shorter text), one line per hit; a word, not
+    // a substring ("needles" is another word).
     let o = run(&data, &["claude", "search", "NEEDLE"]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -430,9 +431,8 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
     assert_eq!(
         lines,
         [
-            "bbbb:1 2026-01-02T10:00:00.000000Z user b1: more needles",
-            "aaaa:2 2026-01-01T10:00:05.000000Z assistant a2: In the haystack, needle and all.",
             "aaaa:1 2026-01-01T10:00:00.000000Z user a1: Where is the Needle?",
+            "aaaa:2 2026-01-01T10:00:05.000000Z assistant a2: In the haystack, needle and all.",
         ]
     );
     let o = run(
@@ -455,7 +455,7 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
     assert_eq!(v["hits"][0]["line"], 1);
     assert_eq!(v["hits"][0]["session"], "aaaa");
     let o = run(&data, &["claude", "search", "needle", "--limit", "1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("(3 matches in all"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(2 matches in all"));
     // Nothing found: 3; a bad --since: 4.
     assert_eq!(code(&run(&data, &["claude", "search", "absent words"])), 3);
     assert_eq!(
@@ -476,7 +476,7 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
         .unwrap()
         .write_all(
             concat!(
-                r#"{"op":"claude_search","query":"needle","since":"2026-01-02"}"#,
+                r#"{"op":"claude_search","query":"needles","since":"2026-01-02"}"#,
                 "\n",
                 r#"{"op":"claude_show","id":"bbbb"}"#,
                 "\n",
@@ -500,6 +500,152 @@ fn search_prints_hits_and_import_links_resumed_sessions_into_a_chain() {
     assert_eq!(answers.len(), 3);
     assert_eq!(answers[0]["total"], 1, "{}", answers[0]);
     assert_eq!(answers[0]["hits"][0]["uuid"], "b1");
+    assert!(
+        answers[0]["hits"][0]["score"].as_f64().is_some(),
+        "{}",
+        answers[0]
+    );
     assert_eq!(answers[1]["transcript"]["continues"], "aaaa");
     assert_eq!(answers[2]["kind"], "invalid_input");
+}
+
+#[test]
+fn top_level_search_ranks_with_scores_and_keeps_its_index_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let projects = dir.path().join("projects");
+    resumed(&projects);
+    let o = run(&data, &["claude", "import", projects.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&data, &["--json", "search", "needle"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["total"], 2, "{v}");
+    assert_eq!(v["indexed"], 3, "built from the log: {v}");
+    assert!(v["rebuilt"].as_str().unwrap().contains("missing"), "{v}");
+    let hits = v["hits"].as_array().unwrap();
+    let uuids: Vec<&str> = hits.iter().map(|h| h["uuid"].as_str().unwrap()).collect();
+    assert_eq!(uuids, ["a1", "a2"]);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores[0] > scores[1], "{scores:?}");
+    assert!(data.join("index/claude-search.sqlite").is_file());
+    // The same as `claude search`, the index now current.
+    let o = run(
+        &data,
+        &[
+            "--json",
+            "claude",
+            "search",
+            "needle",
+            "--since",
+            "2026-01-01T10:00:01Z",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["total"].clone(), v["indexed"].clone()),
+        (1.into(), 0.into()),
+        "{v}"
+    );
+    assert_eq!(v["hits"][0]["uuid"], "a2");
+    // FTS5 syntax is text; an empty query is invalid input (4).
+    assert_eq!(code(&run(&data, &["search", "NEAR(needle*"])), 3);
+    assert_eq!(code(&run(&data, &["search", "\"needle\""])), 0);
+    assert_eq!(code(&run(&data, &["search", " "])), 4);
+    // A file of another tool at the index path: refused (9), left as it was.
+    let file = data.join("index/claude-search.sqlite");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(data.join("index/claude-search.owner")).unwrap();
+    std::fs::write(&file, b"not ours").unwrap();
+    let o = run(&data, &["search", "needle"]);
+    assert_eq!(code(&o), 9, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), b"not ours");
+}
+
+#[test]
+fn search_killed_with_sigkill_mid_catch_up_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("projects/-home-dev-proj/kkkk.jsonl");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut records = 0u64;
+    let mut add = |n: u64| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
+        for _ in 0..n {
+            records += 1;
+            let line = serde_json::json!({
+                "type": "user", "uuid": format!("u{records}"), "sessionId": "kkkk",
+                "timestamp": "2026-01-01T10:00:00Z",
+                "message": {"role": "user", "content": format!("alpha beta {records} gamma")},
+            });
+            writeln!(f, "{line}").unwrap();
+        }
+        records
+    };
+    let import = |data: &Path| {
+        let o = run(
+            data,
+            &[
+                "--durability",
+                "none",
+                "claude",
+                "import",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let search = |data: &Path| -> Value {
+        let o = run(data, &["--json", "search", "alpha", "--limit", "5"]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    add(500);
+    import(&data);
+    assert_eq!(search(&data)["indexed"], 500);
+    // Each round: more records in the log than in the index, a search killed after a
+    // growing delay (before, during or after its catch-up), then a search that must find
+    // every record once.
+    let mut before = 500;
+    // (A debug build opens the engine in about half a second, then indexes.)
+    for (round, delay_ms) in [0u64, 350, 500, 650, 800, 1000, 1300]
+        .into_iter()
+        .enumerate()
+    {
+        let total = add(3000);
+        import(&data);
+        let mut child = cmd(&data)
+            .args(["--json", "search", "alpha"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let journal = data.join("index/claude-search.sqlite-journal").exists();
+        let v = search(&data);
+        eprintln!(
+            "round {round}: journal left {journal}, then indexed {}",
+            v["indexed"]
+        );
+        assert_eq!(v["total"], total, "round {round}: {v}");
+        let indexed = v["indexed"].as_u64().unwrap();
+        assert!(
+            indexed == 0 || indexed == total - before || v["rebuilt"].is_string(),
+            "round {round}: all of the new records or none: {v}"
+        );
+        before = total;
+    }
+    // The same hits as an index built from nothing.
+    let kept = search(&data);
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+    let fresh = search(&data);
+    assert!(fresh["rebuilt"].is_string());
+    assert_eq!(fresh["hits"], kept["hits"]);
+    assert_eq!(fresh["total"], kept["total"]);
 }

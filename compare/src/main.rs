@@ -1,4 +1,4 @@
-//! `compare`: runs the session engine's workloads (W1..W12 of `docs/benchmarks.md`) on the
+//! `compare`: runs the session engine's workloads (W1..W15 of `docs/benchmarks.md`) on the
 //! engine, on the physical limit of the disk (raw system-call loops writing the engine's own
 //! frame bytes) and on the peers a user would pick instead (SQLite, redb, fjall, the seeds'
 //! JSON rewrite), one system after the other in one process run on one disk, and prints
@@ -24,6 +24,9 @@
 //! of the binary that takes longer than `--deadline` (default 60 s) is stopped; its time
 //! then counts as a lower bound, and a target it decides is "not known" unless even the
 //! bound misses it. `--only` also takes the workloads' names (`--help` lists them).
+//!
+//! W13 (`runs.rs`) is the supervisor's; W14 and W15 (`transcripts.rs`) import and search
+//! Claude Code transcripts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +36,7 @@ mod projections;
 mod raw;
 mod runs;
 mod systems;
+mod transcripts;
 mod workload;
 
 use std::collections::VecDeque;
@@ -92,6 +96,8 @@ enum Unit {
     Secs,
     /// Mebibytes.
     MiB,
+    /// Mebibytes per second.
+    MiBps,
     /// A number of events.
     Events,
 }
@@ -105,6 +111,7 @@ impl Unit {
             Unit::Us => format!("{v:.1} µs"),
             Unit::Secs => format!("{v:.2} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::MiBps => format!("{v:.1} MiB/s"),
             Unit::Events => format!("{} events", group(v)),
         }
     }
@@ -362,14 +369,15 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "compare [--quick] [--reps N] [--dir PATH] [--only W1,W2,...] [--cli PATH] [--deadline SECS]\n\
-                     Runs workloads W1..W13 on the engine, raw system-call loops and its peers,\n\
+                     Runs workloads W1..W15 on the engine, raw system-call loops and its peers,\n\
                      and prints a table of medians and same-run ratios. Scratch data goes to\n\
                      PATH (default target/compare-data), which should be on the disk to measure.\n\n\
                      W8..W10 run the `session-engine` binary: --cli PATH, else $SESSION_ENGINE_BIN,\n\
                      else `session-engine` next to this program (build it first with\n\
                      `cargo build --release --bin session-engine`). A run of it that takes longer\n\
                      than --deadline SECS (default 60) is stopped and counted as a bound.\n\
-                     --only also takes the workloads' names: {}, runs (W13).\n\n\
+                     --only also takes the workloads' names: {}, runs (W13), claude-import (W14),\n\
+                     claude-search (W15).\n\n\
                      Profiling helpers: --build-log DIR SESSIONS PER_SESSION writes a log of\n\
                      activities; --open DIR [TIMES] opens it and prints the open time.",
                     projections::NAMES
@@ -439,6 +447,18 @@ fn main() {
     if cfg.wants_named("W13", "runs") {
         workload::settle();
         let s = runs::w13(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants_named("W14", "claude-import") {
+        workload::settle();
+        let s = transcripts::w14(&cfg);
+        s.print();
+        sections.push(s);
+    }
+    if cfg.wants_named("W15", "claude-search") {
+        workload::settle();
+        let s = transcripts::w15(&cfg);
         s.print();
         sections.push(s);
     }

@@ -487,6 +487,27 @@ pub fn export(
     Ok(written)
 }
 
+/// [`export`] into a new file at `path` (refused if anything is there: it is never
+/// replaced), written whole and synced before it gets its name. Returns its length.
+pub fn export_new_file(
+    engine: &Engine,
+    session: &SessionId,
+    storage: &dyn crate::storage::Storage,
+    path: &Path,
+) -> Result<u64> {
+    let mut bytes = Vec::new();
+    export(engine, session, |b| {
+        bytes.extend_from_slice(b);
+        Ok(())
+    })?;
+    crate::storage::write_new_atomic(storage, path, &bytes).map_err(|e| Error::Io {
+        op: "write transcript",
+        path: path.to_path_buf(),
+        source: std::sync::Arc::new(e),
+    })?;
+    Ok(bytes.len() as u64)
+}
+
 /// Calls `f` with each piece of session `id` that `body` holds: its own, or those of an
 /// imported bundle's events that became `id` (nested at most `MAX_IMPORT_DEPTH` levels).
 fn each_piece(

@@ -8,6 +8,8 @@
 //!   `get_session_info` with more (records by type, ids, models, token usage counted
 //!   once per message), and [`Totals`] over several files;
 //! * [`find_transcripts`]: the `*.jsonl` files under the paths a user names;
+//! * [`report`]: [`Report`], `claude validate` and `claude info` over several paths, with
+//!   the JSON form the command line and the protocol share;
 //! * [`answer`]: [`parse_answer`], the result message `claude -p --output-format json`
 //!   prints, which `SessionManager::exec_claude` reads.
 //!
@@ -17,8 +19,10 @@
 pub mod answer;
 pub mod events;
 pub mod import;
+pub mod index;
 pub mod pieces;
 pub mod reader;
+pub mod report;
 pub mod resume;
 pub mod search;
 pub mod summary;
@@ -30,6 +34,7 @@ pub use reader::{
     CHUNK_BYTES, Entry, LineProblem, MAX_LINE_BYTES, ProblemKind, Record, RecordKind,
     TranscriptReader,
 };
+pub use report::{Detail, Report};
 pub use summary::{TokenUsage, Totals, TranscriptInfo, summarize, summarize_reader};
 
 use crate::error::Error;

@@ -1,27 +1,33 @@
-//! `claude search`: the records of imported transcripts whose text holds a query.
+//! `claude search`: the records of imported transcripts whose text holds every word of
+//! a query, ranked, through the full-text index [`super::index`].
 //!
 //! The text of a record is the strings Claude Code shows of it: a `user` or `assistant`
 //! record's `message.content` (a prompt, an answer, thinking, a tool's input and result;
 //! every string in it but those under `type`, `id`, `tool_use_id`, `signature`,
 //! `media_type` and `source`, an image's base64), a `summary` record's `summary`, and a
-//! top-level `content` (`system` records and others). A record matches when one of those
-//! strings, lowercased (Unicode's `to_lowercase`), contains the query lowercased: a
-//! case-insensitive substring match, not a word or ranked full-text one.
+//! top-level `content` (`system` records and others).
 //!
-//! There is no index: a search reads the transcripts' pieces back from the log, in
-//! order, and parses only the lines whose raw bytes may hold the query (for an ASCII
-//! query, a line without `\u` escapes that does not hold the query in ASCII lowercase
-//! cannot match, so it is skipped unparsed). Its cost is that of reading the log
-//! (`docs/benchmarks.md`). Hits are given newest first (by the record's `timestamp`, then
-//! log order), at most `limit`; `total` counts all of them.
+//! The text is split into words by SQLite FTS5's `unicode61` tokenizer (letters and
+//! digits; case folded, diacritics removed, so `über` finds `Über` and `uber`). A record
+//! matches when it holds every word of the query (each whitespace-separated word of the
+//! query is a quoted FTS5 string, so `a-b` is the phrase `a b`, and FTS5's own syntax in
+//! a query is only text). Hits are ranked by FTS5's `bm25()` (best first: a word more
+//! often, in a shorter text, ranks higher; ties newest first), at most `limit`; `total`
+//! counts all of them.
+//!
+//! The index is a projection of the log in one SQLite file under the data directory
+//! (`index/claude-search.sqlite`, `docs/format.md`): each search first indexes the
+//! events after the last one it holds, in one transaction, and rebuilds it from the log
+//! when it is missing or damaged. Transcripts are chosen from the current state as the
+//! filters say (an earlier version of a rewritten file only when its session is named).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::events::{ClaudePiece, Layout};
+use super::events::Layout;
+use super::index;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::state::{State, Transcript};
@@ -37,7 +43,8 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 /// What to search for.
 #[derive(Clone, Debug, Default)]
 pub struct SearchQuery {
-    /// The text (matched case-insensitively as a substring; not empty).
+    /// The words (each required, case and accents folded; see the module documentation;
+    /// not empty).
     pub text: String,
     /// Only transcripts of this project: a `cwd` (`/home/a/proj`) or its folder under
     /// `~/.claude/projects` (`-home-a-proj`); compared as Claude Code names folders.
@@ -70,26 +77,30 @@ pub struct Hit {
     pub timestamp: Option<Timestamp>,
     /// Its `type`.
     pub kind: Option<String>,
-    /// Up to [`SNIPPET_CHARS`] characters of the matching text around the match,
-    /// whitespace runs as one space, `…` where it is cut.
+    /// Up to [`SNIPPET_CHARS`] characters of the record's text around the match
+    /// (FTS5's `snippet()`, about 24 words), whitespace runs as one space, `…` where it
+    /// is cut.
     pub snippet: String,
     /// The LSN of the event holding the line.
     pub lsn: Lsn,
+    /// How well it matches (FTS5's `bm25()`, negated: higher is better).
+    pub score: f64,
 }
 
 /// What a search found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SearchResult {
-    /// The hits, newest first, at most the limit.
+    /// The hits, best first, at most the limit.
     pub hits: Vec<Hit>,
     /// How many records matched in all.
     pub total: u64,
-    /// Records of the chosen transcripts looked at.
-    pub records: u64,
-    /// Records parsed (the others were told apart by their bytes).
-    pub parsed: u64,
-    /// Bytes of those records.
-    pub bytes: u64,
+    /// Records this call added to the index (those of the events it lacked).
+    pub indexed: u64,
+    /// Log events this call read to bring the index up to date.
+    pub events: u64,
+    /// Why the index was built again from the whole log by this call, if it was (it is
+    /// a projection: missing, damaged, of another version, or kept in memory).
+    pub rebuilt: Option<String>,
 }
 
 /// A `--since` value: RFC 3339 (`2026-01-05T10:00:00Z`) or a day (`2026-01-05`, midnight
@@ -143,74 +154,28 @@ fn chosen(q: &SearchQuery, id: &SessionId, t: &Transcript) -> bool {
     true
 }
 
-/// How a line is told apart before it is parsed.
-struct Matcher {
-    lower: String,
-    /// The query in ASCII lowercase, when the raw bytes can rule a line out.
-    ascii: Option<Vec<u8>>,
-    finder: Option<memchr::memmem::Finder<'static>>,
-    buf: Vec<u8>,
-}
-
-impl Matcher {
-    fn new(text: &str) -> Matcher {
-        let lower = text.to_lowercase();
-        // A string's characters appear as themselves in the line unless escaped; an
-        // ASCII query without the characters JSON escapes (`"`, `\`, `/`, controls) is
-        // found in the raw bytes of a line without `\u` escapes whenever a string holds
-        // it (only U+0130 and U+212A, not ASCII, lowercase to ASCII: lines with them are
-        // parsed).
-        let rawable = lower.is_ascii()
-            && !lower
-                .bytes()
-                .any(|b| b == b'"' || b == b'\\' || b == b'/' || b < 0x20 || b == 0x7f);
-        let ascii = rawable.then(|| lower.as_bytes().to_vec());
-        let finder = ascii
-            .as_ref()
-            .map(|a| memchr::memmem::Finder::new(a).into_owned());
-        Matcher {
-            lower,
-            ascii,
-            finder,
-            buf: Vec::new(),
+/// The text of `record` (see the module documentation): its strings, one per line.
+pub(crate) fn record_text(record: &Value) -> String {
+    let mut text = String::new();
+    let mut add = |s: &str| {
+        if s.trim().is_empty() {
+            return;
         }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(s);
+    };
+    if let Some(c) = record.get("message").and_then(|m| m.get("content")) {
+        strings(c, 0, &mut add);
     }
-
-    /// Whether the line may match (false only when it cannot).
-    fn may_match(&mut self, line: &[u8]) -> bool {
-        let (Some(_), Some(finder)) = (&self.ascii, &self.finder) else {
-            return true;
-        };
-        if memchr::memmem::find(line, b"\\u").is_some()
-            || memchr::memmem::find(line, "\u{130}".as_bytes()).is_some()
-            || memchr::memmem::find(line, "\u{212a}".as_bytes()).is_some()
-        {
-            return true;
-        }
-        self.buf.clear();
-        self.buf.extend(line.iter().map(u8::to_ascii_lowercase));
-        finder.find(&self.buf).is_some()
+    if let Some(Value::String(s)) = record.get("summary") {
+        add(s);
     }
-
-    /// The snippet of the first text of `record` that holds the query.
-    fn find(&self, record: &Value) -> Option<String> {
-        let mut found = None;
-        let mut look = |s: &str| {
-            if found.is_none() {
-                found = snippet(s, &self.lower);
-            }
-        };
-        if let Some(c) = record.get("message").and_then(|m| m.get("content")) {
-            strings(c, 0, &mut look);
-        }
-        if let Some(Value::String(s)) = record.get("summary") {
-            look(s);
-        }
-        if let Some(c) = record.get("content") {
-            strings(c, 0, &mut look);
-        }
-        found
+    if let Some(c) = record.get("content") {
+        strings(c, 0, &mut add);
     }
+    text
 }
 
 /// Keys whose strings are no text (ids, kinds, signatures, base64).
@@ -238,48 +203,51 @@ fn strings(v: &Value, depth: usize, f: &mut dyn FnMut(&str)) {
     }
 }
 
-/// The snippet of `text` around its first match of `lower` (already lowercased).
-fn snippet(text: &str, lower: &str) -> Option<String> {
-    // Lowercase character by character, remembering where each original one starts.
-    let mut low = String::with_capacity(text.len());
-    let mut starts = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        starts.push(low.len());
-        low.extend(c.to_lowercase());
-    }
-    let at = low.find(lower)?;
-    let chars: Vec<char> = text.chars().collect();
-    // The original characters the match covers.
-    let first = starts.partition_point(|&s| s <= at).saturating_sub(1);
-    let end = starts.partition_point(|&s| s < at + lower.len());
-    let width = end.saturating_sub(first);
-    let room = SNIPPET_CHARS.saturating_sub(width);
-    let from = first.saturating_sub(room / 3);
-    let to = (end + (room - (first - from))).min(chars.len());
-    let mut out = String::new();
-    if from > 0 {
-        out.push('…');
-    }
-    let mut space = false;
-    for &c in &chars[from..to] {
-        if c.is_whitespace() {
-            space = true;
-            continue;
-        }
-        if space && !out.is_empty() && !out.ends_with('…') {
-            out.push(' ');
-        }
-        space = false;
-        out.push(c);
-    }
-    if to < chars.len() {
-        out.push('…');
-    }
-    Some(out)
+/// The user's words as an FTS5 query: each word (separated by whitespace or control
+/// characters) one quoted FTS5
+/// string (a `"` doubled), all required. FTS5's syntax (`*`, `NEAR(`, `-`, `:`, `^`,
+/// `AND`, parentheses) is only ever inside a string, so it is text; a word is tokenized
+/// as the index is (`a-b` is the phrase `a b`). `None` when no word has a letter or digit.
+pub fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        // A control character (NUL ends SQLite's reading of a string) separates words.
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
-/// Searches the imported transcripts (see the module documentation). Reads the log;
-/// nothing is written.
+/// A snippet from FTS5's: whitespace runs as one space, at most [`SNIPPET_CHARS`]
+/// characters, `…` where it is cut.
+fn tidy_snippet(raw: &str) -> String {
+    let mut out = String::new();
+    for w in raw.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    if out.chars().count() > SNIPPET_CHARS {
+        out = out.chars().take(SNIPPET_CHARS - 1).collect();
+        if !out.ends_with('…') {
+            out.push('…');
+        }
+    }
+    out
+}
+
+fn sql_err(e: rusqlite::Error) -> Error {
+    Error::io(
+        "query the search index",
+        index::INDEX_FILE,
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+/// Searches the imported transcripts (see the module documentation): brings the index up
+/// to the log's last LSN (reading only the events it lacks; rebuilding it when it is
+/// missing or damaged), then asks it. Writes only the index.
 pub fn search(engine: &Engine, q: &SearchQuery) -> Result<SearchResult> {
     if q.text.trim().is_empty() {
         return Err(Error::invalid("query", "must not be empty"));
@@ -292,78 +260,111 @@ pub fn search(engine: &Engine, q: &SearchQuery) -> Result<SearchResult> {
     }
     let limit = if q.limit == 0 { DEFAULT_LIMIT } else { q.limit };
     let state: std::sync::Arc<State> = engine.state();
-    // Per chosen transcript, the lines seen so far.
-    let mut lines: HashMap<SessionId, u64> = state
+    let (ix, caught) = index::open_current(engine, state.last_lsn)?;
+    let mut result = SearchResult {
+        indexed: caught.records,
+        events: caught.events,
+        rebuilt: ix.rebuilt.clone(),
+        ..SearchResult::default()
+    };
+    if let Some(why) = &ix.rebuilt {
+        tracing::info!(reason = %why, "the search index is a projection of the log: built again");
+    }
+    let chosen: Vec<&SessionId> = state
         .claude
         .iter()
         .filter(|(id, t)| chosen(q, id, t))
-        .map(|(id, _)| (id.clone(), 0))
+        .map(|(id, _)| id)
         .collect();
-    let mut result = SearchResult::default();
-    if lines.is_empty() {
+    let Some(fts) = fts_query(&q.text) else {
+        return Ok(result);
+    };
+    if chosen.is_empty() {
         return Ok(result);
     }
-    let mut m = Matcher::new(&q.text);
-    let mut hits: Vec<Hit> = Vec::new();
-    let newest_first = |a: &Hit, b: &Hit| (b.timestamp, b.lsn).cmp(&(a.timestamp, a.lsn));
-    engine.read_log(Lsn(1), state.last_lsn, |lsn, event| {
-        let mut each = |p: &ClaudePiece, session: &SessionId| -> Result<()> {
-            let Some(n) = lines.get_mut(session) else {
-                return Ok(());
-            };
-            if !p.ends_line() {
-                return Ok(());
-            }
-            *n += 1;
-            let Some(refs) = &p.refs else { return Ok(()) };
-            if !q.kinds.is_empty()
-                && !q
-                    .kinds
-                    .iter()
-                    .any(|k| refs.kind.as_deref() == Some(k.as_str()))
-            {
-                return Ok(());
-            }
-            if let Some(since) = q.since
-                && refs.timestamp.is_none_or(|t| t < since)
-            {
-                return Ok(());
-            }
-            result.records += 1;
-            result.bytes += p.bytes.len() as u64;
-            if !m.may_match(&p.bytes) {
-                return Ok(());
-            }
-            result.parsed += 1;
-            let Ok(record) = serde_json::from_slice::<Value>(&p.bytes) else {
-                return Ok(());
-            };
-            let Some(snippet) = m.find(&record) else {
-                return Ok(());
-            };
-            result.total += 1;
-            hits.push(Hit {
-                session: session.clone(),
-                claude_session: refs.session_id.clone(),
-                line: *n,
-                offset: p.offset,
-                uuid: refs.uuid.clone(),
-                timestamp: refs.timestamp,
-                kind: refs.kind.clone(),
-                snippet,
-                lsn,
-            });
-            if hits.len() >= limit.saturating_mul(2).max(64) {
-                hits.sort_by(newest_first);
-                hits.truncate(limit);
-            }
-            Ok(())
+    let conn = &ix.conn;
+    conn.execute_batch(
+        "CREATE TEMP TABLE chosen(session TEXT PRIMARY KEY) WITHOUT ROWID;
+         CREATE TEMP TABLE kinds(kind TEXT PRIMARY KEY) WITHOUT ROWID;",
+    )
+    .map_err(sql_err)?;
+    {
+        let mut put = conn
+            .prepare("INSERT OR IGNORE INTO temp.chosen(session) VALUES (?1)")
+            .map_err(sql_err)?;
+        for id in &chosen {
+            put.execute([id.as_str()]).map_err(sql_err)?;
+        }
+        let mut put = conn
+            .prepare("INSERT OR IGNORE INTO temp.kinds(kind) VALUES (?1)")
+            .map_err(sql_err)?;
+        for k in &q.kinds {
+            put.execute([k.as_str()]).map_err(sql_err)?;
+        }
+    }
+    let mut filter = String::from(
+        "FROM texts JOIN records r ON r.id = texts.rowid
+         WHERE texts MATCH ?1 AND r.session IN (SELECT session FROM temp.chosen)",
+    );
+    if !q.kinds.is_empty() {
+        filter.push_str(" AND r.kind IN (SELECT kind FROM temp.kinds)");
+    }
+    filter.push_str(" AND (?2 IS NULL OR r.ts >= ?2)");
+    let since = q.since.map(|t| t.0);
+    let total: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) {filter}"),
+            rusqlite::params![fts, since],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    result.total = u64::try_from(total).unwrap_or(0);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT r.session, r.claude_session, r.line, r.offset, r.uuid, r.ts, r.kind, r.lsn,
+                    bm25(texts) AS rank, snippet(texts, 0, '', '', '…', 24)
+             {filter}
+             ORDER BY rank, r.ts DESC, r.lsn DESC, r.line DESC LIMIT ?3"
+        ))
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![fts, since, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, f64>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            },
+        )
+        .map_err(sql_err)?;
+    for row in rows {
+        let (session, claude_session, line, offset, uuid, ts, kind, lsn, rank, snippet) =
+            row.map_err(sql_err)?;
+        let Ok(session) = SessionId::new(&session) else {
+            continue;
         };
-        super::import::each_piece_addressed(&event.body, &mut each)?;
-        Ok(true)
-    })?;
-    hits.sort_by(newest_first);
-    hits.truncate(limit);
-    result.hits = hits;
+        result.hits.push(Hit {
+            session,
+            claude_session,
+            line: u64::try_from(line).unwrap_or(0),
+            offset: u64::try_from(offset).unwrap_or(0),
+            uuid,
+            timestamp: ts.map(Timestamp),
+            kind,
+            snippet: tidy_snippet(&snippet),
+            lsn: Lsn(u64::try_from(lsn).unwrap_or(0)),
+            // bm25() is lower for a better match; the score is higher.
+            score: -rank,
+        });
+    }
     Ok(result)
 }

@@ -143,6 +143,9 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
+    fn is_local_files(&self) -> bool {
+        true
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         #[cfg(unix)]
         {

@@ -140,6 +140,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn kind_following(&self, path: &Path) -> io::Result<Option<FileKind>> {
         self.kind(path)
     }
+    /// Whether paths name files of this machine's file system, which another library
+    /// (SQLite, for the search index) may open itself. The default is false: the index
+    /// is then kept in memory.
+    fn is_local_files(&self) -> bool {
+        false
+    }
     /// Opens a file. A mode that writes never follows a symbolic link at `path`: the open
     /// fails, naming the file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
