@@ -9,7 +9,8 @@
 //! event payload    = [schema: u8] ++ bincode(Event)   schema 1, or 2 for an import of
 //!                                                      chains or an adoption, 3 for a run,
 //!                                                      4 for a Claude Code transcript,
-//!                                                      5 for a run ended by memory.max
+//!                                                      5 for a run ended by memory.max,
+//!                                                      6 for a run left recovering
 //! snapshot payload = [1] ++ bincode(State)
 //!                  | [2] ++ bincode(State) ++ bincode(ChainsAsRead)
 //!                  | [3] ++ bincode(State) ++ bincode(ChainsAsRead) ++ bincode(Vec<Run>)
@@ -46,6 +47,10 @@
 //! * event schema 5: appends `run::EndedBy::Memory` (an attempt ended by its cgroup's
 //!   `memory.max`); only a `RunExited` holding it is written as schema 5, every other
 //!   event as before, byte for byte. A schema 1 to 4 payload holding it is refused.
+//! * event schema 6: appends `EventBody::RunRecovering` (a run no supervisor finished,
+//!   left `recovering` at a writable open because it is safe to repeat); only it is
+//!   written as schema 6, every other event as before, byte for byte. A schema 1 to 5
+//!   payload holding it is refused.
 //! * state schema 4: appends, after schema 3's parts, the runs' last output times
 //!   (`Run::last_output_at`, which the run's serde form skips: `(run, time)` of each run
 //!   with one, in id order), the transcripts (`Vec<(SessionId, Transcript)>` in id
@@ -70,7 +75,7 @@ use crate::state::{Origin, Session, State};
 /// (and so of every event a bundle, which carries one session's events, can hold).
 pub const EVENT_SCHEMA_VERSION: u8 = 1;
 /// The newest event schema, which this build reads; only imports and adoptions need it.
-pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 5;
+pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 6;
 /// Schema version of a snapshot payload whose state holds no imported chain fields and
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
@@ -84,6 +89,7 @@ fn session_needs_2(s: &Session) -> bool {
 /// The lowest event schema that can express `body` (an import's events included).
 pub fn event_schema_of(body: &EventBody) -> u8 {
     match body {
+        EventBody::RunRecovering { .. } => 6,
         EventBody::RunExited(e) if e.ended_by == Some(crate::run::EndedBy::Memory) => 5,
         EventBody::RunContained { .. }
         | EventBody::ClaudeTranscript(_)
@@ -219,7 +225,7 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     };
     match version {
         1..=NEWEST_EVENT_SCHEMA_VERSION => {
-            // Schemas 2 to 5 only add variants at the end, so all decode with today's
+            // Schemas 2 to 6 only add variants at the end, so all decode with today's
             // types.
             let (event, used): (Event, usize) =
                 bincode::serde::decode_from_slice(body, event_config())

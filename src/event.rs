@@ -19,7 +19,8 @@ use crate::run::{Exited, RunId, RunSpec, Started, Stream};
 use crate::state::{AmplihackDocuments, CommandRecord, Session, SessionConfig, Status};
 use crate::types::{AgentId, JsonText, SessionId, Timestamp};
 
-/// The pattern of every run event (event schema 3, `RunContained` 4), for the matches
+/// The pattern of every run event (event schema 3, `RunContained` 4, `RunRecovering`
+/// 6), for the matches
 /// that treat them all alike.
 macro_rules! run_event {
     () => {
@@ -30,6 +31,7 @@ macro_rules! run_event {
             | $crate::event::EventBody::RunSpawnFailed { .. }
             | $crate::event::EventBody::RunInterrupted { .. }
             | $crate::event::EventBody::RunContained { .. }
+            | $crate::event::EventBody::RunRecovering { .. }
     };
 }
 pub(crate) use run_event;
@@ -345,6 +347,16 @@ pub enum EventBody {
         action: AgentAction,
         /// The configuration given with an activation or a restart (JSON), if any.
         config: Option<JsonText>,
+    },
+    /// A run no supervisor finished, found at a writable open, that is safe to repeat
+    /// (its policy says so, it has attempts left, its environment held no secret and no
+    /// cancel was asked for it): it waits, `recovering`, for its next attempt, which
+    /// `SessionManager::resume_runs` starts (event schema 6).
+    RunRecovering {
+        /// The run.
+        run: RunId,
+        /// What was found (and done), and that it will be repeated.
+        reason: String,
     },
 }
 

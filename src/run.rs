@@ -4,7 +4,9 @@
 //! A run is an external program the engine starts for a session and supervises (see
 //! `supervisor`). Every step is an event, recorded before the next step begins: the
 //! request (before the process exists), `started`, output chunks, `exited` (or `spawn
-//! failed`), and `interrupted` when a reopen finds a run no supervisor finished. The state
+//! failed`), and `interrupted` when a reopen finds a run no supervisor finished (or
+//! `recovering`, event schema 6, when it is safe to repeat: see `supervisor::reconcile`
+//! and `SessionManager::resume_runs`). The state
 //! keeps each run's status and counters, never its output bytes (those are in the
 //! per-run log file `runs/<id>.log` and in the output events).
 //!
@@ -113,7 +115,10 @@ pub struct RetryPolicy {
     /// Delay before the first retry, in milliseconds, doubled each time, with jitter
     /// (seed 000 `retry_delay`).
     pub retry_delay_ms: u64,
-    /// Whether the program may run again after a restart interrupted it (default: no).
+    /// Whether the program may run again after a restart interrupted it (default: no):
+    /// a writable open then leaves the run `recovering` (when it has attempts left under
+    /// `max_retries`, no secret in its environment and no cancel asked) and
+    /// `SessionManager::resume_runs` starts its next attempt.
     pub safe_to_repeat: bool,
 }
 
@@ -466,7 +471,8 @@ pub(crate) fn check_step(
         EventBody::RunOutput { run, .. }
         | EventBody::RunSpawnFailed { run, .. }
         | EventBody::RunInterrupted { run, .. }
-        | EventBody::RunContained { run, .. } => *run,
+        | EventBody::RunContained { run, .. }
+        | EventBody::RunRecovering { run, .. } => *run,
         _ => {
             return Err(Error::invalid(
                 "run step",

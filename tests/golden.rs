@@ -18,6 +18,11 @@
 //! this build must still write it byte for byte. The generator writes it only when it is
 //! absent; a later schema gets a golden directory of its own (every event and state schema
 //! up to the newest must appear in some golden directory, or a test fails).
+//!
+//! `tests/golden/v2-schema6/` holds event schema 6 (`RunRecovering`: runs a reopen left
+//! recovering, one repeated to its end, one cancelled while it waited), written by
+//! `schema6_workload` (`regenerate_golden_schema6`, only when absent), with a snapshot
+//! while a run is recovering; replayed and written byte for byte as the others.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -168,8 +173,13 @@ fn golden_workload(storage: Arc<dyn Storage>) -> State {
 
 /// The golden directory of the payload schemas that format 2 gained after its release.
 const SCHEMAS: &str = "v2-schemas";
+/// The golden directory of event schema 6 (`RunRecovering`).
+const SCHEMA6: &str = "v2-schema6";
 /// Every golden directory the replay tests open.
-const DIRECTORIES: [&str; 3] = [VERSIONS[0], VERSIONS[1], SCHEMAS];
+const DIRECTORIES: [&str; 4] = [VERSIONS[0], VERSIONS[1], SCHEMAS, SCHEMA6];
+/// The event types that came after `tests/golden/v2-schemas/` (which cannot hold them),
+/// each held by `tests/golden/v2-schema6/`.
+const SCHEMA6_EVENT_TYPES: &[&str] = &["run_recovering"];
 /// The event schemas `tests/golden/v2-schemas/` holds (it must never hold fewer).
 const SCHEMAS_EVENT_SCHEMAS: u8 = 5;
 /// The state schemas among its snapshots.
@@ -219,10 +229,12 @@ fn event_type(b: &EventBody) -> &'static str {
             AgentAction::Deactivated => "agent_changed/deactivated",
             AgentAction::Restarted => "agent_changed/restarted",
         },
+        EventBody::RunRecovering { .. } => "run_recovering",
     }
 }
 
-/// What [`event_type`] names: `tests/golden/v2-schemas/` holds an event of each.
+/// What [`event_type`] names up to event schema 5: `tests/golden/v2-schemas/` holds an
+/// event of each (the later ones are [`SCHEMA6_EVENT_TYPES`]).
 const ALL_EVENT_TYPES: &[&str] = &[
     "session_created",
     "activity_recorded",
@@ -726,6 +738,90 @@ fn schemas_workload(storage: Arc<dyn Storage>) -> State {
     state
 }
 
+/// The workload that wrote `tests/golden/v2-schema6/data`: event schema 6. A run safe to
+/// repeat, killed in its first attempt, left recovering by a reopen (`RunRecovering`),
+/// a snapshot while it waits (state schema 4), then its second attempt to its end; a run
+/// that never started left recovering and then cancelled while it waited; activities
+/// enough for several segments. Deterministic as [`schemas_workload`].
+fn schema6_workload(storage: Arc<dyn Storage>) -> State {
+    let clock = clock();
+    let mut o = options(Arc::clone(&storage), &clock);
+    o.segment_bytes = 4096;
+    o.keep_snapshots = 8;
+    let e = Engine::open("data", o).unwrap();
+    let run = |c: Command| e.execute(c).unwrap();
+    let step = |b: EventBody| {
+        e.execute(Command::RecordRunStep(Box::new(b))).unwrap();
+    };
+    run(Command::CreateSession(Box::new(NewSession {
+        id: Some(id("alpha")),
+        name: Some("schema6".into()),
+        ..NewSession::default()
+    })));
+    let activities = |n: u32| {
+        for i in 0..n {
+            clock.advance_secs(1);
+            run(Command::RecordActivity {
+                session: id("alpha"),
+                action: format!("step_{i}"),
+                details: Some(
+                    JsonText::parse(r#"{"padding":"0123456789abcdef0123456789abcdef"}"#).unwrap(),
+                ),
+            });
+        }
+    };
+    let safe = |script: &str| {
+        clock.advance_secs(1);
+        run(Command::RequestRun {
+            session: id("alpha"),
+            spec: Box::new(RunSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), script.into()],
+                cwd: None,
+                env: vec![("LANG".into(), "C".into())],
+                limits: Limits::default(),
+                retry: RetryPolicy {
+                    max_retries: 1,
+                    retry_delay_ms: 100,
+                    safe_to_repeat: true,
+                },
+            }),
+        })
+    };
+    activities(20);
+    safe("echo again");
+    step(started(1, 1));
+    step(output(1, 1, Stream::Stdout, 0, b"again\n"));
+    step(EventBody::RunRecovering {
+        run: RunId(1),
+        reason: "its supervisor stopped; process 4011 (group 4011) was still running and was \
+                 killed; it is safe to repeat: attempt 2 will be started when the runs are \
+                 resumed"
+            .into(),
+    });
+    safe("sleep 1");
+    step(EventBody::RunRecovering {
+        run: RunId(2),
+        reason: "its supervisor stopped before the next attempt started; it is safe to \
+                 repeat: attempt 1 will be started when the runs are resumed"
+            .into(),
+    });
+    e.snapshot().unwrap();
+    // After the snapshot: replayed from the log by every open.
+    activities(20);
+    step(started(1, 2));
+    step(output(1, 2, Stream::Stdout, 0, b"again\n"));
+    step(exited(1, 2, ExitKind::Code(0), None, 6, false));
+    step(EventBody::RunInterrupted {
+        run: RunId(2),
+        reason: "cancelled while it waited to be repeated after a restart".into(),
+        cancelled: true,
+    });
+    let state = (*e.state()).clone();
+    e.close().unwrap();
+    state
+}
+
 fn state_json(s: &State) -> serde_json::Value {
     serde_json::to_value(s).unwrap()
 }
@@ -968,6 +1064,35 @@ fn the_schemas_golden_holds_every_event_schema_and_every_event_type() {
     assert_eq!(types.len(), ALL_EVENT_TYPES.len(), "{types:?}");
 }
 
+#[test]
+fn the_schema6_golden_holds_event_schema_6_and_its_event_types() {
+    let schemas = event_schemas(SCHEMA6);
+    assert!(schemas.contains(&6), "no event of schema 6: {schemas:?}");
+    let tmp = golden_copy(SCHEMA6);
+    let clock = clock();
+    let e = Engine::open_read_only(
+        tmp.path().join("data"),
+        options(Arc::new(FileStorage::new()), &clock),
+    )
+    .unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    e.read_log(Lsn(1), e.last_lsn(), |_, ev| {
+        types.insert(event_type(&ev.body));
+        Ok(true)
+    })
+    .unwrap();
+    for t in SCHEMA6_EVENT_TYPES {
+        assert!(types.contains(t), "no {t} event");
+        assert!(!ALL_EVENT_TYPES.contains(t), "{t} is listed twice");
+    }
+    // Its snapshot holds a run recovering; replayed past it, the run is completed.
+    assert_eq!(state_schemas(SCHEMA6).len(), 1);
+    let runs = &expected_parts(SCHEMA6).unwrap()["runs"];
+    assert_eq!(runs[0]["run"]["status"], "Completed", "{runs}");
+    assert_eq!(runs[0]["run"]["attempts"], 2, "{runs}");
+    assert_eq!(runs[1]["run"]["status"], "Cancelled", "{runs}");
+}
+
 /// A newer event or state schema fails here until a golden directory holds it.
 #[test]
 fn every_event_and_state_schema_this_build_reads_has_a_golden() {
@@ -1028,6 +1153,15 @@ fn this_build_writes_exactly_the_golden_bytes_of_every_schema() {
     assert_golden_bytes(&m, SCHEMAS);
 }
 
+#[test]
+fn this_build_writes_exactly_the_golden_bytes_of_schema6() {
+    let m = Arc::new(MemStorage::new());
+    let state = schema6_workload(m.clone());
+    assert_eq!(state_json(&state), expected(SCHEMA6));
+    assert_eq!(Some(parts_json(&state)), expected_parts(SCHEMA6));
+    assert_golden_bytes(&m, SCHEMA6);
+}
+
 /// Writes `m`'s data directory and `state` as the golden directory `root`.
 fn write_golden(m: &MemStorage, state: &State, root: &Path) {
     let _ = std::fs::remove_dir_all(root);
@@ -1069,6 +1203,24 @@ fn regenerate_golden_schemas() {
     }
     let m = Arc::new(MemStorage::new());
     let state = schemas_workload(m.clone());
+    write_golden(&m, &state, &root);
+    let text = serde_json::to_string_pretty(&parts_json(&state)).unwrap();
+    std::fs::write(root.join("expected_parts.json"), text + "\n").unwrap();
+}
+
+#[test]
+#[ignore = "writes tests/golden/v2-schema6/ when it is absent; run with UPDATE_GOLDEN=1"]
+fn regenerate_golden_schema6() {
+    if std::env::var("UPDATE_GOLDEN").as_deref() != Ok("1") {
+        return;
+    }
+    let root = golden_dir(SCHEMA6);
+    if root.exists() {
+        // Released goldens are never rewritten: a new schema gets a directory of its own.
+        return;
+    }
+    let m = Arc::new(MemStorage::new());
+    let state = schema6_workload(m.clone());
     write_golden(&m, &state, &root);
     let text = serde_json::to_string_pretty(&parts_json(&state)).unwrap();
     std::fs::write(root.join("expected_parts.json"), text + "\n").unwrap();

@@ -676,3 +676,236 @@ fn a_runs_process_holds_no_descriptor_of_the_data_directory() {
     assert_eq!(first.wait().unwrap().status, RunStatus::Cancelled);
     assert_eq!(second.wait().unwrap().status, RunStatus::Cancelled);
 }
+
+/// A run spec of `sh -c script`, safe to repeat with `retries` retries.
+fn safe_spec(script: &str, retries: u32) -> session_engine::run::RunSpec {
+    session_engine::run::RunSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: None,
+        env: vec![],
+        limits: Default::default(),
+        retry: session_engine::run::RetryPolicy {
+            max_retries: retries,
+            retry_delay_ms: 10,
+            safe_to_repeat: true,
+        },
+    }
+}
+
+/// Records the request of `spec` for session `s1`, as a supervisor would before it died.
+fn request_only(m: &SessionManager, spec: session_engine::run::RunSpec) -> RunId {
+    use session_engine::Command;
+    let c = m
+        .engine()
+        .execute(Command::RequestRun {
+            session: SessionId::new("s1").unwrap(),
+            spec: Box::new(spec),
+        })
+        .unwrap();
+    match c.outcome {
+        session_engine::Outcome::Run(id) => id,
+        o => panic!("{o:?}"),
+    }
+}
+
+/// What a killed supervisor leaves: `spec` requested and attempt 1 started with a live
+/// process of its own group (`sleep 30`), no exit.
+fn left_running(
+    m: &SessionManager,
+    spec: session_engine::run::RunSpec,
+) -> (RunId, std::process::Child) {
+    use session_engine::Command;
+    use session_engine::run::Started;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let start_time: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let id = request_only(m, spec);
+    m.engine()
+        .execute(Command::RecordRunStep(Box::new(EventBody::RunStarted(
+            Box::new(Started {
+                run: id,
+                attempt: 1,
+                pid,
+                pgid: pid,
+                start_time,
+                boot_id: boot.trim().into(),
+            }),
+        ))))
+        .unwrap();
+    (id, child)
+}
+
+fn reopen(dir: &std::path::Path, m: SessionManager) -> SessionManager {
+    m.close().unwrap();
+    drop(m);
+    open(dir)
+}
+
+fn started_attempts(m: &SessionManager, id: RunId) -> Vec<u32> {
+    events(m, id)
+        .into_iter()
+        .filter_map(|b| match b {
+            EventBody::RunStarted(s) => Some(s.attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+fn recovering_events(m: &SessionManager, id: RunId) -> usize {
+    all_events(m)
+        .into_iter()
+        .filter(|b| matches!(b, EventBody::RunRecovering { run, .. } if *run == id))
+        .count()
+}
+
+#[test]
+fn a_run_safe_to_repeat_left_unfinished_is_recovering_at_reopen_and_resumed_once() {
+    let (dir, m) = setup();
+    // Killed in its first attempt (its process still running), and requested by a
+    // manager dropped before it supervised it.
+    let (killed, mut child) = left_running(&m, safe_spec("echo repeated", 1));
+    let pending = request_only(&m, safe_spec("echo first time", 0));
+    let m = reopen(dir.path(), m);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait().unwrap().signal(), Some(15), "not killed");
+    let r = m.run(killed).unwrap();
+    assert_eq!((r.status, r.attempts), (RunStatus::Recovering, 1), "{r:?}");
+    let why = r.error.as_deref().unwrap();
+    assert!(why.contains("killed") && why.contains("attempt 2"), "{why}");
+    let r = m.run(pending).unwrap();
+    assert_eq!((r.status, r.attempts), (RunStatus::Recovering, 0), "{r:?}");
+    assert_eq!(recovering_events(&m, killed), 1);
+    // Replaying the log reproduces it: read-only (no reconcile), then writable again.
+    m.close().unwrap();
+    drop(m);
+    let ro = SessionManager::open_read_only(dir.path(), Default::default()).unwrap();
+    assert_eq!(ro.run(killed).unwrap().status, RunStatus::Recovering);
+    assert_eq!(ro.run(pending).unwrap().status, RunStatus::Recovering);
+    assert!(matches!(ro.resume_runs(), Err(Error::ReadOnly)));
+    drop(ro);
+    let m = open(dir.path());
+    assert_eq!(m.run(killed).unwrap().status, RunStatus::Recovering);
+    assert_eq!(m.run(killed).unwrap().attempts, 1);
+    assert_eq!(m.run(pending).unwrap().status, RunStatus::Recovering);
+    // Resumed: the next attempt of each, through the supervisor, to its end.
+    let handles = m.resume_runs_with_handles().unwrap();
+    let ids: Vec<RunId> = handles.iter().map(|h| h.id()).collect();
+    assert_eq!(ids, vec![killed, pending]);
+    // At once, while they are being started: nothing is started twice.
+    assert_eq!(
+        m.resume_runs().unwrap(),
+        Vec::<RunId>::new(),
+        "resumed twice"
+    );
+    for h in handles {
+        let r = h.wait().unwrap();
+        assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    }
+    assert_eq!(
+        m.resume_runs().unwrap(),
+        Vec::<RunId>::new(),
+        "resumed twice"
+    );
+    assert_eq!(m.run(killed).unwrap().attempts, 2);
+    assert_eq!(started_attempts(&m, killed), vec![1, 2]);
+    assert_eq!(started_attempts(&m, pending), vec![1]);
+    let out: Vec<Vec<u8>> = output(&m, killed).into_iter().map(|o| o.2).collect();
+    assert_eq!(out, vec![b"repeated\n".to_vec()]);
+    let e = exited(&m, killed);
+    assert_eq!((e.attempt, e.exit), (2, ExitKind::Code(0)));
+    // Its first attempt (this test's own process) left no log: the second one's alone.
+    let log = std::fs::read(m.run_log_path(killed)).unwrap();
+    assert_eq!(log, b"repeated\n");
+    let log = std::fs::read(m.run_log_path(pending)).unwrap();
+    assert_eq!(log, b"first time\n");
+    // Durable: a reopen finds both completed, nothing to resume.
+    let m = reopen(dir.path(), m);
+    assert_eq!(m.run(killed).unwrap().status, RunStatus::Completed);
+    assert_eq!(m.run(pending).unwrap().status, RunStatus::Completed);
+    assert!(m.resume_runs().unwrap().is_empty());
+    assert_eq!(started_attempts(&m, killed), vec![1, 2]);
+}
+
+#[test]
+fn runs_that_may_not_be_repeated_are_interrupted_or_cancelled_at_reopen_never_repeated() {
+    let (dir, m) = setup();
+    let mut unsafe_spec = safe_spec("echo no", 3);
+    unsafe_spec.retry.safe_to_repeat = false;
+    let (not_safe, mut c1) = left_running(&m, unsafe_spec);
+    let (no_attempt_left, mut c2) = left_running(&m, safe_spec("echo no", 0));
+    let mut secret = safe_spec("echo no", 3);
+    secret.env = vec![("API_TOKEN".into(), "hunter2".into())];
+    let with_secret = request_only(&m, secret);
+    let cancel_asked = request_only(&m, safe_spec("echo no", 3));
+    session_engine::supervisor::request_cancel(dir.path(), cancel_asked).unwrap();
+    let m = reopen(dir.path(), m);
+    c1.wait().unwrap();
+    c2.wait().unwrap();
+    for (id, status, why) in [
+        (not_safe, RunStatus::Interrupted, "not safe to repeat"),
+        (no_attempt_left, RunStatus::Interrupted, "no attempt left"),
+        (with_secret, RunStatus::Interrupted, "secret"),
+        (cancel_asked, RunStatus::Cancelled, "cancel was asked"),
+    ] {
+        let r = m.run(id).unwrap();
+        assert_eq!(r.status, status, "run {id}: {r:?}");
+        assert!(r.error.as_deref().unwrap().contains(why), "run {id}: {r:?}");
+        assert_eq!(recovering_events(&m, id), 0, "run {id}");
+    }
+    assert!(!session_engine::supervisor::cancel_path(dir.path(), cancel_asked).exists());
+    assert!(m.resume_runs().unwrap().is_empty());
+    let m = reopen(dir.path(), m);
+    assert!(m.resume_runs().unwrap().is_empty());
+    for id in [not_safe, no_attempt_left] {
+        assert_eq!(started_attempts(&m, id), vec![1], "run {id} repeated");
+    }
+    for id in [with_secret, cancel_asked] {
+        assert!(started_attempts(&m, id).is_empty(), "run {id} started");
+    }
+    assert_eq!(m.state().unfinished_runs().count(), 0);
+}
+
+#[test]
+fn a_cancel_of_a_run_waiting_to_be_resumed_ends_it_cancelled() {
+    let (dir, m) = setup();
+    let here = request_only(&m, safe_spec("echo no", 1));
+    let by_file = request_only(&m, safe_spec("echo no", 1));
+    let resumed = request_only(&m, safe_spec("echo yes", 1));
+    let m = reopen(dir.path(), m);
+    for id in [here, by_file, resumed] {
+        assert_eq!(m.run(id).unwrap().status, RunStatus::Recovering);
+    }
+    // This manager's own cancel: no supervisor to wait for.
+    let got = m
+        .cancel_runs(session_engine::CancelTarget::Run(here), Duration::ZERO)
+        .unwrap();
+    assert_eq!(got[0].status, RunStatus::Cancelled, "{got:?}");
+    // Another process's request, left before the runs are resumed.
+    session_engine::supervisor::request_cancel(dir.path(), by_file).unwrap();
+    let handles = m.resume_runs_with_handles().unwrap();
+    assert_eq!(
+        handles.iter().map(|h| h.id()).collect::<Vec<_>>(),
+        vec![resumed]
+    );
+    for h in handles {
+        assert_eq!(h.wait().unwrap().status, RunStatus::Completed);
+    }
+    let r = m.run(by_file).unwrap();
+    assert_eq!(r.status, RunStatus::Cancelled, "{r:?}");
+    assert!(!session_engine::supervisor::cancel_path(dir.path(), by_file).exists());
+    for id in [here, by_file] {
+        assert!(started_attempts(&m, id).is_empty(), "run {id} started");
+    }
+    let m = reopen(dir.path(), m);
+    assert_eq!(m.run(here).unwrap().status, RunStatus::Cancelled);
+    assert!(m.resume_runs().unwrap().is_empty());
+}

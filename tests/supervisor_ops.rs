@@ -530,3 +530,47 @@ fn logs_never_reads_a_log_through_a_link() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn the_resume_runs_op_answers_the_runs_it_started_again_once() {
+    use session_engine::Command;
+    use session_engine::run::{RetryPolicy, RunSpec};
+    let (dir, m) = setup(None);
+    let spec = |safe_to_repeat| RunSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), "echo resumed".into()],
+        cwd: None,
+        env: vec![],
+        limits: Default::default(),
+        retry: RetryPolicy {
+            max_retries: 0,
+            retry_delay_ms: 10,
+            safe_to_repeat,
+        },
+    };
+    // Requested by a manager dropped before it supervised them: one safe, one not.
+    for safe in [true, false] {
+        m.engine()
+            .execute(Command::RequestRun {
+                session: session_engine::SessionId::new("s1").unwrap(),
+                spec: Box::new(spec(safe)),
+            })
+            .unwrap();
+    }
+    m.close().unwrap();
+    drop(m);
+    let m = open_with(dir.path(), None);
+    assert_eq!(m.run(RunId(1)).unwrap().status, RunStatus::Recovering);
+    assert_eq!(m.run(RunId(2)).unwrap().status, RunStatus::Interrupted);
+    let a = op(&m, r#"{"op":"resume_runs"}"#);
+    assert_eq!(a, serde_json::json!({"ok": true, "resumed": [1]}));
+    until(&m, RunId(1), |r| r.status.is_final());
+    assert_eq!(m.run(RunId(1)).unwrap().status, RunStatus::Completed);
+    let log = std::fs::read(m.run_log_path(RunId(1))).unwrap();
+    assert_eq!(log, b"resumed\n");
+    let a = op(&m, r#"{"op":"resume_runs"}"#);
+    assert_eq!(a, serde_json::json!({"ok": true, "resumed": []}));
+    let e =
+        session_engine::protocol::parse_request(r#"{"op":"resume_runs","all":true}"#).unwrap_err();
+    assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+}

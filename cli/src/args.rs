@@ -309,9 +309,18 @@ pub enum Cmd {
     /// signal, 127 when it could not start). The run's id is printed on stderr at the end.
     Exec(ExecArgs),
     /// List runs (id, session, status, attempts, exit, program), or one run as JSON.
+    /// With --resume, start again the runs a restart left `recovering` (safe to repeat),
+    /// wait for them, print `RUN<TAB>STATUS` per run; exit 0 when every one completed,
+    /// 5 otherwise.
     Runs {
         /// Only this run (printed as JSON).
+        #[arg(conflicts_with = "resume")]
         run: Option<String>,
+        /// Start the next attempt of every run a restart left `recovering` (those
+        /// `exec --safe-to-repeat` ran, with attempts left and no secret in their
+        /// environment), wait for their ends and print them.
+        #[arg(long, conflicts_with_all = ["session", "status"])]
+        resume: bool,
         /// Only runs of this session.
         #[arg(long, value_name = "ID")]
         session: Option<String>,
@@ -520,6 +529,12 @@ pub struct ExecArgs {
     /// No cgroup v2 per attempt (by default each gets one where it can be created).
     #[arg(long)]
     pub no_cgroup: bool,
+    /// The program may run again after a restart interrupted it: the next writable open
+    /// leaves it `recovering` (if it has attempts left under --retries and its
+    /// environment holds no secret) and `runs --resume` or `serve` starts its next
+    /// attempt.
+    #[arg(long)]
+    pub safe_to_repeat: bool,
     /// The program and its arguments (after `--`).
     #[arg(
         required_unless_present = "claude",

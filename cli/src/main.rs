@@ -126,12 +126,12 @@ impl Cli {
             Cmd::Meta { value, remove, .. } => value.is_some() || *remove,
             Cmd::Chain(c) => c.link.is_some() || c.reset,
             Cmd::Claude(c) => matches!(c, ClaudeCmd::Import { .. } | ClaudeCmd::Follow { .. }),
+            Cmd::Runs { resume, .. } => *resume,
             Cmd::Show { .. }
             | Cmd::List { .. }
             | Cmd::Export { .. }
             | Cmd::Replay { .. }
             | Cmd::Verify
-            | Cmd::Runs { .. }
             | Cmd::Cancel { .. }
             | Cmd::Health { .. }
             | Cmd::Logs { .. }
@@ -448,10 +448,12 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::Apply => apply::run(cli, out),
         Cmd::Serve(a) => serve::run(cli, out, a),
         Cmd::Exec(a) => runs::exec(cli, out, a),
+        Cmd::Runs { resume: true, .. } => runs::resume(cli, out),
         Cmd::Runs {
             run,
             session,
             status,
+            ..
         } => runs::runs(
             cli,
             out,

@@ -58,7 +58,7 @@ fn limits(a: &ExecArgs) -> Result<(Limits, RetryPolicy)> {
     let retry = RetryPolicy {
         max_retries: a.retries,
         retry_delay_ms: a.retry_delay_ms,
-        safe_to_repeat: false,
+        safe_to_repeat: a.safe_to_repeat,
     };
     Ok((limits, retry))
 }
@@ -228,6 +228,41 @@ pub fn runs(
                 r.spec.program
             ))?;
         }
+    }
+    Ok(0)
+}
+
+/// `runs --resume`: starts the next attempt of every run this open left `recovering`
+/// (see `SessionManager::resume_runs`), waits for each to end and prints `RUN<TAB>STATUS`
+/// per run (`--json`: an array). Exits 0 when every run resumed completed, 5 otherwise
+/// (refused by its end, as `cancel` is); none to resume is a success that says so on
+/// stderr.
+pub fn resume(cli: &Cli, out: &mut Out) -> Result<u8> {
+    let manager = cli.open_write()?;
+    let handles = manager.resume_runs_with_handles()?;
+    if handles.is_empty() {
+        eprintln!("session-engine: no run to resume");
+    }
+    let mut ended = Vec::new();
+    for h in handles {
+        let id = h.id();
+        eprintln!("session-engine: run {id} resumed");
+        ended.push(h.wait()?);
+    }
+    if cli.json {
+        out.json(&Value::Array(
+            ended
+                .iter()
+                .map(|r| json!({"id": r.id.0, "status": r.status.as_str()}))
+                .collect(),
+        ))?;
+    } else {
+        for r in &ended {
+            out.line(&format!("{}\t{}", r.id, r.status.as_str()))?;
+        }
+    }
+    if ended.iter().any(|r| r.status != RunStatus::Completed) {
+        return Ok(5);
     }
     Ok(0)
 }

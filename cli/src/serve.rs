@@ -25,6 +25,10 @@ pub(crate) fn run(cli: &Cli, out: &mut Out, args: &ServeArgs) -> Result<u8> {
         cli.manager_options(options, cli.projection_format()),
     )?);
     crate::report_recovery(manager.engine());
+    // Runs a restart left recovering (safe to repeat) start their next attempt now.
+    for id in manager.resume_runs()? {
+        eprintln!("session-engine: run {id} resumed");
+    }
     let defaults = ServeOptions::default();
     let serve = ServeOptions {
         addr: args.addr,

@@ -570,3 +570,157 @@ fn logs_never_prints_a_log_through_a_link() {
     assert!(!o.status.success(), "{o:?}");
     assert!(o.stdout.is_empty(), "{o:?}");
 }
+
+/// `exec --safe-to-repeat --retries 1` of `script`, SIGKILLed once its first attempt has
+/// printed its first line (its `started` step is durable by then).
+fn safe_exec_killed(dir: &Path, script: &str) {
+    let mut exec = cmd(
+        dir,
+        &[
+            "exec",
+            "s1",
+            "--safe-to-repeat",
+            "--retries",
+            "1",
+            "--retry-delay-ms",
+            "10",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+}
+
+#[test]
+fn runs_resume_repeats_the_runs_safe_to_repeat_that_a_killed_exec_left_and_exits_by_their_ends() {
+    let (tmp, dir) = setup();
+    let marker = |n: &str| tmp.path().join(n).display().to_string();
+    // The first attempt leaves a marker and sleeps; the repeated one sees it and ends.
+    let script = |m: &str, code: u8| {
+        format!(
+            "if [ -e {m} ]; then echo second; exit {code}; fi; : > {m}; echo first; exec sleep 30"
+        )
+    };
+    safe_exec_killed(&dir, &script(&marker("m1"), 0));
+    assert_eq!(run_json(&dir, "1")["status"], "running");
+    safe_exec_killed(&dir, &script(&marker("m2"), 3));
+    // The second exec's open found run 1 and left it recovering.
+    assert_eq!(run_json(&dir, "1")["status"], "recovering");
+    // And an exec without the flag, killed too: never repeated.
+    let mut plain = cmd(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--retries",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo first; exec sleep 30",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(plain.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+    let o = run(&dir, &["runs", "--resume"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "1\tcompleted\n2\tfailed\n",
+        "{o:?}"
+    );
+    let r = run_json(&dir, "1");
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"completed".into(), &2.into()),
+        "{r}"
+    );
+    let r = run_json(&dir, "2");
+    assert_eq!(
+        (&r["status"], &r["exit_code"]),
+        (&"failed".into(), &3.into()),
+        "{r}"
+    );
+    let r = run_json(&dir, "3");
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"interrupted".into(), &1.into()),
+        "{r}"
+    );
+    let o = run(&dir, &["logs", "1"]);
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        log.starts_with("first\n") && log.ends_with("second\n"),
+        "{log:?}"
+    );
+    // Nothing is resumed twice: exit 0, no line.
+    let o = run(&dir, &["runs", "--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+    // Every resumed run completed: exit 0.
+    safe_exec_killed(&dir, &script(&marker("m4"), 0));
+    let o = run(&dir, &["runs", "--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "4\tcompleted\n",
+        "{o:?}"
+    );
+}
+
+#[test]
+fn serve_resumes_the_runs_a_restart_left_recovering_when_it_starts() {
+    let (tmp, dir) = setup();
+    let m = tmp.path().join("m").display().to_string();
+    safe_exec_killed(
+        &dir,
+        &format!("if [ -e {m} ]; then echo second; exit 0; fi; : > {m}; echo first; exec sleep 30"),
+    );
+    let mut serve = cmd(&dir, &["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let t = Instant::now();
+    let r = loop {
+        let r = run_json(&dir, "1");
+        if r["status"] == "completed" || t.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(serve.id().to_string())
+        .status();
+    assert!(serve.wait().unwrap().success());
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"completed".into(), &2.into()),
+        "{r}"
+    );
+}

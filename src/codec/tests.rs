@@ -355,3 +355,26 @@ fn json_text_serialises_raw_in_json_and_as_a_string_in_bincode() {
         bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
     assert_eq!(back, j);
 }
+
+#[test]
+fn only_a_run_left_recovering_is_event_schema_6() {
+    use crate::run::RunId;
+    let e = Event {
+        at: Timestamp(9),
+        body: EventBody::RunRecovering {
+            run: RunId(1),
+            reason: "it will be repeated".into(),
+        },
+    };
+    let bytes = event_to_vec(&e).unwrap();
+    assert_eq!(bytes[0], 6);
+    assert_eq!(decode_event(&bytes).unwrap(), e);
+    let mut as_5 = bytes.clone();
+    as_5[0] = 5;
+    let err = decode_event(&as_5).unwrap_err();
+    assert!(err.0.contains("schema 6 added it"), "{err:?}");
+    let mut as_7 = bytes;
+    as_7[0] = 7;
+    let err = decode_event(&as_7).unwrap_err();
+    assert!(err.0.contains("up to 6"), "{err:?}");
+}

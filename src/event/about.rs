@@ -75,6 +75,7 @@ impl EventBody {
                 ClaudeEvent::Piece(_) => "claude_piece",
             },
             EventBody::AgentChanged { .. } => "agent_changed",
+            EventBody::RunRecovering { .. } => "run_recovering",
         }
     }
 
@@ -207,7 +208,7 @@ impl EventBody {
         b
     }
 
-    /// Whether this is a run event (event schema 3, `RunContained` 4).
+    /// Whether this is a run event (event schema 3, `RunContained` 4, `RunRecovering` 6).
     pub fn is_run(&self) -> bool {
         matches!(self, run_event!())
     }

@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     engine: Arc<Engine>,
     projector: Option<Projector>,
     closed: Mutex<bool>,
+    /// The runs the open's reconcile left recovering that no supervisor has taken up
+    /// yet (`SessionManager::resume_runs` takes them; a cancel ends them), in id order.
+    waiting: Mutex<Vec<crate::run::RunId>>,
 }
 
 impl Inner {
@@ -196,11 +199,15 @@ impl SessionManager {
             let _ = engine.close();
             return Err(e);
         }
-        // Runs a previous process left unfinished: none stays `running` past an open.
-        if let Err(e) = crate::supervisor::reconcile(&engine) {
-            let _ = engine.close();
-            return Err(e);
-        }
+        // Runs a previous process left unfinished: none stays `running` past an open;
+        // those safe to repeat wait, `recovering`, for `resume_runs`.
+        let waiting = match crate::supervisor::reconcile(&engine) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = engine.close();
+                return Err(e);
+            }
+        };
         let projector = match options.projections {
             Some(p) => match Projector::start(Arc::clone(&engine), p) {
                 Ok(p) => Some(p),
@@ -216,6 +223,7 @@ impl SessionManager {
                 engine,
                 projector,
                 closed: Mutex::new(false),
+                waiting: Mutex::new(waiting),
             }),
         })
     }
@@ -229,6 +237,7 @@ impl SessionManager {
                 engine,
                 projector: None,
                 closed: Mutex::new(false),
+                waiting: Mutex::new(Vec::new()),
             }),
         })
     }

@@ -230,6 +230,8 @@ impl SessionManager {
             sink: req.on_output,
             on_attempt,
             cgroup: req.cgroup,
+            first_attempt: 1,
+            resumed: false,
         };
         let inner = Arc::clone(&self.inner);
         let thread = match supervisor::spawn_thread(format!("run-{id}"), None, move || {
@@ -251,6 +253,95 @@ impl SessionManager {
             }
         };
         Ok(RunHandle { id, cancel, thread })
+    }
+
+    /// Starts the next attempt of every run this manager's open left `recovering` (a run
+    /// no supervisor finished that is safe to repeat: see [`RetryPolicy::safe_to_repeat`]
+    /// and `docs/format.md`, `run_recovering`), each supervised as a retry is: its own
+    /// recorded steps (`run_started` of attempt n+1, output, `run_exited`), its output
+    /// appended to its log file, the attempts after it as its retry policy allows.
+    /// Returns the runs resumed, in id order, at once (see
+    /// [`SessionManager::resume_runs_with_handles`] to wait for them). Each run is
+    /// resumed once: a second call resumes nothing. A run with a cancel asked for it
+    /// (`runs/<id>.cancel`) is recorded `cancelled` instead. A read-only manager is
+    /// [`Error::ReadOnly`].
+    pub fn resume_runs(&self) -> Result<Vec<RunId>> {
+        Ok(self
+            .resume_runs_with_handles()?
+            .iter()
+            .map(RunHandle::id)
+            .collect())
+    }
+
+    /// [`SessionManager::resume_runs`], with the handle of each run resumed.
+    pub fn resume_runs_with_handles(&self) -> Result<Vec<RunHandle>> {
+        if self.engine().is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let waiting =
+            std::mem::take(&mut *self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut handles = Vec::new();
+        for (i, id) in waiting.iter().enumerate() {
+            if let Err(e) = self.resume_one(*id, &mut handles) {
+                // The runs not reached wait for the next call.
+                let mut w = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.extend(&waiting[i + 1..]);
+                w.sort();
+                return Err(e);
+            }
+        }
+        Ok(handles)
+    }
+
+    fn resume_one(&self, id: RunId, handles: &mut Vec<RunHandle>) -> Result<()> {
+        use crate::event::EventBody;
+        let Some(run) = self.state().run(id).cloned() else {
+            return Ok(());
+        };
+        if run.status != RunStatus::Recovering {
+            return Ok(());
+        }
+        let step = |body: EventBody| self.inner.execute(Command::RecordRunStep(Box::new(body)));
+        if supervisor::cancel_requested(self.data_dir(), id) {
+            step(EventBody::RunInterrupted {
+                run: id,
+                reason: "cancelled while it waited to be repeated after a restart".into(),
+                cancelled: true,
+            })?;
+            supervisor::clear_cancel(self.data_dir(), id);
+            return Ok(());
+        }
+        let attempt = run.attempts + 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            id,
+            spec: run.spec.clone(),
+            cancel: Arc::clone(&cancel),
+            sink: None,
+            on_attempt: None,
+            cgroup: true,
+            first_attempt: attempt,
+            resumed: true,
+        };
+        let inner = Arc::clone(&self.inner);
+        match supervisor::spawn_thread(format!("run-{id}"), None, move || {
+            supervisor::supervise(inner.engine(), job)
+        }) {
+            Ok(thread) => {
+                handles.push(RunHandle { id, cancel, thread });
+                Ok(())
+            }
+            Err(e) => {
+                // No supervisor: the run must not stay recovering.
+                step(EventBody::RunSpawnFailed {
+                    run: id,
+                    attempt,
+                    error: format!("cannot start its supervisor thread: {e}"),
+                    retry: false,
+                })?;
+                Ok(())
+            }
+        }
     }
 
     /// Runs matching `filter`, in id order.
@@ -298,7 +389,35 @@ impl SessionManager {
             CancelTarget::All => state.unfinished_runs().cloned().collect(),
         };
         drop(state);
-        for r in &targets {
+        // A run left recovering by this manager's open and not resumed has no supervisor
+        // to act on a request: it ends cancelled here and now.
+        let mut unsupervised = Vec::new();
+        {
+            let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.retain(|id| {
+                let ours = targets.iter().any(|r| r.id == *id);
+                if ours {
+                    unsupervised.push(*id);
+                }
+                !ours
+            });
+        }
+        for (i, id) in unsupervised.iter().enumerate() {
+            let done = self.inner.execute(Command::RecordRunStep(Box::new(
+                crate::event::EventBody::RunInterrupted {
+                    run: *id,
+                    reason: "cancelled while it waited to be repeated after a restart".into(),
+                    cancelled: true,
+                },
+            )));
+            if let Err(e) = done {
+                let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                waiting.extend(&unsupervised[i..]);
+                waiting.sort();
+                return Err(e);
+            }
+        }
+        for r in targets.iter().filter(|r| !unsupervised.contains(&r.id)) {
             supervisor::request_cancel(self.data_dir(), r.id)?;
         }
         let grace = targets

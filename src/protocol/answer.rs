@@ -137,6 +137,10 @@ pub fn run_op(manager: &crate::SessionManager, req: &Request) -> Result<Value> {
         Request::Logs { run, offset, limit } => {
             run_ops::answer_logs(manager, *run, *offset, *limit)?
         }
+        Request::ResumeRuns => {
+            let resumed = manager.resume_runs()?;
+            json!({"ok": true, "resumed": resumed.iter().map(|r| r.0).collect::<Vec<_>>()})
+        }
     })
 }
 

@@ -30,11 +30,14 @@
 //! | `health`     | `stale_after`? (seconds, default 300)                                    |
 //! | `exec`       | `id`, `program`, `args`? (array of strings), `cwd`?, `env`? (object of strings), `timeout_ms`?, `retries`?, `retry_delay_ms`? (default 1000), `max_memory_mb`?, `max_cpu_secs`?, `max_output_bytes`?, `grace_ms`?, `safe_to_repeat`?, `cgroup`? (default true) |
 //! | `logs`       | `run`, `offset`? (bytes, default 0), `limit`? (bytes, default 64 KiB, at most 1 MiB) |
+//! | `resume_runs`| (none): start the next attempt of every run a restart left `recovering` |
 //!
-//! The last five are the supervised runs' operations ([`parse_request`] reads them;
+//! The last six are the supervised runs' operations ([`parse_request`] reads them;
 //! [`parse_line`] refuses them, as they are no engine command): `runs`, `health` and
 //! `logs` read, `cancel` asks the run's supervisor (see `SessionManager::cancel_runs`) and
-//! waits, `exec` runs a program (no shell: `program` is a path or a name looked up in
+//! waits, `resume_runs` starts the runs safe to repeat that the open left recovering
+//! (`SessionManager::resume_runs`) and answers at once with their ids, `exec` runs a
+//! program (no shell: `program` is a path or a name looked up in
 //! `PATH`, `args` its arguments) as `SessionManager::exec` does and answers once the run
 //! has ended; its output goes to the run's log (read it with `logs`), not to the answers.
 //! The limits are checked as the library checks them (each from 1 to its maximum).
@@ -62,6 +65,7 @@
 //! {"ok":true,"run":{"id":3,"status":"failed","exit_code":1,...}}  exec, once the run ended
 //! {"ok":true,"run":3,"offset":0,"length":6,"next_offset":6,"total_bytes":6,
 //!  "complete":true,"encoding":"utf-8","output":"hello\n"}    logs ("base64" if not UTF-8)
+//! {"ok":true,"resumed":[4,7]}              resume_runs, the runs it started again
 //! ```
 //!
 //! `lsn` is the LSN of the command's record; a command with nothing to do (a cleanup that
@@ -131,6 +135,8 @@ pub enum Request {
         /// How many bytes at most.
         limit: u64,
     },
+    /// `resume_runs`: see `SessionManager::resume_runs`.
+    ResumeRuns,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::run::RunStatus;
 use crate::state::{LogLevel, SessionConfig};
 use crate::types::{MAX_JSON_DEPTH, SessionId, json_input_error, parse_json_input};
 
-pub(super) const OPS: [&str; 22] = [
+pub(super) const OPS: [&str; 23] = [
     "create",
     "activity",
     "meta",
@@ -34,10 +34,11 @@ pub(super) const OPS: [&str; 22] = [
     "health",
     "exec",
     "logs",
+    "resume_runs",
 ];
 
 /// The ops that are no engine command: the supervised runs' (see [`Request`]).
-pub(super) const RUN_OPS: [&str; 5] = ["runs", "cancel", "health", "exec", "logs"];
+pub(super) const RUN_OPS: [&str; 6] = ["runs", "cancel", "health", "exec", "logs", "resume_runs"];
 
 pub(super) fn parse_config(v: Value) -> Result<SessionConfig> {
     let Value::Object(map) = v else {
@@ -83,7 +84,8 @@ pub(super) fn parse_config(v: Value) -> Result<SessionConfig> {
 
 /// Parses one input line into a command. Never panics; every problem is an
 /// [`Error::InvalidInput`] (or the id validation error) naming the field. The run ops
-/// (`runs`, `cancel`, `health`, `exec`, `logs`) are no command: refused here, read by [`parse_request`].
+/// (`runs`, `cancel`, `health`, `exec`, `logs`, `resume_runs`) are no command: refused
+/// here, read by [`parse_request`].
 pub fn parse_line(line: &str) -> Result<Command> {
     match fast::activity(line) {
         Some(cmd) => Ok(cmd),
@@ -152,6 +154,7 @@ pub(super) fn parse_request_general(line: &str) -> Result<Request> {
         },
         "exec" => run_ops::parse_exec(&mut f)?,
         "logs" => run_ops::parse_logs(&mut f)?,
+        "resume_runs" => Request::ResumeRuns,
         op if claude_ops::OPS.contains(&op) => Request::Claude(claude_ops::parse(&mut f)?),
         _ => return command_of(f).map(Request::Command),
     };

@@ -99,6 +99,10 @@ fn run_ops_parse_as_requests_and_are_no_commands() {
         ),
         "{r:?}"
     );
+    assert!(matches!(
+        parse_request(r#"{"op":"resume_runs"}"#).unwrap(),
+        Request::ResumeRuns
+    ));
     let r = parse_request(r#"{"op":"health"}"#).unwrap();
     assert!(
         matches!(
@@ -131,6 +135,7 @@ fn run_ops_parse_as_requests_and_are_no_commands() {
         (r#"{"op":"health","stale_after":"x"}"#, "must be a number"),
         (r#"{"op":"runs","status":"dreaming"}"#, "no run status"),
         (r#"{"op":"runs","extra":1}"#, "unknown field"),
+        (r#"{"op":"resume_runs","run":1}"#, "unknown field"),
     ] {
         let e = parse_request(line).unwrap_err();
         assert!(e.to_string().contains(needle), "{line}: {e}");
@@ -140,6 +145,7 @@ fn run_ops_parse_as_requests_and_are_no_commands() {
         r#"{"op":"health"}"#,
         r#"{"op":"logs","run":1}"#,
         r#"{"op":"exec","id":"s1","program":"true"}"#,
+        r#"{"op":"resume_runs"}"#,
     ] {
         let e = parse_line(line).unwrap_err();
         assert!(

@@ -210,6 +210,12 @@ impl State {
                 r.error = Some(reason.clone());
                 r.ended_at = Some(at);
             }
+            EventBody::RunRecovering { run, reason } => {
+                // Waits for its next attempt (event schema 6): its attempts so far stay.
+                let r = self.run_mut(*run, &[Pending, Running, Recovering])?;
+                r.status = Recovering;
+                r.error = Some(reason.clone());
+            }
             EventBody::RunContained { run, attempt, .. } => {
                 // Recorded between the spawn and `RunStarted`: the state keeps no more
                 // of it than the check (the log has it).

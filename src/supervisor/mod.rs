@@ -9,7 +9,9 @@
 //! process of the group is left (a process still in the group after the leader exits is
 //! terminated the same way). `reconcile` runs at every writable open of a
 //! `SessionManager`: a run no supervisor finished is killed if its process is still the
-//! one recorded (same pid, start time and boot id) and recorded as interrupted.
+//! one recorded (same pid, start time and boot id) and recorded as interrupted, or as
+//! recovering when it is safe to repeat (`SessionManager::resume_runs` then supervises it
+//! from its next attempt).
 
 mod attempt;
 mod capture;
@@ -32,7 +34,7 @@ use crate::event::EventBody;
 use crate::run::{ExitKind, Run, RunId, RunSpec, Stream, Usage};
 
 use attempt::run_attempt;
-pub(crate) use recovery::reconcile;
+pub(crate) use recovery::{cancel_requested, reconcile};
 use spawn::SMALL_STACK;
 pub(crate) use spawn::spawn_thread;
 
@@ -85,7 +87,7 @@ pub(super) fn cancel_asked(root: &Path, job: &Job) -> bool {
 
 /// Removes a cancel request the supervisor has acted on (a regular file only: what
 /// `request_cancel` creates).
-pub(super) fn clear_cancel(root: &Path, id: RunId) {
+pub(crate) fn clear_cancel(root: &Path, id: RunId) {
     let path = cancel_path(root, id);
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
         let _ = std::fs::remove_file(path);
@@ -164,6 +166,24 @@ pub(super) fn create_log(root: &Path, id: RunId) -> std::io::Result<File> {
         .open(log_path(root, id))
 }
 
+/// Opens the log file of a run resumed after a reopen to append to it (created, 0600,
+/// when its earlier attempts left none; never through a symbolic link, a regular file
+/// only).
+pub(super) fn append_log(root: &Path, id: RunId) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    ensure_runs_dir(root)?;
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(log_path(root, id))?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("the run log is not a regular file"));
+    }
+    Ok(f)
+}
+
 /// What one run's supervisor thread is given.
 pub(crate) struct Job {
     pub id: RunId,
@@ -175,6 +195,12 @@ pub(crate) struct Job {
     pub on_attempt: Option<Arc<dyn Fn(u32) + Send + Sync>>,
     /// Whether each attempt gets a cgroup v2 of its own where one can be made.
     pub cgroup: bool,
+    /// The first attempt this supervisor starts: 1 for a new run; the one after those
+    /// recorded for a run a reopen left recovering.
+    pub first_attempt: u32,
+    /// Whether the run is resumed after a reopen left it recovering (its log file, when
+    /// its earlier attempts left one, is appended to).
+    pub resumed: bool,
 }
 
 pub(super) enum Msg {
@@ -199,14 +225,20 @@ pub(super) fn jitter(n: u64) -> u64 {
 /// Supervises `job` to its end. Returns the run as last recorded.
 pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
     let root = engine.paths().root.clone();
-    let mut log = match create_log(&root, job.id) {
+    let first = job.first_attempt.max(1);
+    let opened = if job.resumed {
+        append_log(&root, job.id)
+    } else {
+        create_log(&root, job.id)
+    };
+    let mut log = match opened {
         Ok(f) => Some(f),
         Err(e) => {
             record(
                 engine,
                 EventBody::RunSpawnFailed {
                     run: job.id,
-                    attempt: 1,
+                    attempt: first,
                     error: format!("cannot create the run's log file: {e}"),
                     retry: false,
                 },
@@ -216,7 +248,15 @@ pub(crate) fn supervise(engine: &Engine, job: Job) -> Result<Arc<Run>> {
     };
     if let Some(log) = log.as_mut() {
         let retry = &job.spec.retry;
-        let mut attempt = 1;
+        let mut attempt = first;
+        if job.resumed && log.metadata().is_ok_and(|m| m.len() > 0) {
+            // After what the earlier attempts wrote, as between retries.
+            use std::io::Write;
+            let _ = writeln!(
+                log,
+                "\n[session-engine: attempt {attempt}, resumed after a restart]"
+            );
+        }
         loop {
             let more = attempt <= retry.max_retries;
             if let Some(f) = &job.on_attempt {

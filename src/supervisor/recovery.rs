@@ -5,19 +5,45 @@ use std::time::{Duration, Instant};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::event::EventBody;
-use crate::run::RunId;
+use crate::run::{Run, RunId, is_secret_name};
 
 use super::stop::Stopper;
-use super::{TICK, cgroup, clear_cancel, os, record};
+use super::{TICK, cancel_path, cgroup, clear_cancel, os, record};
+
+/// Why run `run`, found unfinished at an open, may not be repeated; `None` when it may:
+/// its policy says it is safe to repeat, it has attempts left under its retry policy,
+/// and its environment held no secret (the log holds its spec redacted, so it could not
+/// be repeated as asked). A cancel asked for it is the caller's check.
+pub(crate) fn not_repeatable(run: &Run) -> Option<&'static str> {
+    let retry = &run.spec.retry;
+    if !retry.safe_to_repeat {
+        Some("it is not safe to repeat")
+    } else if run.attempts >= retry.max_retries.saturating_add(1) {
+        Some("it has no attempt left")
+    } else if run.spec.env.iter().any(|(k, _)| is_secret_name(k)) {
+        Some("its environment held a secret, which the log does not keep")
+    } else {
+        None
+    }
+}
+
+/// Whether a cancel of run `id` was asked for by file (`runs/<id>.cancel`).
+pub(crate) fn cancel_requested(root: &std::path::Path, id: RunId) -> bool {
+    std::fs::symlink_metadata(cancel_path(root, id)).is_ok_and(|m| m.is_file())
+}
 
 /// Finishes, at a writable open, every run no supervisor finished: a process still the
 /// one recorded (same pid, start time and boot id) is killed with its group (SIGTERM,
-/// the run's grace period, SIGKILL); then the run is recorded as interrupted. Returns
-/// the runs reconciled.
+/// the run's grace period, SIGKILL); then the run is recorded as interrupted unless it
+/// may be repeated ([`not_repeatable`]): then as cancelled when a cancel was asked for
+/// it, else as recovering (`RunRecovering`: it waits for its next attempt, see
+/// `SessionManager::resume_runs`). Returns the runs left recovering, in id
+/// order.
 pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
     let state = engine.state();
     let boot = os::boot_id();
-    let mut done = Vec::new();
+    let root = engine.paths().root.clone();
+    let mut recovering = Vec::new();
     for run in state.unfinished_runs() {
         let reason = match &run.process {
             Some(p) if run.status == crate::run::RunStatus::Running && p.boot_id == boot => {
@@ -65,16 +91,36 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
         } else {
             reason
         };
-        record(
-            engine,
+        let body = if let Some(why) = not_repeatable(run) {
             EventBody::RunInterrupted {
                 run: run.id,
-                reason,
+                reason: format!("{reason}; it is not repeated: {why}"),
                 cancelled: false,
-            },
-        )?;
-        clear_cancel(&engine.paths().root, run.id);
-        done.push(run.id);
+            }
+        } else if cancel_requested(&root, run.id) {
+            // It could have been repeated: the cancel is what ends it.
+            EventBody::RunInterrupted {
+                run: run.id,
+                reason: format!("{reason}; a cancel was asked for it: it is not repeated"),
+                cancelled: true,
+            }
+        } else {
+            recovering.push(run.id);
+            EventBody::RunRecovering {
+                run: run.id,
+                reason: format!(
+                    "{reason}; it is safe to repeat: attempt {} will be started when the \
+                     runs are resumed",
+                    run.attempts + 1
+                ),
+            }
+        };
+        let ended = !matches!(body, EventBody::RunRecovering { .. });
+        record(engine, body)?;
+        if ended {
+            // A cancel asked for a run left recovering is `resume_runs`'s to honour.
+            clear_cancel(&root, run.id);
+        }
     }
-    Ok(done)
+    Ok(recovering)
 }
