@@ -1190,38 +1190,32 @@ fn regenerate_golden_current() {
     write_golden(&m, &state, &golden_dir(CURRENT));
 }
 
-#[test]
-#[ignore = "writes tests/golden/v2-schemas/ when it is absent; run with UPDATE_GOLDEN=1"]
-fn regenerate_golden_schemas() {
+/// Writes the golden directory `name` from `workload` (and its `expected_parts.json`)
+/// when `UPDATE_GOLDEN=1` and the directory is absent: released goldens are never
+/// rewritten, a new schema gets a directory of its own.
+fn regenerate_parts_golden(name: &str, workload: fn(Arc<dyn Storage>) -> State) {
     if std::env::var("UPDATE_GOLDEN").as_deref() != Ok("1") {
         return;
     }
-    let root = golden_dir(SCHEMAS);
+    let root = golden_dir(name);
     if root.exists() {
-        // Released goldens are never rewritten: a new schema gets a directory of its own.
         return;
     }
     let m = Arc::new(MemStorage::new());
-    let state = schemas_workload(m.clone());
+    let state = workload(m.clone());
     write_golden(&m, &state, &root);
     let text = serde_json::to_string_pretty(&parts_json(&state)).unwrap();
     std::fs::write(root.join("expected_parts.json"), text + "\n").unwrap();
 }
 
 #[test]
+#[ignore = "writes tests/golden/v2-schemas/ when it is absent; run with UPDATE_GOLDEN=1"]
+fn regenerate_golden_schemas() {
+    regenerate_parts_golden(SCHEMAS, schemas_workload);
+}
+
+#[test]
 #[ignore = "writes tests/golden/v2-schema6/ when it is absent; run with UPDATE_GOLDEN=1"]
 fn regenerate_golden_schema6() {
-    if std::env::var("UPDATE_GOLDEN").as_deref() != Ok("1") {
-        return;
-    }
-    let root = golden_dir(SCHEMA6);
-    if root.exists() {
-        // Released goldens are never rewritten: a new schema gets a directory of its own.
-        return;
-    }
-    let m = Arc::new(MemStorage::new());
-    let state = schema6_workload(m.clone());
-    write_golden(&m, &state, &root);
-    let text = serde_json::to_string_pretty(&parts_json(&state)).unwrap();
-    std::fs::write(root.join("expected_parts.json"), text + "\n").unwrap();
+    regenerate_parts_golden(SCHEMA6, schema6_workload);
 }
