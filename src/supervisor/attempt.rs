@@ -223,10 +223,12 @@ pub(super) fn watch(
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Msg::Out(stream, bytes)) => {
+                // The run's log file first: what the caller is shown is in it, even if
+                // this process is killed the next moment.
+                capture.push(log, stream, &bytes).map_err(io_err)?;
                 if let Some(sink) = &job.sink {
                     sink(stream, &bytes);
                 }
-                capture.push(log, stream, &bytes).map_err(io_err)?;
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exit(r)) => {
