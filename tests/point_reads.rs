@@ -782,3 +782,88 @@ fn an_index_of_a_tail_that_was_cut_is_not_served_past_the_new_end() {
         sequential(&log, Lsn(100), Lsn(100))
     );
 }
+
+#[test]
+fn a_span_of_large_records_is_bounded_by_bytes_not_only_by_records() {
+    const SEG: u64 = 8 << 20;
+    let (_, mem_storage) = mem();
+    let clock = clock();
+    let dir = Path::new("data");
+    let mut o = options(Arc::clone(&mem_storage), &clock);
+    o.segment_bytes = SEG;
+    let e = Engine::open(dir, o).unwrap();
+    create(&e, "s1");
+    for i in 0..40 {
+        e.execute(Command::RecordActivity {
+            session: id("s1"),
+            action: format!("big {i}"),
+            details: Some(
+                JsonText::parse(&format!("{{\"pad\":\"{}\"}}", "y".repeat(150_000))).unwrap(),
+            ),
+        })
+        .unwrap();
+    }
+    let last = e.last_lsn();
+    drop(e);
+    assert_eq!(segment_count(&*mem_storage, dir), 1);
+    let all = sequential(&file_log(&mem_storage, dir, SEG), Lsn(1), last);
+    let counting = Arc::new(Counting {
+        inner: Arc::clone(&mem_storage),
+        counts: Arc::default(),
+    });
+    let storage: Arc<dyn Storage> = counting.clone();
+    let log = file_log(&storage, dir, SEG);
+    at(&log, &[Lsn(2)]).unwrap();
+    counting.take();
+    for lsn in [Lsn(20), Lsn(35), last] {
+        assert_eq!(
+            at(&log, &[lsn]).unwrap(),
+            vec![all[lsn.0 as usize - 1].clone()]
+        );
+        let c = counting.take();
+        assert!(c.whole.is_empty(), "{c:?}");
+        let read: u64 = c.ranged.values().sum();
+        // Fewer than INDEX_STRIDE records, but no more than INDEX_SPAN_BYTES (1 MiB) and
+        // a record: not the 6 MB of the 40 records.
+        assert!(read < (1 << 20) + 200_000, "{lsn}: {read} bytes");
+    }
+}
+
+#[test]
+fn a_torn_tail_of_the_last_segment_ends_the_log_but_its_record_is_never_silently_missing() {
+    let (_, storage) = mem();
+    let clock = clock();
+    let dir = Path::new("data");
+    let e = Engine::open(dir, options(Arc::clone(&storage), &clock)).unwrap();
+    fill(&e, "s1", 40, true);
+    let last = e.last_lsn();
+    drop(e);
+    let log = file_log(&storage, dir, 8 * 1024);
+    let all = sequential(&log, Lsn(1), last);
+    at(&log, &[Lsn(1), last]).unwrap();
+    // What a crash in the middle of the last write leaves: no seal after it, and the last
+    // record damaged.
+    let r = all.last().unwrap().clone();
+    let seal_at = r.1 + 20 + r.3.len() as u64;
+    let mut f = storage.open(&r.0, OpenMode::ReadWrite).unwrap();
+    f.write_at(seal_at, &[0u8; 21]).unwrap();
+    drop(f);
+    flip_payload_at(&storage, &r.0, r.1, r.3.len());
+    // The sequential reader ends the log before the torn record...
+    assert_eq!(sequential(&log, Lsn(1), last).len() as u64, last.0 - 1);
+    for log in [&log, &file_log(&storage, dir, 8 * 1024)] {
+        // ...a point read of it is corruption at its place, not a missing record...
+        let (got, err) = at(log, &[Lsn(last.0 - 1), last]).unwrap_err();
+        assert_eq!(got, vec![all[last.0 as usize - 2].clone()]);
+        assert!(
+            matches!(&err, Error::Corruption { file, offset, .. } if *file == r.0 && *offset == r.1),
+            "{err}"
+        );
+        // ...and past it the log has ended.
+        let (_, err) = at(log, &[last.next()]).unwrap_err();
+        assert!(
+            matches!(err, Error::LsnOutOfRange { last: l, .. } if l.0 == last.0 - 1),
+            "{err}"
+        );
+    }
+}

@@ -10,8 +10,9 @@
 //!                its place in the chain too); an LSN past the indexed end of a segment
 //!                that may still grow extends the index from that end (same scan)
 //!   per LSN: the span between the index entry at or before it and the next entry (at
-//!            most INDEX_STRIDE records), read with `read_at` and walked with
-//!            `scan_segment`: every frame of the span is checked as the reader checks it
+//!            most INDEX_STRIDE records, INDEX_SPAN_BYTES of them), read with `read_at`
+//!            and walked with `scan_segment`: every frame up to the LSN is checked as the
+//!            reader checks it
 //! ```
 //!
 //! Damage is never silent. A span that does not hold the records its index says it
@@ -25,9 +26,13 @@
 //! ending before the next one starts) is corruption naming the next segment, offset 16,
 //! as [`super::LogReader`] reports it.
 //!
-//! The cache holds the indexes of at most [`INDEX_CACHE_SEGMENTS`] segments (the least
-//! recently used is dropped): 8 bytes per [`INDEX_STRIDE`] records of each, so at most
-//! `segment_bytes / 168` bytes per segment (a record's frame is at least 21 bytes).
+//! A span (the records from one index entry to the next) holds at most [`INDEX_STRIDE`]
+//! records and, when it holds more than one, starts less than [`INDEX_SPAN_BYTES`] before
+//! its last record. The cache holds the indexes of at most [`INDEX_CACHE_SEGMENTS`]
+//! segments (the least recently used is dropped): 16 bytes per entry, one entry per
+//! [`INDEX_STRIDE`] records or [`INDEX_SPAN_BYTES`] of records, whichever comes first, so
+//! at most `segment_bytes / 84 + 16 * (segment_bytes / 1 MiB + 1)` bytes per segment (a
+//! frame is at least 21 bytes): 200 KiB for the default 16 MiB segment.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,9 +46,14 @@ use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage};
 use crate::types::Lsn;
 
-/// One index entry every this many records of a segment: a point read reads at most this
-/// many records' bytes once the segment is indexed.
+/// An index entry at least every this many records of a segment: a point read reads at
+/// most this many records once the segment is indexed.
 pub const INDEX_STRIDE: u64 = 64;
+
+/// An index entry also starts once the records since the last one reach this many bytes,
+/// so that a span of large records stays small: a point read reads less than this plus
+/// the record it wants (1 MiB).
+pub const INDEX_SPAN_BYTES: u64 = 1 << 20;
 
 /// The indexes of at most this many segments are kept (least recently used dropped).
 pub const INDEX_CACHE_SEGMENTS: usize = 32;
@@ -51,10 +61,10 @@ pub const INDEX_CACHE_SEGMENTS: usize = 32;
 /// The sparse index of one segment, up to the end of its valid records seen so far.
 #[derive(Clone, Debug)]
 struct SegmentIndex {
-    /// LSN of the segment's first record (from its name, checked against its header).
-    first: Lsn,
-    /// `offsets[i]` is the byte offset of the frame of LSN `first + i * INDEX_STRIDE`.
-    offsets: Vec<u64>,
+    /// `(lsn, offset)` of the first record of each span, ascending: the first record of
+    /// the segment, then one at most [`INDEX_STRIDE`] records or, past
+    /// [`INDEX_SPAN_BYTES`], one record later.
+    entries: Vec<(Lsn, u64)>,
     /// LSN of the last valid record indexed (`first - 1` when none).
     end_lsn: Lsn,
     /// The offset just past that record's frame: where a scan for more resumes.
@@ -84,8 +94,7 @@ struct Damage {
 impl SegmentIndex {
     fn empty(first: Lsn) -> SegmentIndex {
         SegmentIndex {
-            first,
-            offsets: Vec::new(),
+            entries: Vec::new(),
             end_lsn: Lsn(first.0 - 1),
             end_offset: SEGMENT_HEADER_LEN as u64,
             settled: None,
@@ -95,12 +104,27 @@ impl SegmentIndex {
     /// The byte range of the span holding `lsn` (which must be indexed), the LSN of its
     /// first record and of its last.
     fn span(&self, lsn: Lsn) -> (std::ops::Range<u64>, Lsn, Lsn) {
-        let e = ((lsn.0 - self.first.0) / INDEX_STRIDE) as usize;
-        let start = self.offsets[e];
-        let end = self.offsets.get(e + 1).copied().unwrap_or(self.end_offset);
-        let span_first = Lsn(self.first.0 + e as u64 * INDEX_STRIDE);
-        let span_last = Lsn((span_first.0 + INDEX_STRIDE - 1).min(self.end_lsn.0));
+        let e = self.entries.partition_point(|x| x.0 <= lsn) - 1;
+        let (span_first, start) = self.entries[e];
+        let (span_last, end) = match self.entries.get(e + 1) {
+            Some(&(next, offset)) => (Lsn(next.0 - 1), offset),
+            None => (self.end_lsn, self.end_offset),
+        };
         (start..end, span_first, span_last)
+    }
+
+    /// Notes the valid record `lsn` whose frame is `len` bytes at `offset`, the next one
+    /// after `end_lsn`.
+    fn push(&mut self, lsn: Lsn, offset: u64, len: u64) {
+        let starts_span = match self.entries.last() {
+            None => true,
+            Some(&(l, o)) => lsn.0 - l.0 >= INDEX_STRIDE || offset - o >= INDEX_SPAN_BYTES,
+        };
+        if starts_span {
+            self.entries.push((lsn, offset));
+        }
+        self.end_lsn = lsn;
+        self.end_offset = offset + len;
     }
 }
 
@@ -395,7 +419,7 @@ fn scan_on(
     mut idx: SegmentIndex,
     is_last: bool,
 ) -> Result<(SegmentIndex, Option<Damage>)> {
-    let (start, expected, first) = (idx.end_offset as usize, idx.end_lsn.next(), idx.first);
+    let (start, expected) = (idx.end_offset as usize, idx.end_lsn.next());
     let (scan, _) = scan_file(
         storage,
         path,
@@ -404,15 +428,7 @@ fn scan_on(
         expected,
         is_last,
         |offset, frame| {
-            if (frame.lsn.0 - first.0).is_multiple_of(INDEX_STRIDE) {
-                debug_assert_eq!(
-                    idx.offsets.len() as u64,
-                    (frame.lsn.0 - first.0) / INDEX_STRIDE
-                );
-                idx.offsets.push(offset);
-            }
-            idx.end_lsn = frame.lsn;
-            idx.end_offset = offset + frame.len as u64;
+            idx.push(frame.lsn, offset, frame.len as u64);
             true
         },
     )?;

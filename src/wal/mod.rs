@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::types::Lsn;
 
-pub use index::{INDEX_CACHE_SEGMENTS, INDEX_STRIDE, SegmentIndexes};
+pub use index::{INDEX_CACHE_SEGMENTS, INDEX_SPAN_BYTES, INDEX_STRIDE, SegmentIndexes};
 pub use reader::LogReader;
 use reader::scan_file;
 pub use record::{FrameBuf, MAX_PAYLOAD_LEN};
