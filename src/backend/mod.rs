@@ -72,7 +72,8 @@ pub trait LogBackend: Send + Sync + fmt::Debug {
     /// a backend with nothing better (its `LsnOutOfRange::last` is then the last LSN that
     /// read found, or the LSN before the one asked for when it found none). [`FileLog`]
     /// finds each record through a sparse index of its segment, reading at most
-    /// [`crate::wal::INDEX_STRIDE`] records' bytes per record once the segment is indexed;
+    /// [`crate::wal::INDEX_STRIDE`] records (and about [`crate::wal::INDEX_SPAN_BYTES`])
+    /// per record once the segment is indexed;
     /// [`MemLog`] takes each record directly.
     fn read_lsns(&self, lsns: &[Lsn], f: &mut ReadFn<'_>) -> Result<()> {
         check_ascending(lsns)?;

@@ -32,8 +32,8 @@ impl Engine {
     /// order or holding 0 is [`Error::InvalidInput`], before anything is read. Each record
     /// is checked as any read of the log checks it: damage is [`Error::Corruption`] naming
     /// its place, never a skipped or different event. On the file log, a record costs a
-    /// read of at most 64 records' bytes of its segment once that segment is indexed (one
-    /// checked scan of the segment, the first time it is read; see
+    /// read of at most 64 records (or about 1 MiB and the record) of its segment once that
+    /// segment is indexed (one checked scan of the segment, the first time it is read; see
     /// [`LogBackend::read_lsns`]).
     ///
     /// ```
