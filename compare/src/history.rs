@@ -50,7 +50,8 @@ struct Digest {
 
 /// The session's history through the library's public API, as cheaply as it gives it
 /// today: the published state's session and its `activity_log` (action, timestamp and
-/// details of each activity).
+/// details of each activity). When the history moves out of memory (issue 15), this is
+/// the one place to change: it must then go through the history reader the API gives.
 fn engine_read(e: &Engine, id: &SessionId) -> Digest {
     let state = e.state();
     let s = state.session(id).expect("the session");

@@ -1207,7 +1207,7 @@ fn w5(cfg: &Config) -> Section {
         if activities {
             sec.check(
                 format!(
-                    "W5 open {}k ÷ open {}k events, activities (state grows with the log: not flat by design)",
+                    "W5 open {}k ÷ open {}k events, activities (today the state grows with the log; issue 15)",
                     sizes[sizes.len() - 1] / 1000,
                     sizes[0] / 1000
                 ),
