@@ -32,6 +32,27 @@ pub fn details_text(i: u64) -> String {
     )
 }
 
+/// The JSON details of activity `i` padded to about `bytes` bytes (at least
+/// [`details_text`]'s): its fields plus an `output` string of hex digits that varies with
+/// `i`, like a tool's captured output.
+pub fn details_sized(i: u64, bytes: usize) -> String {
+    let mut s = details_text(i);
+    s.pop();
+    s.push_str(",\"output\":\"");
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D_4C95_7F2D;
+    while s.len() + 2 < bytes {
+        // splitmix64
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        s.push_str(&format!("{z:016x}"));
+    }
+    s.push_str("\"}");
+    s
+}
+
 /// The action name of activity `i`.
 pub fn action(i: u64) -> &'static str {
     ["tool_use", "user_input", "api_call", "file_edit"][(i % 4) as usize]
@@ -43,6 +64,16 @@ pub fn activity(session: &SessionId, i: u64) -> Command {
         session: session.clone(),
         action: action(i).to_owned(),
         details: Some(JsonText::parse(&details_text(i)).expect("valid JSON")),
+    }
+}
+
+/// The engine command for activity `i` of `session` with details of about `bytes` bytes
+/// ([`details_sized`]).
+pub fn activity_sized(session: &SessionId, i: u64, bytes: usize) -> Command {
+    Command::RecordActivity {
+        session: session.clone(),
+        action: action(i).to_owned(),
+        details: Some(JsonText::parse(&details_sized(i, bytes)).expect("valid JSON")),
     }
 }
 
@@ -110,10 +141,20 @@ pub fn engine_with_sessions(dir: &Path, durability: Durability, sessions: u64) -
 /// Fills an engine, fast (buffered and pipelined), with `per_session` activities in each of
 /// `sessions` sessions, interleaved, then syncs. Returns the engine.
 pub fn fill(engine: &Engine, sessions: u64, per_session: u64) {
+    fill_with(engine, sessions, per_session, activity);
+}
+
+/// [`fill`] with the command of activity `i` of a session made by `make`.
+pub fn fill_with(
+    engine: &Engine,
+    sessions: u64,
+    per_session: u64,
+    make: impl Fn(&SessionId, u64) -> Command,
+) {
     let mut window = std::collections::VecDeque::new();
     for i in 0..per_session {
         for s in 0..sessions {
-            window.push_back(engine.submit(activity(&session_id(s), i * sessions + s)));
+            window.push_back(engine.submit(make(&session_id(s), i * sessions + s)));
             if window.len() >= 4096 {
                 window.pop_front().expect("non-empty").wait().expect("fill");
             }
