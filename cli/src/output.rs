@@ -62,7 +62,7 @@ pub fn list_item_json(s: &Session, now: Timestamp) -> Value {
         "last_activity": s.last_activity.to_iso8601(),
         "timeout_seconds": s.timeout_secs,
         "is_active": s.is_active(now),
-        "activity_count": s.body.activity_log.len(),
+        "activity_count": s.body.activity_count(),
     })
 }
 

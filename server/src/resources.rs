@@ -235,7 +235,7 @@ pub async fn checkpoints(
                 "label": c.label.as_deref(),
                 "created_at": c.created_at,
                 "status": c.body.status.as_str(),
-                "activity_count": c.body.activity_log.len(),
+                "activity_count": c.body.activity_count(),
             })
         })
         .collect();
@@ -442,7 +442,7 @@ pub async fn analytics(State(s): State<AppState>) -> Result<Response, ApiError> 
             .entry(x.agent.as_deref().unwrap_or(""))
             .or_default() += 1;
     }
-    let activities: usize = all.iter().map(|x| x.body.activity_log.len()).sum();
+    let activities: usize = all.iter().map(|x| x.body.activity_count()).sum();
     Ok(ok(json!({
         "total_sessions": all.len(),
         "by_status": by_status,
