@@ -58,6 +58,7 @@ use crate::command::{MAX_IMPORT_EVENTS, MAX_TIMEOUT_SECS, long, short, validate_
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, MAX_IMPORT_DEPTH};
+use crate::history::History;
 use crate::state::{Session, SessionConfig, State};
 use crate::storage::{FileKind, Storage, write_atomic};
 use crate::types::{Lsn, MAX_JSON_DEPTH, SessionId};
@@ -545,16 +546,20 @@ fn check_session(s: &Session) -> Result<()> {
         for k in b.metadata.keys() {
             short("metadata key", k)?;
         }
-        for a in &b.activity_log {
-            short("action", &a.action)?;
+        // The session value an event carries, read through the one history reader.
+        let history = History::of_body(s.id.clone(), Lsn::ZERO, b);
+        for a in history.activities() {
+            short("action", &a?.value.action)?;
         }
-        for c in &b.commands {
+        for c in history.commands() {
+            let c = c?.value;
             short("command", &c.command)?;
             if let Some(e) = &c.error {
                 long("error", e)?;
             }
         }
-        for d in &b.decisions {
+        for d in history.decisions() {
+            let d = d?.value;
             long("what", &d.what)?;
             long("why", &d.why)?;
             if let Some(a) = &d.alternatives {

@@ -66,6 +66,7 @@ pub mod engine;
 mod error;
 pub mod event;
 pub mod export;
+pub mod history;
 pub mod import;
 mod intern;
 mod isotime;
@@ -89,6 +90,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use event::{Event, EventBody};
 pub use export::{Bundle, BundleError, parse_bundle};
+pub use history::History;
 pub use manager::{
     CancelTarget, Cancelled, ChainImport, ClaudeHandle, ClaudeRequest, ClaudeSession, ClaudeTurn,
     CommandRun, ExecRequest, ListFilter, ManagerOptions, RunFilter, RunHandle, RunOutput,

@@ -226,6 +226,33 @@ pub enum Cmd {
         #[arg(long, value_name = "LSN")]
         at: Option<u64>,
     },
+    /// Print a session's history one item per line, oldest first: activities, or its
+    /// commands or decisions (`INDEX<TAB>TIMESTAMP<TAB>NAME<TAB>DETAILS`, the details as
+    /// compact JSON; with --json one object per line), a page at a time for big sessions.
+    History {
+        /// The session id.
+        id: String,
+        /// The session's command runs instead of its activities.
+        #[arg(long, conflicts_with = "decisions")]
+        commands: bool,
+        /// The session's decisions instead of its activities.
+        #[arg(long)]
+        decisions: bool,
+        /// Start at the item with this index (0-based, oldest first; indices are printed
+        /// and stay the same as the session grows). Default: the oldest, or with
+        /// --newest-first the newest.
+        #[arg(long, value_name = "N")]
+        from: Option<u64>,
+        /// Print at most N items.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Newest first: from the start index down to 0.
+        #[arg(long)]
+        newest_first: bool,
+        /// The history as it was right after this LSN.
+        #[arg(long, value_name = "LSN")]
+        at: Option<u64>,
+    },
     /// List session ids, one per line (with --json, an array of objects).
     List {
         /// Only sessions with this status.

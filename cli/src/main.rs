@@ -128,6 +128,7 @@ impl Cli {
             Cmd::Claude(c) => matches!(c, ClaudeCmd::Import { .. } | ClaudeCmd::Follow { .. }),
             Cmd::Runs { resume, .. } => *resume,
             Cmd::Show { .. }
+            | Cmd::History { .. }
             | Cmd::List { .. }
             | Cmd::Export { .. }
             | Cmd::Replay { .. }
@@ -433,6 +434,32 @@ fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Cmd::Cleanup { max_age_days } => write_cmds::cleanup(cli, out, *max_age_days),
         Cmd::Clone { id, new_id } => write_cmds::clone(cli, out, id, new_id.as_deref()),
         Cmd::Show { id, at } => read_cmds::show(cli, out, id, *at),
+        Cmd::History {
+            id,
+            commands,
+            decisions,
+            from,
+            limit,
+            newest_first,
+            at,
+        } => read_cmds::history(
+            cli,
+            out,
+            id,
+            &read_cmds::HistoryQuery {
+                kind: if *commands {
+                    read_cmds::HistoryKind::Commands
+                } else if *decisions {
+                    read_cmds::HistoryKind::Decisions
+                } else {
+                    read_cmds::HistoryKind::Activities
+                },
+                from: *from,
+                limit: *limit,
+                newest_first: *newest_first,
+                at: *at,
+            },
+        ),
         Cmd::List { status } => read_cmds::list(cli, out, *status),
         Cmd::Export { id, file } => read_cmds::export(cli, out, id, file),
         Cmd::Replay { from, session } => read_cmds::replay(cli, out, *from, session.as_deref()),

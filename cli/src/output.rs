@@ -7,8 +7,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 use session_engine::projection::ProjectionPaths;
+use session_engine::state::{Activity, CommandRecord, Decision};
 use session_engine::storage::Storage;
-use session_engine::{Engine, Lsn, Session, Timestamp};
+use session_engine::{Engine, JsonText, Lsn, Session, Timestamp};
 
 /// Buffered stdout. A write to a closed pipe becomes an error that `main` turns into a
 /// quiet exit with status 0.
@@ -61,7 +62,98 @@ pub fn list_item_json(s: &Session, now: Timestamp) -> Value {
         "last_activity": s.last_activity.to_iso8601(),
         "timeout_seconds": s.timeout_secs,
         "is_active": s.is_active(now),
-        "activity_count": s.body.activity_log.len(),
+        "activity_count": s.body.activity_count(),
+    })
+}
+
+/// A name in a `history` line: tabs, newlines, carriage returns and backslashes are
+/// written `\t`, `\n`, `\r` and `\\`, so one item is one line of tab-separated fields.
+fn field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Details or arguments as `show` prints them: the JSON value given, `{}` when none was.
+fn details(d: Option<&JsonText>) -> Value {
+    d.map_or_else(|| json!({}), JsonText::to_value)
+}
+
+/// `history`'s line of an activity: `INDEX<TAB>TIMESTAMP<TAB>ACTION<TAB>DETAILS`.
+pub fn activity_line(index: usize, a: &Activity) -> String {
+    format!(
+        "{index}\t{}\t{}\t{}",
+        a.timestamp.to_iso8601(),
+        field(&a.action),
+        a.details.as_ref().map_or("{}", JsonText::as_str)
+    )
+}
+
+/// `history --json`'s object of an activity: `show`'s `activity_log` entry and its index.
+pub fn activity_json(index: usize, a: &Activity) -> Value {
+    json!({
+        "index": index,
+        "action": &*a.action,
+        "timestamp": a.timestamp.to_iso8601(),
+        "details": details(a.details.as_ref()),
+    })
+}
+
+/// `history --commands`' line: `INDEX<TAB>TIMESTAMP<TAB>COMMAND<TAB>{args, success,
+/// error, duration_ms}`.
+pub fn command_line(index: usize, c: &CommandRecord) -> String {
+    let rest = json!({
+        "args": details(c.args.as_ref()),
+        "success": c.success,
+        "error": c.error.as_deref(),
+        "duration_ms": c.duration_ms,
+    });
+    format!(
+        "{index}\t{}\t{}\t{rest}",
+        c.timestamp.to_iso8601(),
+        field(&c.command)
+    )
+}
+
+/// `history --commands --json`'s object: `show`'s `command_history` entry and its index.
+pub fn command_json(index: usize, c: &CommandRecord) -> Value {
+    json!({
+        "index": index,
+        "command": &*c.command,
+        "args": details(c.args.as_ref()),
+        "timestamp": c.timestamp.to_iso8601(),
+        "success": c.success,
+        "error": c.error.as_deref(),
+        "duration_ms": c.duration_ms,
+    })
+}
+
+/// `history --decisions`' line: `INDEX<TAB>TIMESTAMP<TAB>WHAT<TAB>{why, alternatives}`.
+pub fn decision_line(index: usize, d: &Decision) -> String {
+    let rest = json!({ "why": &*d.why, "alternatives": d.alternatives.as_deref() });
+    format!(
+        "{index}\t{}\t{}\t{rest}",
+        d.timestamp.to_iso8601(),
+        field(&d.what)
+    )
+}
+
+/// `history --decisions --json`'s object: `show`'s `decisions` entry and its index.
+pub fn decision_json(index: usize, d: &Decision) -> Value {
+    json!({
+        "index": index,
+        "what": &*d.what,
+        "why": &*d.why,
+        "alternatives": d.alternatives.as_deref(),
+        "timestamp": d.timestamp.to_iso8601(),
     })
 }
 

@@ -1,5 +1,5 @@
 //! The commands that only read the data directory (they work while another process
-//! writes): `show`, `list`, `export`, `replay`, `stats`.
+//! writes): `show`, `history`, `list`, `export`, `replay`, `stats`.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::args::StatusArg;
 use crate::output::{self, Out};
 use crate::{Cli, ErrorExt, missing_dir, progress_bar, session_id, status};
+use session_engine::history::{Entries, Entry};
 use session_engine::projection::SessionFile;
 use session_engine::{Error, Lsn, protocol};
 
@@ -31,6 +32,118 @@ pub(crate) fn show(cli: &Cli, out: &mut Out, id: &str, at: Option<u64>) -> Resul
             .ok_or_else(|| Error::not_found_session(&session))?,
     };
     out.json(&serde_json::to_value(SessionFile::of(&s))?)?;
+    Ok(0)
+}
+
+/// Which kind of a session's history `history` prints.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HistoryKind {
+    Activities,
+    Commands,
+    Decisions,
+}
+
+/// `history`'s selection.
+pub(crate) struct HistoryQuery {
+    pub kind: HistoryKind,
+    pub from: Option<u64>,
+    pub limit: Option<u64>,
+    pub newest_first: bool,
+    pub at: Option<u64>,
+}
+
+/// `history ID [--commands|--decisions] [--from N] [--limit N] [--newest-first] [--at LSN]`:
+/// one item per line, through the library's history reader (never the whole session in
+/// one document, as `show` prints it).
+pub(crate) fn history(cli: &Cli, out: &mut Out, id: &str, q: &HistoryQuery) -> Result<u8> {
+    let session = session_id(id)?;
+    let manager = cli.open_read()?;
+    let h = match q.at {
+        Some(lsn) => manager.engine().history_at(&session, Lsn(lsn))?,
+        None => manager.engine().history(&session)?,
+    };
+    let json = cli.json;
+    match q.kind {
+        HistoryKind::Activities => print_history(
+            out,
+            json,
+            q,
+            h.activities(),
+            output::activity_line,
+            output::activity_json,
+        ),
+        HistoryKind::Commands => print_history(
+            out,
+            json,
+            q,
+            h.commands(),
+            output::command_line,
+            output::command_json,
+        ),
+        HistoryKind::Decisions => print_history(
+            out,
+            json,
+            q,
+            h.decisions(),
+            output::decision_line,
+            output::decision_json,
+        ),
+    }
+}
+
+/// Prints the items `q` selects from `entries`: from index `q.from` (default the oldest,
+/// or the newest with `--newest-first`) on, in the order asked, at most `q.limit`. A start
+/// past the end is invalid input (exit 4); oldest first, a start equal to the count (where
+/// the next item will be) prints nothing.
+fn print_history<T>(
+    out: &mut Out,
+    json: bool,
+    q: &HistoryQuery,
+    entries: Entries<'_, T>,
+    line: fn(usize, &T) -> String,
+    object: fn(usize, &T) -> Value,
+) -> Result<u8> {
+    let n = entries.len();
+    let from = q.from.map(|f| usize::try_from(f).unwrap_or(usize::MAX));
+    let limit = q
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let kind = match q.kind {
+        HistoryKind::Activities => "activities",
+        HistoryKind::Commands => "commands",
+        HistoryKind::Decisions => "decisions",
+    };
+    let past_end = |f: usize| {
+        let has = match n {
+            0 => format!("no {kind}"),
+            _ => format!("{n} {kind} (indices 0 to {})", n - 1),
+        };
+        Error::invalid_input(
+            "--from",
+            format!("{f} is past the end: the session has {has}"),
+        )
+    };
+    let items: Box<dyn Iterator<Item = session_engine::Result<Entry<T>>>> = if q.newest_first {
+        match from {
+            None => Box::new(entries.iter().rev()),
+            Some(f) if f < n => Box::new(entries.range(..=f)?.rev()),
+            Some(f) => return Err(past_end(f).into()),
+        }
+    } else {
+        let f = from.unwrap_or(0);
+        if f > n {
+            return Err(past_end(f).into());
+        }
+        Box::new(entries.range(f..)?)
+    };
+    for e in items.take(limit) {
+        let e = e?;
+        if json {
+            out.json(&object(e.index, &e.value))?;
+        } else {
+            out.line(&line(e.index, &e.value))?;
+        }
+    }
     Ok(0)
 }
 

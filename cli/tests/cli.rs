@@ -1929,3 +1929,262 @@ fn apply_exits_zero_when_lines_are_refused_and_six_when_the_directory_is_in_use(
     assert!(running.wait().unwrap().success());
     assert_eq!(d.json(&["show", "s1"])["status"], "active");
 }
+
+/// The index column of `history`'s lines.
+fn indices(out: &str) -> Vec<usize> {
+    out.lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// `history --json`'s lines without their `index`, which must count from `first` by `step`.
+fn without_index(out: &str, first: i64, step: i64) -> Vec<Value> {
+    out.lines()
+        .enumerate()
+        .map(|(n, l)| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let index = v.as_object_mut().unwrap().shift_remove("index").unwrap();
+            assert_eq!(index, first + step * n as i64, "{l}");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn history_prints_one_line_per_item_in_pages_oldest_or_newest_first() {
+    let d = dir();
+    let mut input = vec![r#"{"op":"create","id":"s1"}"#.to_string()];
+    for i in 0..11 {
+        input.push(format!(
+            r#"{{"op":"activity","id":"s1","action":"a{i}","details":{{"i":{i},"s":"x y"}}}}"#
+        ));
+    }
+    input.push(r#"{"op":"activity","id":"s1","action":"tab\there\\ and\nline"}"#.into());
+    let o = d.run_stdin(&["apply"], &(input.join("\n") + "\n"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    d.ok(&[
+        "command",
+        "s1",
+        "cargo test",
+        "--error",
+        "1 failed",
+        "--duration-ms",
+        "12",
+    ]);
+    d.ok(&["command", "s1", "ls", "--args", r#"{"a":[1,2]}"#]);
+    d.ok(&[
+        "decision",
+        "s1",
+        "--what",
+        "use\timbl",
+        "--why",
+        "cheap",
+        "--alternatives",
+        "Vec",
+    ]);
+
+    // One line per item: index, timestamp, action, details as compact JSON.
+    let all = d.ok(&["history", "s1"]);
+    assert_eq!(indices(&all), (0..12).collect::<Vec<_>>());
+    for (i, l) in all.lines().enumerate().take(11) {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        assert!(chrono::DateTime::parse_from_rfc3339(f[1]).is_ok(), "{l}");
+        assert_eq!(f[2], format!("a{i}"));
+        assert_eq!(f[3], format!(r#"{{"i":{i},"s":"x y"}}"#));
+    }
+    let last: Vec<&str> = all.lines().nth(11).unwrap().split('\t').collect();
+    assert_eq!(
+        last.len(),
+        4,
+        "tabs and newlines in a name are escaped: {last:?}"
+    );
+    assert_eq!(last[2], r"tab\there\\ and\nline");
+    assert_eq!(last[3], "{}");
+
+    // --json: one object per line, show's entries plus the index.
+    let show = d.json(&["show", "s1"]);
+    let json = d.ok(&["history", "s1", "--json"]);
+    assert_eq!(json.lines().count(), 12);
+    assert_eq!(
+        Value::Array(without_index(&json, 0, 1)),
+        show["activity_log"]
+    );
+    let cmds = d.ok(&["history", "s1", "--commands", "--json"]);
+    assert_eq!(
+        Value::Array(without_index(&cmds, 0, 1)),
+        show["command_history"]
+    );
+    let decs = d.ok(&["history", "s1", "--decisions", "--json"]);
+    assert_eq!(Value::Array(without_index(&decs, 0, 1)), show["decisions"]);
+    let cmds = d.ok(&["history", "s1", "--commands"]);
+    let f: Vec<Vec<&str>> = cmds.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!((f[0][0], f[0][2]), ("0", "cargo test"));
+    assert_eq!(
+        f[0][3],
+        r#"{"args":{},"success":false,"error":"1 failed","duration_ms":12}"#
+    );
+    assert_eq!((f[1][0], f[1][2]), ("1", "ls"));
+    assert_eq!(
+        f[1][3],
+        r#"{"args":{"a":[1,2]},"success":true,"error":null,"duration_ms":0}"#
+    );
+    let decs = d.ok(&["history", "s1", "--decisions"]);
+    let f: Vec<&str> = decs.trim_end().split('\t').collect();
+    assert_eq!(
+        (f[0], f[2], f[3]),
+        ("0", r"use\timbl", r#"{"why":"cheap","alternatives":"Vec"}"#)
+    );
+
+    // Pages, oldest first: --from is an index, --limit a count.
+    assert_eq!(
+        indices(&d.ok(&["history", "s1", "--from", "3", "--limit", "4"])),
+        [3, 4, 5, 6]
+    );
+    assert_eq!(
+        indices(&d.ok(&["history", "s1", "--from", "10", "--limit", "5"])),
+        [10, 11]
+    );
+    assert_eq!(
+        d.ok(&["history", "s1", "--from", "12"]),
+        "",
+        "where the next item will be"
+    );
+    let mut paged = String::new();
+    let mut from = 0;
+    loop {
+        let page = d.ok(&["history", "s1", "--from", &from.to_string(), "--limit", "5"]);
+        if page.is_empty() {
+            break;
+        }
+        from = indices(&page).last().unwrap() + 1;
+        paged.push_str(&page);
+    }
+    assert_eq!(paged, all, "pages put together are the whole history");
+
+    // Newest first: from the start index down to 0.
+    let newest = d.ok(&["history", "s1", "--newest-first"]);
+    assert_eq!(indices(&newest), (0..12).rev().collect::<Vec<_>>());
+    let mut reversed: Vec<&str> = all.lines().collect();
+    reversed.reverse();
+    assert_eq!(newest.lines().collect::<Vec<_>>(), reversed);
+    assert_eq!(
+        indices(&d.ok(&["history", "s1", "--newest-first", "--limit", "3"])),
+        [11, 10, 9]
+    );
+    assert_eq!(
+        indices(&d.ok(&[
+            "history",
+            "s1",
+            "--newest-first",
+            "--from",
+            "4",
+            "--limit",
+            "3"
+        ])),
+        [4, 3, 2]
+    );
+    assert_eq!(
+        indices(&d.ok(&[
+            "history",
+            "s1",
+            "--newest-first",
+            "--from",
+            "1",
+            "--limit",
+            "5"
+        ])),
+        [1, 0]
+    );
+    let page = d.ok(&[
+        "history",
+        "s1",
+        "--newest-first",
+        "--from",
+        "5",
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(without_index(&page, 5, -1).len(), 2);
+
+    // --at LSN: the history right after that record (LSN 4: the third activity).
+    let at = d.ok(&["history", "s1", "--at", "4"]);
+    assert_eq!(indices(&at), [0, 1, 2]);
+    assert_eq!(
+        at,
+        all.lines()
+            .take(3)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    let at_json = d.ok(&["history", "s1", "--at", "4", "--json", "--newest-first"]);
+    let mut then = d.json(&["show", "s1", "--at", "4"])["activity_log"].clone();
+    then.as_array_mut().unwrap().reverse();
+    assert_eq!(Value::Array(without_index(&at_json, 2, -1)), then);
+    assert_eq!(d.ok(&["history", "s1", "--commands", "--at", "13"]), "");
+}
+
+#[test]
+fn history_refuses_bad_input_with_the_clis_exit_statuses() {
+    let d = dir();
+    d.fails(&["history", "s1"], 3, "data directory not found");
+    d.ok(&["create", "--id", "e"]);
+    // An empty session: nothing to print, and only index 0 (where the first item will
+    // be) to start from.
+    assert_eq!(d.ok(&["history", "e"]), "");
+    assert_eq!(d.ok(&["history", "e", "--newest-first"]), "");
+    assert_eq!(
+        d.ok(&["history", "e", "--decisions", "--from", "0", "--json"]),
+        ""
+    );
+    d.fails(
+        &["history", "e", "--from", "1"],
+        4,
+        "invalid --from: 1 is past the end: the session has no activities",
+    );
+    d.fails(
+        &["history", "e", "--newest-first", "--from", "0"],
+        4,
+        "the session has no activities",
+    );
+    for i in 0..3 {
+        d.ok(&["activity", "e", &format!("a{i}")]);
+    }
+    d.fails(
+        &["history", "e", "--from", "4"],
+        4,
+        "4 is past the end: the session has 3 activities (indices 0 to 2)",
+    );
+    d.fails(
+        &["history", "e", "--newest-first", "--from", "3"],
+        4,
+        "3 is past the end: the session has 3 activities (indices 0 to 2)",
+    );
+    d.fails(
+        &["history", "e", "--commands", "--from", "1"],
+        4,
+        "the session has no commands",
+    );
+    d.fails(&["history", "nope"], 3, "session not found: nope");
+    d.fails(&["history", "../x"], 4, "invalid");
+    d.fails(
+        &["history", "e", "--at", "99"],
+        5,
+        "beyond the end of the log",
+    );
+    d.fails(
+        &["history", "e", "--at", "0"],
+        3,
+        "session not found: e at LSN 0",
+    );
+    d.fails(&["history", "e", "--limit", "0"], 2, "--limit");
+    d.fails(&["history", "e", "--from=-1"], 2, "invalid value");
+    d.fails(&["history", "e", "--from", "x"], 2, "--from");
+    d.fails(
+        &["history", "e", "--commands", "--decisions"],
+        2,
+        "cannot be used with",
+    );
+    assert_eq!(indices(&d.ok(&["history", "e", "--limit", "2"])), [0, 1]);
+}

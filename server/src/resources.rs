@@ -27,8 +27,28 @@ pub struct Page {
     limit: Option<usize>,
 }
 
+/// One page of one kind of a session's history, read through the library's history
+/// reader (`SessionManager::history`), on the blocking pool (a history read from the log
+/// blocks). The session is looked up before the page is checked, so an unknown session
+/// is a 404 whatever the paging.
+async fn history_page<T, F>(s: &AppState, id: &str, p: Page, kind: F) -> Result<Response, ApiError>
+where
+    T: serde::Serialize + Send + Sync + 'static,
+    F: for<'h> FnOnce(&'h session_engine::History) -> session_engine::history::Entries<'h, T>
+        + Send
+        + 'static,
+{
+    let id = session_id(id)?;
+    let page = call(&s.manager, move |m| {
+        let history = m.history(id.as_str())?;
+        Ok(page(kind(&history), &p))
+    })
+    .await??;
+    Ok(ok(page))
+}
+
 fn page<T: serde::Serialize>(
-    items: impl ExactSizeIterator<Item = T>,
+    items: session_engine::history::Entries<'_, T>,
     p: &Page,
 ) -> Result<Value, ApiError> {
     let limit = p.limit.unwrap_or(100);
@@ -37,7 +57,10 @@ fn page<T: serde::Serialize>(
     }
     let total = items.len();
     let offset = p.offset.unwrap_or(0);
-    let items: Vec<T> = items.skip(offset).take(limit).collect();
+    let items = items
+        .page(offset, limit)
+        .map(|e| e.map(|e| e.value))
+        .collect::<session_engine::Result<Vec<_>>>()?;
     Ok(json!({ "items": items, "total": total, "offset": offset, "limit": limit }))
 }
 
@@ -102,8 +125,7 @@ pub async fn activities(
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
-    let snap = snapshot(&s, &id)?;
-    Ok(ok(page(snap.body.activity_log.iter(), &p)?))
+    history_page(&s, &id, p, |h| h.activities()).await
 }
 
 #[utoipa::path(get, path = "/api/claude/sessions/{id}/metadata", tag = "metadata", summary = "A session's metadata",
@@ -213,7 +235,7 @@ pub async fn checkpoints(
                 "label": c.label.as_deref(),
                 "created_at": c.created_at,
                 "status": c.body.status.as_str(),
-                "activity_count": c.body.activity_log.len(),
+                "activity_count": c.body.activity_count(),
             })
         })
         .collect();
@@ -281,8 +303,7 @@ pub async fn decisions(
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
-    let snap = snapshot(&s, &id)?;
-    Ok(ok(page(snap.body.decisions.iter(), &p)?))
+    history_page(&s, &id, p, |h| h.decisions()).await
 }
 
 /// `POST .../commands` body: a command run the caller made.
@@ -331,8 +352,7 @@ pub async fn commands(
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
-    let snap = snapshot(&s, &id)?;
-    Ok(ok(page(snap.body.commands.iter(), &p)?))
+    history_page(&s, &id, p, |h| h.commands()).await
 }
 
 #[utoipa::path(
@@ -422,7 +442,7 @@ pub async fn analytics(State(s): State<AppState>) -> Result<Response, ApiError> 
             .entry(x.agent.as_deref().unwrap_or(""))
             .or_default() += 1;
     }
-    let activities: usize = all.iter().map(|x| x.body.activity_log.len()).sum();
+    let activities: usize = all.iter().map(|x| x.body.activity_count()).sum();
     Ok(ok(json!({
         "total_sessions": all.len(),
         "by_status": by_status,

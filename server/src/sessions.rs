@@ -141,9 +141,9 @@ pub fn summary(s: &Session) -> Value {
         "created_at": s.created_at,
         "last_activity": s.last_activity,
         "timeout_secs": s.timeout_secs,
-        "activity_count": s.body.activity_log.len(),
-        "command_count": s.body.commands.len(),
-        "decision_count": s.body.decisions.len(),
+        "activity_count": s.body.activity_count(),
+        "command_count": s.body.command_count(),
+        "decision_count": s.body.decision_count(),
         "checkpoint_count": s.checkpoints.len(),
         "metadata_count": s.body.metadata.len(),
     })

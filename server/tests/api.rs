@@ -568,3 +568,68 @@ async fn a_timed_out_request_is_503_in_the_envelope_and_its_retry_runs() {
 }
 
 use common::body as body_of;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_listings_are_pages_of_the_sessions_history() {
+    let h = Harness::start().await;
+    let id = h.create("pages").await;
+    let p = format!("/api/claude/sessions/{id}");
+    for i in 0..5 {
+        let (st, v) = h
+            .post(
+                &format!("{p}/activities"),
+                json!({"action": format!("a{i}")}),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let actions = |v: &Value| -> Vec<String> {
+        v["data"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|a| a["action"].as_str().expect("action").to_owned())
+            .collect()
+    };
+    let (st, v) = h.get(&format!("{p}/activities?offset=1&limit=2")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(actions(&v), ["a1", "a2"]);
+    assert_eq!(
+        (
+            &v["data"]["total"],
+            &v["data"]["offset"],
+            &v["data"]["limit"]
+        ),
+        (&json!(5), &json!(1), &json!(2))
+    );
+    let item = v["data"]["items"][0].as_object().expect("an object");
+    let keys: Vec<&str> = item.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["action", "timestamp", "details"]);
+    assert!(item["details"].is_null());
+    let (_, v) = h.get(&format!("{p}/activities?offset=4&limit=10")).await;
+    assert_eq!(actions(&v), ["a4"]);
+    let (st, v) = h.get(&format!("{p}/activities?offset=9")).await;
+    assert_eq!(st, 200, "an offset past the end is an empty page: {v}");
+    assert_eq!(actions(&v), Vec::<String>::new());
+    assert_eq!(
+        (&v["data"]["total"], &v["data"]["offset"]),
+        (&json!(5), &json!(9))
+    );
+    let (_, v) = h.get(&format!("{p}/activities")).await;
+    assert_eq!(actions(&v), ["a0", "a1", "a2", "a3", "a4"]);
+    assert_eq!(v["data"]["limit"], 100);
+    for bad in ["limit=0", "limit=1001"] {
+        let (st, v) = h.get(&format!("{p}/activities?{bad}")).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    let (st, v) = h
+        .get("/api/claude/sessions/unknown/activities?limit=0")
+        .await;
+    assert_eq!(st, 404, "the session is looked up first: {v}");
+    for kind in ["decisions", "commands"] {
+        let (st, v) = h.get(&format!("{p}/{kind}?offset=3")).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"]["total"], 0);
+        assert_eq!(v["data"]["items"], json!([]));
+    }
+}

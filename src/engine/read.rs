@@ -1,5 +1,5 @@
 //! Reading the log: an engine's own (`Engine::read_log`, `Engine::events_at`,
-//! `Engine::session_at`) and a data
+//! `Engine::session_at`, `Engine::history`, `Engine::history_at`) and a data
 //! directory's without an engine ([`read_log`]).
 
 use std::path::Path;
@@ -10,6 +10,7 @@ use crate::backend::{self, FileLog, LogBackend};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::history::History;
 use crate::state::{Session, State};
 use crate::types::{Lsn, SessionId};
 
@@ -98,6 +99,32 @@ impl Engine {
             Ok(true)
         })?;
         Ok(st.session(id).map(|s| (**s).clone()))
+    }
+
+    /// Session `id`'s history (activities, commands, decisions) as of the latest durable
+    /// state: a consistent view, read on demand (see [`crate::history`] for what a caller
+    /// may rely on while its backing moves from memory to the log). An unknown session is
+    /// [`Error::NotFound`].
+    pub fn history(&self, id: &SessionId) -> Result<History> {
+        let state = self.state();
+        let s = state.session(id).ok_or_else(|| Error::NotFound {
+            kind: "session",
+            id: id.to_string(),
+        })?;
+        Ok(History::of_session(s, state.last_lsn))
+    }
+
+    /// Session `id`'s history as it was right after record `lsn` (the point-in-time view of
+    /// [`Engine::session_at`]). An `lsn` past the log's end is [`Error::LsnOutOfRange`]; a
+    /// session that did not exist yet at `lsn` is [`Error::NotFound`] (`<id> at LSN <lsn>`).
+    pub fn history_at(&self, id: &SessionId, lsn: Lsn) -> Result<History> {
+        match self.session_at(id, lsn)? {
+            Some(s) => Ok(History::of_session(&s, lsn)),
+            None => Err(Error::NotFound {
+                kind: "session",
+                id: format!("{id} at LSN {lsn}"),
+            }),
+        }
     }
 }
 

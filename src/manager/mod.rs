@@ -55,6 +55,7 @@ pub use tracker::SessionTracker;
 use crate::command::{Command, Committed, NewSession, Outcome};
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
+use crate::history::History;
 use crate::projection::{
     Layout, ProjectionFormat, ProjectionOptions, ProjectionPaths, ProjectionStatus, Projector,
     RebuildReport,
@@ -367,6 +368,21 @@ impl SessionManager {
     /// The session as it was right after record `lsn` (`None` if it did not exist yet).
     pub fn session_at(&self, id: &str, lsn: Lsn) -> Result<Option<Session>> {
         self.inner.engine.session_at(&session_id(id)?, lsn)
+    }
+
+    /// Session `id`'s history (activities, commands, decisions) as of the latest durable
+    /// state, read on demand ([`Engine::history`]; see [`crate::history`] for what a caller
+    /// may rely on). An id that is not a safe file name is [`Error::InvalidInput`]; an
+    /// unknown one is [`Error::NotFound`].
+    pub fn history(&self, id: &str) -> Result<History> {
+        self.inner.engine.history(&session_id(id)?)
+    }
+
+    /// Session `id`'s history as it was right after record `lsn` ([`Engine::history_at`]):
+    /// [`Error::LsnOutOfRange`] past the log's end, [`Error::NotFound`] when the session did
+    /// not exist yet.
+    pub fn history_at(&self, id: &str, lsn: Lsn) -> Result<History> {
+        self.inner.engine.history_at(&session_id(id)?, lsn)
     }
 
     /// The session chain tracker of `agent` (seed 003 `SessionTracker`); an agent without

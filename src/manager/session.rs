@@ -9,6 +9,7 @@ use super::Inner;
 use crate::command::{Command, Outcome};
 use crate::error::{Error, Result};
 use crate::event::AgentAction;
+use crate::history::History;
 use crate::state::{Agent, CommandRecord, Session, Statistics, Status};
 use crate::types::{JsonText, Lsn, SessionId, Timestamp};
 
@@ -299,6 +300,12 @@ impl ClaudeSession {
             why: why.to_owned(),
             alternatives: alternatives.map(str::to_owned),
         })
+    }
+
+    /// The session's history (activities, commands, decisions) as of the latest durable
+    /// state ([`crate::history`]).
+    pub fn history(&self) -> Result<History> {
+        self.inner.engine().history(&self.id)
     }
 
     /// The session as it was right after record `lsn`.

@@ -191,6 +191,24 @@ pub struct SessionBody {
     pub command_errors: u64,
 }
 
+impl SessionBody {
+    /// How many activities it holds. Counts stay in the state whatever holds the items
+    /// themselves (read those through [`crate::history::History`]).
+    pub fn activity_count(&self) -> usize {
+        self.activity_log.len()
+    }
+
+    /// How many commands it holds.
+    pub fn command_count(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// How many decisions it holds.
+    pub fn decision_count(&self) -> usize {
+        self.decisions.len()
+    }
+}
+
 /// A saved checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
