@@ -57,6 +57,11 @@ struct InFlight {
     subject: String,
     /// The subject's previous record (0: none).
     subject_prev: u64,
+    /// Whether the previous record is this writer's, published and not yet acknowledged
+    /// when this one was: then this one also expects it as the stream's last message (by
+    /// message id), so that it can never be stored after another writer's record that
+    /// took the previous one's place.
+    after_own: bool,
     payload: Bytes,
     ack: Option<jetstream::context::PublishAckFuture>,
 }
@@ -125,11 +130,16 @@ impl NatsWriter {
     }
 
     fn message(&self, r: &InFlight) -> PublishMessage {
-        PublishMessage::build()
+        let m = PublishMessage::build()
             .payload(r.payload.clone())
             .message_id(msg_id(&self.log.options().data_set, r.lsn.0, &self.id))
             .expected_last_sequence(r.lsn.0 - 1)
-            .expected_last_subject_sequence(r.subject_prev)
+            .expected_last_subject_sequence(r.subject_prev);
+        if r.after_own {
+            m.expected_last_message_id(msg_id(&self.log.options().data_set, r.lsn.0 - 1, &self.id))
+        } else {
+            m
+        }
     }
 
     /// Publishes `r` and waits for its acknowledgement, once.
@@ -172,16 +182,29 @@ impl NatsWriter {
         }
     }
 
+    /// After the conflict of `refused[0]`: nothing from it on was stored (each later
+    /// record expected its predecessor, by sequence and by message id), so the writer goes
+    /// back to the record before it, and each subject to its last record before it.
+    fn roll_back(&mut self, refused: &[InFlight]) {
+        for r in refused.iter().rev() {
+            self.subjects.insert(r.subject.clone(), r.subject_prev);
+        }
+        if let Some(first) = refused.first() {
+            self.last = Lsn(first.lsn.0 - 1);
+        }
+    }
+
     /// Waits for every acknowledgement, retrying (with the same message ids, so nothing
     /// is stored twice) those lost to a server going away or a leader election, until the
     /// backend's time limit.
     fn wait_all(&mut self) -> Result<()> {
         let log = self.log.clone();
         let _in_runtime = log.enter();
-        let in_flight = std::mem::take(&mut self.in_flight);
+        let mut in_flight = std::mem::take(&mut self.in_flight);
         let deadline = Instant::now() + self.log.options().timeout;
         let mut retrying = false;
-        for mut r in in_flight {
+        for i in 0..in_flight.len() {
+            let r = &mut in_flight[i];
             let mut outcome = match r.ack.take() {
                 Some(ack) if !retrying => self
                     .log
@@ -194,15 +217,19 @@ impl NatsWriter {
                 match outcome {
                     Ok(seq) if seq == r.lsn.0 => break,
                     Ok(seq) => {
-                        return Err(self.conflict(&r, format!("stored as message {seq}")));
+                        // Stored, at another place: the log holds it, so the writer stays
+                        // past it (and the engine, poisoned, reopens).
+                        return Err(self.conflict(r, format!("stored as message {seq}")));
                     }
                     Err(Failure::Conflict(e)) => {
                         // A retry of a record whose first publish was stored (its
                         // acknowledgement lost) finds the log already past it.
-                        if self.stored_as_ours(&r)? {
+                        if self.stored_as_ours(r)? {
                             break;
                         }
-                        return Err(self.conflict(&r, e));
+                        let err = self.conflict(r, e);
+                        self.roll_back(&in_flight[i..]);
+                        return Err(err);
                     }
                     Err(Failure::Retry(e)) => {
                         // Later records were published behind this one: once it has to be
@@ -225,7 +252,7 @@ impl NatsWriter {
                             );
                         }
                         self.log.count_retry();
-                        outcome = self.publish_and_wait(&r);
+                        outcome = self.publish_and_wait(r);
                     }
                 }
             }
@@ -272,10 +299,12 @@ impl LogWriter for NatsWriter {
             }
             let subject = subject_of(&self.prefix, frame.payload);
             let subject_prev = self.subject_last(&subject)?;
+            let after_own = self.in_flight.last().is_some_and(|p| p.lsn == self.last);
             let mut r = InFlight {
                 lsn: frame.lsn,
                 subject,
                 subject_prev,
+                after_own,
                 payload: Bytes::copy_from_slice(frame.payload),
                 ack: None,
             };
@@ -293,6 +322,33 @@ impl LogWriter for NatsWriter {
 
     fn sync(&mut self) -> Result<()> {
         self.wait_all()
+    }
+
+    fn caught_up(&mut self, records: &[(Lsn, &[u8])]) -> Result<()> {
+        if !self.in_flight.is_empty() {
+            return Err(self.log.unavailable(
+                "internal error: records of other writers taken in before this writer's own \
+                 were acknowledged",
+            ));
+        }
+        let mut next = self.last.next();
+        for (lsn, _) in records {
+            if *lsn != next {
+                return Err(Error::Corruption {
+                    file: self.log.place().to_path_buf(),
+                    offset: lsn.0,
+                    reason: format!("record {lsn} does not continue the log (next is {next})"),
+                });
+            }
+            next = next.next();
+        }
+        for (lsn, payload) in records {
+            // The subject is a function of the payload, the same for every writer.
+            self.subjects
+                .insert(subject_of(&self.prefix, payload), lsn.0);
+            self.last = *lsn;
+        }
+        Ok(())
     }
 
     fn last_lsn(&self) -> Lsn {
