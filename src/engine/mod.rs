@@ -20,7 +20,10 @@
 //!   [`Durability`]; readers ([`Engine::state`]) only ever see published, and so durable,
 //!   states.
 //! * After a failed write or fsync the engine is poisoned: every later command is refused
-//!   with [`Error::Poisoned`]. Reopening the directory recovers from the log.
+//!   with [`Error::Poisoned`]. Reopening the directory recovers from the log. (A remote
+//!   log's [`Error::LogConflict`] that stored nothing of its batch is not a failed write:
+//!   the engine stays writable and [`Engine::catch_up`] takes in the other writer's
+//!   records.)
 //! * The writer lock (on the data directory and its `LOCK` file, see
 //!   [`crate::storage::Storage::try_lock`]) is held from open to close; read-only engines take no lock and
 //!   never write.
