@@ -57,11 +57,6 @@ struct InFlight {
     subject: String,
     /// The subject's previous record (0: none).
     subject_prev: u64,
-    /// Whether the previous record is this writer's, published and not yet acknowledged
-    /// when this one was: then this one also expects it as the stream's last message (by
-    /// message id), so that it can never be stored after another writer's record that
-    /// took the previous one's place.
-    after_own: bool,
     payload: Bytes,
     ack: Option<jetstream::context::PublishAckFuture>,
 }
@@ -130,16 +125,11 @@ impl NatsWriter {
     }
 
     fn message(&self, r: &InFlight) -> PublishMessage {
-        let m = PublishMessage::build()
+        PublishMessage::build()
             .payload(r.payload.clone())
             .message_id(msg_id(&self.log.options().data_set, r.lsn.0, &self.id))
             .expected_last_sequence(r.lsn.0 - 1)
-            .expected_last_subject_sequence(r.subject_prev);
-        if r.after_own {
-            m.expected_last_message_id(msg_id(&self.log.options().data_set, r.lsn.0 - 1, &self.id))
-        } else {
-            m
-        }
+            .expected_last_subject_sequence(r.subject_prev)
     }
 
     /// Publishes `r` and waits for its acknowledgement, once.
@@ -182,8 +172,26 @@ impl NatsWriter {
         }
     }
 
-    /// After the conflict of `refused[0]`: nothing from it on was stored (each later
-    /// record expected its predecessor, by sequence and by message id), so the writer goes
+    /// Whether any of `later` (published behind a refused record) may have been stored:
+    /// each expected its predecessor's sequence, which another writer's record can hold.
+    /// Only a refusal the server gave counts as not stored.
+    fn any_stored(&self, later: &mut [InFlight]) -> bool {
+        later.iter_mut().any(|r| match r.ack.take() {
+            None => true,
+            Some(ack) => !matches!(
+                self.log.block_on(async {
+                    tokio::time::timeout(attempt_timeout(self.log.options()), ack.into_future())
+                        .await
+                }),
+                Ok(Err(e)) if matches!(
+                    e.kind(),
+                    PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+                )
+            ),
+        })
+    }
+
+    /// After the conflict of `refused[0]`, with nothing from it on stored: the writer goes
     /// back to the record before it, and each subject to its last record before it.
     fn roll_back(&mut self, refused: &[InFlight]) {
         for r in refused.iter().rev() {
@@ -228,7 +236,13 @@ impl NatsWriter {
                             break;
                         }
                         let err = self.conflict(r, e);
-                        self.roll_back(&in_flight[i..]);
+                        // Nothing of this record was stored; when nothing after it was
+                        // either, the writer is back before it and the engine stays
+                        // writable. Otherwise it stays past them, and the engine, which
+                        // cannot tell what its state lacks, is poisoned.
+                        if !self.any_stored(&mut in_flight[i + 1..]) {
+                            self.roll_back(&in_flight[i..]);
+                        }
                         return Err(err);
                     }
                     Err(Failure::Retry(e)) => {
@@ -299,12 +313,10 @@ impl LogWriter for NatsWriter {
             }
             let subject = subject_of(&self.prefix, frame.payload);
             let subject_prev = self.subject_last(&subject)?;
-            let after_own = self.in_flight.last().is_some_and(|p| p.lsn == self.last);
             let mut r = InFlight {
                 lsn: frame.lsn,
                 subject,
                 subject_prev,
-                after_own,
                 payload: Bytes::copy_from_slice(frame.payload),
                 ack: None,
             };
