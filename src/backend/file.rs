@@ -7,7 +7,7 @@ use super::{LogBackend, Opened, RecordSink, Recovery, StartPoint};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::types::Lsn;
-use crate::wal::{self, LogReader, Wal, WalOptions};
+use crate::wal::{self, LogReader, SegmentIndexes, Wal, WalOptions};
 
 /// The write-ahead log in `wal/` (segments of checksummed frames, seals, torn-tail and
 /// damage rules of `docs/format.md`): the engine's default backend.
@@ -17,6 +17,8 @@ pub struct FileLog {
     wal: PathBuf,
     quarantine: PathBuf,
     options: WalOptions,
+    /// The sparse per-segment indexes of [`LogBackend::read_lsns`], shared by clones.
+    indexes: Arc<SegmentIndexes>,
 }
 
 impl FileLog {
@@ -33,7 +35,14 @@ impl FileLog {
             wal: wal_dir.to_path_buf(),
             quarantine: quarantine_dir.to_path_buf(),
             options: WalOptions { segment_bytes },
+            indexes: Arc::new(SegmentIndexes::new()),
         }
+    }
+
+    /// How many segments' point-read indexes are held now (at most
+    /// [`wal::INDEX_CACHE_SEGMENTS`]), for tests and reports.
+    pub fn indexed_segments(&self) -> usize {
+        self.indexes.cached_segments()
     }
 }
 
@@ -89,6 +98,15 @@ impl LogBackend for FileLog {
 
     fn read(&self, from: Lsn, to: Lsn, f: &mut super::ReadFn<'_>) -> Result<()> {
         LogReader::new(Arc::clone(&self.storage), &self.wal).for_each_at(from, to, f)
+    }
+
+    /// Finds the segment of each LSN by the first LSNs in the segments' names, then the
+    /// record through the segment's sparse index (built by one checked scan of the segment
+    /// the first time it is read, extended from its end when a record past it is asked
+    /// for): see [`SegmentIndexes`].
+    fn read_lsns(&self, lsns: &[Lsn], f: &mut super::ReadFn<'_>) -> Result<()> {
+        super::check_ascending(lsns)?;
+        self.indexes.read_lsns(&*self.storage, &self.wal, lsns, f)
     }
 }
 

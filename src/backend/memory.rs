@@ -143,6 +143,26 @@ impl LogBackend for MemLog {
         }
         Ok(())
     }
+
+    fn read_lsns(&self, lsns: &[Lsn], f: &mut super::ReadFn<'_>) -> Result<()> {
+        super::check_ascending(lsns)?;
+        for &lsn in lsns {
+            let found = {
+                let g = self.lock();
+                g.records
+                    .get(lsn.0 as usize - 1)
+                    .cloned()
+                    .ok_or(Error::LsnOutOfRange {
+                        requested: lsn,
+                        last: Lsn(g.records.len() as u64),
+                    })
+            };
+            if !f(place(), lsn.0 - 1, lsn, &found?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The writer of a [`MemLog`].

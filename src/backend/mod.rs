@@ -8,6 +8,8 @@
 //! LogWriter: start_batch → (FrameBuf filled by the engine) → append → sync / seal
 //! LogBackend::read(from, to, f) ── records with their places, for subscriptions, export,
 //!                                  `replay`, point-in-time reads
+//! LogBackend::read_lsns(lsns, f) ── the records at given LSNs (ascending), with their
+//!                                   places: point reads of history by log position
 //! ```
 //!
 //! The engine encodes events straight into a [`FrameBuf`] (no copy per event) and never
@@ -56,6 +58,71 @@ pub trait LogBackend: Send + Sync + fmt::Debug {
     /// process) appends: a record being written is simply not there yet. Stops at the end
     /// of the valid log; damage before it, or a hole, is an error.
     fn read(&self, from: Lsn, to: Lsn, f: &mut ReadFn<'_>) -> Result<()>;
+
+    /// Calls `f(place, offset, lsn, payload)` for the record at each of `lsns`, in order,
+    /// until it returns `Ok(false)`: point reads by log position. `lsns` must be strictly
+    /// ascending and not hold LSN 0 ([`Error::InvalidInput`](crate::Error::InvalidInput)
+    /// otherwise, before anything is read). Works while a writer appends, as
+    /// [`LogBackend::read`] does. An LSN the log does not have is never skipped: once the
+    /// records before it have been handed on, an LSN past the end of the valid log is
+    /// [`Error::LsnOutOfRange`](crate::Error::LsnOutOfRange), and an LSN in a hole or at
+    /// damage is [`Error::Corruption`](crate::Error::Corruption) naming its place.
+    ///
+    /// The default reads each run of consecutive LSNs with one [`LogBackend::read`], for
+    /// a backend with nothing better (its `LsnOutOfRange::last` is then the last LSN that
+    /// read found, or the LSN before the one asked for when it found none). [`FileLog`]
+    /// finds each record through a sparse index of its segment, reading at most
+    /// [`crate::wal::INDEX_STRIDE`] records (and about [`crate::wal::INDEX_SPAN_BYTES`])
+    /// per record once the segment is indexed;
+    /// [`MemLog`] takes each record directly.
+    fn read_lsns(&self, lsns: &[Lsn], f: &mut ReadFn<'_>) -> Result<()> {
+        check_ascending(lsns)?;
+        let mut rest = lsns;
+        while let Some(&run_first) = rest.first() {
+            let n = 1 + rest.windows(2).take_while(|w| w[1] == w[0].next()).count();
+            let (run, tail) = rest.split_at(n);
+            let run_last = run[n - 1];
+            let (mut next, mut go) = (run_first, true);
+            self.read(run_first, run_last, &mut |place, offset, lsn, payload| {
+                if lsn != next {
+                    return Err(crate::Error::corruption(
+                        place,
+                        offset,
+                        format!("the log gave LSN {lsn} where LSN {next} was asked for"),
+                    ));
+                }
+                next = next.next();
+                go = f(place, offset, lsn, payload)?;
+                Ok(go && lsn < run_last)
+            })?;
+            if !go {
+                return Ok(());
+            }
+            if next <= run_last {
+                return Err(crate::Error::LsnOutOfRange {
+                    requested: next,
+                    last: Lsn(next.0 - 1),
+                });
+            }
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses LSNs for [`LogBackend::read_lsns`] that are not strictly ascending or hold
+/// LSN 0, as [`Error::InvalidInput`](crate::Error::InvalidInput).
+pub fn check_ascending(lsns: &[Lsn]) -> Result<()> {
+    if lsns.first() == Some(&Lsn::ZERO) {
+        return Err(crate::Error::invalid("lsns", "LSN 0 names no record"));
+    }
+    if let Some(w) = lsns.windows(2).find(|w| w[1] <= w[0]) {
+        return Err(crate::Error::invalid(
+            "lsns",
+            format!("LSNs must be strictly ascending: {} follows {}", w[1], w[0]),
+        ));
+    }
+    Ok(())
 }
 
 /// What [`LogBackend::open`] found, and the writer when opened writable.
@@ -141,6 +208,22 @@ pub fn read_events(
     mut f: impl FnMut(Lsn, Event) -> Result<bool>,
 ) -> Result<()> {
     log.read(from, to, &mut |path, offset, lsn, payload| {
+        f(
+            lsn,
+            crate::codec::decode_record(path, offset, lsn, payload)?,
+        )
+    })
+}
+
+/// [`LogBackend::read_lsns`], decoded: `f(lsn, event)` for the record at each of `lsns`
+/// (strictly ascending). A record that does not decode is corruption at its place, like
+/// any other damage.
+pub fn read_events_at(
+    log: &dyn LogBackend,
+    lsns: &[Lsn],
+    mut f: impl FnMut(Lsn, Event) -> Result<bool>,
+) -> Result<()> {
+    log.read_lsns(lsns, &mut |path, offset, lsn, payload| {
         f(
             lsn,
             crate::codec::decode_record(path, offset, lsn, payload)?,

@@ -7,12 +7,15 @@
 //! * [`Wal`] appends write batches and syncs them: the writer half of
 //!   [`crate::backend::FileLog`], the engine's default [`crate::backend::LogBackend`].
 //! * [`LogReader`] reads records from any LSN for replay, export and subscriptions.
+//! * [`SegmentIndexes`] (in `index.rs`) reads records by LSN through a sparse index of
+//!   each segment, for point reads that must not scan the whole log.
 //!
 //! Architecture invariant: LSNs are dense and increasing across the whole log; a record
 //! never spans two segments; the bytes after the last record of the last segment are zeros
 //! once recovery has run (a torn tail is moved aside and zeroed before anything is written
 //! after it).
 
+mod index;
 mod reader;
 pub mod record;
 mod recovery;
@@ -25,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::types::Lsn;
 
+pub use index::{INDEX_CACHE_SEGMENTS, INDEX_SPAN_BYTES, INDEX_STRIDE, SegmentIndexes};
 pub use reader::LogReader;
 use reader::scan_file;
 pub use record::{FrameBuf, MAX_PAYLOAD_LEN};
@@ -112,55 +116,8 @@ pub fn list_segments(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<Segmen
                 .map_err(|e| Error::io("open segment", &path, e))?;
             read_full(&mut *f, 0, &mut header).map_err(|e| Error::io("read segment", &path, e))?
         };
-        let h = decode_header_full(&path, &header[..n])?;
-        let in_header = h.first_lsn;
-        if in_header != first {
-            return Err(Error::corruption(
-                &path,
-                16,
-                format!("segment header says first LSN {in_header}, its name says {first}"),
-            ));
-        }
-        if let Some(prev) = out.last()
-            && prev.first_lsn >= first
-        {
-            return Err(Error::corruption(
-                &path,
-                16,
-                "segment first LSNs are not increasing",
-            ));
-        }
         let listed_prev = out.last().map(|p| p.first_lsn);
-        if listed_prev.is_none() && first != Lsn(1) {
-            return Err(Error::corruption(
-                &path,
-                16,
-                format!(
-                    "the first segment starts at LSN {first}, not 1: LSNs 1..={} are missing",
-                    first.0 - 1
-                ),
-            ));
-        }
-        if let Some(prev) = h.prev_first_lsn
-            && listed_prev != Some(prev)
-        {
-            let gap = match listed_prev {
-                Some(p) if p > prev => format!(
-                    "segment {} lies inside the previous segment's LSNs",
-                    segment_name(p)
-                ),
-                _ => format!(
-                    "segment {} (LSNs {prev}..={}) is missing",
-                    segment_name(prev),
-                    first.0 - 1
-                ),
-            };
-            return Err(Error::corruption(
-                &path,
-                24,
-                format!("the log has a gap before this segment: {gap}"),
-            ));
-        }
+        let h = check_segment_header(&path, &header[..n], first, listed_prev)?;
         out.push(SegmentInfo {
             first_lsn: first,
             path,
@@ -168,6 +125,68 @@ pub fn list_segments(storage: &dyn Storage, wal_dir: &Path) -> Result<Vec<Segmen
         });
     }
     Ok(out)
+}
+
+/// Checks the header `header` of the segment at `path`, named for LSN `first`, whose
+/// predecessor in the listing starts at `listed_prev` (`None`: it is listed first): the
+/// header is valid and names the same first LSN, the first segment starts at LSN 1, and a
+/// format 2 header names the listed predecessor. Every listing and the point reader
+/// ([`index`]) check a segment this one way.
+pub(crate) fn check_segment_header(
+    path: &Path,
+    header: &[u8],
+    first: Lsn,
+    listed_prev: Option<Lsn>,
+) -> Result<segment::SegmentHeader> {
+    let h = decode_header_full(path, header)?;
+    let in_header = h.first_lsn;
+    if in_header != first {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!("segment header says first LSN {in_header}, its name says {first}"),
+        ));
+    }
+    if let Some(prev) = listed_prev
+        && prev >= first
+    {
+        return Err(Error::corruption(
+            path,
+            16,
+            "segment first LSNs are not increasing",
+        ));
+    }
+    if listed_prev.is_none() && first != Lsn(1) {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!(
+                "the first segment starts at LSN {first}, not 1: LSNs 1..={} are missing",
+                first.0 - 1
+            ),
+        ));
+    }
+    if let Some(prev) = h.prev_first_lsn
+        && listed_prev != Some(prev)
+    {
+        let gap = match listed_prev {
+            Some(p) if p > prev => format!(
+                "segment {} lies inside the previous segment's LSNs",
+                segment_name(p)
+            ),
+            _ => format!(
+                "segment {} (LSNs {prev}..={}) is missing",
+                segment_name(prev),
+                first.0 - 1
+            ),
+        };
+        return Err(Error::corruption(
+            path,
+            24,
+            format!("the log has a gap before this segment: {gap}"),
+        ));
+    }
+    Ok(h)
 }
 
 /// The paths of files in `wal_dir` named like segments, oldest first, without reading

@@ -83,7 +83,7 @@ pub(super) fn scan_file(
 /// Whether a writer holds the lock of the data directory that the segment at `path` belongs
 /// to (`<root>/LOCK`, `<root>/wal/<segment>`), so that a torn-looking tail may be a write in
 /// progress. When that cannot be told, it may be.
-fn writer_active(storage: &dyn Storage, segment: &Path) -> bool {
+pub(super) fn writer_active(storage: &dyn Storage, segment: &Path) -> bool {
     match segment.parent().and_then(Path::parent) {
         Some(root) => storage.is_locked(&root.join("LOCK")).unwrap_or(true),
         None => true,
