@@ -282,3 +282,129 @@ fn every_command_of_a_batch_whose_sync_fails_gets_the_backends_own_error() {
         Some(session_engine::Error::Poisoned { .. })
     ));
 }
+
+/// Two engines on one `MemLog` (two writers of one log, as two nodes on a remote log):
+/// an append after the other's is a conflict that stores nothing and leaves the engine
+/// writable, and `catch_up` takes the other's records in place, applied as a replay
+/// applies them and sent to subscribers.
+#[test]
+fn an_engine_catches_up_in_place_with_another_writer_of_its_log() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let log = MemLog::new();
+    let a = Engine::open("a", on_mem_log(&storage, &log)).unwrap();
+    let b = Engine::open("b", on_mem_log(&storage, &log)).unwrap();
+    let mut sub = b.subscribe(Lsn(1));
+    a.execute(create_cmd("s", 0)).unwrap();
+    a.execute(activity_cmd("s", "from-a", 4)).unwrap();
+    // B's state has no session `s`: its own creation is accepted, and refused by the log.
+    let err = b.execute(create_cmd("t", 0)).unwrap_err();
+    assert!(
+        matches!(err, session_engine::Error::LogConflict { .. }),
+        "{err:?}"
+    );
+    assert!(b.poisoned().is_none());
+    assert_eq!(log.len(), 2);
+    assert_eq!(b.stats().conflicts, 1);
+    assert_eq!(b.catch_up().unwrap(), Lsn(2));
+    assert_eq!(*b.state(), *a.state());
+    assert_eq!(b.stats().caught_up, 2);
+    for lsn in 1..=2 {
+        assert_eq!(sub.recv().unwrap().lsn, Lsn(lsn));
+    }
+    b.execute(activity_cmd("s", "from-b", 4)).unwrap();
+    assert_eq!(sub.recv().unwrap().lsn, Lsn(3));
+    assert_eq!(a.catch_up().unwrap(), Lsn(3));
+    assert_eq!(*a.state(), *b.state());
+    let fresh = Engine::open_read_only("a", on_mem_log(&storage, &log)).unwrap();
+    assert_eq!(*fresh.state(), *a.state());
+    // A read-only engine has no writer to catch up.
+    assert!(matches!(
+        fresh.catch_up(),
+        Err(session_engine::Error::ReadOnly)
+    ));
+}
+
+/// Catch-ups run by the writer thread while the engine's own callers write: two engines
+/// on one log, each with a writer thread that retries after a conflict (catching up) and
+/// another thread catching up all the time. Every acknowledged command is in the log once,
+/// in its writer's order, and both states are a fresh replay's.
+#[test]
+fn catch_ups_while_the_engine_writes_lose_nothing_and_apply_nothing_twice() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let log = MemLog::new();
+    let engines: Vec<Arc<Engine>> = ["a", "b"]
+        .iter()
+        .map(|d| Arc::new(Engine::open(*d, on_mem_log(&storage, &log)).unwrap()))
+        .collect();
+    engines[0].execute(create_cmd("s", 0)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut catchers = Vec::new();
+    for e in &engines {
+        let (e, stop) = (Arc::clone(e), Arc::clone(&stop));
+        catchers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                e.catch_up().unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let writers: Vec<_> = engines
+        .iter()
+        .enumerate()
+        .map(|(w, e)| {
+            let e = Arc::clone(e);
+            std::thread::spawn(move || {
+                let mut conflicts = 0;
+                for i in 0..100 {
+                    let cmd = activity_cmd("s", &format!("w{w}-{i}"), 4);
+                    loop {
+                        match e.execute(cmd.clone()) {
+                            Ok(_) => break,
+                            // Not created yet as far as this engine knows.
+                            Err(session_engine::Error::NotFound { .. }) => {
+                                e.catch_up().unwrap();
+                            }
+                            Err(session_engine::Error::LogConflict { .. }) => {
+                                conflicts += 1;
+                                e.catch_up().unwrap();
+                            }
+                            Err(err) => panic!("{err}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: Vec<u64> = writers.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds: Vec<u64> = catchers.into_iter().map(|t| t.join().unwrap()).collect();
+    eprintln!("conflicts {conflicts:?}, catch-up rounds {rounds:?}");
+    assert_eq!(log.len(), 201);
+    for e in &engines {
+        e.catch_up().unwrap();
+        assert!(e.poisoned().is_none());
+    }
+    let fresh = Engine::open_read_only("a", on_mem_log(&storage, &log)).unwrap();
+    let state = fresh.state();
+    assert_eq!(*engines[0].state(), *state);
+    assert_eq!(*engines[1].state(), *state);
+    let acts: Vec<String> = state
+        .session(&sid("s"))
+        .unwrap()
+        .body
+        .activity_log
+        .iter()
+        .map(|a| a.action.to_string())
+        .collect();
+    for w in 0..2 {
+        let mine: Vec<&String> = acts
+            .iter()
+            .filter(|a| a.starts_with(&format!("w{w}-")))
+            .collect();
+        let want: Vec<String> = (0..100).map(|i| format!("w{w}-{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "writer {w}");
+    }
+}

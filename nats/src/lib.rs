@@ -24,7 +24,7 @@
 mod node;
 mod writer;
 
-pub use node::{MAX_ATTEMPTS, Node};
+pub use node::{FOLLOW_CHECK, MAX_ATTEMPTS, Node};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -220,6 +220,10 @@ impl NatsLog {
 
     fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
         self.shared.runtime.enter()
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.shared.runtime
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {

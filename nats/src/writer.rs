@@ -172,16 +172,47 @@ impl NatsWriter {
         }
     }
 
+    /// Whether any of `later` (published behind a refused record) may have been stored:
+    /// each expected its predecessor's sequence, which another writer's record can hold.
+    /// Only a refusal the server gave counts as not stored.
+    fn any_stored(&self, later: &mut [InFlight]) -> bool {
+        later.iter_mut().any(|r| match r.ack.take() {
+            None => true,
+            Some(ack) => !matches!(
+                self.log.block_on(async {
+                    tokio::time::timeout(attempt_timeout(self.log.options()), ack.into_future())
+                        .await
+                }),
+                Ok(Err(e)) if matches!(
+                    e.kind(),
+                    PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+                )
+            ),
+        })
+    }
+
+    /// After the conflict of `refused[0]`, with nothing from it on stored: the writer goes
+    /// back to the record before it, and each subject to its last record before it.
+    fn roll_back(&mut self, refused: &[InFlight]) {
+        for r in refused.iter().rev() {
+            self.subjects.insert(r.subject.clone(), r.subject_prev);
+        }
+        if let Some(first) = refused.first() {
+            self.last = Lsn(first.lsn.0 - 1);
+        }
+    }
+
     /// Waits for every acknowledgement, retrying (with the same message ids, so nothing
     /// is stored twice) those lost to a server going away or a leader election, until the
     /// backend's time limit.
     fn wait_all(&mut self) -> Result<()> {
         let log = self.log.clone();
         let _in_runtime = log.enter();
-        let in_flight = std::mem::take(&mut self.in_flight);
+        let mut in_flight = std::mem::take(&mut self.in_flight);
         let deadline = Instant::now() + self.log.options().timeout;
         let mut retrying = false;
-        for mut r in in_flight {
+        for i in 0..in_flight.len() {
+            let r = &mut in_flight[i];
             let mut outcome = match r.ack.take() {
                 Some(ack) if !retrying => self
                     .log
@@ -194,15 +225,25 @@ impl NatsWriter {
                 match outcome {
                     Ok(seq) if seq == r.lsn.0 => break,
                     Ok(seq) => {
-                        return Err(self.conflict(&r, format!("stored as message {seq}")));
+                        // Stored, at another place: the log holds it, so the writer stays
+                        // past it (and the engine, poisoned, reopens).
+                        return Err(self.conflict(r, format!("stored as message {seq}")));
                     }
                     Err(Failure::Conflict(e)) => {
                         // A retry of a record whose first publish was stored (its
                         // acknowledgement lost) finds the log already past it.
-                        if self.stored_as_ours(&r)? {
+                        if self.stored_as_ours(r)? {
                             break;
                         }
-                        return Err(self.conflict(&r, e));
+                        let err = self.conflict(r, e);
+                        // Nothing of this record was stored; when nothing after it was
+                        // either, the writer is back before it and the engine stays
+                        // writable. Otherwise it stays past them, and the engine, which
+                        // cannot tell what its state lacks, is poisoned.
+                        if !self.any_stored(&mut in_flight[i + 1..]) {
+                            self.roll_back(&in_flight[i..]);
+                        }
+                        return Err(err);
                     }
                     Err(Failure::Retry(e)) => {
                         // Later records were published behind this one: once it has to be
@@ -225,7 +266,7 @@ impl NatsWriter {
                             );
                         }
                         self.log.count_retry();
-                        outcome = self.publish_and_wait(&r);
+                        outcome = self.publish_and_wait(r);
                     }
                 }
             }
@@ -293,6 +334,33 @@ impl LogWriter for NatsWriter {
 
     fn sync(&mut self) -> Result<()> {
         self.wait_all()
+    }
+
+    fn caught_up(&mut self, records: &[(Lsn, &[u8])]) -> Result<()> {
+        if !self.in_flight.is_empty() {
+            return Err(self.log.unavailable(
+                "internal error: records of other writers taken in before this writer's own \
+                 were acknowledged",
+            ));
+        }
+        let mut next = self.last.next();
+        for (lsn, _) in records {
+            if *lsn != next {
+                return Err(Error::Corruption {
+                    file: self.log.place().to_path_buf(),
+                    offset: lsn.0,
+                    reason: format!("record {lsn} does not continue the log (next is {next})"),
+                });
+            }
+            next = next.next();
+        }
+        for (lsn, payload) in records {
+            // The subject is a function of the payload, the same for every writer.
+            self.subjects
+                .insert(subject_of(&self.prefix, payload), lsn.0);
+            self.last = *lsn;
+        }
+        Ok(())
     }
 
     fn last_lsn(&self) -> Lsn {

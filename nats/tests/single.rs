@@ -84,16 +84,28 @@ fn a_second_writer_on_the_same_stream_gets_a_typed_conflict_and_stores_nothing()
     let err = b.execute(activity_cmd("s", "from-b")).unwrap_err();
     assert!(matches!(err, Error::LogConflict { .. }), "{err:?}");
     assert_eq!(err.kind(), "log_conflict");
-    // B is poisoned (its state is ahead of the log); a reopen reads what the log holds.
-    drop(b);
-    let b = Engine::open(root.path().join("b"), options(&c.log("conflict", 1, T))).unwrap();
+    // Nothing of B's batch was stored, so B is not poisoned: it is only behind, and its
+    // next command conflicts again until it catches up.
+    assert!(b.poisoned().is_none());
+    assert_eq!(b.stats().conflicts, 1);
+    let err = b.execute(activity_cmd("s", "from-b")).unwrap_err();
+    assert!(matches!(err, Error::LogConflict { .. }), "{err:?}");
+    // A catch-up takes in A's record in place: B's state is then A's.
+    assert_eq!(b.catch_up().unwrap(), Lsn(2));
+    assert_eq!(b.stats().caught_up, 1);
     assert_eq!(*b.state(), *a.state());
     let state = b.state();
     let acts = &state.session(&sid("s")).unwrap().body.activity_log;
     assert_eq!(acts.len(), 1);
     assert_eq!(acts[0].action.as_ref(), "from-a");
-    // And B now writes after A.
+    // And B now writes after A, which A's catch-up takes in.
     b.execute(activity_cmd("s", "from-b")).unwrap();
+    assert_eq!(a.catch_up().unwrap(), Lsn(3));
+    assert_eq!(*a.state(), *b.state());
+    // A reopen reads what the log holds: the same.
+    drop(b);
+    let b = Engine::open(root.path().join("b"), options(&c.log("conflict", 1, T))).unwrap();
+    assert_eq!(*b.state(), *a.state());
 }
 
 #[test]

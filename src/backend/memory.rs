@@ -180,6 +180,18 @@ impl LogWriter for MemWriter {
 
     fn append(&mut self, batch: &FrameBuf) -> Result<()> {
         let mut g = self.log.lock();
+        if g.records.len() as u64 != self.last.0 && !batch.is_empty() {
+            // Another writer on the same log appended first: nothing of the batch is
+            // stored, and this writer stays where it was (see `LogWriter::sync`).
+            return Err(Error::LogConflict {
+                log: MEM_LOG_PLACE.into(),
+                reason: format!(
+                    "the log ends at {}, this writer at {}",
+                    g.records.len(),
+                    self.last
+                ),
+            });
+        }
         for frame in batch.frames() {
             let expected = Lsn(g.records.len() as u64 + 1);
             if frame.lsn != expected || frame.lsn != self.last.next() {
@@ -205,6 +217,26 @@ impl LogWriter for MemWriter {
             g.durable = g.records.len();
             g.syncs += 1;
             self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn caught_up(&mut self, records: &[(Lsn, &[u8])]) -> Result<()> {
+        let g = self.log.lock();
+        let mut next = self.last.next();
+        for (lsn, payload) in records {
+            let held = g.records.get((lsn.0 as usize).wrapping_sub(1));
+            if *lsn != next || held.map(|p| &p[..]) != Some(*payload) {
+                return Err(Error::corruption(
+                    place(),
+                    lsn.0.saturating_sub(1),
+                    format!("record {lsn} is not the log's record {next}"),
+                ));
+            }
+            next = next.next();
+        }
+        if let Some((lsn, _)) = records.last() {
+            self.last = *lsn;
         }
         Ok(())
     }

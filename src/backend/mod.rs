@@ -156,6 +156,14 @@ pub trait LogWriter: Send {
     /// [`LogWriter::sync`] returns.
     fn append(&mut self, batch: &FrameBuf) -> Result<()>;
     /// Makes everything appended so far durable.
+    ///
+    /// A remote log may refuse a batch because another writer appended first
+    /// ([`Error::LogConflict`](crate::Error::LogConflict), from `append` or `sync`). When
+    /// nothing of the refused batch was stored, the writer says so by being back where it
+    /// was before the batch (`last_lsn()` is the batch's first LSN minus one): the engine
+    /// then refuses the batch's commands with the conflict and stays writable (a
+    /// [`crate::Engine::catch_up`] takes in the other writer's records). Otherwise the
+    /// engine is poisoned, as after any failed write.
     fn sync(&mut self) -> Result<()>;
     /// Makes everything appended so far durable and records the proof in the log, so that
     /// later damage to those records is refused as corruption rather than cut as a torn
@@ -168,6 +176,22 @@ pub trait LogWriter: Send {
     /// it wrote anything, which then needs a sync like any append.
     fn seal_after_sync(&mut self) -> Result<bool> {
         Ok(false)
+    }
+    /// Takes in `records` (`(lsn, payload)`, in order, the first one `last_lsn() + 1`),
+    /// which another writer appended to the log: the next append follows them. Called by
+    /// [`crate::Engine::catch_up`] with nothing appended and not yet synced, all or
+    /// nothing: on an error the writer is where it was. The default refuses: a log with
+    /// one writer (the file log holds the data directory's lock) never has such records.
+    fn caught_up(&mut self, records: &[(Lsn, &[u8])]) -> Result<()> {
+        Err(crate::Error::InvalidInput {
+            field: "log",
+            reason: format!(
+                "this log has one writer: {} record(s) after LSN {} were appended by \
+                 another writer, which it cannot take in",
+                records.len(),
+                self.last_lsn()
+            ),
+        })
     }
     /// The LSN of the last appended record.
     fn last_lsn(&self) -> Lsn;

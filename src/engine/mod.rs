@@ -20,7 +20,10 @@
 //!   [`Durability`]; readers ([`Engine::state`]) only ever see published, and so durable,
 //!   states.
 //! * After a failed write or fsync the engine is poisoned: every later command is refused
-//!   with [`Error::Poisoned`]. Reopening the directory recovers from the log.
+//!   with [`Error::Poisoned`]. Reopening the directory recovers from the log. (A remote
+//!   log's [`Error::LogConflict`] that stored nothing of its batch is not a failed write:
+//!   the engine stays writable and [`Engine::catch_up`] takes in the other writer's
+//!   records.)
 //! * The writer lock (on the data directory and its `LOCK` file, see
 //!   [`crate::storage::Storage::try_lock`]) is held from open to close; read-only engines take no lock and
 //!   never write.
@@ -85,6 +88,9 @@ pub(crate) enum Request {
         reply: Reply<Lsn>,
     },
     Shutdown(Reply<Result<()>>),
+    /// Take in the records other writers appended to the log after the published state
+    /// ([`Engine::catch_up`]); answered with the LSN the state is at afterwards.
+    CatchUp(Reply<Result<Lsn>>),
     /// Does nothing; wakes the writer thread so it sees that a caller ran the shutdown.
     Wake,
 }
@@ -464,6 +470,29 @@ impl Engine {
     pub fn snapshot(&self) -> Result<Lsn> {
         let (tx, rx) = answer::channel();
         self.send(Request::Snapshot(tx))?;
+        wait_answer(&rx, &self.shared)
+    }
+
+    /// Takes in the records other writers appended to the log after this engine's last
+    /// LSN, in place: for a log several engines write (a remote log, such as the NATS
+    /// backend's stream), where a writer that is behind would otherwise have its next
+    /// append refused. Returns the LSN the engine's state is at afterwards.
+    ///
+    /// The writer thread does it between two batches (commands already queued before it
+    /// are decided first, those queued after it against the new state): it reads the
+    /// records after the published state through [`LogBackend::read`], decodes and applies
+    /// each exactly as recovery does (a record that does not decode or apply is
+    /// [`Error::Corruption`] at its place, and nothing is taken in), tells the log's writer
+    /// where the log now ends ([`crate::backend::LogWriter::caught_up`]), publishes the new
+    /// state and sends the records to subscribers like the engine's own commits, so
+    /// subscriptions and projections see them. A log with one writer (the file log, whose
+    /// lock keeps other writers out) never has such records: there it returns the last LSN;
+    /// a log writer that cannot take records in refuses, and nothing changes.
+    ///
+    /// A read-only engine has no writer: [`Error::ReadOnly`].
+    pub fn catch_up(&self) -> Result<Lsn> {
+        let (tx, rx) = answer::channel();
+        self.send(Request::CatchUp(tx))?;
         wait_answer(&rx, &self.shared)
     }
 

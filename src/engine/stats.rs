@@ -51,6 +51,12 @@ pub struct EngineStats {
     pub open_time: Duration,
     /// Records replayed at the open, after the snapshot.
     pub replayed: u64,
+    /// Records other writers appended to the log, taken in by [`Engine::catch_up`](crate::Engine::catch_up).
+    pub caught_up: u64,
+    /// Batches a remote log refused because another writer appended first, with nothing
+    /// of them stored (their commands refused with `LogConflict`, the engine still
+    /// writable).
+    pub conflicts: u64,
 }
 
 #[derive(Debug)]
@@ -98,6 +104,8 @@ pub(crate) struct StatsCell {
     append_latency_us: AtomicHistogram<14>,
     open_time_us: AtomicU64,
     replayed: AtomicU64,
+    caught_up: AtomicU64,
+    conflicts: AtomicU64,
 }
 
 impl StatsCell {
@@ -110,6 +118,8 @@ impl StatsCell {
             append_latency_us: AtomicHistogram::new(&APPEND_BOUNDS_US),
             open_time_us: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +130,16 @@ impl StatsCell {
         self.batch_size.observe(records);
         self.append_latency_us
             .observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// `records` records of other writers taken in by a catch-up.
+    pub(crate) fn caught_up(&self, records: u64) {
+        self.caught_up.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// A batch refused by a conflict, nothing of it stored.
+    pub(crate) fn conflicted(&self) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn synced(&self) {
@@ -143,6 +163,8 @@ impl StatsCell {
             append_latency_us: self.append_latency_us.read(),
             open_time: Duration::from_micros(self.open_time_us.load(Ordering::Relaxed)),
             replayed: self.replayed.load(Ordering::Relaxed),
+            caught_up: self.caught_up.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
         }
     }
 }

@@ -24,6 +24,9 @@ use crate::types::Lsn;
 use crate::wal::MAX_PAYLOAD_LEN;
 use snapshotter::{SnapJob, Snapshotter};
 
+/// Records taken in per step of a catch-up (each step is published on its own).
+const CATCH_UP_CHUNK: usize = 1024;
+
 /// The writer, shared by the writer thread and callers of [`super::Engine::execute`]:
 /// whoever holds the lock runs the next batch.
 pub(crate) type Core = Arc<Mutex<Writer>>;
@@ -145,7 +148,7 @@ fn refuse(r: Request) {
         Request::Sync(t) | Request::Shutdown(t) => {
             t.send(Err(Error::Closed));
         }
-        Request::Snapshot(t) => {
+        Request::Snapshot(t) | Request::CatchUp(t) => {
             t.send(Err(Error::Closed));
         }
         Request::Subscribe { .. } | Request::Wake => {}
@@ -176,6 +179,9 @@ struct Extras {
     syncs: Vec<AnswerTx<Result<()>>>,
     snapshots: Vec<AnswerTx<Result<Lsn>>>,
     subscribes: Vec<(LiveSender, AnswerTx<Lsn>)>,
+    /// Catch-up requests: a batch takes no more requests after one, so that what is
+    /// queued after it is decided against the state with the other writers' records.
+    catch_ups: Vec<AnswerTx<Result<Lsn>>>,
     shutdown: Option<AnswerTx<Result<()>>>,
 }
 
@@ -235,7 +241,10 @@ impl Writer {
         let max_batch = self.shared.options.max_batch;
         let mut run = self.begin();
         let mut disconnected = false;
-        while run.taken + usize::from(own.is_some()) < max_batch && !self.batch_full() {
+        while run.taken + usize::from(own.is_some()) < max_batch
+            && !self.batch_full()
+            && run.extras.catch_ups.is_empty()
+        {
             match rx.try_recv() {
                 Ok(r) => self.take(&mut run, r),
                 Err(TryRecvError::Empty) => break,
@@ -322,6 +331,7 @@ impl Writer {
         let deadline = Instant::now() + self.sync_cost.min(Duration::from_micros(500));
         while run.taken < max
             && !self.batch_full()
+            && run.extras.catch_ups.is_empty()
             && self.recent_callers.iter().any(|c| !run.callers.contains(c))
             && Instant::now() < deadline
         {
@@ -480,6 +490,7 @@ impl Writer {
             Request::Sync(r) => run.extras.syncs.push(r),
             Request::Snapshot(r) => run.extras.snapshots.push(r),
             Request::Subscribe { live, reply } => run.extras.subscribes.push((live, reply)),
+            Request::CatchUp(r) => run.extras.catch_ups.push(r),
             Request::Shutdown(r) => run.extras.shutdown = Some(r),
             Request::Wake => {}
         }
@@ -504,7 +515,17 @@ impl Writer {
                 Ok(())
             });
             if let Err(e) = written {
-                self.shared.poison(&e);
+                // A conflict that stored nothing of the batch (the log's writer is back
+                // before it) refuses the batch's commands and leaves the engine writable:
+                // a catch-up takes in the other writer's records. Anything else may have
+                // stored part of the batch, which the published state does not show.
+                let clean = matches!(e, Error::LogConflict { .. })
+                    && self.log.last_lsn() == self.shared.published().last_lsn;
+                if clean {
+                    self.shared.stats.conflicted();
+                } else {
+                    self.shared.poison(&e);
+                }
                 for (r, _) in run.pending.drain(..) {
                     answer(r, Err(e.clone()));
                 }
@@ -521,21 +542,12 @@ impl Writer {
         for (r, c) in run.pending {
             answer(r, Ok(c));
         }
-        if !run.events.is_empty() {
-            let batch = Arc::new(run.events);
-            self.subscribers
-                .retain(|s| match s.try_send(Arc::clone(&batch)) {
-                    Ok(()) => {
-                        s.wake();
-                        true
-                    }
-                    // A full subscriber is cut loose; it resumes from the log by itself.
-                    Err(TrySendError::Full(_)) => {
-                        s.cut_loose();
-                        false
-                    }
-                    Err(TrySendError::Disconnected(_)) => false,
-                });
+        self.fan_out(run.events);
+        if !run.extras.catch_ups.is_empty() {
+            let r = self.catch_up();
+            for reply in run.extras.catch_ups {
+                reply.send(r.clone());
+            }
         }
         for r in run.extras.syncs {
             r.send(self.sync_log());
@@ -557,6 +569,96 @@ impl Writer {
             }
         }
         run.extras.shutdown
+    }
+
+    /// Sends a batch of committed events to the subscribers.
+    fn fan_out(&mut self, events: Vec<CommittedEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch = Arc::new(events);
+        self.subscribers
+            .retain(|s| match s.try_send(Arc::clone(&batch)) {
+                Ok(()) => {
+                    s.wake();
+                    true
+                }
+                // A full subscriber is cut loose; it resumes from the log by itself.
+                Err(TrySendError::Full(_)) => {
+                    s.cut_loose();
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+    }
+
+    /// [`super::Engine::catch_up`]: takes in the records other writers appended after the
+    /// published state, [`CATCH_UP_CHUNK`] at a time, each chunk all or nothing: decoded
+    /// and applied as recovery does, handed to the log's writer, published, and sent to
+    /// subscribers. Returns the LSN the state is at.
+    fn catch_up(&mut self) -> Result<Lsn> {
+        // The engine's own records are stored before anything after them is read.
+        if let Err(e) = self.sync_log() {
+            self.shared.poison(&e);
+            return Err(e);
+        }
+        loop {
+            let published = self.shared.published();
+            if self.log.last_lsn() != published.last_lsn {
+                // Appended records the state does not show: only a poisoned engine has them.
+                return Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
+                    cause: format!(
+                        "internal error: the log's writer is at {} and the state at {}",
+                        self.log.last_lsn(),
+                        published.last_lsn
+                    ),
+                }));
+            }
+            let keep_events = !self.subscribers.is_empty();
+            let mut state: Option<State> = None;
+            let mut records: Vec<(Lsn, Vec<u8>)> = Vec::new();
+            let mut events = Vec::new();
+            let mut next = published.last_lsn.next();
+            crate::intern::scope(|| {
+                self.shared
+                    .log()
+                    .read(next, Lsn(u64::MAX), &mut |path, offset, lsn, payload| {
+                        if lsn != next {
+                            return Err(Error::corruption(
+                                path,
+                                offset,
+                                format!("record {lsn} where record {next} should be"),
+                            ));
+                        }
+                        let event = super::decode_record(path, offset, lsn, payload)?;
+                        let st = state.get_or_insert_with(|| (*published).clone());
+                        super::apply_record(st, path, offset, lsn, &event)?;
+                        records.push((lsn, payload.to_vec()));
+                        if keep_events {
+                            events.push(CommittedEvent {
+                                lsn,
+                                event: Arc::new(event),
+                            });
+                        }
+                        next = lsn.next();
+                        Ok(records.len() < CATCH_UP_CHUNK)
+                    })
+            })?;
+            let Some(state) = state else {
+                return Ok(published.last_lsn);
+            };
+            let taken: Vec<(Lsn, &[u8])> = records.iter().map(|(l, p)| (*l, &p[..])).collect();
+            self.log.caught_up(&taken)?;
+            let n = records.len() as u64;
+            let last = state.last_lsn;
+            self.since_snapshot += n;
+            self.shared.stats.caught_up(n);
+            self.shared.publish(state);
+            self.fan_out(events);
+            if records.len() < CATCH_UP_CHUNK {
+                return Ok(last);
+            }
+        }
     }
 
     fn start_snapshot(&mut self, replies: Vec<AnswerTx<Result<Lsn>>>) {
