@@ -439,3 +439,27 @@ fn a_read_only_engine_keeps_the_index_up_to_date_too() {
     assert_eq!((r.total, r.indexed), (2, 4));
     assert_eq!(find(&reader, "deploy").indexed, 0, "kept in the file");
 }
+
+#[test]
+fn update_index_brings_the_index_up_to_date_without_a_query() {
+    let src = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let engine = open(data.path());
+    let root = project(src.path());
+    import::import_paths(&engine, &FileStorage::new(), std::slice::from_ref(&root));
+    assert!(
+        !index_file(data.path()).exists(),
+        "an import alone makes no index"
+    );
+    let u = search::update_index(&engine).unwrap();
+    assert_eq!((u.indexed, u.events), (4, engine.last_lsn().0), "{u:?}");
+    assert!(u.rebuilt.as_deref().unwrap().contains("missing"), "{u:?}");
+    assert!(index_file(data.path()).is_file());
+    // Then the search reads nothing.
+    let r = find(&engine, "deploy");
+    assert_eq!((r.indexed, r.events, &r.rebuilt), (0, 0, &None));
+    assert_eq!(r.total, 2);
+    // Current already: nothing to do.
+    let u = search::update_index(&engine).unwrap();
+    assert_eq!(u, search::IndexUpdate::default());
+}

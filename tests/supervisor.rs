@@ -835,6 +835,163 @@ fn a_run_safe_to_repeat_left_unfinished_is_recovering_at_reopen_and_resumed_once
     assert_eq!(started_attempts(&m, killed), vec![1, 2]);
 }
 
+/// Records `step` for a run, as its supervisor would have.
+fn step(m: &SessionManager, body: EventBody) {
+    m.engine()
+        .execute(session_engine::Command::RecordRunStep(Box::new(body)))
+        .unwrap();
+}
+
+/// What a supervisor killed in a retry's backoff leaves: attempt 1 exited (a failure),
+/// another attempt to follow.
+fn left_in_backoff(m: &SessionManager, spec: session_engine::run::RunSpec) -> RunId {
+    let (id, mut child) = left_running(m, spec);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    step(
+        m,
+        EventBody::RunExited(Box::new(session_engine::run::Exited {
+            run: id,
+            attempt: 1,
+            exit: ExitKind::Code(1),
+            ended_by: None,
+            duration_ms: 1,
+            usage: Default::default(),
+            output_bytes: 0,
+            output_dropped: 0,
+            retry: true,
+        })),
+    );
+    id
+}
+
+#[test]
+fn a_run_left_recovering_is_recorded_recovering_once_however_often_it_is_reopened() {
+    let (dir, m) = setup();
+    // Killed while it ran; requested and never started; killed in the backoff after a
+    // failed attempt; killed in the backoff after a failed start.
+    let (killed, mut child) = left_running(&m, safe_spec("echo a", 2));
+    let pending = request_only(&m, safe_spec("echo b", 2));
+    let backoff = left_in_backoff(&m, safe_spec("echo c", 2));
+    let spawn_failed = request_only(&m, safe_spec("echo d", 2));
+    step(
+        &m,
+        EventBody::RunSpawnFailed {
+            run: spawn_failed,
+            attempt: 1,
+            error: "No such file or directory (os error 2)".into(),
+            retry: true,
+        },
+    );
+    for id in [backoff, spawn_failed] {
+        // Recovering already (between attempts), but not reconciled yet.
+        assert_eq!(m.run(id).unwrap().status, RunStatus::Recovering);
+        assert_eq!(recovering_events(&m, id), 0);
+    }
+    let all = [killed, pending, backoff, spawn_failed];
+    let mut m = reopen(dir.path(), m);
+    child.wait().unwrap();
+    let first_reasons: Vec<String> = all
+        .iter()
+        .map(|id| m.run(*id).unwrap().error.clone().unwrap())
+        .collect();
+    assert!(
+        first_reasons[2].contains("before the next attempt started"),
+        "{first_reasons:?}"
+    );
+    assert!(first_reasons[3].contains("attempt 2"), "{first_reasons:?}");
+    // Every CLI command is a writable open: none records the runs again.
+    for _ in 0..3 {
+        m = reopen(dir.path(), m);
+        for (i, id) in all.iter().enumerate() {
+            assert_eq!(recovering_events(&m, *id), 1, "run {id}");
+            let r = m.run(*id).unwrap();
+            assert_eq!(r.status, RunStatus::Recovering, "run {id}");
+            assert_eq!(r.error.as_deref(), Some(first_reasons[i].as_str()));
+        }
+    }
+    // Still waiting to be resumed, each once.
+    let handles = m.resume_runs_with_handles().unwrap();
+    assert_eq!(handles.iter().map(|h| h.id()).collect::<Vec<_>>(), all);
+    for h in handles {
+        assert_eq!(h.wait().unwrap().status, RunStatus::Completed);
+    }
+    assert_eq!(started_attempts(&m, killed), vec![1, 2]);
+    assert_eq!(started_attempts(&m, pending), vec![1]);
+    assert_eq!(started_attempts(&m, backoff), vec![1, 2]);
+    assert_eq!(started_attempts(&m, spawn_failed), vec![2]);
+    // A cancel asked for a run an earlier open left recovering still ends it at an open.
+    let again = request_only(&m, safe_spec("echo e", 1));
+    let m = reopen(dir.path(), m);
+    let m = reopen(dir.path(), m);
+    session_engine::supervisor::request_cancel(dir.path(), again).unwrap();
+    let m = reopen(dir.path(), m);
+    assert_eq!(m.run(again).unwrap().status, RunStatus::Cancelled);
+    assert_eq!(recovering_events(&m, again), 1);
+    assert!(m.resume_runs().unwrap().is_empty());
+}
+
+/// The attempts of run `id` with a `run_contained` step (those that asked for a cgroup).
+fn contained_attempts(m: &SessionManager, id: RunId) -> Vec<u32> {
+    all_events(m)
+        .into_iter()
+        .filter_map(|b| match b {
+            EventBody::RunContained { run, attempt, .. } if run == id => Some(attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_is_contained_as_its_exec_asked() {
+    let (dir, m) = setup();
+    // Attempt 1 of each started, one with a cgroup asked for (its `run_contained`
+    // recorded: here a fallback, so the test does not need cgroups), one without
+    // (`--no-cgroup`: no `run_contained`); a third never started.
+    let without = left_running(&m, safe_spec("echo without", 1));
+    let with_id = request_only(&m, safe_spec("echo with", 1));
+    step(
+        &m,
+        EventBody::RunContained {
+            run: with_id,
+            attempt: 1,
+            cgroup: None,
+            memory_max: false,
+            fallback: Some("a test".into()),
+        },
+    );
+    let mut with_child = std::process::Command::new("true").spawn().unwrap();
+    with_child.wait().unwrap();
+    step(
+        &m,
+        EventBody::RunStarted(Box::new(session_engine::run::Started {
+            run: with_id,
+            attempt: 1,
+            pid: with_child.id(),
+            pgid: with_child.id(),
+            start_time: 0,
+            boot_id: "another boot".into(),
+        })),
+    );
+    let never = request_only(&m, safe_spec("echo never", 1));
+    let (without, mut child) = without;
+    let m = reopen(dir.path(), m);
+    child.wait().unwrap();
+    let handles = m.resume_runs_with_handles().unwrap();
+    assert_eq!(handles.len(), 3);
+    for h in handles {
+        assert_eq!(h.wait().unwrap().status, RunStatus::Completed);
+    }
+    assert_eq!(started_attempts(&m, without), vec![1, 2]);
+    assert_eq!(contained_attempts(&m, without), Vec::<u32>::new());
+    assert_eq!(contained_attempts(&m, with_id), vec![1, 2]);
+    assert_eq!(
+        contained_attempts(&m, never),
+        vec![1],
+        "the default: a cgroup"
+    );
+}
+
 #[test]
 fn runs_that_may_not_be_repeated_are_interrupted_or_cancelled_at_reopen_never_repeated() {
     let (dir, m) = setup();

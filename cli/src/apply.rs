@@ -150,7 +150,8 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         })
     };
     let mut failure: Option<String> = None;
-    let answered = answer_all(&manager, &rx, &flushed, out, &mut failure);
+    let mut resumed = Vec::new();
+    let answered = answer_all(&manager, &rx, &flushed, out, &mut failure, &mut resumed);
     drop(rx);
     if let Err(e) = answered {
         manager.close()?;
@@ -162,6 +163,13 @@ pub fn run(cli: &Cli, out: &mut Out) -> Result<u8> {
         Err(_) => return Err(anyhow!("the stdin reader panicked")),
     }
     out.flush()?;
+    // The runs a `resume_runs` line started are supervised by this process: it ends only
+    // with them (closing the engine under them would kill them).
+    for h in resumed {
+        if let Err(e) = h.wait() {
+            note_failure(&e, &mut failure);
+        }
+    }
     manager.close()?;
     match failure {
         Some(cause) => Err(anyhow!(
@@ -178,6 +186,7 @@ fn answer_all(
     flushed: &AtomicU64,
     out: &mut Out,
     failure: &mut Option<String>,
+    resumed: &mut Vec<session_engine::RunHandle>,
 ) -> Result<()> {
     let mut line = String::with_capacity(64);
     let mut answered: u64 = 0;
@@ -202,10 +211,25 @@ fn answer_all(
                 // (`exec` answers once its run has ended; the reader waits for `done`, so
                 // the lines after it are read only then).
                 out.flush()?;
-                let v = protocol::run_op(manager, &req).unwrap_or_else(|e| {
-                    note_failure(&e, failure);
-                    protocol::answer_err(&e)
-                });
+                let v = if matches!(req, protocol::Request::ResumeRuns) {
+                    // Answered at once, as the protocol says; waited for at the end.
+                    match manager.resume_runs_with_handles() {
+                        Ok(handles) => {
+                            let ids: Vec<u64> = handles.iter().map(|h| h.id().0).collect();
+                            resumed.extend(handles);
+                            serde_json::json!({"ok": true, "resumed": ids})
+                        }
+                        Err(e) => {
+                            note_failure(&e, failure);
+                            protocol::answer_err(&e)
+                        }
+                    }
+                } else {
+                    protocol::run_op(manager, &req).unwrap_or_else(|e| {
+                        note_failure(&e, failure);
+                        protocol::answer_err(&e)
+                    })
+                };
                 out.json(&v)?;
                 let _ = done.send(());
                 continue;

@@ -421,11 +421,15 @@ pub enum ClaudeCmd {
     /// new since the last import is read; a file that no longer starts with what was
     /// imported is reported and imported as a new version <id>.v<n> (exit 10); a line
     /// that is not a record is reported and kept as bytes (exit 7); an incomplete last
-    /// line is left for the next import.
+    /// line is left for the next import. Then the search index is brought up to date
+    /// (when the data directory holds a transcript), so the next search is quick.
     Import {
         /// Transcript files, or folders walked for *.jsonl (default: ~/.claude/projects).
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Leave the search index as it is (the next search catches it up).
+        #[arg(long)]
+        no_index: bool,
     },
     /// Write an imported transcript back, byte for byte as imported (to stdout without a
     /// file).
@@ -441,11 +445,15 @@ pub enum ClaudeCmd {
     },
     /// Import transcripts as Claude Code appends to them (as `claude import`, again every
     /// --interval-ms), until interrupted. Safe to kill at any moment: the next run goes on
-    /// where the last committed line ends.
+    /// where the last committed line ends. The search index is brought up to date after
+    /// each poll that imported something.
     Follow {
         /// Transcript files, or folders walked for *.jsonl (default: ~/.claude/projects).
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Leave the search index as it is (the next search catches it up).
+        #[arg(long)]
+        no_index: bool,
         /// How often to look for new lines, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 500,
               value_parser = clap::value_parser!(u64).range(10..=3_600_000))]

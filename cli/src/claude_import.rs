@@ -27,13 +27,17 @@ use crate::output::Out;
 pub(crate) fn run(cli: &Cli, out: &mut Out, c: &ClaudeCmd) -> Result<u8> {
     match c {
         ClaudeCmd::Validate { .. } | ClaudeCmd::Info { .. } => crate::claude::run(cli.json, out, c),
-        ClaudeCmd::Import { paths } => {
+        ClaudeCmd::Import { paths, no_index } => {
             let manager = cli.open_write()?;
-            let code = import(cli.json, out, &manager, paths)?;
+            let code = import(cli.json, out, &manager, paths, !no_index)?;
             manager.close()?;
             Ok(code)
         }
-        ClaudeCmd::Follow { paths, interval_ms } => {
+        ClaudeCmd::Follow {
+            paths,
+            interval_ms,
+            no_index,
+        } => {
             let manager = cli.open_write()?;
             let r = follow(
                 cli.json,
@@ -41,6 +45,7 @@ pub(crate) fn run(cli: &Cli, out: &mut Out, c: &ClaudeCmd) -> Result<u8> {
                 &manager,
                 paths,
                 Duration::from_millis(*interval_ms),
+                !no_index,
             );
             manager.close()?;
             r
@@ -180,31 +185,56 @@ fn print(json_out: bool, out: &mut Out, run: &ImportRun, quiet_unchanged: bool) 
     out.flush()
 }
 
-/// `claude import PATH...`.
+/// `claude import PATH...`, then (with `index`) the search index brought up to date.
 pub fn import(
     json_out: bool,
     out: &mut Out,
     manager: &SessionManager,
     paths: &[PathBuf],
+    index: bool,
 ) -> Result<u8> {
     let paths = default_paths(paths)?;
     let run = import::import_paths(manager.engine(), &FileStorage::new(), &paths);
     warn(&run);
     print(json_out, out, &run, false)?;
+    if index {
+        update_index(manager);
+    }
     Ok(exit_code(&run))
 }
 
-/// `claude follow PATH...`: polls until killed (or a failed write poisons the engine).
+/// After an import: brings the search index up to date when the data directory holds an
+/// imported transcript, so that the next `claude search` reads only the events after
+/// this (the first one would otherwise build it from the whole log). A failure is a
+/// warning, not the import's: the index is a projection the next search catches up.
+fn update_index(manager: &SessionManager) {
+    if manager.state().claude.is_empty() {
+        return;
+    }
+    if let Err(e) = search::update_index(manager.engine()) {
+        eprintln!(
+            "warning: the search index was not brought up to date ({e}); the next search \
+             will do it"
+        );
+    }
+}
+
+/// `claude follow PATH...`: polls until killed (or a failed write poisons the engine),
+/// bringing (with `index`) the search index up to date after the first poll and each
+/// one that imported something.
 pub fn follow(
     json_out: bool,
     out: &mut Out,
     manager: &SessionManager,
     paths: &[PathBuf],
     interval: Duration,
+    index: bool,
 ) -> Result<u8> {
     let paths = default_paths(paths)?;
     let storage = FileStorage::new();
     let mut follower = Follower::new();
+    // The index is brought up to date after the first poll and after each that imported.
+    let mut first = true;
     loop {
         let run = follower.poll(manager.engine(), &storage, &paths);
         warn(&run);
@@ -221,6 +251,10 @@ pub fn follow(
         }
         if let Some(e) = manager.engine().poisoned() {
             return Err(e.into());
+        }
+        if index && (first || run.files.iter().any(|f| f.bytes > 0 || f.opened)) {
+            update_index(manager);
+            first = false;
         }
         std::thread::sleep(interval);
     }
@@ -289,6 +323,7 @@ pub fn search(
         out.json(&json!({
             "total": r.total,
             "indexed": r.indexed,
+            "events": r.events,
             "rebuilt": r.rebuilt,
             "hits": session_engine::protocol::hits_json(&r),
         }))?;

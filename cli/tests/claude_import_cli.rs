@@ -515,8 +515,12 @@ fn top_level_search_ranks_with_scores_and_keeps_its_index_in_the_data_directory(
     let data = dir.path().join("data");
     let projects = dir.path().join("projects");
     resumed(&projects);
-    let o = run(&data, &["claude", "import", projects.to_str().unwrap()]);
+    let o = run(
+        &data,
+        &["claude", "import", "--no-index", projects.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!data.join("index").exists(), "--no-index made an index");
     let o = run(&data, &["--json", "search", "needle"]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -594,6 +598,7 @@ fn search_killed_with_sigkill_mid_catch_up_loses_and_doubles_nothing() {
                 "none",
                 "claude",
                 "import",
+                "--no-index",
                 file.to_str().unwrap(),
             ],
         );
@@ -648,4 +653,109 @@ fn search_killed_with_sigkill_mid_catch_up_loses_and_doubles_nothing() {
     assert!(fresh["rebuilt"].is_string());
     assert_eq!(fresh["hits"], kept["hits"]);
     assert_eq!(fresh["total"], kept["total"]);
+}
+
+/// `search --json QUERY`'s answer.
+fn search_json(data: &Path, query: &str) -> Value {
+    let o = run(data, &["--json", "search", query]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn import_brings_the_search_index_up_to_date_and_a_failure_to_is_only_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let projects = dir.path().join("projects");
+    resumed(&projects);
+    let o = run(&data, &["claude", "import", projects.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(data.join("index/claude-search.sqlite").is_file());
+    // The search finds the index current: nothing rebuilt, no record to add.
+    let v = search_json(&data, "needle");
+    assert_eq!(v["total"], 2, "{v}");
+    assert_eq!(v["rebuilt"], Value::Null, "{v}");
+    assert_eq!(
+        (v["indexed"].as_u64(), v["events"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    // A later import catches the index up with its own events only.
+    let p = projects.join("-home-dev-proj/cccc.jsonl");
+    std::fs::write(
+        &p,
+        concat!(
+            r#"{"type":"user","uuid":"c1","sessionId":"cccc","cwd":"/home/dev/proj","timestamp":"2026-01-03T10:00:00Z","message":{"role":"user","content":"a needle again"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&data, &["claude", "import", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let v = search_json(&data, "needle");
+    assert_eq!(v["total"], 3, "{v}");
+    assert_eq!(
+        (v["indexed"].as_u64(), v["rebuilt"].clone()),
+        (Some(0), Value::Null),
+        "{v}"
+    );
+    // The index cannot be written (another tool's file where its folder goes): the
+    // import succeeds all the same and says so.
+    let data2 = dir.path().join("data2");
+    std::fs::create_dir_all(&data2).unwrap();
+    let o = run(&data2, &["create", "--id", "x"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(data2.join("index"), b"not ours").unwrap();
+    let o = run(&data2, &["claude", "import", projects.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: the search index was not brought up to date"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(data2.join("index")).unwrap(), b"not ours");
+    assert_eq!(show(&data2, "cccc")["lines"], 1);
+}
+
+#[test]
+fn follow_keeps_the_search_index_up_to_date() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let projects = dir.path().join("projects");
+    resumed(&projects);
+    let mut follow = cmd(&data)
+        .args(["--json", "claude", "follow", "--interval-ms", "20"])
+        .arg(&projects)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    // The first poll's answer (the index is brought up to date after it) ...
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("aaaa"), "{first}");
+    // ... and the next one's, printed only once that is done.
+    let p = projects.join("-home-dev-proj/cccc.jsonl");
+    std::fs::write(
+        &p,
+        concat!(
+            r#"{"type":"user","uuid":"c1","sessionId":"cccc","cwd":"/home/dev/proj","timestamp":"2026-01-03T10:00:00Z","message":{"role":"user","content":"a needle again"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.contains("cccc"), "{second}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let v = search_json(&data, "needle");
+    assert_eq!(v["total"], 3, "{v}");
+    assert_eq!(
+        v["rebuilt"],
+        Value::Null,
+        "the first search built the index: {v}"
+    );
+    // At most the second poll's record was left for it.
+    assert!(v["indexed"].as_u64().unwrap() <= 1, "{v}");
 }

@@ -724,3 +724,116 @@ fn serve_resumes_the_runs_a_restart_left_recovering_when_it_starts() {
         "{r}"
     );
 }
+
+/// The log's events of type `kind` for run `run`, as `replay` prints them.
+fn run_events(dir: &Path, kind: &str, run_id: u64) -> Vec<serde_json::Value> {
+    let o = run(dir, &["replay"]);
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == kind && e["run"] == run_id)
+        .collect()
+}
+
+/// `apply` with `lines` on stdin: its answers.
+fn apply_lines(dir: &Path, lines: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut apply = cmd(dir, &["apply"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let o = apply.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    o.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_recovering_run_is_recorded_once_whatever_the_commands_and_apply_resumes_it_only_when_asked() {
+    let (tmp, dir) = setup();
+    let m = tmp.path().join("m").display().to_string();
+    safe_exec_killed(
+        &dir,
+        &format!("if [ -e {m} ]; then echo second; exit 0; fi; : > {m}; echo first; exec sleep 30"),
+    );
+    // Writing commands, each a writable open: the first leaves run 1 recovering.
+    for i in 0..3 {
+        let o = run(&dir, &["create", "--id", &format!("x{i}")]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    // An apply without a `resume_runs` line starts nothing.
+    let answers = apply_lines(&dir, "{\"op\":\"create\",\"id\":\"y\"}\n");
+    assert_eq!(answers[0]["ok"], true, "{answers:?}");
+    assert_eq!(run_json(&dir, "1")["status"], "recovering");
+    assert_eq!(run_events(&dir, "run_recovering", 1).len(), 1);
+    // With one, it resumes the run, and waits for it before it ends.
+    let answers = apply_lines(&dir, "{\"op\":\"resume_runs\"}\n");
+    assert_eq!(
+        answers,
+        vec![serde_json::json!({"ok": true, "resumed": [1]})]
+    );
+    let r = run_json(&dir, "1");
+    assert_eq!(
+        (&r["status"], &r["attempts"]),
+        (&"completed".into(), &2.into()),
+        "{r}"
+    );
+    assert_eq!(run_events(&dir, "run_recovering", 1).len(), 1);
+}
+
+#[test]
+fn runs_resume_honours_exec_no_cgroup() {
+    let (tmp, dir) = setup();
+    let m = tmp.path().join("m").display().to_string();
+    let script =
+        format!("if [ -e {m} ]; then echo second; exit 0; fi; : > {m}; echo first; exec sleep 30");
+    let mut exec = cmd(
+        &dir,
+        &[
+            "exec",
+            "s1",
+            "--no-cgroup",
+            "--safe-to-repeat",
+            "--retries",
+            "1",
+            "--retry-delay-ms",
+            "10",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(exec.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "first\n");
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let o = run(&dir, &["runs", "--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\tcompleted\n");
+    assert_eq!(run_json(&dir, "1")["attempts"], 2);
+    // Neither attempt asked for a cgroup: no `run_contained` step.
+    assert_eq!(
+        run_events(&dir, "run_contained", 1),
+        Vec::<serde_json::Value>::new()
+    );
+}

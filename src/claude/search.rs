@@ -245,6 +245,31 @@ fn sql_err(e: rusqlite::Error) -> Error {
     )
 }
 
+/// What [`update_index`] did to the search index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexUpdate {
+    /// Log events read to bring the index up to date.
+    pub events: u64,
+    /// Records added to the index.
+    pub indexed: u64,
+    /// Why the index was built again from the whole log, if it was (missing, damaged, of
+    /// another version, or kept in memory: then nothing is left for the next search).
+    pub rebuilt: Option<String>,
+}
+
+/// Brings the search index up to the log's last LSN, as a search does first (reading
+/// only the events it lacks; building it when it is missing or damaged), without a
+/// query: `claude import` and `claude follow` call it after they import, so that the
+/// next search has only the events after that to read. Writes only the index.
+pub fn update_index(engine: &Engine) -> Result<IndexUpdate> {
+    let (ix, caught) = index::open_current(engine, engine.state().last_lsn)?;
+    Ok(IndexUpdate {
+        events: caught.events,
+        indexed: caught.records,
+        rebuilt: ix.rebuilt,
+    })
+}
+
 /// Searches the imported transcripts (see the module documentation): brings the index up
 /// to the log's last LSN (reading only the events it lacks; rebuilding it when it is
 /// missing or damaged), then asks it. Writes only the index.

@@ -261,7 +261,11 @@ impl SessionManager {
     /// recorded steps (`run_started` of attempt n+1, output, `run_exited`), its output
     /// appended to its log file, the attempts after it as its retry policy allows.
     /// Returns the runs resumed, in id order, at once (see
-    /// [`SessionManager::resume_runs_with_handles`] to wait for them). Each run is
+    /// [`SessionManager::resume_runs_with_handles`] to wait for them). Each run gets a
+    /// cgroup per attempt only if its `exec` asked for one ([`ExecRequest::cgroup`], as
+    /// the log shows: a `run_contained` before its first started attempt; a run that
+    /// never started gets the default), which costs a read of the log from its start up
+    /// to the first attempt of the last run resumed. Each run is
     /// resumed once: a second call resumes nothing. A run with a cancel asked for it
     /// (`runs/<id>.cancel`) is recorded `cancelled` instead. A read-only manager is
     /// [`Error::ReadOnly`].
@@ -280,9 +284,20 @@ impl SessionManager {
         }
         let waiting =
             std::mem::take(&mut *self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        // Each run is contained as its `exec` asked (`--no-cgroup` honoured).
+        let cgroups = match supervisor::cgroup_choices(self.engine(), &waiting) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut w = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.extend(&waiting);
+                w.sort();
+                return Err(e);
+            }
+        };
         let mut handles = Vec::new();
         for (i, id) in waiting.iter().enumerate() {
-            if let Err(e) = self.resume_one(*id, &mut handles) {
+            let cgroup = cgroups.get(id).copied().unwrap_or(true);
+            if let Err(e) = self.resume_one(*id, cgroup, &mut handles) {
                 // The runs not reached wait for the next call.
                 let mut w = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
                 w.extend(&waiting[i + 1..]);
@@ -293,7 +308,7 @@ impl SessionManager {
         Ok(handles)
     }
 
-    fn resume_one(&self, id: RunId, handles: &mut Vec<RunHandle>) -> Result<()> {
+    fn resume_one(&self, id: RunId, cgroup: bool, handles: &mut Vec<RunHandle>) -> Result<()> {
         use crate::event::EventBody;
         let Some(run) = self.state().run(id).cloned() else {
             return Ok(());
@@ -319,7 +334,7 @@ impl SessionManager {
             cancel: Arc::clone(&cancel),
             sink: None,
             on_attempt: None,
-            cgroup: true,
+            cgroup,
             first_attempt: attempt,
             resumed: true,
         };

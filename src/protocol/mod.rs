@@ -36,7 +36,8 @@
 //! [`parse_line`] refuses them, as they are no engine command): `runs`, `health` and
 //! `logs` read, `cancel` asks the run's supervisor (see `SessionManager::cancel_runs`) and
 //! waits, `resume_runs` starts the runs safe to repeat that the open left recovering
-//! (`SessionManager::resume_runs`) and answers at once with their ids, `exec` runs a
+//! (`SessionManager::resume_runs`) and answers at once with their ids (the CLI's `apply`
+//! then ends only once they have ended; it resumes nothing unless asked), `exec` runs a
 //! program (no shell: `program` is a path or a name looked up in
 //! `PATH`, `args` its arguments) as `SessionManager::exec` does and answers once the run
 //! has ended; its output goes to the run's log (read it with `logs`), not to the answers.

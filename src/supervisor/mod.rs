@@ -34,7 +34,7 @@ use crate::event::EventBody;
 use crate::run::{ExitKind, Run, RunId, RunSpec, Stream, Usage};
 
 use attempt::run_attempt;
-pub(crate) use recovery::{cancel_requested, reconcile};
+pub(crate) use recovery::{cancel_requested, cgroup_choices, reconcile};
 use spawn::SMALL_STACK;
 pub(crate) use spawn::spawn_thread;
 

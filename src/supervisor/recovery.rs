@@ -27,6 +27,40 @@ pub(crate) fn not_repeatable(run: &Run) -> Option<&'static str> {
     }
 }
 
+/// The end of the reason `reconcile` records in a `RunRecovering` of a run whose next
+/// attempt is `attempt`.
+fn resume_note(attempt: u32) -> String {
+    format!("it is safe to repeat: attempt {attempt} will be started when the runs are resumed")
+}
+
+/// Whether run `run`, recovering, was left so by an earlier `reconcile` (its last step
+/// is a `RunRecovering`) rather than by its supervisor between two attempts (a retry's
+/// `RunExited` or `RunSpawnFailed`, the supervisor dead in the backoff), told from the
+/// state alone:
+/// * no attempt yet: only `RunRecovering` makes a run recovering before its first one;
+/// * no error: a retry's `RunExited` leaves none (`RunStarted` clears it), while
+///   `RunRecovering` always records its reason;
+/// * an error and the last attempt started (`process` is of attempt `attempts`): its
+///   `RunExited` recorded no error, so the error is a later `RunRecovering`'s;
+/// * an error and the last attempt failed to start (`RunSpawnFailed` recorded its error):
+///   reconciled since only if the error is the reason `reconcile` records, which ends
+///   with [`resume_note`] of the next attempt (a spawn error never does).
+fn already_reconciled(run: &Run) -> bool {
+    if run.status != crate::run::RunStatus::Recovering {
+        return false;
+    }
+    if run.attempts == 0 {
+        return true;
+    }
+    let Some(error) = run.error.as_deref() else {
+        return false;
+    };
+    match &run.process {
+        Some(p) if p.attempt == run.attempts => true,
+        _ => error.ends_with(&resume_note(run.attempts + 1)),
+    }
+}
+
 /// Whether a cancel of run `id` was asked for by file (`runs/<id>.cancel`).
 pub(crate) fn cancel_requested(root: &std::path::Path, id: RunId) -> bool {
     std::fs::symlink_metadata(cancel_path(root, id)).is_ok_and(|m| m.is_file())
@@ -37,8 +71,10 @@ pub(crate) fn cancel_requested(root: &std::path::Path, id: RunId) -> bool {
 /// the run's grace period, SIGKILL); then the run is recorded as interrupted unless it
 /// may be repeated ([`not_repeatable`]): then as cancelled when a cancel was asked for
 /// it, else as recovering (`RunRecovering`: it waits for its next attempt, see
-/// `SessionManager::resume_runs`). Returns the runs left recovering, in id
-/// order.
+/// `SessionManager::resume_runs`). A run an earlier open already left recovering
+/// ([`already_reconciled`]) is not recorded again (every CLI command is an open), unless
+/// a cancel was asked for it or processes were left in its cgroups (then its new reason
+/// is recorded). Returns the runs left recovering, in id order, those included.
 pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
     let state = engine.state();
     let boot = os::boot_id();
@@ -91,6 +127,11 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
         } else {
             reason
         };
+        if left == 0 && already_reconciled(run) && !cancel_requested(&root, run.id) {
+            // Its `RunRecovering` is recorded: it still waits for `resume_runs`.
+            recovering.push(run.id);
+            continue;
+        }
         let body = if let Some(why) = not_repeatable(run) {
             EventBody::RunInterrupted {
                 run: run.id,
@@ -108,11 +149,7 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
             recovering.push(run.id);
             EventBody::RunRecovering {
                 run: run.id,
-                reason: format!(
-                    "{reason}; it is safe to repeat: attempt {} will be started when the \
-                     runs are resumed",
-                    run.attempts + 1
-                ),
+                reason: format!("{reason}; {}", resume_note(run.attempts + 1)),
             }
         };
         let ended = !matches!(body, EventBody::RunRecovering { .. });
@@ -123,4 +160,40 @@ pub(crate) fn reconcile(engine: &Engine) -> Result<Vec<RunId>> {
         }
     }
     Ok(recovering)
+}
+
+/// Whether each of `runs` asked for a cgroup per attempt (`ExecRequest::cgroup`), as its
+/// log shows: the supervisor records `RunContained` before `RunStarted` of every attempt
+/// of a run that asked for one (its cgroup or the fallback's reason), and never for one
+/// that did not (`exec --no-cgroup`). The run's first started attempt decides; a run
+/// that never started has no record of its choice and gets the default (true). The
+/// choice is in neither the spec nor the state (their encodings would change), so this
+/// reads the log from its start up to the first started attempt of the last of `runs`
+/// to start: only `SessionManager::resume_runs` asks, for the runs it resumes.
+pub(crate) fn cgroup_choices(
+    engine: &Engine,
+    runs: &[RunId],
+) -> Result<std::collections::BTreeMap<RunId, bool>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut undecided: BTreeSet<RunId> = runs.iter().copied().collect();
+    let mut contained: BTreeSet<(RunId, u32)> = BTreeSet::new();
+    let mut choices: BTreeMap<RunId, bool> = BTreeMap::new();
+    if !undecided.is_empty() {
+        engine.read_log(crate::types::Lsn(1), engine.last_lsn(), |_, event| {
+            match &event.body {
+                EventBody::RunContained { run, attempt, .. } if undecided.contains(run) => {
+                    contained.insert((*run, *attempt));
+                }
+                EventBody::RunStarted(s) if undecided.remove(&s.run) => {
+                    choices.insert(s.run, contained.contains(&(s.run, s.attempt)));
+                }
+                _ => {}
+            }
+            Ok(!undecided.is_empty())
+        })?;
+    }
+    for id in runs {
+        choices.entry(*id).or_insert(true);
+    }
+    Ok(choices)
 }
