@@ -696,31 +696,38 @@ fn the_index_cache_is_bounded_by_segments() {
     assert_eq!(log.indexed_segments(), INDEX_CACHE_SEGMENTS);
 }
 
-#[test]
-fn an_index_of_a_tail_that_was_cut_and_written_again_serves_the_new_records() {
-    let (_, storage) = mem();
+/// 151 records (`s1` and 150 activities) in 64 KiB segments, every one read by LSN so
+/// that their segments are indexed; then what a writer's recovery leaves after cutting a
+/// torn tail at LSN 100 (zeros from that record on, seal included), and a new engine
+/// opened on it. Returns the engine, the log (whose indexes are now stale) and the
+/// records as they were.
+fn indexed_then_cut_at_100(storage: &Arc<dyn Storage>) -> (Engine, FileLog, Vec<Rec>) {
     let clock = clock();
     let dir = Path::new("data");
     let o = || {
-        let mut o = options(Arc::clone(&storage), &clock);
+        let mut o = options(Arc::clone(storage), &clock);
         o.segment_bytes = 64 * 1024;
         o
     };
     let e = Engine::open(dir, o()).unwrap();
     fill(&e, "s1", 150, true);
     drop(e);
-    let log = file_log(&storage, dir, 64 * 1024);
+    let log = file_log(storage, dir, 64 * 1024);
     let old = sequential(&log, Lsn(1), Lsn(151));
     assert_eq!(old.len(), 151);
     at(&log, &(1..=151).map(Lsn).collect::<Vec<_>>()).unwrap();
-    // What a writer's recovery leaves after cutting a torn tail at LSN 100: zeros from
-    // that record on (seal included); a new writer then writes other records there.
     let (path, cut) = (old[99].0.clone(), old[99].1);
     let len = storage.stat(&path).unwrap().unwrap().len;
     let mut f = storage.open(&path, OpenMode::ReadWrite).unwrap();
     f.write_at(cut, &vec![0u8; (len - cut) as usize]).unwrap();
     drop(f);
-    let e = Engine::open(dir, o()).unwrap();
+    (Engine::open(dir, o()).unwrap(), log, old)
+}
+
+#[test]
+fn an_index_of_a_tail_that_was_cut_and_written_again_serves_the_new_records() {
+    let (_, storage) = mem();
+    let (e, log, old) = indexed_then_cut_at_100(&storage);
     assert_eq!(e.last_lsn(), Lsn(99));
     create(&e, "s2");
     for i in 0..80 {
@@ -749,25 +756,7 @@ fn an_index_of_a_tail_that_was_cut_and_written_again_serves_the_new_records() {
 #[test]
 fn an_index_of_a_tail_that_was_cut_is_not_served_past_the_new_end() {
     let (_, storage) = mem();
-    let clock = clock();
-    let dir = Path::new("data");
-    let o = || {
-        let mut o = options(Arc::clone(&storage), &clock);
-        o.segment_bytes = 64 * 1024;
-        o
-    };
-    let e = Engine::open(dir, o()).unwrap();
-    fill(&e, "s1", 150, true);
-    drop(e);
-    let log = file_log(&storage, dir, 64 * 1024);
-    let old = sequential(&log, Lsn(1), Lsn(151));
-    at(&log, &(1..=151).map(Lsn).collect::<Vec<_>>()).unwrap();
-    let (path, cut) = (old[99].0.clone(), old[99].1);
-    let len = storage.stat(&path).unwrap().unwrap().len;
-    let mut f = storage.open(&path, OpenMode::ReadWrite).unwrap();
-    f.write_at(cut, &vec![0u8; (len - cut) as usize]).unwrap();
-    drop(f);
-    let e = Engine::open(dir, o()).unwrap();
+    let (e, log, _) = indexed_then_cut_at_100(&storage);
     activity(&e, "s1", "one more");
     assert_eq!(e.last_lsn(), Lsn(100));
     for lsn in [Lsn(101), Lsn(140), Lsn(152)] {
