@@ -89,16 +89,24 @@ impl ClaudeSession {
         &self.id
     }
 
-    /// The session as of the latest durable state.
+    /// The session as of the latest durable state, whole: its activities' details are
+    /// read from the log into the copy returned (the state keeps only their positions;
+    /// [`ClaudeSession::history`] reads them on demand instead). Damage in the log is
+    /// [`Error::Corruption`] naming its place.
     pub fn snapshot(&self) -> Result<Arc<Session>> {
-        self.inner
-            .state()
-            .session(&self.id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: "session",
-                id: self.id.to_string(),
-            })
+        let state = self.inner.state();
+        let s = state.session(&self.id).ok_or_else(|| Error::NotFound {
+            kind: "session",
+            id: self.id.to_string(),
+        })?;
+        if !s.has_details_in_log() {
+            return Ok(Arc::clone(s));
+        }
+        Ok(Arc::new(
+            self.inner
+                .engine()
+                .session_with_details(s, state.last_lsn)?,
+        ))
     }
 
     fn run(&self, cmd: Command) -> Result<Lsn> {
@@ -310,7 +318,11 @@ impl ClaudeSession {
 
     /// The session as it was right after record `lsn`.
     pub fn at(&self, lsn: Lsn) -> Result<Option<Session>> {
-        self.inner.engine().session_at(&self.id, lsn)
+        let engine = self.inner.engine();
+        engine
+            .session_at(&self.id, lsn)?
+            .map(|s| engine.session_with_details(&s, lsn))
+            .transpose()
     }
 }
 

@@ -395,7 +395,9 @@ impl Runner {
     pub fn open(&mut self) -> bool {
         match Engine::open(&self.dir, self.options()) {
             Ok(e) => {
-                let st = e.state();
+                let st = e
+                    .state_with_details()
+                    .unwrap_or_else(|err| panic!("the recovered history does not read: {err}"));
                 if let Err(msg) = self.check_recovered(&st) {
                     panic!(
                         "recovered state is wrong: {msg}\nreport: {:?}\nfailures: {:?}",
@@ -717,7 +719,7 @@ impl Runner {
                     let e = Engine::open_read_only(&self.dir, opts).unwrap_or_else(|err| {
                         panic!("open after a power cut following new writes: {err}")
                     });
-                    let got = Model::from_state(&e.state());
+                    let got = Model::from_engine(&e).unwrap();
                     assert!(
                         got == after,
                         "new writes lost in a power cut (seed {seed}, {mode:?}): {}",
