@@ -86,9 +86,7 @@ where
 }
 
 fn snapshot(s: &AppState, id: &str) -> Result<std::sync::Arc<session_engine::Session>, ApiError> {
-    Ok(s.manager
-        .get_session(session_id(id)?.as_str())?
-        .snapshot()?)
+    Ok(s.manager.get_session(session_id(id)?.as_str())?.state()?)
 }
 
 /// `POST .../activities` body.

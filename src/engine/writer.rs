@@ -475,6 +475,21 @@ impl Writer {
                             && data.has_details_in_log()
                             && let Err(e) = self.inline_details(data, &run.details)
                         {
+                            if matches!(e, Error::Io { .. }) {
+                                // The log could not be read: treated as any I/O error of
+                                // the writer's, the engine refuses writes until reopened
+                                // (nothing of this batch is written).
+                                self.shared.poison(&e);
+                                let err = self.shared.poisoned().unwrap_or_else(|| e.clone());
+                                for (r, _) in run.pending.drain(..) {
+                                    answer(r, Err(err.clone()));
+                                }
+                                self.log.start_batch(&mut self.frames);
+                                run.work = None;
+                                run.events.clear();
+                                run.details.clear();
+                                run.poisoned = Some(err);
+                            }
                             answer(reply, Err(e));
                             return;
                         }

@@ -89,6 +89,21 @@ impl ClaudeSession {
         &self.id
     }
 
+    /// The session as the latest durable state holds it, read nothing from the log: its
+    /// status, metadata, counters and checkpoints, its activities' details only as their
+    /// positions (`Details::InLog`; read them through [`ClaudeSession::history`], or take
+    /// a whole copy with [`ClaudeSession::snapshot`]). For summaries.
+    pub fn state(&self) -> Result<Arc<Session>> {
+        self.inner
+            .state()
+            .session(&self.id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "session",
+                id: self.id.to_string(),
+            })
+    }
+
     /// The session as of the latest durable state, whole: its activities' details are
     /// read from the log into the copy returned (the state keeps only their positions;
     /// [`ClaudeSession::history`] reads them on demand instead). Damage in the log is

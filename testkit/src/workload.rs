@@ -395,9 +395,19 @@ impl Runner {
     pub fn open(&mut self) -> bool {
         match Engine::open(&self.dir, self.options()) {
             Ok(e) => {
-                let st = e
-                    .state_with_details()
-                    .unwrap_or_else(|err| panic!("the recovered history does not read: {err}"));
+                // The activities' details are read from the log: an injected I/O error
+                // there is as if the open had failed (the next attempt reopens).
+                let st = match e.state_with_details() {
+                    Ok(st) => st,
+                    Err(err @ Error::Io { .. }) => {
+                        self.failures
+                            .push(format!("reading the recovered history: {err}"));
+                        drop(e);
+                        self.engine = None;
+                        return false;
+                    }
+                    Err(err) => panic!("the recovered history does not read: {err}"),
+                };
                 if let Err(msg) = self.check_recovered(&st) {
                     panic!(
                         "recovered state is wrong: {msg}\nreport: {:?}\nfailures: {:?}",
