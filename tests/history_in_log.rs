@@ -210,3 +210,46 @@ fn a_bit_flipped_in_details_in_the_log_is_reported_when_the_history_is_read() {
         Err(Error::Corruption { .. })
     ));
 }
+
+#[test]
+fn a_clone_submitted_behind_activities_carries_their_details_whatever_the_batches() {
+    // The activities and the clone are queued together, so the writer usually decides
+    // them in one batch: the clone's details then come from the batch, not the log.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Options::default()).unwrap();
+    create(&e, "src");
+    for round in 0..5 {
+        let mut pending: Vec<_> = (0..20)
+            .map(|i| {
+                e.submit(Command::RecordActivity {
+                    session: id("src"),
+                    action: format!("r{round}-{i}"),
+                    details: Some(JsonText::parse(&format!(r#"{{"r":{round},"i":{i}}}"#)).unwrap()),
+                })
+            })
+            .collect();
+        let copy = format!("copy-{round}");
+        pending.push(e.submit(Command::Clone {
+            source: id("src"),
+            new_id: Some(id(&copy)),
+        }));
+        for p in pending {
+            p.wait().unwrap();
+        }
+        let h = e.history(&id(&copy)).unwrap();
+        let got: Vec<String> = h
+            .activities()
+            .iter()
+            .map(|a| a.unwrap().value.details.text().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..=round)
+            .flat_map(|r| (0..20).map(move |i| format!(r#"{{"r":{r},"i":{i}}}"#)))
+            .collect();
+        assert_eq!(got, want, "round {round}");
+        // The clone holds them in memory: its event carried them.
+        let state = e.state();
+        let s = state.session(&id(&copy)).unwrap();
+        assert!(!s.has_details_in_log());
+    }
+    e.close().unwrap();
+}
