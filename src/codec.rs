@@ -58,6 +58,15 @@
 //!   order); written only when a run has a last output time or the state holds a
 //!   transcript or an agent, so any other state is still schema 3 or lower, byte for
 //!   byte.
+//! * state schema 5: an activity's details may be `Details::InLog(lsn)` (variant 2 of
+//!   the details' encoding, then the LSN of the `activity_recorded` event that holds
+//!   them; variants 0 and 1 are schemas 1 to 4's `Option` tags, so `None` and `Inline`
+//!   encode as before). No part is added. Written only when some session (or a
+//!   checkpoint of one) has details in the log, so any other state is still schema 4 or
+//!   lower, byte for byte; a schema 1 to 4 payload holding `InLog` is refused.
+//!   No event carries `InLog` details: a clone's event carries its session's details
+//!   (the writer reads them from the log), and encoding an event that holds `InLog` is
+//!   refused ([`EncodeError::Unencodable`]), so the event schemas are unchanged.
 //!
 //! Decoding is strict: trailing bytes are an error, and allocations are bounded by the
 //! input's length, so arbitrary bytes give a [`DecodeError`], never a panic or a huge
@@ -80,7 +89,7 @@ pub const NEWEST_EVENT_SCHEMA_VERSION: u8 = 6;
 /// no adopted session.
 pub const STATE_SCHEMA_VERSION: u8 = 1;
 /// The newest state schema, which this build reads; written when a state needs it.
-pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 4;
+pub const NEWEST_STATE_SCHEMA_VERSION: u8 = 5;
 
 fn session_needs_2(s: &Session) -> bool {
     matches!(s.origin, Some(Origin::Adopted(_)))
@@ -108,7 +117,9 @@ pub fn event_schema_of(body: &EventBody) -> u8 {
 
 /// The lowest state schema that can express `state`.
 pub fn state_schema_of(state: &State) -> u8 {
-    if state.runs.values().any(|r| r.last_output_at.is_some())
+    if state.sessions.values().any(|s| s.has_details_in_log()) {
+        5
+    } else if state.runs.values().any(|r| r.last_output_at.is_some())
         || !state.claude.is_empty()
         || !state.agents.is_empty()
     {
@@ -183,6 +194,13 @@ impl std::error::Error for EncodeError {
 
 /// Appends the payload encoding of `event` to `out`.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if let EventBody::SessionCloned { data, .. } = &event.body
+        && data.has_details_in_log()
+    {
+        return Err(EncodeError::Unencodable(
+            "a clone's session must carry its activities' details, not their log positions".into(),
+        ));
+    }
     out.push(event_schema_of(&event.body));
     bincode::serde::encode_into_std_write(event, out, bincode::config::standard())
         .map(|_| ())
@@ -310,7 +328,8 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError("empty snapshot payload".into()));
     };
     match version {
-        1..=4 => {
+        1..=NEWEST_STATE_SCHEMA_VERSION => {
+            // Schema 5 only adds a value (`Details::InLog`), no part: it decodes as 4 does.
             // Every sequence and map visitor caps its preallocation (serde's own, and the
             // state's in `state::bounded`). Strings are allocated at their claimed length
             // before they are read, so the decoder's limit, which counts the bytes of
@@ -375,8 +394,8 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             }
             if state_schema_of(&state) > version {
                 return Err(DecodeError(format!(
-                    "an adopted session, a run, a run's last output time or a transcript is not \
-                     part of state schema {version}"
+                    "an adopted session, a run, a run's last output time, a transcript or \
+                     details in the log is not part of state schema {version}"
                 )));
             }
             Ok(state)

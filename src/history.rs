@@ -8,13 +8,17 @@
 //! [`ClaudeSession::history`](crate::ClaudeSession::history) handle, or
 //! [`Engine::history`](crate::Engine::history) / [`Engine::history_at`](crate::Engine::history_at).
 //!
-//! # The backing will change; what callers may rely on
+//! # Where the items are; what callers may rely on
 //!
-//! Today a `History` reads the session's in-memory state (the `imbl` vectors of
-//! [`SessionBody`]), so no read fails. Issue 15 moves history out of memory into the log:
-//! the state will keep each item's log position and a `History` will read the items from
-//! the log when they are asked for. This API is the seam for that change, and what it
-//! promises holds for both backings:
+//! Commands and decisions are read from the session's in-memory state (the `imbl`
+//! vectors of [`SessionBody`]). Activities keep only their action, time and the LSN of
+//! the `activity_recorded` event that holds their details ([`Details::InLog`], state
+//! schema 5): their details are read from the log when the activities are asked for, in
+//! batches of up to [`READ_BATCH`] records, LSNs ascending, through the log backend's point
+//! reads ([`LogBackend::read_lsns`]); each record is checked to be the `activity_recorded`
+//! event of that session with that action and time. Activities the state got another way
+//! (an old snapshot, a bundle's import) hold their details in memory ([`Details::Inline`]).
+//! What a `History` promises holds for both:
 //!
 //! * **A consistent view.** A `History` is the session's history as of one LSN
 //!   ([`History::as_of`]): the latest durable state when it was taken, or the LSN asked for.
@@ -84,34 +88,86 @@ use std::iter::FusedIterator;
 use std::ops::{Bound, Range, RangeBounds};
 use std::sync::Arc;
 
+use crate::backend::LogBackend;
 use crate::error::{Error, Result};
-use crate::state::{Activity, CommandRecord, Decision, Session, SessionBody};
+use crate::event::EventBody;
+use crate::state::{Activity, CommandRecord, Decision, Details, Session, SessionBody};
 use crate::types::{Lsn, SessionId};
+
+/// Most activities whose details one read of the log fetches (one
+/// [`LogBackend::read_lsns`] call).
+pub const READ_BATCH: usize = 64;
 
 /// One session's history as of one LSN (see the [module documentation](self) for what a
 /// caller may rely on).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct History {
     session: SessionId,
     as_of: Lsn,
     body: SessionBody,
+    /// Where details in the log are read; `None` for a body in memory whole.
+    log: Option<Arc<dyn LogBackend>>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("session", &self.session)
+            .field("as_of", &self.as_of)
+            .field("activities", &self.body.activity_log.len())
+            .field("commands", &self.body.commands.len())
+            .field("decisions", &self.body.decisions.len())
+            .field("log", &self.log.is_some())
+            .finish()
+    }
 }
 
 impl History {
-    /// The history of session `s` as it is in a state as of `as_of`.
-    pub(crate) fn of_session(s: &Session, as_of: Lsn) -> History {
-        History::of_body(s.id.clone(), as_of, &s.body)
+    /// The history of session `s` as it is in a state as of `as_of`, its details in the
+    /// log read from `log`.
+    pub(crate) fn of_session(s: &Session, as_of: Lsn, log: Arc<dyn LogBackend>) -> History {
+        History::of_session_body(s, &s.body, as_of, log)
+    }
+
+    /// The history of `body`, a body of session `s` (its own or a checkpoint's), with its
+    /// details in the log read from `log`.
+    pub(crate) fn of_session_body(
+        s: &Session,
+        body: &SessionBody,
+        as_of: Lsn,
+        log: Arc<dyn LogBackend>,
+    ) -> History {
+        History {
+            session: s.id.clone(),
+            as_of,
+            body: body.clone(),
+            log: Some(log),
+        }
     }
 
     /// A history held in memory whole: a session value carried by an event (a clone's
-    /// inline session, its checkpoints' bodies), which stays in memory whatever backs the
-    /// engine's own histories. `as_of` is the LSN the caller reads it at.
+    /// or an import's session, which carry their details), read with no log. `as_of` is the LSN the caller reads it at. An
+    /// activity whose details are in the log ([`Details::InLog`]) has no log to be read
+    /// from here: reading it is [`Error::InvalidInput`] (field `history`).
     pub fn of_body(session: SessionId, as_of: Lsn, body: &SessionBody) -> History {
         History {
             session,
             as_of,
             body: body.clone(),
+            log: None,
         }
+    }
+
+    /// The body with every activity's details read from the log (held in memory: for
+    /// export and audits, never kept in the state).
+    pub(crate) fn resolved_body(&self) -> Result<SessionBody> {
+        let mut body = self.body.clone();
+        body.activity_log = self
+            .activities()
+            .iter()
+            .map(|e| e.map(|e| e.value))
+            .collect::<Result<_>>()?;
+        Ok(body)
     }
 
     /// The session's id.
@@ -124,19 +180,128 @@ impl History {
         self.as_of
     }
 
-    /// Recorded activities, oldest first.
+    /// Recorded activities, oldest first, their details resolved (read from the log).
     pub fn activities(&self) -> Entries<'_, Activity> {
-        Entries::new("activities", &self.body.activity_log)
+        Entries::new("activities", self, &self.body.activity_log)
     }
 
     /// Recorded commands, oldest first.
     pub fn commands(&self) -> Entries<'_, CommandRecord> {
-        Entries::new("commands", &self.body.commands)
+        Entries::new("commands", self, &self.body.commands)
     }
 
     /// Logged decisions, oldest first.
     pub fn decisions(&self) -> Entries<'_, Decision> {
-        Entries::new("decisions", &self.body.decisions)
+        Entries::new("decisions", self, &self.body.decisions)
+    }
+
+    /// `batch` (activities of this history, in order) with every detail in the log read
+    /// and checked: one point read of their records, LSNs ascending.
+    fn resolve_activities(&self, batch: &[Arc<Activity>]) -> Result<Vec<Arc<Activity>>> {
+        // (lsn, position in batch), sorted by LSN.
+        let mut wanted: Vec<(Lsn, usize)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a.details {
+                Details::InLog(lsn) => Some((lsn, i)),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(batch.to_vec());
+        }
+        let Some(log) = &self.log else {
+            return Err(Error::invalid(
+                "history",
+                format!(
+                    "an activity of session {} has its details in the log, and this history \
+                     has no log to read them from",
+                    self.session
+                ),
+            ));
+        };
+        wanted.sort_unstable();
+        let mut lsns: Vec<Lsn> = wanted.iter().map(|w| w.0).collect();
+        lsns.dedup();
+        let mut out = batch.to_vec();
+        let mut next = 0;
+        log.read_lsns(&lsns, &mut |path, offset, lsn, payload| {
+            let event = crate::codec::decode_record(path, offset, lsn, payload)?;
+            let details = match event.body {
+                EventBody::ActivityRecorded {
+                    session,
+                    action,
+                    details: Some(details),
+                } if session == self.session => Some((action, details)),
+                _ => None,
+            };
+            while next < wanted.len() && wanted[next].0 == lsn {
+                let i = wanted[next].1;
+                let a = &batch[i];
+                match &details {
+                    Some((action, d)) if *action == a.action && event.at == a.timestamp => {
+                        out[i] = Arc::new(Activity {
+                            action: Arc::clone(&a.action),
+                            timestamp: a.timestamp,
+                            details: Details::Inline(d.clone()),
+                        });
+                    }
+                    _ => {
+                        return Err(Error::corruption(
+                            path,
+                            offset,
+                            format!(
+                                "record {lsn} is not the activity_recorded event (action {:?}, \
+                                 with details) that session {}'s history names",
+                                a.action, self.session
+                            ),
+                        ));
+                    }
+                }
+                next += 1;
+            }
+            Ok(true)
+        })?;
+        if next < wanted.len() {
+            return Err(Error::invalid(
+                "history",
+                format!("the log did not give record {}", wanted[next].0),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::state::Activity {}
+    impl Sealed for crate::state::CommandRecord {}
+    impl Sealed for crate::state::Decision {}
+}
+
+/// What a history holds: [`Activity`], [`CommandRecord`] or [`Decision`].
+pub trait Item: sealed::Sealed + Sized {
+    /// `batch` (consecutive items of `history`) as a reader gets them: activities with
+    /// their details read from the log.
+    #[doc(hidden)]
+    fn resolve(history: &History, batch: &[Arc<Self>]) -> Result<Vec<Arc<Self>>>;
+}
+
+impl Item for Activity {
+    fn resolve(history: &History, batch: &[Arc<Self>]) -> Result<Vec<Arc<Self>>> {
+        history.resolve_activities(batch)
+    }
+}
+
+impl Item for CommandRecord {
+    fn resolve(_: &History, batch: &[Arc<Self>]) -> Result<Vec<Arc<Self>>> {
+        Ok(batch.to_vec())
+    }
+}
+
+impl Item for Decision {
+    fn resolve(_: &History, batch: &[Arc<Self>]) -> Result<Vec<Arc<Self>>> {
+        Ok(batch.to_vec())
     }
 }
 
@@ -154,6 +319,7 @@ pub struct Entry<T> {
 #[derive(Debug)]
 pub struct Entries<'h, T> {
     kind: &'static str,
+    history: &'h History,
     items: &'h imbl::Vector<Arc<T>>,
 }
 
@@ -165,9 +331,28 @@ impl<T> Clone for Entries<'_, T> {
 
 impl<T> Copy for Entries<'_, T> {}
 
-impl<'h, T> Entries<'h, T> {
-    fn new(kind: &'static str, items: &'h imbl::Vector<Arc<T>>) -> Entries<'h, T> {
-        Entries { kind, items }
+impl<'h, T: Item> Entries<'h, T> {
+    fn new(
+        kind: &'static str,
+        history: &'h History,
+        items: &'h imbl::Vector<Arc<T>>,
+    ) -> Entries<'h, T> {
+        Entries {
+            kind,
+            history,
+            items,
+        }
+    }
+
+    fn iter_of(&self, front: usize, back: usize) -> Iter<'h, T> {
+        Iter {
+            history: self.history,
+            items: self.items,
+            front,
+            back,
+            buf_start: 0,
+            buf: Vec::new(),
+        }
     }
 
     /// How many there are (never reads the items).
@@ -182,19 +367,18 @@ impl<'h, T> Entries<'h, T> {
 
     /// The item at `index`, `Ok(None)` past the end.
     pub fn get(&self, index: usize) -> Result<Option<Entry<T>>> {
-        Ok(self.items.get(index).map(|v| Entry {
-            index,
-            value: Arc::clone(v),
-        }))
+        let Some(v) = self.items.get(index) else {
+            return Ok(None);
+        };
+        let value = T::resolve(self.history, std::slice::from_ref(v))?
+            .pop()
+            .unwrap_or_else(|| Arc::clone(v));
+        Ok(Some(Entry { index, value }))
     }
 
     /// Every item, oldest first (`.rev()` for newest first).
     pub fn iter(&self) -> Iter<'h, T> {
-        Iter {
-            items: self.items,
-            front: 0,
-            back: self.items.len(),
-        }
+        self.iter_of(0, self.items.len())
     }
 
     /// The items with indices in `range`, oldest first (`.rev()` for newest first). A
@@ -203,11 +387,7 @@ impl<'h, T> Entries<'h, T> {
     /// empty iterator.
     pub fn range(&self, range: impl RangeBounds<usize>) -> Result<Iter<'h, T>> {
         let r = self.checked(range)?;
-        Ok(Iter {
-            items: self.items,
-            front: r.start,
-            back: r.end,
-        })
+        Ok(self.iter_of(r.start, r.end))
     }
 
     /// At most `limit` items from index `offset` on, oldest first: the clamped range for
@@ -215,11 +395,7 @@ impl<'h, T> Entries<'h, T> {
     pub fn page(&self, offset: usize, limit: usize) -> Iter<'h, T> {
         let n = self.len();
         let front = offset.min(n);
-        Iter {
-            items: self.items,
-            front,
-            back: front.saturating_add(limit).min(n),
-        }
+        self.iter_of(front, front.saturating_add(limit).min(n))
     }
 
     fn checked(&self, range: impl RangeBounds<usize>) -> Result<Range<usize>> {
@@ -254,7 +430,7 @@ fn show_range(start: Option<usize>, end: Option<usize>) -> String {
     format!("the range {s}..{e}")
 }
 
-impl<'h, T> IntoIterator for Entries<'h, T> {
+impl<'h, T: Item> IntoIterator for Entries<'h, T> {
     type Item = Result<Entry<T>>;
     type IntoIter = Iter<'h, T>;
 
@@ -264,42 +440,79 @@ impl<'h, T> IntoIterator for Entries<'h, T> {
 }
 
 /// An iterator over a range of a history's items, oldest first; double-ended
-/// (`.rev()`: newest first) and of known length.
-#[derive(Debug)]
+/// (`.rev()`: newest first) and of known length. It resolves items in batches of up to
+/// [`READ_BATCH`] (one read of the log for the details of a batch of activities) and holds
+/// at most one batch. After an `Err` it ends.
 pub struct Iter<'h, T> {
+    history: &'h History,
     items: &'h imbl::Vector<Arc<T>>,
     front: usize,
     back: usize,
+    /// Resolved items `buf_start..buf_start + buf.len()`.
+    buf_start: usize,
+    buf: Vec<Arc<T>>,
+}
+
+impl<T> std::fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("front", &self.front)
+            .field("back", &self.back)
+            .finish()
+    }
 }
 
 impl<T> Clone for Iter<'_, T> {
     fn clone(&self) -> Self {
         Iter {
+            history: self.history,
             items: self.items,
             front: self.front,
             back: self.back,
+            buf_start: self.buf_start,
+            buf: self.buf.clone(),
         }
     }
 }
 
-impl<T> Iter<'_, T> {
-    fn at(&self, index: usize) -> Result<Entry<T>> {
-        match self.items.get(index) {
-            Some(v) => Ok(Entry {
-                index,
-                value: Arc::clone(v),
-            }),
-            // Unreachable: a range is checked against the vector it iterates, which a
-            // view never changes.
-            None => Err(Error::InvalidInput {
-                field: "history range",
-                reason: format!("index {index} is past the end"),
-            }),
+impl<T: Item> Iter<'_, T> {
+    /// Item `index` (within `front..back`), resolving the batch `batch` around it when it
+    /// is not held. An error ends the iteration.
+    fn at(&mut self, index: usize, batch: Range<usize>) -> Result<Entry<T>> {
+        if !(self.buf_start..self.buf_start + self.buf.len()).contains(&index) {
+            let raw: Vec<Arc<T>> = batch
+                .clone()
+                .filter_map(|k| self.items.get(k).cloned())
+                .collect();
+            match T::resolve(self.history, &raw) {
+                Ok(v) if v.len() == batch.len() => {
+                    self.buf_start = batch.start;
+                    self.buf = v;
+                }
+                Ok(_) => {
+                    // Unreachable: a range is checked against the vector it iterates,
+                    // which a view never changes.
+                    self.front = self.back;
+                    return Err(Error::InvalidInput {
+                        field: "history range",
+                        reason: format!("index {index} is past the end"),
+                    });
+                }
+                Err(e) => {
+                    self.front = self.back;
+                    self.buf.clear();
+                    return Err(e);
+                }
+            }
         }
+        Ok(Entry {
+            index,
+            value: Arc::clone(&self.buf[index - self.buf_start]),
+        })
     }
 }
 
-impl<T> Iterator for Iter<'_, T> {
+impl<T: Item> Iterator for Iter<'_, T> {
     type Item = Result<Entry<T>>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -308,7 +521,8 @@ impl<T> Iterator for Iter<'_, T> {
         }
         let i = self.front;
         self.front += 1;
-        Some(self.at(i))
+        let batch = i..self.back.min(i.saturating_add(READ_BATCH));
+        Some(self.at(i, batch))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -322,13 +536,15 @@ impl<T> Iterator for Iter<'_, T> {
     }
 }
 
-impl<T> DoubleEndedIterator for Iter<'_, T> {
+impl<T: Item> DoubleEndedIterator for Iter<'_, T> {
     fn next_back(&mut self) -> Option<Self::Item> {
         if self.front >= self.back {
             return None;
         }
         self.back -= 1;
-        Some(self.at(self.back))
+        let i = self.back;
+        let batch = self.front.max((i + 1).saturating_sub(READ_BATCH))..i + 1;
+        Some(self.at(i, batch))
     }
 
     fn nth_back(&mut self, n: usize) -> Option<Self::Item> {
@@ -337,9 +553,9 @@ impl<T> DoubleEndedIterator for Iter<'_, T> {
     }
 }
 
-impl<T> ExactSizeIterator for Iter<'_, T> {}
+impl<T: Item> ExactSizeIterator for Iter<'_, T> {}
 
-impl<T> FusedIterator for Iter<'_, T> {}
+impl<T: Item> FusedIterator for Iter<'_, T> {}
 
 #[cfg(test)]
 mod tests;

@@ -607,7 +607,7 @@ fn export_then_import_works_for_the_deepest_details_the_engine_accepts() {
             .last()
             .unwrap()
             .details
-            .as_ref()
+            .text()
             .unwrap()
             .to_value(),
         nested(deepest)

@@ -72,11 +72,7 @@ fn creation_and_activity_timestamps_are_tracked() {
     assert_eq!(snap.body.activity_log[0].timestamp, at(5));
     assert_eq!(&*snap.body.activity_log[0].action, "user_input");
     assert_eq!(
-        snap.body.activity_log[0]
-            .details
-            .as_ref()
-            .unwrap()
-            .to_value(),
+        snap.body.activity_log[0].details.text().unwrap().to_value(),
         json!({"message": "Hello"})
     );
 }
@@ -679,11 +675,7 @@ fn multiple_sessions_do_not_interfere_even_when_written_concurrently() {
             .body
             .activity_log
             .iter()
-            .map(|a| {
-                a.details.as_ref().unwrap().to_value()["n"]
-                    .as_u64()
-                    .unwrap()
-            })
+            .map(|a| a.details.text().unwrap().to_value()["n"].as_u64().unwrap())
             .collect();
         assert_eq!(ns, (0..50).collect::<Vec<_>>(), "order kept per session");
         assert_eq!(snap.body.metadata.len(), 1);

@@ -127,11 +127,17 @@ pub(crate) fn demo(cli: &Cli, out: &mut Out) -> Result<u8> {
     for cmd in steps {
         engine.execute(cmd)?;
     }
-    let session = engine
-        .state()
+    let state = engine.state();
+    let session = state
         .session(&id)
         .map(|s| (**s).clone())
         .ok_or_else(|| Error::not_found_session(&id))?;
+    let activities = engine
+        .history_of(&session, state.last_lsn)
+        .activities()
+        .iter()
+        .map(|e| e.map(|e| e.value))
+        .collect::<session_engine::Result<Vec<_>>>()?;
     manager.close()?;
     eprintln!(
         "created session {id} in {} and recorded 5 events into it (log: {}; session file: {})",
@@ -142,7 +148,10 @@ pub(crate) fn demo(cli: &Cli, out: &mut Out) -> Result<u8> {
             .join(format!("session_{id}.json"))
             .display()
     );
-    out.json(&serde_json::to_value(SessionFile::of(&session))?)?;
+    out.json(&serde_json::to_value(SessionFile::with_activities(
+        &session,
+        &activities,
+    ))?)?;
     Ok(0)
 }
 

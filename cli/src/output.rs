@@ -93,7 +93,7 @@ pub fn activity_line(index: usize, a: &Activity) -> String {
         "{index}\t{}\t{}\t{}",
         a.timestamp.to_iso8601(),
         field(&a.action),
-        a.details.as_ref().map_or("{}", JsonText::as_str)
+        a.details.text().map_or("{}", JsonText::as_str)
     )
 }
 
@@ -103,7 +103,7 @@ pub fn activity_json(index: usize, a: &Activity) -> Value {
         "index": index,
         "action": &*a.action,
         "timestamp": a.timestamp.to_iso8601(),
-        "details": details(a.details.as_ref()),
+        "details": details(a.details.text()),
     })
 }
 

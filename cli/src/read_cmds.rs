@@ -17,21 +17,37 @@ use session_engine::{Error, Lsn, protocol};
 pub(crate) fn show(cli: &Cli, out: &mut Out, id: &str, at: Option<u64>) -> Result<u8> {
     let session = session_id(id)?;
     let manager = cli.open_read()?;
-    let s = match at {
-        Some(lsn) => manager
-            .engine()
-            .session_at(&session, Lsn(lsn))?
-            .ok_or_else(|| Error::NotFound {
-                kind: "session",
-                id: format!("{session} at LSN {lsn}"),
-            })?,
-        None => manager
-            .state()
-            .session(&session)
-            .map(|s| (**s).clone())
-            .ok_or_else(|| Error::not_found_session(&session))?,
+    let (s, as_of) = match at {
+        Some(lsn) => (
+            manager
+                .engine()
+                .session_at(&session, Lsn(lsn))?
+                .ok_or_else(|| Error::NotFound {
+                    kind: "session",
+                    id: format!("{session} at LSN {lsn}"),
+                })?,
+            Lsn(lsn),
+        ),
+        None => {
+            let state = manager.state();
+            let s = state
+                .session(&session)
+                .map(|s| (**s).clone())
+                .ok_or_else(|| Error::not_found_session(&session))?;
+            (s, state.last_lsn)
+        }
     };
-    out.json(&serde_json::to_value(SessionFile::of(&s))?)?;
+    // The activities' details are read from the log, through the session's history.
+    let history = manager.engine().history_of(&s, as_of);
+    let activities = history
+        .activities()
+        .iter()
+        .map(|e| e.map(|e| e.value))
+        .collect::<session_engine::Result<Vec<_>>>()?;
+    out.json(&serde_json::to_value(SessionFile::with_activities(
+        &s,
+        &activities,
+    ))?)?;
     Ok(0)
 }
 
@@ -95,7 +111,7 @@ pub(crate) fn history(cli: &Cli, out: &mut Out, id: &str, q: &HistoryQuery) -> R
 /// or the newest with `--newest-first`) on, in the order asked, at most `q.limit`. A start
 /// past the end is invalid input (exit 4); oldest first, a start equal to the count (where
 /// the next item will be) prints nothing.
-fn print_history<T>(
+fn print_history<T: session_engine::history::Item>(
     out: &mut Out,
     json: bool,
     q: &HistoryQuery,

@@ -50,8 +50,8 @@ struct Digest {
 
 /// The session's history through the library's public API: the history reader
 /// (`Engine::history`), every activity oldest first (action, timestamp and details).
-/// Today it reads the published state; when the history moves out of memory (issue 15)
-/// the same calls read the log.
+/// Commands and decisions come from the published state; activities' details are read
+/// from the log (state schema 5, issue 15's first step).
 fn engine_read(e: &Engine, id: &SessionId) -> Digest {
     let history = e.history(id).expect("the session's history");
     let mut d = Digest::default();
@@ -59,7 +59,7 @@ fn engine_read(e: &Engine, id: &SessionId) -> Digest {
     for a in history.activities().iter() {
         let a = a.expect("an activity").value;
         d.activities += 1;
-        d.bytes += (a.action.len() + a.details.as_ref().map_or(0, |j| j.as_str().len())) as u64;
+        d.bytes += (a.action.len() + a.details.text().map_or(0, |j| j.as_str().len())) as u64;
         stamps ^= a.timestamp.0;
     }
     std::hint::black_box(stamps);

@@ -33,7 +33,7 @@ pub struct Page {
 /// is a 404 whatever the paging.
 async fn history_page<T, F>(s: &AppState, id: &str, p: Page, kind: F) -> Result<Response, ApiError>
 where
-    T: serde::Serialize + Send + Sync + 'static,
+    T: serde::Serialize + session_engine::history::Item + Send + Sync + 'static,
     F: for<'h> FnOnce(&'h session_engine::History) -> session_engine::history::Entries<'h, T>
         + Send
         + 'static,
@@ -47,7 +47,7 @@ where
     Ok(ok(page))
 }
 
-fn page<T: serde::Serialize>(
+fn page<T: serde::Serialize + session_engine::history::Item>(
     items: session_engine::history::Entries<'_, T>,
     p: &Page,
 ) -> Result<Value, ApiError> {
@@ -86,9 +86,7 @@ where
 }
 
 fn snapshot(s: &AppState, id: &str) -> Result<std::sync::Arc<session_engine::Session>, ApiError> {
-    Ok(s.manager
-        .get_session(session_id(id)?.as_str())?
-        .snapshot()?)
+    Ok(s.manager.get_session(session_id(id)?.as_str())?.state()?)
 }
 
 /// `POST .../activities` body.

@@ -403,7 +403,7 @@ pub async fn update(
                 });
             }
         }
-        let snap = session.snapshot()?;
+        let snap = session.state()?;
         Ok((json!({ "session": summary(&snap) }), last))
     })
     .await
@@ -451,7 +451,7 @@ pub async fn clone(
     }
     let (data, lsn) = call(&s.manager, move |m| {
         let c = m.clone_session(id.as_str(), b.new_id.as_deref())?;
-        Ok((summary(&*c.snapshot()?), m.last_lsn()))
+        Ok((summary(&*c.state()?), m.last_lsn()))
     })
     .await?;
     s.metrics.commits.inc();
@@ -503,7 +503,7 @@ pub async fn export(
 pub async fn import(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let data = call(&s.manager, move |m| {
         let session = m.import_bytes(&body)?;
-        Ok(summary(&*session.snapshot()?))
+        Ok(summary(&*session.state()?))
     })
     .await?;
     s.metrics.commits.inc();
@@ -521,7 +521,7 @@ pub async fn status(
     let id = session_id(&id)?;
     let m = &s.manager;
     let session = m.get_session(id.as_str())?;
-    let snap = session.snapshot()?;
+    let snap = session.state()?;
     Ok(ok(json!({
         "id": id,
         "status": snap.body.status.as_str(),

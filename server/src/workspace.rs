@@ -152,7 +152,7 @@ pub async fn navigate(
     let sid = id.clone();
     write(&s, &id, &headers, StatusCode::OK, move |m| {
         let session = m.get_session(sid.as_str())?;
-        let previous = working_directory(&*session.snapshot()?);
+        let previous = working_directory(&*session.state()?);
         let mut last = session.set_metadata(WORKING_DIRECTORY_KEY, Value::String(canonical))?;
         if let Some(g) = git {
             last = session.set_metadata(GIT_KEY, g)?;

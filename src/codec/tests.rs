@@ -373,8 +373,98 @@ fn only_a_run_left_recovering_is_event_schema_6() {
     as_5[0] = 5;
     let err = decode_event(&as_5).unwrap_err();
     assert!(err.0.contains("schema 6 added it"), "{err:?}");
-    let mut as_7 = bytes;
-    as_7[0] = 7;
-    let err = decode_event(&as_7).unwrap_err();
-    assert!(err.0.contains("up to 6"), "{err:?}");
+    // A schema past the newest is refused (schema 7 came after this test was written).
+    let mut past = bytes;
+    past[0] = NEWEST_EVENT_SCHEMA_VERSION + 1;
+    let err = decode_event(&past).unwrap_err();
+    assert!(
+        err.0
+            .contains(&format!("up to {NEWEST_EVENT_SCHEMA_VERSION}")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn details_in_the_log_are_state_schema_5_and_inline_details_encode_as_before() {
+    use crate::state::{Activity, Details};
+    // `None` and `Inline` are bincode's `Option` tags: what schemas 1 to 4 stored.
+    #[derive(serde::Serialize)]
+    struct Old {
+        action: &'static str,
+        timestamp: Timestamp,
+        details: Option<JsonText>,
+    }
+    let text = JsonText::parse(r#"{"k":1}"#).unwrap();
+    for (old, new) in [
+        (None, Details::None),
+        (Some(text.clone()), Details::Inline(text)),
+    ] {
+        let a = Activity {
+            action: "a".into(),
+            timestamp: Timestamp(7),
+            details: new,
+        };
+        let o = Old {
+            action: "a",
+            timestamp: Timestamp(7),
+            details: old,
+        };
+        let cfg = bincode::config::standard();
+        let a_bytes = bincode::serde::encode_to_vec(&a, cfg).unwrap();
+        assert_eq!(a_bytes, bincode::serde::encode_to_vec(&o, cfg).unwrap());
+        let (back, _): (Activity, usize) =
+            bincode::serde::decode_from_slice(&a_bytes, cfg).unwrap();
+        assert_eq!(back, a);
+    }
+    // A state whose activity's details are in the log is schema 5, refused as schema 4.
+    let mut st = State::new();
+    let create = Event {
+        at: Timestamp(1),
+        body: EventBody::SessionCreated(Box::new(crate::event::SessionCreated {
+            session: SessionId::new("s").unwrap(),
+            name: "s".into(),
+            agent: None,
+            working_dir: None,
+            timeout_secs: 0,
+            config: crate::state::SessionConfig::default(),
+            metadata: vec![],
+        })),
+    };
+    st.apply(Lsn(1), &create).unwrap();
+    let activity = |details: Option<JsonText>| Event {
+        at: Timestamp(2),
+        body: EventBody::ActivityRecorded {
+            session: SessionId::new("s").unwrap(),
+            action: "a".into(),
+            details,
+        },
+    };
+    st.apply(Lsn(2), &activity(None)).unwrap();
+    let mut plain = Vec::new();
+    encode_state(&st, &mut plain).unwrap();
+    assert_eq!(plain[0], 1, "no details: no position to keep");
+    st.apply(Lsn(3), &activity(Some(JsonText::parse("[1]").unwrap())))
+        .unwrap();
+    let s = st.session(&SessionId::new("s").unwrap()).unwrap();
+    assert_eq!(s.body.activity_log[1].details, Details::InLog(Lsn(3)));
+    let mut snap = Vec::new();
+    encode_state(&st, &mut snap).unwrap();
+    assert_eq!(snap[0], 5);
+    assert_eq!(decode_state(&snap).unwrap(), st);
+    snap[0] = 4;
+    let err = decode_state(&snap).unwrap_err();
+    assert!(err.0.contains("details in the log"), "{err:?}");
+    // No event may carry a position: a clone's session carries its details.
+    let clone = Event {
+        at: Timestamp(3),
+        body: EventBody::SessionCloned {
+            session: SessionId::new("t").unwrap(),
+            source: SessionId::new("s").unwrap(),
+            data: Box::new((**s).clone()),
+        },
+    };
+    assert!(matches!(
+        event_to_vec(&clone),
+        Err(EncodeError::Unencodable(_))
+    ));
 }

@@ -85,15 +85,14 @@ impl Engine {
             });
         }
         let mut st = State::new();
-        let mut n = Lsn::ZERO;
-        self.read_log(Lsn(1), lsn, |_, event| {
+        self.read_log(Lsn(1), lsn, |n, event| {
             // A cleanup or watchdog event names other sessions too, which the scratch state
-            // does not hold: apply it as it concerns this session only.
+            // does not hold: apply it as it concerns this session only, at its own LSN (so
+            // activities refer to their records).
             if let Some(body) = event.body.narrowed_to(id) {
-                n = n.next();
                 let wal = &self.shared.paths.wal;
                 let event = Event { at: event.at, body };
-                st.apply(n, &event)
+                st.apply_at(n, &event)
                     .map_err(|e| Error::corruption(wal, 0, e.to_string()))?;
             }
             Ok(true)
@@ -111,7 +110,68 @@ impl Engine {
             kind: "session",
             id: id.to_string(),
         })?;
-        Ok(History::of_session(s, state.last_lsn))
+        Ok(History::of_session(
+            s,
+            state.last_lsn,
+            Arc::clone(&self.shared.log),
+        ))
+    }
+
+    /// The history of session `s` of a state as of `as_of` (one this engine published),
+    /// read through this engine's log: for readers that hold a state already (the
+    /// projector renders the state it took).
+    pub fn history_of(&self, s: &Session, as_of: Lsn) -> History {
+        History::of_session(s, as_of, Arc::clone(&self.shared.log))
+    }
+
+    /// The history of `body`, session `s`'s own or one of its checkpoints', as of `as_of`,
+    /// read through this engine's log.
+    pub fn history_of_body(
+        &self,
+        s: &Session,
+        body: &crate::state::SessionBody,
+        as_of: Lsn,
+    ) -> History {
+        History::of_session_body(s, body, as_of, Arc::clone(&self.shared.log))
+    }
+
+    /// A copy of session `s` (of a state as of `as_of` this engine published) with every
+    /// activity's details, in its body and its checkpoints', read from the log and held
+    /// in memory: for export and audits, never kept in the state. Damage in the log is
+    /// [`Error::Corruption`] naming its place.
+    pub fn session_with_details(&self, s: &Session, as_of: Lsn) -> Result<Session> {
+        if !s.has_details_in_log() {
+            return Ok(s.clone());
+        }
+        let log = &self.shared.log;
+        let mut out = s.clone();
+        out.body = History::of_session(s, as_of, Arc::clone(log)).resolved_body()?;
+        for cp in out.checkpoints.iter_mut() {
+            cp.body =
+                History::of_session_body(s, &cp.body, as_of, Arc::clone(log)).resolved_body()?;
+        }
+        Ok(out)
+    }
+
+    /// The latest durable state with every activity's details read from the log and held
+    /// in memory (see [`Engine::session_with_details`]): for tests and audits, a second
+    /// copy of the history in memory.
+    pub fn state_with_details(&self) -> Result<State> {
+        let mut state = (*self.state()).clone();
+        let as_of = state.last_lsn;
+        let ids: Vec<SessionId> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.has_details_in_log())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(s) = state.sessions.get(&id) {
+                let resolved = self.session_with_details(s, as_of)?;
+                state.sessions.insert(id, Arc::new(resolved));
+            }
+        }
+        Ok(state)
     }
 
     /// Session `id`'s history as it was right after record `lsn` (the point-in-time view of
@@ -119,7 +179,7 @@ impl Engine {
     /// session that did not exist yet at `lsn` is [`Error::NotFound`] (`<id> at LSN <lsn>`).
     pub fn history_at(&self, id: &SessionId, lsn: Lsn) -> Result<History> {
         match self.session_at(id, lsn)? {
-            Some(s) => Ok(History::of_session(&s, lsn)),
+            Some(s) => Ok(History::of_session(&s, lsn, Arc::clone(&self.shared.log))),
             None => Err(Error::NotFound {
                 kind: "session",
                 id: format!("{id} at LSN {lsn}"),

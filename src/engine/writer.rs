@@ -18,9 +18,10 @@ use crate::backend::{FrameBuf, LogWriter};
 use crate::codec;
 use crate::command::{Command, Committed, decide};
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::state::State;
-use crate::types::Lsn;
+use crate::event::{Event, EventBody};
+use crate::history::History;
+use crate::state::{Details, Session, SessionBody, State};
+use crate::types::{JsonText, Lsn};
 use crate::wal::MAX_PAYLOAD_LEN;
 use snapshotter::{SnapJob, Snapshotter};
 
@@ -200,6 +201,9 @@ struct Run {
     /// The threads with a command in the batch, each once (only the watchdog's command
     /// has no thread).
     callers: Vec<std::thread::ThreadId>,
+    /// The details of the batch's activities, by LSN (ascending): a clone in the same
+    /// batch carries them, and their records are not in the log yet.
+    details: Vec<(Lsn, JsonText)>,
 }
 
 impl Writer {
@@ -395,7 +399,44 @@ impl Writer {
             keep_events: !self.subscribers.is_empty(),
             taken: 0,
             callers: Vec::new(),
+            details: Vec::new(),
         }
+    }
+
+    /// Puts the details of `data`'s activities (a clone's session, its checkpoints
+    /// included) into it: a clone's event carries them, so the log's format and a
+    /// bundle's are as before, and the clone holds them in memory (like an import).
+    /// Details of this batch's activities come from `batch`, the others are read from the
+    /// log and checked, as a history read checks them.
+    fn inline_details(&self, data: &mut Session, batch: &[(Lsn, JsonText)]) -> Result<()> {
+        let as_of = self.log.last_lsn();
+        let log = Arc::clone(&self.shared.log);
+        let from_batch = |body: &mut SessionBody| {
+            for a in body.activity_log.iter_mut() {
+                if let Details::InLog(lsn) = a.details
+                    && let Ok(i) = batch.binary_search_by_key(&lsn, |(l, _)| *l)
+                {
+                    Arc::make_mut(a).details = Details::Inline(batch[i].1.clone());
+                }
+            }
+        };
+        from_batch(&mut data.body);
+        for cp in data.checkpoints.iter_mut() {
+            from_batch(&mut cp.body);
+        }
+        let resolved = History::of_session(data, as_of, Arc::clone(&log)).resolved_body()?;
+        let mut checkpoints = Vec::new();
+        for cp in data.checkpoints.iter() {
+            checkpoints.push(
+                History::of_session_body(data, &cp.body, as_of, Arc::clone(&log))
+                    .resolved_body()?,
+            );
+        }
+        data.body = resolved;
+        for (cp, body) in data.checkpoints.iter_mut().zip(checkpoints) {
+            cp.body = body;
+        }
+        Ok(())
     }
 
     /// Adds one request to the batch: a command is decided, applied to the batch's state
@@ -429,7 +470,29 @@ impl Writer {
                             outcome,
                         },
                     )),
-                    Ok((Some(body), outcome)) => {
+                    Ok((Some(mut body), outcome)) => {
+                        if let EventBody::SessionCloned { data, .. } = &mut body
+                            && data.has_details_in_log()
+                            && let Err(e) = self.inline_details(data, &run.details)
+                        {
+                            if matches!(e, Error::Io { .. }) {
+                                // The log could not be read: treated as any I/O error of
+                                // the writer's, the engine refuses writes until reopened
+                                // (nothing of this batch is written).
+                                self.shared.poison(&e);
+                                let err = self.shared.poisoned().unwrap_or_else(|| e.clone());
+                                for (r, _) in run.pending.drain(..) {
+                                    answer(r, Err(err.clone()));
+                                }
+                                self.log.start_batch(&mut self.frames);
+                                run.work = None;
+                                run.events.clear();
+                                run.details.clear();
+                                run.poisoned = Some(err);
+                            }
+                            answer(reply, Err(e));
+                            return;
+                        }
                         let lsn = state.last_lsn.next();
                         let event = Event { at: now, body };
                         let buf = self.frames.begin(lsn);
@@ -469,6 +532,12 @@ impl Writer {
                             run.events.clear();
                             run.poisoned = Some(err);
                             return;
+                        }
+                        if let EventBody::ActivityRecorded {
+                            details: Some(d), ..
+                        } = &event.body
+                        {
+                            run.details.push((lsn, d.clone()));
                         }
                         run.pending.push((
                             reply,

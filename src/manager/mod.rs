@@ -365,9 +365,14 @@ impl SessionManager {
         sessions_of(self.inner.execute(Command::ExpireIdle)?)
     }
 
-    /// The session as it was right after record `lsn` (`None` if it did not exist yet).
+    /// The session as it was right after record `lsn` (`None` if it did not exist yet),
+    /// whole: its activities' details read from the log into the copy returned.
     pub fn session_at(&self, id: &str, lsn: Lsn) -> Result<Option<Session>> {
-        self.inner.engine.session_at(&session_id(id)?, lsn)
+        let engine = &self.inner.engine;
+        engine
+            .session_at(&session_id(id)?, lsn)?
+            .map(|s| engine.session_with_details(&s, lsn))
+            .transpose()
     }
 
     /// Session `id`'s history (activities, commands, decisions) as of the latest durable

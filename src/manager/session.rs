@@ -89,8 +89,11 @@ impl ClaudeSession {
         &self.id
     }
 
-    /// The session as of the latest durable state.
-    pub fn snapshot(&self) -> Result<Arc<Session>> {
+    /// The session as the latest durable state holds it, read nothing from the log: its
+    /// status, metadata, counters and checkpoints, its activities' details only as their
+    /// positions (`Details::InLog`; read them through [`ClaudeSession::history`], or take
+    /// a whole copy with [`ClaudeSession::snapshot`]). For summaries.
+    pub fn state(&self) -> Result<Arc<Session>> {
         self.inner
             .state()
             .session(&self.id)
@@ -99,6 +102,26 @@ impl ClaudeSession {
                 kind: "session",
                 id: self.id.to_string(),
             })
+    }
+
+    /// The session as of the latest durable state, whole: its activities' details are
+    /// read from the log into the copy returned (the state keeps only their positions;
+    /// [`ClaudeSession::history`] reads them on demand instead). Damage in the log is
+    /// [`Error::Corruption`] naming its place.
+    pub fn snapshot(&self) -> Result<Arc<Session>> {
+        let state = self.inner.state();
+        let s = state.session(&self.id).ok_or_else(|| Error::NotFound {
+            kind: "session",
+            id: self.id.to_string(),
+        })?;
+        if !s.has_details_in_log() {
+            return Ok(Arc::clone(s));
+        }
+        Ok(Arc::new(
+            self.inner
+                .engine()
+                .session_with_details(s, state.last_lsn)?,
+        ))
     }
 
     fn run(&self, cmd: Command) -> Result<Lsn> {
@@ -310,7 +333,11 @@ impl ClaudeSession {
 
     /// The session as it was right after record `lsn`.
     pub fn at(&self, lsn: Lsn) -> Result<Option<Session>> {
-        self.inner.engine().session_at(&self.id, lsn)
+        let engine = self.inner.engine();
+        engine
+            .session_at(&self.id, lsn)?
+            .map(|s| engine.session_with_details(&s, lsn))
+            .transpose()
     }
 }
 

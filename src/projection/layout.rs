@@ -106,11 +106,30 @@ impl Layout {
         v
     }
 
-    /// The bytes of session `s`'s file.
+    /// The bytes of session `s`'s file, its activities as the state holds them (an
+    /// error if the format writes activities and one has its details in the log: see
+    /// [`Layout::render_session_with`]).
     pub fn render_session(&self, s: &Session) -> serde_json::Result<Vec<u8>> {
-        match self.format {
-            ProjectionFormat::Seed => SessionFile::of(s).to_bytes(),
-            ProjectionFormat::Amplihack => amplihack::session_bytes(s),
+        self.render_session_with(s, None)
+    }
+
+    /// Whether a session's file holds its activities (their details are read from the
+    /// log to render it).
+    pub fn writes_activities(&self) -> bool {
+        self.format == ProjectionFormat::Seed
+    }
+
+    /// The bytes of session `s`'s file with `activities`, its activities read through its
+    /// history, when [`Layout::writes_activities`] (`None`: as the state holds them).
+    pub fn render_session_with(
+        &self,
+        s: &Session,
+        activities: Option<&[std::sync::Arc<crate::state::Activity>]>,
+    ) -> serde_json::Result<Vec<u8>> {
+        match (self.format, activities) {
+            (ProjectionFormat::Seed, Some(a)) => SessionFile::with_activities(s, a).to_bytes(),
+            (ProjectionFormat::Seed, None) => SessionFile::of(s).to_bytes(),
+            (ProjectionFormat::Amplihack, _) => amplihack::session_bytes(s),
         }
     }
 

@@ -199,7 +199,43 @@ fn activity(a: &Arc<Activity>) -> ActivityOut<'_> {
     ActivityOut {
         action: &a.action,
         timestamp: iso(a.timestamp),
-        details: DetailsOut(a.details.as_ref()),
+        details: DetailsOut(a.details.text()),
+    }
+}
+
+/// A session file's activities: resolved ones (read through [`crate::history::History`]),
+/// or the state's own, which must all hold their details in memory.
+enum ActivitiesOut<'a> {
+    State(&'a imbl::Vector<Arc<Activity>>),
+    Resolved(&'a [Arc<Activity>]),
+}
+
+impl Serialize for ActivitiesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let check = |a: &'_ Arc<Activity>| {
+            if let crate::state::Details::InLog(lsn) = a.details {
+                return Err(serde::ser::Error::custom(format!(
+                    "the details of activity {:?} are in the log (LSN {lsn}): render the \
+                     session file with its activities read through its history",
+                    a.action
+                )));
+            }
+            Ok(())
+        };
+        match self {
+            ActivitiesOut::State(v) => {
+                for a in v.iter() {
+                    check(a)?;
+                }
+                s.collect_seq(v.iter().map(activity))
+            }
+            ActivitiesOut::Resolved(v) => {
+                for a in v.iter() {
+                    check(a)?;
+                }
+                s.collect_seq(v.iter().map(activity))
+            }
+        }
     }
 }
 
@@ -311,7 +347,7 @@ pub struct SessionFile<'a> {
     status: &'static str,
     timeout_seconds: u64,
     metadata: MetadataOut<'a>,
-    activity_log: LogOut<'a, Activity, ActivityOut<'a>>,
+    activity_log: ActivitiesOut<'a>,
     name: &'a str,
     agent: Option<&'a str>,
     working_dir: Option<&'a str>,
@@ -340,8 +376,18 @@ impl Serialize for OriginOut<'_> {
 }
 
 impl<'a> SessionFile<'a> {
-    /// The file's content for session `s`.
+    /// The file's content for session `s`, its activities as the state holds them:
+    /// serialising it fails if an activity's details are in the log (state schema 5;
+    /// use [`SessionFile::with_activities`]).
     pub fn of(s: &'a Session) -> SessionFile<'a> {
+        let mut f = SessionFile::with_activities(s, &[]);
+        f.activity_log = ActivitiesOut::State(&s.body.activity_log);
+        f
+    }
+
+    /// The file's content for session `s` with `activities`, its activities read through
+    /// its history (details resolved), oldest first.
+    pub fn with_activities(s: &'a Session, activities: &'a [Arc<Activity>]) -> SessionFile<'a> {
         SessionFile {
             session_id: s.id.as_str(),
             created_at: iso(s.created_at),
@@ -349,7 +395,7 @@ impl<'a> SessionFile<'a> {
             status: s.status().as_str(),
             timeout_seconds: s.timeout_secs,
             metadata: MetadataOut(&s.body.metadata),
-            activity_log: SeqOut(&s.body.activity_log, activity),
+            activity_log: ActivitiesOut::Resolved(activities),
             name: &s.name,
             agent: s.agent.as_deref(),
             working_dir: s.working_dir.as_deref(),

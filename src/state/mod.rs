@@ -30,8 +30,8 @@ pub use agents::{AGENT_TYPES, Agent, Agents, AgentsPart, agent_type};
 pub use chain::{Chain, ChainLink, ChainSummary, LinkAsRead};
 pub use claude::{EMPTY_PREFIX_HASH, MAX_REFS, RefKind, Transcript, TranscriptLink, chain_hash};
 pub use session::{
-    Activity, Adoption, AmplihackDocuments, Checkpoint, CommandRecord, Decision, LogLevel, Origin,
-    Session, SessionBody, SessionConfig, Statistics, Status,
+    Activity, Adoption, AmplihackDocuments, Checkpoint, CommandRecord, Decision, Details, LogLevel,
+    Origin, Session, SessionBody, SessionConfig, Statistics, Status,
 };
 
 /// An event that does not fit the state it is applied to.
@@ -120,13 +120,51 @@ impl State {
                 self.last_lsn
             ));
         }
-        self.apply_body(event.at, &event.body)?;
+        self.apply_body(Some(lsn), event.at, &event.body)?;
         self.last_lsn = lsn;
         Ok(())
     }
 
-    /// Applies an event body without LSN bookkeeping (also used for imported events).
-    fn apply_body(&mut self, at: Timestamp, body: &EventBody) -> Result<(), ApplyError> {
+    /// Applies the event recorded at `lsn` as [`State::apply`] does, but keeps an
+    /// activity's details in memory ([`Details::Inline`]) rather than the record's LSN: the
+    /// state of state schemas before 5, to compare with their snapshots.
+    pub(crate) fn apply_inline(&mut self, lsn: Lsn, event: &Event) -> Result<(), ApplyError> {
+        if lsn != self.last_lsn.next() {
+            return fail(format!(
+                "event LSN {lsn} does not follow the state's LSN {}",
+                self.last_lsn
+            ));
+        }
+        self.apply_body(None, event.at, &event.body)?;
+        self.last_lsn = lsn;
+        Ok(())
+    }
+
+    /// Applies the event recorded at `lsn` to a scratch state holding only some of the
+    /// log's events (a point-in-time view of one session): `lsn` must be above
+    /// [`State::last_lsn`], not right after it, so that activities refer to their real
+    /// records.
+    pub(crate) fn apply_at(&mut self, lsn: Lsn, event: &Event) -> Result<(), ApplyError> {
+        if lsn <= self.last_lsn {
+            return fail(format!(
+                "event LSN {lsn} is not above the state's LSN {}",
+                self.last_lsn
+            ));
+        }
+        self.apply_body(Some(lsn), event.at, &event.body)?;
+        self.last_lsn = lsn;
+        Ok(())
+    }
+
+    /// Applies an event body without LSN bookkeeping: `lsn` is the record's for an event
+    /// of the log, `None` for an event carried inside one (an import's), whose activities
+    /// keep their details in memory.
+    fn apply_body(
+        &mut self,
+        lsn: Option<Lsn>,
+        at: Timestamp,
+        body: &EventBody,
+    ) -> Result<(), ApplyError> {
         match body {
             EventBody::SessionCreated(c) => {
                 self.absent(&c.session)?;
@@ -143,7 +181,11 @@ impl State {
                 s.body.activity_log.push_back(Arc::new(Activity {
                     action: Arc::clone(action),
                     timestamp: at,
-                    details: details.clone(),
+                    details: match (details, lsn) {
+                        (None, _) => Details::None,
+                        (Some(_), Some(lsn)) => Details::InLog(lsn),
+                        (Some(d), None) => Details::Inline(d.clone()),
+                    },
                 }));
                 s.last_activity = at;
             }
@@ -278,7 +320,7 @@ impl State {
                             e.body.type_name()
                         ));
                     }
-                    self.apply_body(e.at, &e.body.readdressed(original, session))?;
+                    self.apply_body(None, e.at, &e.body.readdressed(original, session))?;
                 }
                 let s = self.session_mut(session)?;
                 s.origin = Some(Origin::Imported {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApplyError;
 use crate::event::{AdoptedSession, SessionCreated};
-use crate::types::{JsonText, SessionId, Timestamp};
+use crate::types::{JsonText, Lsn, SessionId, Timestamp};
 
 /// Lifecycle status. Seed 001's statuses plus `archived` and `timed_out`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -120,6 +120,11 @@ impl Default for SessionConfig {
 }
 
 /// One recorded activity (seed 001's `activity_log` entry).
+///
+/// In the state an activity keeps its action and time, and where its details are: in the
+/// log ([`Details::InLog`], the activity recorded by an `activity_recorded` event) or, when
+/// the state got them some other way, in memory ([`Details::Inline`]). An activity read
+/// through [`crate::history::History`] always has its details resolved (never `InLog`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Activity type.
@@ -127,8 +132,90 @@ pub struct Activity {
     pub action: Arc<str>,
     /// When it was recorded.
     pub timestamp: Timestamp,
-    /// Optional JSON details.
-    pub details: Option<JsonText>,
+    /// Its JSON details, or where they are.
+    pub details: Details,
+}
+
+/// An activity's details: none, held in memory, or in the log (state schema 5).
+///
+/// Encoded (bincode) as `Option<JsonText>` is for `None` and `Inline` (variant 0 and 1,
+/// one byte each, then the text), so a state without `InLog` details encodes as state
+/// schemas 1 to 4 did, byte for byte, and their snapshots decode into `None` / `Inline`.
+/// `InLog` is variant 2 and the LSN, which only state schema 5 (and event schema 7, a
+/// clone's session) may hold. In JSON (human-readable forms) `None` is `null` and
+/// `Inline` the value; `InLog` has no JSON form (serialising it is an error: resolve the
+/// details first, e.g. through [`crate::history::History`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Details {
+    /// No details were given.
+    #[default]
+    None,
+    /// The details, in memory.
+    Inline(JsonText),
+    /// The details are those of the `activity_recorded` event at this LSN.
+    InLog(Lsn),
+}
+
+impl Details {
+    /// The details when they are in memory: `None` for no details and for details still
+    /// in the log (see [`Details::is_in_log`]); an activity read through
+    /// [`crate::history::History`] never has them in the log.
+    pub fn text(&self) -> Option<&JsonText> {
+        match self {
+            Details::Inline(t) => Some(t),
+            Details::None | Details::InLog(_) => None,
+        }
+    }
+
+    /// Whether the details are still in the log.
+    pub fn is_in_log(&self) -> bool {
+        matches!(self, Details::InLog(_))
+    }
+
+    /// `None` or `Inline`, from an optional value.
+    pub fn from_option(d: Option<JsonText>) -> Details {
+        d.map_or(Details::None, Details::Inline)
+    }
+}
+
+/// The binary form of [`Details`] (see there).
+#[derive(Serialize, Deserialize)]
+enum DetailsBin {
+    None,
+    Inline(JsonText),
+    InLog(Lsn),
+}
+
+impl Serialize for Details {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return match self {
+                Details::None => s.serialize_none(),
+                Details::Inline(t) => s.serialize_some(t),
+                Details::InLog(lsn) => Err(serde::ser::Error::custom(format!(
+                    "the details of an activity are in the log (LSN {lsn}): resolve them first"
+                ))),
+            };
+        }
+        match self {
+            Details::None => s.serialize_unit_variant("Details", 0, "None"),
+            Details::Inline(t) => s.serialize_newtype_variant("Details", 1, "Inline", t),
+            Details::InLog(l) => s.serialize_newtype_variant("Details", 2, "InLog", l),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            return Ok(Details::from_option(Option::<JsonText>::deserialize(d)?));
+        }
+        Ok(match DetailsBin::deserialize(d)? {
+            DetailsBin::None => Details::None,
+            DetailsBin::Inline(t) => Details::Inline(t),
+            DetailsBin::InLog(l) => Details::InLog(l),
+        })
+    }
 }
 
 /// One recorded command (seed 000's command history entry).
@@ -196,6 +283,11 @@ impl SessionBody {
     /// themselves (read those through [`crate::history::History`]).
     pub fn activity_count(&self) -> usize {
         self.activity_log.len()
+    }
+
+    /// Whether an activity's details are in the log (state schema 5).
+    pub fn has_details_in_log(&self) -> bool {
+        self.activity_log.iter().any(|a| a.details.is_in_log())
     }
 
     /// How many commands it holds.
@@ -394,6 +486,12 @@ impl Session {
                 pristine: true,
             }))),
         }
+    }
+
+    /// Whether an activity's details, in its body or a checkpoint's, are in the log.
+    pub fn has_details_in_log(&self) -> bool {
+        self.body.has_details_in_log()
+            || self.checkpoints.iter().any(|c| c.body.has_details_in_log())
     }
 
     /// The adoption the session came from, if it was adopted.

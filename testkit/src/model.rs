@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use session_engine::state::LogLevel;
+use session_engine::state::{Details, LogLevel};
 use session_engine::{Command, Error, SessionConfig, State, Status};
 
 /// Microseconds since the epoch, as the engine stamps events.
@@ -515,7 +515,15 @@ impl Model {
         Ok(true)
     }
 
-    /// The engine's state in the model's terms, for comparison.
+    /// The engine's latest state in the model's terms, with the activities' details read
+    /// from its log (a damaged record is the read's error, naming its place).
+    pub fn from_engine(engine: &session_engine::Engine) -> session_engine::Result<Model> {
+        Ok(Model::from_state(&engine.state_with_details()?))
+    }
+
+    /// The state in the model's terms, for comparison: details still in the log are
+    /// shown by their LSN (compare a state with its details, [`Model::from_engine`], with
+    /// a model built by commands).
     pub fn from_state(state: &State) -> Model {
         let body = |b: &session_engine::state::SessionBody| MBody {
             status: status_of(b.status),
@@ -530,7 +538,13 @@ impl Model {
                 .map(|a| {
                     (
                         a.action.to_string(),
-                        a.details.as_ref().map(|d| d.as_str().to_string()),
+                        match &a.details {
+                            Details::None => None,
+                            Details::Inline(d) => Some(d.as_str().to_string()),
+                            // Only a state read with its details (`from_engine`) compares
+                            // with a model built by commands.
+                            Details::InLog(lsn) => Some(format!("<details in the log at {lsn}>")),
+                        },
                         a.timestamp.0,
                     )
                 })

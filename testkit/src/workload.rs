@@ -395,7 +395,19 @@ impl Runner {
     pub fn open(&mut self) -> bool {
         match Engine::open(&self.dir, self.options()) {
             Ok(e) => {
-                let st = e.state();
+                // The activities' details are read from the log: an injected I/O error
+                // there is as if the open had failed (the next attempt reopens).
+                let st = match e.state_with_details() {
+                    Ok(st) => st,
+                    Err(err @ Error::Io { .. }) => {
+                        self.failures
+                            .push(format!("reading the recovered history: {err}"));
+                        drop(e);
+                        self.engine = None;
+                        return false;
+                    }
+                    Err(err) => panic!("the recovered history does not read: {err}"),
+                };
                 if let Err(msg) = self.check_recovered(&st) {
                     panic!(
                         "recovered state is wrong: {msg}\nreport: {:?}\nfailures: {:?}",
@@ -717,7 +729,7 @@ impl Runner {
                     let e = Engine::open_read_only(&self.dir, opts).unwrap_or_else(|err| {
                         panic!("open after a power cut following new writes: {err}")
                     });
-                    let got = Model::from_state(&e.state());
+                    let got = Model::from_engine(&e).unwrap();
                     assert!(
                         got == after,
                         "new writes lost in a power cut (seed {seed}, {mode:?}): {}",

@@ -124,9 +124,24 @@ impl Projection {
         let Some(target) = self.layout.session_file(s) else {
             return Ok(());
         };
+        // A session file holds every activity: their details are read from the log, as
+        // of the state being rendered.
+        let activities = if self.layout.writes_activities() {
+            let history = self.engine.history_of(s, state.last_lsn);
+            let read: crate::error::Result<Vec<_>> = history
+                .activities()
+                .iter()
+                .map(|e| e.map(|e| e.value))
+                .collect();
+            Some(read.map_err(|e| {
+                failure("read the session's activities", &target)(io::Error::other(e))
+            })?)
+        } else {
+            None
+        };
         let bytes = self
             .layout
-            .render_session(s)
+            .render_session_with(s, activities.as_deref())
             .map_err(|e| failure("render session file", &target)(io::Error::other(e)))?;
         // Only the engine's own files at the other places matter (none, mostly).
         let mut others = Vec::new();
