@@ -485,6 +485,7 @@ fn every_flipped_bit_in_a_directory_with_snapshots_is_reported_never_silently_ac
             && t.tail_cuts_losing_nothing > 0
             && t.snapshot_fallbacks > 0
             && t.unread_found_by_verify > 0
+            && t.history_reads_refused > 0
             && t.torn_cuts == 0,
         "the sweep should reach every outcome, and a sealed log loses nothing: {t:?}"
     );
