@@ -333,7 +333,14 @@ pub async fn get(
         .version_within(&id, state.last_lsn, Duration::from_secs(1))
         .await
         .ok();
-    let mut resp = ok(json!({ "session": &**session, "version": version.map(|v| v.0) }));
+    // Its activities' details are in the log: read on the blocking pool, with the state
+    // the version was taken against (damage there is an error naming its place).
+    let (session, as_of) = (Arc::clone(session), state.last_lsn);
+    let session = call(&s.manager, move |m| {
+        m.engine().session_with_details(&session, as_of)
+    })
+    .await?;
+    let mut resp = ok(json!({ "session": session, "version": version.map(|v| v.0) }));
     if let Some(v) = version {
         resp.headers_mut().insert(header::ETAG, etag(v));
     }

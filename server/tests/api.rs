@@ -128,6 +128,12 @@ async fn activities_checkpoints_decisions_commands_chains() {
     assert_eq!(st, 200);
     assert_eq!(v["data"]["total"], 1);
     assert_eq!(v["data"]["items"][0]["action"], "edit");
+    assert_eq!(v["data"]["items"][0]["details"], json!({"file": "a.rs"}));
+    // The whole session, its activities' details read from the log (state schema 5).
+    let (st, v) = h.get(&p).await;
+    assert_eq!(st, 200, "{v}");
+    let activities = &v["data"]["session"]["body"]["activity_log"];
+    assert_eq!(activities[0]["details"], json!({"file": "a.rs"}), "{v}");
 
     let (st, v) = body(
         h.req(Method::PUT, &format!("{p}/metadata/branch"))
