@@ -336,8 +336,9 @@ pub fn decode_state(payload: &[u8]) -> Result<State, DecodeError> {
             // every string, must bound them: the text of a real state is at most its
             // payload, so a limit of a few times the payload's size never refuses one.
             // A state repeats its action names in every activity: decoding shares them.
-            let (mut state, mut used): (State, usize) = decode_bounded(body)
-                .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
+            let (mut state, mut used): (State, usize) =
+                crate::state::decoding_state(|| decode_bounded(body))
+                    .map_err(|e| DecodeError(format!("state does not decode: {e}")))?;
             if version >= 2 {
                 let rest = body.get(used..).unwrap_or_default();
                 let (parts, n): (crate::state::chain::ChainsAsRead, usize) = decode_bounded(rest)

@@ -17,6 +17,7 @@ pub(crate) mod chain;
 mod claude;
 mod runs;
 mod session;
+pub(crate) use session::decoding_state;
 
 use std::sync::Arc;
 

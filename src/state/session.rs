@@ -205,6 +205,26 @@ impl Serialize for Details {
     }
 }
 
+thread_local! {
+    /// Whether the binary decoding running on this thread is of a snapshot's state, the
+    /// one place a log position ([`Details::InLog`]) may be (see [`decoding_state`]).
+    static IN_LOG_ALLOWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (the decoding of a snapshot's state) with [`Details::InLog`] accepted. Any
+/// other binary decoding (an event, an event inside an imported bundle) refuses one: the
+/// details an event carries are its own, never a pointer into some log.
+pub(crate) fn decoding_state<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_LOG_ALLOWED.set(self.0);
+        }
+    }
+    let _restore = Restore(IN_LOG_ALLOWED.replace(true));
+    f()
+}
+
 impl<'de> Deserialize<'de> for Details {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
@@ -213,7 +233,13 @@ impl<'de> Deserialize<'de> for Details {
         Ok(match DetailsBin::deserialize(d)? {
             DetailsBin::None => Details::None,
             DetailsBin::Inline(t) => Details::Inline(t),
-            DetailsBin::InLog(l) => Details::InLog(l),
+            DetailsBin::InLog(l) if IN_LOG_ALLOWED.get() => Details::InLog(l),
+            DetailsBin::InLog(l) => {
+                return Err(serde::de::Error::custom(format!(
+                    "an activity's details given by log position (LSN {l}) outside a \
+                     snapshot's state"
+                )));
+            }
         })
     }
 }
