@@ -78,3 +78,63 @@ where
 
     d.deserialize_map(MapVisitor(PhantomData))
 }
+
+/// Deserializes an `imbl::HashSet` with a bounded preallocation (as [`vector`]).
+pub(crate) fn hash_set<'de, D, T>(d: D) -> Result<imbl::HashSet<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + std::hash::Hash + Eq + Clone,
+{
+    struct SeqVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de> + std::hash::Hash + Eq + Clone> Visitor<'de> for SeqVisitor<T> {
+        type Value = imbl::HashSet<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut v: Vec<T> = Vec::with_capacity(cautious::<T>(seq.size_hint()));
+            while let Some(x) = seq.next_element()? {
+                v.push(x);
+            }
+            Ok(v.into_iter().collect())
+        }
+    }
+
+    d.deserialize_seq(SeqVisitor(PhantomData))
+}
+
+/// Deserializes an `imbl::HashMap` with a bounded preallocation (as [`ord_map`]; a
+/// repeated key keeps its last value).
+pub(crate) fn hash_map<'de, D, K, V>(d: D) -> Result<imbl::HashMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: Deserialize<'de> + std::hash::Hash + Eq + Clone,
+    V: Deserialize<'de> + Clone,
+{
+    struct MapVisitor<K, V>(PhantomData<(K, V)>);
+
+    impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
+    where
+        K: Deserialize<'de> + std::hash::Hash + Eq + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        type Value = imbl::HashMap<K, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut v: Vec<(K, V)> = Vec::with_capacity(cautious::<(K, V)>(map.size_hint()));
+            while let Some(entry) = map.next_entry()? {
+                v.push(entry);
+            }
+            Ok(v.into_iter().collect())
+        }
+    }
+
+    d.deserialize_map(MapVisitor(PhantomData))
+}

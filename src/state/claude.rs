@@ -71,11 +71,17 @@ pub struct Transcript {
     pub branch_points: u64,
     /// Every `uuid` of its records. Serialised in sorted order, so that a snapshot of a
     /// state is the same bytes whatever the hasher's seed (decoding takes any order).
-    #[serde(serialize_with = "sorted_set")]
+    #[serde(
+        serialize_with = "sorted_set",
+        deserialize_with = "super::bounded::hash_set"
+    )]
     pub uuids: imbl::HashSet<Arc<str>>,
     /// How many records name each uuid as their `parentUuid` (to find branch points);
     /// serialised in sorted order, as `uuids`.
-    #[serde(serialize_with = "sorted_map")]
+    #[serde(
+        serialize_with = "sorted_map",
+        deserialize_with = "super::bounded::hash_map"
+    )]
     pub children: imbl::HashMap<Arc<str>, u32>,
     /// References to records outside it, and other session ids, in order, first of each.
     pub refs: Vec<(RefKind, String)>,
